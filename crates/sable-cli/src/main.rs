@@ -1,0 +1,268 @@
+//! `sable`: one binary, one subcommand per role (gateway, worker) plus administration.
+//!
+//! The composition root: it reads settings, builds the Postgres pool, the NATS client
+//! and the provider client once, binds listeners, installs signal handling, and hands
+//! them to the services. Library crates never read the environment.
+
+mod settings;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use sable_bus::{Bus, BusNames};
+use sable_core::{AgentId, OrgId};
+use sable_llm::{OpenAiConfig, OpenAiProvider};
+use sable_runtime::AgentCatalog;
+use sable_store::{Store, StoreOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::settings::Settings;
+
+/// Sable: a distributed, multi-tenant agent runtime.
+///
+/// Quick start (Postgres and NATS running locally):
+///   sable migrate
+///   ORG=$(sable admin org create acme)
+///   KEY=$(sable admin key create --org "$ORG")
+///   sable worker &
+///   sable gateway
+///
+/// Settings come from config/sable.toml, then SABLE_* environment variables
+/// (SABLE_DATABASE_URL, SABLE_NATS_URL, SABLE_GATEWAY_ADDR, SABLE_NATS_PREFIX, SABLE_MODEL)
+/// and OPENAI_BASE_URL / OPENAI_API_KEY for the model provider.
+#[derive(Debug, Parser)]
+#[command(name = "sable", version, verbatim_doc_comment)]
+struct Cli {
+    /// Settings file (default: config/sable.toml if present).
+    #[arg(long, global = true, env = "SABLE_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTP API and dispatch replies (SABLE_GATEWAY_ADDR, default 127.0.0.1:8080).
+    Gateway,
+    /// Pull turns from NATS and run them against the model provider.
+    Worker,
+    /// Create or update the Postgres schema, then exit.
+    Migrate,
+    /// Create orgs and API keys.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Manage organisations (tenants).
+    Org {
+        #[command(subcommand)]
+        command: OrgCommand,
+    },
+    /// Manage API keys.
+    Key {
+        #[command(subcommand)]
+        command: KeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum OrgCommand {
+    /// Create an org and print its id.
+    Create {
+        /// A human-readable name.
+        name: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeyCommand {
+    /// Create an API key for an org and print it (shown only once).
+    Create {
+        /// The org's id, as printed by `sable admin org create`.
+        #[arg(long = "org")]
+        org_id: String,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    sable_llm::install_crypto_provider();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load(cli.config.as_deref())?;
+    sable_telemetry::init_logging(settings.log_format);
+    match cli.command {
+        Command::Gateway => run_gateway(settings).await,
+        Command::Worker => run_worker(settings).await,
+        Command::Migrate => {
+            connect_store(&settings)?
+                .migrate()
+                .await
+                .context("migration failed")?;
+            eprintln!("database is up to date");
+            Ok(())
+        }
+        Command::Admin { command } => run_admin(settings, command).await,
+    }
+}
+
+#[allow(clippy::print_stdout)]
+async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<()> {
+    let store = connect_store(&settings)?;
+    match command {
+        AdminCommand::Org {
+            command: OrgCommand::Create { name },
+        } => {
+            anyhow::ensure!(!name.trim().is_empty(), "the org name must not be empty");
+            let org_id = store
+                .create_org(name.trim())
+                .await
+                .context("could not create the org")?;
+            println!("{org_id}");
+        }
+        AdminCommand::Key {
+            command: KeyCommand::Create { org_id },
+        } => {
+            let org_id: OrgId = org_id.parse()?;
+            let key = store
+                .create_api_key(org_id)
+                .await
+                .with_context(|| format!("could not create a key for org {org_id}"))?;
+            println!("{}", key.key);
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+async fn run_gateway(settings: Settings) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signal();
+    let store = connect_store(&settings)?;
+    let bus = connect_bus(&settings, "sable-gateway").await?;
+    let agents = load_agents(&settings)?;
+    let listener = tokio::net::TcpListener::bind(&settings.gateway_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.gateway_addr))?;
+    // Tests and scripts read this line to find a port chosen by the OS (address :0).
+    println!(
+        "sable gateway listening on http://{}",
+        listener.local_addr()?
+    );
+    let config = sable_gateway::GatewayConfig {
+        default_agent: AgentId::parse(settings.default_agent.clone())?,
+        agents: agents.ids().map(str::to_owned).collect(),
+        wait_timeout: Settings::millis(settings.wait_timeout_ms),
+        wait_poll_interval: Settings::millis(settings.wait_poll_interval_ms),
+        sweep_interval: Settings::millis(settings.sweep_interval_ms),
+        sweep_after: Settings::millis(settings.sweep_after_ms),
+    };
+    sable_gateway::run(config, store, bus, listener, shutdown).await
+}
+
+#[allow(clippy::print_stdout)]
+async fn run_worker(settings: Settings) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signal();
+    let store = connect_store(&settings)?;
+    let bus = connect_bus(&settings, "sable-worker").await?;
+    let agents = load_agents(&settings)?;
+    let provider = OpenAiProvider::new(OpenAiConfig {
+        base_url: settings.openai_base_url.clone(),
+        api_key: settings.openai_api_key.clone(),
+        model: settings.model.clone(),
+        connect_timeout: Settings::millis(settings.provider_connect_timeout_ms),
+        idle_timeout: Settings::millis(settings.provider_idle_timeout_ms),
+        total_timeout: Settings::millis(settings.provider_timeout_ms),
+    })?;
+    let worker_id = settings.worker_id.clone().unwrap_or_else(default_worker_id);
+    println!("sable worker {worker_id} starting");
+    let config = sable_worker::WorkerConfig {
+        worker_id,
+        lease_ttl: Settings::millis(settings.lease_ttl_ms),
+        max_concurrent_sessions: settings.worker_concurrency,
+        sweep_interval: Settings::millis(settings.sweep_interval_ms),
+        sweep_after: Settings::millis(settings.sweep_after_ms),
+        shutdown_grace: Settings::millis(settings.shutdown_grace_ms),
+    };
+    sable_worker::run(config, store, bus, provider, agents, shutdown).await
+}
+
+fn connect_store(settings: &Settings) -> anyhow::Result<Store> {
+    let options = StoreOptions {
+        max_connections: settings.db_max_connections,
+        acquire_timeout: Settings::millis(settings.db_acquire_timeout_ms),
+    };
+    Store::connect_lazy(&settings.database_url, &options).context("invalid SABLE_DATABASE_URL")
+}
+
+async fn connect_bus(settings: &Settings, connection_name: &str) -> anyhow::Result<Bus> {
+    let names = BusNames::new(&settings.nats_prefix).context("invalid SABLE_NATS_PREFIX")?;
+    Ok(Bus::connect(&settings.nats_url, names, connection_name).await?)
+}
+
+fn load_agents(settings: &Settings) -> anyhow::Result<AgentCatalog> {
+    let agents = AgentCatalog::load(&settings.agents_dir)
+        .with_context(|| format!("cannot load agents from {}", settings.agents_dir.display()))?;
+    anyhow::ensure!(
+        agents.contains(&settings.default_agent),
+        "the default agent '{}' is not in {}",
+        settings.default_agent,
+        settings.agents_dir.display()
+    );
+    Ok(agents)
+}
+
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}-{}", std::process::id(), &suffix[..8])
+}
+
+/// A token cancelled on the first SIGTERM or SIGINT.
+fn shutdown_on_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested; draining");
+        cancel.cancel();
+    });
+    token
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut terminate), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("cannot install signal handlers; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+}

@@ -1,0 +1,123 @@
+//! Typed settings, layered: built-in defaults, then `config/sable.toml` (or the file named
+//! by `--config` / `SABLE_CONFIG`), then `SABLE_*` environment variables, then the
+//! conventional `OPENAI_BASE_URL` / `OPENAI_API_KEY`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context;
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use sable_core::Secret;
+use sable_telemetry::LogFormat;
+use serde::Deserialize;
+
+/// The file read when no `--config` is given; a missing default file is not an error.
+pub const DEFAULT_CONFIG_PATH: &str = "config/sable.toml";
+
+/// Every setting of every role. Durations are in milliseconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub database_url: String,
+    pub nats_url: String,
+    pub nats_prefix: String,
+    pub gateway_addr: String,
+    pub agents_dir: PathBuf,
+    pub default_agent: String,
+    pub log_format: LogFormat,
+    /// The model of the default profile (`SABLE_MODEL`).
+    pub model: String,
+    pub openai_base_url: String,
+    pub openai_api_key: Option<Secret>,
+    pub provider_connect_timeout_ms: u64,
+    pub provider_idle_timeout_ms: u64,
+    pub provider_timeout_ms: u64,
+    pub db_max_connections: u32,
+    pub db_acquire_timeout_ms: u64,
+    pub lease_ttl_ms: u64,
+    pub sweep_interval_ms: u64,
+    pub sweep_after_ms: u64,
+    pub wait_timeout_ms: u64,
+    pub wait_poll_interval_ms: u64,
+    pub worker_concurrency: usize,
+    pub worker_id: Option<String>,
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            database_url: "postgres://postgres@127.0.0.1:5432/sable".into(),
+            nats_url: "nats://127.0.0.1:4222".into(),
+            nats_prefix: "sable".into(),
+            gateway_addr: "127.0.0.1:8080".into(),
+            agents_dir: "agents".into(),
+            default_agent: "default".into(),
+            log_format: LogFormat::Text,
+            model: "gpt-4o-mini".into(),
+            openai_base_url: "https://api.openai.com/v1".into(),
+            openai_api_key: None,
+            provider_connect_timeout_ms: 5_000,
+            provider_idle_timeout_ms: 60_000,
+            provider_timeout_ms: 120_000,
+            db_max_connections: 20,
+            db_acquire_timeout_ms: 3_000,
+            lease_ttl_ms: 30_000,
+            sweep_interval_ms: 2_000,
+            sweep_after_ms: 10_000,
+            wait_timeout_ms: 120_000,
+            wait_poll_interval_ms: 1_000,
+            worker_concurrency: 512,
+            worker_id: None,
+            shutdown_grace_ms: 20_000,
+        }
+    }
+}
+
+impl Settings {
+    /// Loads the layers. An explicitly named config file must exist.
+    pub fn load(explicit_path: Option<&Path>) -> anyhow::Result<Self> {
+        let path = explicit_path.unwrap_or(Path::new(DEFAULT_CONFIG_PATH));
+        if explicit_path.is_some() && !path.is_file() {
+            anyhow::bail!("config file {} does not exist", path.display());
+        }
+        let settings: Self = Figment::new()
+            .merge(Toml::file(path))
+            .merge(Env::prefixed("SABLE_").ignore(&["config"]))
+            .merge(Env::raw().only(&["openai_base_url", "openai_api_key"]))
+            .extract()
+            .with_context(|| {
+                format!(
+                    "invalid settings (from {} and SABLE_* variables)",
+                    path.display()
+                )
+            })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.lease_ttl_ms >= 300,
+            "lease_ttl_ms must be at least 300"
+        );
+        anyhow::ensure!(
+            self.worker_concurrency >= 1,
+            "worker_concurrency must be at least 1"
+        );
+        anyhow::ensure!(
+            self.sweep_interval_ms >= 10,
+            "sweep_interval_ms must be at least 10"
+        );
+        anyhow::ensure!(
+            self.wait_poll_interval_ms >= 10,
+            "wait_poll_interval_ms must be at least 10"
+        );
+        Ok(())
+    }
+
+    pub fn millis(value: u64) -> Duration {
+        Duration::from_millis(value)
+    }
+}

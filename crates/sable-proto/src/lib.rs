@@ -1,0 +1,9 @@
+//! Protobuf payloads of the Sable bus, generated from `proto/sable/v1`.
+//!
+//! Owns only generated types; depends on nothing of ours.
+
+/// Version 1 of the bus payloads.
+#[allow(clippy::all, clippy::pedantic)]
+pub mod v1 {
+    include!(concat!(env!("OUT_DIR"), "/sable.v1.rs"));
+}

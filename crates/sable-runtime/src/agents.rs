@@ -1,0 +1,221 @@
+//! The agent catalog: `agents/<id>/agent.toml` plus `agents/<id>/AGENT.md`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sable_core::AgentId;
+use serde::Deserialize;
+
+/// An agent folder that could not be loaded; names the file and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+/// One agent, ready to use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentDefinition {
+    pub id: AgentId,
+    pub name: String,
+    pub system_prompt: String,
+    pub max_output_tokens: Option<u32>,
+    pub temperature: Option<f32>,
+    /// How many of the newest history messages the model sees.
+    pub history_messages: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    name: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    model: ModelSection,
+    #[serde(default)]
+    limits: LimitsSection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ModelSection {
+    max_output_tokens: Option<u32>,
+    temperature: Option<f32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSection {
+    #[serde(default = "default_history_messages")]
+    history_messages: u32,
+}
+
+impl Default for LimitsSection {
+    fn default() -> Self {
+        Self {
+            history_messages: default_history_messages(),
+        }
+    }
+}
+
+fn default_history_messages() -> u32 {
+    40
+}
+
+/// Every agent of a deployment, by id.
+#[derive(Debug, Clone, Default)]
+pub struct AgentCatalog {
+    agents: BTreeMap<String, Arc<AgentDefinition>>,
+}
+
+impl AgentCatalog {
+    /// Loads every folder of `dir` that holds an `agent.toml`.
+    pub fn load(dir: &Path) -> Result<Self, AgentError> {
+        let entries = std::fs::read_dir(dir).map_err(|source| AgentError::Read {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let mut agents = BTreeMap::new();
+        for entry in entries {
+            let folder = entry
+                .map_err(|source| AgentError::Read {
+                    path: dir.to_owned(),
+                    source,
+                })?
+                .path();
+            if folder.join("agent.toml").is_file() {
+                let agent = load_agent(&folder)?;
+                agents.insert(agent.id.as_str().to_owned(), Arc::new(agent));
+            }
+        }
+        Ok(Self { agents })
+    }
+
+    pub fn from_definitions(definitions: impl IntoIterator<Item = AgentDefinition>) -> Self {
+        let agents = definitions
+            .into_iter()
+            .map(|agent| (agent.id.as_str().to_owned(), Arc::new(agent)))
+            .collect();
+        Self { agents }
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<AgentDefinition>> {
+        self.agents.get(id).cloned()
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.agents.contains_key(id)
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.agents.keys().map(String::as_str)
+    }
+}
+
+fn load_agent(folder: &Path) -> Result<AgentDefinition, AgentError> {
+    let toml_path = folder.join("agent.toml");
+    let invalid = |path: &Path, message: String| AgentError::Invalid {
+        path: path.to_owned(),
+        message,
+    };
+    let folder_name = folder
+        .file_name()
+        .and_then(|name| name.to_str())
+        .unwrap_or_default();
+    let id = AgentId::parse(folder_name)
+        .map_err(|error| invalid(folder, format!("folder name is not an agent id: {error}")))?;
+    let text = std::fs::read_to_string(&toml_path).map_err(|source| AgentError::Read {
+        path: toml_path.clone(),
+        source,
+    })?;
+    let file: AgentFile =
+        toml::from_str(&text).map_err(|error| invalid(&toml_path, error.to_string()))?;
+    if file.limits.history_messages == 0 {
+        return Err(invalid(
+            &toml_path,
+            "limits.history_messages must be at least 1".into(),
+        ));
+    }
+    let prompt_path = folder.join("AGENT.md");
+    let system_prompt =
+        std::fs::read_to_string(&prompt_path).map_err(|source| AgentError::Read {
+            path: prompt_path,
+            source,
+        })?;
+    let _ = file.description;
+    Ok(AgentDefinition {
+        name: file.name.unwrap_or_else(|| id.as_str().to_owned()),
+        id,
+        system_prompt: system_prompt.trim().to_owned(),
+        max_output_tokens: file.model.max_output_tokens,
+        temperature: file.model.temperature,
+        history_messages: file.limits.history_messages,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_agent(root: &Path, id: &str, toml: &str, prompt: &str) {
+        let folder = root.join(id);
+        std::fs::create_dir_all(&folder).unwrap();
+        std::fs::write(folder.join("agent.toml"), toml).unwrap();
+        std::fs::write(folder.join("AGENT.md"), prompt).unwrap();
+    }
+
+    fn scratch_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("sable-agents-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn the_shipped_default_agent_loads() {
+        let catalog =
+            AgentCatalog::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../../agents"))
+                .unwrap();
+        let agent = catalog.get("default").expect("default agent");
+        assert!(!agent.system_prompt.is_empty());
+    }
+
+    #[test]
+    fn an_agent_folder_gives_its_prompt_and_limits() {
+        let dir = scratch_dir("ok");
+        write_agent(
+            &dir,
+            "helper",
+            "name = \"Helper\"\n[limits]\nhistory_messages = 6\n",
+            "You help.\n",
+        );
+        let agent = AgentCatalog::load(&dir).unwrap().get("helper").unwrap();
+        assert_eq!(
+            (
+                agent.name.as_str(),
+                agent.system_prompt.as_str(),
+                agent.history_messages
+            ),
+            ("Helper", "You help.", 6)
+        );
+    }
+
+    #[test]
+    fn an_unknown_field_fails_naming_the_file_and_field() {
+        let dir = scratch_dir("bad");
+        write_agent(&dir, "broken", "modle = 1\n", "x");
+        let error = AgentCatalog::load(&dir).unwrap_err().to_string();
+        assert!(
+            error.contains("broken/agent.toml") && error.contains("modle"),
+            "{error}"
+        );
+    }
+}

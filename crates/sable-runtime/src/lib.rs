@@ -1,0 +1,11 @@
+//! The agent runtime: which agent answers, what it is told, and how a turn's model call
+//! is assembled from the session's history.
+//!
+//! Depends on `sable-core` and `sable-llm`; knows nothing of NATS, HTTP or SQL, so the
+//! same turn logic runs under any bus and store.
+
+mod agents;
+mod context;
+
+pub use agents::{AgentCatalog, AgentDefinition, AgentError};
+pub use context::build_chat_request;

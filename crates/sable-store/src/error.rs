@@ -1,0 +1,51 @@
+//! The store's one error type, sorted by what a caller should do about it.
+
+/// What went wrong talking to Postgres.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row does not exist, or belongs to another org (the two are indistinguishable).
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// Postgres could not be reached or the pool had no connection in time; retry later.
+    #[error("database unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    /// The connection URL is malformed.
+    #[error("invalid database configuration")]
+    Config(#[source] sqlx::Error),
+    #[error("database migration failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// Any other database error: a bug or a broken schema.
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::RowNotFound => Self::NotFound("row"),
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_) => Self::Unavailable(error),
+            sqlx::Error::Database(ref database_error)
+                if is_connection_loss(database_error.code().as_deref()) =>
+            {
+                Self::Unavailable(error)
+            }
+            other => Self::Database(other),
+        }
+    }
+}
+
+/// SQLSTATE classes 08 (connection exception) and 57P (operator intervention, e.g. shutdown).
+fn is_connection_loss(code: Option<&str>) -> bool {
+    code.is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+}
+
+impl StoreError {
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}

@@ -1,0 +1,323 @@
+//! The worker's side of a session: its lease, its runnable turns, its history, and the
+//! transaction that ends a turn and queues the reply.
+//!
+//! The lease makes one worker at a time the runner of a session; the turn's `attempt`
+//! fences out a worker that lost its lease, so a late writer can never end a turn twice.
+
+use std::time::Duration;
+
+use sable_core::{
+    DeliveryId, DeliveryStatus, MessageId, MessageRole, OrgId, SessionId, TurnId, TurnStatus,
+};
+use uuid::Uuid;
+
+use crate::records::parse_stored;
+use crate::{HistoryEntry, Store, StoreError};
+
+/// A turn the lease holder should run next.
+#[derive(Debug, Clone)]
+pub struct RunnableTurn {
+    pub id: TurnId,
+    pub org_id: OrgId,
+    pub session_id: SessionId,
+    pub seq: i64,
+    pub agent_id: String,
+    pub channel: String,
+    pub trace_parent: Option<String>,
+}
+
+/// Tokens a turn consumed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+}
+
+/// How a turn ended.
+#[derive(Debug, Clone)]
+pub enum TurnOutcome {
+    Replied {
+        text: String,
+        usage: Option<Usage>,
+    },
+    /// The turn failed; `reply_text` tells the user so.
+    Failed {
+        code: String,
+        message: String,
+        reply_text: String,
+    },
+}
+
+/// Ends a turn started as `attempt`.
+#[derive(Debug, Clone)]
+pub struct FinishTurn<'a> {
+    pub turn: &'a RunnableTurn,
+    pub attempt: i32,
+    pub outcome: TurnOutcome,
+}
+
+/// What happened when the lease holder tried to let go of an idle session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseRelease {
+    Released,
+    /// Turns arrived meanwhile; keep draining.
+    WorkRemains,
+    /// Another worker holds the lease now.
+    Lost,
+}
+
+#[derive(sqlx::FromRow)]
+struct RunnableRow {
+    id: Uuid,
+    org_id: Uuid,
+    session_id: Uuid,
+    seq: i64,
+    agent_id: String,
+    channel: String,
+    trace_parent: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct HistoryRow {
+    role: String,
+    content: String,
+}
+
+impl Store {
+    /// Takes the session's lease if it is free, expired, or already ours.
+    pub async fn claim_session(
+        &self,
+        org_id: OrgId,
+        session_id: SessionId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let claimed = sqlx::query(
+            "UPDATE sessions SET lease_owner = $3, lease_expires_at = now() + make_interval(secs => $4) \
+             WHERE id = $1 AND org_id = $2 \
+               AND (lease_owner IS NULL OR lease_owner = $3 OR lease_expires_at < now())",
+        )
+        .bind(session_id.as_uuid())
+        .bind(org_id.as_uuid())
+        .bind(owner)
+        .bind(ttl.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(claimed.rows_affected() == 1)
+    }
+
+    /// Extends a lease we hold; false when it was lost.
+    pub async fn renew_session(
+        &self,
+        session_id: SessionId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        let renewed = sqlx::query(
+            "UPDATE sessions SET lease_expires_at = now() + make_interval(secs => $3) \
+             WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(session_id.as_uuid())
+        .bind(owner)
+        .bind(ttl.as_secs_f64())
+        .execute(&self.pool)
+        .await?;
+        Ok(renewed.rows_affected() == 1)
+    }
+
+    /// Lets go of the lease only if no turn is queued or running, in one statement, so a
+    /// turn committed meanwhile is either seen here or finds the lease free.
+    pub async fn release_session_if_idle(
+        &self,
+        session_id: SessionId,
+        owner: &str,
+    ) -> Result<LeaseRelease, StoreError> {
+        let released = sqlx::query(
+            "UPDATE sessions SET lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND lease_owner = $2 \
+               AND NOT EXISTS (SELECT 1 FROM turns WHERE session_id = $1 AND status IN ('queued', 'running'))",
+        )
+        .bind(session_id.as_uuid())
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
+        if released.rows_affected() == 1 {
+            return Ok(LeaseRelease::Released);
+        }
+        let holder: Option<(Option<String>,)> =
+            sqlx::query_as("SELECT lease_owner FROM sessions WHERE id = $1")
+                .bind(session_id.as_uuid())
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(match holder {
+            Some((Some(holder),)) if holder == owner => LeaseRelease::WorkRemains,
+            _ => LeaseRelease::Lost,
+        })
+    }
+
+    /// Lets go of the lease whatever remains (shutdown); the sweeper hands the rest on.
+    pub async fn release_session(
+        &self,
+        session_id: SessionId,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_owner = $2")
+            .bind(session_id.as_uuid())
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The session's oldest unfinished turn. A `running` one here was orphaned by a worker
+    /// whose lease expired, and is run again.
+    pub async fn next_runnable_turn(
+        &self,
+        org_id: OrgId,
+        session_id: SessionId,
+    ) -> Result<Option<RunnableTurn>, StoreError> {
+        let row: Option<RunnableRow> = sqlx::query_as(
+            "SELECT t.id, t.org_id, t.session_id, t.seq, t.agent_id, s.channel, t.trace_parent \
+             FROM turns t JOIN sessions s ON s.id = t.session_id \
+             WHERE t.session_id = $1 AND t.org_id = $2 AND t.status IN ('queued', 'running') \
+             ORDER BY t.seq LIMIT 1",
+        )
+        .bind(session_id.as_uuid())
+        .bind(org_id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|row| RunnableTurn {
+            id: row.id.into(),
+            org_id: row.org_id.into(),
+            session_id: row.session_id.into(),
+            seq: row.seq,
+            agent_id: row.agent_id,
+            channel: row.channel,
+            trace_parent: row.trace_parent,
+        }))
+    }
+
+    /// Marks the turn running as a new attempt and returns the attempt number, or `None`
+    /// if it already ended.
+    pub async fn start_turn(
+        &self,
+        turn_id: TurnId,
+        worker_id: &str,
+    ) -> Result<Option<i32>, StoreError> {
+        let attempt: Option<(i32,)> = sqlx::query_as(
+            "UPDATE turns SET status = 'running', attempt = attempt + 1, worker_id = $2, started_at = now() \
+             WHERE id = $1 AND status IN ('queued', 'running') RETURNING attempt",
+        )
+        .bind(turn_id.as_uuid())
+        .bind(worker_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(attempt.map(|(attempt,)| attempt))
+    }
+
+    /// The newest `limit` user and assistant messages up to and including turn `up_to_seq`,
+    /// oldest first. Error replies are left out: the model never sees them.
+    pub async fn history(
+        &self,
+        session_id: SessionId,
+        up_to_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        let mut rows: Vec<HistoryRow> = sqlx::query_as(
+            "SELECT role, content FROM messages \
+             WHERE session_id = $1 AND turn_seq <= $2 AND role IN ('user', 'assistant') \
+             ORDER BY turn_seq DESC, position DESC LIMIT $3",
+        )
+        .bind(session_id.as_uuid())
+        .bind(up_to_seq)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.reverse();
+        rows.into_iter()
+            .map(|row| {
+                Ok(HistoryEntry {
+                    role: parse_stored(&row.role)?,
+                    content: row.content,
+                })
+            })
+            .collect()
+    }
+
+    /// Ends the turn, appends its reply and queues the delivery, all or nothing. Returns
+    /// `None` when the attempt was fenced out (another worker took the turn over).
+    pub async fn finish_turn(
+        &self,
+        finish: FinishTurn<'_>,
+    ) -> Result<Option<DeliveryId>, StoreError> {
+        let turn = finish.turn;
+        let (status, role, reply, code, message, usage) = match &finish.outcome {
+            TurnOutcome::Replied { text, usage } => (
+                TurnStatus::Done,
+                MessageRole::Assistant,
+                text,
+                None,
+                None,
+                *usage,
+            ),
+            TurnOutcome::Failed {
+                code,
+                message,
+                reply_text,
+            } => (
+                TurnStatus::Failed,
+                MessageRole::Error,
+                reply_text,
+                Some(code),
+                Some(message),
+                None,
+            ),
+        };
+        let mut tx = self.pool.begin().await?;
+        let ended = sqlx::query(
+            "UPDATE turns SET status = $3, finished_at = now(), error_code = $4, error_message = $5, \
+                 input_tokens = $6, output_tokens = $7 \
+             WHERE id = $1 AND status = 'running' AND attempt = $2",
+        )
+        .bind(turn.id.as_uuid())
+        .bind(finish.attempt)
+        .bind(status.as_str())
+        .bind(code)
+        .bind(message)
+        .bind(usage.map(|usage| usage.input_tokens))
+        .bind(usage.map(|usage| usage.output_tokens))
+        .execute(&mut *tx)
+        .await?;
+        if ended.rows_affected() == 0 {
+            tx.rollback().await?;
+            return Ok(None);
+        }
+        sqlx::query(
+            "INSERT INTO messages (id, org_id, session_id, turn_id, turn_seq, position, role, content) \
+             VALUES ($1, $2, $3, $4, $5, 1, $6, $7)",
+        )
+        .bind(MessageId::new().as_uuid())
+        .bind(turn.org_id.as_uuid())
+        .bind(turn.session_id.as_uuid())
+        .bind(turn.id.as_uuid())
+        .bind(turn.seq)
+        .bind(role.as_str())
+        .bind(reply)
+        .execute(&mut *tx)
+        .await?;
+        let delivery_id = DeliveryId::new();
+        sqlx::query(
+            "INSERT INTO deliveries (id, org_id, turn_id, session_id, channel, status) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(delivery_id.as_uuid())
+        .bind(turn.org_id.as_uuid())
+        .bind(turn.id.as_uuid())
+        .bind(turn.session_id.as_uuid())
+        .bind(&turn.channel)
+        .bind(DeliveryStatus::Pending.as_str())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(delivery_id))
+    }
+}

@@ -1,0 +1,266 @@
+//! `POST /v1/messages`: accept a message, queue its turn, and answer at once (202), after
+//! the turn ends (`"wait": true`), or as a live SSE stream (`Accept: text/event-stream`).
+
+use std::convert::Infallible;
+
+use axum::Json;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use sable_core::{
+    AgentId, Channel, ConversationKey, IdempotencyKey, MessageText, OrgId, SessionId,
+};
+use sable_proto::v1::TurnWakeup;
+use sable_store::{AcceptedTurn, NewMessage, SessionTarget};
+use sable_telemetry::TraceContext;
+use serde::Deserialize;
+use serde_json::json;
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::auth::Authenticated;
+use crate::body::ApiJson;
+use crate::waiter::{WaitOutcome, wait_for_turn};
+use crate::{ApiError, AppState};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/v1/messages", post(post_message))
+}
+
+#[derive(Debug, Deserialize)]
+struct PostMessageBody {
+    text: String,
+    session_id: Option<String>,
+    conversation: Option<ConversationBody>,
+    agent: Option<String>,
+    idempotency_key: Option<String>,
+    #[serde(default)]
+    wait: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct ConversationBody {
+    id: String,
+    user_id: Option<String>,
+}
+
+enum ReplyMode {
+    Accepted,
+    Wait,
+    Stream,
+}
+
+#[tracing::instrument(name = "http.post_message", skip_all, fields(org_id = %caller.org_id, turn_id))]
+async fn post_message(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<PostMessageBody>,
+) -> Result<Response, ApiError> {
+    let mode = reply_mode(&headers, body.wait);
+    let trace =
+        incoming_trace(&headers).map_or_else(TraceContext::new_root, |parent| parent.child());
+    let message = parse_message(&state, caller.org_id, body, &trace)?;
+    let accepted = state.store.accept_message(message).await?;
+    tracing::Span::current().record("turn_id", tracing::field::display(accepted.turn_id));
+    // Subscribe before the wake-up goes out so no event of this turn can be missed.
+    let subscription = match mode {
+        ReplyMode::Accepted => None,
+        ReplyMode::Wait | ReplyMode::Stream => state
+            .bus
+            .subscribe_events(caller.org_id, accepted.session_id)
+            .await
+            .ok(),
+    };
+    if accepted.created {
+        publish_wakeup(&state, caller.org_id, &accepted, &trace).await;
+    }
+    match mode {
+        ReplyMode::Accepted => Ok(accepted_response(&accepted, StatusCode::ACCEPTED)),
+        ReplyMode::Wait => {
+            let outcome =
+                wait_for_turn(&state, caller.org_id, &accepted, subscription, |_| {}).await?;
+            Ok(wait_response(&accepted, outcome))
+        }
+        ReplyMode::Stream => Ok(stream_response(
+            state,
+            caller.org_id,
+            accepted,
+            subscription,
+        )),
+    }
+}
+
+fn reply_mode(headers: &HeaderMap, wait: bool) -> ReplyMode {
+    let wants_stream = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"));
+    match (wants_stream, wait) {
+        (true, _) => ReplyMode::Stream,
+        (false, true) => ReplyMode::Wait,
+        (false, false) => ReplyMode::Accepted,
+    }
+}
+
+fn incoming_trace(headers: &HeaderMap) -> Option<TraceContext> {
+    headers
+        .get(sable_bus::TRACEPARENT_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(TraceContext::parse)
+}
+
+/// Turns the body into a validated message, refusing anything malformed with 4xx.
+fn parse_message(
+    state: &AppState,
+    org_id: OrgId,
+    body: PostMessageBody,
+    trace: &TraceContext,
+) -> Result<NewMessage, ApiError> {
+    let invalid = |error: sable_core::InputError| ApiError::Validation(error.to_string());
+    let target = match (body.session_id, body.conversation) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::Validation(
+                "give session_id or conversation, not both".into(),
+            ));
+        }
+        (Some(session_id), None) => SessionTarget::Existing(
+            session_id
+                .parse::<SessionId>()
+                .map_err(|error| ApiError::Validation(error.to_string()))?,
+        ),
+        (None, Some(conversation)) => SessionTarget::Conversation {
+            key: ConversationKey::parse(conversation.id).map_err(invalid)?,
+            user_id: conversation.user_id.map(parse_user_id).transpose()?,
+        },
+        (None, None) => SessionTarget::New,
+    };
+    let agent = body
+        .agent
+        .map(AgentId::parse)
+        .transpose()
+        .map_err(invalid)?;
+    if let Some(agent) = &agent {
+        if !state.config.agents.contains(agent.as_str()) {
+            return Err(ApiError::UnknownAgent(agent.to_string()));
+        }
+    }
+    Ok(NewMessage {
+        org_id,
+        channel: Channel::Api,
+        target,
+        agent,
+        default_agent: state.config.default_agent.clone(),
+        text: MessageText::parse(body.text).map_err(invalid)?,
+        idempotency_key: body
+            .idempotency_key
+            .map(IdempotencyKey::parse)
+            .transpose()
+            .map_err(invalid)?,
+        trace_parent: Some(trace.to_string()),
+    })
+}
+
+fn parse_user_id(user_id: String) -> Result<String, ApiError> {
+    let valid =
+        !user_id.is_empty() && user_id.len() <= 200 && !user_id.chars().any(char::is_control);
+    valid.then_some(user_id).ok_or_else(|| {
+        ApiError::Validation("conversation.user_id: must be 1 to 200 printable bytes".into())
+    })
+}
+
+/// Publishes the wake-up. A failure is logged, not returned: the turn is already safe in
+/// Postgres and the sweeper republishes it.
+async fn publish_wakeup(
+    state: &AppState,
+    org_id: OrgId,
+    accepted: &AcceptedTurn,
+    trace: &TraceContext,
+) {
+    let wakeup = TurnWakeup {
+        turn_id: accepted.turn_id.to_string(),
+        org_id: org_id.to_string(),
+        session_id: accepted.session_id.to_string(),
+    };
+    let traceparent = trace.child().to_string();
+    if let Err(error) = state
+        .bus
+        .publish_turn_wakeup(&wakeup, &wakeup.turn_id, Some(&traceparent))
+        .await
+    {
+        tracing::warn!(%error, turn_id = %accepted.turn_id, "wake-up not published; the sweeper will retry");
+    }
+}
+
+fn accepted_response(accepted: &AcceptedTurn, status: StatusCode) -> Response {
+    let body = json!({"turn_id": accepted.turn_id, "session_id": accepted.session_id, "status": accepted.status});
+    (status, Json(body)).into_response()
+}
+
+fn outcome_json(accepted: &AcceptedTurn, outcome: &WaitOutcome) -> serde_json::Value {
+    match outcome {
+        WaitOutcome::Finished(finished) => {
+            let mut body = json!({
+                "turn_id": accepted.turn_id,
+                "session_id": accepted.session_id,
+                "status": finished.status,
+                "reply": {"text": finished.reply_text},
+            });
+            if let Some(code) = &finished.error_code {
+                body["error"] = json!({"code": code, "message": finished.error_message});
+            }
+            body
+        }
+        WaitOutcome::StillRunning(status) => {
+            json!({"turn_id": accepted.turn_id, "session_id": accepted.session_id, "status": status})
+        }
+    }
+}
+
+fn wait_response(accepted: &AcceptedTurn, outcome: WaitOutcome) -> Response {
+    let status = match outcome {
+        WaitOutcome::Finished(_) => StatusCode::OK,
+        WaitOutcome::StillRunning(_) => StatusCode::ACCEPTED,
+    };
+    (status, Json(outcome_json(accepted, &outcome))).into_response()
+}
+
+/// Streams `accepted`, then `delta` events as text arrives, then `final`.
+fn stream_response(
+    state: AppState,
+    org_id: OrgId,
+    accepted: AcceptedTurn,
+    subscription: Option<sable_bus::EventSubscription>,
+) -> Response {
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Event>(256);
+    let first = json!({"turn_id": accepted.turn_id, "session_id": accepted.session_id, "status": accepted.status});
+    tokio::spawn(async move {
+        let _ = sender
+            .send(Event::default().event("accepted").data(first.to_string()))
+            .await;
+        let delta_sender = sender.clone();
+        let outcome = wait_for_turn(&state, org_id, &accepted, subscription, move |text| {
+            let event = Event::default()
+                .event("delta")
+                .data(json!({"text": text}).to_string());
+            let _ = delta_sender.try_send(event);
+        })
+        .await;
+        let final_event = match outcome {
+            Ok(outcome) => Event::default()
+                .event("final")
+                .data(outcome_json(&accepted, &outcome).to_string()),
+            Err(error) => Event::default()
+                .event("error")
+                .data(json!({"error": {"message": error.to_string()}}).to_string()),
+        };
+        let _ = sender.send(final_event).await;
+    });
+    let stream = ReceiverStream::new(receiver).map(Ok::<Event, Infallible>);
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}

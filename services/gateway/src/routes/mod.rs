@@ -1,0 +1,6 @@
+//! One module per resource, each exporting its router.
+
+pub(crate) mod health;
+pub(crate) mod messages;
+pub(crate) mod sessions;
+pub(crate) mod turns;

@@ -1,0 +1,57 @@
+//! `GET /v1/turns/{id}`: a turn's status, reply, error, usage and timings.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::routing::get;
+use sable_core::TurnId;
+use sable_store::TurnRecord;
+use serde_json::{Value, json};
+
+use crate::auth::Authenticated;
+use crate::{ApiError, AppState};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/v1/turns/{turn_id}", get(get_turn))
+}
+
+async fn get_turn(
+    State(state): State<AppState>,
+    caller: Authenticated,
+    Path(turn_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let turn_id: TurnId = turn_id.parse().map_err(|_| ApiError::NotFound("turn"))?;
+    let turn = state.store.turn(caller.org_id, turn_id).await?;
+    Ok(Json(turn_json(&turn)))
+}
+
+/// The public shape of a turn, shared by every route that shows one.
+pub(crate) fn turn_json(turn: &TurnRecord) -> Value {
+    let mut body = json!({
+        "turn_id": turn.id,
+        "session_id": turn.session_id,
+        "seq": turn.seq,
+        "agent": turn.agent_id,
+        "status": turn.status,
+        "attempt": turn.attempt,
+        "worker_id": turn.worker_id,
+        "reply": turn.reply_text.as_ref().map(|text| json!({"text": text})),
+        "created_at": turn.created_at,
+        "started_at": turn.started_at,
+        "finished_at": turn.finished_at,
+    });
+    if let Some(code) = &turn.error_code {
+        body["error"] = json!({"code": code, "message": turn.error_message});
+    }
+    if let (Some(input), Some(output)) = (turn.input_tokens, turn.output_tokens) {
+        body["usage"] = json!({"input_tokens": input, "output_tokens": output});
+    }
+    if let Some(trace) = turn
+        .trace_parent
+        .as_deref()
+        .and_then(sable_telemetry::TraceContext::parse)
+    {
+        body["trace_id"] = json!(trace.trace_id());
+    }
+    body
+}

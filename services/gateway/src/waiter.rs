@@ -1,0 +1,85 @@
+//! Waiting for a turn to end: live events from core NATS first, Postgres as the fallback
+//! (after a missed event, a NATS outage, or on another gateway's turn).
+
+use sable_bus::EventSubscription;
+use sable_core::{OrgId, TurnStatus};
+use sable_proto::v1::turn_event::Kind;
+use sable_store::{AcceptedTurn, TurnRecord};
+
+use crate::{ApiError, AppState};
+
+/// How a turn ended.
+#[derive(Debug, Clone)]
+pub(crate) struct FinishedTurn {
+    pub status: String,
+    pub reply_text: String,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+}
+
+/// The result of waiting.
+#[derive(Debug, Clone)]
+pub(crate) enum WaitOutcome {
+    Finished(FinishedTurn),
+    /// The wait timed out; the turn goes on and can be read later.
+    StillRunning(TurnStatus),
+}
+
+/// Waits until the turn ends or the configured wait timeout passes, calling `on_delta`
+/// with each piece of streamed text.
+pub(crate) async fn wait_for_turn(
+    state: &AppState,
+    org_id: OrgId,
+    accepted: &AcceptedTurn,
+    mut subscription: Option<EventSubscription>,
+    mut on_delta: impl FnMut(String),
+) -> Result<WaitOutcome, ApiError> {
+    let deadline = tokio::time::Instant::now() + state.config.wait_timeout;
+    let mut poll = tokio::time::interval(state.config.wait_poll_interval);
+    let turn_id = accepted.turn_id.to_string();
+    let mut last_status = accepted.status;
+    loop {
+        tokio::select! {
+            event = next_event(&mut subscription) => match event {
+                Some(event) if event.turn_id == turn_id => match event.kind {
+                    Some(Kind::Delta(delta)) => on_delta(delta.text),
+                    Some(Kind::Finished(finished)) => return Ok(WaitOutcome::Finished(FinishedTurn {
+                        status: finished.status,
+                        reply_text: finished.reply_text,
+                        error_code: Some(finished.error_code).filter(|code| !code.is_empty()),
+                        error_message: Some(finished.error_message).filter(|message| !message.is_empty()),
+                    })),
+                    None => {}
+                },
+                Some(_) => {}
+                None => subscription = None,
+            },
+            _ = poll.tick() => {
+                let turn = state.store.turn(org_id, accepted.turn_id).await?;
+                if turn.status.is_final() {
+                    return Ok(WaitOutcome::Finished(finished_from_record(turn)));
+                }
+                last_status = turn.status;
+            },
+            () = tokio::time::sleep_until(deadline) => return Ok(WaitOutcome::StillRunning(last_status)),
+        }
+    }
+}
+
+async fn next_event(
+    subscription: &mut Option<EventSubscription>,
+) -> Option<sable_proto::v1::TurnEvent> {
+    match subscription {
+        Some(subscription) => subscription.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn finished_from_record(turn: TurnRecord) -> FinishedTurn {
+    FinishedTurn {
+        status: turn.status.to_string(),
+        reply_text: turn.reply_text.unwrap_or_default(),
+        error_code: turn.error_code,
+        error_message: turn.error_message,
+    }
+}

@@ -1,0 +1,100 @@
+//! Pulling turn wake-ups and handing each to a session task, bounded in number.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sable_bus::Delivered;
+use sable_core::{OrgId, SessionId};
+use sable_proto::v1::TurnWakeup;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::WorkerContext;
+use crate::session::{DrainResult, drain_session};
+
+/// Pulls until `shutdown`, then waits up to the grace period for in-flight sessions.
+pub(crate) async fn run(context: Arc<WorkerContext>, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    let slots = Arc::new(Semaphore::new(context.config.max_concurrent_sessions));
+    let batch = context.config.max_concurrent_sessions.clamp(1, 256);
+    while !shutdown.is_cancelled() {
+        let mut wakeups = match context.bus.turn_wakeups(batch).await {
+            Ok(wakeups) => wakeups,
+            Err(error) => {
+                tracing::warn!(%error, "turn consumer unavailable; retrying");
+                pause(&shutdown, Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        loop {
+            let slot = tokio::select! {
+                () = shutdown.cancelled() => break,
+                slot = slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            };
+            let next = tokio::select! {
+                () = shutdown.cancelled() => break,
+                next = wakeups.next() => next,
+            };
+            match next {
+                Some(Ok(wakeup)) => {
+                    let context = context.clone();
+                    let shutdown = shutdown.clone();
+                    tracker.spawn(async move {
+                        handle_wakeup(&context, wakeup, &shutdown).await;
+                        drop(slot);
+                    });
+                }
+                Some(Err(error)) => tracing::warn!(%error, "turn consumer error"),
+                None => break,
+            }
+        }
+    }
+    tracker.close();
+    if tokio::time::timeout(context.config.shutdown_grace, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "shutdown grace ran out with turns in flight; their leases will expire and another worker resumes them"
+        );
+    }
+}
+
+/// Drains the wake-up's session. The wake-up is acked once the lease question is settled
+/// (we drained the session, or another live worker holds it); a database failure leaves
+/// it unacked so JetStream redelivers it.
+async fn handle_wakeup(
+    context: &WorkerContext,
+    wakeup: Delivered<TurnWakeup>,
+    shutdown: &CancellationToken,
+) {
+    let ids = (
+        wakeup.payload.org_id.parse::<OrgId>(),
+        wakeup.payload.session_id.parse::<SessionId>(),
+    );
+    let (Ok(org_id), Ok(session_id)) = ids else {
+        tracing::warn!("malformed turn wake-up dropped");
+        ack(&wakeup).await;
+        return;
+    };
+    match drain_session(context, org_id, session_id, shutdown).await {
+        Ok(DrainResult::Drained | DrainResult::HeldElsewhere) => ack(&wakeup).await,
+        Err(error) => {
+            tracing::warn!(%error, %session_id, "session drain interrupted; the wake-up will be redelivered")
+        }
+    }
+}
+
+async fn ack(wakeup: &Delivered<TurnWakeup>) {
+    if let Err(error) = wakeup.ack().await {
+        tracing::warn!(%error, "turn wake-up ack failed; a redelivery is harmless");
+    }
+}
+
+pub(crate) async fn pause(shutdown: &CancellationToken, duration: Duration) {
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(duration) => {}
+    }
+}

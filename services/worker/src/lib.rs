@@ -1,0 +1,76 @@
+//! The worker role: pulls turn wake-ups and runs the agent loop for each session.
+//!
+//! A worker holds no state of its own. For a wake-up it claims the session's lease in
+//! Postgres, drains the session's unfinished turns in sequence order, persists each reply
+//! together with its delivery (outbox) in one transaction, and publishes live events.
+//! Any number of workers share one durable consumer; the lease keeps each session to one
+//! worker at a time, and the turn's attempt number fences out a worker that lost it.
+//!
+//! Depends on the store, bus, llm, runtime, core and telemetry crates; never on another
+//! service.
+
+mod consume;
+mod session;
+mod sweeper;
+mod turn;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sable_bus::Bus;
+use sable_llm::OpenAiProvider;
+use sable_runtime::AgentCatalog;
+use sable_store::Store;
+use tokio_util::sync::CancellationToken;
+
+/// What a worker needs to know beyond its connections.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Unique per process; recorded as lease owner and on each turn it runs.
+    pub worker_id: String,
+    /// How long a session lease lasts without renewal. A crashed worker's sessions are
+    /// picked up elsewhere after this.
+    pub lease_ttl: Duration,
+    /// Sessions this worker drains at once.
+    pub max_concurrent_sessions: usize,
+    /// How often the sweeper looks for turns whose wake-up was lost.
+    pub sweep_interval: Duration,
+    /// A live turn of an unleased session untouched this long is woken again.
+    pub sweep_after: Duration,
+    /// On shutdown, in-flight turns get this long to finish before the process exits
+    /// (their leases then expire and another worker resumes them).
+    pub shutdown_grace: Duration,
+}
+
+/// Everything a turn needs, shared by every task of the worker.
+pub(crate) struct WorkerContext {
+    pub config: WorkerConfig,
+    pub store: Store,
+    pub bus: Bus,
+    pub provider: OpenAiProvider,
+    pub agents: AgentCatalog,
+}
+
+/// Runs until `shutdown` is cancelled, then stops pulling and drains in-flight sessions.
+pub async fn run(
+    config: WorkerConfig,
+    store: Store,
+    bus: Bus,
+    provider: OpenAiProvider,
+    agents: AgentCatalog,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    bus.ensure_topology_patiently(&shutdown).await?;
+    let context = Arc::new(WorkerContext {
+        config,
+        store,
+        bus,
+        provider,
+        agents,
+    });
+    tracing::info!(worker_id = %context.config.worker_id, "worker pulling turns");
+    let sweeper = tokio::spawn(sweeper::run(context.clone(), shutdown.clone()));
+    consume::run(context, shutdown).await;
+    sweeper.await?;
+    Ok(())
+}
