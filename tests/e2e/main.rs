@@ -1,1 +1,13 @@
+//! End-to-end tests: real `sable` processes against a private NATS server, a fresh
+//! Postgres database and the fake provider, driven through the public HTTP API.
 
+mod support;
+
+mod architecture;
+mod bad_input;
+mod crash_recovery;
+mod idempotency;
+mod ordering;
+mod outages;
+mod provider_failures;
+mod quickstart;

@@ -1,1 +1,25 @@
-//! placeholder
+//! Test support for Sable: fakes of outside services that speak their real wire protocol
+//! over sockets, and harness pieces that give each test its own database, NATS server
+//! and processes.
+//!
+//! Use it from tests and benchmarks only. It may depend on `sable-store` (to migrate a
+//! fresh database) and must never be a dependency of a library or service crate.
+
+mod database;
+mod fake_provider;
+mod nats;
+mod poll;
+mod process;
+mod proxy;
+
+pub use database::TestDatabase;
+pub use fake_provider::{FakeProvider, Script};
+pub use nats::NatsServer;
+pub use poll::{eventually, wait_for};
+pub use process::ChildProcess;
+pub use proxy::TcpProxy;
+
+/// The workspace root, for finding `agents/`, `config/` and the like.
+pub fn workspace_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("workspace root exists")
+}

@@ -1,0 +1,68 @@
+//! A fresh, migrated Postgres database per test, dropped afterwards.
+
+use sable_store::Store;
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+
+/// Where tests create their databases. `SABLE_TEST_POSTGRES_URL` overrides it.
+fn admin_url() -> String {
+    std::env::var("SABLE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of its own for one test.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+    pub store: Store,
+}
+
+impl TestDatabase {
+    /// Creates and migrates `sable_test_<random>`.
+    pub async fn create() -> anyhow::Result<Self> {
+        let admin_url = admin_url();
+        let name = format!("sable_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url)
+            .await
+            .map_err(|error| anyhow::anyhow!("cannot reach the test Postgres at {admin_url}: {error}"))?;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
+        admin.close().await?;
+        let url = database_url(&admin_url, &name);
+        let store = Store::connect_lazy(&url, &sable_store::StoreOptions::default())?;
+        store.migrate().await?;
+        Ok(Self { name, url, store })
+    }
+
+    /// Counts every row of every table: a fingerprint to check that a request changed
+    /// nothing.
+    pub async fn row_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        let mut counts = Vec::new();
+        for table in ["orgs", "api_keys", "sessions", "turns", "messages", "deliveries"] {
+            let (count,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM {table}")).fetch_one(self.store.pool()).await?;
+            counts.push((table.to_owned(), count));
+        }
+        Ok(counts)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Best effort, on a thread of its own: Drop cannot await.
+        let _ = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            runtime.block_on(async {
+                if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+fn database_url(admin_url: &str, name: &str) -> String {
+    match admin_url.rsplit_once('/') {
+        Some((base, _)) => format!("{base}/{name}"),
+        None => format!("{admin_url}/{name}"),
+    }
+}
