@@ -19,26 +19,50 @@ fn layer(name: &str) -> Option<u8> {
 #[test]
 fn no_crate_depends_on_a_crate_above_or_beside_it() -> anyhow::Result<()> {
     let output = std::process::Command::new(env!("CARGO"))
-        .args(["metadata", "--format-version", "1", "--no-deps", "--offline"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
         .current_dir(sable_testkit::workspace_root())
         .output()?;
-    anyhow::ensure!(output.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&output.stderr));
+    anyhow::ensure!(
+        output.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let metadata: serde_json::Value = serde_json::from_slice(&output.stdout)?;
     let mut checked = BTreeMap::new();
     let mut violations = Vec::new();
     for package in metadata["packages"].as_array().unwrap() {
         let name = package["name"].as_str().unwrap();
-        let own = layer(name).unwrap_or_else(|| panic!("crate {name} has no layer; add it to this test"));
+        let own =
+            layer(name).unwrap_or_else(|| panic!("crate {name} has no layer; add it to this test"));
         for dependency in package["dependencies"].as_array().unwrap() {
             let is_normal = dependency["kind"].is_null();
-            let Some(theirs) = layer(dependency["name"].as_str().unwrap()).filter(|_| is_normal) else { continue };
+            let Some(theirs) = layer(dependency["name"].as_str().unwrap()).filter(|_| is_normal)
+            else {
+                continue;
+            };
             if theirs >= own {
-                violations.push(format!("{name} (layer {own}) -> {} (layer {theirs})", dependency["name"]));
+                violations.push(format!(
+                    "{name} (layer {own}) -> {} (layer {theirs})",
+                    dependency["name"]
+                ));
             }
         }
         checked.insert(name.to_owned(), own);
     }
-    assert!(violations.is_empty(), "upward or sideways dependencies: {violations:#?}");
-    assert_eq!(checked.len(), 13, "expected to check every workspace crate, checked {checked:?}");
+    assert!(
+        violations.is_empty(),
+        "upward or sideways dependencies: {violations:#?}"
+    );
+    assert_eq!(
+        checked.len(),
+        13,
+        "expected to check every workspace crate, checked {checked:?}"
+    );
     Ok(())
 }

@@ -2,51 +2,170 @@
 //! orgs' data is invisible (404, never 403).
 
 use reqwest::StatusCode;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{StackOptions, TestStack, assert_error};
 
+async fn send_raw(
+    stack: &TestStack,
+    body: Vec<u8>,
+    key: Option<&str>,
+) -> anyhow::Result<(StatusCode, Value)> {
+    let mut request = stack
+        .http
+        .post(stack.url(0, "/v1/messages"))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    let response = request.send().await?;
+    let status = response.status();
+    Ok((status, response.json().await?))
+}
+
 #[tokio::test]
-async fn bad_requests_get_clear_errors_and_change_nothing() -> anyhow::Result<()> {
-    let stack = TestStack::start(StackOptions { gateways: 1, workers: 1, ..Default::default() }).await?;
+async fn malformed_bodies_and_bad_keys_get_clear_errors_and_change_nothing() -> anyhow::Result<()> {
+    let stack = TestStack::start(StackOptions {
+        gateways: 1,
+        workers: 1,
+        ..Default::default()
+    })
+    .await?;
+    let before = stack.database.row_counts().await?;
+    let key = Some(stack.key.as_str());
+    let hello = || b"{\"text\": \"hi\"}".to_vec();
+
+    assert_error(
+        &send_raw(&stack, b"{\"text\": ".to_vec(), key).await?,
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+    );
+    assert_error(
+        &send_raw(&stack, b"{\"wait\": true}".to_vec(), key).await?,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    assert_error(
+        &send_raw(&stack, b"{\"text\": \"   \"}".to_vec(), key).await?,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    let oversized = serde_json::to_vec(&json!({"text": "x".repeat(300 * 1024)}))?;
+    assert_error(
+        &send_raw(&stack, oversized, key).await?,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    );
+    let unknown_session = json!({"text": "hi", "session_id": uuid::Uuid::new_v4()});
+    assert_error(
+        &stack.post_message(0, &unknown_session).await?,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    let unknown_agent = json!({"text": "hi", "agent": "nobody"});
+    assert_error(
+        &stack.post_message(0, &unknown_agent).await?,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "unknown_agent",
+    );
+    assert_error(
+        &send_raw(&stack, hello(), None).await?,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    let forged = format!("sable_{}_{}", "0".repeat(12), "0".repeat(48));
+    assert_error(
+        &send_raw(&stack, hello(), Some(&forged)).await?,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    assert_error(
+        &send_raw(&stack, hello(), Some("garbage")).await?,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    assert_error(
+        &stack.get(0, "/v1/turns/not-a-uuid").await?,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+
+    assert_eq!(
+        stack.database.row_counts().await?,
+        before,
+        "a refused request changed the database"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn another_orgs_sessions_and_turns_are_not_found() -> anyhow::Result<()> {
+    let stack = TestStack::start(StackOptions {
+        gateways: 1,
+        workers: 1,
+        ..Default::default()
+    })
+    .await?;
     let other_org = stack.sable(&["admin", "org", "create", "globex"]).await?;
-    let other_key = stack.sable(&["admin", "key", "create", "--org", &other_org]).await?;
-    let (_, other_turn) = stack.post_message_with_key(0, &other_key, &json!({"text": "org B secret", "wait": true})).await?;
+    let other_key = stack
+        .sable(&["admin", "key", "create", "--org", &other_org])
+        .await?;
+    let (_, other_turn) = stack
+        .post_message_with_key(
+            0,
+            &other_key,
+            &json!({"text": "org B secret", "wait": true}),
+        )
+        .await?;
     let other_session = other_turn["session_id"].as_str().unwrap().to_owned();
     let other_turn_id = other_turn["turn_id"].as_str().unwrap().to_owned();
     let before = stack.database.row_counts().await?;
-    let url = stack.url(0, "/v1/messages");
-    let send_raw = |body: Vec<u8>, key: Option<&str>| {
-        let mut request = stack.http.post(&url).header("content-type", "application/json").body(body);
-        if let Some(key) = key {
-            request = request.bearer_auth(key);
-        }
-        async move {
-            let response = request.send().await?;
-            let status = response.status();
-            anyhow::Ok((status, response.json::<serde_json::Value>().await?))
-        }
-    };
-    let key = Some(stack.key.as_str());
 
-    assert_error(&send_raw(b"{\"text\": ".to_vec(), key).await?, StatusCode::BAD_REQUEST, "invalid_json");
-    assert_error(&send_raw(b"{\"wait\": true}".to_vec(), key).await?, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-    assert_error(&send_raw(b"{\"text\": \"   \"}".to_vec(), key).await?, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-    let oversized = serde_json::to_vec(&json!({"text": "x".repeat(300 * 1024)}))?;
-    assert_error(&send_raw(oversized, key).await?, StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
-    let unknown_session = json!({"text": "hi", "session_id": uuid::Uuid::new_v4()});
-    assert_error(&stack.post_message(0, &unknown_session).await?, StatusCode::NOT_FOUND, "not_found");
     let foreign_session = json!({"text": "hi", "session_id": other_session});
-    assert_error(&stack.post_message(0, &foreign_session).await?, StatusCode::NOT_FOUND, "not_found");
-    assert_error(&stack.post_message(0, &json!({"text": "hi", "agent": "nobody"})).await?, StatusCode::UNPROCESSABLE_ENTITY, "unknown_agent");
-    assert_error(&send_raw(b"{\"text\": \"hi\"}".to_vec(), None).await?, StatusCode::UNAUTHORIZED, "unauthorized");
-    let forged = format!("sable_{}_{}", "0".repeat(12), "0".repeat(48));
-    assert_error(&send_raw(b"{\"text\": \"hi\"}".to_vec(), Some(&forged)).await?, StatusCode::UNAUTHORIZED, "unauthorized");
-    assert_error(&send_raw(b"{\"text\": \"hi\"}".to_vec(), Some("garbage")).await?, StatusCode::UNAUTHORIZED, "unauthorized");
-    assert_error(&stack.get(0, &format!("/v1/turns/{other_turn_id}")).await?, StatusCode::NOT_FOUND, "not_found");
-    assert_error(&stack.get(0, &format!("/v1/sessions/{other_session}/messages")).await?, StatusCode::NOT_FOUND, "not_found");
-    assert_error(&stack.get(0, "/v1/turns/not-a-uuid").await?, StatusCode::NOT_FOUND, "not_found");
+    assert_error(
+        &stack.post_message(0, &foreign_session).await?,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &stack.get(0, &format!("/v1/turns/{other_turn_id}")).await?,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    assert_error(
+        &stack
+            .get(0, &format!("/v1/sessions/{other_session}/messages"))
+            .await?,
+        StatusCode::NOT_FOUND,
+        "not_found",
+    );
+    // The same conversation id in two orgs is two sessions.
+    let (_, mine) = stack
+        .post_message(
+            0,
+            &json!({"text": "mine", "conversation": {"id": "shared"}, "wait": true}),
+        )
+        .await?;
+    let (_, theirs) = stack
+        .post_message_with_key(
+            0,
+            &other_key,
+            &json!({"text": "theirs", "conversation": {"id": "shared"}, "wait": true}),
+        )
+        .await?;
 
-    assert_eq!(stack.database.row_counts().await?, before, "a refused request changed the database");
+    assert_ne!(mine["session_id"], theirs["session_id"]);
+    assert_eq!(
+        stack
+            .database
+            .row_counts()
+            .await?
+            .iter()
+            .find(|(table, _)| table == "sessions")
+            .unwrap()
+            .1,
+        before[2].1 + 2
+    );
     Ok(())
 }

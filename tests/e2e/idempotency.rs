@@ -9,10 +9,17 @@ use crate::support::{StackOptions, TestStack};
 
 #[tokio::test]
 async fn one_idempotency_key_sent_five_times_makes_one_turn() -> anyhow::Result<()> {
-    let stack = TestStack::start(StackOptions { gateways: 2, workers: 1, ..Default::default() }).await?;
+    let stack = TestStack::start(StackOptions {
+        gateways: 2,
+        workers: 1,
+        ..Default::default()
+    })
+    .await?;
     let body = json!({"text": "pay invoice 42", "idempotency_key": "invoice-42"});
 
-    let concurrent = futures::future::join_all((0..5).map(|attempt| stack.post_message(attempt % 2, &body))).await;
+    let concurrent =
+        futures::future::join_all((0..5).map(|attempt| stack.post_message(attempt % 2, &body)))
+            .await;
     let mut turn_ids = BTreeSet::new();
     for result in concurrent {
         let (status, answer) = result?;
@@ -26,7 +33,12 @@ async fn one_idempotency_key_sent_five_times_makes_one_turn() -> anyhow::Result<
     let turn = stack.wait_for_final_turn(turn_ids.first().unwrap()).await?;
     assert_eq!(turn["reply"]["text"], "echo: pay invoice 42");
     assert_eq!(stack.scalar("SELECT count(*) FROM turns").await?, 1);
-    assert_eq!(stack.scalar("SELECT count(*) FROM messages WHERE role = 'user'").await?, 1);
+    assert_eq!(
+        stack
+            .scalar("SELECT count(*) FROM messages WHERE role = 'user'")
+            .await?,
+        1
+    );
     assert_eq!(stack.scalar("SELECT count(*) FROM sessions").await?, 1);
     assert_eq!(stack.provider.request_count(), 1);
     Ok(())

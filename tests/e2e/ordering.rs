@@ -12,11 +12,17 @@ const MESSAGES_PER_SESSION: usize = 10;
 
 #[tokio::test]
 async fn fifty_sessions_of_ten_messages_get_one_ordered_reply_each() -> anyhow::Result<()> {
-    let stack = TestStack::start(StackOptions { gateways: 2, workers: 3, ..Default::default() }).await?;
+    let stack = TestStack::start(StackOptions {
+        gateways: 2,
+        workers: 3,
+        ..Default::default()
+    })
+    .await?;
     // A little provider latency so overlapping turns of a session would show.
     stack.provider.set_latency(Duration::from_millis(5));
 
-    let sessions = futures::future::join_all((0..SESSIONS).map(|session| send_session(&stack, session))).await;
+    let sessions =
+        futures::future::join_all((0..SESSIONS).map(|session| send_session(&stack, session))).await;
     let mut all_turns = Vec::new();
     for turns in sessions {
         all_turns.extend(turns?);
@@ -31,19 +37,43 @@ async fn fifty_sessions_of_ten_messages_get_one_ordered_reply_each() -> anyhow::
     }
     let total = i64::try_from(SESSIONS * MESSAGES_PER_SESSION)?;
     assert_eq!(stack.scalar("SELECT count(*) FROM turns").await?, total);
-    assert_eq!(stack.scalar("SELECT count(*) FROM messages WHERE role = 'assistant'").await?, total);
-    assert_eq!(stack.scalar("SELECT count(*) FROM deliveries").await?, total);
-    assert_eq!(stack.scalar("SELECT count(DISTINCT turn_id) FROM messages WHERE role = 'assistant'").await?, total);
+    assert_eq!(
+        stack
+            .scalar("SELECT count(*) FROM messages WHERE role = 'assistant'")
+            .await?,
+        total
+    );
+    assert_eq!(
+        stack.scalar("SELECT count(*) FROM deliveries").await?,
+        total
+    );
+    assert_eq!(
+        stack
+            .scalar("SELECT count(DISTINCT turn_id) FROM messages WHERE role = 'assistant'")
+            .await?,
+        total
+    );
     let overlapping = stack
         .scalar(
             "SELECT count(*) FROM turns a JOIN turns b ON a.session_id = b.session_id AND a.seq < b.seq \
              WHERE b.started_at < a.finished_at",
         )
         .await?;
-    assert_eq!(overlapping, 0, "a later turn started before an earlier one finished");
-    sable_testkit::eventually("every delivery to be dispatched", Duration::from_secs(30), || async {
-        stack.scalar("SELECT count(*) FROM deliveries WHERE status = 'delivered'").await.ok() == Some(total)
-    })
+    assert_eq!(
+        overlapping, 0,
+        "a later turn started before an earlier one finished"
+    );
+    sable_testkit::eventually(
+        "every delivery to be dispatched",
+        Duration::from_secs(30),
+        || async {
+            stack
+                .scalar("SELECT count(*) FROM deliveries WHERE status = 'delivered'")
+                .await
+                .ok()
+                == Some(total)
+        },
+    )
     .await?;
     Ok(())
 }
@@ -61,14 +91,27 @@ async fn send_session(stack: &TestStack, session: usize) -> anyhow::Result<Vec<S
 }
 
 async fn assert_session_history_in_order(stack: &TestStack, session: usize) -> anyhow::Result<()> {
-    let session_id: (uuid::Uuid,) = sqlx::query_as("SELECT id FROM sessions WHERE conversation_key = $1")
-        .bind(format!("conv-{session}"))
-        .fetch_one(stack.database.store.pool())
+    let session_id: (uuid::Uuid,) =
+        sqlx::query_as("SELECT id FROM sessions WHERE conversation_key = $1")
+            .bind(format!("conv-{session}"))
+            .fetch_one(stack.database.store.pool())
+            .await?;
+    let (_, history) = stack
+        .get(0, &format!("/v1/sessions/{}/messages", session_id.0))
         .await?;
-    let (_, history) = stack.get(0, &format!("/v1/sessions/{}/messages", session_id.0)).await?;
-    let texts: Vec<String> = history["messages"].as_array().unwrap().iter().map(|message| message["text"].as_str().unwrap().to_owned()).collect();
+    let texts: Vec<String> = history["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|message| message["text"].as_str().unwrap().to_owned())
+        .collect();
     let expected: Vec<String> = (0..MESSAGES_PER_SESSION)
-        .flat_map(|message| [format!("s{session} m{message}"), format!("echo: s{session} m{message}")])
+        .flat_map(|message| {
+            [
+                format!("s{session} m{message}"),
+                format!("echo: s{session} m{message}"),
+            ]
+        })
         .collect();
     assert_eq!(texts, expected, "session {session} out of order");
     Ok(())

@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use reqwest::StatusCode;
-use sable_testkit::{ChildProcess, FakeProvider, NatsServer, TcpProxy, TestDatabase, wait_for, workspace_root};
+use sable_testkit::{
+    ChildProcess, FakeProvider, NatsServer, TcpProxy, TestDatabase, wait_for, workspace_root,
+};
 use serde_json::{Value, json};
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,7 +53,11 @@ impl TestStack {
         let database = TestDatabase::create().await?;
         let nats = NatsServer::start().await?;
         let provider = FakeProvider::start().await?;
-        let postgres_proxy = if options.postgres_proxy { Some(TcpProxy::start("127.0.0.1:5432".parse()?).await?) } else { None };
+        let postgres_proxy = if options.postgres_proxy {
+            Some(TcpProxy::start("127.0.0.1:5432".parse()?).await?)
+        } else {
+            None
+        };
         let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let mut stack = Self {
             database,
@@ -63,12 +69,16 @@ impl TestStack {
             key: String::new(),
             gateways: Vec::new(),
             workers: Vec::new(),
-            http: reqwest::Client::builder().timeout(Duration::from_secs(90)).build()?,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(90))
+                .build()?,
             extra_env: options.env,
         };
         stack.sable(&["migrate"]).await?;
         stack.org_id = stack.sable(&["admin", "org", "create", "acme"]).await?;
-        stack.key = stack.sable(&["admin", "key", "create", "--org", &stack.org_id]).await?;
+        stack.key = stack
+            .sable(&["admin", "key", "create", "--org", &stack.org_id])
+            .await?;
         for _ in 0..options.workers {
             stack.spawn_worker().await?;
         }
@@ -82,7 +92,10 @@ impl TestStack {
     /// prefix, the fake provider, and short timings so recovery paths run in seconds.
     pub fn env(&self) -> Vec<(String, String)> {
         let database_url = match &self.postgres_proxy {
-            Some(proxy) => self.database.url.replace("127.0.0.1:5432", &proxy.addr.to_string()),
+            Some(proxy) => self
+                .database
+                .url
+                .replace("127.0.0.1:5432", &proxy.addr.to_string()),
             None => self.database.url.clone(),
         };
         let mut env: Vec<(String, String)> = [
@@ -90,7 +103,10 @@ impl TestStack {
             ("SABLE_NATS_URL", self.nats.url()),
             ("SABLE_NATS_PREFIX", self.prefix.clone()),
             ("SABLE_GATEWAY_ADDR", "127.0.0.1:0".into()),
-            ("SABLE_AGENTS_DIR", workspace_root().join("agents").display().to_string()),
+            (
+                "SABLE_AGENTS_DIR",
+                workspace_root().join("agents").display().to_string(),
+            ),
             ("OPENAI_BASE_URL", self.provider.base_url.clone()),
             ("OPENAI_API_KEY", "test-key".into()),
             ("SABLE_MODEL", "fake-model".into()),
@@ -99,6 +115,8 @@ impl TestStack {
             ("SABLE_SWEEP_AFTER_MS", "1000".into()),
             ("SABLE_WAIT_POLL_INTERVAL_MS", "200".into()),
             ("SABLE_DB_ACQUIRE_TIMEOUT_MS", "1000".into()),
+            // Several roles per test, two tests at a time: stay well under Postgres's 100.
+            ("SABLE_DB_MAX_CONNECTIONS", "4".into()),
             ("SABLE_PROVIDER_TIMEOUT_MS", "10000".into()),
             ("SABLE_PROVIDER_IDLE_TIMEOUT_MS", "5000".into()),
             ("RUST_LOG", "info,sable_store=debug".into()),
@@ -106,7 +124,11 @@ impl TestStack {
         .into_iter()
         .map(|(key, value)| (key.to_owned(), value))
         .collect();
-        env.extend(self.extra_env.iter().map(|(key, value)| ((*key).to_owned(), value.clone())));
+        env.extend(
+            self.extra_env
+                .iter()
+                .map(|(key, value)| ((*key).to_owned(), value.clone())),
+        );
         env
     }
 
@@ -117,7 +139,13 @@ impl TestStack {
 
     pub async fn spawn_worker(&mut self) -> anyhow::Result<()> {
         let name = format!("worker{}", self.workers.len());
-        let mut worker = ChildProcess::spawn(&name, &sable_binary(), &["worker"], &self.env(), &workspace_root())?;
+        let mut worker = ChildProcess::spawn(
+            &name,
+            &sable_binary(),
+            &["worker"],
+            &self.env(),
+            &workspace_root(),
+        )?;
         worker.wait_for_line("sable worker", READY_TIMEOUT).await?;
         self.workers.push(worker);
         Ok(())
@@ -125,14 +153,28 @@ impl TestStack {
 
     pub async fn spawn_gateway(&mut self) -> anyhow::Result<()> {
         let name = format!("gateway{}", self.gateways.len());
-        let mut process = ChildProcess::spawn(&name, &sable_binary(), &["gateway"], &self.env(), &workspace_root())?;
-        let url = process.wait_for_line("sable gateway listening on", READY_TIMEOUT).await?;
+        let mut process = ChildProcess::spawn(
+            &name,
+            &sable_binary(),
+            &["gateway"],
+            &self.env(),
+            &workspace_root(),
+        )?;
+        let url = process
+            .wait_for_line("sable gateway listening on", READY_TIMEOUT)
+            .await?;
         let gateway = Gateway { process, url };
         let ready_url = format!("{}/readyz", gateway.url);
         let http = self.http.clone();
         wait_for("the gateway to be ready", READY_TIMEOUT, || {
             let (http, ready_url) = (http.clone(), ready_url.clone());
-            async move { http.get(&ready_url).send().await.ok().filter(|response| response.status().is_success()) }
+            async move {
+                http.get(&ready_url)
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|response| response.status().is_success())
+            }
         })
         .await
         .with_context(|| gateway.process.log_tail())?;
@@ -145,41 +187,82 @@ impl TestStack {
     }
 
     /// `POST /v1/messages` through a gateway with this stack's key.
-    pub async fn post_message(&self, gateway: usize, body: &Value) -> anyhow::Result<(StatusCode, Value)> {
+    pub async fn post_message(
+        &self,
+        gateway: usize,
+        body: &Value,
+    ) -> anyhow::Result<(StatusCode, Value)> {
         self.post_message_with_key(gateway, &self.key, body).await
     }
 
-    pub async fn post_message_with_key(&self, gateway: usize, key: &str, body: &Value) -> anyhow::Result<(StatusCode, Value)> {
-        let response = self.http.post(self.url(gateway, "/v1/messages")).bearer_auth(key).json(body).send().await?;
+    pub async fn post_message_with_key(
+        &self,
+        gateway: usize,
+        key: &str,
+        body: &Value,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let response = self
+            .http
+            .post(self.url(gateway, "/v1/messages"))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await?;
         read_json(response).await
     }
 
     pub async fn get(&self, gateway: usize, path: &str) -> anyhow::Result<(StatusCode, Value)> {
-        let response = self.http.get(self.url(gateway, path)).bearer_auth(&self.key).send().await?;
+        let response = self
+            .http
+            .get(self.url(gateway, path))
+            .bearer_auth(&self.key)
+            .send()
+            .await?;
         read_json(response).await
     }
 
     /// Polls `GET /v1/turns/{id}` until the turn is done or failed.
     pub async fn wait_for_final_turn(&self, turn_id: &str) -> anyhow::Result<Value> {
         let path = format!("/v1/turns/{turn_id}");
-        wait_for(&format!("turn {turn_id} to finish"), TURN_TIMEOUT, || async {
-            let (status, body) = self.get(0, &path).await.ok()?;
-            let finished = status == StatusCode::OK && matches!(body["status"].as_str(), Some("done" | "failed"));
-            finished.then_some(body)
-        })
+        wait_for(
+            &format!("turn {turn_id} to finish"),
+            TURN_TIMEOUT,
+            || async {
+                let (status, body) = self.get(0, &path).await.ok()?;
+                let finished = status == StatusCode::OK
+                    && matches!(body["status"].as_str(), Some("done" | "failed"));
+                finished.then_some(body)
+            },
+        )
         .await
         .with_context(|| self.logs())
     }
 
     /// The tails of every role's log, for failure messages.
     pub fn logs(&self) -> String {
-        let processes = self.gateways.iter().map(|gateway| &gateway.process).chain(self.workers.iter());
-        processes.map(|process| format!("--- {} ({})\n{}", process.name, process.log_path.display(), process.log_tail())).collect::<Vec<_>>().join("\n")
+        let processes = self
+            .gateways
+            .iter()
+            .map(|gateway| &gateway.process)
+            .chain(self.workers.iter());
+        processes
+            .map(|process| {
+                format!(
+                    "--- {} ({})\n{}",
+                    process.name,
+                    process.log_path.display(),
+                    process.log_tail()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// Counts rows straight from Postgres (not through the proxy).
     pub async fn scalar(&self, sql: &str) -> anyhow::Result<i64> {
-        let (value,): (i64,) = sqlx::query_as(sql).fetch_one(self.database.store.pool()).await?;
+        let (value,): (i64,) = sqlx::query_as(sql)
+            .fetch_one(self.database.store.pool())
+            .await?;
         Ok(value)
     }
 }
@@ -187,7 +270,10 @@ impl TestStack {
 pub async fn run_sable(args: &[&str], env: &[(String, String)]) -> anyhow::Result<String> {
     let output = tokio::process::Command::new(sable_binary())
         .args(args)
-        .envs(env.iter().map(|(key, value)| (key.as_str(), value.as_str())))
+        .envs(
+            env.iter()
+                .map(|(key, value)| (key.as_str(), value.as_str())),
+        )
         .current_dir(workspace_root())
         .output()
         .await?;
@@ -203,13 +289,27 @@ pub async fn run_sable(args: &[&str], env: &[(String, String)]) -> anyhow::Resul
 async fn read_json(response: reqwest::Response) -> anyhow::Result<(StatusCode, Value)> {
     let status = response.status();
     let text = response.text().await?;
-    let body = if text.is_empty() { json!(null) } else { serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))? };
+    let body = if text.is_empty() {
+        json!(null)
+    } else {
+        serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?
+    };
     Ok((status, body))
 }
 
 /// Asserts the error shape `{"error":{"code","message"}}` with the given status and code.
 pub fn assert_error(actual: &(StatusCode, Value), status: StatusCode, code: &str) {
     assert_eq!(actual.0, status, "unexpected status, body {}", actual.1);
-    assert_eq!(actual.1["error"]["code"], code, "unexpected body {}", actual.1);
-    assert!(actual.1["error"]["message"].as_str().is_some_and(|message| !message.is_empty()), "no message in {}", actual.1);
+    assert_eq!(
+        actual.1["error"]["code"], code,
+        "unexpected body {}",
+        actual.1
+    );
+    assert!(
+        actual.1["error"]["message"]
+            .as_str()
+            .is_some_and(|message| !message.is_empty()),
+        "no message in {}",
+        actual.1
+    );
 }

@@ -118,6 +118,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gateway => run_gateway(settings).await,
         Command::Worker => run_worker(settings).await,
         Command::Migrate => {
+            Store::create_database_if_missing(&settings.database_url)
+                .await
+                .context("cannot reach or create the database")?;
             connect_store(&settings)?
                 .migrate()
                 .await

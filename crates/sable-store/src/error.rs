@@ -7,15 +7,15 @@ pub enum StoreError {
     #[error("{0} not found")]
     NotFound(&'static str),
     /// Postgres could not be reached or the pool had no connection in time; retry later.
-    #[error("database unavailable")]
+    #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
     /// The connection URL is malformed.
-    #[error("invalid database configuration")]
+    #[error("invalid database configuration: {0}")]
     Config(#[source] sqlx::Error),
     #[error("database migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// Any other database error: a bug or a broken schema.
-    #[error("database error")]
+    #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
 }
 

@@ -69,10 +69,10 @@ impl Store {
     /// Writes the message and a queued turn atomically. Repeating an idempotency key
     /// (even concurrently) returns the first turn and writes nothing.
     pub async fn accept_message(&self, message: NewMessage) -> Result<AcceptedTurn, StoreError> {
-        if let Some(key) = &message.idempotency_key {
-            if let Some(existing) = self.turn_by_idempotency_key(message.org_id, key).await? {
-                return Ok(existing);
-            }
+        if let Some(key) = &message.idempotency_key
+            && let Some(existing) = self.turn_by_idempotency_key(message.org_id, key).await?
+        {
+            return Ok(existing);
         }
         let mut tx = self.pool.begin().await?;
         let slot = reserve_session_slot(&mut tx, &message).await?;

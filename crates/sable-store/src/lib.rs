@@ -72,6 +72,15 @@ impl Store {
         &self.pool
     }
 
+    /// Creates the database named in `url` if it does not exist yet.
+    pub async fn create_database_if_missing(url: &str) -> Result<(), StoreError> {
+        use sqlx::migrate::MigrateDatabase;
+        if !sqlx::Postgres::database_exists(url).await? {
+            sqlx::Postgres::create_database(url).await?;
+        }
+        Ok(())
+    }
+
     /// Applies every migration not yet applied. Safe to run from many processes at once.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("./migrations").run(&self.pool).await?;

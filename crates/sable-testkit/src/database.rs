@@ -6,7 +6,8 @@ use sqlx::postgres::PgConnection;
 
 /// Where tests create their databases. `SABLE_TEST_POSTGRES_URL` overrides it.
 fn admin_url() -> String {
-    std::env::var("SABLE_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("SABLE_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// A database of its own for one test.
@@ -21,13 +22,19 @@ impl TestDatabase {
     pub async fn create() -> anyhow::Result<Self> {
         let admin_url = admin_url();
         let name = format!("sable_test_{}", uuid::Uuid::new_v4().simple());
-        let mut admin = PgConnection::connect(&admin_url)
-            .await
-            .map_err(|error| anyhow::anyhow!("cannot reach the test Postgres at {admin_url}: {error}"))?;
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
+        let mut admin = PgConnection::connect(&admin_url).await.map_err(|error| {
+            anyhow::anyhow!("cannot reach the test Postgres at {admin_url}: {error}")
+        })?;
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut admin)
+            .await?;
         admin.close().await?;
         let url = database_url(&admin_url, &name);
-        let store = Store::connect_lazy(&url, &sable_store::StoreOptions::default())?;
+        let options = sable_store::StoreOptions {
+            max_connections: 4,
+            ..Default::default()
+        };
+        let store = Store::connect_lazy(&url, &options)?;
         store.migrate().await?;
         Ok(Self { name, url, store })
     }
@@ -36,8 +43,17 @@ impl TestDatabase {
     /// nothing.
     pub async fn row_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
         let mut counts = Vec::new();
-        for table in ["orgs", "api_keys", "sessions", "turns", "messages", "deliveries"] {
-            let (count,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM {table}")).fetch_one(self.store.pool()).await?;
+        for table in [
+            "orgs",
+            "api_keys",
+            "sessions",
+            "turns",
+            "messages",
+            "deliveries",
+        ] {
+            let (count,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM {table}"))
+                .fetch_one(self.store.pool())
+                .await?;
             counts.push((table.to_owned(), count));
         }
         Ok(counts)
@@ -49,10 +65,17 @@ impl Drop for TestDatabase {
         let name = self.name.clone();
         // Best effort, on a thread of its own: Drop cannot await.
         let _ = std::thread::spawn(move || {
-            let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
             runtime.block_on(async {
                 if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
-                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut admin).await;
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                        .execute(&mut admin)
+                        .await;
                 }
             });
         })

@@ -29,7 +29,10 @@ pub enum Script {
     /// Stream this text.
     Reply(String),
     /// Answer with this HTTP status and an OpenAI-style error body.
-    Fail { status: u16, retry_after_secs: Option<u64> },
+    Fail {
+        status: u16,
+        retry_after_secs: Option<u64>,
+    },
     /// Accept the request and never answer.
     Hang,
     /// Stream this text as one chunk, then go silent.
@@ -73,7 +76,11 @@ impl FakeProvider {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { base_url: format!("http://{addr}/v1"), addr, state })
+        Ok(Self {
+            base_url: format!("http://{addr}/v1"),
+            addr,
+            state,
+        })
     }
 
     /// Queues a script for the next request that arrives.
@@ -83,7 +90,10 @@ impl FakeProvider {
 
     /// Delay before the first chunk of every answer.
     pub fn set_latency(&self, latency: Duration) {
-        self.state.latency_ms.store(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX), Ordering::SeqCst);
+        self.state.latency_ms.store(
+            u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
     }
 
     /// Every request body received so far.
@@ -118,20 +128,35 @@ impl Drop for InFlight {
     }
 }
 
-async fn chat_completions(State(state): State<Arc<FakeState>>, Json(request): Json<Value>) -> Response {
+async fn chat_completions(
+    State(state): State<Arc<FakeState>>,
+    Json(request): Json<Value>,
+) -> Response {
     state.requests.lock().expect("lock").push(request.clone());
     let guard = InFlight::new(state.clone());
     let last_user = last_user_text(&request);
     let mut delay = Duration::from_millis(state.latency_ms.load(Ordering::SeqCst));
-    let script = state.scripts.lock().expect("lock").pop_front().unwrap_or_else(|| {
-        let (script, directive_delay) = script_from_directives(&last_user);
-        delay += directive_delay;
-        script
-    });
+    let script = state
+        .scripts
+        .lock()
+        .expect("lock")
+        .pop_front()
+        .unwrap_or_else(|| {
+            let (script, directive_delay) = script_from_directives(&last_user);
+            delay += directive_delay;
+            script
+        });
     tokio::time::sleep(delay).await;
-    let model = request.get("model").and_then(Value::as_str).unwrap_or("fake-model").to_owned();
+    let model = request
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("fake-model")
+        .to_owned();
     let prompt_tokens = count_words_in_messages(&request);
-    let streaming = request.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let streaming = request
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     match script {
         Script::Fail { status, retry_after_secs } => failure(status, retry_after_secs),
         Script::Hang => {
@@ -161,25 +186,42 @@ fn script_from_directives(text: &str) -> (Script, Duration) {
     let mut delay = Duration::ZERO;
     let mut script = Script::Reply(format!("echo: {text}"));
     for word in text.split_whitespace() {
-        if let Some(status) = word.strip_prefix("#fail=").and_then(|value| value.parse().ok()) {
-            script = Script::Fail { status, retry_after_secs: None };
+        if let Some(status) = word
+            .strip_prefix("#fail=")
+            .and_then(|value| value.parse().ok())
+        {
+            script = Script::Fail {
+                status,
+                retry_after_secs: None,
+            };
         } else if word == "#hang" {
             script = Script::Hang;
         } else if word == "#stall" {
             script = Script::StallAfter("partial ".into());
         } else if word == "#drop" {
             script = Script::DropAfter("partial ".into());
-        } else if let Some(ms) = word.strip_prefix("#delay=").and_then(|value| value.parse().ok()) {
+        } else if let Some(ms) = word
+            .strip_prefix("#delay=")
+            .and_then(|value| value.parse().ok())
+        {
             delay = Duration::from_millis(ms);
         }
     }
     (script, delay)
 }
 
-fn reply_stream(model: String, text: String, prompt_tokens: usize, guard: InFlight) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
+fn reply_stream(
+    model: String,
+    text: String,
+    prompt_tokens: usize,
+    guard: InFlight,
+) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
     let words: Vec<String> = text.split_inclusive(' ').map(str::to_owned).collect();
     let completion_tokens = words.len();
-    let mut chunks: Vec<Bytes> = words.iter().map(|word| chunk_bytes(&model, Some(word), None)).collect();
+    let mut chunks: Vec<Bytes> = words
+        .iter()
+        .map(|word| chunk_bytes(&model, Some(word), None))
+        .collect();
     chunks.push(chunk_bytes(&model, None, Some("stop")));
     let usage = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model, "choices": [],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}});
@@ -202,7 +244,10 @@ fn chunk_bytes(model: &str, content: Option<&str>, finish_reason: Option<&str>) 
 
 fn sse_response(body: BoxStream<'static, Result<Bytes, std::io::Error>>) -> Response {
     let mut response = Body::from_stream(body).into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
     response
 }
 
@@ -211,7 +256,9 @@ fn failure(status: u16, retry_after_secs: Option<u64>) -> Response {
     let body = json!({"error": {"message": format!("fake provider failure {}", status.as_u16()), "type": "fake_error", "code": null}});
     let mut response = (status, Json(body)).into_response();
     if let Some(seconds) = retry_after_secs {
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
 }
@@ -219,7 +266,12 @@ fn failure(status: u16, retry_after_secs: Option<u64>) -> Response {
 fn last_user_text(request: &Value) -> String {
     request["messages"]
         .as_array()
-        .and_then(|messages| messages.iter().rev().find(|message| message["role"] == "user"))
+        .and_then(|messages| {
+            messages
+                .iter()
+                .rev()
+                .find(|message| message["role"] == "user")
+        })
         .and_then(|message| message["content"].as_str())
         .unwrap_or_default()
         .to_owned()
@@ -228,6 +280,12 @@ fn last_user_text(request: &Value) -> String {
 fn count_words_in_messages(request: &Value) -> usize {
     request["messages"]
         .as_array()
-        .map(|messages| messages.iter().filter_map(|message| message["content"].as_str()).map(|text| text.split_whitespace().count()).sum())
+        .map(|messages| {
+            messages
+                .iter()
+                .filter_map(|message| message["content"].as_str())
+                .map(|text| text.split_whitespace().count())
+                .sum()
+        })
         .unwrap_or(0)
 }

@@ -17,9 +17,14 @@ impl NatsServer {
     /// Starts `nats-server` (from `PATH`, or `SABLE_TEST_NATS_SERVER`).
     pub async fn start() -> anyhow::Result<Self> {
         let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let store_dir = std::env::temp_dir().join(format!("sable-nats-{}", uuid::Uuid::new_v4().simple()));
+        let store_dir =
+            std::env::temp_dir().join(format!("sable-nats-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&store_dir)?;
-        let mut server = Self { port, store_dir, child: None };
+        let mut server = Self {
+            port,
+            store_dir,
+            child: None,
+        };
         server.restart().await?;
         Ok(server)
     }
@@ -30,20 +35,34 @@ impl NatsServer {
 
     /// Starts the server again on the same port and store after [`NatsServer::stop`].
     pub async fn restart(&mut self) -> anyhow::Result<()> {
-        let binary = std::env::var("SABLE_TEST_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
+        let binary =
+            std::env::var("SABLE_TEST_NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
         let child = Command::new(&binary)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
             .arg(&self.store_dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .map_err(|error| anyhow::anyhow!("cannot start {binary}: {error} (install nats-server)"))?;
+            .map_err(|error| {
+                anyhow::anyhow!("cannot start {binary}: {error} (install nats-server)")
+            })?;
         self.child = Some(child);
         let address = format!("127.0.0.1:{}", self.port);
-        crate::wait_for("nats-server to accept connections", Duration::from_secs(10), || {
-            let address = address.clone();
-            async move { tokio::net::TcpStream::connect(address).await.ok() }
-        })
+        crate::wait_for(
+            "nats-server to accept connections",
+            Duration::from_secs(10),
+            || {
+                let address = address.clone();
+                async move { tokio::net::TcpStream::connect(address).await.ok() }
+            },
+        )
         .await?;
         Ok(())
     }
@@ -52,7 +71,10 @@ impl NatsServer {
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             if let Ok(pid) = i32::try_from(child.id()) {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
             }
             let _ = child.wait();
         }

@@ -22,7 +22,11 @@ where
 }
 
 /// Like [`wait_for`] for a condition.
-pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut condition: F) -> anyhow::Result<()>
+pub async fn eventually<F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut condition: F,
+) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,

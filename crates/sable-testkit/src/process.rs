@@ -21,14 +21,23 @@ pub struct ChildProcess {
 
 impl ChildProcess {
     /// Starts `program args…` in `dir` with `env` added to the inherited environment.
-    pub fn spawn(name: &str, program: &Path, args: &[&str], env: &[(String, String)], dir: &Path) -> anyhow::Result<Self> {
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
         let log_dir = std::env::temp_dir().join("sable-test-logs");
         std::fs::create_dir_all(&log_dir)?;
         let log_path = log_dir.join(format!("{name}-{}.log", uuid::Uuid::new_v4().simple()));
         let log_file = std::fs::File::create(&log_path)?;
         let mut child = Command::new(program)
             .args(args)
-            .envs(env.iter().map(|(key, value)| (key.as_str(), value.as_str())))
+            .envs(
+                env.iter()
+                    .map(|(key, value)| (key.as_str(), value.as_str())),
+            )
             .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -46,11 +55,20 @@ impl ChildProcess {
                 }
             }
         });
-        Ok(Self { name: name.to_owned(), log_path, child, stdout_lines })
+        Ok(Self {
+            name: name.to_owned(),
+            log_path,
+            child,
+            stdout_lines,
+        })
     }
 
     /// Waits for a stdout line starting with `prefix` and returns the rest of it.
-    pub async fn wait_for_line(&mut self, prefix: &str, timeout: Duration) -> anyhow::Result<String> {
+    pub async fn wait_for_line(
+        &mut self,
+        prefix: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<String> {
         let wait = async {
             while let Some(line) = self.stdout_lines.recv().await {
                 if let Some(rest) = line.strip_prefix(prefix) {
@@ -61,7 +79,11 @@ impl ChildProcess {
         };
         match tokio::time::timeout(timeout, wait).await {
             Ok(Some(rest)) => Ok(rest),
-            _ => anyhow::bail!("{} printed no line starting with {prefix:?}; its log:\n{}", self.name, self.log_tail()),
+            _ => anyhow::bail!(
+                "{} printed no line starting with {prefix:?}; its log:\n{}",
+                self.name,
+                self.log_tail()
+            ),
         }
     }
 

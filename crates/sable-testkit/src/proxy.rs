@@ -22,8 +22,18 @@ impl TcpProxy {
         let addr = listener.local_addr()?;
         let down = Arc::new(AtomicBool::new(false));
         let (generation, _) = watch::channel(0u64);
-        let task = tokio::spawn(accept_loop(listener, target, down.clone(), generation.clone()));
-        Ok(Self { addr, down, generation, task })
+        let task = tokio::spawn(accept_loop(
+            listener,
+            target,
+            down.clone(),
+            generation.clone(),
+        ));
+        Ok(Self {
+            addr,
+            down,
+            generation,
+            task,
+        })
     }
 
     /// Cuts every open connection and refuses new ones until [`TcpProxy::restore`].
@@ -43,7 +53,12 @@ impl Drop for TcpProxy {
     }
 }
 
-async fn accept_loop(listener: TcpListener, target: SocketAddr, down: Arc<AtomicBool>, generation: watch::Sender<u64>) {
+async fn accept_loop(
+    listener: TcpListener,
+    target: SocketAddr,
+    down: Arc<AtomicBool>,
+    generation: watch::Sender<u64>,
+) {
     while let Ok((inbound, _)) = listener.accept().await {
         if down.load(Ordering::SeqCst) {
             drop(inbound);
@@ -51,7 +66,9 @@ async fn accept_loop(listener: TcpListener, target: SocketAddr, down: Arc<Atomic
         }
         let mut cut = generation.subscribe();
         tokio::spawn(async move {
-            let Ok(outbound) = TcpStream::connect(target).await else { return };
+            let Ok(outbound) = TcpStream::connect(target).await else {
+                return;
+            };
             let (mut inbound, mut outbound) = (inbound, outbound);
             tokio::select! {
                 _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}

@@ -30,10 +30,10 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
             };
             match next {
                 Some(Ok(wakeup)) => {
-                    if handle(&state, &wakeup.payload).await {
-                        if let Err(error) = wakeup.ack().await {
-                            tracing::warn!(%error, "delivery wake-up ack failed; it will be redelivered");
-                        }
+                    if handle(&state, &wakeup.payload).await
+                        && let Err(error) = wakeup.ack().await
+                    {
+                        tracing::warn!(%error, "delivery wake-up ack failed; it will be redelivered");
                     }
                 }
                 Some(Err(error)) => tracing::warn!(%error, "delivery consumer error"),

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::WorkerContext;
-use crate::session::{DrainResult, drain_session};
+use crate::session::drain_session;
 
 /// Pulls until `shutdown`, then waits up to the grace period for in-flight sessions.
 pub(crate) async fn run(context: Arc<WorkerContext>, shutdown: CancellationToken) {
@@ -78,12 +78,23 @@ async fn handle_wakeup(
         ack(&wakeup).await;
         return;
     };
-    match drain_session(context, org_id, session_id, shutdown).await {
-        Ok(DrainResult::Drained | DrainResult::HeldElsewhere) => ack(&wakeup).await,
-        Err(error) => {
-            tracing::warn!(%error, %session_id, "session drain interrupted; the wake-up will be redelivered")
+    // One drain per session per process: a second wake-up only asks the running drain
+    // for another pass, which closes the gap between its last look and its release.
+    if !context.local_sessions.enter(session_id) {
+        ack(&wakeup).await;
+        return;
+    }
+    loop {
+        if let Err(error) = drain_session(context, org_id, session_id, shutdown).await {
+            context.local_sessions.leave(session_id);
+            tracing::warn!(%error, %session_id, "session drain interrupted; the wake-up will be redelivered");
+            return;
+        }
+        if context.local_sessions.leave_unless_asked_again(session_id) {
+            break;
         }
     }
+    ack(&wakeup).await;
 }
 
 async fn ack(wakeup: &Delivered<TurnWakeup>) {

@@ -10,6 +10,7 @@
 //! service.
 
 mod consume;
+mod local_sessions;
 mod session;
 mod sweeper;
 mod turn;
@@ -49,6 +50,7 @@ pub(crate) struct WorkerContext {
     pub bus: Bus,
     pub provider: OpenAiProvider,
     pub agents: AgentCatalog,
+    pub local_sessions: local_sessions::LocalSessions,
 }
 
 /// Runs until `shutdown` is cancelled, then stops pulling and drains in-flight sessions.
@@ -62,6 +64,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     bus.ensure_topology_patiently(&shutdown).await?;
     let context = Arc::new(WorkerContext {
+        local_sessions: Default::default(),
         config,
         store,
         bus,

@@ -5,9 +5,14 @@ use std::time::Duration;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9090".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9090".into());
     let provider = sable_testkit::FakeProvider::start_on(addr.parse()?).await?;
-    if let Some(latency) = std::env::var("SABLE_FAKE_LATENCY_MS").ok().and_then(|value| value.parse().ok()) {
+    if let Some(latency) = std::env::var("SABLE_FAKE_LATENCY_MS")
+        .ok()
+        .and_then(|value| value.parse().ok())
+    {
         provider.set_latency(Duration::from_millis(latency));
     }
     #[allow(clippy::print_stdout)]

@@ -143,10 +143,10 @@ fn parse_message(
         .map(AgentId::parse)
         .transpose()
         .map_err(invalid)?;
-    if let Some(agent) = &agent {
-        if !state.config.agents.contains(agent.as_str()) {
-            return Err(ApiError::UnknownAgent(agent.to_string()));
-        }
+    if let Some(agent) = &agent
+        && !state.config.agents.contains(agent.as_str())
+    {
+        return Err(ApiError::UnknownAgent(agent.to_string()));
     }
     Ok(NewMessage {
         org_id,

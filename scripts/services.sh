@@ -1,0 +1,53 @@
+# Sourced by scripts/test.sh and scripts/quickstart.sh: makes sure Postgres (trust auth on
+# 127.0.0.1:5432) and nats-server are available, starting or installing them when
+# missing, and fails loudly when that is impossible.
+
+SABLE_PG_URL="${SABLE_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+
+fail() { echo "error: $*" >&2; exit 1; }
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else fail "need root to run: $*"; fi
+}
+
+apt_install() {
+  command -v apt-get >/dev/null || fail "cannot install $* (no apt-get); install it by hand"
+  echo "installing $* ..." >&2
+  as_root apt-get update -qq >&2 || true
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >&2 || fail "apt-get install $* failed"
+}
+
+postgres_answers() { psql "$SABLE_PG_URL" -tAc 'SELECT 1' >/dev/null 2>&1; }
+
+ensure_postgres() {
+  postgres_answers && return 0
+  command -v pg_ctlcluster >/dev/null || apt_install postgresql postgresql-client
+  local version
+  version=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1)
+  [ -n "$version" ] || fail "PostgreSQL is installed but has no cluster in /etc/postgresql"
+  local hba="/etc/postgresql/$version/main/pg_hba.conf"
+  if ! grep -q '^host all all 127.0.0.1/32 trust' "$hba" 2>/dev/null; then
+    as_root sed -i '1i host all all 127.0.0.1/32 trust' "$hba"
+  fi
+  as_root pg_ctlcluster --skip-systemctl-redirect "$version" main start >&2 2>/dev/null \
+    || as_root pg_ctlcluster --skip-systemctl-redirect "$version" main reload >&2 || true
+  for _ in $(seq 1 50); do postgres_answers && return 0; sleep 0.2; done
+  fail "PostgreSQL does not answer at $SABLE_PG_URL"
+}
+
+ensure_nats_server_binary() {
+  command -v nats-server >/dev/null || apt_install nats-server
+  command -v nats-server >/dev/null || fail "nats-server is not on PATH"
+}
+
+# A NATS server with JetStream on 127.0.0.1:4222, for running Sable (tests start their own).
+ensure_nats_running() {
+  ensure_nats_server_binary
+  (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null && return 0
+  local dir="${SABLE_NATS_STORE_DIR:-/var/lib/nats-server}"
+  mkdir -p "$dir" 2>/dev/null || dir="${TMPDIR:-/tmp}/sable-nats"
+  mkdir -p "$dir"
+  nohup nats-server -a 127.0.0.1 -p 4222 -js -sd "$dir" >"$dir/nats.log" 2>&1 &
+  for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null && return 0; sleep 0.2; done
+  fail "nats-server did not start on 127.0.0.1:4222 (see $dir/nats.log)"
+}
