@@ -51,6 +51,11 @@ async fn malformed_bodies_and_bad_keys_get_clear_errors_and_change_nothing() -> 
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation_failed",
     );
+    assert_error(
+        &send_raw(&stack, b"{\"text\": \"a\\u0000b\"}".to_vec(), key).await?,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
     let oversized = serde_json::to_vec(&json!({"text": "x".repeat(300 * 1024)}))?;
     assert_error(
         &send_raw(&stack, oversized, key).await?,

@@ -162,6 +162,9 @@ impl Bus {
                 retention: stream::RetentionPolicy::WorkQueue,
                 storage: stream::StorageType::File,
                 duplicate_window: DUPLICATE_WINDOW,
+                // Wake-ups are hints (Postgres holds the work); old ones are dropped so
+                // a stream never grows without bound.
+                max_age: Duration::from_secs(24 * 60 * 60),
                 ..Default::default()
             })
             .await

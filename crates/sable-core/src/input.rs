@@ -34,6 +34,9 @@ impl MessageText {
         if text.trim().is_empty() {
             return Err(InputError::new("text", "must not be empty"));
         }
+        if text.contains('\0') {
+            return Err(InputError::new("text", "must not contain NUL characters"));
+        }
         if text.len() > MAX_MESSAGE_TEXT_BYTES {
             return Err(InputError::new(
                 "text",
@@ -157,6 +160,11 @@ mod tests {
     #[test]
     fn blank_text_is_refused() {
         assert_eq!(MessageText::parse("  \n".into()).unwrap_err().field, "text");
+    }
+
+    #[test]
+    fn text_with_nul_is_refused() {
+        assert!(MessageText::parse("a\0b".into()).is_err());
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub use intake::{AcceptedTurn, NewMessage, SessionTarget};
 pub use keys::{ApiKeySecret, AuthenticatedKey};
 pub use outbox::DeliveryRecord;
 pub use records::{HistoryEntry, MessageRecord, TurnRecord};
-pub use sessions::{FinishTurn, LeaseRelease, RunnableTurn, TurnOutcome, Usage};
+pub use sessions::{FinishTurn, LeaseRelease, RunnableTurn, TurnOutcome, TurnStart, Usage};
 pub use sweep::{StaleDelivery, StaleWakeup};
 
 /// How the pool reaches Postgres.

@@ -56,6 +56,18 @@ pub struct FinishTurn<'a> {
     pub outcome: TurnOutcome,
 }
 
+/// What happened when a worker tried to start a turn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TurnStart {
+    Started {
+        attempt: i32,
+    },
+    /// The turn ended meanwhile (a duplicate wake-up); nothing to do.
+    AlreadyEnded,
+    /// The worker no longer holds the session's lease; it must stop draining.
+    LeaseLost,
+}
+
 /// What happened when the lease holder tried to let go of an idle session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseRelease {
@@ -109,15 +121,17 @@ impl Store {
     /// Extends a lease we hold; false when it was lost.
     pub async fn renew_session(
         &self,
+        org_id: OrgId,
         session_id: SessionId,
         owner: &str,
         ttl: Duration,
     ) -> Result<bool, StoreError> {
         let renewed = sqlx::query(
-            "UPDATE sessions SET lease_expires_at = now() + make_interval(secs => $3) \
-             WHERE id = $1 AND lease_owner = $2",
+            "UPDATE sessions SET lease_expires_at = now() + make_interval(secs => $4) \
+             WHERE id = $1 AND org_id = $2 AND lease_owner = $3",
         )
         .bind(session_id.as_uuid())
+        .bind(org_id.as_uuid())
         .bind(owner)
         .bind(ttl.as_secs_f64())
         .execute(&self.pool)
@@ -125,47 +139,62 @@ impl Store {
         Ok(renewed.rows_affected() == 1)
     }
 
-    /// Lets go of the lease only if no turn is queued or running, in one statement, so a
-    /// turn committed meanwhile is either seen here or finds the lease free.
+    /// Lets go of the lease only if no turn is queued or running. The session row is
+    /// locked first: intake updates that row in the transaction that adds a turn, so a
+    /// turn being added is either committed before the check below (and seen) or added
+    /// after the release (and its wake-up finds the lease free).
     pub async fn release_session_if_idle(
         &self,
+        org_id: OrgId,
         session_id: SessionId,
         owner: &str,
     ) -> Result<LeaseRelease, StoreError> {
-        let released = sqlx::query(
-            "UPDATE sessions SET lease_owner = NULL, lease_expires_at = NULL \
-             WHERE id = $1 AND lease_owner = $2 \
-               AND NOT EXISTS (SELECT 1 FROM turns WHERE session_id = $1 AND status IN ('queued', 'running'))",
+        let mut tx = self.pool.begin().await?;
+        let holder: Option<(Option<String>,)> = sqlx::query_as(
+            "SELECT lease_owner FROM sessions WHERE id = $1 AND org_id = $2 FOR UPDATE",
         )
         .bind(session_id.as_uuid())
-        .bind(owner)
-        .execute(&self.pool)
+        .bind(org_id.as_uuid())
+        .fetch_optional(&mut *tx)
         .await?;
-        if released.rows_affected() == 1 {
-            return Ok(LeaseRelease::Released);
+        if !matches!(holder, Some((Some(ref holder),)) if holder == owner) {
+            return Ok(LeaseRelease::Lost);
         }
-        let holder: Option<(Option<String>,)> =
-            sqlx::query_as("SELECT lease_owner FROM sessions WHERE id = $1")
-                .bind(session_id.as_uuid())
-                .fetch_optional(&self.pool)
-                .await?;
-        Ok(match holder {
-            Some((Some(holder),)) if holder == owner => LeaseRelease::WorkRemains,
-            _ => LeaseRelease::Lost,
-        })
+        let (live_turns,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM turns WHERE session_id = $1 AND org_id = $2 AND status IN ('queued', 'running')",
+        )
+        .bind(session_id.as_uuid())
+        .bind(org_id.as_uuid())
+        .fetch_one(&mut *tx)
+        .await?;
+        if live_turns > 0 {
+            return Ok(LeaseRelease::WorkRemains);
+        }
+        sqlx::query("UPDATE sessions SET lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND org_id = $2")
+            .bind(session_id.as_uuid())
+            .bind(org_id.as_uuid())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(LeaseRelease::Released)
     }
 
     /// Lets go of the lease whatever remains (shutdown); the sweeper hands the rest on.
     pub async fn release_session(
         &self,
+        org_id: OrgId,
         session_id: SessionId,
         owner: &str,
     ) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sessions SET lease_owner = NULL, lease_expires_at = NULL WHERE id = $1 AND lease_owner = $2")
-            .bind(session_id.as_uuid())
-            .bind(owner)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE sessions SET lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $1 AND org_id = $2 AND lease_owner = $3",
+        )
+        .bind(session_id.as_uuid())
+        .bind(org_id.as_uuid())
+        .bind(owner)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -197,39 +226,57 @@ impl Store {
         }))
     }
 
-    /// Marks the turn running as a new attempt and returns the attempt number, or `None`
-    /// if it already ended.
+    /// Marks the turn running as a new attempt, only while `worker_id` holds the
+    /// session's lease.
     pub async fn start_turn(
         &self,
-        turn_id: TurnId,
+        turn: &RunnableTurn,
         worker_id: &str,
-    ) -> Result<Option<i32>, StoreError> {
+    ) -> Result<TurnStart, StoreError> {
         let attempt: Option<(i32,)> = sqlx::query_as(
-            "UPDATE turns SET status = 'running', attempt = attempt + 1, worker_id = $2, started_at = now() \
-             WHERE id = $1 AND status IN ('queued', 'running') RETURNING attempt",
+            "UPDATE turns t SET status = 'running', attempt = t.attempt + 1, worker_id = $3, started_at = now() \
+             FROM sessions s \
+             WHERE t.id = $1 AND t.org_id = $2 AND t.status IN ('queued', 'running') \
+               AND s.id = t.session_id AND s.lease_owner = $3 AND s.lease_expires_at > now() \
+             RETURNING t.attempt",
         )
-        .bind(turn_id.as_uuid())
+        .bind(turn.id.as_uuid())
+        .bind(turn.org_id.as_uuid())
         .bind(worker_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(attempt.map(|(attempt,)| attempt))
+        if let Some((attempt,)) = attempt {
+            return Ok(TurnStart::Started { attempt });
+        }
+        let (status,): (String,) =
+            sqlx::query_as("SELECT status FROM turns WHERE id = $1 AND org_id = $2")
+                .bind(turn.id.as_uuid())
+                .bind(turn.org_id.as_uuid())
+                .fetch_one(&self.pool)
+                .await?;
+        let status: TurnStatus = parse_stored(&status)?;
+        Ok(if status.is_final() {
+            TurnStart::AlreadyEnded
+        } else {
+            TurnStart::LeaseLost
+        })
     }
 
-    /// The newest `limit` user and assistant messages up to and including turn `up_to_seq`,
+    /// The newest `limit` user and assistant messages up to and including `turn`,
     /// oldest first. Error replies are left out: the model never sees them.
     pub async fn history(
         &self,
-        session_id: SessionId,
-        up_to_seq: i64,
+        turn: &RunnableTurn,
         limit: i64,
     ) -> Result<Vec<HistoryEntry>, StoreError> {
         let mut rows: Vec<HistoryRow> = sqlx::query_as(
             "SELECT role, content FROM messages \
-             WHERE session_id = $1 AND turn_seq <= $2 AND role IN ('user', 'assistant') \
-             ORDER BY turn_seq DESC, position DESC LIMIT $3",
+             WHERE session_id = $1 AND org_id = $2 AND turn_seq <= $3 AND role IN ('user', 'assistant') \
+             ORDER BY turn_seq DESC, position DESC LIMIT $4",
         )
-        .bind(session_id.as_uuid())
-        .bind(up_to_seq)
+        .bind(turn.session_id.as_uuid())
+        .bind(turn.org_id.as_uuid())
+        .bind(turn.seq)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -277,15 +324,16 @@ impl Store {
         let ended = sqlx::query(
             "UPDATE turns SET status = $3, finished_at = now(), error_code = $4, error_message = $5, \
                  input_tokens = $6, output_tokens = $7 \
-             WHERE id = $1 AND status = 'running' AND attempt = $2",
+             WHERE id = $1 AND status = 'running' AND attempt = $2 AND org_id = $8",
         )
         .bind(turn.id.as_uuid())
         .bind(finish.attempt)
         .bind(status.as_str())
         .bind(code)
-        .bind(message)
+        .bind(message.map(|message| message.replace('\0', "")))
         .bind(usage.map(|usage| usage.input_tokens))
         .bind(usage.map(|usage| usage.output_tokens))
+        .bind(turn.org_id.as_uuid())
         .execute(&mut *tx)
         .await?;
         if ended.rows_affected() == 0 {
@@ -302,7 +350,7 @@ impl Store {
         .bind(turn.id.as_uuid())
         .bind(turn.seq)
         .bind(role.as_str())
-        .bind(reply)
+        .bind(reply.replace('\0', ""))
         .execute(&mut *tx)
         .await?;
         let delivery_id = DeliveryId::new();

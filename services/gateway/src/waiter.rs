@@ -54,12 +54,12 @@ pub(crate) async fn wait_for_turn(
                 Some(_) => {}
                 None => subscription = None,
             },
-            _ = poll.tick() => {
-                let turn = state.store.turn(org_id, accepted.turn_id).await?;
-                if turn.status.is_final() {
-                    return Ok(WaitOutcome::Finished(finished_from_record(turn)));
-                }
-                last_status = turn.status;
+            _ = poll.tick() => match state.store.turn(org_id, accepted.turn_id).await {
+                Ok(turn) if turn.status.is_final() => return Ok(WaitOutcome::Finished(finished_from_record(turn))),
+                Ok(turn) => last_status = turn.status,
+                // The message is accepted already: a failed poll must not turn into an
+                // error the client would retry (making a second turn). Keep waiting.
+                Err(error) => tracing::debug!(%error, "turn poll failed; still waiting"),
             },
             () = tokio::time::sleep_until(deadline) => return Ok(WaitOutcome::StillRunning(last_status)),
         }

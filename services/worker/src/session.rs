@@ -37,7 +37,7 @@ pub(crate) async fn drain_session(
         let Some(turn) = context.store.next_runnable_turn(org_id, session_id).await? else {
             match context
                 .store
-                .release_session_if_idle(session_id, owner)
+                .release_session_if_idle(org_id, session_id, owner)
                 .await?
             {
                 LeaseRelease::Released | LeaseRelease::Lost => return Ok(DrainResult::Drained),
@@ -59,33 +59,33 @@ pub(crate) async fn drain_session(
 /// the turn's work is abandoned (its attempt is fenced out anyway).
 async fn run_with_lease(context: &WorkerContext, turn: &RunnableTurn) -> Result<bool, StoreError> {
     tokio::select! {
-        finished = run_turn(context, turn) => finished.map(|()| true),
-        lost = renew_until_lost(context, turn.session_id) => lost.map(|()| false),
+        kept = run_turn(context, turn) => kept,
+        lost = renew_until_lost(context, turn) => lost.map(|()| false),
     }
 }
 
 /// Renews the lease every third of its lifetime; returns only when renewal says the lease
 /// is gone.
-async fn renew_until_lost(
-    context: &WorkerContext,
-    session_id: SessionId,
-) -> Result<(), StoreError> {
+async fn renew_until_lost(context: &WorkerContext, turn: &RunnableTurn) -> Result<(), StoreError> {
     let period = context.config.lease_ttl / 3;
     loop {
         tokio::time::sleep(period).await;
-        match context
+        let renewed = context
             .store
             .renew_session(
-                session_id,
+                turn.org_id,
+                turn.session_id,
                 &context.config.worker_id,
                 context.config.lease_ttl,
             )
-            .await
-        {
+            .await;
+        match renewed {
             Ok(true) => {}
             Ok(false) => return Ok(()),
             // A failed renewal is retried at the next tick; the lease may still be valid.
-            Err(error) => tracing::warn!(%error, %session_id, "lease renewal failed"),
+            Err(error) => {
+                tracing::warn!(%error, session_id = %turn.session_id, "lease renewal failed")
+            }
         }
     }
 }
@@ -94,7 +94,7 @@ async fn renew_until_lost(
 async fn hand_off(context: &WorkerContext, next: &RunnableTurn) -> Result<(), StoreError> {
     context
         .store
-        .release_session(next.session_id, &context.config.worker_id)
+        .release_session(next.org_id, next.session_id, &context.config.worker_id)
         .await?;
     let wakeup = TurnWakeup {
         turn_id: next.id.to_string(),

@@ -4,23 +4,30 @@
 use sable_proto::v1::turn_event::Kind;
 use sable_proto::v1::{DeliveryWakeup, TextDelta, TurnEvent, TurnFinished};
 use sable_runtime::build_chat_request;
-use sable_store::{FinishTurn, RunnableTurn, StoreError, TurnOutcome, Usage};
+use sable_store::{FinishTurn, RunnableTurn, StoreError, TurnOutcome, TurnStart, Usage};
 use sable_telemetry::TraceContext;
 use tracing::Instrument;
 
 use crate::WorkerContext;
 
-/// Runs the turn to its end. An already-ended turn (a duplicate wake-up) is a no-op.
+/// A turn that has been started this many times without ending is failed instead of being
+/// run again: something about it breaks every worker that tries.
+const MAX_ATTEMPTS: i32 = 5;
+
+/// Runs the turn to its end. True while this worker still holds the session's lease;
+/// false when it lost it (the drain must stop). An already-ended turn is a no-op.
 pub(crate) async fn run_turn(
     context: &WorkerContext,
     turn: &RunnableTurn,
-) -> Result<(), StoreError> {
-    let Some(attempt) = context
+) -> Result<bool, StoreError> {
+    let attempt = match context
         .store
-        .start_turn(turn.id, &context.config.worker_id)
+        .start_turn(turn, &context.config.worker_id)
         .await?
-    else {
-        return Ok(());
+    {
+        TurnStart::Started { attempt } => attempt,
+        TurnStart::AlreadyEnded => return Ok(true),
+        TurnStart::LeaseLost => return Ok(false),
     };
     let trace = turn
         .trace_parent
@@ -38,7 +45,14 @@ pub(crate) async fn run_turn(
         trace_id = %trace.trace_id(),
     );
     async {
-        let outcome = answer(context, turn, &trace).await?;
+        let outcome = if attempt > MAX_ATTEMPTS {
+            failure(
+                "too_many_attempts",
+                format!("the turn was interrupted {} times", attempt - 1),
+            )
+        } else {
+            answer(context, turn, &trace).await?
+        };
         finish(context, turn, attempt, outcome, &trace).await
     }
     .instrument(span)
@@ -60,7 +74,7 @@ async fn answer(
     };
     let history = context
         .store
-        .history(turn.session_id, turn.seq, i64::from(agent.history_messages))
+        .history(turn, i64::from(agent.history_messages))
         .await?;
     let request = build_chat_request(
         &agent,
@@ -121,7 +135,7 @@ async fn finish(
     attempt: i32,
     outcome: TurnOutcome,
     trace: &TraceContext,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let finished = finished_event(&outcome);
     let Some(delivery_id) = context
         .store
@@ -133,7 +147,7 @@ async fn finish(
         .await?
     else {
         tracing::warn!("turn was taken over by another worker; this attempt's result is discarded");
-        return Ok(());
+        return Ok(false);
     };
     let traceparent = trace.to_string();
     let event = TurnEvent {
@@ -158,7 +172,7 @@ async fn finish(
         tracing::warn!(%error, "delivery wake-up not published; the sweeper will retry");
     }
     tracing::info!(status = %finished_status(&event), "turn finished");
-    Ok(())
+    Ok(true)
 }
 
 fn finished_event(outcome: &TurnOutcome) -> TurnFinished {
