@@ -4,6 +4,7 @@
 //! and the provider client once, binds listeners, installs signal handling, and hands
 //! them to the services. Library crates never read the environment.
 
+mod models;
 mod settings;
 
 use std::path::PathBuf;
@@ -12,7 +13,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sable_bus::{Bus, BusNames};
 use sable_core::{AgentId, OrgId};
-use sable_llm::{OpenAiConfig, OpenAiProvider};
 use sable_runtime::AgentCatalog;
 use sable_store::{Store, StoreOptions};
 use tokio_util::sync::CancellationToken;
@@ -29,8 +29,9 @@ use crate::settings::Settings;
 ///   sable gateway
 ///
 /// Settings come from config/sable.toml, then SABLE_* environment variables
-/// (SABLE_DATABASE_URL, SABLE_NATS_URL, SABLE_GATEWAY_ADDR, SABLE_NATS_PREFIX, SABLE_MODEL)
-/// and OPENAI_BASE_URL / OPENAI_API_KEY for the model provider.
+/// (SABLE_DATABASE_URL, SABLE_NATS_URL, SABLE_GATEWAY_ADDR, SABLE_NATS_PREFIX, SABLE_MODEL),
+/// OPENAI_BASE_URL / OPENAI_API_KEY for the default model provider, and
+/// config/providers.toml + config/models.toml for providers and model profiles.
 #[derive(Debug, Parser)]
 #[command(name = "sable", version, verbatim_doc_comment)]
 struct Cli {
@@ -191,14 +192,10 @@ async fn run_worker(settings: Settings) -> anyhow::Result<()> {
     let store = connect_store(&settings)?;
     let bus = connect_bus(&settings, "sable-worker").await?;
     let agents = load_agents(&settings)?;
-    let provider = OpenAiProvider::new(OpenAiConfig {
-        base_url: settings.openai_base_url.clone(),
-        api_key: settings.openai_api_key.clone(),
-        model: settings.model.clone(),
-        connect_timeout: Settings::millis(settings.provider_connect_timeout_ms),
-        idle_timeout: Settings::millis(settings.provider_idle_timeout_ms),
-        total_timeout: Settings::millis(settings.provider_timeout_ms),
-    })?;
+    let models = models::build_model_client(&settings)?;
+    agents
+        .check_profiles(|profile| models.profile(profile).is_some())
+        .context("an agent names a model profile that config/models.toml does not define")?;
     let worker_id = settings.worker_id.clone().unwrap_or_else(default_worker_id);
     println!("sable worker {worker_id} starting");
     let config = sable_worker::WorkerConfig {
@@ -209,7 +206,7 @@ async fn run_worker(settings: Settings) -> anyhow::Result<()> {
         sweep_after: Settings::millis(settings.sweep_after_ms),
         shutdown_grace: Settings::millis(settings.shutdown_grace_ms),
     };
-    sable_worker::run(config, store, bus, provider, agents, shutdown).await
+    sable_worker::run(config, store, bus, models, agents, shutdown).await
 }
 
 fn connect_store(settings: &Settings) -> anyhow::Result<Store> {

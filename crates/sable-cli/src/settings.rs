@@ -1,6 +1,7 @@
 //! Typed settings, layered: built-in defaults, then `config/sable.toml` (or the file named
 //! by `--config` / `SABLE_CONFIG`), then `SABLE_*` environment variables, then the
-//! conventional `OPENAI_BASE_URL` / `OPENAI_API_KEY`.
+//! conventional `OPENAI_BASE_URL`. Provider keys are read where `config/providers.toml`
+//! says (`OPENAI_API_KEY` by default) by `models.rs`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,7 +9,6 @@ use std::time::Duration;
 use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use sable_core::Secret;
 use sable_telemetry::LogFormat;
 use serde::Deserialize;
 
@@ -26,13 +26,16 @@ pub struct Settings {
     pub agents_dir: PathBuf,
     pub default_agent: String,
     pub log_format: LogFormat,
-    /// The model of the default profile (`SABLE_MODEL`).
-    pub model: String,
-    pub openai_base_url: String,
-    pub openai_api_key: Option<Secret>,
-    pub provider_connect_timeout_ms: u64,
-    pub provider_idle_timeout_ms: u64,
-    pub provider_timeout_ms: u64,
+    pub providers_file: PathBuf,
+    pub models_file: PathBuf,
+    /// Overrides the model of the `default` profile (`SABLE_MODEL`).
+    pub model: Option<String>,
+    /// Overrides the base URL of the `openai` provider (`OPENAI_BASE_URL`).
+    pub openai_base_url: Option<String>,
+    /// Overrides every provider's timeouts when set.
+    pub provider_connect_timeout_ms: Option<u64>,
+    pub provider_idle_timeout_ms: Option<u64>,
+    pub provider_timeout_ms: Option<u64>,
     pub db_max_connections: u32,
     pub db_acquire_timeout_ms: u64,
     pub lease_ttl_ms: u64,
@@ -55,12 +58,13 @@ impl Default for Settings {
             agents_dir: "agents".into(),
             default_agent: "default".into(),
             log_format: LogFormat::Text,
-            model: "gpt-4o-mini".into(),
-            openai_base_url: "https://api.openai.com/v1".into(),
-            openai_api_key: None,
-            provider_connect_timeout_ms: 5_000,
-            provider_idle_timeout_ms: 60_000,
-            provider_timeout_ms: 120_000,
+            providers_file: "config/providers.toml".into(),
+            models_file: "config/models.toml".into(),
+            model: None,
+            openai_base_url: None,
+            provider_connect_timeout_ms: None,
+            provider_idle_timeout_ms: None,
+            provider_timeout_ms: None,
             db_max_connections: 20,
             db_acquire_timeout_ms: 3_000,
             lease_ttl_ms: 30_000,
@@ -85,7 +89,7 @@ impl Settings {
         let settings: Self = Figment::new()
             .merge(Toml::file(path))
             .merge(Env::prefixed("SABLE_").ignore(&["config"]))
-            .merge(Env::raw().only(&["openai_base_url", "openai_api_key"]))
+            .merge(Env::raw().only(&["openai_base_url"]))
             .extract()
             .with_context(|| {
                 format!(

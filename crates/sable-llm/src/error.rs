@@ -60,7 +60,16 @@ impl ProviderError {
         }
     }
 
+    /// Marks whether text had already reached the user when this happened.
+    pub fn partial(mut self, partial_output: bool) -> Self {
+        self.partial_output = partial_output;
+        self
+    }
+
     pub fn code(&self) -> &'static str {
+        if self.partial_output {
+            return "provider_partial_output";
+        }
         self.kind.code()
     }
 }

@@ -1,55 +1,31 @@
-//! LLM provider adapters: streaming chat completions normalised into one model.
+//! LLM provider adapters: streaming chat completions normalised into one model, with
+//! typed errors, retries, failover between model profiles, and per-call accounting.
 //!
-//! Owns every provider wire format; nothing provider-specific leaks out of this crate.
-//! Depends on `sable-core` only. One HTTP client per provider, pooled and reused.
+//! Owns every provider wire format (OpenAI-compatible chat completions, Anthropic
+//! Messages); nothing provider-specific leaks out of this crate. Depends on `sable-core`
+//! only. One pooled HTTP client per provider, never one per call.
 
+mod anthropic;
+mod catalog;
+mod client;
 mod error;
+mod http;
+mod model;
 mod openai;
 
-use serde::Serialize;
-
+pub use anthropic::{AnthropicConfig, AnthropicProvider};
+pub use catalog::{
+    CatalogError, CatalogSpec, ModelsFile, ProfileSpec, ProviderKind, ProviderSpec, ProvidersFile,
+    RetrySpec,
+};
+pub use client::{CallAttempt, CallReport, ModelClient};
 pub use error::{ProviderError, ProviderErrorKind};
+pub use http::ProviderTimeouts;
+pub use model::{
+    ChatMessage, ChatProvider, ChatRequest, Completion, DeltaSink, ProviderFuture, TokenUsage,
+    ToolCall, ToolSpec,
+};
 pub use openai::{OpenAiConfig, OpenAiProvider};
-
-/// Who wrote a chat message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ChatRole {
-    System,
-    User,
-    Assistant,
-}
-
-/// One message of the conversation sent to the model.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ChatMessage {
-    pub role: ChatRole,
-    pub content: String,
-}
-
-/// A request for one completion.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChatRequest {
-    pub messages: Vec<ChatMessage>,
-    pub max_output_tokens: Option<u32>,
-    pub temperature: Option<f32>,
-}
-
-/// Tokens one call consumed, as the provider reported them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TokenUsage {
-    pub input_tokens: u64,
-    pub output_tokens: u64,
-}
-
-/// A finished completion.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Completion {
-    pub text: String,
-    pub usage: Option<TokenUsage>,
-    pub finish_reason: Option<String>,
-    pub model: Option<String>,
-}
 
 /// Installs the process-wide rustls crypto provider (ring) if none is installed yet.
 /// reqwest is built without one so that every TLS user in the process shares ring.

@@ -1,15 +1,19 @@
-//! The OpenAI-compatible `/chat/completions` adapter, streaming over SSE.
+//! The OpenAI-compatible `/chat/completions` adapter, streaming over SSE, with tool
+//! calls (several per answer) and usage (`stream_options.include_usage`).
 
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use eventsource_stream::Eventsource;
-use futures::StreamExt;
-use reqwest::StatusCode;
 use sable_core::Secret;
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 
-use crate::{ChatRequest, Completion, ProviderError, ProviderErrorKind, TokenUsage};
+use crate::http::{ProviderTimeouts, SseEvents, build_client, send, within_total};
+use crate::model::{
+    ChatMessage, ChatProvider, ChatRequest, Completion, DeltaSink, ProviderFuture, TokenUsage,
+    ToolCall,
+};
+use crate::{ProviderError, ProviderErrorKind};
 
 /// Where and how to reach an OpenAI-compatible provider.
 #[derive(Debug, Clone)]
@@ -17,12 +21,9 @@ pub struct OpenAiConfig {
     /// Up to and including the version, e.g. `https://api.openai.com/v1`.
     pub base_url: String,
     pub api_key: Option<Secret>,
-    pub model: String,
-    pub connect_timeout: Duration,
-    /// Longest silence allowed between two chunks (and before the first).
-    pub idle_timeout: Duration,
-    /// Longest a whole call may take.
-    pub total_timeout: Duration,
+    /// Extra headers sent with every request (e.g. an organisation id).
+    pub headers: Vec<(String, String)>,
+    pub timeouts: ProviderTimeouts,
 }
 
 /// An OpenAI-compatible provider with one pooled HTTP client.
@@ -51,38 +52,46 @@ struct ChunkChoice {
 #[derive(Deserialize)]
 struct DeltaBody {
     content: Option<String>,
+    #[serde(default)]
+    tool_calls: Vec<ToolCallDelta>,
+}
+
+#[derive(Deserialize)]
+struct ToolCallDelta {
+    index: usize,
+    id: Option<String>,
+    function: Option<FunctionDelta>,
+}
+
+#[derive(Deserialize)]
+struct FunctionDelta {
+    name: Option<String>,
+    arguments: Option<String>,
 }
 
 #[derive(Deserialize)]
 struct UsageBody {
     prompt_tokens: u64,
     completion_tokens: u64,
+    prompt_tokens_details: Option<PromptDetails>,
 }
 
 #[derive(Deserialize)]
-struct ErrorEnvelope {
-    error: ErrorBody,
+struct PromptDetails {
+    cached_tokens: Option<u64>,
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    message: Option<String>,
-    code: Option<serde_json::Value>,
+/// A completion being assembled from chunks.
+#[derive(Default)]
+struct Assembly {
+    completion: Completion,
+    tool_calls: BTreeMap<usize, ToolCall>,
+    streamed_text: bool,
 }
 
 impl OpenAiProvider {
     pub fn new(config: OpenAiConfig) -> Result<Self, ProviderError> {
-        crate::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .build()
-            .map_err(|error| {
-                ProviderError::new(
-                    ProviderErrorKind::Unreachable,
-                    format!("HTTP client: {error}"),
-                )
-            })?;
+        let http = build_client(&config.timeouts)?;
         let endpoint = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
         Ok(Self {
             http,
@@ -91,224 +100,183 @@ impl OpenAiProvider {
         })
     }
 
-    pub fn model(&self) -> &str {
-        &self.config.model
-    }
-
-    /// Streams one completion, calling `on_delta` with each piece of text as it arrives.
-    pub async fn stream_chat(
+    async fn call(
         &self,
+        model: &str,
         request: &ChatRequest,
-        on_delta: &mut (dyn FnMut(&str) + Send),
+        on_delta: DeltaSink<'_>,
     ) -> Result<Completion, ProviderError> {
-        let mut streamed_any = false;
-        let call = self.stream_chat_inner(request, on_delta, &mut streamed_any);
-        match tokio::time::timeout(self.config.total_timeout, call).await {
-            Ok(result) => result,
-            Err(_) => Err(ProviderError {
-                partial_output: streamed_any,
-                ..ProviderError::new(
-                    ProviderErrorKind::Timeout,
-                    format!("no complete answer within {:?}", self.config.total_timeout),
-                )
-            }),
-        }
-    }
-
-    async fn stream_chat_inner(
-        &self,
-        request: &ChatRequest,
-        on_delta: &mut (dyn FnMut(&str) + Send),
-        streamed_any: &mut bool,
-    ) -> Result<Completion, ProviderError> {
-        let response = self.send(request).await?;
-        let mut events = response.bytes_stream().eventsource();
-        let mut completion = Completion {
-            text: String::new(),
-            usage: None,
-            finish_reason: None,
-            model: None,
-        };
-        loop {
-            let next = tokio::time::timeout(self.config.idle_timeout, events.next()).await;
-            let event = match next {
-                Err(_) => {
-                    return Err(self.mid_stream_error(
-                        ProviderErrorKind::Timeout,
-                        "provider went silent mid-stream",
-                        *streamed_any,
-                    ));
-                }
-                Ok(None) => {
-                    return Err(self.mid_stream_error(
-                        ProviderErrorKind::Unreachable,
-                        "stream ended without [DONE]",
-                        *streamed_any,
-                    ));
-                }
-                Ok(Some(Err(error))) => {
-                    return Err(self.mid_stream_error(
-                        ProviderErrorKind::Unreachable,
-                        &format!("stream broke: {error}"),
-                        *streamed_any,
-                    ));
-                }
-                Ok(Some(Ok(event))) => event,
-            };
-            if event.data.trim() == "[DONE]" {
-                return Ok(completion);
-            }
-            let chunk: ChunkBody = serde_json::from_str(&event.data).map_err(|error| {
-                self.mid_stream_error(
-                    ProviderErrorKind::Protocol,
-                    &format!("undecodable chunk: {error}"),
-                    *streamed_any,
-                )
-            })?;
-            apply_chunk(&mut completion, chunk, on_delta, streamed_any);
-        }
-    }
-
-    async fn send(&self, request: &ChatRequest) -> Result<reqwest::Response, ProviderError> {
-        let mut body = json!({
-            "model": self.config.model,
-            "messages": request.messages,
-            "stream": true,
-            "stream_options": {"include_usage": true},
-        });
-        if let Some(max_tokens) = request.max_output_tokens {
-            body["max_tokens"] = json!(max_tokens);
-        }
-        if let Some(temperature) = request.temperature {
-            body["temperature"] = json!(temperature);
-        }
-        let mut builder = self.http.post(&self.endpoint).json(&body);
+        let mut builder = self
+            .http
+            .post(&self.endpoint)
+            .json(&request_body(model, request));
         if let Some(key) = &self.config.api_key {
             builder = builder.bearer_auth(key.expose());
         }
-        let sent = tokio::time::timeout(self.config.idle_timeout, builder.send()).await;
-        let response = match sent {
-            Err(_) => {
-                return Err(ProviderError::new(
-                    ProviderErrorKind::Timeout,
-                    "no response headers in time",
-                ));
-            }
-            Ok(Err(error)) if error.is_timeout() => {
-                return Err(ProviderError::new(
-                    ProviderErrorKind::Timeout,
-                    "connect timed out",
-                ));
-            }
-            Ok(Err(error)) => {
+        for (name, value) in &self.config.headers {
+            builder = builder.header(name, value);
+        }
+        let response = send(builder, &self.config.timeouts).await?;
+        let mut events = SseEvents::new(response, self.config.timeouts);
+        let mut assembly = Assembly::default();
+        loop {
+            let Some(event) = events.next(assembly.streamed_text).await? else {
                 return Err(ProviderError::new(
                     ProviderErrorKind::Unreachable,
-                    format!("request failed: {}", error_chain(&error)),
-                ));
+                    "stream ended without [DONE]",
+                )
+                .partial(assembly.streamed_text));
+            };
+            if event.data.trim() == "[DONE]" {
+                return Ok(assembly.finish());
             }
-            Ok(Ok(response)) => response,
-        };
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        Err(error_from_response(response).await)
-    }
-
-    fn mid_stream_error(
-        &self,
-        kind: ProviderErrorKind,
-        message: &str,
-        streamed_any: bool,
-    ) -> ProviderError {
-        ProviderError {
-            partial_output: streamed_any,
-            ..ProviderError::new(kind, message)
+            let chunk: ChunkBody = serde_json::from_str(&event.data).map_err(|error| {
+                ProviderError::new(
+                    ProviderErrorKind::Protocol,
+                    format!("undecodable chunk: {error}"),
+                )
+                .partial(assembly.streamed_text)
+            })?;
+            assembly.apply(chunk, on_delta);
         }
     }
 }
 
-fn apply_chunk(
-    completion: &mut Completion,
-    chunk: ChunkBody,
-    on_delta: &mut (dyn FnMut(&str) + Send),
-    streamed_any: &mut bool,
-) {
-    if let Some(model) = chunk.model {
-        completion.model.get_or_insert(model);
+impl ChatProvider for OpenAiProvider {
+    fn kind(&self) -> &'static str {
+        "openai"
     }
-    if let Some(usage) = chunk.usage {
-        completion.usage = Some(TokenUsage {
-            input_tokens: usage.prompt_tokens,
-            output_tokens: usage.completion_tokens,
-        });
-    }
-    for choice in chunk.choices {
-        if let Some(text) = choice
-            .delta
-            .and_then(|delta| delta.content)
-            .filter(|text| !text.is_empty())
-        {
-            *streamed_any = true;
-            on_delta(&text);
-            completion.text.push_str(&text);
-        }
-        if let Some(reason) = choice.finish_reason {
-            completion.finish_reason = Some(reason);
-        }
+
+    fn stream_chat<'a>(
+        &'a self,
+        model: &'a str,
+        request: &'a ChatRequest,
+        on_delta: DeltaSink<'a>,
+    ) -> ProviderFuture<'a> {
+        Box::pin(async move {
+            let streamed = AtomicBool::new(false);
+            let mut track = |text: &str| {
+                streamed.store(true, Ordering::Relaxed);
+                on_delta(text);
+            };
+            within_total(
+                self.config.timeouts.total,
+                &streamed,
+                self.call(model, request, &mut track),
+            )
+            .await
+        })
     }
 }
 
-/// Maps a non-2xx answer to a typed error. Only the provider's own error message is
-/// kept (it names the problem, not the prompt).
-async fn error_from_response(response: reqwest::Response) -> ProviderError {
-    let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.trim().parse::<u64>().ok())
-        .map(Duration::from_secs);
-    let body = response.text().await.unwrap_or_default();
-    let detail: Option<ErrorBody> = serde_json::from_str::<ErrorEnvelope>(&body)
-        .ok()
-        .map(|envelope| envelope.error);
-    let provider_message = detail
-        .as_ref()
-        .and_then(|detail| detail.message.clone())
-        .unwrap_or_default();
-    let overflow = detail
-        .as_ref()
-        .and_then(|detail| detail.code.as_ref())
-        .is_some_and(|code| code.as_str() == Some("context_length_exceeded"));
-    let kind = match status {
-        StatusCode::TOO_MANY_REQUESTS => ProviderErrorKind::RateLimited,
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => ProviderErrorKind::Auth,
-        StatusCode::BAD_REQUEST | StatusCode::PAYLOAD_TOO_LARGE if overflow => {
-            ProviderErrorKind::ContextOverflow
+impl Assembly {
+    fn apply(&mut self, chunk: ChunkBody, on_delta: DeltaSink<'_>) {
+        if let Some(model) = chunk.model {
+            self.completion.model.get_or_insert(model);
         }
-        status if status.is_server_error() => ProviderErrorKind::Server,
-        _ => ProviderErrorKind::InvalidRequest,
-    };
-    let message: String = format!(
-        "provider answered HTTP {}: {provider_message}",
-        status.as_u16()
-    )
-    .chars()
-    .take(500)
-    .collect();
-    ProviderError {
-        retry_after,
-        ..ProviderError::new(kind, message.trim_end_matches(": ").to_owned())
+        if let Some(usage) = chunk.usage {
+            self.completion.usage = Some(TokenUsage {
+                input_tokens: usage.prompt_tokens,
+                output_tokens: usage.completion_tokens,
+                cached_input_tokens: usage
+                    .prompt_tokens_details
+                    .and_then(|details| details.cached_tokens)
+                    .unwrap_or(0),
+            });
+        }
+        for choice in chunk.choices {
+            if let Some(delta) = choice.delta {
+                if let Some(text) = delta.content.filter(|text| !text.is_empty()) {
+                    self.streamed_text = true;
+                    on_delta(&text);
+                    self.completion.text.push_str(&text);
+                }
+                for call in delta.tool_calls {
+                    let entry = self
+                        .tool_calls
+                        .entry(call.index)
+                        .or_insert_with(|| ToolCall {
+                            id: String::new(),
+                            name: String::new(),
+                            arguments: String::new(),
+                        });
+                    if let Some(id) = call.id {
+                        entry.id = id;
+                    }
+                    if let Some(function) = call.function {
+                        entry
+                            .name
+                            .push_str(function.name.as_deref().unwrap_or_default());
+                        entry
+                            .arguments
+                            .push_str(function.arguments.as_deref().unwrap_or_default());
+                    }
+                }
+            }
+            if let Some(reason) = choice.finish_reason {
+                self.completion.finish_reason = Some(reason);
+            }
+        }
+    }
+
+    fn finish(mut self) -> Completion {
+        self.completion.tool_calls = self.tool_calls.into_values().collect();
+        self.completion
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+fn request_body(model: &str, request: &ChatRequest) -> Value {
+    let messages: Vec<Value> = request.messages.iter().map(message_json).collect();
+    let mut body = json!({
+        "model": model,
+        "messages": messages,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+    });
+    if !request.tools.is_empty() {
+        let tools: Vec<Value> = request
+            .tools
+            .iter()
+            .map(|tool| json!({"type": "function", "function": {"name": tool.name, "description": tool.description, "parameters": tool.parameters}}))
+            .collect();
+        body["tools"] = json!(tools);
     }
-    text
+    if let Some(max_tokens) = request.max_output_tokens {
+        body["max_tokens"] = json!(max_tokens);
+    }
+    if let Some(temperature) = request.temperature {
+        body["temperature"] = json!(temperature);
+    }
+    body
+}
+
+fn message_json(message: &ChatMessage) -> Value {
+    match message {
+        ChatMessage::System { content } => json!({"role": "system", "content": content}),
+        ChatMessage::User { content } => json!({"role": "user", "content": content}),
+        ChatMessage::Assistant {
+            content,
+            tool_calls,
+        } if tool_calls.is_empty() => json!({"role": "assistant", "content": content}),
+        ChatMessage::Assistant {
+            content,
+            tool_calls,
+        } => {
+            let calls: Vec<Value> = tool_calls
+                .iter()
+                .map(|call| json!({"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}))
+                .collect();
+            let content = if content.is_empty() {
+                Value::Null
+            } else {
+                json!(content)
+            };
+            json!({"role": "assistant", "content": content, "tool_calls": calls})
+        }
+        ChatMessage::Tool {
+            tool_call_id,
+            content,
+            ..
+        } => json!({"role": "tool", "tool_call_id": tool_call_id, "content": content}),
+    }
 }

@@ -30,6 +30,18 @@ pub struct AgentDefinition {
     pub temperature: Option<f32>,
     /// How many of the newest history messages the model sees.
     pub history_messages: u32,
+    /// The model profile (from `config/models.toml`) the agent uses by default.
+    pub profile: String,
+    /// Rules that pick another profile for some turns, first match wins.
+    pub routes: Vec<RouteRule>,
+}
+
+/// A routing rule: turns whose message is at most `max_input_chars` long use `profile`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    pub profile: String,
+    pub max_input_chars: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -47,8 +59,11 @@ struct AgentFile {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct ModelSection {
+    profile: Option<String>,
     max_output_tokens: Option<u32>,
     temperature: Option<f32>,
+    #[serde(default)]
+    routes: Vec<RouteRule>,
 }
 
 #[derive(Deserialize)]
@@ -118,6 +133,26 @@ impl AgentCatalog {
     pub fn ids(&self) -> impl Iterator<Item = &str> {
         self.agents.keys().map(String::as_str)
     }
+
+    /// Fails naming the agent and field when an agent uses a profile `exists` rejects.
+    pub fn check_profiles(&self, exists: impl Fn(&str) -> bool) -> Result<(), AgentError> {
+        for agent in self.agents.values() {
+            let path = PathBuf::from(format!("agents/{}/agent.toml", agent.id));
+            if !exists(&agent.profile) {
+                return Err(AgentError::Invalid {
+                    path,
+                    message: format!("model.profile: no model profile named '{}'", agent.profile),
+                });
+            }
+            if let Some(route) = agent.routes.iter().find(|route| !exists(&route.profile)) {
+                return Err(AgentError::Invalid {
+                    path,
+                    message: format!("model.routes: no model profile named '{}'", route.profile),
+                });
+            }
+        }
+        Ok(())
+    }
 }
 
 fn load_agent(folder: &Path) -> Result<AgentDefinition, AgentError> {
@@ -158,6 +193,8 @@ fn load_agent(folder: &Path) -> Result<AgentDefinition, AgentError> {
         max_output_tokens: file.model.max_output_tokens,
         temperature: file.model.temperature,
         history_messages: file.limits.history_messages,
+        profile: file.model.profile.unwrap_or_else(|| "default".to_owned()),
+        routes: file.model.routes,
     })
 }
 

@@ -1,35 +1,94 @@
-//! Assembling the model's view of a turn: system prompt, then the newest history.
+//! Assembling the model's view of a turn: system prompt, the session summary, then the
+//! newest history; choosing the model profile; and asking for a summary when the
+//! session outgrew the model's window.
 
 use sable_core::MessageRole;
-use sable_llm::{ChatMessage, ChatRequest, ChatRole};
+use sable_llm::{ChatMessage, ChatRequest};
 
 use crate::AgentDefinition;
 
-/// The request for a turn, given the session's history oldest first (the turn's own user
-/// message last). Error replies never reach the model.
+/// The request for a turn, given the session's summary (if compacted) and its history
+/// oldest first (the turn's own user message last). Error replies never reach the model.
 pub fn build_chat_request<'a>(
     agent: &AgentDefinition,
+    summary: Option<&str>,
     history: impl IntoIterator<Item = (MessageRole, &'a str)>,
 ) -> ChatRequest {
-    let mut messages = vec![ChatMessage {
-        role: ChatRole::System,
-        content: agent.system_prompt.clone(),
-    }];
-    messages.extend(history.into_iter().filter_map(|(role, content)| {
-        let role = match role {
-            MessageRole::User => ChatRole::User,
-            MessageRole::Assistant => ChatRole::Assistant,
-            MessageRole::Error => return None,
-        };
-        Some(ChatMessage {
-            role,
-            content: content.to_owned(),
-        })
-    }));
+    let mut messages = vec![ChatMessage::system(agent.system_prompt.clone())];
+    if let Some(summary) = summary {
+        messages.push(ChatMessage::system(format!("{SUMMARY_HEADING}\n{summary}")));
+    }
+    messages.extend(
+        history
+            .into_iter()
+            .filter_map(|(role, content)| match role {
+                MessageRole::User => Some(ChatMessage::user(content)),
+                MessageRole::Assistant => Some(ChatMessage::assistant(content)),
+                MessageRole::Error => None,
+            }),
+    );
     ChatRequest {
         messages,
+        tools: Vec::new(),
         max_output_tokens: agent.max_output_tokens,
         temperature: agent.temperature,
+    }
+}
+
+/// Introduces the stored summary in the model's context.
+pub const SUMMARY_HEADING: &str = "Summary of the earlier conversation:";
+
+/// Asks the model to fold `older` messages into the previous summary.
+pub fn build_summary_request<'a>(
+    previous: Option<&str>,
+    older: impl IntoIterator<Item = (MessageRole, &'a str)>,
+) -> ChatRequest {
+    let mut transcript = String::new();
+    if let Some(previous) = previous {
+        transcript.push_str(&format!("Earlier summary: {previous}\n"));
+    }
+    for (role, content) in older {
+        transcript.push_str(&format!("{role}: {content}\n"));
+    }
+    ChatRequest {
+        messages: vec![
+            ChatMessage::system(
+                "Summarise this conversation for your own later use: keep facts, decisions, names and open \
+                 questions; drop pleasantries. Answer with the summary only.",
+            ),
+            ChatMessage::user(transcript),
+        ],
+        tools: Vec::new(),
+        max_output_tokens: Some(1024),
+        temperature: None,
+    }
+}
+
+/// The profile a turn uses and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteDecision {
+    pub profile: String,
+    pub reason: String,
+}
+
+/// Applies the agent's routing rules to the turn's message; first match wins.
+pub fn choose_profile(agent: &AgentDefinition, message: &str) -> RouteDecision {
+    let length = message.chars().count();
+    for (index, route) in agent.routes.iter().enumerate() {
+        if route.max_input_chars.is_none_or(|limit| length <= limit) {
+            let condition = route.max_input_chars.map_or_else(
+                || "always".to_owned(),
+                |limit| format!("message of {length} <= {limit} chars"),
+            );
+            return RouteDecision {
+                profile: route.profile.clone(),
+                reason: format!("route {}: {condition}", index + 1),
+            };
+        }
+    }
+    RouteDecision {
+        profile: agent.profile.clone(),
+        reason: "agent default profile".to_owned(),
     }
 }
 
@@ -38,31 +97,60 @@ mod tests {
     use sable_core::AgentId;
 
     use super::*;
+    use crate::agents::RouteRule;
 
-    #[test]
-    fn the_system_prompt_comes_first_and_error_replies_are_left_out() {
-        let agent = AgentDefinition {
+    fn agent(routes: Vec<RouteRule>) -> AgentDefinition {
+        AgentDefinition {
             id: AgentId::parse("a").unwrap(),
             name: "a".into(),
             system_prompt: "Be brief.".into(),
             max_output_tokens: Some(10),
             temperature: None,
             history_messages: 10,
-        };
+            profile: "default".into(),
+            routes,
+        }
+    }
+
+    #[test]
+    fn the_system_prompt_and_summary_come_first_and_error_replies_are_left_out() {
         let request = build_chat_request(
-            &agent,
+            &agent(vec![]),
+            Some("they like tea"),
             [
                 (MessageRole::User, "hi"),
                 (MessageRole::Error, "failed"),
                 (MessageRole::User, "again"),
             ],
         );
-        let roles: Vec<_> = request
-            .messages
-            .iter()
-            .map(|message| message.role)
-            .collect();
-        assert_eq!(roles, [ChatRole::System, ChatRole::User, ChatRole::User]);
+        let texts: Vec<&str> = request.messages.iter().map(ChatMessage::text).collect();
+        assert_eq!(
+            texts,
+            [
+                "Be brief.",
+                "Summary of the earlier conversation:\nthey like tea",
+                "hi",
+                "again"
+            ]
+        );
         assert_eq!(request.max_output_tokens, Some(10));
+    }
+
+    #[test]
+    fn short_messages_take_the_cheap_route_and_others_the_default() {
+        let agent = agent(vec![RouteRule {
+            profile: "cheap".into(),
+            max_input_chars: Some(10),
+        }]);
+        assert_eq!(choose_profile(&agent, "hi").profile, "cheap");
+        assert_eq!(
+            choose_profile(&agent, "hi").reason,
+            "route 1: message of 2 <= 10 chars"
+        );
+        let long = choose_profile(&agent, "a much longer message");
+        assert_eq!(
+            (long.profile.as_str(), long.reason.as_str()),
+            ("default", "agent default profile")
+        );
     }
 }

@@ -7,5 +7,7 @@
 mod agents;
 mod context;
 
-pub use agents::{AgentCatalog, AgentDefinition, AgentError};
-pub use context::build_chat_request;
+pub use agents::{AgentCatalog, AgentDefinition, AgentError, RouteRule};
+pub use context::{
+    RouteDecision, SUMMARY_HEADING, build_chat_request, build_summary_request, choose_profile,
+};

@@ -5,6 +5,7 @@
 //! `sable-core`; knows nothing of NATS, HTTP or providers. Queries are checked at run
 //! time (`query_as` + `FromRow`) so building needs no database.
 
+mod calls;
 mod error;
 mod intake;
 mod keys;
@@ -18,12 +19,15 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
+pub use calls::{ProviderCallRecord, SessionSummary};
 pub use error::StoreError;
 pub use intake::{AcceptedTurn, NewMessage, SessionTarget};
 pub use keys::{ApiKeySecret, AuthenticatedKey};
 pub use outbox::DeliveryRecord;
 pub use records::{HistoryEntry, MessageRecord, TurnRecord};
-pub use sessions::{FinishTurn, LeaseRelease, RunnableTurn, TurnOutcome, TurnStart, Usage};
+pub use sessions::{
+    FinishTurn, LeaseRelease, RunnableTurn, TurnOutcome, TurnRoute, TurnStart, Usage,
+};
 pub use sweep::{StaleDelivery, StaleWakeup};
 
 /// How the pool reaches Postgres.

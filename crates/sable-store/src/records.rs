@@ -21,6 +21,9 @@ pub struct TurnRecord {
     pub error_message: Option<String>,
     pub input_tokens: Option<i64>,
     pub output_tokens: Option<i64>,
+    pub cached_input_tokens: Option<i64>,
+    pub model_profile: Option<String>,
+    pub route_reason: Option<String>,
     pub reply_text: Option<String>,
     pub trace_parent: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -59,6 +62,9 @@ pub(crate) struct TurnRow {
     error_message: Option<String>,
     input_tokens: Option<i64>,
     output_tokens: Option<i64>,
+    cached_input_tokens: Option<i64>,
+    model_profile: Option<String>,
+    route_reason: Option<String>,
     reply_text: Option<String>,
     trace_parent: Option<String>,
     created_at: DateTime<Utc>,
@@ -68,6 +74,7 @@ pub(crate) struct TurnRow {
 
 pub(crate) const TURN_COLUMNS: &str = "t.id, t.org_id, t.session_id, t.seq, t.agent_id, t.status, \
      t.attempt, t.worker_id, t.error_code, t.error_message, t.input_tokens, t.output_tokens, \
+     t.cached_input_tokens, t.model_profile, t.route_reason, \
      (SELECT m.content FROM messages m WHERE m.turn_id = t.id AND m.position > 0 \
       ORDER BY m.position DESC LIMIT 1) AS reply_text, \
      t.trace_parent, t.created_at, t.started_at, t.finished_at";
@@ -89,6 +96,9 @@ impl TryFrom<TurnRow> for TurnRecord {
             error_message: row.error_message,
             input_tokens: row.input_tokens,
             output_tokens: row.output_tokens,
+            cached_input_tokens: row.cached_input_tokens,
+            model_profile: row.model_profile,
+            route_reason: row.route_reason,
             reply_text: row.reply_text,
             trace_parent: row.trace_parent,
             created_at: row.created_at,

@@ -31,6 +31,14 @@ pub struct RunnableTurn {
 pub struct Usage {
     pub input_tokens: i64,
     pub output_tokens: i64,
+    pub cached_input_tokens: i64,
+}
+
+/// Which model profile a turn used and the rule that chose it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnRoute {
+    pub profile: String,
+    pub reason: String,
 }
 
 /// How a turn ended.
@@ -38,7 +46,6 @@ pub struct Usage {
 pub enum TurnOutcome {
     Replied {
         text: String,
-        usage: Option<Usage>,
     },
     /// The turn failed; `reply_text` tells the user so.
     Failed {
@@ -54,6 +61,9 @@ pub struct FinishTurn<'a> {
     pub turn: &'a RunnableTurn,
     pub attempt: i32,
     pub outcome: TurnOutcome,
+    /// Tokens of every provider call of the turn.
+    pub usage: Option<Usage>,
+    pub route: Option<TurnRoute>,
 }
 
 /// What happened when a worker tried to start a turn.
@@ -262,8 +272,9 @@ impl Store {
         })
     }
 
-    /// The newest `limit` user and assistant messages up to and including `turn`,
-    /// oldest first. Error replies are left out: the model never sees them.
+    /// The newest `limit` user and assistant messages up to and including `turn` and after
+    /// the session's summary, oldest first. Error replies are left out: the model never
+    /// sees them.
     pub async fn history(
         &self,
         turn: &RunnableTurn,
@@ -272,6 +283,7 @@ impl Store {
         let mut rows: Vec<HistoryRow> = sqlx::query_as(
             "SELECT role, content FROM messages \
              WHERE session_id = $1 AND org_id = $2 AND turn_seq <= $3 AND role IN ('user', 'assistant') \
+               AND turn_seq > (SELECT summary_through_seq FROM sessions WHERE id = $1) \
              ORDER BY turn_seq DESC, position DESC LIMIT $4",
         )
         .bind(turn.session_id.as_uuid())
@@ -298,15 +310,10 @@ impl Store {
         finish: FinishTurn<'_>,
     ) -> Result<Option<DeliveryId>, StoreError> {
         let turn = finish.turn;
-        let (status, role, reply, code, message, usage) = match &finish.outcome {
-            TurnOutcome::Replied { text, usage } => (
-                TurnStatus::Done,
-                MessageRole::Assistant,
-                text,
-                None,
-                None,
-                *usage,
-            ),
+        let (status, role, reply, code, message) = match &finish.outcome {
+            TurnOutcome::Replied { text } => {
+                (TurnStatus::Done, MessageRole::Assistant, text, None, None)
+            }
             TurnOutcome::Failed {
                 code,
                 message,
@@ -317,13 +324,15 @@ impl Store {
                 reply_text,
                 Some(code),
                 Some(message),
-                None,
             ),
         };
+        let usage = finish.usage;
+        let route = finish.route.as_ref();
         let mut tx = self.pool.begin().await?;
         let ended = sqlx::query(
             "UPDATE turns SET status = $3, finished_at = now(), error_code = $4, error_message = $5, \
-                 input_tokens = $6, output_tokens = $7 \
+                 input_tokens = $6, output_tokens = $7, cached_input_tokens = $9, \
+                 model_profile = $10, route_reason = $11 \
              WHERE id = $1 AND status = 'running' AND attempt = $2 AND org_id = $8",
         )
         .bind(turn.id.as_uuid())
@@ -334,6 +343,9 @@ impl Store {
         .bind(usage.map(|usage| usage.input_tokens))
         .bind(usage.map(|usage| usage.output_tokens))
         .bind(turn.org_id.as_uuid())
+        .bind(usage.map(|usage| usage.cached_input_tokens))
+        .bind(route.map(|route| route.profile.as_str()))
+        .bind(route.map(|route| route.reason.as_str()))
         .execute(&mut *tx)
         .await?;
         if ended.rows_affected() == 0 {

@@ -1,12 +1,14 @@
 //! A fake OpenAI-compatible provider: real HTTP, real SSE chunks, scriptable per test.
 //!
-//! Without a script it echoes the last user message (`echo: <text>`), streamed a word at
+//! It speaks both OpenAI chat completions (`/v1/chat/completions`) and Anthropic
+//! Messages (`/v1/messages`), sharing one script queue. Without a script it echoes the
+//! last user message (`echo: <text>`), streamed a word at
 //! a time. Directives in the last user message choose other behaviour per request, so
 //! concurrent tests and child processes can script it too:
-//! `#fail=<status>`, `#hang` (never answers), `#stall` (one chunk, then silence),
+//! `#fail=<status>`, `#overflow` (context window exceeded), `#hang` (never answers), `#stall` (one chunk, then silence),
 //! `#drop` (one chunk, then the connection breaks), `#delay=<ms>`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,11 +30,18 @@ use serde_json::{Value, json};
 pub enum Script {
     /// Stream this text.
     Reply(String),
-    /// Answer with this HTTP status and an OpenAI-style error body.
+    /// Stream optional text, then these tool calls (several = parallel calls).
+    ToolCalls {
+        text: String,
+        calls: Vec<FakeToolCall>,
+    },
+    /// Answer with this HTTP status and a provider-style error body.
     Fail {
         status: u16,
         retry_after_secs: Option<u64>,
     },
+    /// Answer 400 saying the prompt does not fit the context window.
+    ContextOverflow,
     /// Accept the request and never answer.
     Hang,
     /// Stream this text as one chunk, then go silent.
@@ -41,11 +50,31 @@ pub enum Script {
     DropAfter(String),
 }
 
+/// A tool call the fake model makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeToolCall {
+    pub id: String,
+    pub name: String,
+    /// JSON text of the arguments.
+    pub arguments: String,
+}
+
+impl FakeToolCall {
+    pub fn new(id: &str, name: &str, arguments: serde_json::Value) -> Self {
+        Self {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            arguments: arguments.to_string(),
+        }
+    }
+}
+
 #[derive(Default)]
-struct FakeState {
+pub(crate) struct FakeState {
     scripts: Mutex<VecDeque<Script>>,
     requests: Mutex<Vec<Value>>,
     latency_ms: AtomicU64,
+    failing_models: Mutex<HashMap<String, u16>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
 }
@@ -72,6 +101,7 @@ impl FakeProvider {
         let app = Router::new()
             .route("/v1/chat/completions", post(chat_completions))
             .route("/chat/completions", post(chat_completions))
+            .route("/v1/messages", post(crate::fake_anthropic::messages))
             .with_state(state.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -96,6 +126,31 @@ impl FakeProvider {
         );
     }
 
+    /// Every request for `model` fails with `status` until [`FakeProvider::heal_model`].
+    pub fn fail_model(&self, model: &str, status: u16) {
+        self.state
+            .failing_models
+            .lock()
+            .expect("lock")
+            .insert(model.to_owned(), status);
+    }
+
+    pub fn heal_model(&self, model: &str) {
+        self.state
+            .failing_models
+            .lock()
+            .expect("lock")
+            .remove(model);
+    }
+
+    /// The `model` of every request received so far, in order.
+    pub fn requested_models(&self) -> Vec<String> {
+        self.requests()
+            .iter()
+            .map(|request| request["model"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
     /// Every request body received so far.
     pub fn requests(&self) -> Vec<Value> {
         self.state.requests.lock().expect("lock").clone()
@@ -111,11 +166,35 @@ impl FakeProvider {
     }
 }
 
+impl FakeState {
+    /// Records the request and decides what it gets: the next queued script, else the
+    /// directives in the last user message, else an echo. Waits out the latency first.
+    pub(crate) async fn next_script(&self, request: &Value, last_user: &str) -> Script {
+        self.requests.lock().expect("lock").push(request.clone());
+        let mut delay = Duration::from_millis(self.latency_ms.load(Ordering::SeqCst));
+        let model = request["model"].as_str().unwrap_or_default();
+        if let Some(status) = self.failing_models.lock().expect("lock").get(model) {
+            return Script::Fail {
+                status: *status,
+                retry_after_secs: None,
+            };
+        }
+        let queued = self.scripts.lock().expect("lock").pop_front();
+        let script = queued.unwrap_or_else(|| {
+            let (script, directive_delay) = script_from_directives(last_user);
+            delay += directive_delay;
+            script
+        });
+        tokio::time::sleep(delay).await;
+        script
+    }
+}
+
 /// Counts a request in flight until dropped.
-struct InFlight(Arc<FakeState>);
+pub(crate) struct InFlight(Arc<FakeState>);
 
 impl InFlight {
-    fn new(state: Arc<FakeState>) -> Self {
+    pub(crate) fn new(state: Arc<FakeState>) -> Self {
         let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         state.max_in_flight.fetch_max(now, Ordering::SeqCst);
         Self(state)
@@ -132,57 +211,55 @@ async fn chat_completions(
     State(state): State<Arc<FakeState>>,
     Json(request): Json<Value>,
 ) -> Response {
-    state.requests.lock().expect("lock").push(request.clone());
     let guard = InFlight::new(state.clone());
-    let last_user = last_user_text(&request);
-    let mut delay = Duration::from_millis(state.latency_ms.load(Ordering::SeqCst));
-    let script = state
-        .scripts
-        .lock()
-        .expect("lock")
-        .pop_front()
-        .unwrap_or_else(|| {
-            let (script, directive_delay) = script_from_directives(&last_user);
-            delay += directive_delay;
-            script
-        });
-    tokio::time::sleep(delay).await;
+    let script = state.next_script(&request, &last_user_text(&request)).await;
     let model = request
         .get("model")
         .and_then(Value::as_str)
         .unwrap_or("fake-model")
         .to_owned();
     let prompt_tokens = count_words_in_messages(&request);
-    let streaming = request
-        .get("stream")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
     match script {
-        Script::Fail { status, retry_after_secs } => failure(status, retry_after_secs),
+        Script::Fail {
+            status,
+            retry_after_secs,
+        } => failure(
+            status,
+            retry_after_secs,
+            "fake provider failure",
+            "server_error",
+        ),
+        Script::ContextOverflow => failure(
+            400,
+            None,
+            "This model's maximum context length is 8192 tokens",
+            "context_length_exceeded",
+        ),
         Script::Hang => {
             std::future::pending::<()>().await;
             unreachable!("pending never resolves")
         }
-        Script::Reply(text) if !streaming => Json(json!({
-            "id": "chatcmpl-fake", "object": "chat.completion", "model": model,
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": text.split_whitespace().count()},
-        }))
-        .into_response(),
-        Script::Reply(text) => sse_response(reply_stream(model, text, prompt_tokens, guard)),
+        Script::Reply(text) => sse_response(reply_stream(&model, &text, &[], prompt_tokens, guard)),
+        Script::ToolCalls { text, calls } => {
+            sse_response(reply_stream(&model, &text, &calls, prompt_tokens, guard))
+        }
         Script::StallAfter(text) => {
-            let first = stream::iter([Ok(chunk_bytes(&model, Some(&text), None))]);
+            let first = stream::iter([Ok(chunk_bytes(&model, json!({"content": text}), None))]);
             sse_response(first.chain(stream::pending()).boxed())
         }
         Script::DropAfter(text) => {
-            let first = stream::iter([Ok(chunk_bytes(&model, Some(&text), None))]);
-            let broken = stream::once(async { Err(std::io::Error::other("connection dropped by the fake")) });
+            let first = stream::iter([Ok(chunk_bytes(&model, json!({"content": text}), None))]);
+            let broken = stream::once(async {
+                // Let the server write the first chunk before the connection breaks.
+                tokio::task::yield_now().await;
+                Err(std::io::Error::other("connection dropped by the fake"))
+            });
             sse_response(first.chain(broken).boxed())
         }
     }
 }
 
-fn script_from_directives(text: &str) -> (Script, Duration) {
+pub(crate) fn script_from_directives(text: &str) -> (Script, Duration) {
     let mut delay = Duration::ZERO;
     let mut script = Script::Reply(format!("echo: {text}"));
     for word in text.split_whitespace() {
@@ -194,6 +271,8 @@ fn script_from_directives(text: &str) -> (Script, Duration) {
                 status,
                 retry_after_secs: None,
             };
+        } else if word == "#overflow" {
+            script = Script::ContextOverflow;
         } else if word == "#hang" {
             script = Script::Hang;
         } else if word == "#stall" {
@@ -211,20 +290,40 @@ fn script_from_directives(text: &str) -> (Script, Duration) {
 }
 
 fn reply_stream(
-    model: String,
-    text: String,
+    model: &str,
+    text: &str,
+    calls: &[FakeToolCall],
     prompt_tokens: usize,
     guard: InFlight,
 ) -> BoxStream<'static, Result<Bytes, std::io::Error>> {
-    let words: Vec<String> = text.split_inclusive(' ').map(str::to_owned).collect();
-    let completion_tokens = words.len();
+    let words: Vec<&str> = text.split_inclusive(' ').collect();
     let mut chunks: Vec<Bytes> = words
         .iter()
-        .map(|word| chunk_bytes(&model, Some(word), None))
+        .map(|word| chunk_bytes(model, json!({"content": word}), None))
         .collect();
-    chunks.push(chunk_bytes(&model, None, Some("stop")));
+    for (index, call) in calls.iter().enumerate() {
+        // The name first, then the arguments in two pieces, as real providers stream them.
+        let (head, tail) = call.arguments.split_at(call.arguments.len() / 2);
+        let opening = json!({"tool_calls": [{"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}]});
+        chunks.push(chunk_bytes(model, opening, None));
+        for piece in [head, tail] {
+            chunks.push(chunk_bytes(
+                model,
+                json!({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}),
+                None,
+            ));
+        }
+    }
+    let finish_reason = if calls.is_empty() {
+        "stop"
+    } else {
+        "tool_calls"
+    };
+    chunks.push(chunk_bytes(model, json!({}), Some(finish_reason)));
+    let completion_tokens = words.len() + calls.len() * 10;
     let usage = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model, "choices": [],
-        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens, "total_tokens": prompt_tokens + completion_tokens}});
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens, "prompt_tokens_details": {"cached_tokens": 0}}});
     chunks.push(Bytes::from(format!("data: {usage}\n\n")));
     chunks.push(Bytes::from_static(b"data: [DONE]\n\n"));
     stream::iter(chunks.into_iter().map(Ok))
@@ -235,14 +334,13 @@ fn reply_stream(
         .boxed()
 }
 
-fn chunk_bytes(model: &str, content: Option<&str>, finish_reason: Option<&str>) -> Bytes {
-    let delta = content.map_or_else(|| json!({}), |content| json!({"content": content}));
+fn chunk_bytes(model: &str, delta: Value, finish_reason: Option<&str>) -> Bytes {
     let chunk = json!({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}]});
     Bytes::from(format!("data: {chunk}\n\n"))
 }
 
-fn sse_response(body: BoxStream<'static, Result<Bytes, std::io::Error>>) -> Response {
+pub(crate) fn sse_response(body: BoxStream<'static, Result<Bytes, std::io::Error>>) -> Response {
     let mut response = Body::from_stream(body).into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -251,9 +349,16 @@ fn sse_response(body: BoxStream<'static, Result<Bytes, std::io::Error>>) -> Resp
     response
 }
 
-fn failure(status: u16, retry_after_secs: Option<u64>) -> Response {
+/// An error answer in the shape both OpenAI and Anthropic use:
+/// `{"type":"error","error":{"type","code","message"}}`.
+pub(crate) fn failure(
+    status: u16,
+    retry_after_secs: Option<u64>,
+    message: &str,
+    code: &str,
+) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let body = json!({"error": {"message": format!("fake provider failure {}", status.as_u16()), "type": "fake_error", "code": null}});
+    let body = json!({"type": "error", "error": {"message": format!("{message} ({})", status.as_u16()), "type": code, "code": code}});
     let mut response = (status, Json(body)).into_response();
     if let Some(seconds) = retry_after_secs {
         response
@@ -277,7 +382,7 @@ fn last_user_text(request: &Value) -> String {
         .to_owned()
 }
 
-fn count_words_in_messages(request: &Value) -> usize {
+pub(crate) fn count_words_in_messages(request: &Value) -> usize {
     request["messages"]
         .as_array()
         .map(|messages| {

@@ -6,6 +6,7 @@
 //! fresh database) and must never be a dependency of a library or service crate.
 
 mod database;
+mod fake_anthropic;
 mod fake_provider;
 mod nats;
 mod poll;
@@ -13,7 +14,7 @@ mod process;
 mod proxy;
 
 pub use database::TestDatabase;
-pub use fake_provider::{FakeProvider, Script};
+pub use fake_provider::{FakeProvider, FakeToolCall, Script};
 pub use nats::NatsServer;
 pub use poll::{eventually, wait_for};
 pub use process::ChildProcess;

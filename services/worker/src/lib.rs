@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sable_bus::Bus;
-use sable_llm::OpenAiProvider;
+use sable_llm::ModelClient;
 use sable_runtime::AgentCatalog;
 use sable_store::Store;
 use tokio_util::sync::CancellationToken;
@@ -48,7 +48,7 @@ pub(crate) struct WorkerContext {
     pub config: WorkerConfig,
     pub store: Store,
     pub bus: Bus,
-    pub provider: OpenAiProvider,
+    pub models: ModelClient,
     pub agents: AgentCatalog,
     pub local_sessions: local_sessions::LocalSessions,
 }
@@ -58,7 +58,7 @@ pub async fn run(
     config: WorkerConfig,
     store: Store,
     bus: Bus,
-    provider: OpenAiProvider,
+    models: ModelClient,
     agents: AgentCatalog,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
@@ -68,7 +68,7 @@ pub async fn run(
         config,
         store,
         bus,
-        provider,
+        models,
         agents,
     });
     tracing::info!(worker_id = %context.config.worker_id, "worker pulling turns");

@@ -1,11 +1,21 @@
-//! Running one turn: build the model's context, stream the provider's answer as live
-//! events, then end the turn, append the reply and queue its delivery in one transaction.
+//! Running one turn: route to a model profile, build the model's context, stream the
+//! answer as live events, compact the session once if it outgrew the window, record every
+//! provider call, then end the turn, append the reply and queue its delivery in one
+//! transaction.
 
+use chrono::{DateTime, Utc};
+use sable_llm::{CallAttempt, CallReport, ProviderErrorKind, TokenUsage};
 use sable_proto::v1::turn_event::Kind;
 use sable_proto::v1::{DeliveryWakeup, TextDelta, TurnEvent, TurnFinished};
-use sable_runtime::build_chat_request;
-use sable_store::{FinishTurn, RunnableTurn, StoreError, TurnOutcome, TurnStart, Usage};
+use sable_runtime::{
+    AgentDefinition, RouteDecision, build_chat_request, build_summary_request, choose_profile,
+};
+use sable_store::{
+    FinishTurn, ProviderCallRecord, RunnableTurn, StoreError, TurnOutcome, TurnRoute, TurnStart,
+    Usage,
+};
 use sable_telemetry::TraceContext;
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::WorkerContext;
@@ -13,6 +23,13 @@ use crate::WorkerContext;
 /// A turn that has been started this many times without ending is failed instead of being
 /// run again: something about it breaks every worker that tries.
 const MAX_ATTEMPTS: i32 = 5;
+
+/// What a turn produced, before it is committed.
+struct Answer {
+    outcome: TurnOutcome,
+    usage: Option<Usage>,
+    route: Option<TurnRoute>,
+}
 
 /// Runs the turn to its end. True while this worker still holds the session's lease;
 /// false when it lost it (the drain must stop). An already-ended turn is a no-op.
@@ -45,78 +62,230 @@ pub(crate) async fn run_turn(
         trace_id = %trace.trace_id(),
     );
     async {
-        let outcome = if attempt > MAX_ATTEMPTS {
-            failure(
+        let answer = if attempt > MAX_ATTEMPTS {
+            failed(failure(
                 "too_many_attempts",
                 format!("the turn was interrupted {} times", attempt - 1),
-            )
+            ))
         } else {
-            answer(context, turn, &trace).await?
+            answer(context, turn, attempt, &trace).await?
         };
-        finish(context, turn, attempt, outcome, &trace).await
+        finish(context, turn, attempt, answer, &trace).await
     }
     .instrument(span)
     .await
 }
 
-/// Asks the provider. Provider failures become a failed outcome with an error reply;
-/// only store failures are errors here.
+fn failed(outcome: TurnOutcome) -> Answer {
+    Answer {
+        outcome,
+        usage: None,
+        route: None,
+    }
+}
+
+/// Asks the model. Provider failures become a failed outcome with an error reply; only
+/// store failures are errors here.
 async fn answer(
     context: &WorkerContext,
     turn: &RunnableTurn,
+    attempt: i32,
     trace: &TraceContext,
-) -> Result<TurnOutcome, StoreError> {
+) -> Result<Answer, StoreError> {
     let Some(agent) = context.agents.get(&turn.agent_id) else {
-        return Ok(failure(
+        return Ok(failed(failure(
             "unknown_agent",
             format!("agent '{}' is not configured", turn.agent_id),
-        ));
+        )));
     };
-    let history = context
+    let (deltas, forwarder) = forward_deltas(context, turn, trace);
+    let mut on_delta = |text: &str| {
+        let _ = deltas.send(text.to_owned());
+    };
+    let mut usage = TokenUsage::default();
+    let mut route: Option<RouteDecision> = None;
+    let mut compacted = false;
+    let report = loop {
+        let summary = context.store.session_summary(turn).await?;
+        let history = context
+            .store
+            .history(turn, i64::from(agent.history_messages))
+            .await?;
+        let decision = route.get_or_insert_with(|| {
+            let message = history.last().map_or("", |entry| entry.content.as_str());
+            choose_profile(&agent, message)
+        });
+        let request = build_chat_request(
+            &agent,
+            summary.text.as_deref(),
+            history
+                .iter()
+                .map(|entry| (entry.role, entry.content.as_str())),
+        );
+        let report = context
+            .models
+            .complete(&decision.profile, &request, &mut on_delta)
+            .await;
+        record_calls(context, turn, attempt, "answer", &report, &mut usage).await?;
+        let overflowed = matches!(&report.result, Err(error) if error.kind == ProviderErrorKind::ContextOverflow);
+        if !overflowed
+            || compacted
+            || !compact(
+                context,
+                turn,
+                attempt,
+                &agent,
+                &decision.profile,
+                &mut usage,
+            )
+            .await?
+        {
+            break report;
+        }
+        compacted = true;
+    };
+    drop(deltas);
+    let _ = forwarder.await;
+    let outcome = match report.result {
+        Ok(completion) => TurnOutcome::Replied {
+            text: completion.text,
+        },
+        Err(error) => {
+            tracing::warn!(code = error.code(), error = %error, "provider call failed");
+            failure(error.code(), error.message)
+        }
+    };
+    let route = route.map(|decision| TurnRoute {
+        profile: decision.profile,
+        reason: decision.reason,
+    });
+    let usage = Some(usage)
+        .filter(|usage| *usage != TokenUsage::default())
+        .map(to_store_usage);
+    Ok(Answer {
+        outcome,
+        usage,
+        route,
+    })
+}
+
+/// Summarises the session's older messages into its stored summary (messages are kept)
+/// so the next call fits the window. False when there was nothing to fold or the summary
+/// call failed.
+async fn compact(
+    context: &WorkerContext,
+    turn: &RunnableTurn,
+    attempt: i32,
+    agent: &AgentDefinition,
+    profile: &str,
+    usage: &mut TokenUsage,
+) -> Result<bool, StoreError> {
+    let summary = context.store.session_summary(turn).await?;
+    let through_seq = turn.seq - 1;
+    if through_seq <= summary.through_seq {
+        return Ok(false);
+    }
+    let older = context
         .store
-        .history(turn, i64::from(agent.history_messages))
+        .messages_between(turn, summary.through_seq, through_seq)
         .await?;
-    let request = build_chat_request(
-        &agent,
-        history
+    let request = build_summary_request(
+        summary.text.as_deref(),
+        older
             .iter()
             .map(|entry| (entry.role, entry.content.as_str())),
     );
-    let (deltas, mut delta_receiver) = tokio::sync::mpsc::unbounded_channel::<String>();
-    let call = async move {
-        let mut on_delta = |text: &str| {
-            let _ = deltas.send(text.to_owned());
-        };
-        context.provider.stream_chat(&request, &mut on_delta).await
+    let report = context
+        .models
+        .complete(profile, &request, &mut |_| {})
+        .await;
+    record_calls(context, turn, attempt, "compaction", &report, usage).await?;
+    let Ok(completion) = report.result else {
+        return Ok(false);
     };
+    context
+        .store
+        .save_summary(turn, &completion.text, through_seq)
+        .await?;
+    tracing::info!(agent = %agent.id, through_seq, "session compacted after a context overflow");
+    Ok(true)
+}
+
+async fn record_calls(
+    context: &WorkerContext,
+    turn: &RunnableTurn,
+    attempt: i32,
+    purpose: &str,
+    report: &CallReport,
+    usage: &mut TokenUsage,
+) -> Result<(), StoreError> {
+    for call in &report.attempts {
+        usage.add(call.usage.unwrap_or_default());
+    }
+    let records: Vec<ProviderCallRecord> = report
+        .attempts
+        .iter()
+        .map(|call| call_record(attempt, purpose, call))
+        .collect();
+    context.store.record_provider_calls(turn, &records).await
+}
+
+fn call_record(attempt: i32, purpose: &str, call: &CallAttempt) -> ProviderCallRecord {
+    let tokens = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    let millis = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    ProviderCallRecord {
+        turn_attempt: attempt,
+        purpose: purpose.to_owned(),
+        profile: call.profile.clone(),
+        provider: call.provider.clone(),
+        provider_kind: call.provider_kind.to_owned(),
+        model: call.model.clone(),
+        outcome: call.outcome.clone(),
+        error_message: call.error_message.clone(),
+        retry_number: i32::try_from(call.retry_number).unwrap_or(i32::MAX),
+        failover_reason: call.failover_reason.clone(),
+        started_at: DateTime::<Utc>::from_timestamp_millis(millis(call.started_at_unix_ms))
+            .unwrap_or_default(),
+        time_to_first_token_ms: call.time_to_first_token_ms.map(millis),
+        duration_ms: millis(call.duration_ms),
+        input_tokens: call.usage.map(|usage| tokens(usage.input_tokens)),
+        output_tokens: call.usage.map(|usage| tokens(usage.output_tokens)),
+        cached_input_tokens: call.usage.map(|usage| tokens(usage.cached_input_tokens)),
+    }
+}
+
+fn to_store_usage(usage: TokenUsage) -> Usage {
+    let tokens = |value: u64| i64::try_from(value).unwrap_or(i64::MAX);
+    Usage {
+        input_tokens: tokens(usage.input_tokens),
+        output_tokens: tokens(usage.output_tokens),
+        cached_input_tokens: tokens(usage.cached_input_tokens),
+    }
+}
+
+/// Publishes streamed text as live events, in order, from a task of its own so the
+/// provider stream never waits on NATS.
+fn forward_deltas(
+    context: &WorkerContext,
+    turn: &RunnableTurn,
+    trace: &TraceContext,
+) -> (mpsc::UnboundedSender<String>, tokio::task::JoinHandle<()>) {
+    let (sender, mut receiver) = mpsc::unbounded_channel::<String>();
+    let bus = context.bus.clone();
+    let (org_id, session_id, turn_id) = (turn.org_id, turn.session_id, turn.id.to_string());
     let traceparent = trace.to_string();
-    let forward = async {
-        while let Some(text) = delta_receiver.recv().await {
+    let task = tokio::spawn(async move {
+        while let Some(text) = receiver.recv().await {
             let event = TurnEvent {
-                turn_id: turn.id.to_string(),
-                session_id: turn.session_id.to_string(),
+                turn_id: turn_id.clone(),
+                session_id: session_id.to_string(),
                 kind: Some(Kind::Delta(TextDelta { text })),
             };
-            context
-                .bus
-                .publish_event(turn.org_id, turn.session_id, &event, Some(&traceparent))
+            bus.publish_event(org_id, session_id, &event, Some(&traceparent))
                 .await;
         }
-    };
-    let (result, ()) = tokio::join!(call, forward);
-    Ok(match result {
-        Ok(completion) => TurnOutcome::Replied {
-            text: completion.text,
-            usage: completion.usage.map(|usage| Usage {
-                input_tokens: i64::try_from(usage.input_tokens).unwrap_or(i64::MAX),
-                output_tokens: i64::try_from(usage.output_tokens).unwrap_or(i64::MAX),
-            }),
-        },
-        Err(error) => {
-            tracing::warn!(code = error.code(), error = %error, partial_output = error.partial_output, "provider call failed");
-            failure(error.code(), error.message)
-        }
-    })
+    });
+    (sender, task)
 }
 
 fn failure(code: &str, message: String) -> TurnOutcome {
@@ -128,28 +297,28 @@ fn failure(code: &str, message: String) -> TurnOutcome {
 }
 
 /// Commits the outcome, then announces it: a live `finished` event for waiting clients
-/// and a delivery wake-up for the dispatcher.
+/// and a delivery wake-up for the dispatcher. False when the attempt was fenced out.
 async fn finish(
     context: &WorkerContext,
     turn: &RunnableTurn,
     attempt: i32,
-    outcome: TurnOutcome,
+    answer: Answer,
     trace: &TraceContext,
 ) -> Result<bool, StoreError> {
-    let finished = finished_event(&outcome);
-    let Some(delivery_id) = context
-        .store
-        .finish_turn(FinishTurn {
-            turn,
-            attempt,
-            outcome,
-        })
-        .await?
-    else {
+    let finished = finished_event(&answer.outcome);
+    let finish = FinishTurn {
+        turn,
+        attempt,
+        outcome: answer.outcome,
+        usage: answer.usage,
+        route: answer.route,
+    };
+    let Some(delivery_id) = context.store.finish_turn(finish).await? else {
         tracing::warn!("turn was taken over by another worker; this attempt's result is discarded");
         return Ok(false);
     };
     let traceparent = trace.to_string();
+    let status = finished.status.clone();
     let event = TurnEvent {
         turn_id: turn.id.to_string(),
         session_id: turn.session_id.to_string(),
@@ -171,15 +340,15 @@ async fn finish(
     {
         tracing::warn!(%error, "delivery wake-up not published; the sweeper will retry");
     }
-    tracing::info!(status = %finished_status(&event), "turn finished");
+    tracing::info!(%status, "turn finished");
     Ok(true)
 }
 
 fn finished_event(outcome: &TurnOutcome) -> TurnFinished {
     match outcome {
-        TurnOutcome::Replied { text, .. } => TurnFinished {
+        TurnOutcome::Replied { text } => TurnFinished {
             status: "done".into(),
-            reply_text: text.clone(),
+            reply_text: text.replace('\0', ""),
             ..Default::default()
         },
         TurnOutcome::Failed {
@@ -192,12 +361,5 @@ fn finished_event(outcome: &TurnOutcome) -> TurnFinished {
             error_code: code.clone(),
             error_message: message.clone(),
         },
-    }
-}
-
-fn finished_status(event: &TurnEvent) -> &str {
-    match &event.kind {
-        Some(Kind::Finished(finished)) => &finished.status,
-        _ => "",
     }
 }

@@ -1,11 +1,12 @@
-//! `GET /v1/turns/{id}`: a turn's status, reply, error, usage and timings.
+//! `GET /v1/turns/{id}`: a turn's status, reply, error, usage, timings, the model
+//! profile that answered (and why), and every provider call it made.
 
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use sable_core::TurnId;
-use sable_store::TurnRecord;
+use sable_store::{ProviderCallRecord, TurnRecord};
 use serde_json::{Value, json};
 
 use crate::auth::Authenticated;
@@ -22,7 +23,35 @@ async fn get_turn(
 ) -> Result<Json<Value>, ApiError> {
     let turn_id: TurnId = turn_id.parse().map_err(|_| ApiError::NotFound("turn"))?;
     let turn = state.store.turn(caller.org_id, turn_id).await?;
-    Ok(Json(turn_json(&turn)))
+    let calls = state.store.provider_calls(caller.org_id, turn_id).await?;
+    let mut body = turn_json(&turn);
+    body["provider_calls"] = calls.iter().map(provider_call_json).collect();
+    Ok(Json(body))
+}
+
+/// One provider call: which profile and provider, how it ended, why it failed over,
+/// time to first token, duration and tokens.
+fn provider_call_json(call: &ProviderCallRecord) -> Value {
+    json!({
+        "turn_attempt": call.turn_attempt,
+        "purpose": call.purpose,
+        "profile": call.profile,
+        "provider": call.provider,
+        "provider_kind": call.provider_kind,
+        "model": call.model,
+        "outcome": call.outcome,
+        "error_message": call.error_message,
+        "retry_number": call.retry_number,
+        "failover_reason": call.failover_reason,
+        "started_at": call.started_at,
+        "time_to_first_token_ms": call.time_to_first_token_ms,
+        "duration_ms": call.duration_ms,
+        "usage": {
+            "input_tokens": call.input_tokens,
+            "output_tokens": call.output_tokens,
+            "cached_input_tokens": call.cached_input_tokens,
+        },
+    })
 }
 
 /// The public shape of a turn, shared by every route that shows one.
@@ -40,11 +69,18 @@ pub(crate) fn turn_json(turn: &TurnRecord) -> Value {
         "started_at": turn.started_at,
         "finished_at": turn.finished_at,
     });
+    if let Some(profile) = &turn.model_profile {
+        body["model"] = json!({"profile": profile, "route_reason": turn.route_reason});
+    }
     if let Some(code) = &turn.error_code {
         body["error"] = json!({"code": code, "message": turn.error_message});
     }
     if let (Some(input), Some(output)) = (turn.input_tokens, turn.output_tokens) {
-        body["usage"] = json!({"input_tokens": input, "output_tokens": output});
+        body["usage"] = json!({
+            "input_tokens": input,
+            "output_tokens": output,
+            "cached_input_tokens": turn.cached_input_tokens.unwrap_or(0),
+        });
     }
     if let Some(trace) = turn
         .trace_parent

@@ -1,0 +1,89 @@
+//! Builds the model client from `config/providers.toml` and `config/models.toml`, with
+//! the environment's overrides (`OPENAI_BASE_URL`, `SABLE_MODEL`, timeouts) and the
+//! providers' keys read from the variables or files the catalog names.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use anyhow::Context;
+use sable_core::Secret;
+use sable_llm::{CatalogSpec, ModelClient, ModelsFile, ProvidersFile};
+use serde::de::DeserializeOwned;
+
+use crate::settings::Settings;
+
+pub fn build_model_client(settings: &Settings) -> anyhow::Result<ModelClient> {
+    let mut catalog = CatalogSpec::new(
+        read_toml::<ProvidersFile>(&settings.providers_file)?,
+        read_toml::<ModelsFile>(&settings.models_file)?,
+    );
+    apply_overrides(&mut catalog, settings);
+    let keys = read_keys(&catalog)?;
+    ModelClient::new(&catalog, &keys).with_context(|| {
+        format!(
+            "invalid model catalog ({} and {})",
+            settings.providers_file.display(),
+            settings.models_file.display()
+        )
+    })
+}
+
+fn read_toml<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))
+}
+
+fn apply_overrides(catalog: &mut CatalogSpec, settings: &Settings) {
+    if let (Some(base_url), Some(openai)) = (
+        &settings.openai_base_url,
+        catalog.providers.get_mut("openai"),
+    ) {
+        openai.base_url.clone_from(base_url);
+    }
+    if let (Some(model), Some(default)) = (&settings.model, catalog.profiles.get_mut("default")) {
+        default.model.clone_from(model);
+    }
+    for provider in catalog.providers.values_mut() {
+        if let Some(connect) = settings.provider_connect_timeout_ms {
+            provider.connect_timeout_ms = connect;
+        }
+        if let Some(idle) = settings.provider_idle_timeout_ms {
+            provider.idle_timeout_ms = idle;
+            provider.first_byte_timeout_ms = idle;
+        }
+        if let Some(total) = settings.provider_timeout_ms {
+            provider.total_timeout_ms = total;
+        }
+    }
+}
+
+/// Each provider's key, from its `api_key_env` variable or `api_key_file`. A provider
+/// without a key is allowed (local models); its calls go out unauthenticated.
+fn read_keys(catalog: &CatalogSpec) -> anyhow::Result<BTreeMap<String, Secret>> {
+    let mut keys = BTreeMap::new();
+    for (name, provider) in &catalog.providers {
+        let from_env = provider
+            .api_key_env
+            .as_deref()
+            .and_then(|variable| std::env::var(variable).ok());
+        let from_file = match &provider.api_key_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| {
+                        format!(
+                            "providers.{name}.api_key_file: cannot read {}",
+                            path.display()
+                        )
+                    })?
+                    .trim()
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        if let Some(key) = from_env.or(from_file).filter(|key| !key.is_empty()) {
+            keys.insert(name.clone(), Secret::new(key));
+        }
+    }
+    Ok(keys)
+}
