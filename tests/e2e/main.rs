@@ -10,4 +10,5 @@ mod idempotency;
 mod ordering;
 mod outages;
 mod provider_failures;
+mod provider_layer;
 mod quickstart;
