@@ -2,7 +2,8 @@
 //! calls as `tool_use` blocks (several per answer) and usage including prompt-cache reads.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::time::Duration;
 
 use eventsource_stream::Event;
 use sable_core::Secret;
@@ -10,7 +11,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::http::{ProviderTimeouts, SseEvents, build_client, send, within_total};
+use crate::http::{
+    ProviderTimeouts, SseEvents, StreamingCall, build_client, send, stream_within_total,
+};
 use crate::model::{
     ChatMessage, ChatProvider, ChatRequest, Completion, DeltaSink, ProviderFuture, TokenUsage,
     ToolCall,
@@ -151,7 +154,7 @@ impl AnthropicProvider {
         })
     }
 
-    async fn call(
+    async fn call_once(
         &self,
         model: &str,
         request: &ChatRequest,
@@ -198,19 +201,22 @@ impl ChatProvider for AnthropicProvider {
         request: &'a ChatRequest,
         on_delta: DeltaSink<'a>,
     ) -> ProviderFuture<'a> {
-        Box::pin(async move {
-            let streamed = AtomicBool::new(false);
-            let mut track = |text: &str| {
-                streamed.store(true, Ordering::Relaxed);
-                on_delta(text);
-            };
-            within_total(
-                self.config.timeouts.total,
-                &streamed,
-                self.call(model, request, &mut track),
-            )
-            .await
-        })
+        stream_within_total(self, model, request, on_delta)
+    }
+}
+
+impl StreamingCall for AnthropicProvider {
+    fn total_timeout(&self) -> Duration {
+        self.config.timeouts.total
+    }
+
+    fn call<'a>(
+        &'a self,
+        model: &'a str,
+        request: &'a ChatRequest,
+        on_delta: DeltaSink<'a>,
+    ) -> impl Future<Output = Result<Completion, ProviderError>> + Send + 'a {
+        self.call_once(model, request, on_delta)
     }
 }
 

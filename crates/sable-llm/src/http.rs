@@ -11,7 +11,8 @@ use futures::stream::BoxStream;
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use crate::{Completion, ProviderError, ProviderErrorKind};
+use crate::model::{ChatRequest, Completion, DeltaSink, ProviderFuture};
+use crate::{ProviderError, ProviderErrorKind};
 
 /// The limits of one provider call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,21 +37,42 @@ impl Default for ProviderTimeouts {
     }
 }
 
-/// Runs one call under the total timeout. A timeout after text was streamed (as
-/// `streamed` records) is a partial-output error.
-pub(crate) async fn within_total(
-    total: Duration,
-    streamed: &AtomicBool,
-    call: impl Future<Output = Result<Completion, ProviderError>>,
-) -> Result<Completion, ProviderError> {
-    match tokio::time::timeout(total, call).await {
-        Ok(result) => result,
-        Err(_) => Err(ProviderError::new(
-            ProviderErrorKind::Timeout,
-            format!("no complete answer within {total:?}"),
-        )
-        .partial(streamed.load(Ordering::Relaxed))),
-    }
+/// An adapter's single streaming call, before the total timeout is applied.
+pub(crate) trait StreamingCall: Sync {
+    fn total_timeout(&self) -> Duration;
+
+    fn call<'a>(
+        &'a self,
+        model: &'a str,
+        request: &'a ChatRequest,
+        on_delta: DeltaSink<'a>,
+    ) -> impl Future<Output = Result<Completion, ProviderError>> + Send + 'a;
+}
+
+/// Runs an adapter's call under its total timeout. A timeout after text was streamed is
+/// a partial-output error.
+pub(crate) fn stream_within_total<'a>(
+    adapter: &'a impl StreamingCall,
+    model: &'a str,
+    request: &'a ChatRequest,
+    on_delta: DeltaSink<'a>,
+) -> ProviderFuture<'a> {
+    Box::pin(async move {
+        let total = adapter.total_timeout();
+        let streamed = AtomicBool::new(false);
+        let mut track = |text: &str| {
+            streamed.store(true, Ordering::Relaxed);
+            on_delta(text);
+        };
+        match tokio::time::timeout(total, adapter.call(model, request, &mut track)).await {
+            Ok(result) => result,
+            Err(_) => Err(ProviderError::new(
+                ProviderErrorKind::Timeout,
+                format!("no complete answer within {total:?}"),
+            )
+            .partial(streamed.load(Ordering::Relaxed))),
+        }
+    })
 }
 
 /// Builds the one pooled client of a provider.

@@ -2,13 +2,16 @@
 //! calls (several per answer) and usage (`stream_options.include_usage`).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::future::Future;
+use std::time::Duration;
 
 use sable_core::Secret;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::http::{ProviderTimeouts, SseEvents, build_client, send, within_total};
+use crate::http::{
+    ProviderTimeouts, SseEvents, StreamingCall, build_client, send, stream_within_total,
+};
 use crate::model::{
     ChatMessage, ChatProvider, ChatRequest, Completion, DeltaSink, ProviderFuture, TokenUsage,
     ToolCall,
@@ -100,7 +103,7 @@ impl OpenAiProvider {
         })
     }
 
-    async fn call(
+    async fn call_once(
         &self,
         model: &str,
         request: &ChatRequest,
@@ -153,19 +156,22 @@ impl ChatProvider for OpenAiProvider {
         request: &'a ChatRequest,
         on_delta: DeltaSink<'a>,
     ) -> ProviderFuture<'a> {
-        Box::pin(async move {
-            let streamed = AtomicBool::new(false);
-            let mut track = |text: &str| {
-                streamed.store(true, Ordering::Relaxed);
-                on_delta(text);
-            };
-            within_total(
-                self.config.timeouts.total,
-                &streamed,
-                self.call(model, request, &mut track),
-            )
-            .await
-        })
+        stream_within_total(self, model, request, on_delta)
+    }
+}
+
+impl StreamingCall for OpenAiProvider {
+    fn total_timeout(&self) -> Duration {
+        self.config.timeouts.total
+    }
+
+    fn call<'a>(
+        &'a self,
+        model: &'a str,
+        request: &'a ChatRequest,
+        on_delta: DeltaSink<'a>,
+    ) -> impl Future<Output = Result<Completion, ProviderError>> + Send + 'a {
+        self.call_once(model, request, on_delta)
     }
 }
 
