@@ -5,7 +5,7 @@ use sable_core::{OrgId, TurnId};
 use uuid::Uuid;
 
 use crate::records::parse_stored;
-use crate::{HistoryEntry, RunnableTurn, Store, StoreError};
+use crate::{HistoryEntry, RunnableTurn, PgStore, StoreError};
 
 /// One provider call of a turn.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -41,7 +41,7 @@ struct HistoryRow {
     content: String,
 }
 
-impl Store {
+impl PgStore {
     /// Appends provider calls as they happen, so a resumed turn keeps the record.
     pub async fn record_provider_calls(
         &self,

@@ -9,7 +9,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::records::parse_stored;
-use crate::{Store, StoreError};
+use crate::{PgStore, StoreError};
 
 /// Which session an inbound message belongs to.
 #[derive(Debug, Clone)]
@@ -65,7 +65,7 @@ struct ExistingTurn {
     status: String,
 }
 
-impl Store {
+impl PgStore {
     /// Writes the message and a queued turn atomically. Repeating an idempotency key
     /// (even concurrently) returns the first turn and writes nothing.
     pub async fn accept_message(&self, message: NewMessage) -> Result<AcceptedTurn, StoreError> {

@@ -7,7 +7,7 @@ use sable_core::{ApiKeyId, OrgId};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::{Store, StoreError};
+use crate::{PgStore, StoreError};
 
 const KEY_SCHEME: &str = "sable";
 
@@ -40,7 +40,7 @@ struct KeyRow {
     secret_hash: Vec<u8>,
 }
 
-impl Store {
+impl PgStore {
     pub async fn create_org(&self, name: &str) -> Result<OrgId, StoreError> {
         let org_id = OrgId::new();
         sqlx::query("INSERT INTO orgs (id, name) VALUES ($1, $2)")

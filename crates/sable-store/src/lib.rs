@@ -1,9 +1,11 @@
-//! Postgres persistence for Sable: the source of truth for every org, session, turn,
-//! message and delivery.
+//! Persistence for Sable: the source of truth for every org, session, turn, message,
+//! delivery and provider call.
 //!
-//! Owns the schema (`migrations/`) and every SQL statement. Depends only on
-//! `sable-core`; knows nothing of NATS, HTTP or providers. Queries are checked at run
-//! time (`query_as` + `FromRow`) so building needs no database.
+//! [`StoreBackend`] is the contract; [`PgStore`] (Postgres, the distributed product) and
+//! `SqliteStore` (the embedded mode) implement it, and [`Store`] is the cheap, shared
+//! handle the services use. Owns the schemas (`migrations/`) and every SQL statement.
+//! Depends only on `sable-core`; knows nothing of NATS, HTTP or providers. Queries are
+//! checked at run time (`query_as` + `FromRow`) so building needs no database.
 
 mod calls;
 mod error;
@@ -12,10 +14,15 @@ mod keys;
 mod outbox;
 mod records;
 mod sessions;
+mod sqlite;
 mod sweep;
 
+use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
+use sable_core::{DeliveryId, OrgId, SessionId, TurnId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
@@ -25,12 +32,11 @@ pub use intake::{AcceptedTurn, NewMessage, SessionTarget};
 pub use keys::{ApiKeySecret, AuthenticatedKey};
 pub use outbox::DeliveryRecord;
 pub use records::{HistoryEntry, MessageRecord, TurnRecord};
-pub use sessions::{
-    FinishTurn, LeaseRelease, RunnableTurn, TurnOutcome, TurnRoute, TurnStart, Usage,
-};
+pub use sessions::{FinishTurn, LeaseRelease, RunnableTurn, TurnOutcome, TurnRoute, TurnStart, Usage};
+pub use sqlite::SqliteStore;
 pub use sweep::{StaleDelivery, StaleWakeup};
 
-/// How the pool reaches Postgres.
+/// How the pool reaches the database.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub max_connections: u32,
@@ -40,22 +46,133 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self {
-            max_connections: 20,
-            acquire_timeout: Duration::from_secs(3),
-        }
+        Self { max_connections: 20, acquire_timeout: Duration::from_secs(3) }
     }
 }
 
-/// A handle on the database; cheap to clone (it shares one pool).
+/// Declares the store contract once, and `PgStore`'s implementation of it as calls to
+/// its inherent methods of the same names.
+macro_rules! store_contract {
+    ($( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
+        /// Everything the services ask of persistence. Every method that reaches data
+        /// through the API is scoped by org.
+        #[async_trait::async_trait]
+        pub trait StoreBackend: Send + Sync + fmt::Debug {
+            $( $(#[$doc])* async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, StoreError>; )*
+        }
+
+        #[async_trait::async_trait]
+        impl StoreBackend for PgStore {
+            $( async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, StoreError> {
+                PgStore::$name(self $(, $arg)*).await
+            } )*
+        }
+    };
+}
+
+store_contract! {
+    /// Applies every migration not yet applied. Safe to run from many processes at once.
+    fn migrate(&self) -> ();
+    /// Succeeds when the database answers a trivial query.
+    fn ping(&self) -> ();
+    fn create_org(&self, name: &str) -> OrgId;
+    fn org_exists(&self, org_id: OrgId) -> bool;
+    /// Creates a key for an existing org.
+    fn create_api_key(&self, org_id: OrgId) -> ApiKeySecret;
+    /// The key's org, or `None` when it is malformed, unknown or revoked.
+    fn authenticate(&self, presented: &str) -> Option<AuthenticatedKey>;
+    /// Writes the message and a queued turn atomically; a repeated idempotency key
+    /// returns the first turn and writes nothing.
+    fn accept_message(&self, message: NewMessage) -> AcceptedTurn;
+    fn turn(&self, org_id: OrgId, turn_id: TurnId) -> TurnRecord;
+    fn session_messages(&self, org_id: OrgId, session_id: SessionId) -> Vec<MessageRecord>;
+    fn session_turns(&self, org_id: OrgId, session_id: SessionId) -> Vec<TurnRecord>;
+    /// Takes the session's lease if it is free, expired, or already ours.
+    fn claim_session(&self, org_id: OrgId, session_id: SessionId, owner: &str, ttl: Duration) -> bool;
+    fn renew_session(&self, org_id: OrgId, session_id: SessionId, owner: &str, ttl: Duration) -> bool;
+    /// Lets go of the lease only if no turn is queued or running.
+    fn release_session_if_idle(&self, org_id: OrgId, session_id: SessionId, owner: &str) -> LeaseRelease;
+    fn release_session(&self, org_id: OrgId, session_id: SessionId, owner: &str) -> ();
+    /// The session's oldest unfinished turn.
+    fn next_runnable_turn(&self, org_id: OrgId, session_id: SessionId) -> Option<RunnableTurn>;
+    /// Starts a new attempt of the turn while `worker_id` holds the session's lease.
+    fn start_turn(&self, turn: &RunnableTurn, worker_id: &str) -> TurnStart;
+    fn history(&self, turn: &RunnableTurn, limit: i64) -> Vec<HistoryEntry>;
+    /// Ends the turn, appends its reply and queues the delivery, all or nothing; `None`
+    /// when the attempt was fenced out.
+    fn finish_turn(&self, finish: FinishTurn<'_>) -> Option<DeliveryId>;
+    fn delivery(&self, org_id: OrgId, delivery_id: DeliveryId) -> DeliveryRecord;
+    fn mark_delivered(&self, org_id: OrgId, delivery_id: DeliveryId) -> bool;
+    fn record_delivery_failure(&self, org_id: OrgId, delivery_id: DeliveryId, error: &str) -> ();
+    fn claim_stale_turns(&self, older_than: Duration, limit: i64) -> Vec<StaleWakeup>;
+    fn claim_stale_deliveries(&self, older_than: Duration, limit: i64) -> Vec<StaleDelivery>;
+    fn record_provider_calls(&self, turn: &RunnableTurn, calls: &[ProviderCallRecord]) -> ();
+    fn provider_calls(&self, org_id: OrgId, turn_id: TurnId) -> Vec<ProviderCallRecord>;
+    fn session_summary(&self, turn: &RunnableTurn) -> SessionSummary;
+    fn messages_between(&self, turn: &RunnableTurn, after_seq: i64, through_seq: i64) -> Vec<HistoryEntry>;
+    fn save_summary(&self, turn: &RunnableTurn, summary: &str, through_seq: i64) -> ();
+}
+
+/// The shared handle on whichever backend a deployment uses; cheap to clone.
+#[derive(Clone)]
+pub struct Store(Arc<dyn StoreBackend>);
+
+impl Store {
+    pub fn new(backend: impl StoreBackend + 'static) -> Self {
+        Self(Arc::new(backend))
+    }
+
+    /// Picks the backend from the URL's scheme: `sqlite:` for the embedded store,
+    /// anything else for Postgres. The pool connects lazily, so a role can start while
+    /// the database is down and report it on `/readyz`.
+    pub fn connect_lazy(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        if is_sqlite_url(url) {
+            SqliteStore::connect_lazy(url, options).map(|_| unreachable!("the SQLite backend is being written"))
+        } else {
+            Ok(Self::new(PgStore::connect_lazy(url, options)?))
+        }
+    }
+
+    /// Creates the database named in `url` if it does not exist yet.
+    pub async fn create_database_if_missing(url: &str) -> Result<(), StoreError> {
+        use sqlx::migrate::MigrateDatabase;
+        if is_sqlite_url(url) {
+            if !sqlx::Sqlite::database_exists(url).await? {
+                sqlx::Sqlite::create_database(url).await?;
+            }
+        } else if !sqlx::Postgres::database_exists(url).await? {
+            sqlx::Postgres::create_database(url).await?;
+        }
+        Ok(())
+    }
+}
+
+/// True for `sqlite:` URLs (the embedded store).
+pub fn is_sqlite_url(url: &str) -> bool {
+    url.starts_with("sqlite:")
+}
+
+impl Deref for Store {
+    type Target = dyn StoreBackend;
+
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref()
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The Postgres backend: the distributed product's source of truth.
 #[derive(Debug, Clone)]
-pub struct Store {
+pub struct PgStore {
     pool: PgPool,
 }
 
-impl Store {
-    /// Builds a pool that connects lazily, so a role can start while Postgres is down
-    /// and report it on `/readyz` instead of crashing.
+impl PgStore {
     pub fn connect_lazy(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
         let connect_options: PgConnectOptions = url
             .parse::<PgConnectOptions>()
@@ -76,22 +193,11 @@ impl Store {
         &self.pool
     }
 
-    /// Creates the database named in `url` if it does not exist yet.
-    pub async fn create_database_if_missing(url: &str) -> Result<(), StoreError> {
-        use sqlx::migrate::MigrateDatabase;
-        if !sqlx::Postgres::database_exists(url).await? {
-            sqlx::Postgres::create_database(url).await?;
-        }
-        Ok(())
-    }
-
-    /// Applies every migration not yet applied. Safe to run from many processes at once.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("./migrations").run(&self.pool).await?;
         Ok(())
     }
 
-    /// Succeeds when Postgres answers a trivial query.
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -5,7 +5,7 @@ use sable_core::{DeliveryId, DeliveryStatus, OrgId, SessionId, TurnId};
 use uuid::Uuid;
 
 use crate::records::parse_stored;
-use crate::{Store, StoreError};
+use crate::{PgStore, StoreError};
 
 /// One reply in the outbox.
 #[derive(Debug, Clone)]
@@ -34,7 +34,7 @@ struct DeliveryRow {
     delivered_at: Option<DateTime<Utc>>,
 }
 
-impl Store {
+impl PgStore {
     pub async fn delivery(
         &self,
         org_id: OrgId,

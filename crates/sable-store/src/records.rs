@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use sable_core::{MessageId, MessageRole, OrgId, SessionId, TurnId, TurnStatus};
 use uuid::Uuid;
 
-use crate::{Store, StoreError};
+use crate::{PgStore, StoreError};
 
 /// A turn as the API shows it, with its reply when it has one.
 #[derive(Debug, Clone)]
@@ -126,7 +126,7 @@ where
         .map_err(|error: T::Err| StoreError::Database(sqlx::Error::Decode(Box::new(error))))
 }
 
-impl Store {
+impl PgStore {
     /// The turn, if it exists in this org.
     pub async fn turn(&self, org_id: OrgId, turn_id: TurnId) -> Result<TurnRecord, StoreError> {
         let sql = format!("SELECT {TURN_COLUMNS} FROM turns t WHERE t.id = $1 AND t.org_id = $2");

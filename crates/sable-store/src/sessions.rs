@@ -12,7 +12,7 @@ use sable_core::{
 use uuid::Uuid;
 
 use crate::records::parse_stored;
-use crate::{HistoryEntry, Store, StoreError};
+use crate::{HistoryEntry, PgStore, StoreError};
 
 /// A turn the lease holder should run next.
 #[derive(Debug, Clone)]
@@ -105,7 +105,7 @@ struct HistoryRow {
     content: String,
 }
 
-impl Store {
+impl PgStore {
     /// Takes the session's lease if it is free, expired, or already ours.
     pub async fn claim_session(
         &self,

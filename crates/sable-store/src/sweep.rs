@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use uuid::Uuid;
 
-use crate::{Store, StoreError};
+use crate::{PgStore, StoreError};
 
 /// A row whose wake-up should be published again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
@@ -24,7 +24,7 @@ pub struct StaleDelivery {
     pub channel: String,
 }
 
-impl Store {
+impl PgStore {
     /// Queued or running turns older than `older_than` whose session lease is free or
     /// expired: their wake-up was lost or their worker died.
     pub async fn claim_stale_turns(

@@ -1,6 +1,6 @@
 //! A fresh, migrated Postgres database per test, dropped afterwards.
 
-use sable_store::Store;
+use sable_store::PgStore;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
@@ -14,7 +14,7 @@ fn admin_url() -> String {
 pub struct TestDatabase {
     pub name: String,
     pub url: String,
-    pub store: Store,
+    pub store: PgStore,
 }
 
 impl TestDatabase {
@@ -34,7 +34,7 @@ impl TestDatabase {
             max_connections: 4,
             ..Default::default()
         };
-        let store = Store::connect_lazy(&url, &options)?;
+        let store = PgStore::connect_lazy(&url, &options)?;
         store.migrate().await?;
         Ok(Self { name, url, store })
     }
