@@ -6,6 +6,7 @@ mod support;
 mod architecture;
 mod bad_input;
 mod crash_recovery;
+mod embedded;
 mod idempotency;
 mod ordering;
 mod outages;

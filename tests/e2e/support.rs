@@ -313,3 +313,196 @@ pub fn assert_error(actual: &(StatusCode, Value), status: StatusCode, code: &str
         actual.1
     );
 }
+
+/// The HTTP API of a running deployment, distributed or embedded, so one test body can
+/// run against both.
+pub trait Api: Sync {
+    fn base_url(&self, gateway: usize) -> String;
+    fn api_key(&self) -> &str;
+    fn client(&self) -> &reqwest::Client;
+    fn gateway_count(&self) -> usize;
+
+    fn post(
+        &self,
+        gateway: usize,
+        body: &Value,
+    ) -> impl std::future::Future<Output = anyhow::Result<(StatusCode, Value)>> + Send {
+        let request = self
+            .client()
+            .post(format!("{}/v1/messages", self.base_url(gateway)))
+            .bearer_auth(self.api_key())
+            .json(body);
+        async move { read_json(request.send().await?).await }
+    }
+
+    fn fetch(
+        &self,
+        gateway: usize,
+        path: &str,
+    ) -> impl std::future::Future<Output = anyhow::Result<(StatusCode, Value)>> + Send {
+        let request = self
+            .client()
+            .get(format!("{}{path}", self.base_url(gateway)))
+            .bearer_auth(self.api_key());
+        async move { read_json(request.send().await?).await }
+    }
+
+    /// Polls `GET /v1/turns/{id}` until the turn is done or failed.
+    fn final_turn(
+        &self,
+        turn_id: &str,
+    ) -> impl std::future::Future<Output = anyhow::Result<Value>> + Send {
+        async move {
+            let path = format!("/v1/turns/{turn_id}");
+            wait_for(
+                &format!("turn {turn_id} to finish"),
+                TURN_TIMEOUT,
+                || async {
+                    let (status, body) = self.fetch(0, &path).await.ok()?;
+                    let finished = status == StatusCode::OK
+                        && matches!(body["status"].as_str(), Some("done" | "failed"));
+                    finished.then_some(body)
+                },
+            )
+            .await
+        }
+    }
+}
+
+impl Api for TestStack {
+    fn base_url(&self, gateway: usize) -> String {
+        self.gateways[gateway].url.clone()
+    }
+
+    fn api_key(&self) -> &str {
+        &self.key
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn gateway_count(&self) -> usize {
+        self.gateways.len()
+    }
+}
+
+/// `sable dev` in a child process: embedded store in a temporary directory, in-process
+/// bus, the fake provider, and a NATS URL that leads nowhere (it must not be needed).
+pub struct DevStack {
+    pub process: ChildProcess,
+    pub provider: FakeProvider,
+    pub data_dir: PathBuf,
+    pub url: String,
+    pub key: String,
+    pub http: reqwest::Client,
+}
+
+impl DevStack {
+    pub async fn start() -> anyhow::Result<Self> {
+        sable_llm::install_crypto_provider();
+        let provider = FakeProvider::start().await?;
+        let data_dir =
+            std::env::temp_dir().join(format!("sable-dev-{}", uuid::Uuid::new_v4().simple()));
+        let (process, url, key) = spawn_dev(&provider, &data_dir).await?;
+        let key =
+            key.ok_or_else(|| anyhow::anyhow!("sable dev printed no API key on first start"))?;
+        Ok(Self {
+            process,
+            provider,
+            data_dir,
+            url,
+            key,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(90))
+                .build()?,
+        })
+    }
+
+    /// Stops `sable dev` (SIGTERM) and starts it again on the same data directory.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.process.terminate(Duration::from_secs(20)).await?,
+            "sable dev did not exit cleanly:\n{}",
+            self.process.log_tail()
+        );
+        let (process, url, _) = spawn_dev(&self.provider, &self.data_dir).await?;
+        (self.process, self.url) = (process, url);
+        Ok(())
+    }
+}
+
+pub fn dev_env(provider: &FakeProvider, data_dir: &std::path::Path) -> Vec<(String, String)> {
+    [
+        (
+            "SABLE_DATABASE_URL",
+            format!("sqlite://{}/sable.db", data_dir.display()),
+        ),
+        ("SABLE_NATS_URL", "nats://127.0.0.1:1".to_owned()),
+        ("SABLE_GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
+        (
+            "SABLE_AGENTS_DIR",
+            workspace_root().join("agents").display().to_string(),
+        ),
+        ("OPENAI_BASE_URL", provider.base_url.clone()),
+        ("OPENAI_API_KEY", "test-key".to_owned()),
+        ("SABLE_MODEL", "fake-model".to_owned()),
+        ("SABLE_WAIT_POLL_INTERVAL_MS", "200".to_owned()),
+        ("RUST_LOG", "info".to_owned()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value))
+    .collect()
+}
+
+async fn spawn_dev(
+    provider: &FakeProvider,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(ChildProcess, String, Option<String>)> {
+    let mut process = ChildProcess::spawn(
+        "dev",
+        &sable_binary(),
+        &["dev"],
+        &dev_env(provider, data_dir),
+        &workspace_root(),
+    )?;
+    let url = process
+        .wait_for_line("sable gateway listening on", READY_TIMEOUT)
+        .await?;
+    let status = process
+        .wait_for_line("sable dev ready", READY_TIMEOUT)
+        .await?;
+    // The next line says whether this was the first start (and a key follows).
+    let welcome = process.wait_for_line("", READY_TIMEOUT).await?;
+    let key = if welcome.starts_with("Created org") {
+        Some(process.wait_for_line("API key:", READY_TIMEOUT).await?)
+    } else {
+        None
+    };
+    anyhow::ensure!(status.starts_with("in "), "unexpected ready line: {status}");
+    Ok((process, url, key))
+}
+
+impl Api for DevStack {
+    fn base_url(&self, _gateway: usize) -> String {
+        self.url.clone()
+    }
+
+    fn api_key(&self) -> &str {
+        &self.key
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn gateway_count(&self) -> usize {
+        1
+    }
+}
+
+impl Drop for DevStack {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}

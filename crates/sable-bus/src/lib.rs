@@ -1,25 +1,29 @@
-//! The Sable bus on NATS: JetStream work queues for turn and delivery wake-ups, and core
-//! NATS subjects for live turn events.
+//! The Sable bus: work queues for turn and delivery wake-ups, and live turn events.
 //!
-//! Owns stream, consumer and subject names (all derived from one prefix so deployments
-//! and tests can share a server) and the protobuf encoding of every payload. Depends on
-//! `sable-core` and `sable-proto` only. Postgres holds the truth: a wake-up only says
-//! "look at this row now", so losing one delays work and never loses it.
+//! [`BusBackend`] is the contract with two implementations: [`NatsBus`] (JetStream work
+//! queues with a shared durable consumer each, core NATS for events; the distributed
+//! product) and [`LocalBus`] (tokio channels in one process; the embedded mode). [`Bus`]
+//! is the shared handle the services use, which encodes and decodes the protobuf
+//! payloads. Postgres holds the truth: a wake-up only says "look at this row now", so
+//! losing one delays work and never loses it. Depends on `sable-core` and `sable-proto`.
 
+mod local;
 mod names;
-mod wakeups;
+mod nats;
 
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::HeaderMap;
-use async_nats::jetstream::{self, consumer, stream};
-use futures::StreamExt;
+use bytes::Bytes;
 use prost::Message as _;
 use sable_core::{OrgId, SessionId};
 use sable_proto::v1::{DeliveryWakeup, TurnEvent, TurnWakeup};
 
+pub use local::LocalBus;
 pub use names::{BusNames, InvalidPrefix};
-pub use wakeups::{Delivered, WakeupStream};
+pub use nats::NatsBus;
 
 /// Header carrying the W3C trace context on every message.
 pub const TRACEPARENT_HEADER: &str = "traceparent";
@@ -29,8 +33,8 @@ pub const WORKERS_CONSUMER: &str = "workers";
 /// Durable consumer shared by every gateway's dispatcher.
 pub const DISPATCHERS_CONSUMER: &str = "dispatchers";
 
-/// How long JetStream keeps a `Nats-Msg-Id` to drop a republished duplicate.
-const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
+/// How long a message id is remembered to drop a republished duplicate.
+pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
 
 /// What went wrong on the bus.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +45,7 @@ pub enum BusError {
         #[source]
         source: async_nats::ConnectError,
     },
-    #[error("JetStream set-up failed: {0}")]
+    #[error("bus set-up failed: {0}")]
     Setup(String),
     #[error("publish to {subject} failed: {reason}")]
     Publish { subject: String, reason: String },
@@ -53,82 +57,115 @@ pub enum BusError {
     Consume(String),
 }
 
-/// A handle on NATS; cheap to clone.
-#[derive(Clone, Debug)]
-pub struct Bus {
-    client: async_nats::Client,
-    jetstream: jetstream::Context,
-    names: BusNames,
-    publish_timeout: Duration,
+/// The two work queues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WorkQueue {
+    /// Turn wake-ups, keyed by org; pulled by workers.
+    Turns,
+    /// Delivery wake-ups, keyed by channel; pulled by dispatchers.
+    Deliveries,
 }
 
+/// One pulled work item, held until acked.
+pub struct WorkItem {
+    pub payload: Bytes,
+    pub traceparent: Option<String>,
+    pub ack: Box<dyn WorkAck>,
+}
+
+/// Settles a pulled work item.
+#[async_trait::async_trait]
+pub trait WorkAck: Send + Sync {
+    /// Acknowledges for good; must not be lost on a disconnect.
+    async fn ack(&self) -> Result<(), BusError>;
+    /// Drops a poison item so it is never redelivered.
+    async fn terminate(&self);
+    /// How many times the item has been delivered.
+    fn delivery_count(&self) -> u64;
+}
+
+/// An endless source of work items from one queue.
+#[async_trait::async_trait]
+pub trait WorkSource: Send {
+    /// The next item; `None` means the source ended and should be reopened.
+    async fn next(&mut self) -> Option<Result<WorkItem, BusError>>;
+}
+
+/// Live events of one session.
+#[async_trait::async_trait]
+pub trait EventSource: Send {
+    /// The next event's payload; `None` when the subscription ended.
+    async fn next(&mut self) -> Option<Bytes>;
+}
+
+/// What the services ask of a bus.
+#[async_trait::async_trait]
+pub trait BusBackend: Send + Sync + fmt::Debug {
+    /// Creates queues (streams, consumers) if missing. Idempotent.
+    async fn ensure_topology(&self) -> Result<(), BusError>;
+    fn is_connected(&self) -> bool;
+    /// Enqueues a work item; `key` is the org for turns and the channel for deliveries.
+    /// A `message_id` seen within the duplicate window is dropped.
+    async fn publish_work(
+        &self,
+        queue: WorkQueue,
+        key: &str,
+        payload: Bytes,
+        message_id: &str,
+        traceparent: Option<&str>,
+    ) -> Result<(), BusError>;
+    /// Pulls from the queue's one shared consumer.
+    async fn pull_work(
+        &self,
+        queue: WorkQueue,
+        batch: usize,
+    ) -> Result<Box<dyn WorkSource>, BusError>;
+    /// Publishes a live event; best effort.
+    async fn publish_event(
+        &self,
+        org_id: OrgId,
+        session_id: SessionId,
+        payload: Bytes,
+        traceparent: Option<&str>,
+    );
+    async fn subscribe_events(
+        &self,
+        org_id: OrgId,
+        session_id: SessionId,
+    ) -> Result<Box<dyn EventSource>, BusError>;
+}
+
+/// The shared handle on whichever bus a deployment uses; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Bus(Arc<dyn BusBackend>);
+
 impl Bus {
-    /// Connects and keeps reconnecting forever in the background after any later loss.
-    pub async fn connect(
+    pub fn new(backend: impl BusBackend + 'static) -> Self {
+        Self(Arc::new(backend))
+    }
+
+    /// Connects to NATS (retrying in the background after any later loss).
+    pub async fn connect_nats(
         url: &str,
         names: BusNames,
         connection_name: &str,
     ) -> Result<Self, BusError> {
-        let client = async_nats::ConnectOptions::new()
-            .name(connection_name)
-            .retry_on_initial_connect()
-            .connect(url)
-            .await
-            .map_err(|source| BusError::Connect {
-                url: url.to_owned(),
-                source,
-            })?;
-        Ok(Self::new(client, names))
+        Ok(Self::new(
+            NatsBus::connect(url, names, connection_name).await?,
+        ))
     }
 
-    pub fn new(client: async_nats::Client, names: BusNames) -> Self {
-        let jetstream = jetstream::new(client.clone());
-        Self {
-            client,
-            jetstream,
-            names,
-            publish_timeout: Duration::from_secs(2),
-        }
+    /// An in-process bus for the embedded mode.
+    pub fn local() -> Self {
+        Self::new(LocalBus::default())
     }
 
-    pub fn names(&self) -> &BusNames {
-        &self.names
-    }
-
-    pub fn client(&self) -> &async_nats::Client {
-        &self.client
-    }
-
-    /// True while the connection to the server is up.
     pub fn is_connected(&self) -> bool {
-        self.client.connection_state() == async_nats::connection::State::Connected
+        self.0.is_connected()
     }
 
-    /// Creates both work-queue streams and their consumers if missing. Idempotent.
     pub async fn ensure_topology(&self) -> Result<(), BusError> {
-        for (stream_name, subjects, consumer_name) in [
-            (
-                self.names.turns_stream(),
-                self.names.turns_wildcard(),
-                WORKERS_CONSUMER,
-            ),
-            (
-                self.names.deliveries_stream(),
-                self.names.deliveries_wildcard(),
-                DISPATCHERS_CONSUMER,
-            ),
-        ] {
-            let stream = self.ensure_stream(&stream_name, subjects).await?;
-            stream
-                .get_or_create_consumer(consumer_name, consumer_config(consumer_name))
-                .await
-                .map_err(|error| {
-                    BusError::Setup(format!(
-                        "consumer {consumer_name} on {stream_name}: {error}"
-                    ))
-                })?;
-        }
-        Ok(())
+        self.0.ensure_topology().await
     }
 
     /// Retries [`Bus::ensure_topology`] every second until it succeeds, so a role can
@@ -142,7 +179,7 @@ impl Bus {
                 Ok(()) => return Ok(()),
                 Err(error) => error,
             };
-            tracing::warn!(%error, "NATS not ready; retrying");
+            tracing::warn!(%error, "bus not ready; retrying");
             tokio::select! {
                 () = shutdown.cancelled() => return Err(error),
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
@@ -150,36 +187,21 @@ impl Bus {
         }
     }
 
-    async fn ensure_stream(
-        &self,
-        name: &str,
-        subjects: String,
-    ) -> Result<stream::Stream, BusError> {
-        self.jetstream
-            .get_or_create_stream(stream::Config {
-                name: name.to_owned(),
-                subjects: vec![subjects],
-                retention: stream::RetentionPolicy::WorkQueue,
-                storage: stream::StorageType::File,
-                duplicate_window: DUPLICATE_WINDOW,
-                // Wake-ups are hints (Postgres holds the work); old ones are dropped so
-                // a stream never grows without bound.
-                max_age: Duration::from_secs(24 * 60 * 60),
-                ..Default::default()
-            })
-            .await
-            .map_err(|error| BusError::Setup(format!("stream {name}: {error}")))
-    }
-
-    /// Publishes a turn wake-up; `message_id` lets JetStream drop a duplicate.
+    /// Publishes a turn wake-up; `message_id` lets the bus drop a duplicate.
     pub async fn publish_turn_wakeup(
         &self,
         wakeup: &TurnWakeup,
         message_id: &str,
         traceparent: Option<&str>,
     ) -> Result<(), BusError> {
-        let subject = self.names.turns_subject(&wakeup.org_id);
-        self.publish_durable(subject, wakeup.encode_to_vec(), message_id, traceparent)
+        self.0
+            .publish_work(
+                WorkQueue::Turns,
+                &wakeup.org_id,
+                wakeup.encode_to_vec().into(),
+                message_id,
+                traceparent,
+            )
             .await
     }
 
@@ -189,52 +211,22 @@ impl Bus {
         message_id: &str,
         traceparent: Option<&str>,
     ) -> Result<(), BusError> {
-        let subject = self.names.deliveries_subject(&wakeup.channel);
-        self.publish_durable(subject, wakeup.encode_to_vec(), message_id, traceparent)
+        self.0
+            .publish_work(
+                WorkQueue::Deliveries,
+                &wakeup.channel,
+                wakeup.encode_to_vec().into(),
+                message_id,
+                traceparent,
+            )
             .await
-    }
-
-    async fn publish_durable(
-        &self,
-        subject: String,
-        payload: Vec<u8>,
-        message_id: &str,
-        traceparent: Option<&str>,
-    ) -> Result<(), BusError> {
-        let mut headers = trace_headers(traceparent);
-        headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
-        let publish = async {
-            let ack = self
-                .jetstream
-                .publish_with_headers(subject.clone(), headers, payload.into())
-                .await
-                .map_err(|error| BusError::Publish {
-                    subject: subject.clone(),
-                    reason: error.to_string(),
-                })?;
-            ack.await.map_err(|error| BusError::Publish {
-                subject: subject.clone(),
-                reason: error.to_string(),
-            })
-        };
-        match tokio::time::timeout(self.publish_timeout, publish).await {
-            Ok(result) => result.map(|_| ()),
-            Err(_) => Err(BusError::PublishTimeout {
-                subject,
-                timeout: self.publish_timeout,
-            }),
-        }
     }
 
     /// Pulls turn wake-ups from the shared `workers` consumer.
     pub async fn turn_wakeups(&self, batch: usize) -> Result<WakeupStream<TurnWakeup>, BusError> {
-        WakeupStream::open(
-            &self.jetstream,
-            &self.names.turns_stream(),
-            WORKERS_CONSUMER,
-            batch,
-        )
-        .await
+        Ok(WakeupStream::new(
+            self.0.pull_work(WorkQueue::Turns, batch).await?,
+        ))
     }
 
     /// Pulls delivery wake-ups from the shared `dispatchers` consumer.
@@ -242,17 +234,13 @@ impl Bus {
         &self,
         batch: usize,
     ) -> Result<WakeupStream<DeliveryWakeup>, BusError> {
-        WakeupStream::open(
-            &self.jetstream,
-            &self.names.deliveries_stream(),
-            DISPATCHERS_CONSUMER,
-            batch,
-        )
-        .await
+        Ok(WakeupStream::new(
+            self.0.pull_work(WorkQueue::Deliveries, batch).await?,
+        ))
     }
 
     /// Publishes a live event. Best effort: events are not durable, and a waiting client
-    /// falls back to Postgres.
+    /// falls back to the store.
     pub async fn publish_event(
         &self,
         org_id: OrgId,
@@ -260,18 +248,14 @@ impl Bus {
         event: &TurnEvent,
         traceparent: Option<&str>,
     ) {
-        let subject = self.names.events_subject(org_id, session_id);
-        let published = self
-            .client
-            .publish_with_headers(
-                subject,
-                trace_headers(traceparent),
+        self.0
+            .publish_event(
+                org_id,
+                session_id,
                 event.encode_to_vec().into(),
+                traceparent,
             )
             .await;
-        if let Err(error) = published {
-            tracing::debug!(%error, "live event not published");
-        }
     }
 
     /// Subscribes to a session's live events. Subscribe before publishing the wake-up so
@@ -281,49 +265,82 @@ impl Bus {
         org_id: OrgId,
         session_id: SessionId,
     ) -> Result<EventSubscription, BusError> {
-        let subscriber = self
-            .client
-            .subscribe(self.names.events_subject(org_id, session_id))
-            .await
-            .map_err(|error| BusError::Subscribe(error.to_string()))?;
-        Ok(EventSubscription { subscriber })
+        Ok(EventSubscription {
+            source: self.0.subscribe_events(org_id, session_id).await?,
+        })
     }
 }
 
-/// Live events of one session.
-#[derive(Debug)]
+/// A decoded wake-up still held until acked.
+pub struct Delivered<T> {
+    pub payload: T,
+    pub traceparent: Option<String>,
+    ack: Box<dyn WorkAck>,
+}
+
+impl<T> Delivered<T> {
+    pub async fn ack(&self) -> Result<(), BusError> {
+        self.ack.ack().await
+    }
+
+    pub fn delivery_count(&self) -> u64 {
+        self.ack.delivery_count()
+    }
+}
+
+/// Decoded wake-ups from one queue.
+pub struct WakeupStream<T> {
+    source: Box<dyn WorkSource>,
+    payload: PhantomData<fn() -> T>,
+}
+
+impl<T: prost::Message + Default> WakeupStream<T> {
+    fn new(source: Box<dyn WorkSource>) -> Self {
+        Self {
+            source,
+            payload: PhantomData,
+        }
+    }
+
+    /// The next wake-up. A payload that does not decode is terminated (never
+    /// redelivered) and skipped. `None` means the stream ended and should be reopened.
+    pub async fn next(&mut self) -> Option<Result<Delivered<T>, BusError>> {
+        loop {
+            let item = match self.source.next().await? {
+                Ok(item) => item,
+                Err(error) => return Some(Err(error)),
+            };
+            match T::decode(item.payload) {
+                Ok(payload) => {
+                    return Some(Ok(Delivered {
+                        payload,
+                        traceparent: item.traceparent,
+                        ack: item.ack,
+                    }));
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "undecodable wake-up terminated");
+                    item.ack.terminate().await;
+                }
+            }
+        }
+    }
+}
+
+/// Live events of one session, decoded.
 pub struct EventSubscription {
-    subscriber: async_nats::Subscriber,
+    source: Box<dyn EventSource>,
 }
 
 impl EventSubscription {
     /// The next well-formed event, or `None` when the subscription ended.
     pub async fn next(&mut self) -> Option<TurnEvent> {
-        while let Some(message) = self.subscriber.next().await {
-            match TurnEvent::decode(message.payload) {
+        while let Some(payload) = self.source.next().await {
+            match TurnEvent::decode(payload) {
                 Ok(event) => return Some(event),
                 Err(error) => tracing::warn!(%error, "undecodable live event dropped"),
             }
         }
         None
-    }
-}
-
-fn trace_headers(traceparent: Option<&str>) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    if let Some(traceparent) = traceparent {
-        headers.insert(TRACEPARENT_HEADER, traceparent);
-    }
-    headers
-}
-
-fn consumer_config(name: &str) -> consumer::pull::Config {
-    consumer::pull::Config {
-        durable_name: Some(name.to_owned()),
-        ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(30),
-        max_deliver: 20,
-        max_ack_pending: 20_000,
-        ..Default::default()
     }
 }

@@ -4,6 +4,8 @@
 //! and the provider client once, binds listeners, installs signal handling, and hands
 //! them to the services. Library crates never read the environment.
 
+mod chat;
+mod dev;
 mod models;
 mod settings;
 
@@ -55,6 +57,11 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Run every role in one process on an embedded store (./data/sable.db) and an
+    /// in-process bus: no NATS or Postgres needed.
+    Dev,
+    /// Chat with an agent through a running gateway, streaming each reply.
+    Chat(chat::ChatArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +137,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Admin { command } => run_admin(settings, command).await,
+        Command::Dev => dev::run(settings).await,
+        Command::Chat(args) => chat::run(args).await,
     }
 }
 
@@ -175,14 +184,7 @@ async fn run_gateway(settings: Settings) -> anyhow::Result<()> {
         "sable gateway listening on http://{}",
         listener.local_addr()?
     );
-    let config = sable_gateway::GatewayConfig {
-        default_agent: AgentId::parse(settings.default_agent.clone())?,
-        agents: agents.ids().map(str::to_owned).collect(),
-        wait_timeout: Settings::millis(settings.wait_timeout_ms),
-        wait_poll_interval: Settings::millis(settings.wait_poll_interval_ms),
-        sweep_interval: Settings::millis(settings.sweep_interval_ms),
-        sweep_after: Settings::millis(settings.sweep_after_ms),
-    };
+    let config = gateway_config(&settings, &agents)?;
     sable_gateway::run(config, store, bus, listener, shutdown).await
 }
 
@@ -192,24 +194,50 @@ async fn run_worker(settings: Settings) -> anyhow::Result<()> {
     let store = connect_store(&settings)?;
     let bus = connect_bus(&settings, "sable-worker").await?;
     let agents = load_agents(&settings)?;
-    let models = models::build_model_client(&settings)?;
-    agents
-        .check_profiles(|profile| models.profile(profile).is_some())
-        .context("an agent names a model profile that config/models.toml does not define")?;
-    let worker_id = settings.worker_id.clone().unwrap_or_else(default_worker_id);
-    println!("sable worker {worker_id} starting");
-    let config = sable_worker::WorkerConfig {
-        worker_id,
+    let models = build_models(&settings, &agents)?;
+    let config = worker_config(&settings);
+    println!("sable worker {} starting", config.worker_id);
+    sable_worker::run(config, store, bus, models, agents, shutdown).await
+}
+
+pub(crate) fn gateway_config(
+    settings: &Settings,
+    agents: &AgentCatalog,
+) -> anyhow::Result<sable_gateway::GatewayConfig> {
+    Ok(sable_gateway::GatewayConfig {
+        default_agent: AgentId::parse(settings.default_agent.clone())?,
+        agents: agents.ids().map(str::to_owned).collect(),
+        wait_timeout: Settings::millis(settings.wait_timeout_ms),
+        wait_poll_interval: Settings::millis(settings.wait_poll_interval_ms),
+        sweep_interval: Settings::millis(settings.sweep_interval_ms),
+        sweep_after: Settings::millis(settings.sweep_after_ms),
+    })
+}
+
+pub(crate) fn worker_config(settings: &Settings) -> sable_worker::WorkerConfig {
+    sable_worker::WorkerConfig {
+        worker_id: settings.worker_id.clone().unwrap_or_else(default_worker_id),
         lease_ttl: Settings::millis(settings.lease_ttl_ms),
         max_concurrent_sessions: settings.worker_concurrency,
         sweep_interval: Settings::millis(settings.sweep_interval_ms),
         sweep_after: Settings::millis(settings.sweep_after_ms),
         shutdown_grace: Settings::millis(settings.shutdown_grace_ms),
-    };
-    sable_worker::run(config, store, bus, models, agents, shutdown).await
+    }
 }
 
-fn connect_store(settings: &Settings) -> anyhow::Result<Store> {
+/// The model client, after checking every agent names a profile it knows.
+pub(crate) fn build_models(
+    settings: &Settings,
+    agents: &AgentCatalog,
+) -> anyhow::Result<sable_llm::ModelClient> {
+    let models = models::build_model_client(settings)?;
+    agents
+        .check_profiles(|profile| models.profile(profile).is_some())
+        .context("an agent names a model profile that config/models.toml does not define")?;
+    Ok(models)
+}
+
+pub(crate) fn connect_store(settings: &Settings) -> anyhow::Result<Store> {
     let options = StoreOptions {
         max_connections: settings.db_max_connections,
         acquire_timeout: Settings::millis(settings.db_acquire_timeout_ms),
@@ -219,10 +247,10 @@ fn connect_store(settings: &Settings) -> anyhow::Result<Store> {
 
 async fn connect_bus(settings: &Settings, connection_name: &str) -> anyhow::Result<Bus> {
     let names = BusNames::new(&settings.nats_prefix).context("invalid SABLE_NATS_PREFIX")?;
-    Ok(Bus::connect(&settings.nats_url, names, connection_name).await?)
+    Ok(Bus::connect_nats(&settings.nats_url, names, connection_name).await?)
 }
 
-fn load_agents(settings: &Settings) -> anyhow::Result<AgentCatalog> {
+pub(crate) fn load_agents(settings: &Settings) -> anyhow::Result<AgentCatalog> {
     let agents = AgentCatalog::load(&settings.agents_dir)
         .with_context(|| format!("cannot load agents from {}", settings.agents_dir.display()))?;
     anyhow::ensure!(
@@ -241,7 +269,7 @@ fn default_worker_id() -> String {
 }
 
 /// A token cancelled on the first SIGTERM or SIGINT.
-fn shutdown_on_signal() -> CancellationToken {
+pub(crate) fn shutdown_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let cancel = token.clone();
     tokio::spawn(async move {

@@ -1,0 +1,243 @@
+//! The in-process backend of the embedded mode: work queues on a mutex-guarded deque with
+//! a notifier, events on a broadcast channel. Same contract as NATS: duplicate message
+//! ids are dropped within the window, and an item whose holder goes away without acking
+//! (a dropped claim) is delivered again.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sable_core::{OrgId, SessionId};
+use tokio::sync::{Notify, broadcast};
+
+use crate::{
+    BusBackend, BusError, DUPLICATE_WINDOW, EventSource, WorkAck, WorkItem, WorkQueue, WorkSource,
+};
+
+/// Events kept for a slow subscriber before it starts missing some (it then falls back
+/// to the store, as with NATS).
+const EVENT_BUFFER: usize = 4096;
+
+/// How long an item dropped without an ack waits before it is delivered again.
+const REDELIVERY_DELAY: Duration = Duration::from_secs(1);
+
+/// A bus inside one process.
+#[derive(Debug, Clone)]
+pub struct LocalBus {
+    turns: Arc<Queue>,
+    deliveries: Arc<Queue>,
+    events: broadcast::Sender<(String, Bytes)>,
+}
+
+impl Default for LocalBus {
+    fn default() -> Self {
+        Self {
+            turns: Arc::default(),
+            deliveries: Arc::default(),
+            events: broadcast::channel(EVENT_BUFFER).0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    payload: Bytes,
+    traceparent: Option<String>,
+    deliveries: u64,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    ready: Mutex<VecDeque<Entry>>,
+    seen_ids: Mutex<HashMap<String, Instant>>,
+    notify: Notify,
+}
+
+impl Queue {
+    /// False when the id was seen within the duplicate window.
+    fn remember(&self, message_id: &str) -> bool {
+        let now = Instant::now();
+        let mut seen = self.seen_ids.lock().expect("seen ids lock");
+        seen.retain(|_, at| now.duration_since(*at) < DUPLICATE_WINDOW);
+        seen.insert(message_id.to_owned(), now).is_none()
+    }
+
+    fn push_back(&self, entry: Entry) {
+        self.ready.lock().expect("queue lock").push_back(entry);
+        self.notify.notify_one();
+    }
+
+    /// A redelivery goes first, as it is the oldest work.
+    fn push_front(&self, entry: Entry) {
+        self.ready.lock().expect("queue lock").push_front(entry);
+        self.notify.notify_one();
+    }
+
+    fn pop(&self) -> Option<Entry> {
+        self.ready.lock().expect("queue lock").pop_front()
+    }
+}
+
+impl LocalBus {
+    fn queue(&self, queue: WorkQueue) -> &Arc<Queue> {
+        match queue {
+            WorkQueue::Turns => &self.turns,
+            WorkQueue::Deliveries => &self.deliveries,
+        }
+    }
+}
+
+fn event_key(org_id: OrgId, session_id: SessionId) -> String {
+    format!("{org_id}.{session_id}")
+}
+
+#[async_trait::async_trait]
+impl BusBackend for LocalBus {
+    async fn ensure_topology(&self) -> Result<(), BusError> {
+        Ok(())
+    }
+
+    fn is_connected(&self) -> bool {
+        true
+    }
+
+    async fn publish_work(
+        &self,
+        queue: WorkQueue,
+        _key: &str,
+        payload: Bytes,
+        message_id: &str,
+        traceparent: Option<&str>,
+    ) -> Result<(), BusError> {
+        let queue = self.queue(queue);
+        if queue.remember(message_id) {
+            queue.push_back(Entry {
+                payload,
+                traceparent: traceparent.map(str::to_owned),
+                deliveries: 0,
+            });
+        }
+        Ok(())
+    }
+
+    async fn pull_work(
+        &self,
+        queue: WorkQueue,
+        _batch: usize,
+    ) -> Result<Box<dyn WorkSource>, BusError> {
+        Ok(Box::new(LocalSource {
+            queue: self.queue(queue).clone(),
+        }))
+    }
+
+    async fn publish_event(
+        &self,
+        org_id: OrgId,
+        session_id: SessionId,
+        payload: Bytes,
+        _traceparent: Option<&str>,
+    ) {
+        // No subscriber is not an error: events are best effort.
+        let _ = self.events.send((event_key(org_id, session_id), payload));
+    }
+
+    async fn subscribe_events(
+        &self,
+        org_id: OrgId,
+        session_id: SessionId,
+    ) -> Result<Box<dyn EventSource>, BusError> {
+        Ok(Box::new(LocalEvents {
+            key: event_key(org_id, session_id),
+            receiver: self.events.subscribe(),
+        }))
+    }
+}
+
+struct LocalSource {
+    queue: Arc<Queue>,
+}
+
+#[async_trait::async_trait]
+impl WorkSource for LocalSource {
+    async fn next(&mut self) -> Option<Result<WorkItem, BusError>> {
+        loop {
+            if let Some(mut entry) = self.queue.pop() {
+                entry.deliveries += 1;
+                let item = WorkItem {
+                    payload: entry.payload.clone(),
+                    traceparent: entry.traceparent.clone(),
+                    ack: Box::new(LocalAck {
+                        queue: self.queue.clone(),
+                        entry,
+                        settled: AtomicBool::new(false),
+                    }),
+                };
+                return Some(Ok(item));
+            }
+            self.queue.notify.notified().await;
+        }
+    }
+}
+
+/// Puts its item back on the queue if dropped unsettled.
+struct LocalAck {
+    queue: Arc<Queue>,
+    entry: Entry,
+    settled: AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl WorkAck for LocalAck {
+    async fn ack(&self) -> Result<(), BusError> {
+        self.settled.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    async fn terminate(&self) {
+        self.settled.store(true, Ordering::SeqCst);
+    }
+
+    fn delivery_count(&self) -> u64 {
+        self.entry.deliveries
+    }
+}
+
+impl Drop for LocalAck {
+    /// Redelivers after a pause, like an expired ack wait, so a holder that keeps failing
+    /// does not spin.
+    fn drop(&mut self) {
+        if self.settled.load(Ordering::SeqCst) {
+            return;
+        }
+        let (queue, entry) = (self.queue.clone(), self.entry.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    tokio::time::sleep(REDELIVERY_DELAY).await;
+                    queue.push_front(entry);
+                });
+            }
+            Err(_) => queue.push_front(entry),
+        }
+    }
+}
+
+struct LocalEvents {
+    key: String,
+    receiver: broadcast::Receiver<(String, Bytes)>,
+}
+
+#[async_trait::async_trait]
+impl EventSource for LocalEvents {
+    async fn next(&mut self) -> Option<Bytes> {
+        loop {
+            match self.receiver.recv().await {
+                Ok((key, payload)) if key == self.key => return Some(payload),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}

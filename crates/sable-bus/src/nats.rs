@@ -1,0 +1,288 @@
+//! The NATS backend: JetStream work-queue streams with one shared durable pull consumer
+//! each (acked with `double_ack`), core NATS subjects for live events. Targets the
+//! NATS 2.9 API (no KV, no object store).
+
+use std::time::Duration;
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::{self, AckKind, consumer, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use sable_core::{OrgId, SessionId};
+
+use crate::{
+    BusBackend, BusError, BusNames, DISPATCHERS_CONSUMER, DUPLICATE_WINDOW, EventSource,
+    TRACEPARENT_HEADER, WORKERS_CONSUMER, WorkAck, WorkItem, WorkQueue, WorkSource,
+};
+
+/// A bus on a NATS server with JetStream.
+#[derive(Clone, Debug)]
+pub struct NatsBus {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    names: BusNames,
+    publish_timeout: Duration,
+}
+
+impl NatsBus {
+    /// Connects and keeps reconnecting forever in the background after any later loss.
+    pub async fn connect(
+        url: &str,
+        names: BusNames,
+        connection_name: &str,
+    ) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .name(connection_name)
+            .retry_on_initial_connect()
+            .connect(url)
+            .await
+            .map_err(|source| BusError::Connect {
+                url: url.to_owned(),
+                source,
+            })?;
+        Ok(Self::new(client, names))
+    }
+
+    pub fn new(client: async_nats::Client, names: BusNames) -> Self {
+        let jetstream = jetstream::new(client.clone());
+        Self {
+            client,
+            jetstream,
+            names,
+            publish_timeout: Duration::from_secs(2),
+        }
+    }
+
+    fn stream_and_consumer(&self, queue: WorkQueue) -> (String, &'static str) {
+        match queue {
+            WorkQueue::Turns => (self.names.turns_stream(), WORKERS_CONSUMER),
+            WorkQueue::Deliveries => (self.names.deliveries_stream(), DISPATCHERS_CONSUMER),
+        }
+    }
+
+    async fn ensure_stream(
+        &self,
+        name: &str,
+        subjects: String,
+    ) -> Result<stream::Stream, BusError> {
+        self.jetstream
+            .get_or_create_stream(stream::Config {
+                name: name.to_owned(),
+                subjects: vec![subjects],
+                retention: stream::RetentionPolicy::WorkQueue,
+                storage: stream::StorageType::File,
+                duplicate_window: DUPLICATE_WINDOW,
+                // Wake-ups are hints (the store holds the work); old ones are dropped so
+                // a stream never grows without bound.
+                max_age: Duration::from_secs(24 * 60 * 60),
+                ..Default::default()
+            })
+            .await
+            .map_err(|error| BusError::Setup(format!("stream {name}: {error}")))
+    }
+}
+
+#[async_trait::async_trait]
+impl BusBackend for NatsBus {
+    async fn ensure_topology(&self) -> Result<(), BusError> {
+        for (stream_name, subjects, consumer_name) in [
+            (
+                self.names.turns_stream(),
+                self.names.turns_wildcard(),
+                WORKERS_CONSUMER,
+            ),
+            (
+                self.names.deliveries_stream(),
+                self.names.deliveries_wildcard(),
+                DISPATCHERS_CONSUMER,
+            ),
+        ] {
+            let stream = self.ensure_stream(&stream_name, subjects).await?;
+            stream
+                .get_or_create_consumer(consumer_name, consumer_config(consumer_name))
+                .await
+                .map_err(|error| {
+                    BusError::Setup(format!(
+                        "consumer {consumer_name} on {stream_name}: {error}"
+                    ))
+                })?;
+        }
+        Ok(())
+    }
+
+    fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    async fn publish_work(
+        &self,
+        queue: WorkQueue,
+        key: &str,
+        payload: Bytes,
+        message_id: &str,
+        traceparent: Option<&str>,
+    ) -> Result<(), BusError> {
+        let subject = match queue {
+            WorkQueue::Turns => self.names.turns_subject(&key),
+            WorkQueue::Deliveries => self.names.deliveries_subject(key),
+        };
+        let mut headers = trace_headers(traceparent);
+        headers.insert(async_nats::header::NATS_MESSAGE_ID, message_id);
+        let publish = async {
+            let ack = self
+                .jetstream
+                .publish_with_headers(subject.clone(), headers, payload)
+                .await
+                .map_err(|error| BusError::Publish {
+                    subject: subject.clone(),
+                    reason: error.to_string(),
+                })?;
+            ack.await.map_err(|error| BusError::Publish {
+                subject: subject.clone(),
+                reason: error.to_string(),
+            })
+        };
+        match tokio::time::timeout(self.publish_timeout, publish).await {
+            Ok(result) => result.map(|_| ()),
+            Err(_) => Err(BusError::PublishTimeout {
+                subject,
+                timeout: self.publish_timeout,
+            }),
+        }
+    }
+
+    async fn pull_work(
+        &self,
+        queue: WorkQueue,
+        batch: usize,
+    ) -> Result<Box<dyn WorkSource>, BusError> {
+        let (stream_name, consumer_name) = self.stream_and_consumer(queue);
+        let consumer: consumer::PullConsumer = self
+            .jetstream
+            .get_consumer_from_stream(consumer_name, &stream_name)
+            .await
+            .map_err(|error| {
+                BusError::Consume(format!("{consumer_name} on {stream_name}: {error}"))
+            })?;
+        let messages = consumer
+            .stream()
+            .max_messages_per_batch(batch)
+            .messages()
+            .await
+            .map_err(|error| BusError::Consume(error.to_string()))?;
+        Ok(Box::new(NatsSource { messages }))
+    }
+
+    async fn publish_event(
+        &self,
+        org_id: OrgId,
+        session_id: SessionId,
+        payload: Bytes,
+        traceparent: Option<&str>,
+    ) {
+        let subject = self.names.events_subject(org_id, session_id);
+        if let Err(error) = self
+            .client
+            .publish_with_headers(subject, trace_headers(traceparent), payload)
+            .await
+        {
+            tracing::debug!(%error, "live event not published");
+        }
+    }
+
+    async fn subscribe_events(
+        &self,
+        org_id: OrgId,
+        session_id: SessionId,
+    ) -> Result<Box<dyn EventSource>, BusError> {
+        let subscriber = self
+            .client
+            .subscribe(self.names.events_subject(org_id, session_id))
+            .await
+            .map_err(|error| BusError::Subscribe(error.to_string()))?;
+        Ok(Box::new(NatsEvents { subscriber }))
+    }
+}
+
+struct NatsSource {
+    messages: consumer::pull::Stream,
+}
+
+#[async_trait::async_trait]
+impl WorkSource for NatsSource {
+    async fn next(&mut self) -> Option<Result<WorkItem, BusError>> {
+        let message = match self.messages.next().await? {
+            Ok(message) => message,
+            Err(error) => return Some(Err(BusError::Consume(error.to_string()))),
+        };
+        let traceparent = message
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(TRACEPARENT_HEADER))
+            .map(|value| value.as_str().to_owned());
+        let payload = message.payload.clone();
+        Some(Ok(WorkItem {
+            payload,
+            traceparent,
+            ack: Box::new(NatsAck { message }),
+        }))
+    }
+}
+
+struct NatsAck {
+    message: jetstream::Message,
+}
+
+#[async_trait::async_trait]
+impl WorkAck for NatsAck {
+    /// Waits for the server to confirm, so the ack cannot be lost on a disconnect.
+    async fn ack(&self) -> Result<(), BusError> {
+        self.message
+            .double_ack()
+            .await
+            .map_err(|error| BusError::Consume(error.to_string()))
+    }
+
+    async fn terminate(&self) {
+        if let Err(error) = self.message.ack_with(AckKind::Term).await {
+            tracing::warn!(%error, "could not terminate an undecodable wake-up");
+        }
+    }
+
+    fn delivery_count(&self) -> u64 {
+        self.message
+            .info()
+            .map(|info| info.delivered as u64)
+            .unwrap_or(1)
+    }
+}
+
+struct NatsEvents {
+    subscriber: async_nats::Subscriber,
+}
+
+#[async_trait::async_trait]
+impl EventSource for NatsEvents {
+    async fn next(&mut self) -> Option<Bytes> {
+        self.subscriber.next().await.map(|message| message.payload)
+    }
+}
+
+fn trace_headers(traceparent: Option<&str>) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Some(traceparent) = traceparent {
+        headers.insert(TRACEPARENT_HEADER, traceparent);
+    }
+    headers
+}
+
+fn consumer_config(name: &str) -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(name.to_owned()),
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_deliver: 20,
+        max_ack_pending: 20_000,
+        ..Default::default()
+    }
+}

@@ -1,0 +1,147 @@
+//! The bus contract, one set of test bodies run against both backends: NATS JetStream
+//! (a private `nats-server` per test) and the in-process bus.
+
+use std::time::Duration;
+
+use sable_bus::Bus;
+use sable_core::{OrgId, SessionId};
+use sable_proto::v1::turn_event::Kind;
+use sable_proto::v1::{TextDelta, TurnEvent, TurnWakeup};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn wakeup(turn: &str) -> TurnWakeup {
+    TurnWakeup {
+        turn_id: turn.to_owned(),
+        org_id: OrgId::new().to_string(),
+        session_id: SessionId::new().to_string(),
+    }
+}
+
+async fn next_turn(
+    stream: &mut sable_bus::WakeupStream<TurnWakeup>,
+) -> anyhow::Result<sable_bus::Delivered<TurnWakeup>> {
+    let next = tokio::time::timeout(WAIT, stream.next()).await?;
+    Ok(next.ok_or_else(|| anyhow::anyhow!("stream ended"))??)
+}
+
+async fn a_published_wakeup_is_pulled_once_with_its_trace(bus: Bus) -> anyhow::Result<()> {
+    bus.publish_turn_wakeup(
+        &wakeup("t1"),
+        "t1",
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    )
+    .await?;
+    let mut stream = bus.turn_wakeups(16).await?;
+
+    let delivered = next_turn(&mut stream).await?;
+    delivered.ack().await?;
+
+    assert_eq!(delivered.payload.turn_id, "t1");
+    assert_eq!(
+        delivered.traceparent.as_deref(),
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+    );
+    assert_eq!(delivered.delivery_count(), 1);
+    Ok(())
+}
+
+async fn a_repeated_message_id_is_delivered_once(bus: Bus) -> anyhow::Result<()> {
+    bus.publish_turn_wakeup(&wakeup("same"), "same", None)
+        .await?;
+    bus.publish_turn_wakeup(&wakeup("same"), "same", None)
+        .await?;
+    bus.publish_turn_wakeup(&wakeup("other"), "other", None)
+        .await?;
+    let mut stream = bus.turn_wakeups(16).await?;
+
+    let first = next_turn(&mut stream).await?;
+    first.ack().await?;
+    let second = next_turn(&mut stream).await?;
+    second.ack().await?;
+
+    assert_eq!(
+        (
+            first.payload.turn_id.as_str(),
+            second.payload.turn_id.as_str()
+        ),
+        ("same", "other")
+    );
+    Ok(())
+}
+
+async fn a_wakeup_dropped_without_an_ack_is_delivered_again(bus: Bus) -> anyhow::Result<()> {
+    bus.publish_turn_wakeup(&wakeup("retry-me"), "retry-me", None)
+        .await?;
+    let mut stream = bus.turn_wakeups(16).await?;
+    drop(next_turn(&mut stream).await?);
+    // Dropping the stream gives the claim up on NATS too (nothing acks it).
+    drop(stream);
+    let mut stream = bus.turn_wakeups(16).await?;
+
+    let again = tokio::time::timeout(Duration::from_secs(40), stream.next())
+        .await?
+        .expect("stream open")?;
+    again.ack().await?;
+
+    assert_eq!(again.payload.turn_id, "retry-me");
+    assert!(again.delivery_count() >= 2);
+    Ok(())
+}
+
+async fn a_subscriber_gets_only_its_sessions_events(bus: Bus) -> anyhow::Result<()> {
+    let (org, mine, other) = (OrgId::new(), SessionId::new(), SessionId::new());
+    let mut subscription = bus.subscribe_events(org, mine).await?;
+    let event = |text: &str| TurnEvent {
+        turn_id: "t".into(),
+        session_id: String::new(),
+        kind: Some(Kind::Delta(TextDelta { text: text.into() })),
+    };
+
+    bus.publish_event(org, other, &event("not mine"), None)
+        .await;
+    bus.publish_event(org, mine, &event("mine"), None).await;
+
+    let received = tokio::time::timeout(WAIT, subscription.next())
+        .await?
+        .expect("an event");
+    assert_eq!(
+        received.kind,
+        Some(Kind::Delta(TextDelta {
+            text: "mine".into()
+        }))
+    );
+    Ok(())
+}
+
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod nats {
+            $(
+                #[tokio::test]
+                async fn $name() -> anyhow::Result<()> {
+                    let server = sable_testkit::NatsServer::start().await?;
+                    let bus = sable_bus::Bus::connect_nats(&server.url(), sable_bus::BusNames::new("contract")?, "contract-test").await?;
+                    bus.ensure_topology().await?;
+                    super::$name(bus).await
+                }
+            )*
+        }
+
+        mod local {
+            $(
+                #[tokio::test]
+                async fn $name() -> anyhow::Result<()> {
+                    super::$name(sable_bus::Bus::local()).await
+                }
+            )*
+        }
+    };
+}
+
+contract!(
+    a_published_wakeup_is_pulled_once_with_its_trace,
+    a_repeated_message_id_is_delivered_once,
+    a_wakeup_dropped_without_an_ack_is_delivered_again,
+    a_subscriber_gets_only_its_sessions_events,
+);

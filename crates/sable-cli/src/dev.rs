@@ -1,0 +1,172 @@
+//! `sable dev`: every role in one process, on an embedded SQLite store and an in-process
+//! bus, so a newcomer with only `cargo` can chat with an agent. The same services run as
+//! in the distributed deployment; only the store and bus backends differ.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context;
+use sable_bus::Bus;
+use sable_core::OrgId;
+use sable_store::{Store, StoreOptions, is_sqlite_url};
+
+use crate::settings::Settings;
+
+/// Where the embedded store lives unless `SABLE_DATABASE_URL` says otherwise.
+const DEFAULT_DEV_DATABASE_URL: &str = "sqlite://data/sable.db";
+
+/// Runs the gateway and a worker in this process until SIGTERM or Ctrl-C.
+pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
+    let started = Instant::now();
+    ensure_provider_configured()?;
+    settings.database_url =
+        std::env::var("SABLE_DATABASE_URL").unwrap_or_else(|_| DEFAULT_DEV_DATABASE_URL.to_owned());
+    let store = open_store(&settings).await?;
+    let bus = Bus::local();
+    let agents = crate::load_agents(&settings)?;
+    let models = crate::build_models(&settings, &agents)?;
+    let listener = tokio::net::TcpListener::bind(&settings.gateway_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.gateway_addr))?;
+    let addr = listener.local_addr()?;
+    let gateway_config = crate::gateway_config(&settings, &agents)?;
+    let worker_config = crate::worker_config(&settings);
+    let shutdown = crate::shutdown_on_signal();
+    let gateway = sable_gateway::run(
+        gateway_config,
+        store.clone(),
+        bus.clone(),
+        listener,
+        shutdown.clone(),
+    );
+    let worker = sable_worker::run(
+        worker_config,
+        store.clone(),
+        bus,
+        models,
+        agents,
+        shutdown.clone(),
+    );
+    let welcome = welcome(&store, &settings.database_url).await?;
+    announce(addr, started, &settings.database_url, &welcome);
+    tokio::try_join!(gateway, worker)?;
+    Ok(())
+}
+
+/// Refuses to start without a model provider, saying exactly what to set.
+fn ensure_provider_configured() -> anyhow::Result<()> {
+    let configured = ["OPENAI_BASE_URL", "OPENAI_API_KEY"]
+        .iter()
+        .any(|name| std::env::var(name).is_ok_and(|value| !value.is_empty()));
+    anyhow::ensure!(
+        configured,
+        "no model provider is configured. Set:\n  \
+         OPENAI_BASE_URL  the provider's URL up to /v1 (default https://api.openai.com/v1)\n  \
+         OPENAI_API_KEY   its API key\n  \
+         SABLE_MODEL      the model to use, e.g. gpt-4o-mini\n\
+         To try Sable without a key, start the fake provider that ships with it (it echoes):\n  \
+         cargo run --release -p sable-testkit --bin sable-fake-provider &\n  \
+         OPENAI_BASE_URL=http://127.0.0.1:9090/v1 OPENAI_API_KEY=fake SABLE_MODEL=fake cargo run --release -- dev"
+    );
+    Ok(())
+}
+
+async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    let url = &settings.database_url;
+    if let Some(directory) = sqlite_directory(url) {
+        std::fs::create_dir_all(&directory)
+            .with_context(|| format!("cannot create {}", directory.display()))?;
+    }
+    Store::create_database_if_missing(url)
+        .await
+        .with_context(|| format!("cannot open or create the database {url}"))?;
+    let options = StoreOptions {
+        max_connections: settings.db_max_connections,
+        acquire_timeout: Settings::millis(settings.db_acquire_timeout_ms),
+    };
+    let store = Store::connect_lazy(url, &options).context("invalid SABLE_DATABASE_URL")?;
+    store.migrate().await.context("migration failed")?;
+    Ok(store)
+}
+
+fn sqlite_directory(url: &str) -> Option<PathBuf> {
+    if !is_sqlite_url(url) {
+        return None;
+    }
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or_default();
+    Path::new(path)
+        .parent()
+        .filter(|parent| !parent.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+}
+
+/// What to tell the user about their key.
+enum Welcome {
+    /// First start: a new org and key; the key is shown this once.
+    NewKey {
+        org_id: OrgId,
+        key: String,
+    },
+    Returning {
+        org_id: OrgId,
+    },
+}
+
+/// Creates the default org and key on first start. The org's id is remembered in a file
+/// beside the store (the key itself is only ever stored hashed).
+async fn welcome(store: &Store, database_url: &str) -> anyhow::Result<Welcome> {
+    let marker = sqlite_directory(database_url)
+        .unwrap_or_else(|| PathBuf::from("data"))
+        .join("dev-org");
+    let remembered = std::fs::read_to_string(&marker)
+        .ok()
+        .and_then(|text| text.trim().parse::<OrgId>().ok());
+    if let Some(org_id) = remembered
+        && store.org_exists(org_id).await?
+    {
+        return Ok(Welcome::Returning { org_id });
+    }
+    let org_id = store.create_org("default").await?;
+    let key = store.create_api_key(org_id).await?;
+    if let Some(parent) = marker.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&marker, org_id.to_string())
+        .with_context(|| format!("cannot write {}", marker.display()))?;
+    Ok(Welcome::NewKey {
+        org_id,
+        key: key.key,
+    })
+}
+
+#[allow(clippy::print_stdout)]
+fn announce(addr: std::net::SocketAddr, started: Instant, database_url: &str, welcome: &Welcome) {
+    println!("sable gateway listening on http://{addr}");
+    println!(
+        "sable dev ready in {} ms (store {database_url}, in-process bus)",
+        started.elapsed().as_millis()
+    );
+    match welcome {
+        Welcome::NewKey { org_id, key } => {
+            println!("Created org {org_id} and its API key (shown only this once):");
+            println!("API key: {key}");
+            println!();
+            println!(
+                "  curl -s http://{addr}/v1/messages -H 'Authorization: Bearer {key}' \\\n       -H 'content-type: application/json' -d '{{\"text\":\"hello\",\"wait\":true}}'"
+            );
+            println!();
+            println!("  or chat in the terminal:  SABLE_API_KEY={key} cargo run --release -- chat");
+        }
+        Welcome::Returning { org_id } => {
+            println!(
+                "Org {org_id}: use the API key printed at first start (or: sable admin key create --org {org_id} with SABLE_DATABASE_URL={database_url})."
+            );
+            println!(
+                "  curl -s http://{addr}/v1/messages -H \"Authorization: Bearer $SABLE_API_KEY\" -d '{{\"text\":\"hello\",\"wait\":true}}'"
+            );
+        }
+    }
+}
