@@ -5,7 +5,7 @@ use sable_core::{OrgId, TurnId};
 use uuid::Uuid;
 
 use crate::records::parse_stored;
-use crate::{HistoryEntry, RunnableTurn, PgStore, StoreError};
+use crate::{HistoryEntry, PgStore, RunnableTurn, StoreError};
 
 /// One provider call of a turn.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]

@@ -1,6 +1,6 @@
 //! The store's one error type, sorted by what a caller should do about it.
 
-/// What went wrong talking to Postgres.
+/// What went wrong talking to the database.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The row does not exist, or belongs to another org (the two are indistinguishable).

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use crate::{PgStore, StoreError};
 
-const KEY_SCHEME: &str = "sable";
+pub(crate) const KEY_SCHEME: &str = "sable";
 
 /// A freshly created API key. Shown once; its `Debug` form hides the secret.
 pub struct ApiKeySecret {
@@ -106,7 +106,7 @@ impl PgStore {
     }
 }
 
-fn split_key(presented: &str) -> Option<(&str, &str)> {
+pub(crate) fn split_key(presented: &str) -> Option<(&str, &str)> {
     let rest = presented.strip_prefix(KEY_SCHEME)?.strip_prefix('_')?;
     let (prefix, secret) = rest.split_once('_')?;
     let hex_of_len = |text: &str, len: usize| {
@@ -115,11 +115,11 @@ fn split_key(presented: &str) -> Option<(&str, &str)> {
     (hex_of_len(prefix, 12) && hex_of_len(secret, 48)).then_some((prefix, secret))
 }
 
-fn hash_secret(secret: &str) -> Vec<u8> {
+pub(crate) fn hash_secret(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
 
-fn random_hex(bytes: usize) -> String {
+pub(crate) fn random_hex(bytes: usize) -> String {
     let mut buffer = vec![0u8; bytes];
     rand::rng().fill_bytes(&mut buffer);
     hex::encode(buffer)

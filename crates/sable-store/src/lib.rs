@@ -32,7 +32,9 @@ pub use intake::{AcceptedTurn, NewMessage, SessionTarget};
 pub use keys::{ApiKeySecret, AuthenticatedKey};
 pub use outbox::DeliveryRecord;
 pub use records::{HistoryEntry, MessageRecord, TurnRecord};
-pub use sessions::{FinishTurn, LeaseRelease, RunnableTurn, TurnOutcome, TurnRoute, TurnStart, Usage};
+pub use sessions::{
+    FinishTurn, LeaseRelease, RunnableTurn, TurnOutcome, TurnRoute, TurnStart, Usage,
+};
 pub use sqlite::SqliteStore;
 pub use sweep::{StaleDelivery, StaleWakeup};
 
@@ -46,7 +48,10 @@ pub struct StoreOptions {
 
 impl Default for StoreOptions {
     fn default() -> Self {
-        Self { max_connections: 20, acquire_timeout: Duration::from_secs(3) }
+        Self {
+            max_connections: 20,
+            acquire_timeout: Duration::from_secs(3),
+        }
     }
 }
 
@@ -127,7 +132,7 @@ impl Store {
     /// the database is down and report it on `/readyz`.
     pub fn connect_lazy(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
         if is_sqlite_url(url) {
-            SqliteStore::connect_lazy(url, options).map(|_| unreachable!("the SQLite backend is being written"))
+            Ok(Self::new(SqliteStore::connect_lazy(url, options)?))
         } else {
             Ok(Self::new(PgStore::connect_lazy(url, options)?))
         }

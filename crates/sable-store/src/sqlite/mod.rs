@@ -1,15 +1,468 @@
 //! The SQLite backend of the embedded mode (`sable dev`): the same contract as Postgres
 //! in one file, WAL mode, one writer at a time.
+//!
+//! Ids are stored as hyphenated text and instants as RFC 3339 UTC text with exactly six
+//! fractional digits, so comparing the text compares the instants. "Now" is always
+//! computed here and bound, never taken from SQLite. Every transaction that reads before
+//! it writes starts with `BEGIN IMMEDIATE`: it takes the write lock first, so its checks
+//! and its writes are serialised with every other writer (the role Postgres' row locks
+//! play).
 
-use crate::{StoreError, StoreOptions};
+mod calls;
+mod intake;
+mod keys;
+mod outbox;
+mod records;
+mod sessions;
+mod sweep;
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, TimeZone, Utc};
+use sable_core::{DeliveryId, OrgId, SessionId, TurnId};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{ConnectOptions, Sqlite, Transaction};
+
+use crate::{
+    AcceptedTurn, ApiKeySecret, AuthenticatedKey, DeliveryRecord, FinishTurn, HistoryEntry,
+    LeaseRelease, MessageRecord, NewMessage, ProviderCallRecord, RunnableTurn, SessionSummary,
+    StaleDelivery, StaleWakeup, StoreBackend, StoreError, StoreOptions, TurnRecord, TurnStart,
+};
+
+/// A writer waits this long for another writer's transaction before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A store in one SQLite file.
 #[derive(Debug, Clone)]
-pub struct SqliteStore {}
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
 
 impl SqliteStore {
-    /// Opens (creating if missing) the database file named by a `sqlite://` URL.
-    pub fn connect_lazy(_url: &str, _options: &StoreOptions) -> Result<Self, StoreError> {
-        Err(StoreError::NotFound("sqlite backend"))
+    /// Opens (creating if missing, with its directory) the database file named by a
+    /// `sqlite://` URL. The pool connects lazily.
+    pub fn connect_lazy(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
+        let connect_options = SqliteConnectOptions::from_str(url)
+            .map_err(StoreError::Config)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .log_statements(tracing::log::LevelFilter::Trace);
+        create_parent_directory(connect_options.get_filename())?;
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_lazy_with(connect_options);
+        Ok(Self { pool })
+    }
+
+    pub fn from_pool(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// Creates the directory the database file lives in (`./data/` on a fresh checkout).
+fn create_parent_directory(file: &Path) -> Result<(), StoreError> {
+    match file.parent() {
+        Some(directory) if !directory.as_os_str().is_empty() && !directory.exists() => {
+            std::fs::create_dir_all(directory)
+                .map_err(|error| StoreError::Config(sqlx::Error::Io(error)))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[async_trait::async_trait]
+impl StoreBackend for SqliteStore {
+    /// Applies every migration not yet applied. Unlike Postgres there is no cross-process
+    /// lock: the embedded mode migrates once, at start.
+    async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations_sqlite")
+            .run(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        ping(&self.pool).await.map_err(busy_as_unavailable)
+    }
+
+    async fn create_org(&self, name: &str) -> Result<OrgId, StoreError> {
+        keys::create_org(&self.pool, name)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn org_exists(&self, org_id: OrgId) -> Result<bool, StoreError> {
+        keys::org_exists(&self.pool, org_id)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn create_api_key(&self, org_id: OrgId) -> Result<ApiKeySecret, StoreError> {
+        keys::create_api_key(&self.pool, org_id)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn authenticate(&self, presented: &str) -> Result<Option<AuthenticatedKey>, StoreError> {
+        keys::authenticate(&self.pool, presented)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn accept_message(&self, message: NewMessage) -> Result<AcceptedTurn, StoreError> {
+        intake::accept_message(&self.pool, message)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn turn(&self, org_id: OrgId, turn_id: TurnId) -> Result<TurnRecord, StoreError> {
+        records::turn(&self.pool, org_id, turn_id)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn session_messages(
+        &self,
+        org_id: OrgId,
+        session_id: SessionId,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        records::session_messages(&self.pool, org_id, session_id)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn session_turns(
+        &self,
+        org_id: OrgId,
+        session_id: SessionId,
+    ) -> Result<Vec<TurnRecord>, StoreError> {
+        records::session_turns(&self.pool, org_id, session_id)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn claim_session(
+        &self,
+        org_id: OrgId,
+        session_id: SessionId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        sessions::claim_session(&self.pool, org_id, session_id, owner, ttl)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn renew_session(
+        &self,
+        org_id: OrgId,
+        session_id: SessionId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<bool, StoreError> {
+        sessions::renew_session(&self.pool, org_id, session_id, owner, ttl)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn release_session_if_idle(
+        &self,
+        org_id: OrgId,
+        session_id: SessionId,
+        owner: &str,
+    ) -> Result<LeaseRelease, StoreError> {
+        sessions::release_session_if_idle(&self.pool, org_id, session_id, owner)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn release_session(
+        &self,
+        org_id: OrgId,
+        session_id: SessionId,
+        owner: &str,
+    ) -> Result<(), StoreError> {
+        sessions::release_session(&self.pool, org_id, session_id, owner)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn next_runnable_turn(
+        &self,
+        org_id: OrgId,
+        session_id: SessionId,
+    ) -> Result<Option<RunnableTurn>, StoreError> {
+        sessions::next_runnable_turn(&self.pool, org_id, session_id)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn start_turn(
+        &self,
+        turn: &RunnableTurn,
+        worker_id: &str,
+    ) -> Result<TurnStart, StoreError> {
+        sessions::start_turn(&self.pool, turn, worker_id)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn history(
+        &self,
+        turn: &RunnableTurn,
+        limit: i64,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        sessions::history(&self.pool, turn, limit)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn finish_turn(&self, finish: FinishTurn<'_>) -> Result<Option<DeliveryId>, StoreError> {
+        sessions::finish_turn(&self.pool, finish)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn delivery(
+        &self,
+        org_id: OrgId,
+        delivery_id: DeliveryId,
+    ) -> Result<DeliveryRecord, StoreError> {
+        outbox::delivery(&self.pool, org_id, delivery_id)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn mark_delivered(
+        &self,
+        org_id: OrgId,
+        delivery_id: DeliveryId,
+    ) -> Result<bool, StoreError> {
+        outbox::mark_delivered(&self.pool, org_id, delivery_id)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn record_delivery_failure(
+        &self,
+        org_id: OrgId,
+        delivery_id: DeliveryId,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        outbox::record_delivery_failure(&self.pool, org_id, delivery_id, error)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn claim_stale_turns(
+        &self,
+        older_than: Duration,
+        limit: i64,
+    ) -> Result<Vec<StaleWakeup>, StoreError> {
+        sweep::claim_stale_turns(&self.pool, older_than, limit)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn claim_stale_deliveries(
+        &self,
+        older_than: Duration,
+        limit: i64,
+    ) -> Result<Vec<StaleDelivery>, StoreError> {
+        sweep::claim_stale_deliveries(&self.pool, older_than, limit)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn record_provider_calls(
+        &self,
+        turn: &RunnableTurn,
+        calls: &[ProviderCallRecord],
+    ) -> Result<(), StoreError> {
+        calls::record_provider_calls(&self.pool, turn, calls)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn provider_calls(
+        &self,
+        org_id: OrgId,
+        turn_id: TurnId,
+    ) -> Result<Vec<ProviderCallRecord>, StoreError> {
+        calls::provider_calls(&self.pool, org_id, turn_id)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn session_summary(&self, turn: &RunnableTurn) -> Result<SessionSummary, StoreError> {
+        calls::session_summary(&self.pool, turn)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn messages_between(
+        &self,
+        turn: &RunnableTurn,
+        after_seq: i64,
+        through_seq: i64,
+    ) -> Result<Vec<HistoryEntry>, StoreError> {
+        calls::messages_between(&self.pool, turn, after_seq, through_seq)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+
+    async fn save_summary(
+        &self,
+        turn: &RunnableTurn,
+        summary: &str,
+        through_seq: i64,
+    ) -> Result<(), StoreError> {
+        calls::save_summary(&self.pool, turn, summary, through_seq)
+            .await
+            .map_err(busy_as_unavailable)
+    }
+}
+
+async fn ping(pool: &SqlitePool) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1").execute(pool).await?;
+    Ok(())
+}
+
+/// Starts a write transaction holding the database's write lock, so that what it reads
+/// cannot change before it commits. Dropping it uncommitted rolls it back.
+pub(super) async fn begin_write(
+    pool: &SqlitePool,
+) -> Result<Transaction<'static, Sqlite>, StoreError> {
+    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+}
+
+/// The stored form of an instant: RFC 3339 UTC with exactly six fractional digits
+/// (Postgres' precision), which orders as text the way the instants do.
+pub(super) fn stored_time(time: DateTime<Utc>) -> String {
+    time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// The stored form of the current instant.
+pub(super) fn stored_now() -> String {
+    stored_time(Utc::now())
+}
+
+/// The instant `span` after `time`, kept within the four-digit years that order as text.
+pub(super) fn later_by(time: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
+    let latest = Utc.with_ymd_and_hms(9999, 12, 31, 23, 59, 59).unwrap();
+    TimeDelta::from_std(span)
+        .ok()
+        .and_then(|span| time.checked_add_signed(span))
+        .map_or(latest, |later| later.min(latest))
+}
+
+/// The instant `span` before `time`, kept within the four-digit years that order as text.
+pub(super) fn earlier_by(time: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
+    let earliest = Utc.with_ymd_and_hms(1, 1, 1, 0, 0, 0).unwrap();
+    TimeDelta::from_std(span)
+        .ok()
+        .and_then(|span| time.checked_sub_signed(span))
+        .map_or(earliest, |earlier| earlier.max(earliest))
+}
+
+/// Reclassifies a database error as unavailable when SQLite reports contention that
+/// outlasted the busy timeout, or a file it cannot reach; retrying later may succeed.
+fn busy_as_unavailable(error: StoreError) -> StoreError {
+    match error {
+        StoreError::Database(source) if is_contention_or_io(&source) => {
+            StoreError::Unavailable(source)
+        }
+        other => other,
+    }
+}
+
+/// SQLite's primary result codes (the low byte of an extended code) for a locked or
+/// busy database, an I/O error, a full disk and a file that cannot be opened.
+fn is_contention_or_io(error: &sqlx::Error) -> bool {
+    const SQLITE_BUSY: i32 = 5;
+    const SQLITE_LOCKED: i32 = 6;
+    const SQLITE_IOERR: i32 = 10;
+    const SQLITE_FULL: i32 = 13;
+    const SQLITE_CANTOPEN: i32 = 14;
+    let sqlx::Error::Database(database_error) = error else {
+        return false;
+    };
+    let code = database_error
+        .code()
+        .and_then(|code| code.parse::<i32>().ok());
+    code.is_some_and(|code| {
+        matches!(
+            code & 0xff,
+            SQLITE_BUSY | SQLITE_LOCKED | SQLITE_IOERR | SQLITE_FULL | SQLITE_CANTOPEN
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_times_have_a_fixed_width_and_order_as_text() {
+        let earlier = Utc.with_ymd_and_hms(2025, 1, 2, 3, 4, 5).unwrap();
+        let later = earlier + TimeDelta::microseconds(1);
+        assert_eq!(stored_time(earlier), "2025-01-02T03:04:05.000000Z");
+        assert_eq!(stored_time(later), "2025-01-02T03:04:05.000001Z");
+        assert!(stored_time(earlier) < stored_time(later));
+    }
+
+    #[test]
+    fn shifted_times_stay_within_four_digit_years() {
+        let now = Utc::now();
+        assert!(stored_time(later_by(now, Duration::MAX)).starts_with("9999-"));
+        assert!(stored_time(earlier_by(now, Duration::MAX)).starts_with("0001-"));
+        assert_eq!(
+            later_by(now, Duration::from_secs(1)),
+            now + TimeDelta::seconds(1)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_directory_of_the_database_file_is_created() {
+        let directory = std::env::temp_dir().join(format!("sable-{}", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}/nested/sable.db", directory.display());
+        SqliteStore::connect_lazy(&url, &StoreOptions::default()).unwrap();
+        assert!(directory.join("nested").is_dir());
+        std::fs::remove_dir_all(directory).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_write_lock_held_past_the_busy_timeout_makes_the_store_unavailable() {
+        let directory = std::env::temp_dir().join(format!("sable-{}", uuid::Uuid::new_v4()));
+        let url = format!("sqlite://{}/sable.db", directory.display());
+        SqliteStore::connect_lazy(&url, &StoreOptions::default()).unwrap();
+        let impatient = SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .busy_timeout(Duration::ZERO);
+        let mut writer = impatient.connect().await.unwrap();
+        sqlx::query("BEGIN IMMEDIATE")
+            .execute(&mut writer)
+            .await
+            .unwrap();
+
+        let pool = SqlitePoolOptions::new().connect_lazy_with(impatient);
+        let error = begin_write(&pool).await.unwrap_err();
+
+        assert!(busy_as_unavailable(error).is_unavailable());
+        std::fs::remove_dir_all(directory).unwrap();
     }
 }
