@@ -74,3 +74,38 @@ async fn sable_dev_without_a_provider_says_exactly_what_to_set() -> anyhow::Resu
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn migrate_and_admin_work_on_a_sqlite_url_as_on_postgres() -> anyhow::Result<()> {
+    let data_dir =
+        std::env::temp_dir().join(format!("sable-admin-{}", uuid::Uuid::new_v4().simple()));
+    let env = vec![(
+        "SABLE_DATABASE_URL".to_owned(),
+        format!("sqlite://{}/nested/sable.db", data_dir.display()),
+    )];
+
+    crate::support::run_sable(&["migrate"], &env).await?;
+    let org_id = crate::support::run_sable(&["admin", "org", "create", "acme"], &env).await?;
+    let key =
+        crate::support::run_sable(&["admin", "key", "create", "--org", &org_id], &env).await?;
+    let unknown = crate::support::run_sable(
+        &[
+            "admin",
+            "key",
+            "create",
+            "--org",
+            &uuid::Uuid::new_v4().to_string(),
+        ],
+        &env,
+    )
+    .await;
+
+    assert!(org_id.parse::<uuid::Uuid>().is_ok(), "{org_id}");
+    assert!(key.starts_with("sable_"), "{key}");
+    assert!(
+        unknown.is_err_and(|error| error.to_string().contains("not found")),
+        "a key for an unknown org is refused"
+    );
+    let _ = std::fs::remove_dir_all(&data_dir);
+    Ok(())
+}

@@ -73,10 +73,6 @@ fn ensure_provider_configured() -> anyhow::Result<()> {
 
 async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let url = &settings.database_url;
-    if let Some(directory) = sqlite_directory(url) {
-        std::fs::create_dir_all(&directory)
-            .with_context(|| format!("cannot create {}", directory.display()))?;
-    }
     Store::create_database_if_missing(url)
         .await
         .with_context(|| format!("cannot open or create the database {url}"))?;

@@ -138,14 +138,11 @@ impl Store {
         }
     }
 
-    /// Creates the database named in `url` if it does not exist yet.
+    /// Creates the database named in `url` if it does not exist yet. (A SQLite file and
+    /// its directory are created when the store opens it.)
     pub async fn create_database_if_missing(url: &str) -> Result<(), StoreError> {
         use sqlx::migrate::MigrateDatabase;
-        if is_sqlite_url(url) {
-            if !sqlx::Sqlite::database_exists(url).await? {
-                sqlx::Sqlite::create_database(url).await?;
-            }
-        } else if !sqlx::Postgres::database_exists(url).await? {
+        if !is_sqlite_url(url) && !sqlx::Postgres::database_exists(url).await? {
             sqlx::Postgres::create_database(url).await?;
         }
         Ok(())
