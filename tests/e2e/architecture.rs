@@ -12,6 +12,7 @@ fn layer(name: &str) -> Option<u8> {
         "sable-gateway" | "sable-worker" | "sable-mcp-sidecar" | "sable-cron" => 3,
         "sable-cli" => 4,
         "sable-testkit" => 5,
+        "sable-bench" => 6,
         _ => return None,
     })
 }

@@ -1,0 +1,63 @@
+//! `sable-bench`: drives concurrent conversations through Sable's public HTTP API against
+//! the fake provider and reports throughput, latency, errors, and each role's memory and
+//! CPU. Starts what it needs: `sable dev` (embedded), or a gateway and K workers with a
+//! private NATS server and a fresh Postgres database (distributed).
+//!
+//! The last line printed is one JSON object (`turns_per_sec`, `p50_ms`, `p99_ms`,
+//! `errors`, …) for scripts; the line before it is a markdown table row.
+
+mod load;
+mod processes;
+mod stack;
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// Which deployment to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// `sable dev`: one process, SQLite, in-process bus.
+    Embedded,
+    /// A gateway and `--workers` workers over NATS JetStream and Postgres.
+    Distributed,
+}
+
+/// Measures Sable under load. With no SABLE_NATS_URL it starts a private nats-server; with
+/// no SABLE_DATABASE_URL it creates a fresh database on the Postgres at
+/// SABLE_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres).
+#[derive(Debug, Parser)]
+#[command(name = "sable-bench", version)]
+struct Args {
+    #[arg(long, value_enum, default_value = "distributed")]
+    mode: Mode,
+    /// Conversations sending at once (each waits for its reply before the next message).
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// How long to send, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Workers of the distributed mode.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Delay of the fake provider before its first chunk.
+    #[arg(long, default_value_t = 0)]
+    provider_latency_ms: u64,
+    /// Words per reply (streamed one chunk each).
+    #[arg(long, default_value_t = 8)]
+    reply_words: usize,
+    /// Where the `sable` binary is (default: beside this one).
+    #[arg(long)]
+    sable_binary: Option<std::path::PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    sable_llm::install_crypto_provider();
+    let args = Args::parse();
+    let stack = stack::start(&args).await?;
+    let report = load::run(&stack, &args).await?;
+    report.print(&args);
+    drop(stack);
+    Ok(())
+}

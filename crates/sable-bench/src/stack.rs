@@ -1,0 +1,185 @@
+//! Starting the deployment under test.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use sable_testkit::{ChildProcess, FakeProvider, NatsServer, TestDatabase, workspace_root};
+
+use crate::{Args, Mode};
+
+const READY: Duration = Duration::from_secs(60);
+
+/// A running deployment and what keeps it alive.
+pub struct Stack {
+    pub url: String,
+    pub key: String,
+    pub roles: Vec<ChildProcess>,
+    _provider: FakeProvider,
+    _nats: Option<NatsServer>,
+    _database: Option<TestDatabase>,
+    _data_dir: Option<tempdir::TempDir>,
+}
+
+mod tempdir {
+    /// A directory removed when dropped.
+    pub struct TempDir(pub std::path::PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+pub async fn start(args: &Args) -> anyhow::Result<Stack> {
+    let provider = FakeProvider::start().await?;
+    provider.set_latency(Duration::from_millis(args.provider_latency_ms));
+    let sable = sable_binary(args)?;
+    match args.mode {
+        Mode::Embedded => start_embedded(&sable, provider).await,
+        Mode::Distributed => start_distributed(&sable, provider, args.workers).await,
+    }
+}
+
+fn sable_binary(args: &Args) -> anyhow::Result<PathBuf> {
+    let path = match &args.sable_binary {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("sable"),
+    };
+    anyhow::ensure!(
+        path.is_file(),
+        "no sable binary at {} (build it: cargo build --release -p sable-cli)",
+        path.display()
+    );
+    Ok(path)
+}
+
+fn base_env(provider: &FakeProvider) -> Vec<(String, String)> {
+    [
+        ("SABLE_GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
+        (
+            "SABLE_AGENTS_DIR",
+            workspace_root().join("agents").display().to_string(),
+        ),
+        ("OPENAI_BASE_URL", provider.base_url.clone()),
+        ("OPENAI_API_KEY", "bench".to_owned()),
+        ("SABLE_MODEL", "bench-model".to_owned()),
+        ("RUST_LOG", "warn".to_owned()),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value))
+    .collect()
+}
+
+async fn start_embedded(sable: &std::path::Path, provider: FakeProvider) -> anyhow::Result<Stack> {
+    let data_dir =
+        std::env::temp_dir().join(format!("sable-bench-{}", uuid::Uuid::new_v4().simple()));
+    let mut env = base_env(&provider);
+    env.push((
+        "SABLE_DATABASE_URL".into(),
+        format!("sqlite://{}/sable.db", data_dir.display()),
+    ));
+    let mut dev = ChildProcess::spawn("dev", sable, &["dev"], &env, &workspace_root())?;
+    let url = dev
+        .wait_for_line("sable gateway listening on", READY)
+        .await?;
+    let key = dev.wait_for_line("API key:", READY).await?;
+    Ok(Stack {
+        url,
+        key,
+        roles: vec![dev],
+        _provider: provider,
+        _nats: None,
+        _database: None,
+        _data_dir: Some(tempdir::TempDir(data_dir)),
+    })
+}
+
+async fn start_distributed(
+    sable: &std::path::Path,
+    provider: FakeProvider,
+    workers: usize,
+) -> anyhow::Result<Stack> {
+    let (nats, nats_url) = match std::env::var("SABLE_NATS_URL") {
+        Ok(url) => (None, url),
+        Err(_) => {
+            let server = NatsServer::start()
+                .await
+                .context("no SABLE_NATS_URL and nats-server could not be started")?;
+            let url = server.url();
+            (Some(server), url)
+        }
+    };
+    let (database, database_url) = match std::env::var("SABLE_DATABASE_URL") {
+        Ok(url) => (None, url),
+        Err(_) => {
+            let database = TestDatabase::create()
+                .await
+                .context("no SABLE_DATABASE_URL and no Postgres to create a database on")?;
+            let url = database.url.clone();
+            (Some(database), url)
+        }
+    };
+    let mut env = base_env(&provider);
+    env.extend([
+        ("SABLE_NATS_URL".to_owned(), nats_url),
+        ("SABLE_DATABASE_URL".to_owned(), database_url),
+        (
+            "SABLE_NATS_PREFIX".to_owned(),
+            format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
+        ),
+    ]);
+    sable_command(sable, &["migrate"], &env).await?;
+    let org = sable_command(sable, &["admin", "org", "create", "bench"], &env).await?;
+    let key = sable_command(sable, &["admin", "key", "create", "--org", &org], &env).await?;
+    let mut roles = Vec::new();
+    for index in 0..workers {
+        let mut worker = ChildProcess::spawn(
+            &format!("worker{index}"),
+            sable,
+            &["worker"],
+            &env,
+            &workspace_root(),
+        )?;
+        worker.wait_for_line("sable worker", READY).await?;
+        roles.push(worker);
+    }
+    let mut gateway = ChildProcess::spawn("gateway", sable, &["gateway"], &env, &workspace_root())?;
+    let url = gateway
+        .wait_for_line("sable gateway listening on", READY)
+        .await?;
+    roles.insert(0, gateway);
+    Ok(Stack {
+        url,
+        key,
+        roles,
+        _provider: provider,
+        _nats: nats,
+        _database: database,
+        _data_dir: None,
+    })
+}
+
+async fn sable_command(
+    sable: &std::path::Path,
+    args: &[&str],
+    env: &[(String, String)],
+) -> anyhow::Result<String> {
+    let output = tokio::process::Command::new(sable)
+        .args(args)
+        .envs(
+            env.iter()
+                .map(|(key, value)| (key.as_str(), value.as_str())),
+        )
+        .current_dir(workspace_root())
+        .output()
+        .await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "sable {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+}
