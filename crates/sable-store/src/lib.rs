@@ -55,8 +55,9 @@ impl Default for StoreOptions {
     }
 }
 
-/// Declares the store contract once, and `PgStore`'s implementation of it as calls to
-/// its inherent methods of the same names.
+/// Declares the store contract once, and both implementations of it: `PgStore`'s as
+/// calls to its inherent methods, `SqliteStore`'s as calls to the functions of
+/// `sqlite::ops`, each of the same name.
 macro_rules! store_contract {
     ($( $(#[$doc:meta])* fn $name:ident(&self $(, $arg:ident: $ty:ty)*) -> $ret:ty; )*) => {
         /// Everything the services ask of persistence. Every method that reaches data
@@ -70,6 +71,13 @@ macro_rules! store_contract {
         impl StoreBackend for PgStore {
             $( async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, StoreError> {
                 PgStore::$name(self $(, $arg)*).await
+            } )*
+        }
+
+        #[async_trait::async_trait]
+        impl StoreBackend for SqliteStore {
+            $( async fn $name(&self $(, $arg: $ty)*) -> Result<$ret, StoreError> {
+                sqlite::ops::$name(self.pool() $(, $arg)*).await.map_err(sqlite::busy_as_unavailable)
             } )*
         }
     };

@@ -10,7 +10,7 @@ use super::{stored_now, stored_time};
 use crate::{HistoryEntry, ProviderCallRecord, RunnableTurn, SessionSummary, StoreError};
 
 /// Appends provider calls as they happen, so a resumed turn keeps the record.
-pub(super) async fn record_provider_calls(
+pub(crate) async fn record_provider_calls(
     pool: &SqlitePool,
     turn: &RunnableTurn,
     calls: &[ProviderCallRecord],
@@ -50,7 +50,7 @@ pub(super) async fn record_provider_calls(
 }
 
 /// The turn's provider calls in the order they started.
-pub(super) async fn provider_calls(
+pub(crate) async fn provider_calls(
     pool: &SqlitePool,
     org_id: OrgId,
     turn_id: TurnId,
@@ -69,7 +69,7 @@ pub(super) async fn provider_calls(
     Ok(rows)
 }
 
-pub(super) async fn session_summary(
+pub(crate) async fn session_summary(
     pool: &SqlitePool,
     turn: &RunnableTurn,
 ) -> Result<SessionSummary, StoreError> {
@@ -85,7 +85,7 @@ pub(super) async fn session_summary(
 }
 
 /// User and assistant messages of turns `after_seq < seq <= through_seq`, oldest first.
-pub(super) async fn messages_between(
+pub(crate) async fn messages_between(
     pool: &SqlitePool,
     turn: &RunnableTurn,
     after_seq: i64,
@@ -107,7 +107,7 @@ pub(super) async fn messages_between(
 
 /// Stores a new summary covering every turn up to `through_seq`. Messages are kept; only
 /// the model's view of the session changes.
-pub(super) async fn save_summary(
+pub(crate) async fn save_summary(
     pool: &SqlitePool,
     turn: &RunnableTurn,
     summary: &str,

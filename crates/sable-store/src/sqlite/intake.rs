@@ -26,7 +26,7 @@ struct ExistingTurn {
 
 /// Writes the message and a queued turn atomically. Repeating an idempotency key (even
 /// concurrently) returns the first turn and writes nothing.
-pub(super) async fn accept_message(
+pub(crate) async fn accept_message(
     pool: &SqlitePool,
     message: NewMessage,
 ) -> Result<AcceptedTurn, StoreError> {

@@ -15,7 +15,7 @@ struct KeyRow {
     secret_hash: Vec<u8>,
 }
 
-pub(super) async fn create_org(pool: &SqlitePool, name: &str) -> Result<OrgId, StoreError> {
+pub(crate) async fn create_org(pool: &SqlitePool, name: &str) -> Result<OrgId, StoreError> {
     let org_id = OrgId::new();
     sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
         .bind(org_id.as_uuid().hyphenated())
@@ -26,7 +26,7 @@ pub(super) async fn create_org(pool: &SqlitePool, name: &str) -> Result<OrgId, S
     Ok(org_id)
 }
 
-pub(super) async fn org_exists(pool: &SqlitePool, org_id: OrgId) -> Result<bool, StoreError> {
+pub(crate) async fn org_exists(pool: &SqlitePool, org_id: OrgId) -> Result<bool, StoreError> {
     let found: Option<(Hyphenated,)> = sqlx::query_as("SELECT id FROM orgs WHERE id = $1")
         .bind(org_id.as_uuid().hyphenated())
         .fetch_optional(pool)
@@ -35,7 +35,7 @@ pub(super) async fn org_exists(pool: &SqlitePool, org_id: OrgId) -> Result<bool,
 }
 
 /// Creates a key for an existing org.
-pub(super) async fn create_api_key(
+pub(crate) async fn create_api_key(
     pool: &SqlitePool,
     org_id: OrgId,
 ) -> Result<ApiKeySecret, StoreError> {
@@ -62,7 +62,7 @@ pub(super) async fn create_api_key(
 }
 
 /// The key's org, or `None` when it is malformed, unknown or revoked.
-pub(super) async fn authenticate(
+pub(crate) async fn authenticate(
     pool: &SqlitePool,
     presented: &str,
 ) -> Result<Option<AuthenticatedKey>, StoreError> {

@@ -21,17 +21,12 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
-use sable_core::{DeliveryId, OrgId, SessionId, TurnId};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{ConnectOptions, Sqlite, Transaction};
 
-use crate::{
-    AcceptedTurn, ApiKeySecret, AuthenticatedKey, DeliveryRecord, FinishTurn, HistoryEntry,
-    LeaseRelease, MessageRecord, NewMessage, ProviderCallRecord, RunnableTurn, SessionSummary,
-    StaleDelivery, StaleWakeup, StoreBackend, StoreError, StoreOptions, TurnRecord, TurnStart,
-};
+use crate::{StoreError, StoreOptions};
 
 /// A writer waits this long for another writer's transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -82,260 +77,28 @@ fn create_parent_directory(file: &Path) -> Result<(), StoreError> {
     }
 }
 
-#[async_trait::async_trait]
-impl StoreBackend for SqliteStore {
-    /// Applies every migration not yet applied. Unlike Postgres there is no cross-process
-    /// lock: the embedded mode migrates once, at start.
-    async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations_sqlite")
-            .run(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn ping(&self) -> Result<(), StoreError> {
-        ping(&self.pool).await.map_err(busy_as_unavailable)
-    }
-
-    async fn create_org(&self, name: &str) -> Result<OrgId, StoreError> {
-        keys::create_org(&self.pool, name)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn org_exists(&self, org_id: OrgId) -> Result<bool, StoreError> {
-        keys::org_exists(&self.pool, org_id)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn create_api_key(&self, org_id: OrgId) -> Result<ApiKeySecret, StoreError> {
-        keys::create_api_key(&self.pool, org_id)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn authenticate(&self, presented: &str) -> Result<Option<AuthenticatedKey>, StoreError> {
-        keys::authenticate(&self.pool, presented)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn accept_message(&self, message: NewMessage) -> Result<AcceptedTurn, StoreError> {
-        intake::accept_message(&self.pool, message)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn turn(&self, org_id: OrgId, turn_id: TurnId) -> Result<TurnRecord, StoreError> {
-        records::turn(&self.pool, org_id, turn_id)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn session_messages(
-        &self,
-        org_id: OrgId,
-        session_id: SessionId,
-    ) -> Result<Vec<MessageRecord>, StoreError> {
-        records::session_messages(&self.pool, org_id, session_id)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn session_turns(
-        &self,
-        org_id: OrgId,
-        session_id: SessionId,
-    ) -> Result<Vec<TurnRecord>, StoreError> {
-        records::session_turns(&self.pool, org_id, session_id)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn claim_session(
-        &self,
-        org_id: OrgId,
-        session_id: SessionId,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        sessions::claim_session(&self.pool, org_id, session_id, owner, ttl)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn renew_session(
-        &self,
-        org_id: OrgId,
-        session_id: SessionId,
-        owner: &str,
-        ttl: Duration,
-    ) -> Result<bool, StoreError> {
-        sessions::renew_session(&self.pool, org_id, session_id, owner, ttl)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn release_session_if_idle(
-        &self,
-        org_id: OrgId,
-        session_id: SessionId,
-        owner: &str,
-    ) -> Result<LeaseRelease, StoreError> {
-        sessions::release_session_if_idle(&self.pool, org_id, session_id, owner)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn release_session(
-        &self,
-        org_id: OrgId,
-        session_id: SessionId,
-        owner: &str,
-    ) -> Result<(), StoreError> {
-        sessions::release_session(&self.pool, org_id, session_id, owner)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn next_runnable_turn(
-        &self,
-        org_id: OrgId,
-        session_id: SessionId,
-    ) -> Result<Option<RunnableTurn>, StoreError> {
-        sessions::next_runnable_turn(&self.pool, org_id, session_id)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn start_turn(
-        &self,
-        turn: &RunnableTurn,
-        worker_id: &str,
-    ) -> Result<TurnStart, StoreError> {
-        sessions::start_turn(&self.pool, turn, worker_id)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn history(
-        &self,
-        turn: &RunnableTurn,
-        limit: i64,
-    ) -> Result<Vec<HistoryEntry>, StoreError> {
-        sessions::history(&self.pool, turn, limit)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn finish_turn(&self, finish: FinishTurn<'_>) -> Result<Option<DeliveryId>, StoreError> {
-        sessions::finish_turn(&self.pool, finish)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn delivery(
-        &self,
-        org_id: OrgId,
-        delivery_id: DeliveryId,
-    ) -> Result<DeliveryRecord, StoreError> {
-        outbox::delivery(&self.pool, org_id, delivery_id)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn mark_delivered(
-        &self,
-        org_id: OrgId,
-        delivery_id: DeliveryId,
-    ) -> Result<bool, StoreError> {
-        outbox::mark_delivered(&self.pool, org_id, delivery_id)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn record_delivery_failure(
-        &self,
-        org_id: OrgId,
-        delivery_id: DeliveryId,
-        error: &str,
-    ) -> Result<(), StoreError> {
-        outbox::record_delivery_failure(&self.pool, org_id, delivery_id, error)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn claim_stale_turns(
-        &self,
-        older_than: Duration,
-        limit: i64,
-    ) -> Result<Vec<StaleWakeup>, StoreError> {
-        sweep::claim_stale_turns(&self.pool, older_than, limit)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn claim_stale_deliveries(
-        &self,
-        older_than: Duration,
-        limit: i64,
-    ) -> Result<Vec<StaleDelivery>, StoreError> {
-        sweep::claim_stale_deliveries(&self.pool, older_than, limit)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn record_provider_calls(
-        &self,
-        turn: &RunnableTurn,
-        calls: &[ProviderCallRecord],
-    ) -> Result<(), StoreError> {
-        calls::record_provider_calls(&self.pool, turn, calls)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn provider_calls(
-        &self,
-        org_id: OrgId,
-        turn_id: TurnId,
-    ) -> Result<Vec<ProviderCallRecord>, StoreError> {
-        calls::provider_calls(&self.pool, org_id, turn_id)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn session_summary(&self, turn: &RunnableTurn) -> Result<SessionSummary, StoreError> {
-        calls::session_summary(&self.pool, turn)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn messages_between(
-        &self,
-        turn: &RunnableTurn,
-        after_seq: i64,
-        through_seq: i64,
-    ) -> Result<Vec<HistoryEntry>, StoreError> {
-        calls::messages_between(&self.pool, turn, after_seq, through_seq)
-            .await
-            .map_err(busy_as_unavailable)
-    }
-
-    async fn save_summary(
-        &self,
-        turn: &RunnableTurn,
-        summary: &str,
-        through_seq: i64,
-    ) -> Result<(), StoreError> {
-        calls::save_summary(&self.pool, turn, summary, through_seq)
-            .await
-            .map_err(busy_as_unavailable)
-    }
+/// Every contract operation as a function of the pool, under the trait's method names;
+/// `store_contract!` in the crate root implements `StoreBackend` for `SqliteStore` by
+/// calling these.
+pub(crate) mod ops {
+    pub(crate) use super::calls::*;
+    pub(crate) use super::intake::*;
+    pub(crate) use super::keys::*;
+    pub(crate) use super::outbox::*;
+    pub(crate) use super::records::*;
+    pub(crate) use super::sessions::*;
+    pub(crate) use super::sweep::*;
+    pub(crate) use super::{migrate, ping};
 }
 
-async fn ping(pool: &SqlitePool) -> Result<(), StoreError> {
+/// Applies every migration not yet applied. Unlike Postgres there is no cross-process
+/// lock: the embedded mode migrates once, at start.
+pub(crate) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    sqlx::migrate!("./migrations_sqlite").run(pool).await?;
+    Ok(())
+}
+
+pub(crate) async fn ping(pool: &SqlitePool) -> Result<(), StoreError> {
     sqlx::query("SELECT 1").execute(pool).await?;
     Ok(())
 }
@@ -379,7 +142,7 @@ pub(super) fn earlier_by(time: DateTime<Utc>, span: Duration) -> DateTime<Utc> {
 
 /// Reclassifies a database error as unavailable when SQLite reports contention that
 /// outlasted the busy timeout, or a file it cannot reach; retrying later may succeed.
-fn busy_as_unavailable(error: StoreError) -> StoreError {
+pub(crate) fn busy_as_unavailable(error: StoreError) -> StoreError {
     match error {
         StoreError::Database(source) if is_contention_or_io(&source) => {
             StoreError::Unavailable(source)

@@ -22,7 +22,7 @@ struct DeliveryRow {
     delivered_at: Option<DateTime<Utc>>,
 }
 
-pub(super) async fn delivery(
+pub(crate) async fn delivery(
     pool: &SqlitePool,
     org_id: OrgId,
     delivery_id: DeliveryId,
@@ -53,7 +53,7 @@ pub(super) async fn delivery(
 
 /// Records a successful send. False when it was already recorded (a redelivered
 /// wake-up), so the caller knows not to count it twice.
-pub(super) async fn mark_delivered(
+pub(crate) async fn mark_delivered(
     pool: &SqlitePool,
     org_id: OrgId,
     delivery_id: DeliveryId,
@@ -71,7 +71,7 @@ pub(super) async fn mark_delivered(
 }
 
 /// Records a failed send attempt; the delivery stays pending for the sweeper.
-pub(super) async fn record_delivery_failure(
+pub(crate) async fn record_delivery_failure(
     pool: &SqlitePool,
     org_id: OrgId,
     delivery_id: DeliveryId,

@@ -71,7 +71,7 @@ struct MessageRow {
 }
 
 /// The turn, if it exists in this org.
-pub(super) async fn turn(
+pub(crate) async fn turn(
     pool: &SqlitePool,
     org_id: OrgId,
     turn_id: TurnId,
@@ -86,7 +86,7 @@ pub(super) async fn turn(
 }
 
 /// The session's whole history in reading order.
-pub(super) async fn session_messages(
+pub(crate) async fn session_messages(
     pool: &SqlitePool,
     org_id: OrgId,
     session_id: SessionId,
@@ -114,7 +114,7 @@ pub(super) async fn session_messages(
 }
 
 /// Turns of a session in sequence order.
-pub(super) async fn session_turns(
+pub(crate) async fn session_turns(
     pool: &SqlitePool,
     org_id: OrgId,
     session_id: SessionId,

@@ -45,7 +45,7 @@ impl TryFrom<HistoryRow> for HistoryEntry {
 }
 
 /// Takes the session's lease if it is free, expired, or already ours.
-pub(super) async fn claim_session(
+pub(crate) async fn claim_session(
     pool: &SqlitePool,
     org_id: OrgId,
     session_id: SessionId,
@@ -69,7 +69,7 @@ pub(super) async fn claim_session(
 }
 
 /// Extends a lease we hold; false when it was lost.
-pub(super) async fn renew_session(
+pub(crate) async fn renew_session(
     pool: &SqlitePool,
     org_id: OrgId,
     session_id: SessionId,
@@ -92,7 +92,7 @@ pub(super) async fn renew_session(
 /// the database's write lock, and intake adds turns under that lock too, so a turn being
 /// added is either committed before the check below (and seen) or added after the
 /// release (and its wake-up finds the lease free).
-pub(super) async fn release_session_if_idle(
+pub(crate) async fn release_session_if_idle(
     pool: &SqlitePool,
     org_id: OrgId,
     session_id: SessionId,
@@ -130,7 +130,7 @@ pub(super) async fn release_session_if_idle(
 }
 
 /// Lets go of the lease whatever remains (shutdown); the sweeper hands the rest on.
-pub(super) async fn release_session(
+pub(crate) async fn release_session(
     pool: &SqlitePool,
     org_id: OrgId,
     session_id: SessionId,
@@ -150,7 +150,7 @@ pub(super) async fn release_session(
 
 /// The session's oldest unfinished turn. A `running` one here was orphaned by a worker
 /// whose lease expired, and is run again.
-pub(super) async fn next_runnable_turn(
+pub(crate) async fn next_runnable_turn(
     pool: &SqlitePool,
     org_id: OrgId,
     session_id: SessionId,
@@ -178,7 +178,7 @@ pub(super) async fn next_runnable_turn(
 
 /// Marks the turn running as a new attempt, only while `worker_id` holds an unexpired
 /// lease on its session.
-pub(super) async fn start_turn(
+pub(crate) async fn start_turn(
     pool: &SqlitePool,
     turn: &RunnableTurn,
     worker_id: &str,
@@ -217,7 +217,7 @@ pub(super) async fn start_turn(
 /// The newest `limit` user and assistant messages up to and including `turn` and after
 /// the session's summary, oldest first. Error replies are left out: the model never sees
 /// them.
-pub(super) async fn history(
+pub(crate) async fn history(
     pool: &SqlitePool,
     turn: &RunnableTurn,
     limit: i64,
@@ -242,7 +242,7 @@ pub(super) async fn history(
 
 /// Ends the turn, appends its reply and queues the delivery, all or nothing. Returns
 /// `None` when the attempt was fenced out (another worker took the turn over).
-pub(super) async fn finish_turn(
+pub(crate) async fn finish_turn(
     pool: &SqlitePool,
     finish: FinishTurn<'_>,
 ) -> Result<Option<DeliveryId>, StoreError> {

@@ -28,7 +28,7 @@ struct StaleDeliveryRow {
 /// Queued or running turns older than `older_than` whose session lease is free or
 /// expired: their wake-up was lost or their worker died. One statement, so no other
 /// writer runs between finding the rows and stamping them.
-pub(super) async fn claim_stale_turns(
+pub(crate) async fn claim_stale_turns(
     pool: &SqlitePool,
     older_than: Duration,
     limit: i64,
@@ -59,7 +59,7 @@ pub(super) async fn claim_stale_turns(
 }
 
 /// Pending deliveries whose wake-up is older than `older_than`.
-pub(super) async fn claim_stale_deliveries(
+pub(crate) async fn claim_stale_deliveries(
     pool: &SqlitePool,
     older_than: Duration,
     limit: i64,
