@@ -109,3 +109,33 @@ async fn migrate_and_admin_work_on_a_sqlite_url_as_on_postgres() -> anyhow::Resu
     let _ = std::fs::remove_dir_all(&data_dir);
     Ok(())
 }
+
+#[tokio::test]
+async fn sable_chat_streams_a_reply_in_the_terminal() -> anyhow::Result<()> {
+    use tokio::io::AsyncWriteExt;
+
+    let stack = DevStack::start().await?;
+    let mut chat = tokio::process::Command::new(sable_binary())
+        .args(["chat", "--url", &stack.url])
+        .env("SABLE_API_KEY", &stack.key)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stdin = chat.stdin.take().expect("piped");
+    stdin.write_all(b"hello from the terminal\n").await?;
+    drop(stdin);
+
+    let output =
+        tokio::time::timeout(std::time::Duration::from_secs(30), chat.wait_with_output()).await??;
+
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("echo: hello from the terminal"), "{stdout}");
+    Ok(())
+}
