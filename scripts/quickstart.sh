@@ -24,7 +24,7 @@ fi
 "$bin/sable" migrate
 org=$("$bin/sable" admin org create quickstart)
 key=$("$bin/sable" admin key create --org "$org")
-"$bin/sable" worker >/dev/null &
+SABLE_METRICS_ADDR="${SABLE_METRICS_ADDR:-127.0.0.1:9464}" "$bin/sable" worker >/dev/null &
 pids+=($!)
 "$bin/sable" gateway > >(sed -u 's/^/[gateway] /' >&2) &
 pids+=($!)

@@ -8,6 +8,7 @@ mod bad_input;
 mod crash_recovery;
 mod embedded;
 mod idempotency;
+mod metrics;
 mod ordering;
 mod outages;
 mod provider_failures;

@@ -39,6 +39,8 @@ pub struct TestStack {
     pub key: String,
     pub gateways: Vec<Gateway>,
     pub workers: Vec<ChildProcess>,
+    /// Each worker's `/metrics` URL, in spawn order.
+    pub worker_metrics: Vec<String>,
     pub http: reqwest::Client,
     extra_env: Vec<(&'static str, String)>,
 }
@@ -69,6 +71,7 @@ impl TestStack {
             key: String::new(),
             gateways: Vec::new(),
             workers: Vec::new(),
+            worker_metrics: Vec::new(),
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(90))
                 .build()?,
@@ -103,6 +106,7 @@ impl TestStack {
             ("SABLE_NATS_URL", self.nats.url()),
             ("SABLE_NATS_PREFIX", self.prefix.clone()),
             ("SABLE_GATEWAY_ADDR", "127.0.0.1:0".into()),
+            ("SABLE_METRICS_ADDR", "127.0.0.1:0".into()),
             (
                 "SABLE_AGENTS_DIR",
                 workspace_root().join("agents").display().to_string(),
@@ -146,8 +150,12 @@ impl TestStack {
             &self.env(),
             &workspace_root(),
         )?;
+        let metrics_url = worker
+            .wait_for_line("sable worker metrics on", READY_TIMEOUT)
+            .await?;
         worker.wait_for_line("sable worker", READY_TIMEOUT).await?;
         self.workers.push(worker);
+        self.worker_metrics.push(metrics_url);
         Ok(())
     }
 

@@ -58,6 +58,7 @@ fn sable_binary(args: &Args) -> anyhow::Result<PathBuf> {
 fn base_env(provider: &FakeProvider) -> Vec<(String, String)> {
     [
         ("SABLE_GATEWAY_ADDR", "127.0.0.1:0".to_owned()),
+        ("SABLE_METRICS_ADDR", "127.0.0.1:0".to_owned()),
         (
             "SABLE_AGENTS_DIR",
             workspace_root().join("agents").display().to_string(),

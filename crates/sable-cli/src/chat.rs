@@ -82,27 +82,52 @@ async fn send(
         );
     }
     let mut events = response.bytes_stream().eventsource();
+    let mut shown = String::new();
     while let Some(event) = events.next().await {
         let event = event.context("the stream broke")?;
         let data: Value = serde_json::from_str(&event.data).unwrap_or_default();
         match event.event.as_str() {
             "delta" => {
-                print!("{}", data["text"].as_str().unwrap_or_default());
+                let text = data["text"].as_str().unwrap_or_default();
+                shown.push_str(text);
+                print!("{text}");
                 std::io::stdout().flush()?;
             }
             "final" => {
-                if data["status"] == "failed" {
-                    println!(
-                        "\n[failed: {}]",
-                        data["error"]["code"].as_str().unwrap_or("unknown")
-                    );
-                } else {
-                    println!();
-                }
+                print_final(&data, &shown);
                 return Ok(());
             }
+            "error" => anyhow::bail!(
+                "{}",
+                data["error"]["message"]
+                    .as_str()
+                    .unwrap_or("the gateway reported an error")
+            ),
             _ => {}
         }
     }
-    Ok(())
+    anyhow::bail!("the stream ended before the reply")
+}
+
+/// Completes the reply when live deltas were missed (the gateway then read it from the
+/// store), and says so when the turn failed or is still running.
+#[allow(clippy::print_stdout)]
+fn print_final(data: &Value, shown: &str) {
+    let reply = data["reply"]["text"].as_str().unwrap_or_default();
+    match reply.strip_prefix(shown) {
+        Some(rest) => print!("{rest}"),
+        None => print!("\n{reply}"),
+    }
+    match data["status"].as_str() {
+        Some("done") => println!(),
+        Some("failed") => println!(
+            "\n[failed: {}]",
+            data["error"]["code"].as_str().unwrap_or("unknown")
+        ),
+        status => println!(
+            "\n[still {}: turn {} — read it later with GET /v1/turns/{{id}}]",
+            status.unwrap_or("pending"),
+            data["turn_id"].as_str().unwrap_or("?")
+        ),
+    }
 }

@@ -55,7 +55,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
 
 /// Refuses to start without a model provider, saying exactly what to set.
 fn ensure_provider_configured() -> anyhow::Result<()> {
-    let configured = ["OPENAI_BASE_URL", "OPENAI_API_KEY"]
+    let configured = ["OPENAI_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"]
         .iter()
         .any(|name| std::env::var(name).is_ok_and(|value| !value.is_empty()));
     anyhow::ensure!(

@@ -122,6 +122,7 @@ fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(cli.config.as_deref())?;
     sable_telemetry::init_logging(settings.log_format);
+    sable_telemetry::install_metrics();
     match cli.command {
         Command::Gateway => run_gateway(settings).await,
         Command::Worker => run_worker(settings).await,
@@ -196,8 +197,39 @@ async fn run_worker(settings: Settings) -> anyhow::Result<()> {
     let agents = load_agents(&settings)?;
     let models = build_models(&settings, &agents)?;
     let config = worker_config(&settings);
+    let metrics_listener = tokio::net::TcpListener::bind(&settings.metrics_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot serve metrics on {} (set SABLE_METRICS_ADDR)",
+                settings.metrics_addr
+            )
+        })?;
+    println!(
+        "sable worker metrics on http://{}/metrics",
+        metrics_listener.local_addr()?
+    );
     println!("sable worker {} starting", config.worker_id);
-    sable_worker::run(config, store, bus, models, agents, shutdown).await
+    let metrics = tokio::spawn(serve_metrics(metrics_listener, shutdown.clone()));
+    let result = sable_worker::run(config, store, bus, models, agents, shutdown).await;
+    metrics.abort();
+    result
+}
+
+/// Serves `/metrics` and `/healthz` for a role without an HTTP API of its own.
+async fn serve_metrics(listener: tokio::net::TcpListener, shutdown: CancellationToken) {
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|| async { sable_telemetry::render_metrics() }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }));
+    if let Err(error) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+    {
+        tracing::warn!(%error, "metrics endpoint stopped");
+    }
 }
 
 pub(crate) fn gateway_config(

@@ -66,7 +66,8 @@ fn read_keys(catalog: &CatalogSpec) -> anyhow::Result<BTreeMap<String, Secret>> 
         let from_env = provider
             .api_key_env
             .as_deref()
-            .and_then(|variable| std::env::var(variable).ok());
+            .and_then(|variable| std::env::var(variable).ok())
+            .filter(|key| !key.is_empty());
         let from_file = match &provider.api_key_file {
             Some(path) => Some(
                 std::fs::read_to_string(path)

@@ -23,6 +23,9 @@ pub struct Settings {
     pub nats_url: String,
     pub nats_prefix: String,
     pub gateway_addr: String,
+    /// Where a worker serves `/metrics` and `/healthz` (the gateway serves them on its
+    /// API address).
+    pub metrics_addr: String,
     pub agents_dir: PathBuf,
     pub default_agent: String,
     pub log_format: LogFormat,
@@ -55,6 +58,7 @@ impl Default for Settings {
             nats_url: "nats://127.0.0.1:4222".into(),
             nats_prefix: "sable".into(),
             gateway_addr: "127.0.0.1:8080".into(),
+            metrics_addr: "127.0.0.1:9464".into(),
             agents_dir: "agents".into(),
             default_agent: "default".into(),
             log_format: LogFormat::Text,

@@ -18,15 +18,16 @@ pub fn build_chat_request<'a>(
     if let Some(summary) = summary {
         messages.push(ChatMessage::system(format!("{SUMMARY_HEADING}\n{summary}")));
     }
-    messages.extend(
-        history
-            .into_iter()
-            .filter_map(|(role, content)| match role {
-                MessageRole::User => Some(ChatMessage::user(content)),
-                MessageRole::Assistant => Some(ChatMessage::assistant(content)),
-                MessageRole::Error => None,
-            }),
-    );
+    // A window cut from the middle of a session may start with a reply; providers want
+    // the conversation to start with the user.
+    let history = history
+        .into_iter()
+        .filter(|(role, _)| *role != MessageRole::Error)
+        .skip_while(|(role, _)| *role != MessageRole::User);
+    messages.extend(history.map(|(role, content)| match role {
+        MessageRole::Assistant => ChatMessage::assistant(content),
+        _ => ChatMessage::user(content),
+    }));
     ChatRequest {
         messages,
         tools: Vec::new(),
@@ -38,16 +39,37 @@ pub fn build_chat_request<'a>(
 /// Introduces the stored summary in the model's context.
 pub const SUMMARY_HEADING: &str = "Summary of the earlier conversation:";
 
-/// Asks the model to fold `older` messages into the previous summary.
+/// Asks the model to fold `older` messages into the previous summary. Only the newest
+/// messages that fit in `max_chars` are sent (the request must itself fit the window); the
+/// summary says how many older ones were left out.
 pub fn build_summary_request<'a>(
     previous: Option<&str>,
     older: impl IntoIterator<Item = (MessageRole, &'a str)>,
+    max_chars: usize,
 ) -> ChatRequest {
+    let older: Vec<(MessageRole, &str)> = older.into_iter().collect();
+    let mut budget = max_chars.saturating_sub(previous.map_or(0, str::len));
+    let mut kept = Vec::new();
+    for (role, content) in older.iter().rev() {
+        let cost = content.len() + 16;
+        if cost > budget {
+            break;
+        }
+        budget -= cost;
+        kept.push((*role, *content));
+    }
+    kept.reverse();
     let mut transcript = String::new();
     if let Some(previous) = previous {
         transcript.push_str(&format!("Earlier summary: {previous}\n"));
     }
-    for (role, content) in older {
+    let omitted = older.len() - kept.len();
+    if omitted > 0 {
+        transcript.push_str(&format!(
+            "({omitted} older messages did not fit and are left out.)\n"
+        ));
+    }
+    for (role, content) in kept {
         transcript.push_str(&format!("{role}: {content}\n"));
     }
     ChatRequest {
@@ -134,6 +156,44 @@ mod tests {
             ]
         );
         assert_eq!(request.max_output_tokens, Some(10));
+    }
+
+    #[test]
+    fn a_history_window_starting_with_a_reply_starts_at_the_next_user_message() {
+        let request = build_chat_request(
+            &agent(vec![]),
+            None,
+            [
+                (MessageRole::Assistant, "orphan"),
+                (MessageRole::User, "hi"),
+            ],
+        );
+        let texts: Vec<&str> = request.messages.iter().map(ChatMessage::text).collect();
+        assert_eq!(texts, ["Be brief.", "hi"]);
+    }
+
+    #[test]
+    fn a_summary_request_keeps_only_the_newest_messages_that_fit() {
+        let older = [
+            (MessageRole::User, "a".repeat(100)),
+            (MessageRole::Assistant, "b".repeat(100)),
+            (MessageRole::User, "newest".to_owned()),
+        ];
+        let request = build_summary_request(
+            None,
+            older.iter().map(|(role, text)| (*role, text.as_str())),
+            150,
+        );
+        let transcript = request.messages[1].text();
+        assert!(
+            transcript.contains("newest") && transcript.contains(&"b".repeat(100)),
+            "{transcript}"
+        );
+        assert!(!transcript.contains(&"a".repeat(100)));
+        assert!(
+            transcript.contains("(1 older messages did not fit"),
+            "{transcript}"
+        );
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! Logging set-up and W3C trace context for Sable's roles.
+//! Logging set-up, Prometheus metrics and W3C trace context for Sable's roles.
 //!
 //! Owns how a process logs (text or JSON, filtered by `RUST_LOG`) and the `traceparent`
 //! that ties a turn's work across gateway, bus and worker into one trace. Depends on
 //! nothing of ours. Logs never carry prompts, replies or secrets.
 
+mod prometheus;
 mod trace_context;
 
+pub use prometheus::{install_metrics, render_metrics};
 pub use trace_context::TraceContext;
 
 use tracing_subscriber::EnvFilter;

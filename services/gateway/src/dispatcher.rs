@@ -64,7 +64,10 @@ async fn handle(state: &AppState, wakeup: &DeliveryWakeup) -> bool {
     if delivery.status != DeliveryStatus::Pending {
         return true;
     }
-    match send_to_channel(&delivery).await {
+    let sent = send_to_channel(&delivery).await;
+    let outcome = if sent.is_ok() { "sent" } else { "failed" };
+    metrics::counter!("sable_deliveries_total", "channel" => delivery.channel.clone(), "outcome" => outcome).increment(1);
+    match sent {
         Ok(()) => match state.store.mark_delivered(org_id, delivery_id).await {
             Ok(_) => true,
             Err(error) => {

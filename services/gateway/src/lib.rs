@@ -92,7 +92,9 @@ fn router(state: AppState) -> Router {
         .merge(routes::messages::router())
         .merge(routes::turns::router())
         .merge(routes::sessions::router())
+        .merge(routes::metrics::router())
         .fallback(|| async { ApiError::NotFound("route") })
+        .route_layer(axum::middleware::from_fn(routes::metrics::record))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

@@ -78,6 +78,9 @@ async fn handle_wakeup(
         ack(&wakeup).await;
         return;
     };
+    if wakeup.delivery_count() > 1 {
+        metrics::counter!("sable_wakeups_redelivered_total", "queue" => "turns").increment(1);
+    }
     // One drain per session per process: a second wake-up only asks the running drain
     // for another pass, which closes the gap between its last look and its release.
     if !context.local_sessions.enter(session_id) {

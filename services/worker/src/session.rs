@@ -64,25 +64,26 @@ async fn run_with_lease(context: &WorkerContext, turn: &RunnableTurn) -> Result<
     }
 }
 
-/// Renews the lease every third of its lifetime; returns only when renewal says the lease
-/// is gone.
+/// Renews the lease every third of its lifetime; returns when renewal says the lease is
+/// gone, or when no renewal succeeded for a whole lease lifetime (the lease may have
+/// expired and another worker may be running the turn).
 async fn renew_until_lost(context: &WorkerContext, turn: &RunnableTurn) -> Result<(), StoreError> {
-    let period = context.config.lease_ttl / 3;
+    let ttl = context.config.lease_ttl;
+    let mut last_renewed = tokio::time::Instant::now();
     loop {
-        tokio::time::sleep(period).await;
+        tokio::time::sleep(ttl / 3).await;
         let renewed = context
             .store
-            .renew_session(
-                turn.org_id,
-                turn.session_id,
-                &context.config.worker_id,
-                context.config.lease_ttl,
-            )
+            .renew_session(turn.org_id, turn.session_id, &context.config.worker_id, ttl)
             .await;
         match renewed {
-            Ok(true) => {}
+            Ok(true) => last_renewed = tokio::time::Instant::now(),
             Ok(false) => return Ok(()),
-            // A failed renewal is retried at the next tick; the lease may still be valid.
+            Err(error) if last_renewed.elapsed() >= ttl => {
+                tracing::warn!(%error, session_id = %turn.session_id, "lease not renewed for a whole lifetime; giving the turn up");
+                return Ok(());
+            }
+            // The lease may still be valid: retry at the next tick.
             Err(error) => {
                 tracing::warn!(%error, session_id = %turn.session_id, "lease renewal failed")
             }

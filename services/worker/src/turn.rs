@@ -61,6 +61,8 @@ pub(crate) async fn run_turn(
         attempt,
         trace_id = %trace.trace_id(),
     );
+    metrics::counter!("sable_turns_started_total").increment(1);
+    let started = std::time::Instant::now();
     async {
         let answer = if attempt > MAX_ATTEMPTS {
             failed(failure(
@@ -70,7 +72,18 @@ pub(crate) async fn run_turn(
         } else {
             answer(context, turn, attempt, &trace).await?
         };
-        finish(context, turn, attempt, answer, &trace).await
+        let status = if matches!(answer.outcome, TurnOutcome::Replied { .. }) {
+            "done"
+        } else {
+            "failed"
+        };
+        let kept = finish(context, turn, attempt, answer, &trace).await?;
+        if kept {
+            metrics::counter!("sable_turns_finished_total", "status" => status).increment(1);
+            metrics::histogram!("sable_turn_duration_seconds")
+                .record(started.elapsed().as_secs_f64());
+        }
+        Ok(kept)
     }
     .instrument(span)
     .await
@@ -126,7 +139,7 @@ async fn answer(
             .models
             .complete(&decision.profile, &request, &mut on_delta)
             .await;
-        record_calls(context, turn, attempt, "answer", &report, &mut usage).await?;
+        record_calls(context, turn, attempt, "answer", &report, &mut usage).await;
         let overflowed = matches!(&report.result, Err(error) if error.kind == ProviderErrorKind::ContextOverflow);
         if !overflowed
             || compacted
@@ -189,17 +202,26 @@ async fn compact(
         .store
         .messages_between(turn, summary.through_seq, through_seq)
         .await?;
+    // About four characters a token: keep the summary request within half the window.
+    let window = context
+        .models
+        .profile(profile)
+        .map_or(8_000, |spec| spec.context_window);
+    let max_chars = usize::try_from(window)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(2);
     let request = build_summary_request(
         summary.text.as_deref(),
         older
             .iter()
             .map(|entry| (entry.role, entry.content.as_str())),
+        max_chars,
     );
     let report = context
         .models
         .complete(profile, &request, &mut |_| {})
         .await;
-    record_calls(context, turn, attempt, "compaction", &report, usage).await?;
+    record_calls(context, turn, attempt, "compaction", &report, usage).await;
     let Ok(completion) = report.result else {
         return Ok(false);
     };
@@ -218,16 +240,45 @@ async fn record_calls(
     purpose: &str,
     report: &CallReport,
     usage: &mut TokenUsage,
-) -> Result<(), StoreError> {
+) {
     for call in &report.attempts {
         usage.add(call.usage.unwrap_or_default());
+        observe_call(call);
     }
     let records: Vec<ProviderCallRecord> = report
         .attempts
         .iter()
         .map(|call| call_record(attempt, purpose, call))
         .collect();
-    context.store.record_provider_calls(turn, &records).await
+    // Best effort: failing the turn here, after the answer reached the user, would run it
+    // again and stream a second answer.
+    if let Err(error) = context.store.record_provider_calls(turn, &records).await {
+        tracing::warn!(%error, "provider calls not recorded");
+    }
+}
+
+/// Provider metrics: calls by outcome, latency, time to first token, tokens. Labels are
+/// the provider kind and a fixed set of outcome codes.
+fn observe_call(call: &CallAttempt) {
+    let kind = call.provider_kind;
+    metrics::counter!("sable_provider_calls_total", "provider_kind" => kind, "outcome" => call.outcome.clone()).increment(1);
+    #[allow(clippy::cast_precision_loss)]
+    let seconds = |millis: u64| millis as f64 / 1000.0;
+    metrics::histogram!("sable_provider_call_duration_seconds", "provider_kind" => kind)
+        .record(seconds(call.duration_ms));
+    if let Some(first_token) = call.time_to_first_token_ms {
+        metrics::histogram!("sable_provider_time_to_first_token_seconds", "provider_kind" => kind)
+            .record(seconds(first_token));
+    }
+    if let Some(usage) = call.usage {
+        for (direction, tokens) in [
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cached", usage.cached_input_tokens),
+        ] {
+            metrics::counter!("sable_provider_tokens_total", "provider_kind" => kind, "direction" => direction).increment(tokens);
+        }
+    }
 }
 
 fn call_record(attempt: i32, purpose: &str, call: &CallAttempt) -> ProviderCallRecord {
@@ -313,7 +364,7 @@ async fn finish(
         usage: answer.usage,
         route: answer.route,
     };
-    let Some(delivery_id) = context.store.finish_turn(finish).await? else {
+    let Some(delivery_id) = finish_with_retries(context, finish).await? else {
         tracing::warn!("turn was taken over by another worker; this attempt's result is discarded");
         return Ok(false);
     };
@@ -342,6 +393,26 @@ async fn finish(
     }
     tracing::info!(%status, "turn finished");
     Ok(true)
+}
+
+/// Ends the turn, retrying a failing store a few times: giving up would run the turn
+/// again and stream a second answer to a user who already saw the first.
+async fn finish_with_retries(
+    context: &WorkerContext,
+    finish: FinishTurn<'_>,
+) -> Result<Option<sable_core::DeliveryId>, StoreError> {
+    let mut delay = std::time::Duration::from_millis(100);
+    for _ in 0..5 {
+        match context.store.finish_turn(finish.clone()).await {
+            Err(error) if error.is_unavailable() => {
+                tracing::warn!(%error, "ending the turn failed; retrying");
+                tokio::time::sleep(delay).await;
+                delay *= 2;
+            }
+            result => return result,
+        }
+    }
+    context.store.finish_turn(finish).await
 }
 
 fn finished_event(outcome: &TurnOutcome) -> TurnFinished {

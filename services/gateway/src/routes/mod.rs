@@ -2,5 +2,6 @@
 
 pub(crate) mod health;
 pub(crate) mod messages;
+pub(crate) mod metrics;
 pub(crate) mod sessions;
 pub(crate) mod turns;

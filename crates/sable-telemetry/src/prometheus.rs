@@ -1,0 +1,95 @@
+//! Prometheus metrics: one process-wide recorder, rendered as text on `/metrics` by every
+//! role. Labels are bounded: routes are path templates, outcomes and kinds are fixed
+//! sets; no org, session or user ids.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Latency buckets in seconds, from a millisecond to two minutes.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// Installs the recorder once per process (later calls are no-ops) and describes every
+/// metric Sable records.
+pub fn install_metrics() {
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+            .expect("the bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may already be installed (tests running roles in-process).
+        let _ = metrics::set_global_recorder(recorder);
+        describe();
+        handle
+    });
+}
+
+/// The current metrics in the Prometheus text format; empty before [`install_metrics`].
+pub fn render_metrics() -> String {
+    HANDLE
+        .get()
+        .map(PrometheusHandle::render)
+        .unwrap_or_default()
+}
+
+fn describe() {
+    use metrics::{Unit, describe_counter, describe_histogram};
+    describe_counter!(
+        "sable_http_requests_total",
+        "HTTP requests by route template, method and status."
+    );
+    describe_histogram!(
+        "sable_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request duration by route template."
+    );
+    describe_counter!(
+        "sable_turns_started_total",
+        "Turn attempts started by workers."
+    );
+    describe_counter!(
+        "sable_turns_finished_total",
+        "Turns ended, by status (done or failed)."
+    );
+    describe_histogram!(
+        "sable_turn_duration_seconds",
+        Unit::Seconds,
+        "From a turn attempt's start to its end."
+    );
+    describe_histogram!(
+        "sable_turn_queue_wait_seconds",
+        Unit::Seconds,
+        "From a turn's acceptance to the start of its attempt."
+    );
+    describe_counter!(
+        "sable_provider_calls_total",
+        "Provider calls by provider kind and outcome."
+    );
+    describe_histogram!(
+        "sable_provider_call_duration_seconds",
+        Unit::Seconds,
+        "Provider call duration by provider kind."
+    );
+    describe_histogram!(
+        "sable_provider_time_to_first_token_seconds",
+        Unit::Seconds,
+        "Time to the first streamed token."
+    );
+    describe_counter!(
+        "sable_provider_tokens_total",
+        "Tokens by provider kind and direction (input, output, cached)."
+    );
+    describe_counter!(
+        "sable_wakeups_redelivered_total",
+        "Wake-ups received more than once, by queue."
+    );
+    describe_counter!(
+        "sable_deliveries_total",
+        "Deliveries dispatched, by channel and outcome."
+    );
+}

@@ -1,0 +1,93 @@
+//! `/metrics` of each role parses as Prometheus text and moves with a scripted turn.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use crate::support::{StackOptions, TestStack};
+
+/// Parses the Prometheus text format into `series → value`, failing on any line that is
+/// not a comment, blank, or `name{labels} value`.
+fn parse(text: &str) -> anyhow::Result<BTreeMap<String, f64>> {
+    let mut series = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+    {
+        let (name, value) = line
+            .rsplit_once(' ')
+            .ok_or_else(|| anyhow::anyhow!("no value in {line:?}"))?;
+        let value: f64 = value
+            .parse()
+            .map_err(|_| anyhow::anyhow!("bad value in {line:?}"))?;
+        anyhow::ensure!(
+            name.starts_with(|first: char| first.is_ascii_alphabetic() || first == '_'),
+            "bad series {line:?}"
+        );
+        series.insert(name.to_owned(), value);
+    }
+    Ok(series)
+}
+
+fn total(series: &BTreeMap<String, f64>, prefix: &str, label: &str) -> f64 {
+    series
+        .iter()
+        .filter(|(name, _)| name.starts_with(prefix) && name.contains(label))
+        .map(|(_, value)| value)
+        .sum()
+}
+
+#[tokio::test]
+async fn each_roles_metrics_parse_and_count_a_scripted_turn() -> anyhow::Result<()> {
+    let stack = TestStack::start(StackOptions {
+        gateways: 1,
+        workers: 1,
+        ..Default::default()
+    })
+    .await?;
+    let gateway_metrics = format!("{}/metrics", stack.gateways[0].url);
+    let worker_metrics = stack.worker_metrics[0].clone();
+    let scrape = |url: String| {
+        let http = stack.http.clone();
+        async move { parse(&http.get(url).send().await?.text().await?) }
+    };
+    let worker_before = scrape(worker_metrics.clone()).await?;
+
+    let (_, answer) = stack
+        .post_message(0, &json!({"text": "count me", "wait": true}))
+        .await?;
+    assert_eq!(answer["status"], "done");
+
+    let gateway = scrape(gateway_metrics).await?;
+    let worker = scrape(worker_metrics).await?;
+    assert!(
+        total(
+            &gateway,
+            "sable_http_requests_total{",
+            r#"route="/v1/messages""#
+        ) >= 1.0,
+        "{gateway:#?}"
+    );
+    let finished = |series: &BTreeMap<String, f64>| {
+        total(series, "sable_turns_finished_total{", r#"status="done""#)
+    };
+    assert_eq!(
+        finished(&worker) - finished(&worker_before),
+        1.0,
+        "{worker:#?}"
+    );
+    assert!(total(&worker, "sable_provider_calls_total{", r#"outcome="ok""#) >= 1.0);
+    assert!(
+        total(
+            &worker,
+            "sable_provider_tokens_total{",
+            r#"direction="output""#
+        ) > 0.0
+    );
+    assert!(
+        worker
+            .keys()
+            .any(|name| name.starts_with("sable_turn_duration_seconds_bucket"))
+    );
+    Ok(())
+}
