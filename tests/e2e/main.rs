@@ -7,6 +7,7 @@ mod architecture;
 mod bad_input;
 mod crash_recovery;
 mod embedded;
+mod faults;
 mod idempotency;
 mod metrics;
 mod ordering;
