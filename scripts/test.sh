@@ -11,9 +11,13 @@ ensure_postgres
 ensure_nats_server_binary
 
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+export SABLE_FAULT_REPORT
+SABLE_FAULT_REPORT=$(mktemp)
+trap 'rm -f "$log" "$SABLE_FAULT_REPORT"' EXIT
 status=0
 cargo test --workspace --all-targets "$@" 2>&1 | tee "$log" || status=$?
+# The fault-injection scenarios' report: accepted, replies, duplicates, losses.
+cat "$SABLE_FAULT_REPORT"
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "tests: %d passed, %d failed\n", p, f }' "$log"

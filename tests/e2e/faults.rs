@@ -61,15 +61,33 @@ async fn report(
         .sum();
     let total_replies: i64 = replies.values().sum();
     let deliveries = stack.scalar("SELECT count(*) FROM deliveries").await?;
-    eprintln!(
+    let line = format!(
         "fault report | {scenario} | accepted {} | replies {total_replies} | deliveries {deliveries} | duplicates {duplicates} | losses {losses}",
         accepted.len()
     );
+    print_report(&line)?;
     anyhow::ensure!(
         deliveries == i64::try_from(accepted.len())?,
         "one delivery per accepted message"
     );
     Ok((duplicates, losses))
+}
+
+/// Appends the line to `SABLE_FAULT_REPORT` (which `scripts/test.sh` prints after the
+/// run), or to stderr.
+fn print_report(line: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::env::var_os("SABLE_FAULT_REPORT") {
+        Some(path) => writeln!(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+            "{line}"
+        )?,
+        None => eprintln!("{line}"),
+    }
+    Ok(())
 }
 
 #[tokio::test]
