@@ -276,22 +276,7 @@ impl TestStack {
 }
 
 pub async fn run_sable(args: &[&str], env: &[(String, String)]) -> anyhow::Result<String> {
-    let output = tokio::process::Command::new(sable_binary())
-        .args(args)
-        .envs(
-            env.iter()
-                .map(|(key, value)| (key.as_str(), value.as_str())),
-        )
-        .current_dir(workspace_root())
-        .output()
-        .await?;
-    anyhow::ensure!(
-        output.status.success(),
-        "sable {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+    sable_testkit::run_to_completion(&sable_binary(), args, env).await
 }
 
 async fn read_json(response: reqwest::Response) -> anyhow::Result<(StatusCode, Value)> {

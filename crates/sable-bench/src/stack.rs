@@ -131,9 +131,12 @@ async fn start_distributed(
             format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
         ),
     ]);
-    sable_command(sable, &["migrate"], &env).await?;
-    let org = sable_command(sable, &["admin", "org", "create", "bench"], &env).await?;
-    let key = sable_command(sable, &["admin", "key", "create", "--org", &org], &env).await?;
+    sable_testkit::run_to_completion(sable, &["migrate"], &env).await?;
+    let org =
+        sable_testkit::run_to_completion(sable, &["admin", "org", "create", "bench"], &env).await?;
+    let key =
+        sable_testkit::run_to_completion(sable, &["admin", "key", "create", "--org", &org], &env)
+            .await?;
     let mut roles = Vec::new();
     for index in 0..workers {
         let mut worker = ChildProcess::spawn(
@@ -160,27 +163,4 @@ async fn start_distributed(
         _database: database,
         _data_dir: None,
     })
-}
-
-async fn sable_command(
-    sable: &std::path::Path,
-    args: &[&str],
-    env: &[(String, String)],
-) -> anyhow::Result<String> {
-    let output = tokio::process::Command::new(sable)
-        .args(args)
-        .envs(
-            env.iter()
-                .map(|(key, value)| (key.as_str(), value.as_str())),
-        )
-        .current_dir(workspace_root())
-        .output()
-        .await?;
-    anyhow::ensure!(
-        output.status.success(),
-        "sable {} failed: {}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
 }

@@ -17,7 +17,7 @@ pub use database::TestDatabase;
 pub use fake_provider::{FakeProvider, FakeToolCall, Script};
 pub use nats::NatsServer;
 pub use poll::{eventually, wait_for};
-pub use process::ChildProcess;
+pub use process::{ChildProcess, run_to_completion};
 pub use proxy::TcpProxy;
 
 /// The workspace root, for finding `agents/`, `config/` and the like.

@@ -11,6 +11,32 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::mpsc;
 
+/// Runs `program args…` to completion in the workspace root with `env` added, and
+/// returns its stdout trimmed; a non-zero exit is an error carrying its stderr.
+pub async fn run_to_completion(
+    program: &Path,
+    args: &[&str],
+    env: &[(String, String)],
+) -> anyhow::Result<String> {
+    let output = Command::new(program)
+        .args(args)
+        .envs(
+            env.iter()
+                .map(|(key, value)| (key.as_str(), value.as_str())),
+        )
+        .current_dir(crate::workspace_root())
+        .output()
+        .await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "{} {} failed: {}",
+        program.display(),
+        args.join(" "),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?.trim().to_owned())
+}
+
 /// A running child. Killed when dropped.
 pub struct ChildProcess {
     pub name: String,
