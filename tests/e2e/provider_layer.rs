@@ -65,6 +65,23 @@ provider = "openai"
 model = "cheap-model"
 "#;
 
+/// Two fields of each provider call of a turn, in call order.
+fn call_fields<'a>(turn: &'a Value, first: &str, second: &str) -> Vec<(&'a str, &'a str)> {
+    let calls = turn["provider_calls"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    calls
+        .iter()
+        .map(|call| {
+            (
+                call[first].as_str().unwrap_or_default(),
+                call[second].as_str().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
 async fn turn_of(stack: &TestStack, answer: &Value) -> anyhow::Result<Value> {
     Ok(stack
         .get(
@@ -94,17 +111,7 @@ async fn a_failing_primary_fails_over_and_the_turn_records_why() -> anyhow::Resu
     assert_eq!(status, StatusCode::OK, "{answer}");
     assert_eq!(answer["reply"]["text"], "echo: are you there?");
     let turn = turn_of(&stack, &answer).await?;
-    let calls: Vec<(&str, &str)> = turn["provider_calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|call| {
-            (
-                call["profile"].as_str().unwrap(),
-                call["outcome"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let calls = call_fields(&turn, "profile", "outcome");
     assert_eq!(
         calls,
         [
@@ -190,17 +197,7 @@ async fn a_context_overflow_compacts_the_session_and_retries_once() -> anyhow::R
 
     assert_eq!(answer["status"], "done", "{answer}");
     let turn = turn_of(&stack, &answer).await?;
-    let purposes: Vec<(&str, &str)> = turn["provider_calls"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|call| {
-            (
-                call["purpose"].as_str().unwrap(),
-                call["outcome"].as_str().unwrap(),
-            )
-        })
-        .collect();
+    let purposes = call_fields(&turn, "purpose", "outcome");
     assert_eq!(
         purposes,
         [
