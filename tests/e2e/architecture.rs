@@ -8,7 +8,7 @@ fn layer(name: &str) -> Option<u8> {
     Some(match name {
         "sable-core" | "sable-proto" => 0,
         "sable-store" | "sable-bus" | "sable-llm" | "sable-telemetry" => 1,
-        "sable-runtime" => 2,
+        "sable-runtime" | "sable-tools" => 2,
         "sable-gateway" | "sable-worker" | "sable-mcp-sidecar" | "sable-cron" => 3,
         "sable-cli" => 4,
         "sable-testkit" => 5,

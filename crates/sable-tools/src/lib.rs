@@ -1,0 +1,12 @@
+//! Everything an agent can do, in one registry: builtin tools, skills and (later) MCP
+//! servers' tools, each described by a [`ToolDescriptor`] and called through [`Tool`].
+//!
+//! The registry validates a call's arguments against the tool's JSON schema before the
+//! call and bounds it by the tool's timeout, so a bad or slow call becomes a tool error
+//! the model can read, never a crash. Depends on `sable-core`, `sable-llm` (the tool spec
+//! the model sees) and `sable-store` (tools that keep state); knows nothing of NATS or
+//! HTTP serving.
+
+mod registry;
+
+pub use registry::{Tool, ToolContext, ToolDescriptor, ToolError, ToolRegistry, ToolRisk, ToolSource};
