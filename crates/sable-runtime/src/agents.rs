@@ -34,6 +34,18 @@ pub struct AgentDefinition {
     pub profile: String,
     /// Rules that pick another profile for some turns, first match wins.
     pub routes: Vec<RouteRule>,
+    /// The tools the model is offered, by registry name.
+    pub tools: Vec<String>,
+    /// Tools whose calls wait for a person's approval.
+    pub approval_required: Vec<String>,
+    /// The skills the agent may use (listed in its prompt, loadable with `skill`).
+    pub skills: Vec<String>,
+    /// Whether the agent may run skills' scripts (each run still needs approval).
+    pub allow_skill_scripts: bool,
+    /// Model rounds that may end in tool calls, per turn.
+    pub max_tool_rounds: u32,
+    /// A tool result longer than this is cut, with a note saying so.
+    pub max_tool_result_chars: usize,
 }
 
 /// A routing rule: turns whose message is at most `max_input_chars` long use `profile`.
@@ -54,6 +66,28 @@ struct AgentFile {
     model: ModelSection,
     #[serde(default)]
     limits: LimitsSection,
+    #[serde(default)]
+    tools: ToolsSection,
+    #[serde(default)]
+    skills: SkillsSection,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ToolsSection {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    require_approval: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SkillsSection {
+    #[serde(default)]
+    allow: Vec<String>,
+    #[serde(default)]
+    allow_scripts: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -71,18 +105,32 @@ struct ModelSection {
 struct LimitsSection {
     #[serde(default = "default_history_messages")]
     history_messages: u32,
+    #[serde(default = "default_max_tool_rounds")]
+    max_tool_rounds: u32,
+    #[serde(default = "default_max_tool_result_chars")]
+    max_tool_result_chars: usize,
 }
 
 impl Default for LimitsSection {
     fn default() -> Self {
         Self {
             history_messages: default_history_messages(),
+            max_tool_rounds: default_max_tool_rounds(),
+            max_tool_result_chars: default_max_tool_result_chars(),
         }
     }
 }
 
 fn default_history_messages() -> u32 {
     40
+}
+
+fn default_max_tool_rounds() -> u32 {
+    8
+}
+
+fn default_max_tool_result_chars() -> usize {
+    16_000
 }
 
 /// Every agent of a deployment, by id.
@@ -153,6 +201,37 @@ impl AgentCatalog {
         }
         Ok(())
     }
+
+    /// Fails naming the agent and field when an agent names a tool `tool_exists` rejects
+    /// or a skill `skill_exists` rejects, or asks approval for a tool it is not given.
+    pub fn check_capabilities(
+        &self,
+        tool_exists: impl Fn(&str) -> bool,
+        skill_exists: impl Fn(&str) -> bool,
+    ) -> Result<(), AgentError> {
+        for agent in self.agents.values() {
+            let invalid = |message: String| AgentError::Invalid {
+                path: PathBuf::from(format!("agents/{}/agent.toml", agent.id)),
+                message,
+            };
+            if let Some(tool) = agent.tools.iter().find(|tool| !tool_exists(tool)) {
+                return Err(invalid(format!("tools.allow: no tool named '{tool}'")));
+            }
+            if let Some(tool) = agent
+                .approval_required
+                .iter()
+                .find(|tool| !agent.tools.contains(tool))
+            {
+                return Err(invalid(format!(
+                    "tools.require_approval: '{tool}' is not in tools.allow"
+                )));
+            }
+            if let Some(skill) = agent.skills.iter().find(|skill| !skill_exists(skill)) {
+                return Err(invalid(format!("skills.allow: no skill named '{skill}'")));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn load_agent(folder: &Path) -> Result<AgentDefinition, AgentError> {
@@ -179,6 +258,12 @@ fn load_agent(folder: &Path) -> Result<AgentDefinition, AgentError> {
             "limits.history_messages must be at least 1".into(),
         ));
     }
+    if file.limits.max_tool_result_chars < 100 {
+        return Err(invalid(
+            &toml_path,
+            "limits.max_tool_result_chars must be at least 100".into(),
+        ));
+    }
     let prompt_path = folder.join("AGENT.md");
     let system_prompt =
         std::fs::read_to_string(&prompt_path).map_err(|source| AgentError::Read {
@@ -195,6 +280,12 @@ fn load_agent(folder: &Path) -> Result<AgentDefinition, AgentError> {
         history_messages: file.limits.history_messages,
         profile: file.model.profile.unwrap_or_else(|| "default".to_owned()),
         routes: file.model.routes,
+        tools: file.tools.allow,
+        approval_required: file.tools.require_approval,
+        skills: file.skills.allow,
+        allow_skill_scripts: file.skills.allow_scripts,
+        max_tool_rounds: file.limits.max_tool_rounds,
+        max_tool_result_chars: file.limits.max_tool_result_chars,
     })
 }
 

@@ -11,10 +11,14 @@ use crate::AgentDefinition;
 /// oldest first (the turn's own user message last). Error replies never reach the model.
 pub fn build_chat_request<'a>(
     agent: &AgentDefinition,
+    skills: &[SkillEntry],
     summary: Option<&str>,
     history: impl IntoIterator<Item = (MessageRole, &'a str)>,
 ) -> ChatRequest {
     let mut messages = vec![ChatMessage::system(agent.system_prompt.clone())];
+    if !skills.is_empty() {
+        messages.push(ChatMessage::system(skill_index(skills)));
+    }
     if let Some(summary) = summary {
         messages.push(ChatMessage::system(format!("{SUMMARY_HEADING}\n{summary}")));
     }
@@ -34,6 +38,57 @@ pub fn build_chat_request<'a>(
         max_output_tokens: agent.max_output_tokens,
         temperature: agent.temperature,
     }
+}
+
+/// A skill as the prompt lists it: only its name and what it is for; the `skill` tool
+/// loads the body when the model wants it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkillEntry {
+    pub name: String,
+    pub description: String,
+}
+
+/// The prompt's list of skills.
+pub fn skill_index(skills: &[SkillEntry]) -> String {
+    let mut index = String::from(
+        "Skills you can use (call the `skill` tool with a name to read its instructions):",
+    );
+    for skill in skills {
+        index.push_str(&format!("\n- {}: {}", skill.name, skill.description));
+    }
+    index
+}
+
+/// Tokens a request is estimated to take. No tokenizer is loaded: the estimate is one
+/// token per three bytes of text (English runs near four, so this overestimates, which
+/// is the safe side for a budget) plus four per message and the tools' schemas.
+pub fn estimate_tokens(request: &ChatRequest) -> usize {
+    let text: usize = request
+        .messages
+        .iter()
+        .map(|message| {
+            let calls = match message {
+                ChatMessage::Assistant { tool_calls, .. } => tool_calls
+                    .iter()
+                    .map(|call| call.name.len() + call.arguments.len())
+                    .sum(),
+                _ => 0,
+            };
+            message.text().len() + calls + 12
+        })
+        .sum();
+    let tools: usize = request
+        .tools
+        .iter()
+        .map(|tool| tool.name.len() + tool.description.len() + tool.parameters.to_string().len())
+        .sum();
+    (text + tools).div_ceil(3)
+}
+
+/// The input budget of a model: its window less the tokens reserved for the answer.
+pub fn input_budget(context_window: u32, max_output_tokens: Option<u32>) -> usize {
+    let reserve = max_output_tokens.unwrap_or(1024);
+    usize::try_from(context_window.saturating_sub(reserve)).unwrap_or(usize::MAX)
 }
 
 /// Introduces the stored summary in the model's context.
@@ -131,6 +186,12 @@ mod tests {
             history_messages: 10,
             profile: "default".into(),
             routes,
+            tools: vec![],
+            approval_required: vec![],
+            skills: vec![],
+            allow_skill_scripts: false,
+            max_tool_rounds: 8,
+            max_tool_result_chars: 1000,
         }
     }
 
@@ -138,6 +199,7 @@ mod tests {
     fn the_system_prompt_and_summary_come_first_and_error_replies_are_left_out() {
         let request = build_chat_request(
             &agent(vec![]),
+            &[],
             Some("they like tea"),
             [
                 (MessageRole::User, "hi"),
@@ -159,9 +221,33 @@ mod tests {
     }
 
     #[test]
+    fn the_prompt_lists_skills_by_name_and_description_only() {
+        let skills = [SkillEntry {
+            name: "weather".into(),
+            description: "Forecasts".into(),
+        }];
+        let request = build_chat_request(&agent(vec![]), &skills, None, [(MessageRole::User, "hi")]);
+        assert_eq!(
+            request.messages[1].text(),
+            "Skills you can use (call the `skill` tool with a name to read its instructions):\n- weather: Forecasts"
+        );
+    }
+
+    #[test]
+    fn the_estimate_grows_with_the_text_and_the_budget_leaves_room_to_answer() {
+        let short = build_chat_request(&agent(vec![]), &[], None, [(MessageRole::User, "hi")]);
+        let long_text = "x".repeat(3000);
+        let long = build_chat_request(&agent(vec![]), &[], None, [(MessageRole::User, long_text.as_str())]);
+        assert!(estimate_tokens(&long) >= estimate_tokens(&short) + 1000);
+        assert_eq!(input_budget(8000, Some(1000)), 7000);
+        assert_eq!(input_budget(8000, None), 6976);
+    }
+
+    #[test]
     fn a_history_window_starting_with_a_reply_starts_at_the_next_user_message() {
         let request = build_chat_request(
             &agent(vec![]),
+            &[],
             None,
             [
                 (MessageRole::Assistant, "orphan"),

@@ -5,9 +5,12 @@
 //! same turn logic runs under any bus and store.
 
 mod agents;
+mod bindings;
 mod context;
 
 pub use agents::{AgentCatalog, AgentDefinition, AgentError, RouteRule};
+pub use bindings::{BindingRequest, BindingRule, Bindings, BoundAgent};
 pub use context::{
-    RouteDecision, SUMMARY_HEADING, build_chat_request, build_summary_request, choose_profile,
+    RouteDecision, SUMMARY_HEADING, SkillEntry, build_chat_request, build_summary_request,
+    choose_profile, estimate_tokens, input_budget, skill_index,
 };

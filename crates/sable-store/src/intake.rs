@@ -31,9 +31,10 @@ pub struct NewMessage {
     pub org_id: OrgId,
     pub channel: Channel,
     pub target: SessionTarget,
-    /// The agent asked for explicitly; otherwise the session's, or `default_agent`.
-    pub agent: Option<AgentId>,
-    pub default_agent: AgentId,
+    /// The agent that answers, chosen by the bindings.
+    pub agent: AgentId,
+    /// The binding rule that chose the agent (recorded on the turn).
+    pub binding_rule: String,
     pub text: MessageText,
     pub idempotency_key: Option<IdempotencyKey>,
     pub trace_parent: Option<String>,
@@ -54,7 +55,6 @@ pub struct AcceptedTurn {
 struct SessionSlot {
     id: Uuid,
     seq: i64,
-    agent_id: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -77,22 +77,19 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         let slot = reserve_session_slot(&mut tx, &message).await?;
         let turn_id = TurnId::new();
-        let agent_id = message
-            .agent
-            .as_ref()
-            .map_or(slot.agent_id, |agent| agent.as_str().to_owned());
-        let inserted = sqlx::query(
-            "INSERT INTO turns (id, org_id, session_id, seq, agent_id, status, idempotency_key, trace_parent) \
-             VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7) \
+                let inserted = sqlx::query(
+            "INSERT INTO turns (id, org_id, session_id, seq, agent_id, binding_rule, status, idempotency_key, trace_parent) \
+             VALUES ($1, $2, $3, $4, $5, $8, 'queued', $6, $7) \
              ON CONFLICT (org_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
         )
         .bind(turn_id.as_uuid())
         .bind(message.org_id.as_uuid())
         .bind(slot.id)
         .bind(slot.seq)
-        .bind(&agent_id)
+        .bind(message.agent.as_str())
         .bind(message.idempotency_key.as_ref().map(IdempotencyKey::as_str))
         .bind(&message.trace_parent)
+        .bind(&message.binding_rule)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 0 {
@@ -149,15 +146,11 @@ async fn reserve_session_slot(
     tx: &mut Transaction<'_, Postgres>,
     message: &NewMessage,
 ) -> Result<SessionSlot, StoreError> {
-    let agent = message
-        .agent
-        .as_ref()
-        .unwrap_or(&message.default_agent)
-        .as_str();
+    let agent = message.agent.as_str();
     let slot = match &message.target {
         SessionTarget::Existing(session_id) => sqlx::query_as(
             "UPDATE sessions SET next_seq = next_seq + 1, updated_at = now() \
-             WHERE id = $1 AND org_id = $2 RETURNING id, next_seq - 1 AS seq, agent_id",
+             WHERE id = $1 AND org_id = $2 RETURNING id, next_seq - 1 AS seq",
         )
         .bind(session_id.as_uuid())
         .bind(message.org_id.as_uuid())
@@ -169,7 +162,7 @@ async fn reserve_session_slot(
              VALUES ($1, $2, $3, $4, $5, $6, 2) \
              ON CONFLICT (org_id, channel, conversation_key) WHERE conversation_key IS NOT NULL \
              DO UPDATE SET next_seq = sessions.next_seq + 1, updated_at = now() \
-             RETURNING id, next_seq - 1 AS seq, agent_id",
+             RETURNING id, next_seq - 1 AS seq",
         )
         .bind(SessionId::new().as_uuid())
         .bind(message.org_id.as_uuid())
@@ -181,7 +174,7 @@ async fn reserve_session_slot(
         .await?,
         SessionTarget::New => sqlx::query_as(
             "INSERT INTO sessions (id, org_id, channel, agent_id, next_seq) VALUES ($1, $2, $3, $4, 2) \
-             RETURNING id, next_seq - 1 AS seq, agent_id",
+             RETURNING id, next_seq - 1 AS seq",
         )
         .bind(SessionId::new().as_uuid())
         .bind(message.org_id.as_uuid())

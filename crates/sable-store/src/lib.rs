@@ -14,8 +14,10 @@ mod keys;
 mod outbox;
 mod records;
 mod sessions;
+mod notes;
 mod sqlite;
 mod sweep;
+mod tools;
 
 use std::fmt;
 use std::ops::Deref;
@@ -36,7 +38,12 @@ pub use sessions::{
     FinishTurn, LeaseRelease, RunnableTurn, TurnOutcome, TurnRoute, TurnStart, Usage,
 };
 pub use sqlite::SqliteStore;
+pub use notes::{MemoryEdit, SessionInfo};
 pub use sweep::{StaleDelivery, StaleWakeup};
+pub use tools::{
+    ApprovalDecision, ApprovalRecord, DecisionOutcome, NewApproval, NewToolCall, ToolCallRecord,
+    ToolCallResult,
+};
 
 /// How the pool reaches the database.
 #[derive(Debug, Clone)]
@@ -124,6 +131,24 @@ store_contract! {
     fn session_summary(&self, turn: &RunnableTurn) -> SessionSummary;
     fn messages_between(&self, turn: &RunnableTurn, after_seq: i64, through_seq: i64) -> Vec<HistoryEntry>;
     fn save_summary(&self, turn: &RunnableTurn, summary: &str, through_seq: i64) -> ();
+    /// Writes a round's calls as `running` before any runs; an earlier attempt's round is kept.
+    fn begin_tool_round(&self, turn: &RunnableTurn, attempt: i32, round: i32, text: &str, calls: &[NewToolCall]) -> ();
+    fn finish_tool_call(&self, turn: &RunnableTurn, result: &ToolCallResult) -> ();
+    fn tool_calls(&self, org_id: OrgId, turn_id: TurnId) -> Vec<ToolCallRecord>;
+    fn tool_approved_for_session(&self, turn: &RunnableTurn, tool: &str) -> bool;
+    /// Parks the turn on a new approval; false when the attempt was fenced out.
+    fn park_turn(&self, turn: &RunnableTurn, attempt: i32, approval: &NewApproval) -> bool;
+    fn approvals(&self, org_id: OrgId, status: Option<&str>) -> Vec<ApprovalRecord>;
+    /// Records a decision and queues the parked turn again, atomically.
+    fn decide_approval(&self, decision: ApprovalDecision) -> DecisionOutcome;
+    /// Expires overdue approvals as denials; returns the turns to wake.
+    fn expire_approvals(&self, limit: i64) -> Vec<StaleWakeup>;
+    fn memory_note(&self, org_id: OrgId, user_key: &str) -> Option<String>;
+    fn edit_memory_note(&self, org_id: OrgId, user_key: &str, edit: MemoryEdit) -> Option<String>;
+    fn session_info(&self, org_id: OrgId, session_id: SessionId) -> SessionInfo;
+    fn user_sessions(&self, org_id: OrgId, user_id: &str, limit: i64) -> Vec<SessionInfo>;
+    /// Rebinds `from`'s conversation to `to`, or to a new session; `None` when impossible.
+    fn move_conversation(&self, org_id: OrgId, from: SessionId, to: Option<SessionId>) -> Option<SessionId>;
 }
 
 /// The shared handle on whichever backend a deployment uses; cheap to clone.

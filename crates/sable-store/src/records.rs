@@ -24,6 +24,8 @@ pub struct TurnRecord {
     pub cached_input_tokens: Option<i64>,
     pub model_profile: Option<String>,
     pub route_reason: Option<String>,
+    /// The binding rule that chose the agent.
+    pub binding_rule: Option<String>,
     pub reply_text: Option<String>,
     pub trace_parent: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -65,6 +67,7 @@ pub(crate) struct TurnRow {
     cached_input_tokens: Option<i64>,
     model_profile: Option<String>,
     route_reason: Option<String>,
+    binding_rule: Option<String>,
     reply_text: Option<String>,
     trace_parent: Option<String>,
     created_at: DateTime<Utc>,
@@ -74,7 +77,7 @@ pub(crate) struct TurnRow {
 
 pub(crate) const TURN_COLUMNS: &str = "t.id, t.org_id, t.session_id, t.seq, t.agent_id, t.status, \
      t.attempt, t.worker_id, t.error_code, t.error_message, t.input_tokens, t.output_tokens, \
-     t.cached_input_tokens, t.model_profile, t.route_reason, \
+     t.cached_input_tokens, t.model_profile, t.route_reason, t.binding_rule, \
      (SELECT m.content FROM messages m WHERE m.turn_id = t.id AND m.position > 0 \
       ORDER BY m.position DESC LIMIT 1) AS reply_text, \
      t.trace_parent, t.created_at, t.started_at, t.finished_at";
@@ -99,6 +102,7 @@ impl TryFrom<TurnRow> for TurnRecord {
             cached_input_tokens: row.cached_input_tokens,
             model_profile: row.model_profile,
             route_reason: row.route_reason,
+            binding_rule: row.binding_rule,
             reply_text: row.reply_text,
             trace_parent: row.trace_parent,
             created_at: row.created_at,

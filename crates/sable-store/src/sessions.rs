@@ -23,6 +23,8 @@ pub struct RunnableTurn {
     pub seq: i64,
     pub agent_id: String,
     pub channel: String,
+    /// The conversation's user, when the channel named one.
+    pub user_id: Option<String>,
     pub trace_parent: Option<String>,
 }
 
@@ -96,6 +98,8 @@ struct RunnableRow {
     seq: i64,
     agent_id: String,
     channel: String,
+    user_id: Option<String>,
+    status: String,
     trace_parent: Option<String>,
 }
 
@@ -171,7 +175,8 @@ impl PgStore {
             return Ok(LeaseRelease::Lost);
         }
         let (live_turns,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM turns WHERE session_id = $1 AND org_id = $2 AND status IN ('queued', 'running')",
+            "SELECT count(*) FROM turns t WHERE t.session_id = $1 AND t.org_id = $2 AND t.status IN ('queued', 'running') \
+               AND NOT EXISTS (SELECT 1 FROM turns w WHERE w.session_id = t.session_id AND w.status = 'waiting_approval' AND w.seq < t.seq)",
         )
         .bind(session_id.as_uuid())
         .bind(org_id.as_uuid())
@@ -216,23 +221,25 @@ impl PgStore {
         session_id: SessionId,
     ) -> Result<Option<RunnableTurn>, StoreError> {
         let row: Option<RunnableRow> = sqlx::query_as(
-            "SELECT t.id, t.org_id, t.session_id, t.seq, t.agent_id, s.channel, t.trace_parent \
+            "SELECT t.id, t.org_id, t.session_id, t.seq, t.agent_id, s.channel, s.user_id, t.status, t.trace_parent \
              FROM turns t JOIN sessions s ON s.id = t.session_id \
-             WHERE t.session_id = $1 AND t.org_id = $2 AND t.status IN ('queued', 'running') \
+             WHERE t.session_id = $1 AND t.org_id = $2 AND t.status IN ('queued', 'running', 'waiting_approval') \
              ORDER BY t.seq LIMIT 1",
         )
         .bind(session_id.as_uuid())
         .bind(org_id.as_uuid())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|row| RunnableTurn {
+        // A turn parked on an approval blocks the session's later turns until it is decided.
+    Ok(row.filter(|row| row.status != "waiting_approval").map(|row| RunnableTurn {
             id: row.id.into(),
             org_id: row.org_id.into(),
             session_id: row.session_id.into(),
             seq: row.seq,
             agent_id: row.agent_id,
             channel: row.channel,
-            trace_parent: row.trace_parent,
+            user_id: row.user_id,
+        trace_parent: row.trace_parent,
         }))
     }
 

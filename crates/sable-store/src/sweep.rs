@@ -36,6 +36,7 @@ impl PgStore {
             "UPDATE turns SET wakeup_at = now() WHERE id IN ( \
                  SELECT t.id FROM turns t JOIN sessions s ON s.id = t.session_id \
                  WHERE t.status IN ('queued', 'running') \
+               AND NOT EXISTS (SELECT 1 FROM turns w WHERE w.session_id = t.session_id AND w.status = 'waiting_approval' AND w.seq < t.seq) \
                    AND t.wakeup_at < now() - make_interval(secs => $1) \
                    AND (s.lease_expires_at IS NULL OR s.lease_expires_at < now()) \
                  ORDER BY t.wakeup_at LIMIT $2 FOR UPDATE OF t SKIP LOCKED) \

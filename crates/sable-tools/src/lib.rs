@@ -7,6 +7,12 @@
 //! the model sees) and `sable-store` (tools that keep state); knows nothing of NATS or
 //! HTTP serving.
 
+mod builtin;
 mod registry;
+mod skills;
 
-pub use registry::{Tool, ToolContext, ToolDescriptor, ToolError, ToolRegistry, ToolRisk, ToolSource};
+pub use builtin::{Memory, SessionTool, SkillScript, SkillTool, Time, builtin_tools};
+pub use registry::{
+    Tool, ToolContext, ToolDescriptor, ToolError, ToolRegistry, ToolRisk, ToolSource,
+};
+pub use skills::{Skill, SkillCatalog, SkillError};

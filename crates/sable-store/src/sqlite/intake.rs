@@ -13,7 +13,6 @@ use crate::{AcceptedTurn, NewMessage, SessionTarget, StoreError};
 struct SessionSlot {
     id: Hyphenated,
     seq: i64,
-    agent_id: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -43,23 +42,20 @@ pub(crate) async fn accept_message(
     let now = stored_now();
     let slot = reserve_session_slot(&mut tx, &message, &now).await?;
     let turn_id = TurnId::new();
-    let agent_id = message
-        .agent
-        .as_ref()
-        .map_or(slot.agent_id, |agent| agent.as_str().to_owned());
-    sqlx::query(
-        "INSERT INTO turns (id, org_id, session_id, seq, agent_id, status, idempotency_key, trace_parent, \
+        sqlx::query(
+        "INSERT INTO turns (id, org_id, session_id, seq, agent_id, binding_rule, status, idempotency_key, trace_parent, \
              created_at, wakeup_at) \
-         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, $8, $8)",
+         VALUES ($1, $2, $3, $4, $5, $9, 'queued', $6, $7, $8, $8)",
     )
     .bind(turn_id.as_uuid().hyphenated())
     .bind(message.org_id.as_uuid().hyphenated())
     .bind(slot.id)
     .bind(slot.seq)
-    .bind(&agent_id)
+    .bind(message.agent.as_str())
     .bind(message.idempotency_key.as_ref().map(IdempotencyKey::as_str))
     .bind(&message.trace_parent)
     .bind(&now)
+    .bind(&message.binding_rule)
     .execute(&mut *tx)
     .await?;
     insert_user_message(&mut tx, &message, turn_id, slot.id, slot.seq, &now).await?;
@@ -106,15 +102,11 @@ async fn reserve_session_slot(
     now: &str,
 ) -> Result<SessionSlot, StoreError> {
     let org_id = message.org_id.as_uuid().hyphenated();
-    let agent = message
-        .agent
-        .as_ref()
-        .unwrap_or(&message.default_agent)
-        .as_str();
+    let agent = message.agent.as_str();
     let slot = match &message.target {
         SessionTarget::Existing(session_id) => sqlx::query_as(
             "UPDATE sessions SET next_seq = next_seq + 1, updated_at = $3 \
-             WHERE id = $1 AND org_id = $2 RETURNING id, next_seq - 1 AS seq, agent_id",
+             WHERE id = $1 AND org_id = $2 RETURNING id, next_seq - 1 AS seq",
         )
         .bind(session_id.as_uuid().hyphenated())
         .bind(org_id)
@@ -128,7 +120,7 @@ async fn reserve_session_slot(
              VALUES ($1, $2, $3, $4, $5, $6, 2, $7, $7) \
              ON CONFLICT (org_id, channel, conversation_key) WHERE conversation_key IS NOT NULL \
              DO UPDATE SET next_seq = sessions.next_seq + 1, updated_at = excluded.updated_at \
-             RETURNING id, next_seq - 1 AS seq, agent_id",
+             RETURNING id, next_seq - 1 AS seq",
         )
         .bind(SessionId::new().as_uuid().hyphenated())
         .bind(org_id)
@@ -141,7 +133,7 @@ async fn reserve_session_slot(
         .await?,
         SessionTarget::New => sqlx::query_as(
             "INSERT INTO sessions (id, org_id, channel, agent_id, next_seq, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, 2, $5, $5) RETURNING id, next_seq - 1 AS seq, agent_id",
+             VALUES ($1, $2, $3, $4, 2, $5, $5) RETURNING id, next_seq - 1 AS seq",
         )
         .bind(SessionId::new().as_uuid().hyphenated())
         .bind(org_id)

@@ -11,10 +11,12 @@
 mod calls;
 mod intake;
 mod keys;
+mod notes;
 mod outbox;
 mod records;
 mod sessions;
 mod sweep;
+mod tools;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -84,10 +86,12 @@ pub(crate) mod ops {
     pub(crate) use super::calls::*;
     pub(crate) use super::intake::*;
     pub(crate) use super::keys::*;
+    pub(crate) use super::notes::*;
     pub(crate) use super::outbox::*;
     pub(crate) use super::records::*;
     pub(crate) use super::sessions::*;
     pub(crate) use super::sweep::*;
+    pub(crate) use super::tools::*;
     pub(crate) use super::{migrate, ping};
 }
 

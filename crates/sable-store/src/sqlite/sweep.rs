@@ -12,7 +12,7 @@ use super::{earlier_by, stored_time};
 use crate::{StaleDelivery, StaleWakeup, StoreError};
 
 #[derive(sqlx::FromRow)]
-struct StaleTurnRow {
+pub(super) struct StaleTurnRow {
     id: Hyphenated,
     org_id: Hyphenated,
     session_id: Hyphenated,
@@ -38,6 +38,7 @@ pub(crate) async fn claim_stale_turns(
         "UPDATE turns SET wakeup_at = $1 WHERE id IN ( \
              SELECT t.id FROM turns t JOIN sessions s ON s.id = t.session_id \
              WHERE t.status IN ('queued', 'running') \
+               AND NOT EXISTS (SELECT 1 FROM turns w WHERE w.session_id = t.session_id AND w.status = 'waiting_approval' AND w.seq < t.seq) \
                AND t.wakeup_at < $2 \
                AND (s.lease_expires_at IS NULL OR s.lease_expires_at < $1) \
              ORDER BY t.wakeup_at LIMIT $3) \
@@ -48,14 +49,17 @@ pub(crate) async fn claim_stale_turns(
     .bind(limit.max(0))
     .fetch_all(pool)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| StaleWakeup {
+    Ok(rows.into_iter().map(StaleWakeup::from).collect())
+}
+
+impl From<StaleTurnRow> for StaleWakeup {
+    fn from(row: StaleTurnRow) -> Self {
+        Self {
             id: row.id.into_uuid(),
             org_id: row.org_id.into_uuid(),
             session_id: row.session_id.into_uuid(),
-        })
-        .collect())
+        }
+    }
 }
 
 /// Pending deliveries whose wake-up is older than `older_than`.
