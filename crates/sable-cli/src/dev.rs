@@ -25,6 +25,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let bus = Bus::local();
     let agents = crate::load_agents(&settings)?;
     let models = crate::build_models(&settings, &agents)?;
+    let capabilities = crate::load_capabilities(&settings, &agents)?;
     let listener = tokio::net::TcpListener::bind(&settings.gateway_addr)
         .await
         .with_context(|| format!("cannot listen on {}", settings.gateway_addr))?;
@@ -45,6 +46,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         bus,
         models,
         agents,
+        capabilities,
         shutdown.clone(),
     );
     let welcome = welcome(&store, &settings.database_url).await?;

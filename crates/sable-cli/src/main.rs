@@ -10,13 +10,15 @@ mod models;
 mod settings;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use sable_bus::{Bus, BusNames};
 use sable_core::{AgentId, OrgId};
-use sable_runtime::AgentCatalog;
+use sable_runtime::{AgentCatalog, Bindings};
 use sable_store::{Store, StoreOptions};
+use sable_tools::{SkillCatalog, ToolRegistry, builtin_tools};
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::Settings;
@@ -196,6 +198,7 @@ async fn run_worker(settings: Settings) -> anyhow::Result<()> {
     let bus = connect_bus(&settings, "sable-worker").await?;
     let agents = load_agents(&settings)?;
     let models = build_models(&settings, &agents)?;
+    let capabilities = load_capabilities(&settings, &agents)?;
     let config = worker_config(&settings);
     let metrics_listener = tokio::net::TcpListener::bind(&settings.metrics_addr)
         .await
@@ -211,7 +214,7 @@ async fn run_worker(settings: Settings) -> anyhow::Result<()> {
     );
     println!("sable worker {} starting", config.worker_id);
     let metrics = tokio::spawn(serve_metrics(metrics_listener, shutdown.clone()));
-    let result = sable_worker::run(config, store, bus, models, agents, shutdown).await;
+    let result = sable_worker::run(config, store, bus, models, agents, capabilities, shutdown).await;
     metrics.abort();
     result
 }
@@ -243,6 +246,7 @@ pub(crate) fn gateway_config(
         wait_poll_interval: Settings::millis(settings.wait_poll_interval_ms),
         sweep_interval: Settings::millis(settings.sweep_interval_ms),
         sweep_after: Settings::millis(settings.sweep_after_ms),
+        bindings: load_bindings(settings, agents)?,
     })
 }
 
@@ -254,7 +258,42 @@ pub(crate) fn worker_config(settings: &Settings) -> sable_worker::WorkerConfig {
         sweep_interval: Settings::millis(settings.sweep_interval_ms),
         sweep_after: Settings::millis(settings.sweep_after_ms),
         shutdown_grace: Settings::millis(settings.shutdown_grace_ms),
+        approval_ttl: Settings::millis(settings.approval_ttl_ms),
     }
+}
+
+/// The tool registry (builtin tools) and the skills catalog, after checking that every
+/// agent names only tools and skills that exist.
+pub(crate) fn load_capabilities(
+    settings: &Settings,
+    agents: &AgentCatalog,
+) -> anyhow::Result<sable_worker::Capabilities> {
+    let skills = Arc::new(
+        SkillCatalog::load(&settings.skills_dir)
+            .with_context(|| format!("cannot load skills from {}", settings.skills_dir.display()))?,
+    );
+    let mut tools = ToolRegistry::default();
+    for tool in builtin_tools(skills.clone()) {
+        tools.register(tool).map_err(anyhow::Error::msg)?;
+    }
+    agents
+        .check_capabilities(
+            |tool| tools.descriptor(tool).is_some(),
+            |skill| skills.contains(skill),
+        )
+        .context("an agent names a tool or skill that does not exist")?;
+    Ok(sable_worker::Capabilities { tools, skills })
+}
+
+/// The binding rules, after checking that each names an agent that exists.
+pub(crate) fn load_bindings(
+    settings: &Settings,
+    agents: &AgentCatalog,
+) -> anyhow::Result<Bindings> {
+    let path = &settings.bindings_file;
+    let bindings = Bindings::load(path).context("cannot load the bindings")?;
+    bindings.check_agents(path, |agent| agents.contains(agent))?;
+    Ok(bindings)
 }
 
 /// The model client, after checking every agent names a profile it knows.

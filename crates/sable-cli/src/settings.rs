@@ -27,6 +27,10 @@ pub struct Settings {
     /// API address).
     pub metrics_addr: String,
     pub agents_dir: PathBuf,
+    /// Where skills live: one folder per skill holding its `SKILL.md`.
+    pub skills_dir: PathBuf,
+    /// Rules from channel, conversation or user to an agent; a missing file means none.
+    pub bindings_file: PathBuf,
     pub default_agent: String,
     pub log_format: LogFormat,
     pub providers_file: PathBuf,
@@ -49,6 +53,11 @@ pub struct Settings {
     pub worker_concurrency: usize,
     pub worker_id: Option<String>,
     pub shutdown_grace_ms: u64,
+    /// An approval nobody answers within this long counts as a denial.
+    pub approval_ttl_ms: u64,
+    /// Networks (CIDR) or host names `http_fetch` may reach although they are private,
+    /// loopback or link-local; e.g. `["10.1.0.0/16", "intranet.example"]`.
+    pub http_fetch_allow: Vec<String>,
 }
 
 impl Default for Settings {
@@ -60,6 +69,8 @@ impl Default for Settings {
             gateway_addr: "127.0.0.1:8080".into(),
             metrics_addr: "127.0.0.1:9464".into(),
             agents_dir: "agents".into(),
+            skills_dir: "skills".into(),
+            bindings_file: "config/bindings.toml".into(),
             default_agent: "default".into(),
             log_format: LogFormat::Text,
             providers_file: "config/providers.toml".into(),
@@ -79,6 +90,8 @@ impl Default for Settings {
             worker_concurrency: 512,
             worker_id: None,
             shutdown_grace_ms: 20_000,
+            approval_ttl_ms: 3_600_000,
+            http_fetch_allow: Vec::new(),
         }
     }
 }
@@ -117,6 +130,10 @@ impl Settings {
         anyhow::ensure!(
             self.sweep_interval_ms >= 10,
             "sweep_interval_ms must be at least 10"
+        );
+        anyhow::ensure!(
+            self.approval_ttl_ms >= 1_000,
+            "approval_ttl_ms must be at least 1000"
         );
         anyhow::ensure!(
             self.wait_poll_interval_ms >= 10,

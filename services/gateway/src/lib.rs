@@ -22,6 +22,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use sable_bus::Bus;
 use sable_core::AgentId;
+use sable_runtime::Bindings;
 use sable_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -46,6 +47,8 @@ pub struct GatewayConfig {
     pub sweep_interval: Duration,
     /// A pending delivery untouched this long has its wake-up published again.
     pub sweep_after: Duration,
+    /// Which agent answers a message that names none.
+    pub bindings: Bindings,
 }
 
 /// Shared by every request handler.
@@ -92,6 +95,7 @@ fn router(state: AppState) -> Router {
         .merge(routes::messages::router())
         .merge(routes::turns::router())
         .merge(routes::sessions::router())
+        .merge(routes::approvals::router())
         .merge(routes::metrics::router())
         .fallback(|| async { ApiError::NotFound("route") })
         .route_layer(axum::middleware::from_fn(routes::metrics::record))

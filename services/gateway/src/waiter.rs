@@ -56,6 +56,8 @@ pub(crate) async fn wait_for_turn(
             },
             _ = poll.tick() => match state.store.turn(org_id, accepted.turn_id).await {
                 Ok(turn) if turn.status.is_final() => return Ok(WaitOutcome::Finished(finished_from_record(turn))),
+                // Parked until a person decides: waiting longer would only time out.
+                Ok(turn) if turn.status == TurnStatus::WaitingApproval => return Ok(WaitOutcome::StillRunning(turn.status)),
                 Ok(turn) => last_status = turn.status,
                 // The message is accepted already: a failed poll must not turn into an
                 // error the client would retry (making a second turn). Keep waiting.

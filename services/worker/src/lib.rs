@@ -9,6 +9,7 @@
 //! Depends on the store, bus, llm, runtime, core and telemetry crates; never on another
 //! service.
 
+mod agent_loop;
 mod consume;
 mod local_sessions;
 mod session;
@@ -22,6 +23,7 @@ use sable_bus::Bus;
 use sable_llm::ModelClient;
 use sable_runtime::AgentCatalog;
 use sable_store::Store;
+use sable_tools::{SkillCatalog, ToolRegistry};
 use tokio_util::sync::CancellationToken;
 
 /// What a worker needs to know beyond its connections.
@@ -38,9 +40,18 @@ pub struct WorkerConfig {
     pub sweep_interval: Duration,
     /// A live turn of an unleased session untouched this long is woken again.
     pub sweep_after: Duration,
+    /// An approval nobody answers within this long counts as a denial.
+    pub approval_ttl: Duration,
     /// On shutdown, in-flight turns get this long to finish before the process exits
     /// (their leases then expire and another worker resumes them).
     pub shutdown_grace: Duration,
+}
+
+/// What agents can do: the tool registry and the skills catalog.
+#[derive(Debug, Clone, Default)]
+pub struct Capabilities {
+    pub tools: ToolRegistry,
+    pub skills: Arc<SkillCatalog>,
 }
 
 /// Everything a turn needs, shared by every task of the worker.
@@ -50,6 +61,8 @@ pub(crate) struct WorkerContext {
     pub bus: Bus,
     pub models: ModelClient,
     pub agents: AgentCatalog,
+    pub tools: ToolRegistry,
+    pub skills: Arc<SkillCatalog>,
     pub local_sessions: local_sessions::LocalSessions,
 }
 
@@ -60,6 +73,7 @@ pub async fn run(
     bus: Bus,
     models: ModelClient,
     agents: AgentCatalog,
+    capabilities: Capabilities,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     bus.ensure_topology_patiently(&shutdown).await?;
@@ -70,6 +84,8 @@ pub async fn run(
         bus,
         models,
         agents,
+        tools: capabilities.tools,
+        skills: capabilities.skills,
     });
     tracing::info!(worker_id = %context.config.worker_id, "worker pulling turns");
     let sweeper = tokio::spawn(sweeper::run(context.clone(), shutdown.clone()));

@@ -8,7 +8,8 @@ use sable_llm::{CallAttempt, CallReport, ProviderErrorKind, TokenUsage};
 use sable_proto::v1::turn_event::Kind;
 use sable_proto::v1::{DeliveryWakeup, TextDelta, TurnEvent, TurnFinished};
 use sable_runtime::{
-    AgentDefinition, RouteDecision, build_chat_request, build_summary_request, choose_profile,
+    AgentDefinition, RouteDecision, SkillEntry, build_chat_request, build_summary_request,
+    choose_profile, estimate_tokens, input_budget,
 };
 use sable_store::{
     FinishTurn, ProviderCallRecord, RunnableTurn, StoreError, TurnOutcome, TurnRoute, TurnStart,
@@ -19,6 +20,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::WorkerContext;
+use crate::agent_loop::{RoundEnd, Rounds, TurnTools, resume_rounds, run_round};
 
 /// A turn that has been started this many times without ending is failed instead of being
 /// run again: something about it breaks every worker that tries.
@@ -64,13 +66,21 @@ pub(crate) async fn run_turn(
     metrics::counter!("sable_turns_started_total").increment(1);
     let started = std::time::Instant::now();
     async {
-        let answer = if attempt > MAX_ATTEMPTS {
-            failed(failure(
+        let step = if attempt > MAX_ATTEMPTS {
+            Step::Finish(failed(failure(
                 "too_many_attempts",
                 format!("the turn was interrupted {} times", attempt - 1),
-            ))
+            )))
         } else {
             answer(context, turn, attempt, &trace).await?
+        };
+        let answer = match step {
+            Step::Finish(answer) => answer,
+            Step::Parked => {
+                metrics::counter!("sable_turns_parked_total").increment(1);
+                return Ok(true);
+            }
+            Step::Fenced => return Ok(false),
         };
         let status = if matches!(answer.outcome, TurnOutcome::Replied { .. }) {
             "done"
@@ -97,19 +107,29 @@ fn failed(outcome: TurnOutcome) -> Answer {
     }
 }
 
-/// Asks the model. Provider failures become a failed outcome with an error reply; only
-/// store failures are errors here.
+/// Where the turn's agent loop stopped.
+enum Step {
+    /// The turn has its outcome; end it.
+    Finish(Answer),
+    /// Parked on an approval: the store holds the turn; nothing to end yet.
+    Parked,
+    /// Another worker took the turn over.
+    Fenced,
+}
+
+/// Runs the agent loop. Provider failures become a failed outcome with an error reply;
+/// only store failures are errors here.
 async fn answer(
     context: &WorkerContext,
     turn: &RunnableTurn,
     attempt: i32,
     trace: &TraceContext,
-) -> Result<Answer, StoreError> {
+) -> Result<Step, StoreError> {
     let Some(agent) = context.agents.get(&turn.agent_id) else {
-        return Ok(failed(failure(
+        return Ok(Step::Finish(failed(failure(
             "unknown_agent",
             format!("agent '{}' is not configured", turn.agent_id),
-        )));
+        ))));
     };
     let (deltas, forwarder) = forward_deltas(context, turn, trace);
     let mut on_delta = |text: &str| {
@@ -117,56 +137,12 @@ async fn answer(
     };
     let mut usage = TokenUsage::default();
     let mut route: Option<RouteDecision> = None;
-    let mut compacted = false;
-    let report = loop {
-        let summary = context.store.session_summary(turn).await?;
-        let history = context
-            .store
-            .history(turn, i64::from(agent.history_messages))
-            .await?;
-        let decision = route.get_or_insert_with(|| {
-            let message = history.last().map_or("", |entry| entry.content.as_str());
-            choose_profile(&agent, message)
-        });
-        let request = build_chat_request(
-            &agent,
-            summary.text.as_deref(),
-            history
-                .iter()
-                .map(|entry| (entry.role, entry.content.as_str())),
-        );
-        let report = context
-            .models
-            .complete(&decision.profile, &request, &mut on_delta)
-            .await;
-        record_calls(context, turn, attempt, "answer", &report, &mut usage).await;
-        let overflowed = matches!(&report.result, Err(error) if error.kind == ProviderErrorKind::ContextOverflow);
-        if !overflowed
-            || compacted
-            || !compact(
-                context,
-                turn,
-                attempt,
-                &agent,
-                &decision.profile,
-                &mut usage,
-            )
-            .await?
-        {
-            break report;
-        }
-        compacted = true;
-    };
+    let step = agent_loop(context, turn, attempt, &agent, &mut usage, &mut route, &mut on_delta).await;
     drop(deltas);
     let _ = forwarder.await;
-    let outcome = match report.result {
-        Ok(completion) => TurnOutcome::Replied {
-            text: completion.text,
-        },
-        Err(error) => {
-            tracing::warn!(code = error.code(), error = %error, "provider call failed");
-            failure(error.code(), error.message)
-        }
+    let outcome = match step? {
+        Ok(outcome) => outcome,
+        Err(step) => return Ok(step),
     };
     let route = route.map(|decision| TurnRoute {
         profile: decision.profile,
@@ -175,11 +151,149 @@ async fn answer(
     let usage = Some(usage)
         .filter(|usage| *usage != TokenUsage::default())
         .map(to_store_usage);
-    Ok(Answer {
+    Ok(Step::Finish(Answer {
         outcome,
         usage,
         route,
+    }))
+}
+
+/// Asks the model until it answers, running the tool rounds it asks for; compacts the
+/// session once when the request would not fit the model's window (or the provider says
+/// it did not). `Err(step)` when the loop parked or was fenced out.
+async fn agent_loop(
+    context: &WorkerContext,
+    turn: &RunnableTurn,
+    attempt: i32,
+    agent: &AgentDefinition,
+    usage: &mut TokenUsage,
+    route: &mut Option<RouteDecision>,
+    on_delta: &mut (dyn FnMut(&str) + Send),
+) -> Result<Result<TurnOutcome, Step>, StoreError> {
+    let tools = TurnTools::new(context, turn, agent);
+    let skills = skill_entries(context, agent);
+    let mut rounds = Rounds::default();
+    let mut compacted = false;
+    let mut next = resume_rounds(context, turn, attempt, agent, &tools, &mut rounds).await?;
+    loop {
+        match next {
+            RoundEnd::Continue => {}
+            RoundEnd::Parked => return Ok(Err(Step::Parked)),
+            RoundEnd::Fenced => return Ok(Err(Step::Fenced)),
+            RoundEnd::Repeated(tool) => {
+                return Ok(Ok(stopped(
+                    "tool_call_repeated",
+                    format!("the model asked for the same '{tool}' call 3 times"),
+                    "I stopped because I kept repeating the same step without getting closer to an answer. Could you rephrase or add detail?",
+                )));
+            }
+        }
+        let summary = context.store.session_summary(turn).await?;
+        let history = context
+            .store
+            .history(turn, i64::from(agent.history_messages))
+            .await?;
+        let decision = route.get_or_insert_with(|| {
+            let message = history.last().map_or("", |entry| entry.content.as_str());
+            choose_profile(agent, message)
+        });
+        let profile = decision.profile.clone();
+        let mut request = build_chat_request(
+            agent,
+            &skills,
+            summary.text.as_deref(),
+            history
+                .iter()
+                .map(|entry| (entry.role, entry.content.as_str())),
+        );
+        request.messages.extend(rounds.messages.iter().cloned());
+        request.tools = tools.specs.clone();
+        if !compacted && over_budget(context, &profile, agent, &request) {
+            compacted = true;
+            if compact(context, turn, attempt, agent, &profile, usage).await? {
+                continue;
+            }
+        }
+        let report = context.models.complete(&profile, &request, on_delta).await;
+        record_calls(context, turn, attempt, "answer", &report, usage).await;
+        let completion = match report.result {
+            Err(error) if error.kind == ProviderErrorKind::ContextOverflow && !compacted => {
+                compacted = true;
+                if compact(context, turn, attempt, agent, &profile, usage).await? {
+                    continue;
+                }
+                return Ok(Ok(provider_failure(&error)));
+            }
+            Err(error) => return Ok(Ok(provider_failure(&error))),
+            Ok(completion) => completion,
+        };
+        if completion.tool_calls.is_empty() {
+            return Ok(Ok(TurnOutcome::Replied {
+                text: completion.text,
+            }));
+        }
+        if rounds.count >= i32::try_from(agent.max_tool_rounds).unwrap_or(i32::MAX) {
+            return Ok(Ok(stopped(
+                "tool_round_limit",
+                format!("the model was still calling tools after {} rounds", agent.max_tool_rounds),
+                &format!(
+                    "I stopped after {} rounds of tool calls without reaching an answer. Could you narrow the question?",
+                    agent.max_tool_rounds
+                ),
+            )));
+        }
+        next = run_round(
+            context,
+            turn,
+            attempt,
+            agent,
+            &tools,
+            &mut rounds,
+            completion.text,
+            completion.tool_calls,
+        )
+        .await?;
+    }
+}
+
+/// The prompt's skill index: the agent's skills, by name and description.
+fn skill_entries(context: &WorkerContext, agent: &AgentDefinition) -> Vec<SkillEntry> {
+    agent
+        .skills
+        .iter()
+        .filter_map(|name| context.skills.get(name))
+        .map(|skill| SkillEntry {
+            name: skill.name.clone(),
+            description: skill.description.clone(),
+        })
+        .collect()
+}
+
+/// True when the request is estimated to exceed the model's window less the answer's
+/// reserve.
+fn over_budget(
+    context: &WorkerContext,
+    profile: &str,
+    agent: &AgentDefinition,
+    request: &sable_llm::ChatRequest,
+) -> bool {
+    context.models.profile(profile).is_some_and(|spec| {
+        estimate_tokens(request) > input_budget(spec.context_window, agent.max_output_tokens)
     })
+}
+
+fn provider_failure(error: &sable_llm::ProviderError) -> TurnOutcome {
+    tracing::warn!(code = error.code(), error = %error, "provider call failed");
+    failure(error.code(), error.message.clone())
+}
+
+/// A turn the agent loop ended on purpose, with a reply saying why in plain words.
+fn stopped(code: &str, message: String, reply: &str) -> TurnOutcome {
+    TurnOutcome::Failed {
+        code: code.to_owned(),
+        message,
+        reply_text: reply.to_owned(),
+    }
 }
 
 /// Summarises the session's older messages into its stored summary (messages are kept)

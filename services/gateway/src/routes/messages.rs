@@ -14,6 +14,7 @@ use sable_core::{
     AgentId, Channel, ConversationKey, IdempotencyKey, MessageText, OrgId, SessionId,
 };
 use sable_proto::v1::TurnWakeup;
+use sable_runtime::BindingRequest;
 use sable_store::{AcceptedTurn, NewMessage, SessionTarget};
 use sable_telemetry::TraceContext;
 use serde::Deserialize;
@@ -138,22 +139,36 @@ fn parse_message(
         },
         (None, None) => SessionTarget::New,
     };
-    let agent = body
+    let explicit = body
         .agent
         .map(AgentId::parse)
         .transpose()
         .map_err(invalid)?;
-    if let Some(agent) = &agent
+    if let Some(agent) = &explicit
         && !state.config.agents.contains(agent.as_str())
     {
         return Err(ApiError::UnknownAgent(agent.to_string()));
     }
+    let (conversation, user) = match &target {
+        SessionTarget::Conversation { key, user_id } => (Some(key.as_str()), user_id.as_deref()),
+        _ => (None, None),
+    };
+    let channel = Channel::Api;
+    let bound = state.config.bindings.resolve(
+        &BindingRequest {
+            explicit_agent: explicit.as_ref().map(AgentId::as_str),
+            channel: channel.as_str(),
+            conversation,
+            user,
+        },
+        state.config.default_agent.as_str(),
+    );
     Ok(NewMessage {
         org_id,
-        channel: Channel::Api,
+        channel,
+        agent: AgentId::parse(bound.agent).map_err(invalid)?,
+        binding_rule: bound.rule,
         target,
-        agent,
-        default_agent: state.config.default_agent.clone(),
         text: MessageText::parse(body.text).map_err(invalid)?,
         idempotency_key: body
             .idempotency_key
@@ -180,18 +195,36 @@ async fn publish_wakeup(
     accepted: &AcceptedTurn,
     trace: &TraceContext,
 ) {
-    let wakeup = TurnWakeup {
-        turn_id: accepted.turn_id.to_string(),
-        org_id: org_id.to_string(),
-        session_id: accepted.session_id.to_string(),
-    };
+    let turn_id = accepted.turn_id.to_string();
     let traceparent = trace.child().to_string();
+    wake_turn(
+        state,
+        TurnWakeup {
+            turn_id: turn_id.clone(),
+            org_id: org_id.to_string(),
+            session_id: accepted.session_id.to_string(),
+        },
+        &turn_id,
+        Some(&traceparent),
+    )
+    .await;
+}
+
+/// Publishes a turn's wake-up under `message_id` (JetStream drops a repeated id within
+/// its window). A failure is logged: the turn is safe in the store and the sweeper
+/// republishes it.
+pub(crate) async fn wake_turn(
+    state: &AppState,
+    wakeup: TurnWakeup,
+    message_id: &str,
+    traceparent: Option<&str>,
+) {
     if let Err(error) = state
         .bus
-        .publish_turn_wakeup(&wakeup, &wakeup.turn_id, Some(&traceparent))
+        .publish_turn_wakeup(&wakeup, message_id, traceparent)
         .await
     {
-        tracing::warn!(%error, turn_id = %accepted.turn_id, "wake-up not published; the sweeper will retry");
+        tracing::warn!(%error, turn_id = %wakeup.turn_id, "wake-up not published; the sweeper will retry");
     }
 }
 

@@ -6,7 +6,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use sable_core::TurnId;
-use sable_store::{ProviderCallRecord, TurnRecord};
+use sable_store::{ProviderCallRecord, ToolCallRecord, TurnRecord};
 use serde_json::{Value, json};
 
 use crate::auth::Authenticated;
@@ -24,9 +24,33 @@ async fn get_turn(
     let turn_id: TurnId = turn_id.parse().map_err(|_| ApiError::NotFound("turn"))?;
     let turn = state.store.turn(caller.org_id, turn_id).await?;
     let calls = state.store.provider_calls(caller.org_id, turn_id).await?;
+    let tool_calls = state.store.tool_calls(caller.org_id, turn_id).await?;
     let mut body = turn_json(&turn);
     body["provider_calls"] = calls.iter().map(provider_call_json).collect();
+    body["tool_calls"] = tool_calls.iter().map(tool_call_json).collect();
     Ok(Json(body))
+}
+
+/// One tool call: which tool with which arguments, how it ended, its result and timing,
+/// and the approval it waited for.
+fn tool_call_json(call: &ToolCallRecord) -> Value {
+    json!({
+        "turn_attempt": call.turn_attempt,
+        "round": call.round,
+        "position": call.position,
+        "call_id": call.call_id,
+        "tool": call.tool,
+        "arguments": call.arguments,
+        "status": call.status,
+        "result": call.result,
+        "error_code": call.error_code,
+        "started_at": call.started_at,
+        "duration_ms": call.duration_ms,
+        "approval": call.approval_id.map(|id| json!({
+            "approval_id": id,
+            "status": call.approval_status,
+        })),
+    })
 }
 
 /// One provider call: which profile and provider, how it ended, why it failed over,
@@ -61,6 +85,7 @@ pub(crate) fn turn_json(turn: &TurnRecord) -> Value {
         "session_id": turn.session_id,
         "seq": turn.seq,
         "agent": turn.agent_id,
+        "binding_rule": turn.binding_rule,
         "status": turn.status,
         "attempt": turn.attempt,
         "worker_id": turn.worker_id,

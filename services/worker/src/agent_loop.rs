@@ -1,0 +1,423 @@
+//! The agent loop of one turn: ask the model; run the tool calls it asks for,
+//! concurrently, persisting each as it finishes; feed the results back; repeat until it
+//! answers, the round limit is reached, or a call needs a person's approval (the turn is
+//! parked, holding nothing).
+//!
+//! Every round is written to the store before its calls run, so a turn resumed after a
+//! crash or an approval rebuilds its rounds from the store and continues with exactly
+//! the calls still open.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use chrono::Utc;
+use sable_llm::{ChatMessage, ToolCall, ToolSpec};
+use sable_runtime::AgentDefinition;
+use sable_store::{
+    NewApproval, NewToolCall, RunnableTurn, StoreError, ToolCallRecord, ToolCallResult,
+};
+use sable_tools::{ToolContext, ToolError, ToolRisk};
+
+use crate::WorkerContext;
+
+/// Identical calls (same tool, same arguments) allowed in one turn; asking for the same
+/// call this many times ends the turn.
+const MAX_IDENTICAL_CALLS: usize = 3;
+
+/// The tools offered to an agent and what the loop needs to run them.
+pub(crate) struct TurnTools {
+    pub specs: Vec<ToolSpec>,
+    context: ToolContext,
+}
+
+impl TurnTools {
+    pub(crate) fn new(context: &WorkerContext, turn: &RunnableTurn, agent: &AgentDefinition) -> Self {
+        let mut names: Vec<&str> = agent.tools.iter().map(String::as_str).collect();
+        if !agent.skills.is_empty() && !names.contains(&"skill") {
+            names.push("skill");
+        }
+        if agent.allow_skill_scripts && !names.contains(&"skill_script") {
+            names.push("skill_script");
+        }
+        Self {
+            specs: context.tools.specs(names),
+            context: ToolContext {
+                store: context.store.clone(),
+                org_id: turn.org_id,
+                session_id: turn.session_id,
+                turn_id: turn.id,
+                user_id: turn.user_id.clone(),
+                agent_id: agent.id.as_str().to_owned(),
+                allowed_skills: agent.skills.iter().cloned().collect::<Vec<_>>().into(),
+            },
+        }
+    }
+
+    fn offers(&self, name: &str) -> bool {
+        self.specs.iter().any(|spec| spec.name == name)
+    }
+}
+
+/// The rounds of a turn so far, as the model must see them again.
+#[derive(Default)]
+pub(crate) struct Rounds {
+    pub messages: Vec<ChatMessage>,
+    pub count: i32,
+    /// How often each (tool, arguments) was asked for.
+    seen: HashMap<(String, String), usize>,
+}
+
+impl Rounds {
+    /// Counts a call; true when it has now been asked for too often.
+    fn note_call(&mut self, call: &ToolCall) -> bool {
+        let key = (call.name.clone(), canonical_arguments(&call.arguments));
+        let seen = self.seen.entry(key).or_default();
+        *seen += 1;
+        *seen >= MAX_IDENTICAL_CALLS
+    }
+}
+
+/// What running (or resuming) a round came to.
+pub(crate) enum RoundEnd {
+    /// Every call has a result; ask the model again.
+    Continue,
+    /// A call waits for approval; the turn is parked in the store.
+    Parked,
+    /// The turn was taken over by another worker.
+    Fenced,
+    /// The same call was asked for too often; ends the turn.
+    Repeated(String),
+}
+
+/// One call of a round, as recorded.
+struct PendingCall {
+    position: i32,
+    call: ToolCall,
+    /// Set when the call has a final result already.
+    result: Option<(String, bool)>,
+    approval: Option<String>,
+    approval_comment: Option<String>,
+    /// Asked for in this attempt; false for calls an earlier attempt recorded.
+    fresh: bool,
+}
+
+/// Rebuilds the rounds an earlier attempt recorded and settles their open calls: a call
+/// interrupted mid-run runs again only if its tool is idempotent; a decided approval
+/// runs (approved) or answers the model (denied or expired).
+pub(crate) async fn resume_rounds(
+    context: &WorkerContext,
+    turn: &RunnableTurn,
+    attempt: i32,
+    agent: &AgentDefinition,
+    tools: &TurnTools,
+    rounds: &mut Rounds,
+) -> Result<RoundEnd, StoreError> {
+    let records = context.store.tool_calls(turn.org_id, turn.id).await?;
+    let mut by_round: Vec<(i32, Option<String>, Vec<ToolCallRecord>)> = Vec::new();
+    for record in records {
+        match by_round.last_mut() {
+            Some((round, _, calls)) if *round == record.round => calls.push(record),
+            _ => by_round.push((record.round, record.round_text.clone(), vec![record])),
+        }
+    }
+    for (round, text, records) in by_round {
+        rounds.count = round;
+        let calls = records
+            .into_iter()
+            .map(|record| PendingCall {
+                position: record.position,
+                call: ToolCall {
+                    id: record.call_id,
+                    name: record.tool,
+                    arguments: record.arguments,
+                },
+                result: record
+                    .result
+                    .filter(|_| matches!(record.status.as_str(), "ok" | "error" | "denied"))
+                    .map(|result| (result, record.status != "ok")),
+                approval: record.approval_status,
+                approval_comment: record.approval_comment,
+                fresh: false,
+            })
+            .collect();
+        match settle_round(context, turn, attempt, agent, tools, rounds, round, text.unwrap_or_default(), calls).await? {
+            RoundEnd::Continue => {}
+            end => return Ok(end),
+        }
+    }
+    Ok(RoundEnd::Continue)
+}
+
+/// Records a new round the model asked for, then settles it.
+pub(crate) async fn run_round(
+    context: &WorkerContext,
+    turn: &RunnableTurn,
+    attempt: i32,
+    agent: &AgentDefinition,
+    tools: &TurnTools,
+    rounds: &mut Rounds,
+    text: String,
+    calls: Vec<ToolCall>,
+) -> Result<RoundEnd, StoreError> {
+    if let Some(repeated) = calls.iter().find(|call| rounds.note_call(call)) {
+        return Ok(RoundEnd::Repeated(repeated.name.clone()));
+    }
+    let round = rounds.count + 1;
+    let new_calls: Vec<NewToolCall> = calls
+        .iter()
+        .map(|call| NewToolCall {
+            call_id: call.id.clone(),
+            tool: call.name.clone(),
+            arguments: call.arguments.clone(),
+        })
+        .collect();
+    context
+        .store
+        .begin_tool_round(turn, attempt, round, &text, &new_calls)
+        .await?;
+    rounds.count = round;
+    let calls = calls
+        .into_iter()
+        .zip(0..)
+        .map(|(call, position)| PendingCall {
+            position,
+            call,
+            result: None,
+            approval: None,
+            approval_comment: None,
+            fresh: true,
+        })
+        .collect();
+    settle_round(context, turn, attempt, agent, tools, rounds, round, text, calls).await
+}
+
+/// Gives every call of the round a result, running the open ones concurrently, unless one
+/// needs an approval nobody gave yet: then the others run and the turn parks on it.
+#[allow(clippy::too_many_arguments)]
+async fn settle_round(
+    context: &WorkerContext,
+    turn: &RunnableTurn,
+    attempt: i32,
+    agent: &AgentDefinition,
+    tools: &TurnTools,
+    rounds: &mut Rounds,
+    round: i32,
+    text: String,
+    mut calls: Vec<PendingCall>,
+) -> Result<RoundEnd, StoreError> {
+    let mut to_run = Vec::new();
+    let mut needs_approval = None;
+    for (index, pending) in calls.iter_mut().enumerate() {
+        if pending.result.is_some() {
+            continue;
+        }
+        let name = pending.call.name.clone();
+        let denial = match pending.approval.as_deref() {
+            Some("approved") => None,
+            Some("expired") => Some(format!(
+                "The call to '{name}' was not approved in time, so it did not run."
+            )),
+            Some("denied") => Some(format!(
+                "A person denied the call to '{name}', so it did not run.{}",
+                pending
+                    .approval_comment
+                    .as_deref()
+                    .map_or(String::new(), |comment| format!(" Their comment: {comment}"))
+            )),
+            Some(_) => {
+                needs_approval.get_or_insert(index);
+                continue;
+            }
+            None if needs_approval_now(context, turn, agent, &name).await? => {
+                needs_approval.get_or_insert(index);
+                continue;
+            }
+            None if !pending.fresh && !is_idempotent(context, &name) => {
+                let message = format!(
+                    "The call to '{name}' was interrupted and is not repeated, because it may have taken effect."
+                );
+                let result = finished(round, pending.position, "error", &message, Some("interrupted"), Utc::now(), 0);
+                context.store.finish_tool_call(turn, &result).await?;
+                pending.result = Some((message, true));
+                continue;
+            }
+            None => None,
+        };
+        match denial {
+            Some(message) => {
+                let result = finished(round, pending.position, "denied", &message, Some("denied"), Utc::now(), 0);
+                context.store.finish_tool_call(turn, &result).await?;
+                pending.result = Some((message, true));
+            }
+            None => to_run.push(index),
+        }
+    }
+    let results = futures::future::join_all(to_run.iter().map(|&index| {
+        let pending = &calls[index];
+        execute(context, turn, agent, tools, round, pending.position, &pending.call)
+    }))
+    .await;
+    for (index, result) in to_run.into_iter().zip(results) {
+        calls[index].result = Some(result?);
+    }
+    if let Some(index) = needs_approval {
+        let pending = &calls[index];
+        let approval = NewApproval {
+            round,
+            position: pending.position,
+            tool: pending.call.name.clone(),
+            arguments: pending.call.arguments.clone(),
+            expires_in: context.config.approval_ttl,
+        };
+        if !context.store.park_turn(turn, attempt, &approval).await? {
+            return Ok(RoundEnd::Fenced);
+        }
+        metrics::counter!("sable_approvals_requested_total").increment(1);
+        tracing::info!(tool = %pending.call.name, round, "turn parked until a person approves a tool call");
+        return Ok(RoundEnd::Parked);
+    }
+    rounds.messages.push(ChatMessage::Assistant {
+        content: text,
+        tool_calls: calls.iter().map(|pending| pending.call.clone()).collect(),
+    });
+    for pending in calls {
+        let (content, is_error) = pending.result.unwrap_or_default();
+        rounds.messages.push(ChatMessage::Tool {
+            tool_call_id: pending.call.id,
+            content,
+            is_error,
+        });
+    }
+    Ok(RoundEnd::Continue)
+}
+
+fn is_idempotent(context: &WorkerContext, name: &str) -> bool {
+    context
+        .tools
+        .descriptor(name)
+        .is_none_or(|descriptor| descriptor.idempotent)
+}
+
+/// True when a call to `name` must wait for a person: the agent says so, or the tool is
+/// high-risk; unless someone already approved the tool for this session.
+async fn needs_approval_now(
+    context: &WorkerContext,
+    turn: &RunnableTurn,
+    agent: &AgentDefinition,
+    name: &str,
+) -> Result<bool, StoreError> {
+    let high_risk = context
+        .tools
+        .descriptor(name)
+        .is_some_and(|descriptor| descriptor.risk == ToolRisk::High);
+    if !high_risk && !agent.approval_required.iter().any(|tool| tool == name) {
+        return Ok(false);
+    }
+    Ok(!context.store.tool_approved_for_session(turn, name).await?)
+}
+
+/// Runs one call and records its result; the text is what the model reads.
+async fn execute(
+    context: &WorkerContext,
+    turn: &RunnableTurn,
+    agent: &AgentDefinition,
+    tools: &TurnTools,
+    round: i32,
+    position: i32,
+    call: &ToolCall,
+) -> Result<(String, bool), StoreError> {
+    let started_at = Utc::now();
+    let started = Instant::now();
+    let outcome = if tools.offers(&call.name) {
+        context
+            .tools
+            .call(&tools.context, &call.name, &call.arguments)
+            .await
+    } else {
+        Err(ToolError::Unknown(call.name.clone()))
+    };
+    let elapsed = started.elapsed();
+    let (status, content, code) = match outcome {
+        Ok(text) => ("ok", truncate(text, agent.max_tool_result_chars), None),
+        Err(error) => ("error", format!("error ({}): {error}", error.code()), Some(error.code())),
+    };
+    let label = if context.tools.descriptor(&call.name).is_some() {
+        call.name.clone()
+    } else {
+        "unknown".to_owned()
+    };
+    metrics::counter!("sable_tool_calls_total", "tool" => label.clone(), "outcome" => code.unwrap_or("ok")).increment(1);
+    metrics::histogram!("sable_tool_call_duration_seconds", "tool" => label).record(elapsed.as_secs_f64());
+    let result = finished(
+        round,
+        position,
+        status,
+        &content,
+        code,
+        started_at,
+        i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
+    );
+    context.store.finish_tool_call(turn, &result).await?;
+    Ok((content, status != "ok"))
+}
+
+fn finished(
+    round: i32,
+    position: i32,
+    status: &str,
+    result: &str,
+    code: Option<&str>,
+    started_at: chrono::DateTime<Utc>,
+    duration_ms: i64,
+) -> ToolCallResult {
+    ToolCallResult {
+        round,
+        position,
+        status: status.to_owned(),
+        result: result.to_owned(),
+        error_code: code.map(str::to_owned),
+        started_at,
+        duration_ms,
+    }
+}
+
+/// Cuts a result to `max_chars`, saying so.
+fn truncate(text: String, max_chars: usize) -> String {
+    let total = text.chars().count();
+    if total <= max_chars {
+        return text;
+    }
+    let kept: String = text.chars().take(max_chars).collect();
+    format!("{kept}\n[truncated: the result had {total} characters; only the first {max_chars} are shown]")
+}
+
+/// The arguments in a form where key order and spacing do not matter.
+fn canonical_arguments(arguments: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(arguments)
+        .map_or_else(|_| arguments.trim().to_owned(), |value| value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_results_are_cut_with_a_note() {
+        let text = truncate("abcdef".repeat(100), 10);
+        assert!(text.starts_with("abcdefabcd\n[truncated: the result had 600 characters"), "{text}");
+        assert_eq!(truncate("short".into(), 10), "short");
+    }
+
+    #[test]
+    fn the_same_call_with_reordered_arguments_counts_as_repeated() {
+        let mut rounds = Rounds::default();
+        let call = |arguments: &str| ToolCall {
+            id: "x".into(),
+            name: "time".into(),
+            arguments: arguments.into(),
+        };
+        assert!(!rounds.note_call(&call(r#"{"a":1,"b":2}"#)));
+        assert!(!rounds.note_call(&call(r#"{ "b": 2, "a": 1 }"#)));
+        assert!(rounds.note_call(&call(r#"{"a":1,"b":2}"#)));
+    }
+}
