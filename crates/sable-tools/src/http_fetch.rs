@@ -75,10 +75,17 @@ impl HttpFetch {
             .redirect(reqwest::redirect::Policy::none())
             // A proxy would resolve and connect on our behalf, past every check here.
             .no_proxy()
-            .dns_resolver(CheckingResolver { allowlist: Arc::clone(&allowlist) })
+            .dns_resolver(CheckingResolver {
+                allowlist: Arc::clone(&allowlist),
+            })
             .user_agent(concat!("sable-http-fetch/", env!("CARGO_PKG_VERSION")))
             .build()?;
-        Ok(Self { descriptor: descriptor(config.timeout), config, allowlist, client })
+        Ok(Self {
+            descriptor: descriptor(config.timeout),
+            config,
+            allowlist,
+            client,
+        })
     }
 }
 
@@ -171,13 +178,22 @@ impl FetchRequest {
         let method = match arguments.method.as_deref().unwrap_or("GET") {
             "GET" => Method::GET,
             "POST" => Method::POST,
-            other => return Err(invalid(format!("method must be GET or POST, not '{other}'"))),
+            other => {
+                return Err(invalid(format!(
+                    "method must be GET or POST, not '{other}'"
+                )));
+            }
         };
         if arguments.body.is_some() && method != Method::POST {
             return Err(invalid("a body is only sent with POST".to_owned()));
         }
         let headers = parse_headers(arguments.headers)?;
-        Ok(Self { url, method, body: arguments.body, headers })
+        Ok(Self {
+            url,
+            method,
+            body: arguments.body,
+            headers,
+        })
     }
 }
 
@@ -186,9 +202,13 @@ fn invalid(message: String) -> ToolError {
 }
 
 fn parse_url(text: &str) -> Result<Url, ToolError> {
-    let url = Url::parse(text).map_err(|error| invalid(format!("'{text}' is not a URL: {error}")))?;
+    let url =
+        Url::parse(text).map_err(|error| invalid(format!("'{text}' is not a URL: {error}")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(format!("only http and https URLs can be fetched, not {}:", url.scheme())));
+        return Err(invalid(format!(
+            "only http and https URLs can be fetched, not {}:",
+            url.scheme()
+        )));
     }
     Ok(url)
 }
@@ -205,7 +225,11 @@ fn parse_headers(headers: serde_json::Map<String, Value>) -> Result<HeaderMap, T
         let value = value
             .as_str()
             .and_then(|value| HeaderValue::from_str(value).ok())
-            .ok_or_else(|| invalid(format!("the value of header {name} is not a valid header value")))?;
+            .ok_or_else(|| {
+                invalid(format!(
+                    "the value of header {name} is not a valid header value"
+                ))
+            })?;
         parsed.insert(header_name, value);
     }
     Ok(parsed)
@@ -223,15 +247,27 @@ struct FetchedPage {
 impl HttpFetch {
     /// Sends the request and follows up to `max_redirects` redirects, checking every target.
     async fn fetch(&self, request: FetchRequest) -> Result<String, ToolError> {
-        let FetchRequest { mut url, mut method, mut body, mut headers } = request;
+        let FetchRequest {
+            mut url,
+            mut method,
+            mut body,
+            mut headers,
+        } = request;
         for _ in 0..=self.config.max_redirects {
             self.check_literal_address(&url)?;
             let response = self.send(&url, &method, &body, &headers).await?;
             let Some(next) = redirect_target(&response, &url)? else {
                 let page = self.read(response, url).await?;
-                return Ok(render(&page, self.config.max_text_chars, self.config.max_response_bytes));
+                return Ok(render(
+                    &page,
+                    self.config.max_text_chars,
+                    self.config.max_response_bytes,
+                ));
             };
-            if !matches!(response.status(), StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT) {
+            if !matches!(
+                response.status(),
+                StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT
+            ) {
                 // 301, 302 and 303 repeat the request as a GET, as browsers do.
                 method = Method::GET;
                 body = None;
@@ -240,7 +276,11 @@ impl HttpFetch {
                 // Headers may carry credentials meant for the first site only.
                 headers.clear();
             }
-            tracing::debug!(from = url.host_str(), to = next.host_str(), "http_fetch follows a redirect");
+            tracing::debug!(
+                from = url.host_str(),
+                to = next.host_str(),
+                "http_fetch follows a redirect"
+            );
             url = next;
         }
         Err(ToolError::Refused(format!(
@@ -258,7 +298,8 @@ impl HttpFetch {
             Some(url::Host::Domain(_)) => return Ok(()),
             None => return Err(invalid(format!("{url} has no host"))),
         };
-        check_address(&self.allowlist, None, address).map_err(|refusal| ToolError::Refused(refusal.0))
+        check_address(&self.allowlist, None, address)
+            .map_err(|refusal| ToolError::Refused(refusal.0))
     }
 
     async fn send(
@@ -269,14 +310,24 @@ impl HttpFetch {
         headers: &HeaderMap,
     ) -> Result<reqwest::Response, ToolError> {
         tracing::debug!(%method, host = url.host_str(), "http_fetch sends a request");
-        let mut request = self.client.request(method.clone(), url.clone()).headers(headers.clone());
+        let mut request = self
+            .client
+            .request(method.clone(), url.clone())
+            .headers(headers.clone());
         if let Some(body) = body {
             request = request.body(body.clone());
         }
-        request.send().await.map_err(|error| send_error(&error, url))
+        request
+            .send()
+            .await
+            .map_err(|error| send_error(&error, url))
     }
 
-    async fn read(&self, mut response: reqwest::Response, url: Url) -> Result<FetchedPage, ToolError> {
+    async fn read(
+        &self,
+        mut response: reqwest::Response,
+        url: Url,
+    ) -> Result<FetchedPage, ToolError> {
         let status = response.status();
         let content_type = response
             .headers()
@@ -285,7 +336,11 @@ impl HttpFetch {
         let cap = self.config.max_response_bytes;
         let mut body = Vec::new();
         let mut truncated = false;
-        while let Some(chunk) = response.chunk().await.map_err(|error| send_error(&error, &url))? {
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|error| send_error(&error, &url))?
+        {
             let room = cap - body.len();
             if chunk.len() > room {
                 body.extend_from_slice(&chunk[..room]);
@@ -294,8 +349,19 @@ impl HttpFetch {
             }
             body.extend_from_slice(&chunk);
         }
-        tracing::debug!(status = status.as_u16(), bytes = body.len(), truncated, "http_fetch read a response");
-        Ok(FetchedPage { status, url, content_type, body, truncated })
+        tracing::debug!(
+            status = status.as_u16(),
+            bytes = body.len(),
+            truncated,
+            "http_fetch read a response"
+        );
+        Ok(FetchedPage {
+            status,
+            url,
+            content_type,
+            body,
+            truncated,
+        })
     }
 }
 
@@ -314,11 +380,21 @@ fn redirect_target(response: &reqwest::Response, url: &Url) -> Result<Option<Url
         return Ok(None);
     }
     let failed = |why: &str| ToolError::Failed(format!("{url} answered {status} {why}"));
-    let location = response.headers().get(LOCATION).ok_or_else(|| failed("without a Location"))?;
-    let location = location.to_str().map_err(|_| failed("with a Location that is not text"))?;
-    let next = url.join(location).map_err(|error| failed(&format!("with a bad Location: {error}")))?;
+    let location = response
+        .headers()
+        .get(LOCATION)
+        .ok_or_else(|| failed("without a Location"))?;
+    let location = location
+        .to_str()
+        .map_err(|_| failed("with a Location that is not text"))?;
+    let next = url
+        .join(location)
+        .map_err(|error| failed(&format!("with a bad Location: {error}")))?;
     if !matches!(next.scheme(), "http" | "https") {
-        return Err(ToolError::Refused(format!("refused: {url} redirects to a {} URL", next.scheme())));
+        return Err(ToolError::Refused(format!(
+            "refused: {url} redirects to a {} URL",
+            next.scheme()
+        )));
     }
     Ok(Some(next))
 }
@@ -336,7 +412,10 @@ fn send_error(error: &reqwest::Error, url: &Url) -> ToolError {
         cause = current.source();
     }
     let host = url.host_str().unwrap_or_default();
-    ToolError::Failed(format!("fetching from {host} failed: {}", causes.join(": ")))
+    ToolError::Failed(format!(
+        "fetching from {host} failed: {}",
+        causes.join(": ")
+    ))
 }
 
 /// The header line, the notes on what was cut, then the text.
@@ -355,7 +434,9 @@ fn render(page: &FetchedPage, max_text_chars: usize, max_response_bytes: usize) 
     };
     match text.char_indices().nth(max_text_chars) {
         Some((cut, _)) => {
-            rendered.push_str(&format!("[the text was cut at {max_text_chars} characters]\n"));
+            rendered.push_str(&format!(
+                "[the text was cut at {max_text_chars} characters]\n"
+            ));
             rendered.push_str(&text[..cut]);
         }
         None => rendered.push_str(&text),
@@ -371,18 +452,33 @@ enum BodyKind {
 
 fn body_kind(content_type: Option<&str>, body: &[u8]) -> BodyKind {
     let Some(content_type) = content_type else {
-        let start = String::from_utf8_lossy(&body[..body.len().min(64)]).trim_start().to_ascii_lowercase();
+        let start = String::from_utf8_lossy(&body[..body.len().min(64)])
+            .trim_start()
+            .to_ascii_lowercase();
         return if start.starts_with("<!doctype html") || start.starts_with("<html") {
             BodyKind::Html
         } else {
             BodyKind::Text
         };
     };
-    let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
     let is_text = essence.starts_with("text/")
-        || ["json", "xml", "javascript", "x-www-form-urlencoded", "yaml", "toml", "csv"]
-            .iter()
-            .any(|kind| essence.ends_with(kind));
+        || [
+            "json",
+            "xml",
+            "javascript",
+            "x-www-form-urlencoded",
+            "yaml",
+            "toml",
+            "csv",
+        ]
+        .iter()
+        .any(|kind| essence.ends_with(kind));
     match essence.as_str() {
         "text/html" | "application/xhtml+xml" => BodyKind::Html,
         _ if is_text => BodyKind::Text,
@@ -402,7 +498,8 @@ impl reqwest::dns::Resolve for CheckingResolver {
         let allowlist = Arc::clone(&self.allowlist);
         let host = name.as_str().to_owned();
         Box::pin(async move {
-            let addresses: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addresses: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if !allowlist.admits_host(&host) {
                 for address in &addresses {
                     check_address(&allowlist, Some(&host), address.ip())?;
@@ -413,7 +510,9 @@ impl reqwest::dns::Resolve for CheckingResolver {
     }
 }
 
-fn deserialize_duration<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
+fn deserialize_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Duration, D::Error> {
     let text = String::deserialize(deserializer)?;
     humantime::parse_duration(&text).map_err(serde::de::Error::custom)
 }

@@ -13,4 +13,6 @@ mod registry;
 
 pub use http_fetch::{HttpFetch, HttpFetchConfig, HttpFetchSetupError, InvalidAllowEntry};
 
-pub use registry::{Tool, ToolContext, ToolDescriptor, ToolError, ToolRegistry, ToolRisk, ToolSource};
+pub use registry::{
+    Tool, ToolContext, ToolDescriptor, ToolError, ToolRegistry, ToolRisk, ToolSource,
+};

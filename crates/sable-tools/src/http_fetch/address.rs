@@ -81,14 +81,17 @@ fn classify_v6(ip: Ipv6Addr) -> Option<SpecialRange> {
         [0, 0, 0, 0, 0, 0, 0, 0] => Unspecified,
         [0, 0, 0, 0, 0, 0, 0, 1] => Loopback,
         // NAT64 (64:ff9b::/96) reaches the embedded IPv4 address.
-        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => return classify_v4(embedded_v4(segments[6], segments[7])),
+        [0x64, 0xff9b, 0, 0, 0, 0, _, _] => {
+            return classify_v4(embedded_v4(segments[6], segments[7]));
+        }
         // 6to4 (2002::/16) reaches the IPv4 address in its second and third segments.
         [0x2002, high, low, ..] => return classify_v4(embedded_v4(high, low)),
         // The deprecated IPv4-compatible ::/96, the discard prefix 100::/64, local-use NAT64
         // 64:ff9b:1::/48 and Teredo 2001::/32 (a tunnel to an address we cannot check).
-        [0, 0, 0, 0, 0, 0, _, _] | [0x100, 0, 0, 0, ..] | [0x64, 0xff9b, 1, ..] | [0x2001, 0, ..] => {
-            Reserved
-        }
+        [0, 0, 0, 0, 0, 0, _, _]
+        | [0x100, 0, 0, 0, ..]
+        | [0x64, 0xff9b, 1, ..]
+        | [0x2001, 0, ..] => Reserved,
         [0x2001, 0xdb8, ..] => Documentation,
         [0x2001, 2, 0, ..] => Benchmarking,
         [0x3fff, second, ..] if second & 0xf000 == 0 => Documentation,
@@ -108,7 +111,9 @@ fn embedded_v4(high: u16, low: u16) -> Ipv4Addr {
 
 /// An allowlist entry that is neither a network, an address nor a host name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("http_fetch.allow: '{0}' is not a CIDR network (\"10.0.0.0/8\"), an address or a host name")]
+#[error(
+    "http_fetch.allow: '{0}' is not a CIDR network (\"10.0.0.0/8\"), an address or a host name"
+)]
 pub struct InvalidAllowEntry(pub String);
 
 /// The networks and exact host names an operator admitted despite their ranges.
@@ -139,7 +144,7 @@ impl Allowlist {
     /// True when the host name itself was admitted, whatever it resolves to.
     pub(crate) fn admits_host(&self, host: &str) -> bool {
         let host = normalize_host(host);
-        self.hosts.iter().any(|admitted| *admitted == host)
+        self.hosts.contains(&host)
     }
 
     /// True when an admitted network holds `ip` (an IPv4-mapped address also in its IPv4 form).
@@ -161,7 +166,11 @@ pub(crate) struct Refusal(pub String);
 
 /// Refuses `ip` when it is special-purpose and not admitted. `host` is the name it was
 /// resolved from, or `None` when the URL named the address itself.
-pub(crate) fn check_address(allowlist: &Allowlist, host: Option<&str>, ip: IpAddr) -> Result<(), Refusal> {
+pub(crate) fn check_address(
+    allowlist: &Allowlist,
+    host: Option<&str>,
+    ip: IpAddr,
+) -> Result<(), Refusal> {
     let Some(range) = classify(ip) else {
         return Ok(());
     };
@@ -180,9 +189,9 @@ pub(crate) fn check_address(allowlist: &Allowlist, host: Option<&str>, ip: IpAdd
 
 fn is_host_name(entry: &str) -> bool {
     !entry.is_empty()
-        && entry
-            .chars()
-            .all(|character| character.is_ascii_alphanumeric() || matches!(character, '-' | '.' | '_'))
+        && entry.chars().all(|character| {
+            character.is_ascii_alphanumeric() || matches!(character, '-' | '.' | '_')
+        })
 }
 
 /// Lower case without the trailing dot of a fully qualified name.
@@ -273,7 +282,8 @@ mod tests {
 
     #[test]
     fn the_allowlist_admits_networks_addresses_and_host_names() {
-        let entries = ["127.0.0.1/32", "10.0.0.0/8", "fd00::1", "Internal.Example."].map(String::from);
+        let entries =
+            ["127.0.0.1/32", "10.0.0.0/8", "fd00::1", "Internal.Example."].map(String::from);
         let allowlist = Allowlist::parse(&entries).expect("valid entries");
         assert!(allowlist.admits_address("127.0.0.1".parse().unwrap()));
         assert!(allowlist.admits_address("::ffff:127.0.0.1".parse().unwrap()));
@@ -296,9 +306,17 @@ mod tests {
     fn a_refusal_names_the_host_the_address_and_the_range() {
         let allowlist = Allowlist::default();
         let refusal = check_address(&allowlist, None, "10.0.0.1".parse().unwrap()).unwrap_err();
-        assert_eq!(refusal.0, "refused: 10.0.0.1 is a private address (allow it in http_fetch.allow)");
-        let refusal = check_address(&allowlist, Some("db.internal"), "::1".parse().unwrap()).unwrap_err();
-        assert!(refusal.0.contains("db.internal resolves to ::1"), "{}", refusal.0);
+        assert_eq!(
+            refusal.0,
+            "refused: 10.0.0.1 is a private address (allow it in http_fetch.allow)"
+        );
+        let refusal =
+            check_address(&allowlist, Some("db.internal"), "::1".parse().unwrap()).unwrap_err();
+        assert!(
+            refusal.0.contains("db.internal resolves to ::1"),
+            "{}",
+            refusal.0
+        );
         assert!(check_address(&allowlist, None, "8.8.8.8".parse().unwrap()).is_ok());
     }
 }

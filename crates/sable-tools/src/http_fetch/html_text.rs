@@ -5,13 +5,46 @@
 //! markup only makes the text a little worse, never fails.
 
 /// Elements whose content is not text a reader sees.
-const SKIPPED_ELEMENTS: &[&str] = &["script", "style", "noscript", "template", "svg", "iframe", "object", "canvas"];
+const SKIPPED_ELEMENTS: &[&str] = &[
+    "script", "style", "noscript", "template", "svg", "iframe", "object", "canvas",
+];
 
 /// Elements that start a new line.
 const BLOCK_ELEMENTS: &[&str] = &[
-    "address", "article", "aside", "blockquote", "br", "dd", "details", "div", "dl", "dt", "figcaption", "figure",
-    "footer", "form", "h1", "h2", "h3", "h4", "h5", "h6", "header", "hr", "li", "main", "nav", "ol", "p", "pre",
-    "section", "summary", "table", "title", "tr", "ul",
+    "address",
+    "article",
+    "aside",
+    "blockquote",
+    "br",
+    "dd",
+    "details",
+    "div",
+    "dl",
+    "dt",
+    "figcaption",
+    "figure",
+    "footer",
+    "form",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "header",
+    "hr",
+    "li",
+    "main",
+    "nav",
+    "ol",
+    "p",
+    "pre",
+    "section",
+    "summary",
+    "table",
+    "title",
+    "tr",
+    "ul",
 ];
 
 /// The readable text of `html`.
@@ -123,7 +156,13 @@ fn push_text(text: &mut String, run: &str) {
 }
 
 fn push_spaced(text: &mut String, run: &str) {
-    text.extend(run.chars().map(|character| if character.is_whitespace() { ' ' } else { character }));
+    text.extend(run.chars().map(|character| {
+        if character.is_whitespace() {
+            ' '
+        } else {
+            character
+        }
+    }));
 }
 
 /// The character an entity at the start of `rest` stands for, and the entity's length.
@@ -135,7 +174,9 @@ fn decode_entity(rest: &str) -> Option<(char, usize)> {
             Some(hex) => u32::from_str_radix(hex, 16).ok()?,
             None => number.parse().ok()?,
         };
-        char::from_u32(value).filter(|&character| character != '\0').unwrap_or('\u{fffd}')
+        char::from_u32(value)
+            .filter(|&character| character != '\0')
+            .unwrap_or('\u{fffd}')
     } else {
         named_entity(name)?
     };
@@ -199,12 +240,18 @@ mod tests {
             <style>body { color: red }</style><script type="text/javascript">var a = "</p>";</script>
             </head><body><!-- a comment <p>hidden</p> --><p class="x>y">Hello,   <b>world</b>!</p>
             <SCRIPT>alert(1)</SCRIPT><div>Second&nbsp;line &amp; more</div></body></html>"#;
-        assert_eq!(extract(html), "The Title\nHello, world!\nSecond line & more");
+        assert_eq!(
+            extract(html),
+            "The Title\nHello, world!\nSecond line & more"
+        );
     }
 
     #[test]
     fn entities_are_decoded_and_unknown_ones_kept() {
-        assert_eq!(extract("a &lt;b&gt; &#65;&#x42; &unknown; AT&T &#0;"), "a <b> AB &unknown; AT&T \u{fffd}");
+        assert_eq!(
+            extract("a &lt;b&gt; &#65;&#x42; &unknown; AT&T &#0;"),
+            "a <b> AB &unknown; AT&T \u{fffd}"
+        );
     }
 
     #[test]
@@ -220,6 +267,9 @@ mod tests {
 
     #[test]
     fn an_unclosed_script_drops_the_rest_of_the_page() {
-        assert_eq!(extract("<p>before</p><script>never closed <p>after</p>"), "before");
+        assert_eq!(
+            extract("<p>before</p><script>never closed <p>after</p>"),
+            "before"
+        );
     }
 }
