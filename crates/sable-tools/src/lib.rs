@@ -4,14 +4,17 @@
 //! The registry validates a call's arguments against the tool's JSON schema before the
 //! call and bounds it by the tool's timeout, so a bad or slow call becomes a tool error
 //! the model can read, never a crash. Depends on `sable-core`, `sable-llm` (the tool spec
-//! the model sees) and `sable-store` (tools that keep state); knows nothing of NATS or
-//! HTTP serving.
+//! the model sees), `sable-store` (tools that keep state) and an HTTP client for
+//! `http_fetch`, which builds its own so every connection goes through its address
+//! checks; knows nothing of NATS or HTTP serving.
 
 mod builtin;
+mod http_fetch;
 mod registry;
 mod skills;
 
 pub use builtin::{Memory, SessionTool, SkillScript, SkillTool, Time, builtin_tools};
+pub use http_fetch::{HttpFetch, HttpFetchConfig, HttpFetchSetupError, InvalidAllowEntry};
 pub use registry::{
     Tool, ToolContext, ToolDescriptor, ToolError, ToolRegistry, ToolRisk, ToolSource,
 };

@@ -175,7 +175,11 @@ impl ToolRegistry {
         let arguments = parse_arguments(arguments)?;
         if let Some(error) = entry.validator.iter_errors(&arguments).next() {
             let at = error.instance_path().to_string();
-            let at = if at.is_empty() { String::new() } else { format!(" at {at}") };
+            let at = if at.is_empty() {
+                String::new()
+            } else {
+                format!(" at {at}")
+            };
             return Err(ToolError::InvalidArguments(format!("{error}{at}")));
         }
         let timeout = entry.tool.descriptor().timeout;
