@@ -18,7 +18,7 @@ use sable_bus::{Bus, BusNames};
 use sable_core::{AgentId, OrgId};
 use sable_runtime::{AgentCatalog, Bindings};
 use sable_store::{Store, StoreOptions};
-use sable_tools::{SkillCatalog, ToolRegistry, builtin_tools};
+use sable_tools::{HttpFetch, HttpFetchConfig, SkillCatalog, ToolRegistry, builtin_tools};
 use tokio_util::sync::CancellationToken;
 
 use crate::settings::Settings;
@@ -214,7 +214,8 @@ async fn run_worker(settings: Settings) -> anyhow::Result<()> {
     );
     println!("sable worker {} starting", config.worker_id);
     let metrics = tokio::spawn(serve_metrics(metrics_listener, shutdown.clone()));
-    let result = sable_worker::run(config, store, bus, models, agents, capabilities, shutdown).await;
+    let result =
+        sable_worker::run(config, store, bus, models, agents, capabilities, shutdown).await;
     metrics.abort();
     result
 }
@@ -268,12 +269,20 @@ pub(crate) fn load_capabilities(
     settings: &Settings,
     agents: &AgentCatalog,
 ) -> anyhow::Result<sable_worker::Capabilities> {
-    let skills = Arc::new(
-        SkillCatalog::load(&settings.skills_dir)
-            .with_context(|| format!("cannot load skills from {}", settings.skills_dir.display()))?,
-    );
+    let skills =
+        Arc::new(SkillCatalog::load(&settings.skills_dir).with_context(|| {
+            format!("cannot load skills from {}", settings.skills_dir.display())
+        })?);
     let mut tools = ToolRegistry::default();
-    for tool in builtin_tools(skills.clone()) {
+    let http_fetch = HttpFetch::new(HttpFetchConfig {
+        allow: settings.http_fetch_allow.clone(),
+        ..HttpFetchConfig::default()
+    })
+    .context("invalid http_fetch_allow")?;
+    for tool in builtin_tools(skills.clone())
+        .into_iter()
+        .chain([Arc::new(http_fetch) as Arc<dyn sable_tools::Tool>])
+    {
         tools.register(tool).map_err(anyhow::Error::msg)?;
     }
     agents

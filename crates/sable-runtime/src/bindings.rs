@@ -81,7 +81,8 @@ impl Bindings {
             path: path.to_owned(),
             message,
         };
-        let file: BindingsFile = toml::from_str(&text).map_err(|error| invalid(error.to_string()))?;
+        let file: BindingsFile =
+            toml::from_str(&text).map_err(|error| invalid(error.to_string()))?;
         for (index, rule) in file.bindings.iter().enumerate() {
             if rule.channel.is_none() && rule.conversation.is_none() && rule.user.is_none() {
                 return Err(invalid(format!(
@@ -98,11 +99,18 @@ impl Bindings {
     }
 
     /// Fails naming the rule when it binds to an agent `exists` rejects.
-    pub fn check_agents(&self, path: &Path, exists: impl Fn(&str) -> bool) -> Result<(), AgentError> {
+    pub fn check_agents(
+        &self,
+        path: &Path,
+        exists: impl Fn(&str) -> bool,
+    ) -> Result<(), AgentError> {
         match self.rules.iter().position(|rule| !exists(&rule.agent)) {
             Some(index) => Err(AgentError::Invalid {
                 path: path.to_owned(),
-                message: format!("binding[{index}].agent: no agent named '{}'", self.rules[index].agent),
+                message: format!(
+                    "binding[{index}].agent: no agent named '{}'",
+                    self.rules[index].agent
+                ),
             }),
             None => Ok(()),
         }
@@ -171,7 +179,12 @@ fn describe(rule: &BindingRule) -> String {
 mod tests {
     use super::*;
 
-    fn rule(agent: &str, channel: Option<&str>, conversation: Option<&str>, user: Option<&str>) -> BindingRule {
+    fn rule(
+        agent: &str,
+        channel: Option<&str>,
+        conversation: Option<&str>,
+        user: Option<&str>,
+    ) -> BindingRule {
         BindingRule {
             agent: agent.into(),
             channel: channel.map(Into::into),
@@ -180,29 +193,109 @@ mod tests {
         }
     }
 
-    #[test]
-    fn precedence_is_explicit_then_conversation_user_channel_default() {
+    fn precedence_rules() -> Bindings {
         // Listed least specific first, so file order cannot be what decides.
-        let bindings = Bindings::new(vec![
+        Bindings::new(vec![
             rule("by-channel", Some("api"), None, None),
             rule("by-user", None, None, Some("u1")),
             rule("by-user-on-feishu", Some("feishu"), None, Some("u2")),
             rule("by-conversation", None, Some("c1"), None),
             rule("second-conversation-rule", None, Some("c1"), None),
-        ]);
-        let cases: [(Option<&str>, &str, Option<&str>, Option<&str>, &str, &str); 9] = [
+        ])
+    }
+
+    type Case = (
+        Option<&'static str>,
+        &'static str,
+        Option<&'static str>,
+        Option<&'static str>,
+        &'static str,
+        &'static str,
+    );
+
+    /// explicit agent, channel, conversation, user => agent, rule
+    fn precedence_cases() -> [Case; 9] {
+        [
             // explicit, channel, conversation, user => agent, rule
-            (Some("asked"), "api", Some("c1"), Some("u1"), "asked", "explicit request"),
-            (None, "api", Some("c1"), Some("u1"), "by-conversation", "binding[3] (conversation = \"c1\")"),
-            (None, "feishu", Some("c1"), None, "by-conversation", "binding[3] (conversation = \"c1\")"),
-            (None, "api", Some("c2"), Some("u1"), "by-user", "binding[1] (user = \"u1\")"),
-            (None, "feishu", None, Some("u1"), "by-user", "binding[1] (user = \"u1\")"),
-            (None, "api", None, Some("u2"), "by-channel", "binding[0] (channel = \"api\")"),
-            (None, "feishu", None, Some("u2"), "by-user-on-feishu", "binding[2] (user = \"u2\", channel = \"feishu\")"),
-            (None, "api", None, None, "by-channel", "binding[0] (channel = \"api\")"),
-            (None, "feishu", Some("c9"), Some("u9"), "default", "default agent"),
-        ];
-        for (explicit_agent, channel, conversation, user, agent, rule) in cases {
+            (
+                Some("asked"),
+                "api",
+                Some("c1"),
+                Some("u1"),
+                "asked",
+                "explicit request",
+            ),
+            (
+                None,
+                "api",
+                Some("c1"),
+                Some("u1"),
+                "by-conversation",
+                "binding[3] (conversation = \"c1\")",
+            ),
+            (
+                None,
+                "feishu",
+                Some("c1"),
+                None,
+                "by-conversation",
+                "binding[3] (conversation = \"c1\")",
+            ),
+            (
+                None,
+                "api",
+                Some("c2"),
+                Some("u1"),
+                "by-user",
+                "binding[1] (user = \"u1\")",
+            ),
+            (
+                None,
+                "feishu",
+                None,
+                Some("u1"),
+                "by-user",
+                "binding[1] (user = \"u1\")",
+            ),
+            (
+                None,
+                "api",
+                None,
+                Some("u2"),
+                "by-channel",
+                "binding[0] (channel = \"api\")",
+            ),
+            (
+                None,
+                "feishu",
+                None,
+                Some("u2"),
+                "by-user-on-feishu",
+                "binding[2] (user = \"u2\", channel = \"feishu\")",
+            ),
+            (
+                None,
+                "api",
+                None,
+                None,
+                "by-channel",
+                "binding[0] (channel = \"api\")",
+            ),
+            (
+                None,
+                "feishu",
+                Some("c9"),
+                Some("u9"),
+                "default",
+                "default agent",
+            ),
+        ]
+    }
+
+    #[test]
+    fn precedence_is_explicit_then_conversation_user_channel_default() {
+        let bindings = precedence_rules();
+        for (explicit_agent, channel, conversation, user, agent, rule) in precedence_cases() {
             let request = BindingRequest {
                 explicit_agent,
                 channel,
@@ -225,11 +318,20 @@ mod tests {
         let path = dir.join("bindings.toml");
         std::fs::write(&path, "[[binding]]\nagent = \"a\"\n").unwrap();
         let error = Bindings::load(&path).unwrap_err().to_string();
-        assert!(error.contains("bindings.toml") && error.contains("binding[0]"), "{error}");
+        assert!(
+            error.contains("bindings.toml") && error.contains("binding[0]"),
+            "{error}"
+        );
         std::fs::write(&path, "[[binding]]\nagent = \"ghost\"\nuser = \"u\"\n").unwrap();
         let bindings = Bindings::load(&path).unwrap();
-        let error = bindings.check_agents(&path, |agent| agent == "default").unwrap_err().to_string();
-        assert!(error.contains("binding[0].agent: no agent named 'ghost'"), "{error}");
+        let error = bindings
+            .check_agents(&path, |agent| agent == "default")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("binding[0].agent: no agent named 'ghost'"),
+            "{error}"
+        );
         assert!(Bindings::load(&dir.join("missing.toml")).is_ok());
     }
 }

@@ -226,7 +226,8 @@ mod tests {
             name: "weather".into(),
             description: "Forecasts".into(),
         }];
-        let request = build_chat_request(&agent(vec![]), &skills, None, [(MessageRole::User, "hi")]);
+        let request =
+            build_chat_request(&agent(vec![]), &skills, None, [(MessageRole::User, "hi")]);
         assert_eq!(
             request.messages[1].text(),
             "Skills you can use (call the `skill` tool with a name to read its instructions):\n- weather: Forecasts"
@@ -237,7 +238,12 @@ mod tests {
     fn the_estimate_grows_with_the_text_and_the_budget_leaves_room_to_answer() {
         let short = build_chat_request(&agent(vec![]), &[], None, [(MessageRole::User, "hi")]);
         let long_text = "x".repeat(3000);
-        let long = build_chat_request(&agent(vec![]), &[], None, [(MessageRole::User, long_text.as_str())]);
+        let long = build_chat_request(
+            &agent(vec![]),
+            &[],
+            None,
+            [(MessageRole::User, long_text.as_str())],
+        );
         assert!(estimate_tokens(&long) >= estimate_tokens(&short) + 1000);
         assert_eq!(input_budget(8000, Some(1000)), 7000);
         assert_eq!(input_budget(8000, None), 6976);

@@ -77,7 +77,7 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         let slot = reserve_session_slot(&mut tx, &message).await?;
         let turn_id = TurnId::new();
-                let inserted = sqlx::query(
+        let inserted = sqlx::query(
             "INSERT INTO turns (id, org_id, session_id, seq, agent_id, binding_rule, status, idempotency_key, trace_parent) \
              VALUES ($1, $2, $3, $4, $5, $8, 'queued', $6, $7) \
              ON CONFLICT (org_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",

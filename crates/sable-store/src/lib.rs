@@ -11,10 +11,10 @@ mod calls;
 mod error;
 mod intake;
 mod keys;
+mod notes;
 mod outbox;
 mod records;
 mod sessions;
-mod notes;
 mod sqlite;
 mod sweep;
 mod tools;
@@ -32,13 +32,13 @@ pub use calls::{ProviderCallRecord, SessionSummary};
 pub use error::StoreError;
 pub use intake::{AcceptedTurn, NewMessage, SessionTarget};
 pub use keys::{ApiKeySecret, AuthenticatedKey};
+pub use notes::{MemoryEdit, SessionInfo};
 pub use outbox::DeliveryRecord;
 pub use records::{HistoryEntry, MessageRecord, TurnRecord};
 pub use sessions::{
     FinishTurn, LeaseRelease, RunnableTurn, TurnOutcome, TurnRoute, TurnStart, Usage,
 };
 pub use sqlite::SqliteStore;
-pub use notes::{MemoryEdit, SessionInfo};
 pub use sweep::{StaleDelivery, StaleWakeup};
 pub use tools::{
     ApprovalDecision, ApprovalRecord, DecisionOutcome, NewApproval, NewToolCall, ToolCallRecord,

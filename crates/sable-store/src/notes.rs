@@ -90,7 +90,9 @@ impl PgStore {
         org_id: OrgId,
         session_id: SessionId,
     ) -> Result<SessionInfo, StoreError> {
-        let sql = format!("SELECT {SESSION_INFO_COLUMNS} FROM sessions s WHERE s.id = $1 AND s.org_id = $2");
+        let sql = format!(
+            "SELECT {SESSION_INFO_COLUMNS} FROM sessions s WHERE s.id = $1 AND s.org_id = $2"
+        );
         sqlx::query_as(&sql)
             .bind(session_id.as_uuid())
             .bind(org_id.as_uuid())
@@ -142,10 +144,12 @@ impl PgStore {
         if to == Some(from) {
             return Ok(Some(from));
         }
-        sqlx::query("UPDATE sessions SET conversation_key = NULL, updated_at = now() WHERE id = $1")
-            .bind(from.as_uuid())
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(
+            "UPDATE sessions SET conversation_key = NULL, updated_at = now() WHERE id = $1",
+        )
+        .bind(from.as_uuid())
+        .execute(&mut *tx)
+        .await?;
         let target = match to {
             Some(to) => {
                 let moved = sqlx::query(

@@ -231,16 +231,18 @@ impl PgStore {
         .fetch_optional(&self.pool)
         .await?;
         // A turn parked on an approval blocks the session's later turns until it is decided.
-    Ok(row.filter(|row| row.status != "waiting_approval").map(|row| RunnableTurn {
-            id: row.id.into(),
-            org_id: row.org_id.into(),
-            session_id: row.session_id.into(),
-            seq: row.seq,
-            agent_id: row.agent_id,
-            channel: row.channel,
-            user_id: row.user_id,
-        trace_parent: row.trace_parent,
-        }))
+        Ok(row
+            .filter(|row| row.status != "waiting_approval")
+            .map(|row| RunnableTurn {
+                id: row.id.into(),
+                org_id: row.org_id.into(),
+                session_id: row.session_id.into(),
+                seq: row.seq,
+                agent_id: row.agent_id,
+                channel: row.channel,
+                user_id: row.user_id,
+                trace_parent: row.trace_parent,
+            }))
     }
 
     /// Marks the turn running as a new attempt, only while `worker_id` holds the

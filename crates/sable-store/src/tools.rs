@@ -288,10 +288,18 @@ impl PgStore {
         .await?;
         let (status, expired) = current.ok_or(StoreError::NotFound("approval"))?;
         if status != "pending" || expired {
-            let status = if status == "pending" { "expired".to_owned() } else { status };
+            let status = if status == "pending" {
+                "expired".to_owned()
+            } else {
+                status
+            };
             return Ok(DecisionOutcome::AlreadyDecided(status));
         }
-        let new_status = if decision.approve { "approved" } else { "denied" };
+        let new_status = if decision.approve {
+            "approved"
+        } else {
+            "denied"
+        };
         let wakeup: StaleWakeup = sqlx::query_as(
             "UPDATE approvals SET status = $3, scope = $4, comment = $5, decided_at = now() \
              WHERE id = $1 AND org_id = $2 RETURNING turn_id AS id, org_id, session_id",
@@ -300,7 +308,12 @@ impl PgStore {
         .bind(decision.org_id.as_uuid())
         .bind(new_status)
         .bind(&decision.scope)
-        .bind(decision.comment.as_ref().map(|comment| comment.replace('\0', "")))
+        .bind(
+            decision
+                .comment
+                .as_ref()
+                .map(|comment| comment.replace('\0', "")),
+        )
         .fetch_one(&mut *tx)
         .await?;
         requeue_parked_turn(&mut tx, wakeup.id).await?;

@@ -80,11 +80,17 @@ impl SkillCatalog {
             }
             let text = std::fs::read_to_string(&file).map_err(|io| error(&file, io.to_string()))?;
             let skill = parse_skill(&text, &folder).map_err(|message| error(&file, message))?;
-            let folder_name = folder.file_name().and_then(|name| name.to_str()).unwrap_or_default();
+            let folder_name = folder
+                .file_name()
+                .and_then(|name| name.to_str())
+                .unwrap_or_default();
             if skill.name != folder_name {
                 return Err(error(
                     &file,
-                    format!("name '{}' must match the folder name '{folder_name}'", skill.name),
+                    format!(
+                        "name '{}' must match the folder name '{folder_name}'",
+                        skill.name
+                    ),
                 ));
             }
             skills.insert(skill.name.clone(), Arc::new(skill));
@@ -173,7 +179,11 @@ mod tests {
     #[test]
     fn missing_front_matter_or_fields_are_named() {
         let dir = Path::new("skills/x");
-        assert!(parse_skill("# no front matter", dir).unwrap_err().contains("front matter"));
+        assert!(
+            parse_skill("# no front matter", dir)
+                .unwrap_err()
+                .contains("front matter")
+        );
         let error = parse_skill("---\nname: x\n---\nbody", dir).unwrap_err();
         assert!(error.contains("description"), "{error}");
         let error = parse_skill("---\nname: Bad Name\ndescription: d\n---\n", dir).unwrap_err();

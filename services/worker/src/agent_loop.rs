@@ -31,7 +31,11 @@ pub(crate) struct TurnTools {
 }
 
 impl TurnTools {
-    pub(crate) fn new(context: &WorkerContext, turn: &RunnableTurn, agent: &AgentDefinition) -> Self {
+    pub(crate) fn new(
+        context: &WorkerContext,
+        turn: &RunnableTurn,
+        agent: &AgentDefinition,
+    ) -> Self {
         let mut names: Vec<&str> = agent.tools.iter().map(String::as_str).collect();
         if !agent.skills.is_empty() && !names.contains(&"skill") {
             names.push("skill");
@@ -48,7 +52,7 @@ impl TurnTools {
                 turn_id: turn.id,
                 user_id: turn.user_id.clone(),
                 agent_id: agent.id.as_str().to_owned(),
-                allowed_skills: agent.skills.iter().cloned().collect::<Vec<_>>().into(),
+                allowed_skills: agent.skills.to_vec().into(),
             },
         }
     }
@@ -56,6 +60,15 @@ impl TurnTools {
     fn offers(&self, name: &str) -> bool {
         self.specs.iter().any(|spec| spec.name == name)
     }
+}
+
+/// One attempt of one turn, as the loop's steps need it.
+pub(crate) struct Scope<'a> {
+    pub context: &'a WorkerContext,
+    pub turn: &'a RunnableTurn,
+    pub attempt: i32,
+    pub agent: &'a AgentDefinition,
+    pub tools: TurnTools,
 }
 
 /// The rounds of a turn so far, as the model must see them again.
@@ -105,13 +118,10 @@ struct PendingCall {
 /// interrupted mid-run runs again only if its tool is idempotent; a decided approval
 /// runs (approved) or answers the model (denied or expired).
 pub(crate) async fn resume_rounds(
-    context: &WorkerContext,
-    turn: &RunnableTurn,
-    attempt: i32,
-    agent: &AgentDefinition,
-    tools: &TurnTools,
+    scope: &Scope<'_>,
     rounds: &mut Rounds,
 ) -> Result<RoundEnd, StoreError> {
+    let (context, turn) = (scope.context, scope.turn);
     let records = context.store.tool_calls(turn.org_id, turn.id).await?;
     let mut by_round: Vec<(i32, Option<String>, Vec<ToolCallRecord>)> = Vec::new();
     for record in records {
@@ -140,7 +150,7 @@ pub(crate) async fn resume_rounds(
                 fresh: false,
             })
             .collect();
-        match settle_round(context, turn, attempt, agent, tools, rounds, round, text.unwrap_or_default(), calls).await? {
+        match settle_round(scope, rounds, round, text.unwrap_or_default(), calls).await? {
             RoundEnd::Continue => {}
             end => return Ok(end),
         }
@@ -150,11 +160,7 @@ pub(crate) async fn resume_rounds(
 
 /// Records a new round the model asked for, then settles it.
 pub(crate) async fn run_round(
-    context: &WorkerContext,
-    turn: &RunnableTurn,
-    attempt: i32,
-    agent: &AgentDefinition,
-    tools: &TurnTools,
+    scope: &Scope<'_>,
     rounds: &mut Rounds,
     text: String,
     calls: Vec<ToolCall>,
@@ -171,9 +177,10 @@ pub(crate) async fn run_round(
             arguments: call.arguments.clone(),
         })
         .collect();
-    context
+    scope
+        .context
         .store
-        .begin_tool_round(turn, attempt, round, &text, &new_calls)
+        .begin_tool_round(scope.turn, scope.attempt, round, &text, &new_calls)
         .await?;
     rounds.count = round;
     let calls = calls
@@ -188,73 +195,104 @@ pub(crate) async fn run_round(
             fresh: true,
         })
         .collect();
-    settle_round(context, turn, attempt, agent, tools, rounds, round, text, calls).await
+    settle_round(scope, rounds, round, text, calls).await
+}
+
+/// What to do with one call of a round.
+enum Disposition {
+    Run,
+    /// Wait for a person's approval.
+    Park,
+    /// It has its result (now or before).
+    Settled,
+}
+
+/// Decides what to do with a call; settles it on the spot when its outcome is already
+/// known (a denial, an expiry, or an interrupted call that must not be repeated).
+async fn dispose(
+    scope: &Scope<'_>,
+    round: i32,
+    pending: &mut PendingCall,
+) -> Result<Disposition, StoreError> {
+    if pending.result.is_some() {
+        return Ok(Disposition::Settled);
+    }
+    let name = pending.call.name.as_str();
+    let (status, message) = match pending.approval.as_deref() {
+        Some("approved") => return Ok(Disposition::Run),
+        Some("expired") => (
+            "denied",
+            format!("The call to '{name}' was not approved in time, so it did not run."),
+        ),
+        Some("denied") => (
+            "denied",
+            format!(
+                "A person denied the call to '{name}', so it did not run.{}",
+                pending
+                    .approval_comment
+                    .as_deref()
+                    .map_or(String::new(), |comment| format!(
+                        " Their comment: {comment}"
+                    ))
+            ),
+        ),
+        Some(_) => return Ok(Disposition::Park),
+        None if needs_approval_now(scope, name).await? => return Ok(Disposition::Park),
+        None if !pending.fresh && !is_idempotent(scope.context, name) => (
+            "error",
+            format!(
+                "The call to '{name}' was interrupted and is not repeated, because it may have taken effect."
+            ),
+        ),
+        None => return Ok(Disposition::Run),
+    };
+    let code = if status == "denied" {
+        "denied"
+    } else {
+        "interrupted"
+    };
+    let result = finished(
+        round,
+        pending.position,
+        status,
+        &message,
+        Some(code),
+        Utc::now(),
+        0,
+    );
+    scope
+        .context
+        .store
+        .finish_tool_call(scope.turn, &result)
+        .await?;
+    pending.result = Some((message, true));
+    Ok(Disposition::Settled)
 }
 
 /// Gives every call of the round a result, running the open ones concurrently, unless one
 /// needs an approval nobody gave yet: then the others run and the turn parks on it.
-#[allow(clippy::too_many_arguments)]
 async fn settle_round(
-    context: &WorkerContext,
-    turn: &RunnableTurn,
-    attempt: i32,
-    agent: &AgentDefinition,
-    tools: &TurnTools,
+    scope: &Scope<'_>,
     rounds: &mut Rounds,
     round: i32,
     text: String,
     mut calls: Vec<PendingCall>,
 ) -> Result<RoundEnd, StoreError> {
+    let context = scope.context;
     let mut to_run = Vec::new();
     let mut needs_approval = None;
     for (index, pending) in calls.iter_mut().enumerate() {
-        if pending.result.is_some() {
-            continue;
-        }
-        let name = pending.call.name.clone();
-        let denial = match pending.approval.as_deref() {
-            Some("approved") => None,
-            Some("expired") => Some(format!(
-                "The call to '{name}' was not approved in time, so it did not run."
-            )),
-            Some("denied") => Some(format!(
-                "A person denied the call to '{name}', so it did not run.{}",
-                pending
-                    .approval_comment
-                    .as_deref()
-                    .map_or(String::new(), |comment| format!(" Their comment: {comment}"))
-            )),
-            Some(_) => {
+        match dispose(scope, round, pending).await? {
+            Disposition::Run => to_run.push(index),
+            Disposition::Park => {
                 needs_approval.get_or_insert(index);
-                continue;
             }
-            None if needs_approval_now(context, turn, agent, &name).await? => {
-                needs_approval.get_or_insert(index);
-                continue;
-            }
-            None if !pending.fresh && !is_idempotent(context, &name) => {
-                let message = format!(
-                    "The call to '{name}' was interrupted and is not repeated, because it may have taken effect."
-                );
-                let result = finished(round, pending.position, "error", &message, Some("interrupted"), Utc::now(), 0);
-                context.store.finish_tool_call(turn, &result).await?;
-                pending.result = Some((message, true));
-                continue;
-            }
-            None => None,
-        };
-        match denial {
-            Some(message) => {
-                let result = finished(round, pending.position, "denied", &message, Some("denied"), Utc::now(), 0);
-                context.store.finish_tool_call(turn, &result).await?;
-                pending.result = Some((message, true));
-            }
-            None => to_run.push(index),
+            Disposition::Settled => {}
         }
     }
     let results = futures::future::join_all(to_run.iter().map(|&index| {
         let pending = &calls[index];
-        execute(context, turn, agent, tools, round, pending.position, &pending.call)
+        execute(scope, round, pending.position, &pending.call)
     }))
     .await;
     for (index, result) in to_run.into_iter().zip(results) {
@@ -269,7 +307,11 @@ async fn settle_round(
             arguments: pending.call.arguments.clone(),
             expires_in: context.config.approval_ttl,
         };
-        if !context.store.park_turn(turn, attempt, &approval).await? {
+        if !context
+            .store
+            .park_turn(scope.turn, scope.attempt, &approval)
+            .await?
+        {
             return Ok(RoundEnd::Fenced);
         }
         metrics::counter!("sable_approvals_requested_total").increment(1);
@@ -300,32 +342,36 @@ fn is_idempotent(context: &WorkerContext, name: &str) -> bool {
 
 /// True when a call to `name` must wait for a person: the agent says so, or the tool is
 /// high-risk; unless someone already approved the tool for this session.
-async fn needs_approval_now(
-    context: &WorkerContext,
-    turn: &RunnableTurn,
-    agent: &AgentDefinition,
-    name: &str,
-) -> Result<bool, StoreError> {
-    let high_risk = context
+async fn needs_approval_now(scope: &Scope<'_>, name: &str) -> Result<bool, StoreError> {
+    let high_risk = scope
+        .context
         .tools
         .descriptor(name)
         .is_some_and(|descriptor| descriptor.risk == ToolRisk::High);
-    if !high_risk && !agent.approval_required.iter().any(|tool| tool == name) {
+    if !high_risk
+        && !scope
+            .agent
+            .approval_required
+            .iter()
+            .any(|tool| tool == name)
+    {
         return Ok(false);
     }
-    Ok(!context.store.tool_approved_for_session(turn, name).await?)
+    Ok(!scope
+        .context
+        .store
+        .tool_approved_for_session(scope.turn, name)
+        .await?)
 }
 
 /// Runs one call and records its result; the text is what the model reads.
 async fn execute(
-    context: &WorkerContext,
-    turn: &RunnableTurn,
-    agent: &AgentDefinition,
-    tools: &TurnTools,
+    scope: &Scope<'_>,
     round: i32,
     position: i32,
     call: &ToolCall,
 ) -> Result<(String, bool), StoreError> {
+    let (context, tools) = (scope.context, &scope.tools);
     let started_at = Utc::now();
     let started = Instant::now();
     let outcome = if tools.offers(&call.name) {
@@ -338,8 +384,16 @@ async fn execute(
     };
     let elapsed = started.elapsed();
     let (status, content, code) = match outcome {
-        Ok(text) => ("ok", truncate(text, agent.max_tool_result_chars), None),
-        Err(error) => ("error", format!("error ({}): {error}", error.code()), Some(error.code())),
+        Ok(text) => (
+            "ok",
+            truncate(text, scope.agent.max_tool_result_chars),
+            None,
+        ),
+        Err(error) => (
+            "error",
+            format!("error ({}): {error}", error.code()),
+            Some(error.code()),
+        ),
     };
     let label = if context.tools.descriptor(&call.name).is_some() {
         call.name.clone()
@@ -347,7 +401,8 @@ async fn execute(
         "unknown".to_owned()
     };
     metrics::counter!("sable_tool_calls_total", "tool" => label.clone(), "outcome" => code.unwrap_or("ok")).increment(1);
-    metrics::histogram!("sable_tool_call_duration_seconds", "tool" => label).record(elapsed.as_secs_f64());
+    metrics::histogram!("sable_tool_call_duration_seconds", "tool" => label)
+        .record(elapsed.as_secs_f64());
     let result = finished(
         round,
         position,
@@ -357,7 +412,7 @@ async fn execute(
         started_at,
         i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX),
     );
-    context.store.finish_tool_call(turn, &result).await?;
+    context.store.finish_tool_call(scope.turn, &result).await?;
     Ok((content, status != "ok"))
 }
 
@@ -388,7 +443,9 @@ fn truncate(text: String, max_chars: usize) -> String {
         return text;
     }
     let kept: String = text.chars().take(max_chars).collect();
-    format!("{kept}\n[truncated: the result had {total} characters; only the first {max_chars} are shown]")
+    format!(
+        "{kept}\n[truncated: the result had {total} characters; only the first {max_chars} are shown]"
+    )
 }
 
 /// The arguments in a form where key order and spacing do not matter.
@@ -404,7 +461,10 @@ mod tests {
     #[test]
     fn long_results_are_cut_with_a_note() {
         let text = truncate("abcdef".repeat(100), 10);
-        assert!(text.starts_with("abcdefabcd\n[truncated: the result had 600 characters"), "{text}");
+        assert!(
+            text.starts_with("abcdefabcd\n[truncated: the result had 600 characters"),
+            "{text}"
+        );
         assert_eq!(truncate("short".into(), 10), "short");
     }
 

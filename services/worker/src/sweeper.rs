@@ -25,7 +25,12 @@ pub(crate) async fn run(context: Arc<WorkerContext>, shutdown: CancellationToken
         match context.store.expire_approvals(100).await {
             Ok(expired) => {
                 metrics::counter!("sable_approvals_expired_total").increment(expired.len() as u64);
-                wake_all(&context, &expired, "approval expired; turn woken to continue").await;
+                wake_all(
+                    &context,
+                    &expired,
+                    "approval expired; turn woken to continue",
+                )
+                .await;
             }
             Err(error) => tracing::debug!(%error, "approval expiry skipped"),
         }

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::WorkerContext;
-use crate::agent_loop::{RoundEnd, Rounds, TurnTools, resume_rounds, run_round};
+use crate::agent_loop::{RoundEnd, Rounds, Scope, TurnTools, resume_rounds, run_round};
 
 /// A turn that has been started this many times without ending is failed instead of being
 /// run again: something about it breaks every worker that tries.
@@ -137,7 +137,16 @@ async fn answer(
     };
     let mut usage = TokenUsage::default();
     let mut route: Option<RouteDecision> = None;
-    let step = agent_loop(context, turn, attempt, &agent, &mut usage, &mut route, &mut on_delta).await;
+    let step = agent_loop(
+        context,
+        turn,
+        attempt,
+        &agent,
+        &mut usage,
+        &mut route,
+        &mut on_delta,
+    )
+    .await;
     drop(deltas);
     let _ = forwarder.await;
     let outcome = match step? {
@@ -170,11 +179,17 @@ async fn agent_loop(
     route: &mut Option<RouteDecision>,
     on_delta: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Result<TurnOutcome, Step>, StoreError> {
-    let tools = TurnTools::new(context, turn, agent);
+    let scope = Scope {
+        context,
+        turn,
+        attempt,
+        agent,
+        tools: TurnTools::new(context, turn, agent),
+    };
     let skills = skill_entries(context, agent);
     let mut rounds = Rounds::default();
     let mut compacted = false;
-    let mut next = resume_rounds(context, turn, attempt, agent, &tools, &mut rounds).await?;
+    let mut next = resume_rounds(&scope, &mut rounds).await?;
     loop {
         match next {
             RoundEnd::Continue => {}
@@ -207,7 +222,7 @@ async fn agent_loop(
                 .map(|entry| (entry.role, entry.content.as_str())),
         );
         request.messages.extend(rounds.messages.iter().cloned());
-        request.tools = tools.specs.clone();
+        request.tools = scope.tools.specs.clone();
         if !compacted && over_budget(context, &profile, agent, &request) {
             compacted = true;
             if compact(context, turn, attempt, agent, &profile, usage).await? {
@@ -235,24 +250,17 @@ async fn agent_loop(
         if rounds.count >= i32::try_from(agent.max_tool_rounds).unwrap_or(i32::MAX) {
             return Ok(Ok(stopped(
                 "tool_round_limit",
-                format!("the model was still calling tools after {} rounds", agent.max_tool_rounds),
+                format!(
+                    "the model was still calling tools after {} rounds",
+                    agent.max_tool_rounds
+                ),
                 &format!(
                     "I stopped after {} rounds of tool calls without reaching an answer. Could you narrow the question?",
                     agent.max_tool_rounds
                 ),
             )));
         }
-        next = run_round(
-            context,
-            turn,
-            attempt,
-            agent,
-            &tools,
-            &mut rounds,
-            completion.text,
-            completion.tool_calls,
-        )
-        .await?;
+        next = run_round(&scope, &mut rounds, completion.text, completion.tool_calls).await?;
     }
 }
 

@@ -42,7 +42,7 @@ pub(crate) async fn accept_message(
     let now = stored_now();
     let slot = reserve_session_slot(&mut tx, &message, &now).await?;
     let turn_id = TurnId::new();
-        sqlx::query(
+    sqlx::query(
         "INSERT INTO turns (id, org_id, session_id, seq, agent_id, binding_rule, status, idempotency_key, trace_parent, \
              created_at, wakeup_at) \
          VALUES ($1, $2, $3, $4, $5, $9, 'queued', $6, $7, $8, $8)",

@@ -95,7 +95,8 @@ pub(crate) async fn session_info(
     org_id: OrgId,
     session_id: SessionId,
 ) -> Result<SessionInfo, StoreError> {
-    let sql = format!("SELECT {SESSION_INFO_COLUMNS} FROM sessions s WHERE s.id = $1 AND s.org_id = $2");
+    let sql =
+        format!("SELECT {SESSION_INFO_COLUMNS} FROM sessions s WHERE s.id = $1 AND s.org_id = $2");
     let row: Option<SessionInfoRow> = sqlx::query_as(&sql)
         .bind(session_id.as_uuid().hyphenated())
         .bind(org_id.as_uuid().hyphenated())

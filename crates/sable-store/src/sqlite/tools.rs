@@ -256,10 +256,18 @@ pub(crate) async fn decide_approval(
             .await?;
     let (status, expires_at) = current.ok_or(StoreError::NotFound("approval"))?;
     if status != "pending" || expires_at < now {
-        let status = if status == "pending" { "expired".to_owned() } else { status };
+        let status = if status == "pending" {
+            "expired".to_owned()
+        } else {
+            status
+        };
         return Ok(DecisionOutcome::AlreadyDecided(status));
     }
-    let new_status = if decision.approve { "approved" } else { "denied" };
+    let new_status = if decision.approve {
+        "approved"
+    } else {
+        "denied"
+    };
     let row: StaleTurnRow = sqlx::query_as(
         "UPDATE approvals SET status = $3, scope = $4, comment = $5, decided_at = $6 \
          WHERE id = $1 AND org_id = $2 RETURNING turn_id AS id, org_id, session_id",

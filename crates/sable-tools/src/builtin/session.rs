@@ -86,9 +86,12 @@ impl Tool for SessionTool {
             }
             "new" => store.move_conversation(org_id, current, None).await,
             _ => {
-                let target: SessionId = text_argument(&arguments, "session_id")?
-                    .parse()
-                    .map_err(|_| ToolError::InvalidArguments("session_id is not a session id".into()))?;
+                let target: SessionId =
+                    text_argument(&arguments, "session_id")?
+                        .parse()
+                        .map_err(|_| {
+                            ToolError::InvalidArguments("session_id is not a session id".into())
+                        })?;
                 store.move_conversation(org_id, current, Some(target)).await
             }
         };

@@ -114,7 +114,11 @@ impl Tool for SkillScript {
         }
         let args: Vec<String> = arguments["args"]
             .as_array()
-            .map(|args| args.iter().filter_map(|arg| arg.as_str().map(str::to_owned)).collect())
+            .map(|args| {
+                args.iter()
+                    .filter_map(|arg| arg.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default();
         let workdir = std::env::temp_dir().join(format!("sable-skill-{}", uuid::Uuid::now_v7()));
         std::fs::create_dir_all(&workdir)
@@ -160,6 +164,8 @@ async fn run_confined(
     if status.success() {
         Ok(text)
     } else {
-        Err(ToolError::Failed(format!("the script exited with {status}: {text}")))
+        Err(ToolError::Failed(format!(
+            "the script exited with {status}: {text}"
+        )))
     }
 }

@@ -52,7 +52,11 @@ impl Tool for Time {
                     ToolError::InvalidArguments(format!("unknown time zone '{name}'"))
                 })?;
                 let local = now.with_timezone(&zone);
-                Ok(format!("{} ({name}, {})", local.to_rfc3339(), local.format("%A")))
+                Ok(format!(
+                    "{} ({name}, {})",
+                    local.to_rfc3339(),
+                    local.format("%A")
+                ))
             }
         }
     }

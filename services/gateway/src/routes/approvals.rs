@@ -37,7 +37,10 @@ async fn list_approvals(
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     if let Some(status) = &query.status
-        && !matches!(status.as_str(), "pending" | "approved" | "denied" | "expired")
+        && !matches!(
+            status.as_str(),
+            "pending" | "approved" | "denied" | "expired"
+        )
     {
         return Err(ApiError::Validation(
             "status: one of pending, approved, denied, expired".into(),
@@ -47,7 +50,9 @@ async fn list_approvals(
         .store
         .approvals(caller.org_id, query.status.as_deref())
         .await?;
-    Ok(Json(json!({"approvals": approvals.iter().map(approval_json).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"approvals": approvals.iter().map(approval_json).collect::<Vec<_>>()}),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -72,11 +77,17 @@ async fn decide(
     let approve = match body.decision.as_str() {
         "approve" => true,
         "deny" => false,
-        _ => return Err(ApiError::Validation("decision: \"approve\" or \"deny\"".into())),
+        _ => {
+            return Err(ApiError::Validation(
+                "decision: \"approve\" or \"deny\"".into(),
+            ));
+        }
     };
     let scope = body.scope.unwrap_or_else(|| "once".to_owned());
     if !matches!(scope.as_str(), "once" | "session") {
-        return Err(ApiError::Validation("scope: \"once\" or \"session\"".into()));
+        return Err(ApiError::Validation(
+            "scope: \"once\" or \"session\"".into(),
+        ));
     }
     if let Some(comment) = &body.comment
         && (comment.chars().count() > MAX_COMMENT_CHARS || comment.contains('\0'))
