@@ -3,6 +3,7 @@
 
 mod support;
 
+mod agent_runtime;
 mod architecture;
 mod bad_input;
 mod crash_recovery;

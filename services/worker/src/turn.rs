@@ -347,9 +347,13 @@ async fn compact(
     let Ok(completion) = report.result else {
         return Ok(false);
     };
+    // The summary takes at most a third of the input budget (three bytes a token, as
+    // `estimate_tokens` counts), leaving the rest for the prompt and the newest messages.
+    let summary_chars = input_budget(window, agent.max_output_tokens);
+    let summary: String = completion.text.chars().take(summary_chars).collect();
     context
         .store
-        .save_summary(turn, &completion.text, through_seq)
+        .save_summary(turn, &summary, through_seq)
         .await?;
     tracing::info!(agent = %agent.id, through_seq, "session compacted after a context overflow");
     Ok(true)
