@@ -54,20 +54,20 @@ impl PgStore {
         user_key: &str,
         edit: MemoryEdit,
     ) -> Result<Option<String>, StoreError> {
-        let query = match &edit {
-            MemoryEdit::Append(text) => sqlx::query_as(
+        let (sql, text) = match &edit {
+            MemoryEdit::Append(text) => (
                 "INSERT INTO memory_notes (org_id, user_key, content) VALUES ($1, $2, $3) \
                  ON CONFLICT (org_id, user_key) DO UPDATE \
                  SET content = memory_notes.content || E'\\n' || EXCLUDED.content, updated_at = now() \
                  RETURNING content",
-            )
-            .bind(text.replace('\0', "")),
-            MemoryEdit::Replace(text) => sqlx::query_as(
+                text,
+            ),
+            MemoryEdit::Replace(text) => (
                 "INSERT INTO memory_notes (org_id, user_key, content) VALUES ($1, $2, $3) \
                  ON CONFLICT (org_id, user_key) DO UPDATE SET content = EXCLUDED.content, updated_at = now() \
                  RETURNING content",
-            )
-            .bind(text.replace('\0', "")),
+                text,
+            ),
             MemoryEdit::Delete => {
                 sqlx::query("DELETE FROM memory_notes WHERE org_id = $1 AND user_key = $2")
                     .bind(org_id.as_uuid())
@@ -77,9 +77,10 @@ impl PgStore {
                 return Ok(None);
             }
         };
-        let (content,): (String,) = query
+        let (content,): (String,) = sqlx::query_as(sql)
             .bind(org_id.as_uuid())
             .bind(user_key)
+            .bind(text.replace('\0', ""))
             .fetch_one(&self.pool)
             .await?;
         Ok(Some(content))

@@ -9,8 +9,10 @@ use sable_core::{
     OrgId, SessionId, TurnStatus,
 };
 use sable_store::{
-    AcceptedTurn, FinishTurn, HistoryEntry, LeaseRelease, NewMessage, ProviderCallRecord,
-    RunnableTurn, SessionTarget, Store, StoreError, StoreOptions, TurnOutcome, TurnStart,
+    AcceptedTurn, ApprovalDecision, ApprovalRecord, DecisionOutcome, FinishTurn, HistoryEntry,
+    LeaseRelease, MemoryEdit, NewApproval, NewMessage, NewToolCall, ProviderCallRecord,
+    RunnableTurn, SessionTarget, StaleWakeup, Store, StoreError, StoreOptions, ToolCallRecord,
+    ToolCallResult, TurnOutcome, TurnStart,
 };
 
 /// Generates `postgres::<name>` and `sqlite::<name>` for each test body.
@@ -58,6 +60,18 @@ contract_tests!(
     the_stale_delivery_sweep_finds_pending_deliveries_only,
     provider_calls_round_trip_in_start_order,
     nul_characters_in_provider_output_are_stripped,
+    a_turn_keeps_the_agent_and_binding_rule_it_was_accepted_with,
+    a_tool_round_is_written_before_it_runs_and_kept_when_the_turn_resumes,
+    a_parked_turn_blocks_its_session_until_its_approval_is_decided,
+    deciding_an_approval_requeues_the_turn_once,
+    parking_with_a_stale_attempt_changes_nothing,
+    an_overdue_approval_expires_and_requeues_its_turn,
+    another_org_can_neither_list_nor_decide_an_approval,
+    memory_notes_are_appended_replaced_and_deleted_per_org_and_user,
+    session_info_and_user_sessions_show_only_that_users_sessions_newest_first,
+    a_conversation_moves_to_a_new_session_and_back,
+    a_conversation_does_not_move_without_a_key_or_to_another_users_session,
+    nul_characters_in_tool_calls_approvals_and_notes_are_stripped,
 );
 
 const WORKER: &str = "worker-a";
@@ -786,5 +800,634 @@ async fn nul_characters_in_provider_output_are_stripped(store: Store) -> anyhow:
         store.session_summary(&turn).await?.text.as_deref(),
         Some("summary")
     );
+    Ok(())
+}
+
+fn users_conversation(key: &str, user_id: &str) -> SessionTarget {
+    SessionTarget::Conversation {
+        key: ConversationKey::parse(key.to_owned()).unwrap(),
+        user_id: Some(user_id.to_owned()),
+    }
+}
+
+fn tool_call(call_id: &str, tool: &str) -> NewToolCall {
+    NewToolCall {
+        call_id: call_id.to_owned(),
+        tool: tool.to_owned(),
+        arguments: format!("{{\"call\":\"{call_id}\"}}"),
+    }
+}
+
+fn shell_approval(expires_in: Duration) -> NewApproval {
+    NewApproval {
+        round: 1,
+        position: 0,
+        tool: "shell".to_owned(),
+        arguments: "{\"command\":\"ls\"}".to_owned(),
+        expires_in,
+    }
+}
+
+fn decision(
+    org_id: OrgId,
+    approval: &ApprovalRecord,
+    approve: bool,
+    scope: &str,
+) -> ApprovalDecision {
+    ApprovalDecision {
+        org_id,
+        approval_id: approval.id,
+        approve,
+        scope: scope.to_owned(),
+        comment: Some("looks fine".to_owned()),
+    }
+}
+
+fn wakeup_of(turn: &RunnableTurn) -> StaleWakeup {
+    StaleWakeup {
+        id: turn.id.as_uuid(),
+        org_id: turn.org_id.as_uuid(),
+        session_id: turn.session_id.as_uuid(),
+    }
+}
+
+/// Starts a new session's turn, begins a round of one `shell` call and parks the turn on
+/// that call's approval, returning the turn and the pending approval.
+async fn park_new_turn(
+    store: &Store,
+    org_id: OrgId,
+    expires_in: Duration,
+) -> anyhow::Result<(RunnableTurn, ApprovalRecord)> {
+    let session_id = accept(store, org_id, SessionTarget::New, "run it")
+        .await?
+        .session_id;
+    let (turn, attempt) = start_next(store, org_id, session_id).await?;
+    store
+        .begin_tool_round(
+            &turn,
+            attempt,
+            1,
+            "running it",
+            &[tool_call("call-1", "shell")],
+        )
+        .await?;
+    assert!(
+        store
+            .park_turn(&turn, attempt, &shell_approval(expires_in))
+            .await?
+    );
+    let approval = store
+        .approvals(org_id, Some("pending"))
+        .await?
+        .into_iter()
+        .find(|approval| approval.turn_id == turn.id.as_uuid())
+        .expect("a pending approval");
+    Ok((turn, approval))
+}
+
+async fn a_turn_keeps_the_agent_and_binding_rule_it_was_accepted_with(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let mut bound = message(org_id, SessionTarget::New, "hello");
+    bound.agent = AgentId::parse("support").unwrap();
+    bound.binding_rule = "channel api to support".to_owned();
+
+    let accepted = store.accept_message(bound).await?;
+
+    let turn = store.turn(org_id, accepted.turn_id).await?;
+    assert_eq!(
+        (turn.agent_id.as_str(), turn.binding_rule.as_deref()),
+        ("support", Some("channel api to support"))
+    );
+    let runnable = store
+        .next_runnable_turn(org_id, accepted.session_id)
+        .await?
+        .expect("a queued turn");
+    assert_eq!(runnable.agent_id, "support");
+    Ok(())
+}
+
+async fn a_tool_round_is_written_before_it_runs_and_kept_when_the_turn_resumes(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let session_id = accept(&store, org_id, SessionTarget::New, "what time is it")
+        .await?
+        .session_id;
+    let (turn, attempt) = start_next(&store, org_id, session_id).await?;
+    let calls = [tool_call("call-1", "memory"), tool_call("call-2", "time")];
+
+    store
+        .begin_tool_round(&turn, attempt, 1, "let me check", &calls)
+        .await?;
+
+    let running: Vec<_> = store
+        .tool_calls(org_id, turn.id)
+        .await?
+        .into_iter()
+        .map(|call| (call.position, call.call_id, call.status, call.round_text))
+        .collect();
+    assert_eq!(
+        running,
+        [
+            (
+                0,
+                "call-1".to_owned(),
+                "running".to_owned(),
+                Some("let me check".to_owned())
+            ),
+            (1, "call-2".to_owned(), "running".to_owned(), None)
+        ]
+    );
+    let started_at =
+        Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap() + TimeDelta::microseconds(250_001);
+    let result = ToolCallResult {
+        round: 1,
+        position: 1,
+        status: "ok".to_owned(),
+        result: "12:00".to_owned(),
+        error_code: None,
+        started_at,
+        duration_ms: 42,
+    };
+    store.finish_tool_call(&turn, &result).await?;
+    let TurnStart::Started { attempt: resumed } = store.start_turn(&turn, WORKER).await? else {
+        anyhow::bail!("the turn did not restart");
+    };
+    store
+        .begin_tool_round(
+            &turn,
+            resumed,
+            1,
+            "another try",
+            &[tool_call("call-9", "shell")],
+        )
+        .await?;
+
+    let recorded = store.tool_calls(org_id, turn.id).await?;
+    assert_eq!(recorded.len(), 2);
+    assert_eq!(
+        (
+            recorded[0].turn_attempt,
+            recorded[0].call_id.as_str(),
+            recorded[0].status.as_str(),
+            recorded[0].round_text.as_deref()
+        ),
+        (attempt, "call-1", "running", Some("let me check"))
+    );
+    let finished = ToolCallRecord {
+        turn_attempt: attempt,
+        round: 1,
+        position: 1,
+        call_id: "call-2".to_owned(),
+        tool: "time".to_owned(),
+        arguments: calls[1].arguments.clone(),
+        round_text: None,
+        status: "ok".to_owned(),
+        result: Some("12:00".to_owned()),
+        error_code: None,
+        started_at: Some(started_at),
+        duration_ms: Some(42),
+        approval_id: None,
+        approval_status: None,
+        approval_comment: None,
+    };
+    assert_eq!(recorded[1], finished);
+    assert!(store.tool_calls(OrgId::new(), turn.id).await?.is_empty());
+    Ok(())
+}
+
+async fn a_parked_turn_blocks_its_session_until_its_approval_is_decided(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let (turn, approval) = park_new_turn(&store, org_id, Duration::from_secs(3600)).await?;
+    let session_id = turn.session_id;
+    accept(
+        &store,
+        org_id,
+        SessionTarget::Existing(session_id),
+        "and then",
+    )
+    .await?;
+
+    assert_eq!(
+        (
+            approval.session_id,
+            approval.tool.as_str(),
+            approval.arguments.as_str(),
+            approval.status.as_str(),
+            approval.scope.as_deref(),
+            approval.decided_at
+        ),
+        (
+            session_id.as_uuid(),
+            "shell",
+            "{\"command\":\"ls\"}",
+            "pending",
+            None,
+            None
+        )
+    );
+    assert!(approval.expires_at > approval.created_at);
+    assert!(store.approvals(org_id, Some("approved")).await?.is_empty());
+    assert_eq!(
+        store.turn(org_id, turn.id).await?.status,
+        TurnStatus::WaitingApproval
+    );
+    assert_eq!(
+        store.tool_calls(org_id, turn.id).await?[0].status,
+        "waiting_approval"
+    );
+    assert!(
+        store
+            .next_runnable_turn(org_id, session_id)
+            .await?
+            .is_none()
+    );
+    assert_eq!(
+        store
+            .release_session_if_idle(org_id, session_id, WORKER)
+            .await?,
+        LeaseRelease::Released
+    );
+    assert!(
+        store
+            .claim_stale_turns(Duration::ZERO, 10)
+            .await?
+            .is_empty()
+    );
+    Ok(())
+}
+
+async fn deciding_an_approval_requeues_the_turn_once(store: Store) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let (turn, approval) = park_new_turn(&store, org_id, Duration::from_secs(3600)).await?;
+    assert!(!store.tool_approved_for_session(&turn, "shell").await?);
+
+    let outcome = store
+        .decide_approval(decision(org_id, &approval, true, "session"))
+        .await?;
+
+    assert_eq!(outcome, DecisionOutcome::Decided(wakeup_of(&turn)));
+    assert_eq!(
+        store.turn(org_id, turn.id).await?.status,
+        TurnStatus::Queued
+    );
+    let next = store.next_runnable_turn(org_id, turn.session_id).await?;
+    assert_eq!(next.map(|next| next.id), Some(turn.id));
+    for approve in [true, false] {
+        assert_eq!(
+            store
+                .decide_approval(decision(org_id, &approval, approve, "once"))
+                .await?,
+            DecisionOutcome::AlreadyDecided("approved".to_owned())
+        );
+    }
+    assert!(store.tool_approved_for_session(&turn, "shell").await?);
+    assert!(!store.tool_approved_for_session(&turn, "http_fetch").await?);
+    let decided = &store.approvals(org_id, Some("approved")).await?[0];
+    assert_eq!(
+        (decided.scope.as_deref(), decided.comment.as_deref()),
+        (Some("session"), Some("looks fine"))
+    );
+    assert!(decided.decided_at.is_some());
+    let call = &store.tool_calls(org_id, turn.id).await?[0];
+    assert_eq!(
+        (
+            call.approval_id,
+            call.approval_status.as_deref(),
+            call.approval_comment.as_deref()
+        ),
+        (Some(approval.id), Some("approved"), Some("looks fine"))
+    );
+    Ok(())
+}
+
+async fn parking_with_a_stale_attempt_changes_nothing(store: Store) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let session_id = accept(&store, org_id, SessionTarget::New, "run it")
+        .await?
+        .session_id;
+    let (turn, stale_attempt) = start_next(&store, org_id, session_id).await?;
+    let TurnStart::Started { attempt } = store.start_turn(&turn, WORKER).await? else {
+        anyhow::bail!("the turn did not restart");
+    };
+    store
+        .begin_tool_round(&turn, attempt, 1, "", &[tool_call("call-1", "shell")])
+        .await?;
+
+    let parked = store
+        .park_turn(
+            &turn,
+            stale_attempt,
+            &shell_approval(Duration::from_secs(3600)),
+        )
+        .await?;
+
+    assert!(!parked);
+    assert_eq!(
+        store.turn(org_id, turn.id).await?.status,
+        TurnStatus::Running
+    );
+    assert!(store.approvals(org_id, None).await?.is_empty());
+    let call = &store.tool_calls(org_id, turn.id).await?[0];
+    assert_eq!((call.status.as_str(), call.approval_id), ("running", None));
+    Ok(())
+}
+
+async fn an_overdue_approval_expires_and_requeues_its_turn(store: Store) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let (turn, approval) = park_new_turn(&store, org_id, Duration::ZERO).await?;
+
+    let woken = store.expire_approvals(10).await?;
+
+    assert_eq!(woken, [wakeup_of(&turn)]);
+    let expired = store.approvals(org_id, None).await?;
+    assert_eq!(
+        (expired[0].id, expired[0].status.as_str()),
+        (approval.id, "expired")
+    );
+    assert!(expired[0].decided_at.is_some());
+    assert_eq!(
+        store.turn(org_id, turn.id).await?.status,
+        TurnStatus::Queued
+    );
+    assert_eq!(
+        store
+            .decide_approval(decision(org_id, &approval, true, "once"))
+            .await?,
+        DecisionOutcome::AlreadyDecided("expired".to_owned())
+    );
+    assert!(store.expire_approvals(10).await?.is_empty());
+    assert!(!store.tool_approved_for_session(&turn, "shell").await?);
+    Ok(())
+}
+
+async fn another_org_can_neither_list_nor_decide_an_approval(store: Store) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let other_org = store.create_org("other").await?;
+    let (turn, approval) = park_new_turn(&store, org_id, Duration::from_secs(3600)).await?;
+
+    let intruding = store
+        .decide_approval(decision(other_org, &approval, true, "session"))
+        .await;
+
+    assert!(
+        matches!(intruding, Err(StoreError::NotFound(_))),
+        "{intruding:?}"
+    );
+    assert!(store.approvals(other_org, None).await?.is_empty());
+    assert!(store.tool_calls(other_org, turn.id).await?.is_empty());
+    assert_eq!(store.approvals(org_id, Some("pending")).await?, [approval]);
+    assert_eq!(
+        store.turn(org_id, turn.id).await?.status,
+        TurnStatus::WaitingApproval
+    );
+    Ok(())
+}
+
+async fn memory_notes_are_appended_replaced_and_deleted_per_org_and_user(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let other_org = store.create_org("other").await?;
+    let ada = "user:ada";
+    assert_eq!(store.memory_note(org_id, ada).await?, None);
+
+    let edits = [
+        (
+            MemoryEdit::Append("likes tea".to_owned()),
+            Some("likes tea"),
+        ),
+        (
+            MemoryEdit::Append("lives in Leeds".to_owned()),
+            Some("likes tea\nlives in Leeds"),
+        ),
+    ];
+    for (edit, expected) in edits {
+        let edited = store.edit_memory_note(org_id, ada, edit).await?;
+        assert_eq!(edited.as_deref(), expected);
+    }
+
+    assert_eq!(
+        store.memory_note(org_id, ada).await?.as_deref(),
+        Some("likes tea\nlives in Leeds")
+    );
+    assert_eq!(store.memory_note(other_org, ada).await?, None);
+    assert_eq!(store.memory_note(org_id, "user:bob").await?, None);
+    let replaced = MemoryEdit::Replace("prefers coffee".to_owned());
+    assert_eq!(
+        store
+            .edit_memory_note(org_id, ada, replaced)
+            .await?
+            .as_deref(),
+        Some("prefers coffee")
+    );
+    assert_eq!(
+        store.memory_note(org_id, ada).await?.as_deref(),
+        Some("prefers coffee")
+    );
+    assert_eq!(
+        store
+            .edit_memory_note(org_id, ada, MemoryEdit::Delete)
+            .await?,
+        None
+    );
+    assert_eq!(store.memory_note(org_id, ada).await?, None);
+    Ok(())
+}
+
+async fn session_info_and_user_sessions_show_only_that_users_sessions_newest_first(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let other_org = store.create_org("other").await?;
+    let first = accept(&store, org_id, users_conversation("chat-1", "ada"), "one").await?;
+    let second = accept(&store, org_id, users_conversation("chat-2", "ada"), "two").await?;
+    accept(&store, org_id, users_conversation("chat-3", "bob"), "hi").await?;
+    accept(&store, other_org, users_conversation("chat-4", "ada"), "hi").await?;
+    accept(&store, org_id, users_conversation("chat-1", "ada"), "three").await?;
+
+    let info = store.session_info(org_id, first.session_id).await?;
+
+    assert_eq!(
+        (
+            info.id,
+            info.channel.as_str(),
+            info.conversation_key.as_deref(),
+            info.user_id.as_deref(),
+            info.agent_id.as_str(),
+            info.turns
+        ),
+        (
+            first.session_id.as_uuid(),
+            "api",
+            Some("chat-1"),
+            Some("ada"),
+            "assistant",
+            2
+        )
+    );
+    assert!(info.updated_at > info.created_at);
+    assert!(matches!(
+        store.session_info(other_org, first.session_id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let sessions: Vec<_> = store
+        .user_sessions(org_id, "ada", 10)
+        .await?
+        .into_iter()
+        .map(|session| session.id)
+        .collect();
+    assert_eq!(
+        sessions,
+        [first.session_id.as_uuid(), second.session_id.as_uuid()]
+    );
+    assert_eq!(store.user_sessions(org_id, "ada", 1).await?.len(), 1);
+    assert!(store.user_sessions(org_id, "carol", 10).await?.is_empty());
+    Ok(())
+}
+
+async fn a_conversation_moves_to_a_new_session_and_back(store: Store) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let old = accept(&store, org_id, users_conversation("chat-1", "ada"), "one").await?;
+
+    let moved = store
+        .move_conversation(org_id, old.session_id, None)
+        .await?
+        .expect("moved to a new session");
+
+    assert_ne!(moved, old.session_id);
+    let next = accept(&store, org_id, users_conversation("chat-1", "ada"), "two").await?;
+    assert_eq!((next.session_id, next.seq), (moved, 1));
+    let new_session = store.session_info(org_id, moved).await?;
+    assert_eq!(
+        (
+            new_session.conversation_key.as_deref(),
+            new_session.user_id.as_deref(),
+            new_session.agent_id.as_str(),
+            new_session.turns
+        ),
+        (Some("chat-1"), Some("ada"), "assistant", 1)
+    );
+    let old_session = store.session_info(org_id, old.session_id).await?;
+    assert_eq!(old_session.conversation_key, None);
+
+    let resumed = store
+        .move_conversation(org_id, moved, Some(old.session_id))
+        .await?;
+
+    assert_eq!(resumed, Some(old.session_id));
+    let third = accept(&store, org_id, users_conversation("chat-1", "ada"), "three").await?;
+    assert_eq!((third.session_id, third.seq), (old.session_id, 2));
+    let left = store.session_info(org_id, moved).await?;
+    assert_eq!(left.conversation_key, None);
+    Ok(())
+}
+
+async fn a_conversation_does_not_move_without_a_key_or_to_another_users_session(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let other_org = store.create_org("other").await?;
+    let adas = accept(&store, org_id, users_conversation("chat-1", "ada"), "one").await?;
+    let bobs = accept(&store, org_id, users_conversation("chat-2", "bob"), "hi").await?;
+    let untied = accept(&store, org_id, SessionTarget::New, "hello").await?;
+
+    assert_eq!(
+        store
+            .move_conversation(org_id, untied.session_id, None)
+            .await?,
+        None
+    );
+    assert_eq!(
+        store
+            .move_conversation(org_id, adas.session_id, Some(bobs.session_id))
+            .await?,
+        None
+    );
+    assert_eq!(
+        store
+            .move_conversation(other_org, adas.session_id, None)
+            .await?,
+        None
+    );
+
+    let keys = [
+        (adas.session_id, Some("chat-1")),
+        (bobs.session_id, Some("chat-2")),
+        (untied.session_id, None),
+    ];
+    for (session_id, key) in keys {
+        let info = store.session_info(org_id, session_id).await?;
+        assert_eq!(info.conversation_key.as_deref(), key);
+    }
+    let again = accept(&store, org_id, users_conversation("chat-1", "ada"), "two").await?;
+    assert_eq!((again.session_id, again.seq), (adas.session_id, 2));
+    assert_eq!(store.user_sessions(org_id, "ada", 10).await?.len(), 1);
+    Ok(())
+}
+
+async fn nul_characters_in_tool_calls_approvals_and_notes_are_stripped(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let session_id = accept(&store, org_id, SessionTarget::New, "run it")
+        .await?
+        .session_id;
+    let (turn, attempt) = start_next(&store, org_id, session_id).await?;
+    let call = NewToolCall {
+        call_id: "call\0-1".to_owned(),
+        tool: "time".to_owned(),
+        arguments: "{\"zone\":\"U\0TC\"}".to_owned(),
+    };
+    store
+        .begin_tool_round(&turn, attempt, 1, "chec\0king", &[call])
+        .await?;
+    let result = ToolCallResult {
+        round: 1,
+        position: 0,
+        status: "ok".to_owned(),
+        result: "12\0:00".to_owned(),
+        error_code: None,
+        started_at: Utc.with_ymd_and_hms(2025, 6, 1, 12, 0, 0).unwrap(),
+        duration_ms: 1,
+    };
+    store.finish_tool_call(&turn, &result).await?;
+    store
+        .begin_tool_round(&turn, attempt, 2, "", &[tool_call("call-2", "shell")])
+        .await?;
+    let mut approval = shell_approval(Duration::from_secs(3600));
+    approval.round = 2;
+    approval.arguments = "{\"command\":\"l\0s\"}".to_owned();
+    assert!(store.park_turn(&turn, attempt, &approval).await?);
+    let pending = store.approvals(org_id, Some("pending")).await?;
+    let mut decided = decision(org_id, &pending[0], true, "once");
+    decided.comment = Some("fi\0ne".to_owned());
+    store.decide_approval(decided).await?;
+    let note = MemoryEdit::Append("te\0a".to_owned());
+
+    let edited = store.edit_memory_note(org_id, "user:ada", note).await?;
+
+    assert_eq!(edited.as_deref(), Some("tea"));
+    assert_eq!(pending[0].arguments, "{\"command\":\"ls\"}");
+    let calls = store.tool_calls(org_id, turn.id).await?;
+    assert_eq!(
+        (
+            calls[0].call_id.as_str(),
+            calls[0].arguments.as_str(),
+            calls[0].round_text.as_deref(),
+            calls[0].result.as_deref()
+        ),
+        (
+            "call-1",
+            "{\"zone\":\"UTC\"}",
+            Some("checking"),
+            Some("12:00")
+        )
+    );
+    assert_eq!(calls[1].approval_comment.as_deref(), Some("fine"));
     Ok(())
 }

@@ -83,7 +83,7 @@ pub(crate) async fn edit_memory_note(
     let (content,): (String,) = sqlx::query_as(sql)
         .bind(org_id.as_uuid().hyphenated())
         .bind(user_key)
-        .bind(text)
+        .bind(text.replace('\0', ""))
         .bind(stored_now())
         .fetch_one(pool)
         .await?;

@@ -71,10 +71,10 @@ pub(crate) async fn begin_tool_round(
         .bind(attempt)
         .bind(round)
         .bind(i32::try_from(position).unwrap_or(i32::MAX))
-        .bind(&call.call_id)
-        .bind(&call.tool)
-        .bind(&call.arguments)
-        .bind((position == 0).then_some(text))
+        .bind(call.call_id.replace('\0', ""))
+        .bind(call.tool.replace('\0', ""))
+        .bind(call.arguments.replace('\0', ""))
+        .bind((position == 0).then(|| text.replace('\0', "")))
         .bind(&now)
         .execute(&mut *tx)
         .await?;
@@ -96,7 +96,7 @@ pub(crate) async fn finish_tool_call(
     .bind(result.round)
     .bind(result.position)
     .bind(&result.status)
-    .bind(&result.result)
+    .bind(result.result.replace('\0', ""))
     .bind(&result.error_code)
     .bind(stored_time(result.started_at))
     .bind(result.duration_ms)
@@ -201,7 +201,7 @@ pub(crate) async fn park_turn(
     .bind(approval.round)
     .bind(approval.position)
     .bind(&approval.tool)
-    .bind(&approval.arguments)
+    .bind(approval.arguments.replace('\0', ""))
     .bind(stored_time(now))
     .bind(stored_time(later_by(now, approval.expires_in)))
     .execute(&mut *tx)
@@ -276,7 +276,12 @@ pub(crate) async fn decide_approval(
     .bind(decision.org_id.as_uuid().hyphenated())
     .bind(new_status)
     .bind(&decision.scope)
-    .bind(&decision.comment)
+    .bind(
+        decision
+            .comment
+            .as_ref()
+            .map(|comment| comment.replace('\0', "")),
+    )
     .bind(&now)
     .fetch_one(&mut *tx)
     .await?;
