@@ -594,3 +594,26 @@ async fn bindings_choose_the_agent_and_the_turn_records_the_rule() -> anyhow::Re
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn an_agent_naming_an_unknown_tool_fails_start_up_naming_the_file_and_field()
+-> anyhow::Result<()> {
+    let config = Config::new()?;
+    config.agent("broken", "[tools]\nallow = [\"time\", \"teleport\"]\n")?;
+    let stack = TestStack::start(StackOptions {
+        env: config.env(&[]),
+        ..Default::default()
+    })
+    .await?;
+    let error = stack
+        .sable(&["worker"])
+        .await
+        .expect_err("the worker must refuse to start");
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("agents/broken/agent.toml")
+            && message.contains("tools.allow: no tool named 'teleport'"),
+        "{message}"
+    );
+    Ok(())
+}

@@ -124,7 +124,8 @@ impl PgStore {
     /// Moves the conversation `from` is bound to onto `to` (one of the same user's
     /// sessions on the same channel), or onto a new session when `to` is `None`; the next
     /// message of the conversation goes there. Returns the session now bound, or `None`
-    /// when `from` is bound to no conversation or `to` is not the user's.
+    /// when `from` is bound to no conversation or `to` is not the same named user's (a
+    /// session without a user can only start a new session, never take over another).
     pub async fn move_conversation(
         &self,
         org_id: OrgId,
@@ -155,7 +156,7 @@ impl PgStore {
             Some(to) => {
                 let moved = sqlx::query(
                     "UPDATE sessions SET conversation_key = $3, updated_at = now() \
-                     WHERE id = $1 AND org_id = $2 AND channel = $4 AND user_id IS NOT DISTINCT FROM $5",
+                     WHERE id = $1 AND org_id = $2 AND channel = $4 AND user_id = $5",
                 )
                 .bind(to.as_uuid())
                 .bind(org_id.as_uuid())

@@ -156,7 +156,7 @@ pub(crate) async fn move_conversation(
         Some(to) => {
             let moved = sqlx::query(
                 "UPDATE sessions SET conversation_key = $3, updated_at = $6 \
-                 WHERE id = $1 AND org_id = $2 AND channel = $4 AND user_id IS $5",
+                 WHERE id = $1 AND org_id = $2 AND channel = $4 AND user_id = $5",
             )
             .bind(to.as_uuid().hyphenated())
             .bind(org)
