@@ -617,3 +617,48 @@ async fn an_agent_naming_an_unknown_tool_fails_start_up_naming_the_file_and_fiel
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn the_session_tool_starts_a_new_session_for_the_conversation_and_memory_follows_the_user()
+-> anyhow::Result<()> {
+    let config = Config::new()?;
+    config.agent("keeper", "[tools]\nallow = [\"session\", \"memory\"]\n")?;
+    let stack = start(&config, &[]).await?;
+    let conversation = json!({"id": "chat-9", "user_id": "grace"});
+    stack.provider.push(Script::ToolCalls {
+        text: String::new(),
+        calls: vec![
+            call(
+                "n1",
+                "memory",
+                json!({"action": "replace", "text": "prefers short answers"}),
+            ),
+            call("n2", "session", json!({"action": "new"})),
+        ],
+    });
+    stack.provider.push(Script::Reply("Fresh start.".into()));
+    let (_, first) = stack
+        .post_message(0, &json!({"text": "start over", "agent": "keeper", "conversation": conversation, "wait": true}))
+        .await?;
+    assert_eq!(first["reply"]["text"], "Fresh start.", "{first}");
+
+    stack.provider.push(Script::ToolCalls {
+        text: String::new(),
+        calls: vec![call("n3", "memory", json!({"action": "get"}))],
+    });
+    stack.provider.push(Script::Reply("ok".into()));
+    let (_, second) = stack
+        .post_message(0, &json!({"text": "hello again", "agent": "keeper", "conversation": conversation, "wait": true}))
+        .await?;
+    assert_ne!(
+        second["session_id"], first["session_id"],
+        "the conversation moved to a new session"
+    );
+    let told = tool_results(stack.provider.requests().last().unwrap());
+    assert_eq!(
+        told,
+        ["prefers short answers"],
+        "notes belong to the user, not the session"
+    );
+    Ok(())
+}
