@@ -59,30 +59,51 @@ pub fn skill_index(skills: &[SkillEntry]) -> String {
     index
 }
 
-/// Tokens a request is estimated to take. No tokenizer is loaded: the estimate is one
-/// token per three bytes of text (English runs near four, so this overestimates, which
-/// is the safe side for a budget) plus four per message and the tools' schemas.
-pub fn estimate_tokens(request: &ChatRequest) -> usize {
-    let text: usize = request
+/// Tokens a request to `model` takes: counted with the model family's own tokenizer
+/// where one ships with Sable (OpenAI's o200k for GPT-4o, GPT-4.1, GPT-5 and the o-series;
+/// cl100k for GPT-4 and GPT-3.5), else estimated at one token per three bytes (English
+/// runs near four, so the estimate errs on the safe side for a budget). Each message adds
+/// four tokens of framing, and the tools' schemas count as text.
+pub fn estimate_tokens(model: &str, request: &ChatRequest) -> usize {
+    let count = |text: &str| match tokenizer_for(model) {
+        Some(bpe) => bpe.count_ordinary(text),
+        None => text.len().div_ceil(3),
+    };
+    let messages: usize = request
         .messages
         .iter()
         .map(|message| {
-            let calls = match message {
+            let calls: usize = match message {
                 ChatMessage::Assistant { tool_calls, .. } => tool_calls
                     .iter()
-                    .map(|call| call.name.len() + call.arguments.len())
+                    .map(|call| count(&call.name) + count(&call.arguments))
                     .sum(),
                 _ => 0,
             };
-            message.text().len() + calls + 12
+            count(message.text()) + calls + 4
         })
         .sum();
     let tools: usize = request
         .tools
         .iter()
-        .map(|tool| tool.name.len() + tool.description.len() + tool.parameters.to_string().len())
+        .map(|tool| {
+            count(&tool.name) + count(&tool.description) + count(&tool.parameters.to_string())
+        })
         .sum();
-    (text + tools).div_ceil(3)
+    messages + tools
+}
+
+/// The tokenizer of an OpenAI-family model, loaded on first use (it takes a few MB).
+fn tokenizer_for(model: &str) -> Option<&'static tiktoken_rs::CoreBPE> {
+    let model = model.rsplit('/').next().unwrap_or(model);
+    const O200K: [&str; 6] = ["gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4"];
+    if O200K.iter().any(|prefix| model.starts_with(prefix)) || model.starts_with("chatgpt-4o") {
+        Some(tiktoken_rs::o200k_base_singleton())
+    } else if model.starts_with("gpt-4") || model.starts_with("gpt-3.5") {
+        Some(tiktoken_rs::cl100k_base_singleton())
+    } else {
+        None
+    }
 }
 
 /// The input budget of a model: its window less the tokens reserved for the answer.
@@ -237,16 +258,34 @@ mod tests {
     #[test]
     fn the_estimate_grows_with_the_text_and_the_budget_leaves_room_to_answer() {
         let short = build_chat_request(&agent(vec![]), &[], None, [(MessageRole::User, "hi")]);
-        let long_text = "x".repeat(3000);
+        let estimate = |request: &ChatRequest| estimate_tokens("some-model", request);
+        let long_text = "x".repeat(3300);
         let long = build_chat_request(
             &agent(vec![]),
             &[],
             None,
             [(MessageRole::User, long_text.as_str())],
         );
-        assert!(estimate_tokens(&long) >= estimate_tokens(&short) + 1000);
+        assert!(estimate(&long) >= estimate(&short) + 1000);
         assert_eq!(input_budget(8000, Some(1000)), 7000);
         assert_eq!(input_budget(8000, None), 6976);
+    }
+
+    #[test]
+    fn openai_models_are_counted_with_their_own_tokenizer() {
+        let request = build_chat_request(
+            &agent(vec![]),
+            &[],
+            None,
+            [(MessageRole::User, "hello world, hello world")],
+        );
+        // o200k: "Be| brief|." is 3 tokens, "hello| world|,| hello| world" 5; 4 framing each.
+        assert_eq!(estimate_tokens("gpt-4o-mini", &request), 3 + 5 + 8);
+        assert_eq!(estimate_tokens("openai/gpt-4o", &request), 16);
+        assert!(
+            estimate_tokens("llama-3", &request) > 16,
+            "the estimate errs high"
+        );
     }
 
     #[test]

@@ -86,10 +86,10 @@ async fn a_script_runs_confined_with_a_scrubbed_environment() {
     // cargo gives the test process CARGO_* variables; the script must see none of them.
     assert!(std::env::var("CARGO_MANIFEST_DIR").is_ok());
     let registry = registry(&skills_dir());
-    let context = context(&["probe"]);
+    let allowed = context(&["probe"]);
     let output = registry
         .call(
-            &context,
+            &allowed,
             "skill_script",
             &json!({"skill": "probe", "script": "env.sh", "args": ["one", "two"]}).to_string(),
         )
@@ -111,7 +111,7 @@ async fn a_script_runs_confined_with_a_scrubbed_environment() {
 
     let escape = registry
         .call(
-            &context,
+            &allowed,
             "skill_script",
             r#"{"skill": "probe", "script": "../SKILL.md"}"#,
         )

@@ -286,7 +286,8 @@ fn over_budget(
     request: &sable_llm::ChatRequest,
 ) -> bool {
     context.models.profile(profile).is_some_and(|spec| {
-        estimate_tokens(request) > input_budget(spec.context_window, agent.max_output_tokens)
+        estimate_tokens(&spec.model, request)
+            > input_budget(spec.context_window, agent.max_output_tokens)
     })
 }
 
