@@ -95,6 +95,17 @@ async fn start(config: &Config, extra: &[(&'static str, &str)]) -> anyhow::Resul
     .await
 }
 
+/// A stack whose config adds one agent.
+async fn stack_with_agent(
+    id: &str,
+    agent_toml: &str,
+    extra: &[(&'static str, &str)],
+) -> anyhow::Result<TestStack> {
+    let config = Config::new()?;
+    config.agent(id, agent_toml)?;
+    start(&config, extra).await
+}
+
 fn call(id: &str, name: &str, arguments: Value) -> FakeToolCall {
     FakeToolCall::new(id, name, arguments)
 }
@@ -248,12 +259,12 @@ async fn parallel_tool_calls_run_concurrently_are_persisted_and_the_answer_is_de
 #[tokio::test]
 async fn a_model_that_keeps_calling_tools_stops_at_the_round_limit_and_a_repeated_call_sooner()
 -> anyhow::Result<()> {
-    let config = Config::new()?;
-    config.agent(
+    let stack = stack_with_agent(
         "looper",
         "[tools]\nallow = [\"time\"]\n[limits]\nmax_tool_rounds = 3\n",
-    )?;
-    let stack = start(&config, &[]).await?;
+        &[],
+    )
+    .await?;
     for zone in ["UTC", "Asia/Tokyo", "Europe/Paris", "America/Lima"] {
         stack.provider.push(Script::ToolCalls {
             text: String::new(),
@@ -306,12 +317,12 @@ async fn a_model_that_keeps_calling_tools_stops_at_the_round_limit_and_a_repeate
 #[tokio::test]
 async fn an_approved_call_runs_exactly_once_after_a_worker_restart_and_session_scope_skips_the_next_approval()
 -> anyhow::Result<()> {
-    let config = Config::new()?;
-    config.agent(
+    let mut stack = stack_with_agent(
         "careful",
         "[tools]\nallow = [\"memory\"]\nrequire_approval = [\"memory\"]\n",
-    )?;
-    let mut stack = start(&config, &[]).await?;
+        &[],
+    )
+    .await?;
     stack.provider.push(Script::ToolCalls {
         text: "Let me note that.".into(),
         calls: vec![call(
@@ -384,12 +395,12 @@ async fn an_approved_call_runs_exactly_once_after_a_worker_restart_and_session_s
 #[tokio::test]
 async fn a_denied_call_is_reported_to_the_model_and_an_unanswered_one_expires_as_a_denial()
 -> anyhow::Result<()> {
-    let config = Config::new()?;
-    config.agent(
+    let stack = stack_with_agent(
         "careful",
         "[tools]\nallow = [\"memory\"]\nrequire_approval = [\"memory\"]\n",
-    )?;
-    let stack = start(&config, &[("SABLE_APPROVAL_TTL_MS", "1500")]).await?;
+        &[("SABLE_APPROVAL_TTL_MS", "1500")],
+    )
+    .await?;
 
     stack.provider.push(Script::ToolCalls {
         text: String::new(),
@@ -446,9 +457,7 @@ async fn a_denied_call_is_reported_to_the_model_and_an_unanswered_one_expires_as
 
 #[tokio::test]
 async fn the_prompt_lists_only_allowed_skills_and_only_those_can_be_loaded() -> anyhow::Result<()> {
-    let config = Config::new()?;
-    config.agent("skilled", "[skills]\nallow = [\"weather\"]\n")?;
-    let stack = start(&config, &[]).await?;
+    let stack = stack_with_agent("skilled", "[skills]\nallow = [\"weather\"]\n", &[]).await?;
     stack.provider.push(Script::ToolCalls {
         text: String::new(),
         calls: vec![
@@ -495,12 +504,12 @@ async fn the_prompt_lists_only_allowed_skills_and_only_those_can_be_loaded() -> 
 #[tokio::test]
 async fn a_session_past_its_budget_is_compacted_and_every_request_fits_the_window()
 -> anyhow::Result<()> {
-    let config = Config::new()?;
-    config.agent(
+    let stack = stack_with_agent(
         "budget",
         "[model]\nprofile = \"tiny\"\nmax_output_tokens = 100\n",
-    )?;
-    let stack = start(&config, &[]).await?;
+        &[],
+    )
+    .await?;
     let mut session_id = None::<String>;
     for index in 0..6 {
         let text = format!(
@@ -621,9 +630,12 @@ async fn an_agent_naming_an_unknown_tool_fails_start_up_naming_the_file_and_fiel
 #[tokio::test]
 async fn the_session_tool_starts_a_new_session_for_the_conversation_and_memory_follows_the_user()
 -> anyhow::Result<()> {
-    let config = Config::new()?;
-    config.agent("keeper", "[tools]\nallow = [\"session\", \"memory\"]\n")?;
-    let stack = start(&config, &[]).await?;
+    let stack = stack_with_agent(
+        "keeper",
+        "[tools]\nallow = [\"session\", \"memory\"]\n",
+        &[],
+    )
+    .await?;
     let conversation = json!({"id": "chat-9", "user_id": "grace"});
     stack.provider.push(Script::ToolCalls {
         text: String::new(),
