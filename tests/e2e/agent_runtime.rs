@@ -463,6 +463,7 @@ async fn the_prompt_lists_only_allowed_skills_and_only_those_can_be_loaded() -> 
         calls: vec![
             call("s1", "skill", json!({"name": "weather"})),
             call("s2", "skill", json!({"name": "secret"})),
+            call("s3", "skill", json!({"title": "weather"})),
         ],
     });
     stack.provider.push(Script::Reply("ok".into()));
@@ -496,6 +497,11 @@ async fn the_prompt_lists_only_allowed_skills_and_only_those_can_be_loaded() -> 
     );
     assert!(
         results[1].contains("no skill named 'secret' is available"),
+        "{results:?}"
+    );
+    // A call that does not match the tool's schema comes back as an error, not a crash.
+    assert!(
+        results[2].starts_with("error (invalid_arguments)"),
         "{results:?}"
     );
     Ok(())
@@ -671,6 +677,90 @@ async fn the_session_tool_starts_a_new_session_for_the_conversation_and_memory_f
         told,
         ["prefers short answers"],
         "notes belong to the user, not the session"
+    );
+    Ok(())
+}
+
+/// A local site whose `/hang` counts its requests and never answers.
+async fn hanging_server() -> anyhow::Result<(String, Arc<AtomicUsize>)> {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let app = axum::Router::new().route(
+        "/hang",
+        axum::routing::get(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                std::future::pending::<&'static str>().await
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, hits))
+}
+
+#[tokio::test]
+async fn a_turn_resumed_after_a_crash_mid_tool_keeps_finished_calls_and_does_not_repeat_an_unsafe_one()
+-> anyhow::Result<()> {
+    let mut stack = stack_with_agent(
+        "tooler",
+        "[tools]\nallow = [\"time\", \"http_fetch\"]\n",
+        &[("SABLE_HTTP_FETCH_ALLOW", "[\"127.0.0.1/32\"]")],
+    )
+    .await?;
+    let (site, hits) = hanging_server().await?;
+    stack.provider.push(Script::ToolCalls {
+        text: String::new(),
+        calls: vec![
+            call("t1", "time", json!({})),
+            call("f1", "http_fetch", json!({"url": format!("{site}/hang")})),
+        ],
+    });
+    stack
+        .provider
+        .push(Script::Reply("The page did not answer.".into()));
+    let accepted = send(&stack, json!({"text": "fetch it", "agent": "tooler"})).await?;
+    let turn_id = accepted["turn_id"].as_str().unwrap().to_owned();
+    eventually("the fetch to be in flight", TURN_TIMEOUT, || async {
+        hits.load(Ordering::SeqCst) == 1
+    })
+    .await?;
+    let before = turn(&stack, &turn_id).await?;
+    assert_eq!(before["tool_calls"][0]["status"], "ok", "{before}");
+    assert_eq!(before["tool_calls"][1]["status"], "running", "{before}");
+
+    stack.workers.remove(0).kill().await;
+    stack.spawn_worker().await?;
+    let done = stack.wait_for_final_turn(&turn_id).await?;
+
+    assert_eq!(done["reply"]["text"], "The page did not answer.", "{done}");
+    assert_eq!(done["attempt"], 2);
+    let calls = done["tool_calls"].as_array().unwrap();
+    assert_eq!(
+        calls[0], before["tool_calls"][0],
+        "the finished call is kept as it was"
+    );
+    assert_eq!(calls[1]["status"], "error");
+    assert_eq!(calls[1]["error_code"], "interrupted");
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        1,
+        "the unsafe call was not repeated"
+    );
+    assert_eq!(
+        stack.provider.request_count(),
+        2,
+        "round 1 was not asked again"
+    );
+    assert_eq!(
+        stack
+            .scalar(&format!(
+                "SELECT count(*) FROM deliveries WHERE turn_id = '{turn_id}'"
+            ))
+            .await?,
+        1
     );
     Ok(())
 }
