@@ -6,6 +6,7 @@
 
 mod chat;
 mod dev;
+mod faults;
 mod models;
 mod settings;
 
@@ -243,6 +244,7 @@ pub(crate) fn gateway_config(
         wait_poll_interval: Settings::millis(settings.wait_poll_interval_ms),
         sweep_interval: Settings::millis(settings.sweep_interval_ms),
         sweep_after: Settings::millis(settings.sweep_after_ms),
+        faults: faults::from_settings(settings),
     })
 }
 
@@ -254,6 +256,8 @@ pub(crate) fn worker_config(settings: &Settings) -> sable_worker::WorkerConfig {
         sweep_interval: Settings::millis(settings.sweep_interval_ms),
         sweep_after: Settings::millis(settings.sweep_after_ms),
         shutdown_grace: Settings::millis(settings.shutdown_grace_ms),
+        max_turn_attempts: settings.max_turn_attempts,
+        faults: faults::from_settings(settings),
     }
 }
 

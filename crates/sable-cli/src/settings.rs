@@ -49,6 +49,12 @@ pub struct Settings {
     pub worker_concurrency: usize,
     pub worker_id: Option<String>,
     pub shutdown_grace_ms: u64,
+    /// A turn started this many times without ending fails instead of running again.
+    pub max_turn_attempts: i32,
+    /// Fault points to stop at (comma-separated names), for fault-injection tests.
+    pub fault_pause_at: String,
+    /// Hits of armed fault points that pass before the process stops at one.
+    pub fault_hits_to_pass: u64,
 }
 
 impl Default for Settings {
@@ -79,6 +85,9 @@ impl Default for Settings {
             worker_concurrency: 512,
             worker_id: None,
             shutdown_grace_ms: 20_000,
+            max_turn_attempts: 5,
+            fault_pause_at: String::new(),
+            fault_hits_to_pass: 0,
         }
     }
 }
@@ -113,6 +122,10 @@ impl Settings {
         anyhow::ensure!(
             self.worker_concurrency >= 1,
             "worker_concurrency must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_turn_attempts >= 1,
+            "max_turn_attempts must be at least 1"
         );
         anyhow::ensure!(
             self.sweep_interval_ms >= 10,

@@ -10,6 +10,7 @@ mod fake_anthropic;
 mod fake_provider;
 mod nats;
 mod poll;
+mod postgres;
 mod process;
 mod proxy;
 
@@ -17,6 +18,7 @@ pub use database::TestDatabase;
 pub use fake_provider::{FakeProvider, FakeToolCall, Script};
 pub use nats::NatsServer;
 pub use poll::{eventually, wait_for};
+pub use postgres::PostgresCluster;
 pub use process::{ChildProcess, run_to_completion};
 pub use proxy::TcpProxy;
 
@@ -26,4 +28,12 @@ pub fn workspace_root() -> std::path::PathBuf {
         .join("../..")
         .canonicalize()
         .expect("workspace root exists")
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a server the test starts (and
+/// restarts on the same port).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

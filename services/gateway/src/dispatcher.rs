@@ -68,13 +68,10 @@ async fn handle(state: &AppState, wakeup: &DeliveryWakeup) -> bool {
     let outcome = if sent.is_ok() { "sent" } else { "failed" };
     metrics::counter!("sable_deliveries_total", "channel" => delivery.channel.clone(), "outcome" => outcome).increment(1);
     match sent {
-        Ok(()) => match state.store.mark_delivered(org_id, delivery_id).await {
-            Ok(_) => true,
-            Err(error) => {
-                tracing::warn!(%error, %delivery_id, "delivery sent but not recorded; will retry");
-                false
-            }
-        },
+        Ok(()) => {
+            state.config.faults.reach("delivery_sent_before_record");
+            record_sent(state, org_id, delivery_id).await
+        }
         Err(reason) => {
             if let Err(error) = state
                 .store
@@ -83,6 +80,18 @@ async fn handle(state: &AppState, wakeup: &DeliveryWakeup) -> bool {
             {
                 tracing::warn!(%error, %delivery_id, "delivery failure not recorded");
             }
+            false
+        }
+    }
+}
+
+/// Marks a sent delivery delivered. False leaves the wake-up unacked: the redelivery
+/// sends again, which the channel's idempotency key absorbs.
+async fn record_sent(state: &AppState, org_id: OrgId, delivery_id: DeliveryId) -> bool {
+    match state.store.mark_delivered(org_id, delivery_id).await {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::warn!(%error, %delivery_id, "delivery sent but not recorded; will retry");
             false
         }
     }

@@ -46,6 +46,9 @@ pub struct GatewayConfig {
     pub sweep_interval: Duration,
     /// A pending delivery untouched this long has its wake-up published again.
     pub sweep_after: Duration,
+    /// Named places where fault-injection tests stop the process (disarmed in
+    /// production).
+    pub faults: sable_core::FaultPoints,
 }
 
 /// Shared by every request handler.

@@ -20,10 +20,6 @@ use tracing::Instrument;
 
 use crate::WorkerContext;
 
-/// A turn that has been started this many times without ending is failed instead of being
-/// run again: something about it breaks every worker that tries.
-const MAX_ATTEMPTS: i32 = 5;
-
 /// What a turn produced, before it is committed.
 struct Answer {
     outcome: TurnOutcome,
@@ -64,7 +60,7 @@ pub(crate) async fn run_turn(
     metrics::counter!("sable_turns_started_total").increment(1);
     let started = std::time::Instant::now();
     async {
-        let answer = if attempt > MAX_ATTEMPTS {
+        let answer = if attempt > context.config.max_turn_attempts {
             failed(failure(
                 "too_many_attempts",
                 format!("the turn was interrupted {} times", attempt - 1),
@@ -114,6 +110,7 @@ async fn answer(
     let (deltas, forwarder) = forward_deltas(context, turn, trace);
     let mut on_delta = |text: &str| {
         let _ = deltas.send(text.to_owned());
+        context.config.faults.reach("mid_stream");
     };
     let mut usage = TokenUsage::default();
     let mut route: Option<RouteDecision> = None;
@@ -135,6 +132,7 @@ async fn answer(
                 .iter()
                 .map(|entry| (entry.role, entry.content.as_str())),
         );
+        context.config.faults.reach("before_provider_call");
         let report = context
             .models
             .complete(&decision.profile, &request, &mut on_delta)
@@ -368,6 +366,7 @@ async fn finish(
         tracing::warn!("turn was taken over by another worker; this attempt's result is discarded");
         return Ok(false);
     };
+    context.config.faults.reach("after_reply_persisted");
     let traceparent = trace.to_string();
     let status = finished.status.clone();
     let event = TurnEvent {
