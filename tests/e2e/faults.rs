@@ -9,6 +9,8 @@ use std::time::Duration;
 use reqwest::StatusCode;
 use serde_json::json;
 
+use sable_testkit::FakeWebhook;
+
 use crate::support::{Api, StackOptions, TURN_TIMEOUT, TestStack};
 
 const SESSIONS: usize = 20;
@@ -26,6 +28,9 @@ const KILLS_AT_POINTS: usize = 50;
 /// Conversations that get a fresh message before each of those kills.
 const SESSIONS_PER_KILL: usize = 5;
 
+/// Gateways crashed between sending a webhook reply and recording it.
+const DISPATCHER_CRASHES: usize = 3;
+
 /// What a process stopped at a fault point prints (`sable-cli/src/faults.rs`).
 const FAULT_MARKER: &str = "sable fault point reached:";
 
@@ -34,6 +39,7 @@ const FAULT_MARKER: &str = "sable fault point reached:";
 /// and sent again with the same idempotency key until it is accepted.
 async fn post_round(
     client: &impl Api,
+    channel: &str,
     tag: &str,
     round: usize,
     sessions: Range<usize>,
@@ -45,6 +51,7 @@ async fn post_round(
             "text": format!("{tag} s{session} m{round}"),
             "conversation": {"id": format!("{tag}-{session}")},
             "idempotency_key": format!("{tag}-{session}-{round}"),
+            "channel": channel,
         });
         sable_testkit::wait_for("a post to be accepted", TURN_TIMEOUT, move || {
             let body = body.clone();
@@ -79,7 +86,7 @@ async fn post_load(
 ) -> anyhow::Result<Vec<String>> {
     let mut accepted = Vec::new();
     for round in 0..MESSAGES_PER_SESSION {
-        accepted.extend(post_round(client, tag, round, 0..SESSIONS, refused).await?);
+        accepted.extend(post_round(client, "api", tag, round, 0..SESSIONS, refused).await?);
     }
     Ok(accepted)
 }
@@ -230,7 +237,7 @@ async fn workers_killed_at_named_points_of_turns_lose_and_repeat_nothing() -> an
         let first = kill * SESSIONS_PER_KILL;
         let sessions = first..first + SESSIONS_PER_KILL;
         let refused = AtomicUsize::new(0);
-        accepted.extend(post_round(&client, "points", kill, sessions, &refused).await?);
+        accepted.extend(post_round(&client, "api", "points", kill, sessions, &refused).await?);
         let point = KILL_POINTS[kill % KILL_POINTS.len()];
         let victim = stack
             .spawn_worker_with(&[
@@ -328,13 +335,18 @@ async fn nats_restarted_under_load_loses_and_repeats_nothing() -> anyhow::Result
             || async { turns().await >= before + 10 },
         )
         .await?;
-        nats.restart().await
+        let accepted_while_down = turns().await - before;
+        nats.restart().await?;
+        anyhow::Ok(accepted_while_down)
     };
-    let (accepted, restarted) = tokio::join!(load, outage);
+    let (accepted, accepted_while_down) = tokio::join!(load, outage);
     let accepted = accepted?;
-    restarted?;
+    let scenario = format!(
+        "NATS restart under load ({} accepted while down)",
+        accepted_while_down?
+    );
 
-    let (duplicates, losses) = report(&stack, "NATS restart under load", &accepted).await?;
+    let (duplicates, losses) = report(&stack, &scenario, &accepted).await?;
     assert_eq!((duplicates, losses), (0, 0));
     all_delivered(&stack, accepted.len()).await
 }
@@ -383,4 +395,84 @@ async fn postgres_restarted_under_load_refuses_with_503_then_loses_and_repeats_n
     let (duplicates, losses) = report(&stack, &scenario, &accepted).await?;
     assert_eq!((duplicates, losses), (0, 0));
     all_delivered(&stack, accepted.len()).await
+}
+
+#[tokio::test]
+async fn a_dispatcher_crash_between_sending_and_recording_is_absorbed_by_the_idempotency_key()
+-> anyhow::Result<()> {
+    let webhook = FakeWebhook::start().await?;
+    let mut stack = TestStack::start(StackOptions {
+        gateways: 1,
+        env: vec![("SABLE_WEBHOOK_URL", webhook.url.clone())],
+        ..Default::default()
+    })
+    .await?;
+    // Every turn is queued before any dispatcher runs, so the crashing gateways below
+    // are the only ones sending.
+    let mut accepted = Vec::new();
+    for round in 0..3 {
+        let sessions = 0..SESSIONS;
+        let refused = AtomicUsize::new(0);
+        accepted.extend(
+            post_round(
+                &stack.client(),
+                "webhook",
+                "hook",
+                round,
+                sessions,
+                &refused,
+            )
+            .await?,
+        );
+    }
+    stack.gateways[0].process.kill().await;
+    stack.gateways.clear();
+    stack.spawn_worker().await?;
+
+    for crash in 0..DISPATCHER_CRASHES {
+        let mut gateway = stack.spawn_role(
+            &format!("crashing-gateway{crash}"),
+            "gateway",
+            &[
+                ("SABLE_FAULT_PAUSE_AT", "delivery_sent_before_record".into()),
+                (
+                    "SABLE_FAULT_HITS_TO_PASS",
+                    rand::random_range(0..5_u32).to_string(),
+                ),
+            ],
+        )?;
+        let reached = gateway.wait_for_line(FAULT_MARKER, TURN_TIMEOUT).await?;
+        assert_eq!(reached, "delivery_sent_before_record");
+        gateway.kill().await;
+    }
+    stack.spawn_gateway().await?;
+    all_delivered(&stack, accepted.len()).await?;
+
+    // What the receiver's user sees: one body per key, grouped by the turn it answers.
+    let received = webhook.log();
+    let mut per_turn: BTreeMap<String, usize> = BTreeMap::new();
+    for body in received.by_key.values() {
+        *per_turn
+            .entry(body["turn_id"].as_str().unwrap_or_default().to_owned())
+            .or_default() += 1;
+    }
+    let seen_duplicates: usize = per_turn.values().map(|count| count - 1).sum();
+    let seen_losses = accepted
+        .iter()
+        .filter(|turn| !per_turn.contains_key(*turn))
+        .count();
+    let scenario = format!(
+        "dispatcher crash between send and record x{DISPATCHER_CRASHES} (webhook: requests {}, resends absorbed {}, duplicates seen {seen_duplicates}, losses seen {seen_losses})",
+        received.requests,
+        received.resends_absorbed()
+    );
+    let (duplicates, losses) = report(&stack, &scenario, &accepted).await?;
+    assert_eq!((duplicates, losses), (0, 0));
+    assert_eq!((seen_duplicates, seen_losses), (0, 0));
+    assert_eq!(received.without_key, 0, "every webhook carries its key");
+    assert!(
+        received.resends_absorbed() >= DISPATCHER_CRASHES,
+        "each crash leaves a sent, unrecorded reply that must be sent again"
+    );
+    Ok(())
 }

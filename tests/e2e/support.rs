@@ -211,7 +211,9 @@ impl TestStack {
         Ok(self.gateways.last_mut().expect("just pushed"))
     }
 
-    fn spawn_role(
+    /// Starts one role with `env` added to the stack's, without waiting for anything and
+    /// without keeping it in `workers` or `gateways`.
+    pub fn spawn_role(
         &self,
         name: &str,
         role: &str,

@@ -244,8 +244,21 @@ pub(crate) fn gateway_config(
         wait_poll_interval: Settings::millis(settings.wait_poll_interval_ms),
         sweep_interval: Settings::millis(settings.sweep_interval_ms),
         sweep_after: Settings::millis(settings.sweep_after_ms),
+        webhook: webhook_channel(settings)?,
         faults: faults::from_settings(settings),
     })
+}
+
+/// The `webhook` channel when `webhook_url` is set, with its own pooled HTTP client.
+fn webhook_channel(settings: &Settings) -> anyhow::Result<Option<sable_gateway::WebhookChannel>> {
+    let Some(url) = settings.webhook_url.clone() else {
+        return Ok(None);
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Settings::millis(settings.webhook_timeout_ms))
+        .build()
+        .context("cannot build the webhook HTTP client")?;
+    Ok(Some(sable_gateway::WebhookChannel { url, client }))
 }
 
 pub(crate) fn worker_config(settings: &Settings) -> sable_worker::WorkerConfig {

@@ -49,6 +49,9 @@ pub struct Settings {
     pub worker_concurrency: usize,
     pub worker_id: Option<String>,
     pub shutdown_grace_ms: u64,
+    /// Where the gateway POSTs replies of the `webhook` channel (unset: channel refused).
+    pub webhook_url: Option<String>,
+    pub webhook_timeout_ms: u64,
     /// A turn started this many times without ending fails instead of running again.
     pub max_turn_attempts: i32,
     /// Fault points to stop at (comma-separated names), for fault-injection tests.
@@ -86,6 +89,8 @@ impl Default for Settings {
             worker_id: None,
             shutdown_grace_ms: 20_000,
             max_turn_attempts: 5,
+            webhook_url: None,
+            webhook_timeout_ms: 10_000,
             fault_pause_at: String::new(),
             fault_hits_to_pass: 0,
         }

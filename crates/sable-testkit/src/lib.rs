@@ -8,6 +8,7 @@
 mod database;
 mod fake_anthropic;
 mod fake_provider;
+mod fake_webhook;
 mod nats;
 mod poll;
 mod postgres;
@@ -16,6 +17,7 @@ mod proxy;
 
 pub use database::TestDatabase;
 pub use fake_provider::{FakeProvider, FakeToolCall, Script};
+pub use fake_webhook::{FakeWebhook, WebhookLog};
 pub use nats::NatsServer;
 pub use poll::{eventually, wait_for};
 pub use postgres::PostgresCluster;
