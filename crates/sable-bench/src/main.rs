@@ -46,6 +46,10 @@ struct Args {
     /// Words per reply (streamed one chunk each).
     #[arg(long, default_value_t = 8)]
     reply_words: usize,
+    /// Stream each reply (SSE) instead of waiting for it, and measure the time to the
+    /// first streamed text (`first_token_p50_ms`, `first_token_p99_ms`).
+    #[arg(long)]
+    stream: bool,
     /// Where the `sable` binary is (default: beside this one).
     #[arg(long)]
     sable_binary: Option<std::path::PathBuf>,
