@@ -91,6 +91,19 @@ async fn post_load(
     Ok(accepted)
 }
 
+/// Settings for scenarios that kill workers every few hundred milliseconds. Short leases:
+/// each kill strands its sessions for a lease lifetime. Such a kill rate interrupts some
+/// turns far more often than real crashes would (and a loaded machine renews leases
+/// late), so the attempt limit, which fails a turn that keeps killing workers, is raised.
+fn rapid_kills_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("SABLE_MAX_TURN_ATTEMPTS", "50".into()),
+        ("SABLE_LEASE_TTL_MS", "1500".into()),
+        ("SABLE_SWEEP_AFTER_MS", "500".into()),
+        ("SABLE_SWEEP_INTERVAL_MS", "100".into()),
+    ]
+}
+
 /// Waits for every accepted turn to end, then counts replies per turn in the store.
 async fn report(
     stack: &TestStack,
@@ -174,6 +187,7 @@ async fn workers_killed_at_random_points_of_turns_lose_and_repeat_nothing() -> a
     let mut stack = TestStack::start(StackOptions {
         gateways: 1,
         workers: 2,
+        env: rapid_kills_env(),
         ..Default::default()
     })
     .await?;
@@ -215,15 +229,7 @@ async fn workers_killed_at_random_points_of_turns_lose_and_repeat_nothing() -> a
 async fn workers_killed_at_named_points_of_turns_lose_and_repeat_nothing() -> anyhow::Result<()> {
     let mut stack = TestStack::start(StackOptions {
         gateways: 1,
-        // Short leases: each kill strands its sessions for a lease lifetime. Fifty kills
-        // in seconds interrupt some turns far more often than real crashes would, so the
-        // attempt limit (which fails a turn that keeps killing workers) is raised.
-        env: vec![
-            ("SABLE_MAX_TURN_ATTEMPTS", "50".into()),
-            ("SABLE_LEASE_TTL_MS", "1500".into()),
-            ("SABLE_SWEEP_AFTER_MS", "500".into()),
-            ("SABLE_SWEEP_INTERVAL_MS", "100".into()),
-        ],
+        env: rapid_kills_env(),
         ..Default::default()
     })
     .await?;

@@ -46,6 +46,10 @@ struct Args {
     /// Words per reply (streamed one chunk each).
     #[arg(long, default_value_t = 8)]
     reply_words: usize,
+    /// Postgres connections per role (`SABLE_DB_MAX_CONNECTIONS`): keep workers × this
+    /// under the server's `max_connections`, or drains fail and wait for redelivery.
+    #[arg(long, default_value_t = 20)]
+    db_max_connections: u32,
     /// Stream each reply (SSE) instead of waiting for it, and measure the time to the
     /// first streamed text (`first_token_p50_ms`, `first_token_p99_ms`).
     #[arg(long)]

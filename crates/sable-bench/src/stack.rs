@@ -38,7 +38,7 @@ pub async fn start(args: &Args) -> anyhow::Result<Stack> {
     let sable = sable_binary(args)?;
     match args.mode {
         Mode::Embedded => start_embedded(&sable, provider).await,
-        Mode::Distributed => start_distributed(&sable, provider, args.workers).await,
+        Mode::Distributed => start_distributed(&sable, provider, args).await,
     }
 }
 
@@ -100,7 +100,7 @@ async fn start_embedded(sable: &std::path::Path, provider: FakeProvider) -> anyh
 async fn start_distributed(
     sable: &std::path::Path,
     provider: FakeProvider,
-    workers: usize,
+    args: &Args,
 ) -> anyhow::Result<Stack> {
     let (nats, nats_url) = match std::env::var("SABLE_NATS_URL") {
         Ok(url) => (None, url),
@@ -130,6 +130,10 @@ async fn start_distributed(
             "SABLE_NATS_PREFIX".to_owned(),
             format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
         ),
+        (
+            "SABLE_DB_MAX_CONNECTIONS".to_owned(),
+            args.db_max_connections.to_string(),
+        ),
     ]);
     sable_testkit::run_to_completion(sable, &["migrate"], &env).await?;
     let org =
@@ -138,7 +142,7 @@ async fn start_distributed(
         sable_testkit::run_to_completion(sable, &["admin", "key", "create", "--org", &org], &env)
             .await?;
     let mut roles = Vec::new();
-    for index in 0..workers {
+    for index in 0..args.workers {
         let mut worker = ChildProcess::spawn(
             &format!("worker{index}"),
             sable,
