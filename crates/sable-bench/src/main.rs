@@ -25,7 +25,9 @@ enum Mode {
 
 /// Measures Sable under load. With no SABLE_NATS_URL it starts a private nats-server; with
 /// no SABLE_DATABASE_URL it creates a fresh database on the Postgres at
-/// SABLE_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres).
+/// SABLE_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres), or, when
+/// that is unreachable, on a private cluster it starts (initdb from SABLE_TEST_PG_BIN,
+/// default /usr/lib/postgresql/15/bin).
 #[derive(Debug, Parser)]
 #[command(name = "sable-bench", version)]
 struct Args {
