@@ -95,6 +95,16 @@ async fn malformed_bodies_and_bad_keys_get_clear_errors_and_change_nothing() -> 
         StatusCode::NOT_FOUND,
         "not_found",
     );
+    // An unknown channel, and the webhook channel on a gateway with no webhook URL.
+    for channel in ["feishu", "webhook"] {
+        assert_error(
+            &stack
+                .post_message(0, &json!({"text": "hi", "channel": channel}))
+                .await?,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        );
+    }
 
     assert_eq!(
         stack.database.row_counts().await?,

@@ -2,34 +2,107 @@
 //! dies. Each scenario prints a report line: accepted, replies, duplicates, losses.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::support::{Api, StackOptions, TestStack};
+use sable_testkit::FakeWebhook;
+
+use crate::support::{Api, StackOptions, TURN_TIMEOUT, TestStack};
 
 const SESSIONS: usize = 20;
 const MESSAGES_PER_SESSION: usize = 10;
 const KILLS: usize = 8;
 
-/// Posts every conversation's messages (without waiting for replies) and returns the
-/// accepted turn ids.
-async fn post_load(stack: &TestStack) -> anyhow::Result<Vec<String>> {
-    let sessions = (0..SESSIONS).map(|session| async move {
-        let mut accepted = Vec::new();
-        for message in 0..MESSAGES_PER_SESSION {
-            let body = json!({"text": format!("f{session} m{message}"), "conversation": {"id": format!("fault-{session}")}});
-            let (status, answer) = stack.post(0, &body).await?;
-            anyhow::ensure!(status.is_success(), "{status} {answer}");
-            accepted.push(answer["turn_id"].as_str().unwrap_or_default().to_owned());
-        }
-        anyhow::Ok(accepted)
+/// The named points where `workers_killed_at_named_points_of_turns_…` SIGKILLs workers.
+/// `mid_tool` joins them once turns call tools.
+const KILL_POINTS: [&str; 4] = [
+    "before_provider_call",
+    "mid_stream",
+    "mid_tool",
+    "after_reply_persisted",
+];
+const KILLS_AT_POINTS: usize = 50;
+/// Conversations that get a fresh message before each of those kills.
+const SESSIONS_PER_KILL: usize = 5;
+
+/// Gateways crashed between sending a webhook reply and recording it.
+const DISPATCHER_CRASHES: usize = 3;
+
+/// What a process stopped at a fault point prints (`sable-cli/src/faults.rs`).
+const FAULT_MARKER: &str = "sable fault point reached:";
+
+/// Posts one message to each conversation of `sessions`, concurrently, and returns the
+/// accepted turn ids. A post refused with 503 (Postgres down) is counted in `refused`
+/// and sent again with the same idempotency key until it is accepted.
+async fn post_round(
+    client: &impl Api,
+    channel: &str,
+    tag: &str,
+    round: usize,
+    sessions: Range<usize>,
+    refused: &AtomicUsize,
+) -> anyhow::Result<Vec<String>> {
+    let posts = sessions.map(|session| {
+        let session = session % SESSIONS;
+        let body = json!({
+            "text": format!("{tag} s{session} m{round}"),
+            "conversation": {"id": format!("{tag}-{session}")},
+            "idempotency_key": format!("{tag}-{session}-{round}"),
+            "channel": channel,
+        });
+        sable_testkit::wait_for("a post to be accepted", TURN_TIMEOUT, move || {
+            let body = body.clone();
+            async move {
+                match client.post(0, &body).await {
+                    Ok((status, answer)) if status.is_success() => Some(Ok(answer["turn_id"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned())),
+                    Ok((StatusCode::SERVICE_UNAVAILABLE, _)) => {
+                        refused.fetch_add(1, Ordering::SeqCst);
+                        None
+                    }
+                    Ok((status, answer)) => Some(Err(anyhow::anyhow!("{status} {answer}"))),
+                    Err(error) => Some(Err(error)),
+                }
+            }
+        })
     });
+    futures::future::join_all(posts)
+        .await
+        .into_iter()
+        .map(|posted| posted?)
+        .collect()
+}
+
+/// `MESSAGES_PER_SESSION` rounds over every conversation, one round after another.
+async fn post_load(
+    client: &impl Api,
+    tag: &str,
+    refused: &AtomicUsize,
+) -> anyhow::Result<Vec<String>> {
     let mut accepted = Vec::new();
-    for session in futures::future::join_all(sessions).await {
-        accepted.extend(session?);
+    for round in 0..MESSAGES_PER_SESSION {
+        accepted.extend(post_round(client, "api", tag, round, 0..SESSIONS, refused).await?);
     }
     Ok(accepted)
+}
+
+/// Settings for scenarios that kill workers every few hundred milliseconds. Short leases:
+/// each kill strands its sessions for a lease lifetime. Such a kill rate interrupts some
+/// turns far more often than real crashes would (and a loaded machine renews leases
+/// late), so the attempt limit, which fails a turn that keeps killing workers, is raised.
+fn rapid_kills_env() -> Vec<(&'static str, String)> {
+    vec![
+        ("SABLE_MAX_TURN_ATTEMPTS", "50".into()),
+        ("SABLE_LEASE_TTL_MS", "1500".into()),
+        ("SABLE_SWEEP_AFTER_MS", "500".into()),
+        ("SABLE_SWEEP_INTERVAL_MS", "100".into()),
+    ]
 }
 
 /// Waits for every accepted turn to end, then counts replies per turn in the store.
@@ -61,8 +134,12 @@ async fn report(
         .sum();
     let total_replies: i64 = replies.values().sum();
     let deliveries = stack.scalar("SELECT count(*) FROM deliveries").await?;
+    // How often the most interrupted turn was started: shows the faults hit turns.
+    let max_attempt = stack
+        .scalar("SELECT COALESCE(max(attempt), 0)::bigint FROM turns")
+        .await?;
     let line = format!(
-        "fault report | {scenario} | accepted {} | replies {total_replies} | deliveries {deliveries} | duplicates {duplicates} | losses {losses}",
+        "fault report | {scenario} | accepted {} | replies {total_replies} | deliveries {deliveries} | duplicates {duplicates} | losses {losses} | max attempt {max_attempt}",
         accepted.len()
     );
     print_report(&line)?;
@@ -71,6 +148,22 @@ async fn report(
         "one delivery per accepted message"
     );
     Ok((duplicates, losses))
+}
+
+/// Waits until the dispatcher has marked all `count` deliveries delivered.
+async fn all_delivered(stack: &TestStack, count: usize) -> anyhow::Result<()> {
+    sable_testkit::eventually(
+        "every delivery to be dispatched",
+        Duration::from_secs(30),
+        || async {
+            stack
+                .scalar("SELECT count(*) FROM deliveries WHERE status = 'delivered'")
+                .await
+                .ok()
+                == i64::try_from(count).ok()
+        },
+    )
+    .await
 }
 
 /// Appends the line to `SABLE_FAULT_REPORT` (which `scripts/test.sh` prints after the
@@ -95,41 +188,93 @@ async fn workers_killed_at_random_points_of_turns_lose_and_repeat_nothing() -> a
     let mut stack = TestStack::start(StackOptions {
         gateways: 1,
         workers: 2,
+        env: rapid_kills_env(),
         ..Default::default()
     })
     .await?;
     // Slow enough that kills land before, during and after provider calls.
     stack.provider.set_latency(Duration::from_millis(40));
 
-    let accepted = post_load(&stack).await?;
-    let mut kills = 0;
+    let client = stack.client();
+    let refused = AtomicUsize::new(0);
+    let mut accepted = Vec::new();
     for kill in 0..KILLS {
+        // A fresh round before each kill, so the load never runs out before the kills do.
+        accepted.extend(post_round(&client, "api", "random", kill, 0..SESSIONS, &refused).await?);
         // Kill once the provider has served a few more requests: the victim is mid-load,
         // at whatever point of a turn it happens to be.
         let served = stack.provider.request_count();
-        let progressed =
-            sable_testkit::eventually("the load to progress", Duration::from_secs(30), || async {
-                stack.provider.request_count() >= served + 5
-            })
-            .await;
-        if progressed.is_err() {
-            break;
-        }
+        sable_testkit::eventually("the load to progress", TURN_TIMEOUT, || async {
+            stack.provider.request_count() >= served + 5
+        })
+        .await?;
         let victim = kill % stack.workers.len();
         stack.workers[victim].kill().await;
         stack.workers.remove(victim);
         stack.spawn_worker().await?;
-        kills += 1;
     }
 
     let (duplicates, losses) =
-        report(&stack, &format!("worker SIGKILL x{kills}"), &accepted).await?;
+        report(&stack, &format!("worker SIGKILL x{KILLS}"), &accepted).await?;
     assert_eq!((duplicates, losses), (0, 0));
-    assert!(
-        kills >= KILLS / 2,
-        "only {kills} kills landed before the load ran out"
-    );
     Ok(())
+}
+
+#[tokio::test]
+async fn workers_killed_at_named_points_of_turns_lose_and_repeat_nothing() -> anyhow::Result<()> {
+    let mut stack = TestStack::start(StackOptions {
+        gateways: 1,
+        env: rapid_kills_env(),
+        ..Default::default()
+    })
+    .await?;
+    stack.provider.set_latency(Duration::from_millis(10));
+    let client = stack.client();
+
+    let mut accepted = Vec::new();
+    let mut kills: BTreeMap<&str, usize> = BTreeMap::new();
+    for kill in 0..KILLS_AT_POINTS {
+        // Fresh work for every victim, so each one reaches its point.
+        let first = kill * SESSIONS_PER_KILL;
+        let sessions = first..first + SESSIONS_PER_KILL;
+        let refused = AtomicUsize::new(0);
+        // `#tool`: every turn makes one tool round (the default agent offers `time`).
+        accepted
+            .extend(post_round(&client, "api", "points #tool", kill, sessions, &refused).await?);
+        let point = KILL_POINTS[kill % KILL_POINTS.len()];
+        let victim = stack
+            .spawn_worker_with(&[
+                ("SABLE_FAULT_PAUSE_AT", point.to_owned()),
+                // Hits that pass first: the worker stops at a different turn each time
+                // (fewer than the turns just posted, so it always gets that far).
+                (
+                    "SABLE_FAULT_HITS_TO_PASS",
+                    rand::random_range(0..SESSIONS_PER_KILL - 1).to_string(),
+                ),
+                // A kill interrupts at most this many turns.
+                ("SABLE_WORKER_CONCURRENCY", "2".into()),
+            ])
+            .await?;
+        let reached = victim.wait_for_line(FAULT_MARKER, TURN_TIMEOUT).await?;
+        assert_eq!(reached, point);
+        victim.kill().await;
+        stack.workers.pop();
+        *kills.entry(point).or_default() += 1;
+    }
+    stack.spawn_worker().await?;
+    stack.spawn_worker().await?;
+
+    let at: Vec<String> = kills
+        .iter()
+        .map(|(point, count)| format!("{point} {count}"))
+        .collect();
+    let scenario = format!(
+        "worker SIGKILL at named points x{KILLS_AT_POINTS} ({})",
+        at.join(", ")
+    );
+    let (duplicates, losses) = report(&stack, &scenario, &accepted).await?;
+    assert_eq!((duplicates, losses), (0, 0));
+    all_delivered(&stack, accepted.len()).await
 }
 
 #[tokio::test]
@@ -142,7 +287,7 @@ async fn a_gateway_restarted_under_load_loses_and_repeats_nothing() -> anyhow::R
     .await?;
     stack.provider.set_latency(Duration::from_millis(20));
 
-    let accepted = post_load(&stack).await?;
+    let accepted = post_load(&stack.client(), "gateway", &AtomicUsize::new(0)).await?;
     // The second gateway's dispatcher shares the delivery queue; kill it mid-load and
     // start a new one.
     stack.gateways[1].process.kill().await;
@@ -151,17 +296,186 @@ async fn a_gateway_restarted_under_load_loses_and_repeats_nothing() -> anyhow::R
 
     let (duplicates, losses) = report(&stack, "gateway restart", &accepted).await?;
     assert_eq!((duplicates, losses), (0, 0));
-    sable_testkit::eventually(
-        "every delivery to be dispatched",
-        Duration::from_secs(30),
-        || async {
-            stack
-                .scalar("SELECT count(*) FROM deliveries WHERE status = 'delivered'")
-                .await
-                .ok()
-                == i64::try_from(accepted.len()).ok()
-        },
-    )
+    all_delivered(&stack, accepted.len()).await
+}
+
+#[tokio::test]
+async fn nats_restarted_under_load_loses_and_repeats_nothing() -> anyhow::Result<()> {
+    let mut stack = TestStack::start(StackOptions {
+        gateways: 1,
+        workers: 2,
+        ..Default::default()
+    })
     .await?;
+    stack.provider.set_latency(Duration::from_millis(20));
+    let client = stack.client();
+    let TestStack {
+        nats,
+        provider,
+        database,
+        ..
+    } = &mut stack;
+    let turns = || async {
+        sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM turns")
+            .fetch_one(database.store.pool())
+            .await
+            .map_or(0, |(count,)| count)
+    };
+
+    let refused = AtomicUsize::new(0);
+    let load = post_load(&client, "nats", &refused);
+    let outage = async {
+        sable_testkit::eventually("the load to start", TURN_TIMEOUT, || async {
+            provider.request_count() >= 20
+        })
+        .await?;
+        // The server's own (file) JetStream store keeps the streams across the restart.
+        nats.stop();
+        let before = turns().await;
+        sable_testkit::eventually(
+            "messages to be accepted while NATS is down",
+            TURN_TIMEOUT,
+            || async { turns().await >= before + 10 },
+        )
+        .await?;
+        let accepted_while_down = turns().await - before;
+        nats.restart().await?;
+        anyhow::Ok(accepted_while_down)
+    };
+    let (accepted, accepted_while_down) = tokio::join!(load, outage);
+    let accepted = accepted?;
+    let scenario = format!(
+        "NATS restart under load ({} accepted while down)",
+        accepted_while_down?
+    );
+
+    let (duplicates, losses) = report(&stack, &scenario, &accepted).await?;
+    assert_eq!((duplicates, losses), (0, 0));
+    all_delivered(&stack, accepted.len()).await
+}
+
+#[tokio::test]
+async fn postgres_restarted_under_load_refuses_with_503_then_loses_and_repeats_nothing()
+-> anyhow::Result<()> {
+    let mut stack = TestStack::start(StackOptions {
+        gateways: 1,
+        workers: 2,
+        private_postgres: true,
+        ..Default::default()
+    })
+    .await?;
+    stack.provider.set_latency(Duration::from_millis(20));
+    let client = stack.client();
+    let refused = AtomicUsize::new(0);
+    let TestStack {
+        postgres, provider, ..
+    } = &mut stack;
+    let postgres = postgres.as_mut().expect("a private cluster was asked for");
+
+    let load = post_load(&client, "postgres", &refused);
+    let outage = async {
+        sable_testkit::eventually("the load to start", TURN_TIMEOUT, || async {
+            provider.request_count() >= 20
+        })
+        .await?;
+        postgres.stop();
+        sable_testkit::eventually(
+            "clients to be refused while Postgres is down",
+            TURN_TIMEOUT,
+            || async { refused.load(Ordering::SeqCst) >= 5 },
+        )
+        .await?;
+        postgres.restart().await
+    };
+    let (accepted, restarted) = tokio::join!(load, outage);
+    let accepted = accepted?;
+    restarted?;
+
+    let scenario = format!(
+        "Postgres restart under load (503 x{})",
+        refused.load(Ordering::SeqCst)
+    );
+    let (duplicates, losses) = report(&stack, &scenario, &accepted).await?;
+    assert_eq!((duplicates, losses), (0, 0));
+    all_delivered(&stack, accepted.len()).await
+}
+
+#[tokio::test]
+async fn a_dispatcher_crash_between_sending_and_recording_is_absorbed_by_the_idempotency_key()
+-> anyhow::Result<()> {
+    let webhook = FakeWebhook::start().await?;
+    let mut stack = TestStack::start(StackOptions {
+        gateways: 1,
+        env: vec![("SABLE_WEBHOOK_URL", webhook.url.clone())],
+        ..Default::default()
+    })
+    .await?;
+    // Every turn is queued before any dispatcher runs, so the crashing gateways below
+    // are the only ones sending.
+    let mut accepted = Vec::new();
+    for round in 0..3 {
+        let sessions = 0..SESSIONS;
+        let refused = AtomicUsize::new(0);
+        accepted.extend(
+            post_round(
+                &stack.client(),
+                "webhook",
+                "hook",
+                round,
+                sessions,
+                &refused,
+            )
+            .await?,
+        );
+    }
+    stack.gateways[0].process.kill().await;
+    stack.gateways.clear();
+    stack.spawn_worker().await?;
+
+    for crash in 0..DISPATCHER_CRASHES {
+        let mut gateway = stack.spawn_role(
+            &format!("crashing-gateway{crash}"),
+            "gateway",
+            &[
+                ("SABLE_FAULT_PAUSE_AT", "delivery_sent_before_record".into()),
+                (
+                    "SABLE_FAULT_HITS_TO_PASS",
+                    rand::random_range(0..5_u32).to_string(),
+                ),
+            ],
+        )?;
+        let reached = gateway.wait_for_line(FAULT_MARKER, TURN_TIMEOUT).await?;
+        assert_eq!(reached, "delivery_sent_before_record");
+        gateway.kill().await;
+    }
+    stack.spawn_gateway().await?;
+    all_delivered(&stack, accepted.len()).await?;
+
+    // What the receiver's user sees: one body per key, grouped by the turn it answers.
+    let received = webhook.log();
+    let mut per_turn: BTreeMap<String, usize> = BTreeMap::new();
+    for body in received.by_key.values() {
+        *per_turn
+            .entry(body["turn_id"].as_str().unwrap_or_default().to_owned())
+            .or_default() += 1;
+    }
+    let seen_duplicates: usize = per_turn.values().map(|count| count - 1).sum();
+    let seen_losses = accepted
+        .iter()
+        .filter(|turn| !per_turn.contains_key(*turn))
+        .count();
+    let scenario = format!(
+        "dispatcher crash between send and record x{DISPATCHER_CRASHES} (webhook: requests {}, resends absorbed {}, duplicates seen {seen_duplicates}, losses seen {seen_losses})",
+        received.requests,
+        received.resends_absorbed()
+    );
+    let (duplicates, losses) = report(&stack, &scenario, &accepted).await?;
+    assert_eq!((duplicates, losses), (0, 0));
+    assert_eq!((seen_duplicates, seen_losses), (0, 0));
+    assert_eq!(received.without_key, 0, "every webhook carries its key");
+    assert!(
+        received.resends_absorbed() >= DISPATCHER_CRASHES,
+        "each crash leaves a sent, unrecorded reply that must be sent again"
+    );
     Ok(())
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 use anyhow::Context;
 use reqwest::StatusCode;
 use sable_testkit::{
-    ChildProcess, FakeProvider, NatsServer, TcpProxy, TestDatabase, wait_for, workspace_root,
+    ChildProcess, FakeProvider, NatsServer, PostgresCluster, TcpProxy, TestDatabase, wait_for,
+    workspace_root,
 };
 use serde_json::{Value, json};
 
@@ -20,6 +21,8 @@ pub struct StackOptions {
     pub workers: usize,
     /// Route the roles' Postgres connections through a proxy the test can cut.
     pub postgres_proxy: bool,
+    /// Put the database on a private Postgres cluster the test may stop and start.
+    pub private_postgres: bool,
     pub env: Vec<(&'static str, String)>,
 }
 
@@ -31,6 +34,9 @@ pub struct Gateway {
 /// A running deployment: database, NATS, fake provider, gateways and workers.
 pub struct TestStack {
     pub database: TestDatabase,
+    /// The private cluster holding `database`, when the options asked for one (declared
+    /// after it so the database is dropped first).
+    pub postgres: Option<PostgresCluster>,
     pub nats: NatsServer,
     pub provider: FakeProvider,
     pub postgres_proxy: Option<TcpProxy>,
@@ -52,7 +58,15 @@ pub fn sable_binary() -> PathBuf {
 impl TestStack {
     pub async fn start(options: StackOptions) -> anyhow::Result<Self> {
         sable_llm::install_crypto_provider();
-        let database = TestDatabase::create().await?;
+        let postgres = if options.private_postgres {
+            Some(PostgresCluster::start().await?)
+        } else {
+            None
+        };
+        let database = match &postgres {
+            Some(cluster) => TestDatabase::create_on(&cluster.admin_url()).await?,
+            None => TestDatabase::create().await?,
+        };
         let nats = NatsServer::start().await?;
         let provider = FakeProvider::start().await?;
         let postgres_proxy = if options.postgres_proxy {
@@ -63,6 +77,7 @@ impl TestStack {
         let prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let mut stack = Self {
             database,
+            postgres,
             nats,
             provider,
             postgres_proxy,
@@ -142,32 +157,38 @@ impl TestStack {
     }
 
     pub async fn spawn_worker(&mut self) -> anyhow::Result<()> {
+        self.spawn_worker_with(&[]).await.map(|_| ())
+    }
+
+    /// Starts a worker with `env` added to the stack's, waits until it pulls turns, and
+    /// returns it (also kept in `workers`).
+    pub async fn spawn_worker_with(
+        &mut self,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<&mut ChildProcess> {
         let name = format!("worker{}", self.workers.len());
-        let mut worker = ChildProcess::spawn(
-            &name,
-            &sable_binary(),
-            &["worker"],
-            &self.env(),
-            &workspace_root(),
-        )?;
+        let mut worker = self.spawn_role(&name, "worker", env)?;
         let metrics_url = worker
             .wait_for_line("sable worker metrics on", READY_TIMEOUT)
             .await?;
         worker.wait_for_line("sable worker", READY_TIMEOUT).await?;
-        self.workers.push(worker);
         self.worker_metrics.push(metrics_url);
-        Ok(())
+        self.workers.push(worker);
+        Ok(self.workers.last_mut().expect("just pushed"))
     }
 
     pub async fn spawn_gateway(&mut self) -> anyhow::Result<()> {
+        self.spawn_gateway_with(&[]).await.map(|_| ())
+    }
+
+    /// Starts a gateway with `env` added to the stack's, waits until it is ready, and
+    /// returns it (also kept in `gateways`).
+    pub async fn spawn_gateway_with(
+        &mut self,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<&mut Gateway> {
         let name = format!("gateway{}", self.gateways.len());
-        let mut process = ChildProcess::spawn(
-            &name,
-            &sable_binary(),
-            &["gateway"],
-            &self.env(),
-            &workspace_root(),
-        )?;
+        let mut process = self.spawn_role(&name, "gateway", env)?;
         let url = process
             .wait_for_line("sable gateway listening on", READY_TIMEOUT)
             .await?;
@@ -187,7 +208,33 @@ impl TestStack {
         .await
         .with_context(|| gateway.process.log_tail())?;
         self.gateways.push(gateway);
-        Ok(())
+        Ok(self.gateways.last_mut().expect("just pushed"))
+    }
+
+    /// Starts one role with `env` added to the stack's, without waiting for anything and
+    /// without keeping it in `workers` or `gateways`.
+    pub fn spawn_role(
+        &self,
+        name: &str,
+        role: &str,
+        env: &[(&str, String)],
+    ) -> anyhow::Result<ChildProcess> {
+        let mut role_env = self.env();
+        role_env.extend(
+            env.iter()
+                .map(|(key, value)| ((*key).to_owned(), value.clone())),
+        );
+        ChildProcess::spawn(name, &sable_binary(), &[role], &role_env, &workspace_root())
+    }
+
+    /// A handle on the HTTP API of gateway 0 that borrows nothing from the stack, so a
+    /// load can run while the test stops and starts parts of the stack.
+    pub fn client(&self) -> ApiClient {
+        ApiClient {
+            url: self.gateways[0].url.clone(),
+            key: self.key.clone(),
+            http: self.http.clone(),
+        }
     }
 
     pub fn url(&self, gateway: usize, path: &str) -> String {
@@ -377,6 +424,31 @@ impl Api for TestStack {
 
     fn gateway_count(&self) -> usize {
         self.gateways.len()
+    }
+}
+
+/// The HTTP API of one gateway, detached from its stack.
+pub struct ApiClient {
+    pub url: String,
+    pub key: String,
+    pub http: reqwest::Client,
+}
+
+impl Api for ApiClient {
+    fn base_url(&self, _gateway: usize) -> String {
+        self.url.clone()
+    }
+
+    fn api_key(&self) -> &str {
+        &self.key
+    }
+
+    fn client(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    fn gateway_count(&self) -> usize {
+        1
     }
 }
 

@@ -3,6 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
 use serde_json::json;
 
 use crate::stack::Stack;
@@ -14,6 +16,8 @@ pub struct Report {
     pub errors: usize,
     pub elapsed: Duration,
     pub latencies_ms: Vec<f64>,
+    /// With `--stream`: from sending to the first `delta` event, per turn.
+    pub first_token_ms: Vec<f64>,
     /// Per role: name, idle RSS before the load (KiB), RSS after (KiB), CPU share of one core.
     pub roles: Vec<(String, u64, u64, f64)>,
 }
@@ -37,7 +41,7 @@ pub async fn run(stack: &Stack, args: &Args) -> anyhow::Result<Report> {
     let deadline = started + args.duration;
     let text = vec!["word"; args.reply_words.saturating_sub(1).max(1)].join(" ");
     let conversations = (0..args.concurrency)
-        .map(|conversation| converse(&http, stack, conversation, &text, deadline));
+        .map(|conversation| converse(&http, stack, conversation, &text, deadline, args.stream));
     let results = futures::future::join_all(conversations).await;
     let elapsed = started.elapsed();
     let mut report = Report {
@@ -45,14 +49,17 @@ pub async fn run(stack: &Stack, args: &Args) -> anyhow::Result<Report> {
         errors: 0,
         elapsed,
         latencies_ms: Vec::new(),
+        first_token_ms: Vec::new(),
         roles: Vec::new(),
     };
-    for (latencies, errors) in results {
-        report.turns += latencies.len();
-        report.errors += errors;
-        report.latencies_ms.extend(latencies);
+    for conversation in results {
+        report.turns += conversation.latencies_ms.len();
+        report.errors += conversation.errors;
+        report.latencies_ms.extend(conversation.latencies_ms);
+        report.first_token_ms.extend(conversation.first_token_ms);
     }
     report.latencies_ms.sort_by(f64::total_cmp);
+    report.first_token_ms.sort_by(f64::total_cmp);
     for (index, role) in stack.roles.iter().enumerate() {
         let pid = role.pid();
         let rss = pid.and_then(processes::rss_kib).unwrap_or(0);
@@ -69,54 +76,105 @@ pub async fn run(stack: &Stack, args: &Args) -> anyhow::Result<Report> {
     Ok(report)
 }
 
-/// One conversation: latencies of answered turns, and the count of failures.
+/// What one conversation measured.
+#[derive(Default)]
+struct Conversation {
+    latencies_ms: Vec<f64>,
+    first_token_ms: Vec<f64>,
+    errors: usize,
+}
+
+/// What one turn measured: end to end, and to the first streamed text (`--stream`).
+struct Turn {
+    total: Duration,
+    first_token: Option<Duration>,
+}
+
+/// One conversation: each message is sent once the previous reply arrived.
 async fn converse(
     http: &reqwest::Client,
     stack: &Stack,
     conversation: usize,
     text: &str,
     deadline: Instant,
-) -> (Vec<f64>, usize) {
+    stream: bool,
+) -> Conversation {
     let endpoint = format!("{}/v1/messages", stack.url);
-    let (mut latencies, mut errors) = (Vec::new(), 0);
+    let mut measured = Conversation::default();
     let conversation_id = format!("bench-{conversation}-{}", uuid::Uuid::new_v4().simple());
     while Instant::now() < deadline {
-        let body = json!({"text": text, "conversation": {"id": conversation_id}, "wait": true});
-        let sent = Instant::now();
-        let answered = http
-            .post(&endpoint)
-            .bearer_auth(&stack.key)
-            .json(&body)
-            .send()
-            .await;
-        let ok = match answered {
-            Ok(response) if response.status().is_success() => response
-                .json::<serde_json::Value>()
-                .await
-                .is_ok_and(|answer| answer["status"] == "done"),
-            _ => false,
-        };
-        if ok {
-            latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+        let body = json!({"text": text, "conversation": {"id": conversation_id}, "wait": !stream});
+        let request = http.post(&endpoint).bearer_auth(&stack.key).json(&body);
+        let turn = if stream {
+            streamed_turn(request).await
         } else {
-            errors += 1;
+            waited_turn(request).await
+        };
+        match turn {
+            Some(turn) => {
+                measured.latencies_ms.push(millis(turn.total));
+                measured.first_token_ms.extend(turn.first_token.map(millis));
+            }
+            None => measured.errors += 1,
         }
     }
-    (latencies, errors)
+    measured
+}
+
+/// `"wait": true`: one JSON answer once the turn is done.
+async fn waited_turn(request: reqwest::RequestBuilder) -> Option<Turn> {
+    let sent = Instant::now();
+    let response = request.send().await.ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let answer = response.json::<serde_json::Value>().await.ok()?;
+    (answer["status"] == "done").then(|| Turn {
+        total: sent.elapsed(),
+        first_token: None,
+    })
+}
+
+/// `Accept: text/event-stream`: `accepted`, `delta`…, then `final`.
+async fn streamed_turn(request: reqwest::RequestBuilder) -> Option<Turn> {
+    let sent = Instant::now();
+    let response = request
+        .header(reqwest::header::ACCEPT, "text/event-stream")
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let mut events = response.bytes_stream().eventsource();
+    let mut first_token = None;
+    while let Some(event) = events.next().await {
+        let event = event.ok()?;
+        match event.event.as_str() {
+            "delta" => {
+                first_token.get_or_insert_with(|| sent.elapsed());
+            }
+            "final" => {
+                let answer: serde_json::Value = serde_json::from_str(&event.data).ok()?;
+                return (answer["status"] == "done").then(|| Turn {
+                    total: sent.elapsed(),
+                    first_token,
+                });
+            }
+            "error" => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+fn millis(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
 }
 
 impl Report {
     fn percentile(&self, fraction: f64) -> f64 {
-        if self.latencies_ms.is_empty() {
-            return 0.0;
-        }
-        #[allow(
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss,
-            clippy::cast_precision_loss
-        )]
-        let index = ((self.latencies_ms.len() as f64 - 1.0) * fraction).round() as usize;
-        self.latencies_ms[index]
+        percentile(&self.latencies_ms, fraction)
     }
 
     #[allow(clippy::print_stdout, clippy::cast_precision_loss)]
@@ -159,8 +217,25 @@ impl Report {
             "p99_ms": p99,
             "max_ms": max,
             "errors": self.errors,
+            "stream": args.stream,
+            "first_token_p50_ms": percentile(&self.first_token_ms, 0.50),
+            "first_token_p99_ms": percentile(&self.first_token_ms, 0.99),
             "roles": roles,
         });
         println!("{summary}");
     }
+}
+
+/// The value at `fraction` of sorted samples (0 when there are none).
+fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    #[allow(
+        clippy::cast_possible_truncation,
+        clippy::cast_sign_loss,
+        clippy::cast_precision_loss
+    )]
+    let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
+    sorted[index]
 }

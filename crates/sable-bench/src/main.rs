@@ -25,7 +25,9 @@ enum Mode {
 
 /// Measures Sable under load. With no SABLE_NATS_URL it starts a private nats-server; with
 /// no SABLE_DATABASE_URL it creates a fresh database on the Postgres at
-/// SABLE_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres).
+/// SABLE_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres), or, when
+/// that is unreachable, on a private cluster it starts (initdb from SABLE_TEST_PG_BIN,
+/// default /usr/lib/postgresql/15/bin).
 #[derive(Debug, Parser)]
 #[command(name = "sable-bench", version)]
 struct Args {
@@ -46,6 +48,14 @@ struct Args {
     /// Words per reply (streamed one chunk each).
     #[arg(long, default_value_t = 8)]
     reply_words: usize,
+    /// Postgres connections per role (`SABLE_DB_MAX_CONNECTIONS`): keep workers × this
+    /// under the server's `max_connections`, or drains fail and wait for redelivery.
+    #[arg(long, default_value_t = 20)]
+    db_max_connections: u32,
+    /// Stream each reply (SSE) instead of waiting for it, and measure the time to the
+    /// first streamed text (`first_token_p50_ms`, `first_token_p99_ms`).
+    #[arg(long)]
+    stream: bool,
     /// Where the `sable` binary is (default: beside this one).
     #[arg(long)]
     sable_binary: Option<std::path::PathBuf>,

@@ -4,7 +4,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use sable_testkit::{ChildProcess, FakeProvider, NatsServer, TestDatabase, workspace_root};
+use sable_testkit::{
+    ChildProcess, FakeProvider, NatsServer, PostgresCluster, TestDatabase, workspace_root,
+};
 
 use crate::{Args, Mode};
 
@@ -18,6 +20,9 @@ pub struct Stack {
     _provider: FakeProvider,
     _nats: Option<NatsServer>,
     _database: Option<TestDatabase>,
+    /// A private cluster holding `_database` when no Postgres was reachable (declared
+    /// after it so the database is dropped first).
+    _postgres: Option<PostgresCluster>,
     _data_dir: Option<tempdir::TempDir>,
 }
 
@@ -38,7 +43,7 @@ pub async fn start(args: &Args) -> anyhow::Result<Stack> {
     let sable = sable_binary(args)?;
     match args.mode {
         Mode::Embedded => start_embedded(&sable, provider).await,
-        Mode::Distributed => start_distributed(&sable, provider, args.workers).await,
+        Mode::Distributed => start_distributed(&sable, provider, args).await,
     }
 }
 
@@ -93,6 +98,7 @@ async fn start_embedded(sable: &std::path::Path, provider: FakeProvider) -> anyh
         _provider: provider,
         _nats: None,
         _database: None,
+        _postgres: None,
         _data_dir: Some(tempdir::TempDir(data_dir)),
     })
 }
@@ -100,7 +106,7 @@ async fn start_embedded(sable: &std::path::Path, provider: FakeProvider) -> anyh
 async fn start_distributed(
     sable: &std::path::Path,
     provider: FakeProvider,
-    workers: usize,
+    args: &Args,
 ) -> anyhow::Result<Stack> {
     let (nats, nats_url) = match std::env::var("SABLE_NATS_URL") {
         Ok(url) => (None, url),
@@ -112,14 +118,12 @@ async fn start_distributed(
             (Some(server), url)
         }
     };
-    let (database, database_url) = match std::env::var("SABLE_DATABASE_URL") {
-        Ok(url) => (None, url),
+    let (database, postgres, database_url) = match std::env::var("SABLE_DATABASE_URL") {
+        Ok(url) => (None, None, url),
         Err(_) => {
-            let database = TestDatabase::create()
-                .await
-                .context("no SABLE_DATABASE_URL and no Postgres to create a database on")?;
+            let (database, postgres) = fresh_database().await?;
             let url = database.url.clone();
-            (Some(database), url)
+            (Some(database), postgres, url)
         }
     };
     let mut env = base_env(&provider);
@@ -130,6 +134,10 @@ async fn start_distributed(
             "SABLE_NATS_PREFIX".to_owned(),
             format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
         ),
+        (
+            "SABLE_DB_MAX_CONNECTIONS".to_owned(),
+            args.db_max_connections.to_string(),
+        ),
     ]);
     sable_testkit::run_to_completion(sable, &["migrate"], &env).await?;
     let org =
@@ -138,7 +146,7 @@ async fn start_distributed(
         sable_testkit::run_to_completion(sable, &["admin", "key", "create", "--org", &org], &env)
             .await?;
     let mut roles = Vec::new();
-    for index in 0..workers {
+    for index in 0..args.workers {
         let mut worker = ChildProcess::spawn(
             &format!("worker{index}"),
             sable,
@@ -161,6 +169,24 @@ async fn start_distributed(
         _provider: provider,
         _nats: nats,
         _database: database,
+        _postgres: postgres,
         _data_dir: None,
     })
+}
+
+/// A fresh database on the local Postgres (`SABLE_TEST_POSTGRES_URL`), or, when none is
+/// reachable, on a private cluster started for the run.
+async fn fresh_database() -> anyhow::Result<(TestDatabase, Option<PostgresCluster>)> {
+    let shared_error = match TestDatabase::create().await {
+        Ok(database) => return Ok((database, None)),
+        Err(error) => error,
+    };
+    eprintln!("no Postgres reachable ({shared_error:#}); starting a private cluster");
+    let cluster = PostgresCluster::start().await.with_context(|| {
+        format!(
+            "no SABLE_DATABASE_URL, no Postgres reachable ({shared_error:#}), and no private cluster could be started"
+        )
+    })?;
+    let database = TestDatabase::create_on(&cluster.admin_url()).await?;
+    Ok((database, Some(cluster)))
 }

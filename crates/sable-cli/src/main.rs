@@ -6,6 +6,7 @@
 
 mod chat;
 mod dev;
+mod faults;
 mod models;
 mod settings;
 
@@ -248,7 +249,21 @@ pub(crate) fn gateway_config(
         sweep_interval: Settings::millis(settings.sweep_interval_ms),
         sweep_after: Settings::millis(settings.sweep_after_ms),
         bindings: load_bindings(settings, agents)?,
+        webhook: webhook_channel(settings)?,
+        faults: faults::from_settings(settings),
     })
+}
+
+/// The `webhook` channel when `webhook_url` is set, with its own pooled HTTP client.
+fn webhook_channel(settings: &Settings) -> anyhow::Result<Option<sable_gateway::WebhookChannel>> {
+    let Some(url) = settings.webhook_url.clone() else {
+        return Ok(None);
+    };
+    let client = reqwest::Client::builder()
+        .timeout(Settings::millis(settings.webhook_timeout_ms))
+        .build()
+        .context("cannot build the webhook HTTP client")?;
+    Ok(Some(sable_gateway::WebhookChannel { url, client }))
 }
 
 pub(crate) fn worker_config(settings: &Settings) -> sable_worker::WorkerConfig {
@@ -260,6 +275,8 @@ pub(crate) fn worker_config(settings: &Settings) -> sable_worker::WorkerConfig {
         sweep_after: Settings::millis(settings.sweep_after_ms),
         shutdown_grace: Settings::millis(settings.shutdown_grace_ms),
         approval_ttl: Settings::millis(settings.approval_ttl_ms),
+        max_turn_attempts: settings.max_turn_attempts,
+        faults: faults::from_settings(settings),
     }
 }
 

@@ -58,6 +58,15 @@ pub struct Settings {
     /// Networks (CIDR) or host names `http_fetch` may reach although they are private,
     /// loopback or link-local; e.g. `["10.1.0.0/16", "intranet.example"]`.
     pub http_fetch_allow: Vec<String>,
+    /// Where the gateway POSTs replies of the `webhook` channel (unset: channel refused).
+    pub webhook_url: Option<String>,
+    pub webhook_timeout_ms: u64,
+    /// A turn started this many times without ending fails instead of running again.
+    pub max_turn_attempts: i32,
+    /// Fault points to stop at (comma-separated names), for fault-injection tests.
+    pub fault_pause_at: String,
+    /// Hits of armed fault points that pass before the process stops at one.
+    pub fault_hits_to_pass: u64,
 }
 
 impl Default for Settings {
@@ -92,6 +101,11 @@ impl Default for Settings {
             shutdown_grace_ms: 20_000,
             approval_ttl_ms: 3_600_000,
             http_fetch_allow: Vec::new(),
+            max_turn_attempts: 5,
+            webhook_url: None,
+            webhook_timeout_ms: 10_000,
+            fault_pause_at: String::new(),
+            fault_hits_to_pass: 0,
         }
     }
 }
@@ -126,6 +140,10 @@ impl Settings {
         anyhow::ensure!(
             self.worker_concurrency >= 1,
             "worker_concurrency must be at least 1"
+        );
+        anyhow::ensure!(
+            self.max_turn_attempts >= 1,
+            "max_turn_attempts must be at least 1"
         );
         anyhow::ensure!(
             self.sweep_interval_ms >= 10,

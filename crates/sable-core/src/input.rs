@@ -136,18 +136,23 @@ impl fmt::Display for AgentId {
 pub enum Channel {
     /// The HTTP API: replies are read by the caller (wait, SSE or polling).
     Api,
+    /// Messages posted through the HTTP API whose replies are pushed (POSTed) to the
+    /// gateway's configured webhook URL, with the delivery id as `Idempotency-Key`.
+    Webhook,
 }
 
 impl Channel {
     pub const fn as_str(&self) -> &'static str {
         match self {
             Self::Api => "api",
+            Self::Webhook => "webhook",
         }
     }
 
     pub fn parse(value: &str) -> Option<Self> {
         match value {
             "api" => Some(Self::Api),
+            "webhook" => Some(Self::Webhook),
             _ => None,
         }
     }
@@ -179,6 +184,14 @@ mod tests {
         assert!(IdempotencyKey::parse("k".repeat(201)).is_err());
         assert!(IdempotencyKey::parse("a\u{0}b".into()).is_err());
         assert!(IdempotencyKey::parse("order-42".into()).is_ok());
+    }
+
+    #[test]
+    fn channels_round_trip_through_their_names() {
+        for channel in [Channel::Api, Channel::Webhook] {
+            assert_eq!(Channel::parse(channel.as_str()), Some(channel));
+        }
+        assert_eq!(Channel::parse("feishu"), None);
     }
 
     #[test]

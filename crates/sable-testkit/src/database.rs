@@ -5,7 +5,7 @@ use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
 /// Where tests create their databases. `SABLE_TEST_POSTGRES_URL` overrides it.
-fn admin_url() -> String {
+fn shared_admin_url() -> String {
     std::env::var("SABLE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
@@ -13,14 +13,22 @@ fn admin_url() -> String {
 /// A database of its own for one test.
 pub struct TestDatabase {
     pub name: String,
+    /// The server's maintenance database, where this one was created (and is dropped).
+    admin_url: String,
     pub url: String,
     pub store: PgStore,
 }
 
 impl TestDatabase {
-    /// Creates and migrates `sable_test_<random>`.
+    /// Creates and migrates `sable_test_<random>` on the shared test server.
     pub async fn create() -> anyhow::Result<Self> {
-        let admin_url = admin_url();
+        Self::create_on(&shared_admin_url()).await
+    }
+
+    /// Creates and migrates `sable_test_<random>` on the server of `admin_url` (a
+    /// private cluster, say).
+    pub async fn create_on(admin_url: &str) -> anyhow::Result<Self> {
+        let admin_url = admin_url.to_owned();
         let name = format!("sable_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&admin_url).await.map_err(|error| {
             anyhow::anyhow!("cannot reach the test Postgres at {admin_url}: {error}")
@@ -36,7 +44,12 @@ impl TestDatabase {
         };
         let store = PgStore::connect_lazy(&url, &options)?;
         store.migrate().await?;
-        Ok(Self { name, url, store })
+        Ok(Self {
+            name,
+            admin_url,
+            url,
+            store,
+        })
     }
 
     /// Counts every row of every table: a fingerprint to check that a request changed
@@ -62,7 +75,7 @@ impl TestDatabase {
 
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let name = self.name.clone();
+        let (name, admin_url) = (self.name.clone(), self.admin_url.clone());
         // Best effort, on a thread of its own: Drop cannot await.
         let _ = std::thread::spawn(move || {
             let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -72,7 +85,7 @@ impl Drop for TestDatabase {
                 return;
             };
             runtime.block_on(async {
-                if let Ok(mut admin) = PgConnection::connect(&admin_url()).await {
+                if let Ok(mut admin) = PgConnection::connect(&admin_url).await {
                     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                         .execute(&mut admin)
                         .await;

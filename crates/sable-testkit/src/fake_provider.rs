@@ -6,7 +6,8 @@
 //! a time. Directives in the last user message choose other behaviour per request, so
 //! concurrent tests and child processes can script it too:
 //! `#fail=<status>`, `#overflow` (context window exceeded), `#hang` (never answers), `#stall` (one chunk, then silence),
-//! `#drop` (one chunk, then the connection breaks), `#delay=<ms>`.
+//! `#drop` (one chunk, then the connection breaks), `#delay=<ms>`, `#tool` (call the `time`
+//! tool once, then echo after its result).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -181,7 +182,8 @@ impl FakeState {
         }
         let queued = self.scripts.lock().expect("lock").pop_front();
         let script = queued.unwrap_or_else(|| {
-            let (script, directive_delay) = script_from_directives(last_user);
+            let (script, directive_delay) =
+                script_from_directives(last_user, answers_a_tool_call(request));
             delay += directive_delay;
             script
         });
@@ -259,7 +261,22 @@ async fn chat_completions(
     }
 }
 
-pub(crate) fn script_from_directives(text: &str) -> (Script, Duration) {
+/// True when the conversation ends with a tool result (OpenAI `role: tool`, or an
+/// Anthropic user turn of `tool_result` blocks): the model's next step is to answer.
+fn answers_a_tool_call(request: &Value) -> bool {
+    let Some(last) = request["messages"]
+        .as_array()
+        .and_then(|messages| messages.last())
+    else {
+        return false;
+    };
+    last["role"] == "tool"
+        || last["content"]
+            .as_array()
+            .is_some_and(|blocks| blocks.iter().any(|block| block["type"] == "tool_result"))
+}
+
+pub(crate) fn script_from_directives(text: &str, after_tool: bool) -> (Script, Duration) {
     let mut delay = Duration::ZERO;
     let mut script = Script::Reply(format!("echo: {text}"));
     for word in text.split_whitespace() {
@@ -270,6 +287,11 @@ pub(crate) fn script_from_directives(text: &str) -> (Script, Duration) {
             script = Script::Fail {
                 status,
                 retry_after_secs: None,
+            };
+        } else if word == "#tool" && !after_tool {
+            script = Script::ToolCalls {
+                text: String::new(),
+                calls: vec![FakeToolCall::new("call_time", "time", json!({}))],
             };
         } else if word == "#overflow" {
             script = Script::ContextOverflow;

@@ -8,15 +8,19 @@
 mod database;
 mod fake_anthropic;
 mod fake_provider;
+mod fake_webhook;
 mod nats;
 mod poll;
+mod postgres;
 mod process;
 mod proxy;
 
 pub use database::TestDatabase;
 pub use fake_provider::{FakeProvider, FakeToolCall, Script};
+pub use fake_webhook::{FakeWebhook, WebhookLog};
 pub use nats::NatsServer;
 pub use poll::{eventually, wait_for};
+pub use postgres::PostgresCluster;
 pub use process::{ChildProcess, run_to_completion};
 pub use proxy::TcpProxy;
 
@@ -26,4 +30,12 @@ pub fn workspace_root() -> std::path::PathBuf {
         .join("../..")
         .canonicalize()
         .expect("workspace root exists")
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, for a server the test starts (and
+/// restarts on the same port).
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }

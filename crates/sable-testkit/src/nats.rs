@@ -1,6 +1,5 @@
 //! A private `nats-server` with JetStream per test, which a test may stop and restart.
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -16,7 +15,7 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts `nats-server` (from `PATH`, or `SABLE_TEST_NATS_SERVER`).
     pub async fn start() -> anyhow::Result<Self> {
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = crate::free_port()?;
         let store_dir =
             std::env::temp_dir().join(format!("sable-nats-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&store_dir)?;

@@ -64,17 +64,14 @@ async fn handle(state: &AppState, wakeup: &DeliveryWakeup) -> bool {
     if delivery.status != DeliveryStatus::Pending {
         return true;
     }
-    let sent = send_to_channel(&delivery).await;
+    let sent = send_to_channel(state, &delivery).await;
     let outcome = if sent.is_ok() { "sent" } else { "failed" };
     metrics::counter!("sable_deliveries_total", "channel" => delivery.channel.clone(), "outcome" => outcome).increment(1);
     match sent {
-        Ok(()) => match state.store.mark_delivered(org_id, delivery_id).await {
-            Ok(_) => true,
-            Err(error) => {
-                tracing::warn!(%error, %delivery_id, "delivery sent but not recorded; will retry");
-                false
-            }
-        },
+        Ok(()) => {
+            state.config.faults.reach("delivery_sent_before_record");
+            record_sent(state, org_id, delivery_id).await
+        }
         Err(reason) => {
             if let Err(error) = state
                 .store
@@ -88,11 +85,27 @@ async fn handle(state: &AppState, wakeup: &DeliveryWakeup) -> bool {
     }
 }
 
+/// Marks a sent delivery delivered. False leaves the wake-up unacked: the redelivery
+/// sends again, which the channel's idempotency key absorbs.
+async fn record_sent(state: &AppState, org_id: OrgId, delivery_id: DeliveryId) -> bool {
+    match state.store.mark_delivered(org_id, delivery_id).await {
+        Ok(_) => true,
+        Err(error) => {
+            tracing::warn!(%error, %delivery_id, "delivery sent but not recorded; will retry");
+            false
+        }
+    }
+}
+
 /// Sends a reply to its channel, with the delivery id as the channel's idempotency key.
 /// API replies are read by the caller (wait, SSE or polling), so there is nothing to push.
-async fn send_to_channel(delivery: &DeliveryRecord) -> Result<(), String> {
+async fn send_to_channel(state: &AppState, delivery: &DeliveryRecord) -> Result<(), String> {
     match sable_core::Channel::parse(&delivery.channel) {
         Some(sable_core::Channel::Api) => Ok(()),
+        Some(sable_core::Channel::Webhook) => match &state.config.webhook {
+            Some(webhook) => webhook.send(delivery).await,
+            None => Err("no webhook_url is configured for the webhook channel".into()),
+        },
         None => Err(format!("no dispatcher for channel '{}'", delivery.channel)),
     }
 }

@@ -13,6 +13,7 @@ mod dispatcher;
 mod error;
 mod routes;
 mod waiter;
+mod webhook;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use webhook::WebhookChannel;
 
 /// Request bodies larger than this are refused with 413.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -49,6 +51,11 @@ pub struct GatewayConfig {
     pub sweep_after: Duration,
     /// Which agent answers a message that names none.
     pub bindings: Bindings,
+    /// Where replies of the `webhook` channel are POSTed; `None` refuses that channel.
+    pub webhook: Option<WebhookChannel>,
+    /// Named places where fault-injection tests stop the process (disarmed in
+    /// production).
+    pub faults: sable_core::FaultPoints,
 }
 
 /// Shared by every request handler.

@@ -374,6 +374,8 @@ async fn execute(
     let (context, tools) = (scope.context, &scope.tools);
     let started_at = Utc::now();
     let started = Instant::now();
+    // The round is recorded with this call `running`; its result is not yet.
+    context.config.faults.reach("mid_tool");
     let outcome = if tools.offers(&call.name) {
         context
             .tools

@@ -45,6 +45,12 @@ pub struct WorkerConfig {
     /// On shutdown, in-flight turns get this long to finish before the process exits
     /// (their leases then expire and another worker resumes them).
     pub shutdown_grace: Duration,
+    /// A turn started this many times without ending is failed instead of being run
+    /// again: something about it breaks every worker that tries.
+    pub max_turn_attempts: i32,
+    /// Named places where fault-injection tests stop the process (disarmed in
+    /// production).
+    pub faults: sable_core::FaultPoints,
 }
 
 /// What agents can do: the tool registry and the skills catalog.

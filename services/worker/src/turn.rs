@@ -22,10 +22,6 @@ use tracing::Instrument;
 use crate::WorkerContext;
 use crate::agent_loop::{RoundEnd, Rounds, Scope, TurnTools, resume_rounds, run_round};
 
-/// A turn that has been started this many times without ending is failed instead of being
-/// run again: something about it breaks every worker that tries.
-const MAX_ATTEMPTS: i32 = 5;
-
 /// What a turn produced, before it is committed.
 struct Answer {
     outcome: TurnOutcome,
@@ -66,7 +62,7 @@ pub(crate) async fn run_turn(
     metrics::counter!("sable_turns_started_total").increment(1);
     let started = std::time::Instant::now();
     async {
-        let step = if attempt > MAX_ATTEMPTS {
+        let step = if attempt > context.config.max_turn_attempts {
             Step::Finish(failed(failure(
                 "too_many_attempts",
                 format!("the turn was interrupted {} times", attempt - 1),
@@ -134,6 +130,7 @@ async fn answer(
     let (deltas, forwarder) = forward_deltas(context, turn, trace);
     let mut on_delta = |text: &str| {
         let _ = deltas.send(text.to_owned());
+        context.config.faults.reach("mid_stream");
     };
     let mut usage = TokenUsage::default();
     let mut route: Option<RouteDecision> = None;
@@ -229,6 +226,7 @@ async fn agent_loop(
                 continue;
             }
         }
+        context.config.faults.reach("before_provider_call");
         let report = context.models.complete(&profile, &request, on_delta).await;
         record_calls(context, turn, attempt, "answer", &report, usage).await;
         let completion = match report.result {
@@ -495,6 +493,7 @@ async fn finish(
         tracing::warn!("turn was taken over by another worker; this attempt's result is discarded");
         return Ok(false);
     };
+    context.config.faults.reach("after_reply_persisted");
     let traceparent = trace.to_string();
     let status = finished.status.clone();
     let event = TurnEvent {

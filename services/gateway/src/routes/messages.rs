@@ -38,6 +38,8 @@ struct PostMessageBody {
     conversation: Option<ConversationBody>,
     agent: Option<String>,
     idempotency_key: Option<String>,
+    /// `"api"` (default) or `"webhook"`: where a new session's replies go.
+    channel: Option<String>,
     #[serde(default)]
     wait: bool,
 }
@@ -153,7 +155,7 @@ fn parse_message(
         SessionTarget::Conversation { key, user_id } => (Some(key.as_str()), user_id.as_deref()),
         _ => (None, None),
     };
-    let channel = Channel::Api;
+    let channel = parse_channel(state, body.channel.as_deref())?;
     let bound = state.config.bindings.resolve(
         &BindingRequest {
             explicit_agent: explicit.as_ref().map(AgentId::as_str),
@@ -177,6 +179,20 @@ fn parse_message(
             .map_err(invalid)?,
         trace_parent: Some(trace.to_string()),
     })
+}
+
+/// A channel the API may ask for; `webhook` only when this gateway has a webhook URL.
+fn parse_channel(state: &AppState, channel: Option<&str>) -> Result<Channel, ApiError> {
+    match channel.map(|name| (name, Channel::parse(name))) {
+        None | Some((_, Some(Channel::Api))) => Ok(Channel::Api),
+        Some((_, Some(Channel::Webhook))) if state.config.webhook.is_some() => Ok(Channel::Webhook),
+        Some((_, Some(Channel::Webhook))) => Err(ApiError::Validation(
+            "channel: webhook needs the gateway's webhook_url setting".into(),
+        )),
+        Some((name, None)) => Err(ApiError::Validation(format!(
+            "channel: '{name}' is not one of api, webhook"
+        ))),
+    }
 }
 
 fn parse_user_id(user_id: String) -> Result<String, ApiError> {
