@@ -39,7 +39,11 @@ pub async fn run(stack: &Stack, args: &Args) -> anyhow::Result<Report> {
         .collect();
     let started = Instant::now();
     let deadline = started + args.duration;
-    let text = vec!["word"; args.reply_words.saturating_sub(1).max(1)].join(" ");
+    let mut text = vec!["word"; args.reply_words.saturating_sub(1).max(1)].join(" ");
+    if args.tool_round {
+        // The fake provider's directive (see sable-testkit): one `time` call, then the echo.
+        text.push_str(" #tool");
+    }
     let conversations = (0..args.concurrency)
         .map(|conversation| converse(&http, stack, conversation, &text, deadline, args.stream));
     let results = futures::future::join_all(conversations).await;
@@ -218,6 +222,7 @@ impl Report {
             "max_ms": max,
             "errors": self.errors,
             "stream": args.stream,
+            "tool_round": args.tool_round,
             "first_token_p50_ms": percentile(&self.first_token_ms, 0.50),
             "first_token_p99_ms": percentile(&self.first_token_ms, 0.99),
             "roles": roles,

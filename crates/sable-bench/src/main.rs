@@ -56,6 +56,10 @@ struct Args {
     /// first streamed text (`first_token_p50_ms`, `first_token_p99_ms`).
     #[arg(long)]
     stream: bool,
+    /// Make every turn one tool round: the fake model calls the builtin `time` tool, then
+    /// answers after its result (two provider calls and one tool call per turn).
+    #[arg(long)]
+    tool_round: bool,
     /// Where the `sable` binary is (default: beside this one).
     #[arg(long)]
     sable_binary: Option<std::path::PathBuf>,
