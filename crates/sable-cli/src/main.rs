@@ -8,6 +8,7 @@ mod chat;
 mod dev;
 mod models;
 mod settings;
+mod telemetry;
 
 use std::path::PathBuf;
 
@@ -100,6 +101,18 @@ enum KeyCommand {
 fn main() -> std::process::ExitCode {
     sable_llm::install_crypto_provider();
     let cli = Cli::parse();
+    let started = Settings::load(cli.config.as_deref()).and_then(|settings| {
+        start_telemetry(&cli.command, &settings).map(|guard| (settings, guard))
+    });
+    // The span exporter's blocking HTTP client is built and shut down outside the async
+    // runtime, which it must not run inside.
+    let (settings, _telemetry) = match started {
+        Ok(started) => started,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -110,7 +123,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, settings)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -119,9 +132,25 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = Settings::load(cli.config.as_deref())?;
-    sable_telemetry::init_logging(settings.log_format);
+/// Logging for every command; span export for the serving roles.
+fn start_telemetry(
+    command: &Command,
+    settings: &Settings,
+) -> anyhow::Result<sable_telemetry::TelemetryGuard> {
+    let role = match command {
+        Command::Gateway => Some("gateway"),
+        Command::Worker => Some("worker"),
+        Command::Dev => Some("dev"),
+        Command::Migrate | Command::Admin { .. } | Command::Chat(_) => None,
+    };
+    let tracing = match role {
+        Some(role) => telemetry::tracing_config(settings, role)?,
+        None => sable_telemetry::TracingConfig::default(),
+    };
+    sable_telemetry::init(settings.log_format, &tracing).context("cannot set up span export")
+}
+
+async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     sable_telemetry::install_metrics();
     match cli.command {
         Command::Gateway => run_gateway(settings).await,
@@ -254,6 +283,9 @@ pub(crate) fn worker_config(settings: &Settings) -> sable_worker::WorkerConfig {
         sweep_interval: Settings::millis(settings.sweep_interval_ms),
         sweep_after: Settings::millis(settings.sweep_after_ms),
         shutdown_grace: Settings::millis(settings.shutdown_grace_ms),
+        content_capture: settings
+            .content_capture()
+            .expect("the patterns were checked when the settings loaded"),
     }
 }
 

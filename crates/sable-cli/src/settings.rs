@@ -1,15 +1,18 @@
 //! Typed settings, layered: built-in defaults, then `config/sable.toml` (or the file named
 //! by `--config` / `SABLE_CONFIG`), then `SABLE_*` environment variables, then the
-//! conventional `OPENAI_BASE_URL`. Provider keys are read where `config/providers.toml`
+//! conventional `OPENAI_BASE_URL` and `LANGFUSE_*`. The `OTEL_*` variables are read by
+//! `telemetry.rs`. Provider keys are read where `config/providers.toml`
 //! says (`OPENAI_API_KEY` by default) by `models.rs`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use sable_telemetry::LogFormat;
+use sable_core::Secret;
+use sable_telemetry::{CapturePolicy, ContentCapture, LogFormat};
 use serde::Deserialize;
 
 /// The file read when no `--config` is given; a missing default file is not an error.
@@ -49,6 +52,20 @@ pub struct Settings {
     pub worker_concurrency: usize,
     pub worker_id: Option<String>,
     pub shutdown_grace_ms: u64,
+    /// `deployment.environment.name` of exported spans and Langfuse's environment.
+    pub environment: String,
+    /// Prompts and replies in span attributes: `off`, `redacted` or `full`.
+    pub capture_content: CapturePolicy,
+    /// Orgs (by id) whose policy differs from `capture_content`.
+    pub capture_content_orgs: HashMap<String, CapturePolicy>,
+    /// Regular expressions masked under `redacted`, besides the built-in secret shapes.
+    pub capture_redact_patterns: Vec<String>,
+    /// Spans buffered per OTLP target before new ones are dropped.
+    pub otel_max_queue_size: usize,
+    /// The Langfuse preset (`LANGFUSE_HOST`, `LANGFUSE_PUBLIC_KEY`, `LANGFUSE_SECRET_KEY`).
+    pub langfuse_host: Option<String>,
+    pub langfuse_public_key: Option<String>,
+    pub langfuse_secret_key: Option<Secret>,
 }
 
 impl Default for Settings {
@@ -79,6 +96,14 @@ impl Default for Settings {
             worker_concurrency: 512,
             worker_id: None,
             shutdown_grace_ms: 20_000,
+            environment: "development".into(),
+            capture_content: CapturePolicy::Off,
+            capture_content_orgs: HashMap::new(),
+            capture_redact_patterns: Vec::new(),
+            otel_max_queue_size: 2_048,
+            langfuse_host: None,
+            langfuse_public_key: None,
+            langfuse_secret_key: None,
         }
     }
 }
@@ -93,7 +118,12 @@ impl Settings {
         let settings: Self = Figment::new()
             .merge(Toml::file(path))
             .merge(Env::prefixed("SABLE_").ignore(&["config"]))
-            .merge(Env::raw().only(&["openai_base_url"]))
+            .merge(Env::raw().only(&[
+                "openai_base_url",
+                "langfuse_host",
+                "langfuse_public_key",
+                "langfuse_secret_key",
+            ]))
             .extract()
             .with_context(|| {
                 format!(
@@ -122,7 +152,18 @@ impl Settings {
             self.wait_poll_interval_ms >= 10,
             "wait_poll_interval_ms must be at least 10"
         );
+        self.content_capture()?;
         Ok(())
+    }
+
+    /// The content capture policy, with its per-org overrides and patterns.
+    pub fn content_capture(&self) -> anyhow::Result<ContentCapture> {
+        ContentCapture::new(
+            self.capture_content,
+            self.capture_content_orgs.clone(),
+            &self.capture_redact_patterns,
+        )
+        .context("capture_redact_patterns: invalid regular expression")
     }
 
     pub fn millis(value: u64) -> Duration {

@@ -24,6 +24,10 @@ pub struct RunnableTurn {
     pub agent_id: String,
     pub channel: String,
     pub trace_parent: Option<String>,
+    /// The session's user on its channel, when the channel names one.
+    pub user_id: Option<String>,
+    /// When the turn was accepted (queue wait is measured from here).
+    pub created_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Tokens a turn consumed.
@@ -97,6 +101,8 @@ struct RunnableRow {
     agent_id: String,
     channel: String,
     trace_parent: Option<String>,
+    user_id: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -216,7 +222,8 @@ impl PgStore {
         session_id: SessionId,
     ) -> Result<Option<RunnableTurn>, StoreError> {
         let row: Option<RunnableRow> = sqlx::query_as(
-            "SELECT t.id, t.org_id, t.session_id, t.seq, t.agent_id, s.channel, t.trace_parent \
+            "SELECT t.id, t.org_id, t.session_id, t.seq, t.agent_id, s.channel, t.trace_parent, \
+                s.user_id, t.created_at \
              FROM turns t JOIN sessions s ON s.id = t.session_id \
              WHERE t.session_id = $1 AND t.org_id = $2 AND t.status IN ('queued', 'running') \
              ORDER BY t.seq LIMIT 1",
@@ -233,6 +240,8 @@ impl PgStore {
             agent_id: row.agent_id,
             channel: row.channel,
             trace_parent: row.trace_parent,
+            user_id: row.user_id,
+            created_at: row.created_at,
         }))
     }
 

@@ -11,6 +11,7 @@
 
 mod consume;
 mod local_sessions;
+mod observe;
 mod session;
 mod sweeper;
 mod turn;
@@ -41,6 +42,8 @@ pub struct WorkerConfig {
     /// On shutdown, in-flight turns get this long to finish before the process exits
     /// (their leases then expire and another worker resumes them).
     pub shutdown_grace: Duration,
+    /// Which prompts and replies may enter span attributes, per org.
+    pub content_capture: sable_telemetry::ContentCapture,
 }
 
 /// Everything a turn needs, shared by every task of the worker.

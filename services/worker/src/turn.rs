@@ -46,21 +46,8 @@ pub(crate) async fn run_turn(
         TurnStart::AlreadyEnded => return Ok(true),
         TurnStart::LeaseLost => return Ok(false),
     };
-    let trace = turn
-        .trace_parent
-        .as_deref()
-        .and_then(TraceContext::parse)
-        .unwrap_or_else(TraceContext::new_root)
-        .child();
-    let span = tracing::info_span!(
-        "turn",
-        turn_id = %turn.id,
-        session_id = %turn.session_id,
-        org_id = %turn.org_id,
-        seq = turn.seq,
-        attempt,
-        trace_id = %trace.trace_id(),
-    );
+    let (span, trace) = crate::observe::turn_span(turn, attempt);
+    crate::observe::record_queue_wait(turn);
     metrics::counter!("sable_turns_started_total").increment(1);
     let started = std::time::Instant::now();
     async {
@@ -72,6 +59,7 @@ pub(crate) async fn run_turn(
         } else {
             answer(context, turn, attempt, &trace).await?
         };
+        crate::observe::record_output(context, turn, &answer.outcome);
         let status = if matches!(answer.outcome, TurnOutcome::Replied { .. }) {
             "done"
         } else {
@@ -126,6 +114,7 @@ async fn answer(
             .await?;
         let decision = route.get_or_insert_with(|| {
             let message = history.last().map_or("", |entry| entry.content.as_str());
+            crate::observe::record_input(context, turn, message);
             choose_profile(&agent, message)
         });
         let request = build_chat_request(

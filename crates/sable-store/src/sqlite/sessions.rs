@@ -25,6 +25,8 @@ struct RunnableRow {
     agent_id: String,
     channel: String,
     trace_parent: Option<String>,
+    user_id: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -156,7 +158,8 @@ pub(crate) async fn next_runnable_turn(
     session_id: SessionId,
 ) -> Result<Option<RunnableTurn>, StoreError> {
     let row: Option<RunnableRow> = sqlx::query_as(
-        "SELECT t.id, t.org_id, t.session_id, t.seq, t.agent_id, s.channel, t.trace_parent \
+        "SELECT t.id, t.org_id, t.session_id, t.seq, t.agent_id, s.channel, t.trace_parent, \
+                s.user_id, t.created_at \
          FROM turns t JOIN sessions s ON s.id = t.session_id \
          WHERE t.session_id = $1 AND t.org_id = $2 AND t.status IN ('queued', 'running') \
          ORDER BY t.seq LIMIT 1",
@@ -173,6 +176,8 @@ pub(crate) async fn next_runnable_turn(
         agent_id: row.agent_id,
         channel: row.channel,
         trace_parent: row.trace_parent,
+        user_id: row.user_id,
+        created_at: row.created_at,
     }))
 }
 
