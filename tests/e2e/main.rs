@@ -15,3 +15,4 @@ mod outages;
 mod provider_failures;
 mod provider_layer;
 mod quickstart;
+mod tracing;

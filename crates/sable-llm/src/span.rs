@@ -47,11 +47,14 @@ pub(crate) fn record_result(span: &tracing::Span, result: &Result<Completion, Pr
                 span.record("gen_ai.response.finish_reasons", reason.as_str());
             }
             if let Some(usage) = completion.usage {
-                span.record("gen_ai.usage.input_tokens", usage.input_tokens);
-                span.record("gen_ai.usage.output_tokens", usage.output_tokens);
+                // As i64: the exporter turns u64 values into strings, which Langfuse
+                // would not count as tokens.
+                let tokens = |count: u64| i64::try_from(count).unwrap_or(i64::MAX);
+                span.record("gen_ai.usage.input_tokens", tokens(usage.input_tokens));
+                span.record("gen_ai.usage.output_tokens", tokens(usage.output_tokens));
                 span.record(
                     "gen_ai.usage.cache_read_input_tokens",
-                    usage.cached_input_tokens,
+                    tokens(usage.cached_input_tokens),
                 );
             }
         }

@@ -9,6 +9,7 @@ mod database;
 mod fake_anthropic;
 mod fake_provider;
 mod nats;
+mod otlp_receiver;
 mod poll;
 mod process;
 mod proxy;
@@ -16,8 +17,9 @@ mod proxy;
 pub use database::TestDatabase;
 pub use fake_provider::{FakeProvider, FakeToolCall, Script};
 pub use nats::NatsServer;
+pub use otlp_receiver::{ExportedSpan, OtlpReceiver};
 pub use poll::{eventually, wait_for};
-pub use process::{ChildProcess, run_to_completion};
+pub use process::{ChildProcess, rss_kib, run_to_completion};
 pub use proxy::TcpProxy;
 
 /// The workspace root, for finding `agents/`, `config/` and the like.
