@@ -126,7 +126,7 @@ async fn welcome(store: &Store, database_url: &str) -> anyhow::Result<Welcome> {
         return Ok(Welcome::Returning { org_id });
     }
     let org_id = store.create_org("default").await?;
-    let key = store.create_api_key(org_id).await?;
+    let key = store.create_api_key(org_id, true).await?;
     if let Some(parent) = marker.parent() {
         std::fs::create_dir_all(parent)?;
     }

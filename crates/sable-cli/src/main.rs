@@ -95,6 +95,9 @@ enum KeyCommand {
         /// The org's id, as printed by `sable admin org create`.
         #[arg(long = "org")]
         org_id: String,
+        /// The key may also read deployment-wide diagnostics (`GET /v1/diagnostics/runtime`).
+        #[arg(long)]
+        admin: bool,
     },
 }
 
@@ -187,11 +190,11 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
             println!("{org_id}");
         }
         AdminCommand::Key {
-            command: KeyCommand::Create { org_id },
+            command: KeyCommand::Create { org_id, admin },
         } => {
             let org_id: OrgId = org_id.parse()?;
             let key = store
-                .create_api_key(org_id)
+                .create_api_key(org_id, admin)
                 .await
                 .with_context(|| format!("could not create a key for org {org_id}"))?;
             println!("{}", key.key);

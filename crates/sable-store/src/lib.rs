@@ -90,8 +90,8 @@ store_contract! {
     fn ping(&self) -> ();
     fn create_org(&self, name: &str) -> OrgId;
     fn org_exists(&self, org_id: OrgId) -> bool;
-    /// Creates a key for an existing org.
-    fn create_api_key(&self, org_id: OrgId) -> ApiKeySecret;
+    /// Creates a key for an existing org; `admin` keys may read deployment diagnostics.
+    fn create_api_key(&self, org_id: OrgId, admin: bool) -> ApiKeySecret;
     /// The key's org, or `None` when it is malformed, unknown or revoked.
     fn authenticate(&self, presented: &str) -> Option<AuthenticatedKey>;
     /// Writes the message and a queued turn atomically; a repeated idempotency key

@@ -210,11 +210,12 @@ fn provider_call(
     }
 }
 
+/// An admin key says so; an ordinary one does not.
 async fn a_created_key_authenticates_to_its_own_org(store: Store) -> anyhow::Result<()> {
     let first_org = store.create_org("first").await?;
     let second_org = store.create_org("second").await?;
-    let first_key = store.create_api_key(first_org).await?;
-    let second_key = store.create_api_key(second_org).await?;
+    let first_key = store.create_api_key(first_org, false).await?;
+    let second_key = store.create_api_key(second_org, true).await?;
 
     let first = store
         .authenticate(&first_key.key)
@@ -225,8 +226,14 @@ async fn a_created_key_authenticates_to_its_own_org(store: Store) -> anyhow::Res
         .await?
         .expect("the key is valid");
 
-    assert_eq!((first.org_id, first.key_id), (first_org, first_key.id));
-    assert_eq!((second.org_id, second.key_id), (second_org, second_key.id));
+    assert_eq!(
+        (first.org_id, first.key_id, first.admin),
+        (first_org, first_key.id, false)
+    );
+    assert_eq!(
+        (second.org_id, second.key_id, second.admin),
+        (second_org, second_key.id, true)
+    );
     Ok(())
 }
 
@@ -234,7 +241,7 @@ async fn a_wrong_secret_or_a_malformed_key_does_not_authenticate(
     store: Store,
 ) -> anyhow::Result<()> {
     let org_id = store.create_org("acme").await?;
-    let key = store.create_api_key(org_id).await?.key;
+    let key = store.create_api_key(org_id, false).await?.key;
     let wrong_secret = format!(
         "{}{}",
         &key[..key.len() - 1],
@@ -248,7 +255,7 @@ async fn a_wrong_secret_or_a_malformed_key_does_not_authenticate(
 }
 
 async fn a_key_needs_an_existing_org(store: Store) -> anyhow::Result<()> {
-    let missing = store.create_api_key(OrgId::new()).await;
+    let missing = store.create_api_key(OrgId::new(), false).await;
 
     assert!(
         matches!(missing, Err(StoreError::NotFound(_))),
