@@ -13,6 +13,7 @@ mod intake;
 mod keys;
 mod outbox;
 mod records;
+mod roles;
 mod sessions;
 mod sqlite;
 mod sweep;
@@ -32,6 +33,7 @@ pub use intake::{AcceptedTurn, NewMessage, SessionTarget};
 pub use keys::{ApiKeySecret, AuthenticatedKey};
 pub use outbox::DeliveryRecord;
 pub use records::{HistoryEntry, MessageRecord, TurnRecord};
+pub use roles::{PoolStats, RoleInstance};
 pub use sessions::{
     FinishTurn, LeaseRelease, RunnableTurn, TurnOutcome, TurnRoute, TurnStart, Usage,
 };
@@ -124,6 +126,12 @@ store_contract! {
     fn session_summary(&self, turn: &RunnableTurn) -> SessionSummary;
     fn messages_between(&self, turn: &RunnableTurn, after_seq: i64, through_seq: i64) -> Vec<HistoryEntry>;
     fn save_summary(&self, turn: &RunnableTurn, summary: &str, through_seq: i64) -> ();
+    /// Upserts a serving process's heartbeat (the store sets `last_seen_at`).
+    fn record_heartbeat(&self, instance: &RoleInstance) -> ();
+    /// Processes whose heartbeat is fresher than `seen_within`, across the deployment.
+    fn live_roles(&self, seen_within: Duration) -> Vec<RoleInstance>;
+    /// This process's connection pool.
+    fn pool_stats(&self) -> PoolStats;
 }
 
 /// The shared handle on whichever backend a deployment uses; cheap to clone.

@@ -40,6 +40,7 @@ macro_rules! contract_tests {
 
 contract_tests!(
     a_created_key_authenticates_to_its_own_org,
+    a_heartbeat_makes_its_process_live_once_and_pool_stats_answer,
     a_wrong_secret_or_a_malformed_key_does_not_authenticate,
     a_key_needs_an_existing_org,
     accepting_a_message_creates_a_session_a_queued_turn_and_the_user_message,
@@ -208,6 +209,35 @@ fn provider_call(
         output_tokens: Some(20),
         cached_input_tokens: None,
     }
+}
+
+async fn a_heartbeat_makes_its_process_live_once_and_pool_stats_answer(
+    store: Store,
+) -> anyhow::Result<()> {
+    let instance = sable_store::RoleInstance {
+        instance_id: "worker-1".into(),
+        role: "worker".into(),
+        version: "1.2.3".into(),
+        started_at: chrono::Utc::now(),
+        last_seen_at: chrono::Utc::now(),
+    };
+    store.record_heartbeat(&instance).await?;
+    store.record_heartbeat(&instance).await?;
+
+    let live = store.live_roles(Duration::from_secs(60)).await?;
+    let pool = store.pool_stats().await?;
+
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(
+        (
+            live[0].instance_id.as_str(),
+            live[0].role.as_str(),
+            live[0].version.as_str()
+        ),
+        ("worker-1", "worker", "1.2.3")
+    );
+    assert!(pool.size >= 1 && pool.max >= pool.size, "{pool:?}");
+    Ok(())
 }
 
 /// An admin key says so; an ordinary one does not.

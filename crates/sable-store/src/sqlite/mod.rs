@@ -13,6 +13,7 @@ mod intake;
 mod keys;
 mod outbox;
 mod records;
+mod roles;
 mod sessions;
 mod sweep;
 
@@ -86,6 +87,7 @@ pub(crate) mod ops {
     pub(crate) use super::keys::*;
     pub(crate) use super::outbox::*;
     pub(crate) use super::records::*;
+    pub(crate) use super::roles::*;
     pub(crate) use super::sessions::*;
     pub(crate) use super::sweep::*;
     pub(crate) use super::{migrate, ping};
