@@ -6,6 +6,7 @@ mod support;
 mod architecture;
 mod bad_input;
 mod crash_recovery;
+mod diagnostics;
 mod embedded;
 mod faults;
 mod idempotency;

@@ -222,6 +222,47 @@ async fn content_reaches_spans_only_for_orgs_whose_policy_allows_it_and_never_lo
 }
 
 #[tokio::test]
+async fn the_langfuse_preset_sends_spans_with_basic_auth_and_the_turn_links_its_trace()
+-> anyhow::Result<()> {
+    let langfuse = OtlpReceiver::start().await?;
+    let mut stack = TestStack::start(StackOptions {
+        env: vec![
+            ("LANGFUSE_HOST", langfuse.endpoint()),
+            ("LANGFUSE_PUBLIC_KEY", "pk-lf-test".into()),
+            ("LANGFUSE_SECRET_KEY", "sk-lf-test".into()),
+        ],
+        ..Default::default()
+    })
+    .await?;
+    stack.spawn_worker().await?;
+    stack.spawn_gateway().await?;
+
+    let (_, answer) = stack
+        .post_message(0, &json!({"text": "to langfuse", "conversation": {"id": "lf", "user_id": "u-lf"}, "wait": true}))
+        .await?;
+    let session_id = answer["session_id"].as_str().unwrap();
+    let spans = spans_of_one_turn(&langfuse, session_id).await?;
+
+    // base64("pk-lf-test:sk-lf-test")
+    let expected = "Basic cGstbGYtdGVzdDpzay1sZi10ZXN0";
+    assert!(langfuse.request_headers().iter().all(|headers| {
+        headers
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            == Some(expected)
+            && headers.get("x-langfuse-ingestion-version").is_some()
+    }));
+    let turn_id = answer["turn_id"].as_str().unwrap();
+    let (_, turn) = stack.get(0, &format!("/v1/turns/{turn_id}")).await?;
+    assert_eq!(
+        turn["langfuse_url"],
+        format!("{}/trace/{}", langfuse.endpoint(), spans[0].trace_id),
+        "{turn}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_collector_that_never_answers_costs_turns_nothing() -> anyhow::Result<()> {
     // Accepts connections into its backlog and never reads them: every export hangs
     // until the exporter's timeout.

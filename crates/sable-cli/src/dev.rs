@@ -32,6 +32,14 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let gateway_config = crate::gateway_config(&settings, &agents)?;
     let worker_config = crate::worker_config(&settings);
     let shutdown = crate::shutdown_on_signal();
+    let vitals = crate::spawn_vitals(
+        &settings,
+        &store,
+        &bus,
+        "dev",
+        crate::instance_id("dev"),
+        &shutdown,
+    );
     let gateway = sable_gateway::run(
         gateway_config,
         store.clone(),
@@ -49,7 +57,9 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     );
     let welcome = welcome(&store, &settings.database_url).await?;
     announce(addr, started, &settings.database_url, &welcome);
-    tokio::try_join!(gateway, worker)?;
+    let finished = tokio::try_join!(gateway, worker);
+    vitals.abort();
+    finished?;
     Ok(())
 }
 

@@ -9,6 +9,7 @@ mod dev;
 mod models;
 mod settings;
 mod telemetry;
+mod vitals;
 
 use std::path::PathBuf;
 
@@ -218,7 +219,17 @@ async fn run_gateway(settings: Settings) -> anyhow::Result<()> {
         listener.local_addr()?
     );
     let config = gateway_config(&settings, &agents)?;
-    sable_gateway::run(config, store, bus, listener, shutdown).await
+    let vitals = spawn_vitals(
+        &settings,
+        &store,
+        &bus,
+        "gateway",
+        instance_id("gateway"),
+        &shutdown,
+    );
+    let result = sable_gateway::run(config, store, bus, listener, shutdown).await;
+    vitals.abort();
+    result
 }
 
 #[allow(clippy::print_stdout)]
@@ -243,8 +254,17 @@ async fn run_worker(settings: Settings) -> anyhow::Result<()> {
     );
     println!("sable worker {} starting", config.worker_id);
     let metrics = tokio::spawn(serve_metrics(metrics_listener, shutdown.clone()));
+    let vitals = spawn_vitals(
+        &settings,
+        &store,
+        &bus,
+        "worker",
+        config.worker_id.clone(),
+        &shutdown,
+    );
     let result = sable_worker::run(config, store, bus, models, agents, shutdown).await;
     metrics.abort();
+    vitals.abort();
     result
 }
 
@@ -275,12 +295,39 @@ pub(crate) fn gateway_config(
         wait_poll_interval: Settings::millis(settings.wait_poll_interval_ms),
         sweep_interval: Settings::millis(settings.sweep_interval_ms),
         sweep_after: Settings::millis(settings.sweep_after_ms),
+        langfuse_host: settings
+            .langfuse_host
+            .clone()
+            .filter(|host| !host.is_empty()),
+        live_within: Settings::millis(settings.heartbeat_interval_ms) * vitals::BEATS_BEFORE_GONE,
     })
+}
+
+/// The heartbeat and backlog gauges of a serving process.
+pub(crate) fn spawn_vitals(
+    settings: &Settings,
+    store: &Store,
+    bus: &Bus,
+    role: &str,
+    instance_id: String,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    vitals::spawn(
+        store.clone(),
+        bus.clone(),
+        role,
+        instance_id,
+        Settings::millis(settings.heartbeat_interval_ms),
+        shutdown.clone(),
+    )
 }
 
 pub(crate) fn worker_config(settings: &Settings) -> sable_worker::WorkerConfig {
     sable_worker::WorkerConfig {
-        worker_id: settings.worker_id.clone().unwrap_or_else(default_worker_id),
+        worker_id: settings
+            .worker_id
+            .clone()
+            .unwrap_or_else(|| instance_id("worker")),
         lease_ttl: Settings::millis(settings.lease_ttl_ms),
         max_concurrent_sessions: settings.worker_concurrency,
         sweep_interval: Settings::millis(settings.sweep_interval_ms),
@@ -329,8 +376,9 @@ pub(crate) fn load_agents(settings: &Settings) -> anyhow::Result<AgentCatalog> {
     Ok(agents)
 }
 
-fn default_worker_id() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+/// Unique per process: `<host>-<pid>-<random>`, the host defaulting to the role.
+pub(crate) fn instance_id(role: &str) -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| role.into());
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     format!("{host}-{}-{}", std::process::id(), &suffix[..8])
 }

@@ -60,6 +60,8 @@ pub struct Settings {
     pub capture_content_orgs: HashMap<String, CapturePolicy>,
     /// Regular expressions masked under `redacted`, besides the built-in secret shapes.
     pub capture_redact_patterns: Vec<String>,
+    /// How often each serving process records its heartbeat and backlog gauges.
+    pub heartbeat_interval_ms: u64,
     /// Spans buffered per OTLP target before new ones are dropped.
     pub otel_max_queue_size: usize,
     /// The Langfuse preset (`LANGFUSE_HOST`, `LANGFUSE_PUBLIC_KEY`, `LANGFUSE_SECRET_KEY`).
@@ -101,6 +103,7 @@ impl Default for Settings {
             capture_content_orgs: HashMap::new(),
             capture_redact_patterns: Vec::new(),
             otel_max_queue_size: 2_048,
+            heartbeat_interval_ms: 5_000,
             langfuse_host: None,
             langfuse_public_key: None,
             langfuse_secret_key: None,
@@ -151,6 +154,10 @@ impl Settings {
         anyhow::ensure!(
             self.wait_poll_interval_ms >= 10,
             "wait_poll_interval_ms must be at least 10"
+        );
+        anyhow::ensure!(
+            self.heartbeat_interval_ms >= 10,
+            "heartbeat_interval_ms must be at least 10"
         );
         self.content_capture()?;
         Ok(())

@@ -1,5 +1,5 @@
 //! A fake OpenTelemetry collector: accepts OTLP/HTTP protobuf exports on `/v1/traces`
-//! (what a collector or Langfuse receives), decodes them with the official protobuf
+//! (a collector's path) and `/api/public/otel/v1/traces` (Langfuse's), decodes them with the official protobuf
 //! types, and keeps every span and the raw request bodies for assertions.
 
 use std::collections::BTreeMap;
@@ -59,6 +59,8 @@ impl OtlpReceiver {
         let received = Arc::new(Mutex::new(Received::default()));
         let app = Router::new()
             .route("/v1/traces", post(export))
+            // Where Langfuse takes OTLP.
+            .route("/api/public/otel/v1/traces", post(export))
             .with_state(received.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;

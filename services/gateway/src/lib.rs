@@ -46,6 +46,10 @@ pub struct GatewayConfig {
     pub sweep_interval: Duration,
     /// A pending delivery untouched this long has its wake-up published again.
     pub sweep_after: Duration,
+    /// The Langfuse UI the turn diagnostics link traces to, when spans go there.
+    pub langfuse_host: Option<String>,
+    /// A process whose heartbeat is older than this is not listed as live.
+    pub live_within: Duration,
 }
 
 /// Shared by every request handler.
@@ -93,6 +97,7 @@ fn router(state: AppState) -> Router {
         .merge(routes::turns::router())
         .merge(routes::sessions::router())
         .merge(routes::metrics::router())
+        .merge(routes::diagnostics::router())
         .fallback(|| async { ApiError::NotFound("route") })
         .route_layer(axum::middleware::from_fn(routes::metrics::record))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

@@ -1,5 +1,6 @@
 //! One module per resource, each exporting its router.
 
+pub(crate) mod diagnostics;
 pub(crate) mod health;
 pub(crate) mod messages;
 pub(crate) mod metrics;
