@@ -84,10 +84,27 @@ async fn each_roles_metrics_parse_and_count_a_scripted_turn() -> anyhow::Result<
             r#"direction="output""#
         ) > 0.0
     );
-    assert!(
-        worker
-            .keys()
-            .any(|name| name.starts_with("sable_turn_duration_seconds_bucket"))
-    );
+    for histogram in [
+        "sable_turn_duration_seconds_bucket",
+        "sable_turn_queue_wait_seconds_bucket",
+    ] {
+        assert!(
+            worker.keys().any(|name| name.starts_with(histogram)),
+            "{histogram}: {worker:#?}"
+        );
+    }
+    // Every serving role reports the queues' backlog and its own database pool.
+    for (role, series) in [("gateway", &gateway), ("worker", &worker)] {
+        for gauge in [
+            r#"sable_queue_pending{queue="turns"}"#,
+            r#"sable_queue_pending{queue="deliveries"}"#,
+            r#"sable_db_pool_connections{state="max"}"#,
+        ] {
+            assert!(
+                series.contains_key(gauge),
+                "{role} lacks {gauge}: {series:#?}"
+            );
+        }
+    }
     Ok(())
 }

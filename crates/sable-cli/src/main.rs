@@ -336,6 +336,7 @@ pub(crate) fn worker_config(settings: &Settings) -> sable_worker::WorkerConfig {
         content_capture: settings
             .content_capture()
             .expect("the patterns were checked when the settings loaded"),
+        metrics_org_labels: settings.metrics_org_labels,
     }
 }
 

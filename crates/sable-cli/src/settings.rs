@@ -60,6 +60,8 @@ pub struct Settings {
     pub capture_content_orgs: HashMap<String, CapturePolicy>,
     /// Regular expressions masked under `redacted`, besides the built-in secret shapes.
     pub capture_redact_patterns: Vec<String>,
+    /// Label turn metrics with the org id (off: cardinality grows with the orgs).
+    pub metrics_org_labels: bool,
     /// How often each serving process records its heartbeat and backlog gauges.
     pub heartbeat_interval_ms: u64,
     /// Spans buffered per OTLP target before new ones are dropped.
@@ -104,6 +106,7 @@ impl Default for Settings {
             capture_redact_patterns: Vec::new(),
             otel_max_queue_size: 2_048,
             heartbeat_interval_ms: 5_000,
+            metrics_org_labels: false,
             langfuse_host: None,
             langfuse_public_key: None,
             langfuse_secret_key: None,

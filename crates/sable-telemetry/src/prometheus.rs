@@ -1,6 +1,7 @@
 //! Prometheus metrics: one process-wide recorder, rendered as text on `/metrics` by every
 //! role. Labels are bounded: routes are path templates, outcomes and kinds are fixed
-//! sets; no org, session or user ids.
+//! sets, tools come from the deployment's registry; no session or user ids, and org ids
+//! only where a deployment opts in (`metrics_org_labels`).
 
 use std::sync::OnceLock;
 
@@ -37,8 +38,47 @@ pub fn render_metrics() -> String {
         .unwrap_or_default()
 }
 
+/// Counts one tool call by tool and outcome, with its duration. For the tool loop, next
+/// to [`crate::genai::tool_span`].
+pub fn record_tool_call(tool: &str, outcome: &str, duration: std::time::Duration) {
+    metrics::counter!("sable_tool_calls_total", "tool" => tool.to_owned(), "outcome" => outcome.to_owned())
+        .increment(1);
+    metrics::histogram!("sable_tool_call_duration_seconds", "tool" => tool.to_owned())
+        .record(duration.as_secs_f64());
+}
+
 fn describe() {
-    use metrics::{Unit, describe_counter, describe_histogram};
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!("sable_tool_calls_total", "Tool calls by tool and outcome.");
+    describe_histogram!(
+        "sable_tool_call_duration_seconds",
+        Unit::Seconds,
+        "Tool call duration by tool."
+    );
+    describe_gauge!(
+        "sable_queue_pending",
+        "Work items waiting for the queue's shared consumer, by queue (turns, deliveries)."
+    );
+    describe_gauge!(
+        "sable_queue_ack_pending",
+        "Work items handed out and not yet acked, by queue."
+    );
+    describe_gauge!(
+        "sable_queue_redelivered",
+        "Work items delivered more than once, as the queue's consumer counts them."
+    );
+    describe_gauge!(
+        "sable_db_pool_connections",
+        "This process's database pool: open, idle and max connections."
+    );
+    describe_gauge!(
+        "sable_cron_lag_seconds",
+        "How late the oldest due cron task fires (recorded by the cron role)."
+    );
+    describe_gauge!(
+        "sable_mcp_server_up",
+        "1 when the sidecar's connection to an MCP server is up, by server (recorded by the sidecar)."
+    );
     describe_counter!(
         "sable_http_requests_total",
         "HTTP requests by route template, method and status."

@@ -44,6 +44,8 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// Which prompts and replies may enter span attributes, per org.
     pub content_capture: sable_telemetry::ContentCapture,
+    /// Label turn metrics with the org id (cardinality grows with the number of orgs).
+    pub metrics_org_labels: bool,
 }
 
 /// Everything a turn needs, shared by every task of the worker.

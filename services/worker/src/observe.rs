@@ -1,6 +1,7 @@
 //! How a turn shows up in traces and metrics: its `turn` span (a child of the request
 //! that queued it, labelled for Langfuse), the content the capture policy lets into it,
-//! and the queue-wait histogram.
+//! and the turn counters and histograms (labelled by org only when the deployment opts
+//! in).
 
 use chrono::Utc;
 use sable_store::{RunnableTurn, TurnOutcome};
@@ -31,10 +32,34 @@ pub(crate) fn turn_span(turn: &RunnableTurn, attempt: i32) -> (tracing::Span, Tr
     (span, trace)
 }
 
-/// Seconds from the turn's acceptance to the start of this attempt.
-pub(crate) fn record_queue_wait(turn: &RunnableTurn) {
+/// Counts the attempt and records how long the turn waited since it was accepted.
+pub(crate) fn turn_started(context: &WorkerContext, turn: &RunnableTurn) {
+    let labels = org_label(context, turn);
+    metrics::counter!("sable_turns_started_total", labels.clone()).increment(1);
     let waited = (Utc::now() - turn.created_at).to_std().unwrap_or_default();
-    metrics::histogram!("sable_turn_queue_wait_seconds").record(waited.as_secs_f64());
+    metrics::histogram!("sable_turn_queue_wait_seconds", labels).record(waited.as_secs_f64());
+}
+
+/// Counts the ended turn by status (`done`, `failed`) with the attempt's duration.
+pub(crate) fn turn_finished(
+    context: &WorkerContext,
+    turn: &RunnableTurn,
+    status: &'static str,
+    elapsed: std::time::Duration,
+) {
+    let mut labels = org_label(context, turn);
+    metrics::histogram!("sable_turn_duration_seconds", labels.clone())
+        .record(elapsed.as_secs_f64());
+    labels.push(metrics::Label::new("status", status));
+    metrics::counter!("sable_turns_finished_total", labels).increment(1);
+}
+
+fn org_label(context: &WorkerContext, turn: &RunnableTurn) -> Vec<metrics::Label> {
+    if context.config.metrics_org_labels {
+        vec![metrics::Label::new("org", turn.org_id.to_string())]
+    } else {
+        Vec::new()
+    }
 }
 
 /// The user's message as the turn's input, if the org's capture policy allows it.

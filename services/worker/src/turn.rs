@@ -47,8 +47,7 @@ pub(crate) async fn run_turn(
         TurnStart::LeaseLost => return Ok(false),
     };
     let (span, trace) = crate::observe::turn_span(turn, attempt);
-    crate::observe::record_queue_wait(turn);
-    metrics::counter!("sable_turns_started_total").increment(1);
+    crate::observe::turn_started(context, turn);
     let started = std::time::Instant::now();
     async {
         let answer = if attempt > MAX_ATTEMPTS {
@@ -67,9 +66,7 @@ pub(crate) async fn run_turn(
         };
         let kept = finish(context, turn, attempt, answer, &trace).await?;
         if kept {
-            metrics::counter!("sable_turns_finished_total", "status" => status).increment(1);
-            metrics::histogram!("sable_turn_duration_seconds")
-                .record(started.elapsed().as_secs_f64());
+            crate::observe::turn_finished(context, turn, status, started.elapsed());
         }
         Ok(kept)
     }
