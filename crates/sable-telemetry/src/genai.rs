@@ -188,3 +188,100 @@ pub fn turn_span(labels: &TurnLabels, turn_id: &str, seq: i64, attempt: i32) -> 
         trace_id = tracing::field::Empty,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry::trace::TracerProvider as _;
+    use opentelemetry_sdk::error::OTelSdkResult;
+    use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+    use crate::otel::TraceAttributes;
+
+    /// Keeps every exported span in memory.
+    #[derive(Debug, Clone, Default)]
+    struct Collected(Arc<Mutex<Vec<SpanData>>>);
+
+    impl SpanExporter for Collected {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            self.0.lock().expect("collected lock").extend(batch);
+            Ok(())
+        }
+    }
+
+    fn attribute(span: &SpanData, key: &str) -> Option<String> {
+        span.attributes
+            .iter()
+            .find(|pair| pair.key.as_str() == key)
+            .map(|pair| pair.value.to_string())
+    }
+
+    #[test]
+    fn a_tool_span_inside_a_turn_is_its_child_and_carries_the_turns_labels() {
+        let collected = Collected::default();
+        let provider = SdkTracerProvider::builder()
+            .with_span_processor(TraceAttributes {
+                environment: "test".into(),
+            })
+            .with_simple_exporter(collected.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let labels = TurnLabels {
+            org_id: "org-1".into(),
+            session_id: "session-1".into(),
+            user_id: Some("user-1".into()),
+            trace_name: "helper".into(),
+            tags: vec!["channel:api".into()],
+        };
+        let parent = TraceContext::new_root();
+
+        tracing::subscriber::with_default(subscriber, || {
+            let turn = turn_span(&labels, "turn-1", 1, 1);
+            set_parent(&turn, &parent, &labels);
+            let _entered = turn.enter();
+            tool_span("http_fetch", "call-1").in_scope(|| {});
+        });
+
+        let spans = collected.0.lock().expect("collected lock");
+        let named = |name: &str| {
+            spans
+                .iter()
+                .find(|span| span.name == name)
+                .unwrap_or_else(|| panic!("no {name} in {spans:?}"))
+        };
+        let (turn, tool) = (
+            named("invoke_agent helper"),
+            named("execute_tool http_fetch"),
+        );
+        assert_eq!(turn.span_context.trace_id().to_string(), parent.trace_id());
+        assert_eq!(turn.parent_span_id.to_string(), parent.span_id());
+        assert_eq!(tool.parent_span_id, turn.span_context.span_id());
+        for span in [turn, tool] {
+            assert_eq!(
+                attribute(span, LANGFUSE_SESSION_ID).as_deref(),
+                Some("session-1")
+            );
+            assert_eq!(attribute(span, LANGFUSE_USER_ID).as_deref(), Some("user-1"));
+            assert_eq!(
+                attribute(span, LANGFUSE_ENVIRONMENT).as_deref(),
+                Some("test")
+            );
+        }
+        assert_eq!(
+            attribute(tool, LANGFUSE_OBSERVATION_TYPE).as_deref(),
+            Some("tool")
+        );
+        assert_eq!(
+            attribute(tool, "gen_ai.tool.call.id").as_deref(),
+            Some("call-1")
+        );
+        assert_eq!(
+            attribute(turn, LANGFUSE_OBSERVATION_TYPE).as_deref(),
+            Some("agent")
+        );
+    }
+}

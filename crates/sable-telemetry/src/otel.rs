@@ -124,8 +124,8 @@ fn batch_processor(
 /// puts them in baggage once ([`crate::genai::set_parent`]); every span below it (provider
 /// calls in `sable-llm`, tool calls) then carries them without knowing about them.
 #[derive(Debug)]
-struct TraceAttributes {
-    environment: String,
+pub(crate) struct TraceAttributes {
+    pub(crate) environment: String,
 }
 
 impl SpanProcessor for TraceAttributes {
