@@ -45,6 +45,7 @@ async fn spans_of_one_turn(
             "publish turn wake-up",
             "invoke_agent default",
             "chat fake-model",
+            "deliver reply",
         ]
         .iter()
         .all(|name| names.contains(name));
@@ -61,7 +62,7 @@ fn named<'a>(spans: &'a [ExportedSpan], name: &str) -> &'a ExportedSpan {
 }
 
 #[tokio::test]
-async fn one_turn_is_one_trace_from_the_request_to_the_provider_call() -> anyhow::Result<()> {
+async fn one_turn_is_one_trace_from_the_request_through_the_provider_call_to_the_delivery() -> anyhow::Result<()> {
     let receiver = OtlpReceiver::start().await?;
     let mut stack = exporting_stack(&receiver).await?;
     stack.spawn_worker().await?;
@@ -84,6 +85,7 @@ async fn one_turn_is_one_trace_from_the_request_to_the_provider_call() -> anyhow
     let enqueue = named(&spans, "publish turn wake-up");
     let turn = named(&spans, "invoke_agent default");
     let generation = named(&spans, "chat fake-model");
+    let delivery = named(&spans, "deliver reply");
 
     // One trace, continuing the caller's, with the causal chain as parent links.
     for span in &spans {
@@ -100,6 +102,8 @@ async fn one_turn_is_one_trace_from_the_request_to_the_provider_call() -> anyhow
     assert_eq!(enqueue.parent_span_id, request.span_id);
     assert_eq!(turn.parent_span_id, request.span_id);
     assert_eq!(generation.parent_span_id, turn.span_id);
+    assert_eq!(delivery.parent_span_id, turn.span_id);
+    assert_eq!(delivery.service_name, "sable-gateway");
     assert_eq!(request.service_name, "sable-gateway");
     assert_eq!(turn.service_name, "sable-worker");
     assert_eq!(generation.service_name, "sable-worker");
