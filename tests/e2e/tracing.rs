@@ -62,7 +62,8 @@ fn named<'a>(spans: &'a [ExportedSpan], name: &str) -> &'a ExportedSpan {
 }
 
 #[tokio::test]
-async fn one_turn_is_one_trace_from_the_request_through_the_provider_call_to_the_delivery() -> anyhow::Result<()> {
+async fn one_turn_is_one_trace_from_the_request_through_the_provider_call_to_the_delivery()
+-> anyhow::Result<()> {
     let receiver = OtlpReceiver::start().await?;
     let mut stack = exporting_stack(&receiver).await?;
     stack.spawn_worker().await?;
