@@ -108,3 +108,38 @@ async fn each_roles_metrics_parse_and_count_a_scripted_turn() -> anyhow::Result<
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn turn_metrics_carry_the_org_only_when_the_deployment_opts_in() -> anyhow::Result<()> {
+    let mut stack = TestStack::start(StackOptions::default()).await?;
+    stack.set_env("SABLE_METRICS_ORG_LABELS", "true".into());
+    stack.spawn_worker().await?;
+    stack.spawn_gateway().await?;
+    let (_, answer) = stack
+        .post_message(0, &json!({"text": "label me", "wait": true}))
+        .await?;
+    assert_eq!(answer["status"], "done");
+
+    let text = stack
+        .http
+        .get(stack.worker_metrics[0].clone())
+        .send()
+        .await?
+        .text()
+        .await?;
+    let worker = parse(&text)?;
+    let org_label = format!(r#"org="{}""#, stack.org_id);
+    assert_eq!(
+        total(&worker, "sable_turns_finished_total{", &org_label),
+        1.0,
+        "{worker:#?}"
+    );
+    // Provider and HTTP metrics never carry it.
+    assert!(
+        !worker
+            .keys()
+            .any(|name| name.starts_with("sable_provider") && name.contains("org=")),
+        "{worker:#?}"
+    );
+    Ok(())
+}
