@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 
 use serde_json::json;
 
-use crate::support::{StackOptions, TestStack};
+use sable_testkit::wait_for;
+
+use crate::support::{StackOptions, TURN_TIMEOUT, TestStack};
 
 /// Parses the Prometheus text format into `series → value`, failing on any line that is
 /// not a comment, blank, or `name{labels} value`.
@@ -58,8 +60,22 @@ async fn each_roles_metrics_parse_and_count_a_scripted_turn() -> anyhow::Result<
         .await?;
     assert_eq!(answer["status"], "done");
 
+    let finished = |series: &BTreeMap<String, f64>| {
+        total(series, "sable_turns_finished_total{", r#"status="done""#)
+    };
+    // The reply can reach the client before the worker counts the turn: poll.
+    let finished_before = finished(&worker_before);
+    let worker = wait_for("the worker to count the turn", TURN_TIMEOUT, || {
+        let scraped = scrape(worker_metrics.clone());
+        async move {
+            scraped
+                .await
+                .ok()
+                .filter(|worker| finished(worker) > finished_before)
+        }
+    })
+    .await?;
     let gateway = scrape(gateway_metrics).await?;
-    let worker = scrape(worker_metrics).await?;
     assert!(
         total(
             &gateway,
@@ -68,14 +84,7 @@ async fn each_roles_metrics_parse_and_count_a_scripted_turn() -> anyhow::Result<
         ) >= 1.0,
         "{gateway:#?}"
     );
-    let finished = |series: &BTreeMap<String, f64>| {
-        total(series, "sable_turns_finished_total{", r#"status="done""#)
-    };
-    assert_eq!(
-        finished(&worker) - finished(&worker_before),
-        1.0,
-        "{worker:#?}"
-    );
+    assert_eq!(finished(&worker) - finished_before, 1.0, "{worker:#?}");
     assert!(total(&worker, "sable_provider_calls_total{", r#"outcome="ok""#) >= 1.0);
     assert!(
         total(
@@ -120,15 +129,22 @@ async fn turn_metrics_carry_the_org_only_when_the_deployment_opts_in() -> anyhow
         .await?;
     assert_eq!(answer["status"], "done");
 
-    let text = stack
-        .http
-        .get(stack.worker_metrics[0].clone())
-        .send()
-        .await?
-        .text()
-        .await?;
-    let worker = parse(&text)?;
     let org_label = format!(r#"org="{}""#, stack.org_id);
+    let worker = wait_for("the worker to count the turn", TURN_TIMEOUT, || async {
+        let text = stack
+            .http
+            .get(&stack.worker_metrics[0])
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        parse(&text)
+            .ok()
+            .filter(|worker| total(worker, "sable_turns_finished_total{", &org_label) >= 1.0)
+    })
+    .await?;
     assert_eq!(
         total(&worker, "sable_turns_finished_total{", &org_label),
         1.0,
