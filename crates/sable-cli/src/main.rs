@@ -299,6 +299,7 @@ pub(crate) fn gateway_config(
             .langfuse_host
             .clone()
             .filter(|host| !host.is_empty()),
+        langfuse_project_id: settings.langfuse_project_id.clone(),
         live_within: Settings::millis(settings.heartbeat_interval_ms) * vitals::BEATS_BEFORE_GONE,
     })
 }

@@ -70,6 +70,9 @@ pub struct Settings {
     pub langfuse_host: Option<String>,
     pub langfuse_public_key: Option<String>,
     pub langfuse_secret_key: Option<Secret>,
+    /// The Langfuse project of those keys, for direct trace links
+    /// (`SABLE_LANGFUSE_PROJECT_ID`; optional).
+    pub langfuse_project_id: Option<String>,
 }
 
 impl Default for Settings {
@@ -110,6 +113,7 @@ impl Default for Settings {
             langfuse_host: None,
             langfuse_public_key: None,
             langfuse_secret_key: None,
+            langfuse_project_id: None,
         }
     }
 }

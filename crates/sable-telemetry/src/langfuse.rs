@@ -43,9 +43,15 @@ impl LangfuseProject {
         }
     }
 
-    /// Where a trace shows in the Langfuse UI (the project is the key's).
-    pub fn trace_url(host: &str, trace_id: &str) -> String {
-        format!("{}/trace/{trace_id}", host.trim_end_matches('/'))
+    /// Where a trace shows in the Langfuse UI: the project's trace page when the project
+    /// id is known, else `/trace/<id>`, which Langfuse resolves to the project that holds
+    /// the trace.
+    pub fn trace_url(host: &str, project_id: Option<&str>, trace_id: &str) -> String {
+        let host = host.trim_end_matches('/');
+        match project_id {
+            Some(project_id) => format!("{host}/project/{project_id}/traces/{trace_id}"),
+            None => format!("{host}/trace/{trace_id}"),
+        }
     }
 }
 
@@ -71,5 +77,17 @@ mod tests {
             "Basic cGstbGYtMTpzay1sZi0y"
         );
         assert_eq!(target.headers["x-langfuse-ingestion-version"], "4");
+    }
+
+    #[test]
+    fn trace_links_use_the_project_page_when_the_project_is_known() {
+        assert_eq!(
+            LangfuseProject::trace_url("https://lf.example/", Some("p1"), "abc"),
+            "https://lf.example/project/p1/traces/abc"
+        );
+        assert_eq!(
+            LangfuseProject::trace_url("https://lf.example", None, "abc"),
+            "https://lf.example/trace/abc"
+        );
     }
 }

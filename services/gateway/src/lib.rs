@@ -48,6 +48,8 @@ pub struct GatewayConfig {
     pub sweep_after: Duration,
     /// The Langfuse UI the turn diagnostics link traces to, when spans go there.
     pub langfuse_host: Option<String>,
+    /// The Langfuse project of the keys, for direct links (optional).
+    pub langfuse_project_id: Option<String>,
     /// A process whose heartbeat is older than this is not listed as live.
     pub live_within: Duration,
 }

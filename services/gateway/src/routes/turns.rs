@@ -29,7 +29,11 @@ async fn get_turn(
     body["provider_calls"] = calls.iter().map(provider_call_json).collect();
     body["timeline"] = timeline(&turn, &calls);
     if let (Some(host), Some(trace_id)) = (&state.config.langfuse_host, body["trace_id"].as_str()) {
-        body["langfuse_url"] = json!(sable_telemetry::LangfuseProject::trace_url(host, trace_id));
+        body["langfuse_url"] = json!(sable_telemetry::LangfuseProject::trace_url(
+            host,
+            state.config.langfuse_project_id.as_deref(),
+            trace_id
+        ));
     }
     Ok(Json(body))
 }
