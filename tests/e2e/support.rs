@@ -151,6 +151,25 @@ impl TestStack {
         env
     }
 
+    /// Adds a variable to the environment of roles spawned from now on.
+    pub fn set_env(&mut self, key: &'static str, value: String) {
+        self.extra_env.push((key, value));
+    }
+
+    /// Every line every role has logged so far, whole (not a tail).
+    pub fn full_logs(&self) -> anyhow::Result<String> {
+        let mut logs = String::new();
+        for process in self
+            .gateways
+            .iter()
+            .map(|gateway| &gateway.process)
+            .chain(self.workers.iter())
+        {
+            logs.push_str(&std::fs::read_to_string(&process.log_path)?);
+        }
+        Ok(logs)
+    }
+
     /// Runs a one-shot `sable` command and returns its stdout, trimmed.
     pub async fn sable(&self, args: &[&str]) -> anyhow::Result<String> {
         run_sable(args, &self.env()).await

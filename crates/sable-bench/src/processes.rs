@@ -1,13 +1,6 @@
 //! Memory and CPU of a process, read from `/proc`.
 
-/// Resident set size in KiB.
-pub fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
-}
+pub use sable_testkit::rss_kib;
 
 /// User + system CPU time in clock ticks (1/100 s on Linux).
 pub fn cpu_ticks(pid: u32) -> Option<u64> {

@@ -98,6 +98,17 @@ pub trait EventSource: Send {
     async fn next(&mut self) -> Option<Bytes>;
 }
 
+/// How much work waits in a queue, for `/metrics` and the runtime diagnostics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Items not yet handed to any consumer.
+    pub pending: u64,
+    /// Items handed out and not yet acked.
+    pub ack_pending: u64,
+    /// Items handed out more than once (NATS: the consumer's count).
+    pub redelivered: u64,
+}
+
 /// What the services ask of a bus.
 #[async_trait::async_trait]
 pub trait BusBackend: Send + Sync + fmt::Debug {
@@ -133,6 +144,8 @@ pub trait BusBackend: Send + Sync + fmt::Debug {
         org_id: OrgId,
         session_id: SessionId,
     ) -> Result<Box<dyn EventSource>, BusError>;
+    /// The queue's backlog as its shared consumer sees it.
+    async fn queue_stats(&self, queue: WorkQueue) -> Result<QueueStats, BusError>;
 }
 
 /// The shared handle on whichever bus a deployment uses; cheap to clone.
@@ -185,6 +198,11 @@ impl Bus {
                 () = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
+    }
+
+    /// The queue's backlog as its shared consumer sees it.
+    pub async fn queue_stats(&self, queue: WorkQueue) -> Result<QueueStats, BusError> {
+        self.0.queue_stats(queue).await
     }
 
     /// Publishes a turn wake-up; `message_id` lets the bus drop a duplicate.

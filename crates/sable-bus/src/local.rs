@@ -13,7 +13,8 @@ use sable_core::{OrgId, SessionId};
 use tokio::sync::{Notify, broadcast};
 
 use crate::{
-    BusBackend, BusError, DUPLICATE_WINDOW, EventSource, WorkAck, WorkItem, WorkQueue, WorkSource,
+    BusBackend, BusError, DUPLICATE_WINDOW, EventSource, QueueStats, WorkAck, WorkItem, WorkQueue,
+    WorkSource,
 };
 
 /// Events kept for a slow subscriber before it starts missing some (it then falls back
@@ -101,6 +102,16 @@ impl BusBackend for LocalBus {
 
     fn is_connected(&self) -> bool {
         true
+    }
+
+    /// Items waiting in the deque; in-flight items are not counted (no consumer state).
+    async fn queue_stats(&self, queue: WorkQueue) -> Result<QueueStats, BusError> {
+        let ready = self.queue(queue).ready.lock().expect("queue lock");
+        Ok(QueueStats {
+            pending: ready.len() as u64,
+            ack_pending: 0,
+            redelivered: ready.iter().filter(|entry| entry.deliveries > 0).count() as u64,
+        })
     }
 
     async fn publish_work(

@@ -12,7 +12,7 @@ use sable_core::{OrgId, SessionId};
 
 use crate::{
     BusBackend, BusError, BusNames, DISPATCHERS_CONSUMER, DUPLICATE_WINDOW, EventSource,
-    TRACEPARENT_HEADER, WORKERS_CONSUMER, WorkAck, WorkItem, WorkQueue, WorkSource,
+    QueueStats, TRACEPARENT_HEADER, WORKERS_CONSUMER, WorkAck, WorkItem, WorkQueue, WorkSource,
 };
 
 /// A bus on a NATS server with JetStream.
@@ -108,6 +108,24 @@ impl BusBackend for NatsBus {
                 })?;
         }
         Ok(())
+    }
+
+    async fn queue_stats(&self, queue: WorkQueue) -> Result<QueueStats, BusError> {
+        let (stream_name, consumer_name) = self.stream_and_consumer(queue);
+        let consumer: consumer::PullConsumer = self
+            .jetstream
+            .get_consumer_from_stream(consumer_name, &stream_name)
+            .await
+            .map_err(|error| {
+                BusError::Consume(format!("{consumer_name} on {stream_name}: {error}"))
+            })?;
+        // Fetched with the consumer just now.
+        let info = consumer.cached_info();
+        Ok(QueueStats {
+            pending: info.num_pending,
+            ack_pending: info.num_ack_pending as u64,
+            redelivered: info.num_redelivered as u64,
+        })
     }
 
     fn is_connected(&self) -> bool {

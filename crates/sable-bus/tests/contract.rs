@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sable_bus::Bus;
+use sable_bus::{Bus, WorkQueue};
 use sable_core::{OrgId, SessionId};
 use sable_proto::v1::turn_event::Kind;
 use sable_proto::v1::{TextDelta, TurnEvent, TurnWakeup};
@@ -114,6 +114,19 @@ async fn a_subscriber_gets_only_its_sessions_events(bus: Bus) -> anyhow::Result<
     Ok(())
 }
 
+async fn queue_stats_count_what_waits_for_the_consumer(bus: Bus) -> anyhow::Result<()> {
+    let empty = bus.queue_stats(WorkQueue::Turns).await?;
+    bus.publish_turn_wakeup(&wakeup("s1"), "s1", None).await?;
+    bus.publish_turn_wakeup(&wakeup("s2"), "s2", None).await?;
+
+    let waiting = bus.queue_stats(WorkQueue::Turns).await?;
+
+    assert_eq!(empty.pending, 0);
+    assert_eq!(waiting.pending, 2, "{waiting:?}");
+    assert_eq!(bus.queue_stats(WorkQueue::Deliveries).await?.pending, 0);
+    Ok(())
+}
+
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod nats {
@@ -144,4 +157,5 @@ contract!(
     a_repeated_message_id_is_delivered_once,
     a_wakeup_dropped_without_an_ack_is_delivered_again,
     a_subscriber_gets_only_its_sessions_events,
+    queue_stats_count_what_waits_for_the_consumer,
 );

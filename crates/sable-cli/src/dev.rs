@@ -33,6 +33,14 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let gateway_config = crate::gateway_config(&settings, &agents)?;
     let worker_config = crate::worker_config(&settings);
     let shutdown = crate::shutdown_on_signal();
+    let vitals = crate::spawn_vitals(
+        &settings,
+        &store,
+        &bus,
+        "dev",
+        crate::instance_id("dev"),
+        &shutdown,
+    );
     let gateway = sable_gateway::run(
         gateway_config,
         store.clone(),
@@ -51,7 +59,9 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     );
     let welcome = welcome(&store, &settings.database_url).await?;
     announce(addr, started, &settings.database_url, &welcome);
-    tokio::try_join!(gateway, worker)?;
+    let finished = tokio::try_join!(gateway, worker);
+    vitals.abort();
+    finished?;
     Ok(())
 }
 
@@ -128,7 +138,7 @@ async fn welcome(store: &Store, database_url: &str) -> anyhow::Result<Welcome> {
         return Ok(Welcome::Returning { org_id });
     }
     let org_id = store.create_org("default").await?;
-    let key = store.create_api_key(org_id).await?;
+    let key = store.create_api_key(org_id, true).await?;
     if let Some(parent) = marker.parent() {
         std::fs::create_dir_all(parent)?;
     }

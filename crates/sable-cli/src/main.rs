@@ -9,6 +9,8 @@ mod dev;
 mod faults;
 mod models;
 mod settings;
+mod telemetry;
+mod vitals;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -97,12 +99,27 @@ enum KeyCommand {
         /// The org's id, as printed by `sable admin org create`.
         #[arg(long = "org")]
         org_id: String,
+        /// The key may also read deployment-wide diagnostics (`GET /v1/diagnostics/runtime`).
+        #[arg(long)]
+        admin: bool,
     },
 }
 
 fn main() -> std::process::ExitCode {
     sable_llm::install_crypto_provider();
     let cli = Cli::parse();
+    let started = Settings::load(cli.config.as_deref()).and_then(|settings| {
+        start_telemetry(&cli.command, &settings).map(|guard| (settings, guard))
+    });
+    // The span exporter's blocking HTTP client is built and shut down outside the async
+    // runtime, which it must not run inside.
+    let (settings, _telemetry) = match started {
+        Ok(started) => started,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -113,7 +130,7 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, settings)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -122,9 +139,25 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = Settings::load(cli.config.as_deref())?;
-    sable_telemetry::init_logging(settings.log_format);
+/// Logging for every command; span export for the serving roles.
+fn start_telemetry(
+    command: &Command,
+    settings: &Settings,
+) -> anyhow::Result<sable_telemetry::TelemetryGuard> {
+    let role = match command {
+        Command::Gateway => Some("gateway"),
+        Command::Worker => Some("worker"),
+        Command::Dev => Some("dev"),
+        Command::Migrate | Command::Admin { .. } | Command::Chat(_) => None,
+    };
+    let tracing = match role {
+        Some(role) => telemetry::tracing_config(settings, role)?,
+        None => sable_telemetry::TracingConfig::default(),
+    };
+    sable_telemetry::init(settings.log_format, &tracing).context("cannot set up span export")
+}
+
+async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     sable_telemetry::install_metrics();
     match cli.command {
         Command::Gateway => run_gateway(settings).await,
@@ -161,11 +194,11 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
             println!("{org_id}");
         }
         AdminCommand::Key {
-            command: KeyCommand::Create { org_id },
+            command: KeyCommand::Create { org_id, admin },
         } => {
             let org_id: OrgId = org_id.parse()?;
             let key = store
-                .create_api_key(org_id)
+                .create_api_key(org_id, admin)
                 .await
                 .with_context(|| format!("could not create a key for org {org_id}"))?;
             println!("{}", key.key);
@@ -189,7 +222,17 @@ async fn run_gateway(settings: Settings) -> anyhow::Result<()> {
         listener.local_addr()?
     );
     let config = gateway_config(&settings, &agents)?;
-    sable_gateway::run(config, store, bus, listener, shutdown).await
+    let vitals = spawn_vitals(
+        &settings,
+        &store,
+        &bus,
+        "gateway",
+        instance_id("gateway"),
+        &shutdown,
+    );
+    let result = sable_gateway::run(config, store, bus, listener, shutdown).await;
+    vitals.abort();
+    result
 }
 
 #[allow(clippy::print_stdout)]
@@ -215,9 +258,18 @@ async fn run_worker(settings: Settings) -> anyhow::Result<()> {
     );
     println!("sable worker {} starting", config.worker_id);
     let metrics = tokio::spawn(serve_metrics(metrics_listener, shutdown.clone()));
+    let vitals = spawn_vitals(
+        &settings,
+        &store,
+        &bus,
+        "worker",
+        config.worker_id.clone(),
+        &shutdown,
+    );
     let result =
         sable_worker::run(config, store, bus, models, agents, capabilities, shutdown).await;
     metrics.abort();
+    vitals.abort();
     result
 }
 
@@ -251,6 +303,12 @@ pub(crate) fn gateway_config(
         bindings: load_bindings(settings, agents)?,
         webhook: webhook_channel(settings)?,
         faults: faults::from_settings(settings),
+        langfuse_host: settings
+            .langfuse_host
+            .clone()
+            .filter(|host| !host.is_empty()),
+        langfuse_project_id: settings.langfuse_project_id.clone(),
+        live_within: Settings::millis(settings.heartbeat_interval_ms) * vitals::BEATS_BEFORE_GONE,
     })
 }
 
@@ -266,9 +324,31 @@ fn webhook_channel(settings: &Settings) -> anyhow::Result<Option<sable_gateway::
     Ok(Some(sable_gateway::WebhookChannel { url, client }))
 }
 
+/// The heartbeat and backlog gauges of a serving process.
+pub(crate) fn spawn_vitals(
+    settings: &Settings,
+    store: &Store,
+    bus: &Bus,
+    role: &str,
+    instance_id: String,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    vitals::spawn(
+        store.clone(),
+        bus.clone(),
+        role,
+        instance_id,
+        Settings::millis(settings.heartbeat_interval_ms),
+        shutdown.clone(),
+    )
+}
+
 pub(crate) fn worker_config(settings: &Settings) -> sable_worker::WorkerConfig {
     sable_worker::WorkerConfig {
-        worker_id: settings.worker_id.clone().unwrap_or_else(default_worker_id),
+        worker_id: settings
+            .worker_id
+            .clone()
+            .unwrap_or_else(|| instance_id("worker")),
         lease_ttl: Settings::millis(settings.lease_ttl_ms),
         max_concurrent_sessions: settings.worker_concurrency,
         sweep_interval: Settings::millis(settings.sweep_interval_ms),
@@ -277,6 +357,10 @@ pub(crate) fn worker_config(settings: &Settings) -> sable_worker::WorkerConfig {
         approval_ttl: Settings::millis(settings.approval_ttl_ms),
         max_turn_attempts: settings.max_turn_attempts,
         faults: faults::from_settings(settings),
+        content_capture: settings
+            .content_capture()
+            .expect("the patterns were checked when the settings loaded"),
+        metrics_org_labels: settings.metrics_org_labels,
     }
 }
 
@@ -359,8 +443,9 @@ pub(crate) fn load_agents(settings: &Settings) -> anyhow::Result<AgentCatalog> {
     Ok(agents)
 }
 
-fn default_worker_id() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "worker".into());
+/// Unique per process: `<host>-<pid>-<random>`, the host defaulting to the role.
+pub(crate) fn instance_id(role: &str) -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| role.into());
     let suffix = uuid::Uuid::new_v4().simple().to_string();
     format!("{host}-{}-{}", std::process::id(), &suffix[..8])
 }

@@ -1,15 +1,18 @@
 //! Typed settings, layered: built-in defaults, then `config/sable.toml` (or the file named
 //! by `--config` / `SABLE_CONFIG`), then `SABLE_*` environment variables, then the
-//! conventional `OPENAI_BASE_URL`. Provider keys are read where `config/providers.toml`
+//! conventional `OPENAI_BASE_URL` and `LANGFUSE_*`. The `OTEL_*` variables are read by
+//! `telemetry.rs`. Provider keys are read where `config/providers.toml`
 //! says (`OPENAI_API_KEY` by default) by `models.rs`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
-use sable_telemetry::LogFormat;
+use sable_core::Secret;
+use sable_telemetry::{CapturePolicy, ContentCapture, LogFormat};
 use serde::Deserialize;
 
 /// The file read when no `--config` is given; a missing default file is not an error.
@@ -67,6 +70,27 @@ pub struct Settings {
     pub fault_pause_at: String,
     /// Hits of armed fault points that pass before the process stops at one.
     pub fault_hits_to_pass: u64,
+    /// `deployment.environment.name` of exported spans and Langfuse's environment.
+    pub environment: String,
+    /// Prompts and replies in span attributes: `off`, `redacted` or `full`.
+    pub capture_content: CapturePolicy,
+    /// Orgs (by id) whose policy differs from `capture_content`.
+    pub capture_content_orgs: HashMap<String, CapturePolicy>,
+    /// Regular expressions masked under `redacted`, besides the built-in secret shapes.
+    pub capture_redact_patterns: Vec<String>,
+    /// Label turn metrics with the org id (off: cardinality grows with the orgs).
+    pub metrics_org_labels: bool,
+    /// How often each serving process records its heartbeat and backlog gauges.
+    pub heartbeat_interval_ms: u64,
+    /// Spans buffered per OTLP target before new ones are dropped.
+    pub otel_max_queue_size: usize,
+    /// The Langfuse preset (`LANGFUSE_HOST`, `LANGFUSE_PUBLIC_KEY`, `LANGFUSE_SECRET_KEY`).
+    pub langfuse_host: Option<String>,
+    pub langfuse_public_key: Option<String>,
+    pub langfuse_secret_key: Option<Secret>,
+    /// The Langfuse project of those keys, for direct trace links
+    /// (`SABLE_LANGFUSE_PROJECT_ID`; optional).
+    pub langfuse_project_id: Option<String>,
 }
 
 impl Default for Settings {
@@ -106,6 +130,17 @@ impl Default for Settings {
             webhook_timeout_ms: 10_000,
             fault_pause_at: String::new(),
             fault_hits_to_pass: 0,
+            environment: "development".into(),
+            capture_content: CapturePolicy::Off,
+            capture_content_orgs: HashMap::new(),
+            capture_redact_patterns: Vec::new(),
+            otel_max_queue_size: 2_048,
+            heartbeat_interval_ms: 5_000,
+            metrics_org_labels: false,
+            langfuse_host: None,
+            langfuse_public_key: None,
+            langfuse_secret_key: None,
+            langfuse_project_id: None,
         }
     }
 }
@@ -120,7 +155,12 @@ impl Settings {
         let settings: Self = Figment::new()
             .merge(Toml::file(path))
             .merge(Env::prefixed("SABLE_").ignore(&["config"]))
-            .merge(Env::raw().only(&["openai_base_url"]))
+            .merge(Env::raw().only(&[
+                "openai_base_url",
+                "langfuse_host",
+                "langfuse_public_key",
+                "langfuse_secret_key",
+            ]))
             .extract()
             .with_context(|| {
                 format!(
@@ -157,7 +197,22 @@ impl Settings {
             self.wait_poll_interval_ms >= 10,
             "wait_poll_interval_ms must be at least 10"
         );
+        anyhow::ensure!(
+            self.heartbeat_interval_ms >= 10,
+            "heartbeat_interval_ms must be at least 10"
+        );
+        self.content_capture()?;
         Ok(())
+    }
+
+    /// The content capture policy, with its per-org overrides and patterns.
+    pub fn content_capture(&self) -> anyhow::Result<ContentCapture> {
+        ContentCapture::new(
+            self.capture_content,
+            self.capture_content_orgs.clone(),
+            &self.capture_redact_patterns,
+        )
+        .context("capture_redact_patterns: invalid regular expression")
     }
 
     pub fn millis(value: u64) -> Duration {

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use backon::{BackoffBuilder, ExponentialBuilder};
 use sable_core::Secret;
+use tracing::Instrument;
 
 use crate::catalog::{CatalogError, CatalogSpec, ProfileSpec, ProviderKind, RetrySpec};
 use crate::{
@@ -255,9 +256,12 @@ impl ModelClient {
             first_token.get_or_insert_with(|| started.elapsed());
             on_delta(text);
         };
+        let span = crate::span::attempt_span(provider.kind(), name, &profile.model, retry_number);
         let result = provider
             .stream_chat(&profile.model, &request, &mut timed_sink)
+            .instrument(span.clone())
             .await;
+        crate::span::record_result(&span, &result);
         let attempt = CallAttempt {
             profile: name.to_owned(),
             provider: profile.provider.clone(),

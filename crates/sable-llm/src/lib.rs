@@ -12,6 +12,7 @@ mod error;
 mod http;
 mod model;
 mod openai;
+mod span;
 
 pub use anthropic::{AnthropicConfig, AnthropicProvider};
 pub use catalog::{

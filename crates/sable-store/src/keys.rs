@@ -31,6 +31,8 @@ impl fmt::Debug for ApiKeySecret {
 pub struct AuthenticatedKey {
     pub key_id: ApiKeyId,
     pub org_id: OrgId,
+    /// May read deployment-wide diagnostics, beyond its own org.
+    pub admin: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -38,6 +40,7 @@ struct KeyRow {
     id: Uuid,
     org_id: Uuid,
     secret_hash: Vec<u8>,
+    admin: bool,
 }
 
 impl PgStore {
@@ -59,8 +62,13 @@ impl PgStore {
         Ok(found.is_some())
     }
 
-    /// Creates a key for an existing org.
-    pub async fn create_api_key(&self, org_id: OrgId) -> Result<ApiKeySecret, StoreError> {
+    /// Creates a key for an existing org; an `admin` key may also read deployment-wide
+    /// diagnostics.
+    pub async fn create_api_key(
+        &self,
+        org_id: OrgId,
+        admin: bool,
+    ) -> Result<ApiKeySecret, StoreError> {
         if !self.org_exists(org_id).await? {
             return Err(StoreError::NotFound("org"));
         }
@@ -68,12 +76,13 @@ impl PgStore {
         let prefix = random_hex(6);
         let secret = random_hex(24);
         sqlx::query(
-            "INSERT INTO api_keys (id, org_id, prefix, secret_hash) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO api_keys (id, org_id, prefix, secret_hash, admin) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(id.as_uuid())
         .bind(org_id.as_uuid())
         .bind(&prefix)
         .bind(hash_secret(&secret))
+        .bind(admin)
         .execute(&self.pool)
         .await?;
         Ok(ApiKeySecret {
@@ -92,7 +101,7 @@ impl PgStore {
             return Ok(None);
         };
         let row: Option<KeyRow> = sqlx::query_as(
-            "SELECT id, org_id, secret_hash FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
+            "SELECT id, org_id, secret_hash, admin FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
         )
         .bind(prefix)
         .fetch_optional(&self.pool)
@@ -102,6 +111,7 @@ impl PgStore {
             .map(|row| AuthenticatedKey {
                 key_id: ApiKeyId::from_uuid(row.id),
                 org_id: OrgId::from_uuid(row.org_id),
+                admin: row.admin,
             }))
     }
 }

@@ -14,6 +14,7 @@ mod keys;
 mod notes;
 mod outbox;
 mod records;
+mod roles;
 mod sessions;
 mod sqlite;
 mod sweep;
@@ -35,6 +36,7 @@ pub use keys::{ApiKeySecret, AuthenticatedKey};
 pub use notes::{MemoryEdit, SessionInfo};
 pub use outbox::DeliveryRecord;
 pub use records::{HistoryEntry, MessageRecord, TurnRecord};
+pub use roles::{PoolStats, RoleInstance};
 pub use sessions::{
     FinishTurn, LeaseRelease, RunnableTurn, TurnOutcome, TurnRoute, TurnStart, Usage,
 };
@@ -97,8 +99,8 @@ store_contract! {
     fn ping(&self) -> ();
     fn create_org(&self, name: &str) -> OrgId;
     fn org_exists(&self, org_id: OrgId) -> bool;
-    /// Creates a key for an existing org.
-    fn create_api_key(&self, org_id: OrgId) -> ApiKeySecret;
+    /// Creates a key for an existing org; `admin` keys may read deployment diagnostics.
+    fn create_api_key(&self, org_id: OrgId, admin: bool) -> ApiKeySecret;
     /// The key's org, or `None` when it is malformed, unknown or revoked.
     fn authenticate(&self, presented: &str) -> Option<AuthenticatedKey>;
     /// Writes the message and a queued turn atomically; a repeated idempotency key
@@ -149,6 +151,12 @@ store_contract! {
     fn user_sessions(&self, org_id: OrgId, user_id: &str, limit: i64) -> Vec<SessionInfo>;
     /// Rebinds `from`'s conversation to `to`, or to a new session; `None` when impossible.
     fn move_conversation(&self, org_id: OrgId, from: SessionId, to: Option<SessionId>) -> Option<SessionId>;
+    /// Upserts a serving process's heartbeat (the store sets `last_seen_at`).
+    fn record_heartbeat(&self, instance: &RoleInstance) -> ();
+    /// Processes whose heartbeat is fresher than `seen_within`, across the deployment.
+    fn live_roles(&self, seen_within: Duration) -> Vec<RoleInstance>;
+    /// This process's connection pool.
+    fn pool_stats(&self) -> PoolStats;
 }
 
 /// The shared handle on whichever backend a deployment uses; cheap to clone.

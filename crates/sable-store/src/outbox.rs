@@ -19,6 +19,8 @@ pub struct DeliveryRecord {
     pub attempts: i32,
     pub reply_text: String,
     pub delivered_at: Option<DateTime<Utc>>,
+    /// The session's user on its channel (for the delivery's trace labels).
+    pub user_id: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -32,6 +34,7 @@ struct DeliveryRow {
     attempts: i32,
     reply_text: Option<String>,
     delivered_at: Option<DateTime<Utc>>,
+    user_id: Option<String>,
 }
 
 impl PgStore {
@@ -43,7 +46,8 @@ impl PgStore {
         let row: Option<DeliveryRow> = sqlx::query_as(
             "SELECT d.id, d.org_id, d.turn_id, d.session_id, d.channel, d.status, d.attempts, \
                     (SELECT m.content FROM messages m WHERE m.turn_id = d.turn_id AND m.position > 0 \
-                     ORDER BY m.position DESC LIMIT 1) AS reply_text, d.delivered_at \
+                     ORDER BY m.position DESC LIMIT 1) AS reply_text, d.delivered_at, \
+                    (SELECT s.user_id FROM sessions s WHERE s.id = d.session_id) AS user_id \
              FROM deliveries d WHERE d.id = $1 AND d.org_id = $2",
         )
         .bind(delivery_id.as_uuid())
@@ -61,6 +65,7 @@ impl PgStore {
             attempts: row.attempts,
             reply_text: row.reply_text.unwrap_or_default(),
             delivered_at: row.delivered_at,
+            user_id: row.user_id,
         })
     }
 

@@ -42,6 +42,7 @@ macro_rules! contract_tests {
 
 contract_tests!(
     a_created_key_authenticates_to_its_own_org,
+    a_heartbeat_makes_its_process_live_once_and_pool_stats_answer,
     a_wrong_secret_or_a_malformed_key_does_not_authenticate,
     a_key_needs_an_existing_org,
     accepting_a_message_creates_a_session_a_queued_turn_and_the_user_message,
@@ -224,11 +225,41 @@ fn provider_call(
     }
 }
 
+async fn a_heartbeat_makes_its_process_live_once_and_pool_stats_answer(
+    store: Store,
+) -> anyhow::Result<()> {
+    let instance = sable_store::RoleInstance {
+        instance_id: "worker-1".into(),
+        role: "worker".into(),
+        version: "1.2.3".into(),
+        started_at: chrono::Utc::now(),
+        last_seen_at: chrono::Utc::now(),
+    };
+    store.record_heartbeat(&instance).await?;
+    store.record_heartbeat(&instance).await?;
+
+    let live = store.live_roles(Duration::from_secs(60)).await?;
+    let pool = store.pool_stats().await?;
+
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(
+        (
+            live[0].instance_id.as_str(),
+            live[0].role.as_str(),
+            live[0].version.as_str()
+        ),
+        ("worker-1", "worker", "1.2.3")
+    );
+    assert!(pool.size >= 1 && pool.max >= pool.size, "{pool:?}");
+    Ok(())
+}
+
+/// An admin key says so; an ordinary one does not.
 async fn a_created_key_authenticates_to_its_own_org(store: Store) -> anyhow::Result<()> {
     let first_org = store.create_org("first").await?;
     let second_org = store.create_org("second").await?;
-    let first_key = store.create_api_key(first_org).await?;
-    let second_key = store.create_api_key(second_org).await?;
+    let first_key = store.create_api_key(first_org, false).await?;
+    let second_key = store.create_api_key(second_org, true).await?;
 
     let first = store
         .authenticate(&first_key.key)
@@ -239,8 +270,14 @@ async fn a_created_key_authenticates_to_its_own_org(store: Store) -> anyhow::Res
         .await?
         .expect("the key is valid");
 
-    assert_eq!((first.org_id, first.key_id), (first_org, first_key.id));
-    assert_eq!((second.org_id, second.key_id), (second_org, second_key.id));
+    assert_eq!(
+        (first.org_id, first.key_id, first.admin),
+        (first_org, first_key.id, false)
+    );
+    assert_eq!(
+        (second.org_id, second.key_id, second.admin),
+        (second_org, second_key.id, true)
+    );
     Ok(())
 }
 
@@ -248,7 +285,7 @@ async fn a_wrong_secret_or_a_malformed_key_does_not_authenticate(
     store: Store,
 ) -> anyhow::Result<()> {
     let org_id = store.create_org("acme").await?;
-    let key = store.create_api_key(org_id).await?.key;
+    let key = store.create_api_key(org_id, false).await?.key;
     let wrong_secret = format!(
         "{}{}",
         &key[..key.len() - 1],
@@ -262,7 +299,7 @@ async fn a_wrong_secret_or_a_malformed_key_does_not_authenticate(
 }
 
 async fn a_key_needs_an_existing_org(store: Store) -> anyhow::Result<()> {
-    let missing = store.create_api_key(OrgId::new()).await;
+    let missing = store.create_api_key(OrgId::new(), false).await;
 
     assert!(
         matches!(missing, Err(StoreError::NotFound(_))),

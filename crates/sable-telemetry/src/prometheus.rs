@@ -1,6 +1,7 @@
 //! Prometheus metrics: one process-wide recorder, rendered as text on `/metrics` by every
 //! role. Labels are bounded: routes are path templates, outcomes and kinds are fixed
-//! sets; no org, session or user ids.
+//! sets, tools come from the deployment's registry; no session or user ids, and org ids
+//! only where a deployment opts in (`metrics_org_labels`).
 
 use std::sync::OnceLock;
 
@@ -37,59 +38,174 @@ pub fn render_metrics() -> String {
         .unwrap_or_default()
 }
 
-fn describe() {
-    use metrics::{Unit, describe_counter, describe_histogram};
-    describe_counter!(
+/// Counts one tool call by tool and outcome, with its duration. For the tool loop, next
+/// to [`crate::genai::tool_span`].
+pub fn record_tool_call(tool: &str, outcome: &str, duration: std::time::Duration) {
+    metrics::counter!("sable_tool_calls_total", "tool" => tool.to_owned(), "outcome" => outcome.to_owned())
+        .increment(1);
+    metrics::histogram!("sable_tool_call_duration_seconds", "tool" => tool.to_owned())
+        .record(duration.as_secs_f64());
+}
+
+/// What a metric is, for its description.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Counter,
+    Gauge,
+    /// A histogram of seconds.
+    Seconds,
+}
+
+/// Every metric Sable records: kind, name, help. The Grafana dashboard in `deploy/` may
+/// only chart these (a test checks).
+const METRICS: &[(Kind, &str, &str)] = &[
+    (
+        Kind::Counter,
+        "sable_tool_calls_total",
+        "Tool calls by tool and outcome.",
+    ),
+    (
+        Kind::Seconds,
+        "sable_tool_call_duration_seconds",
+        "Tool call duration by tool.",
+    ),
+    (
+        Kind::Gauge,
+        "sable_queue_pending",
+        "Work items waiting for the queue's shared consumer, by queue (turns, deliveries).",
+    ),
+    (
+        Kind::Gauge,
+        "sable_queue_ack_pending",
+        "Work items handed out and not yet acked, by queue.",
+    ),
+    (
+        Kind::Gauge,
+        "sable_queue_redelivered",
+        "Work items delivered more than once, as the queue's consumer counts them.",
+    ),
+    (
+        Kind::Gauge,
+        "sable_db_pool_connections",
+        "This process's database pool: open, idle and max connections.",
+    ),
+    (
+        Kind::Gauge,
+        "sable_cron_lag_seconds",
+        "How late the oldest due cron task fires (recorded by the cron role).",
+    ),
+    (
+        Kind::Gauge,
+        "sable_mcp_server_up",
+        "1 when the sidecar's connection to an MCP server is up, by server (recorded by the sidecar).",
+    ),
+    (
+        Kind::Counter,
         "sable_http_requests_total",
-        "HTTP requests by route template, method and status."
-    );
-    describe_histogram!(
+        "HTTP requests by route template, method and status.",
+    ),
+    (
+        Kind::Seconds,
         "sable_http_request_duration_seconds",
-        Unit::Seconds,
-        "HTTP request duration by route template."
-    );
-    describe_counter!(
+        "HTTP request duration by route template.",
+    ),
+    (
+        Kind::Counter,
         "sable_turns_started_total",
-        "Turn attempts started by workers."
-    );
-    describe_counter!(
+        "Turn attempts started by workers.",
+    ),
+    (
+        Kind::Counter,
         "sable_turns_finished_total",
-        "Turns ended, by status (done or failed)."
-    );
-    describe_histogram!(
+        "Turns ended, by status (done or failed).",
+    ),
+    (
+        Kind::Seconds,
         "sable_turn_duration_seconds",
-        Unit::Seconds,
-        "From a turn attempt's start to its end."
-    );
-    describe_histogram!(
+        "From a turn attempt's start to its end.",
+    ),
+    (
+        Kind::Seconds,
         "sable_turn_queue_wait_seconds",
-        Unit::Seconds,
-        "From a turn's acceptance to the start of its attempt."
-    );
-    describe_counter!(
+        "From a turn's acceptance to the start of its attempt.",
+    ),
+    (
+        Kind::Counter,
         "sable_provider_calls_total",
-        "Provider calls by provider kind and outcome."
-    );
-    describe_histogram!(
+        "Provider calls by provider kind and outcome.",
+    ),
+    (
+        Kind::Seconds,
         "sable_provider_call_duration_seconds",
-        Unit::Seconds,
-        "Provider call duration by provider kind."
-    );
-    describe_histogram!(
+        "Provider call duration by provider kind.",
+    ),
+    (
+        Kind::Seconds,
         "sable_provider_time_to_first_token_seconds",
-        Unit::Seconds,
-        "Time to the first streamed token."
-    );
-    describe_counter!(
+        "Time to the first streamed token.",
+    ),
+    (
+        Kind::Counter,
         "sable_provider_tokens_total",
-        "Tokens by provider kind and direction (input, output, cached)."
-    );
-    describe_counter!(
+        "Tokens by provider kind and direction (input, output, cached).",
+    ),
+    (
+        Kind::Counter,
         "sable_wakeups_redelivered_total",
-        "Wake-ups received more than once, by queue."
-    );
-    describe_counter!(
+        "Wake-ups received more than once, by queue.",
+    ),
+    (
+        Kind::Counter,
         "sable_deliveries_total",
-        "Deliveries dispatched, by channel and outcome."
-    );
+        "Deliveries dispatched, by channel and outcome.",
+    ),
+];
+
+fn describe() {
+    for &(kind, name, help) in METRICS {
+        match kind {
+            Kind::Counter => metrics::describe_counter!(name, help),
+            Kind::Gauge => metrics::describe_gauge!(name, help),
+            Kind::Seconds => metrics::describe_histogram!(name, metrics::Unit::Seconds, help),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The dashboard charts only metrics that exist, so a renamed metric cannot leave a
+    /// panel silently empty.
+    #[test]
+    fn the_grafana_dashboard_charts_only_recorded_metrics() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../deploy/grafana/sable-dashboard.json"
+        );
+        let dashboard = std::fs::read_to_string(path).expect("the dashboard exists");
+        let known: Vec<&str> = METRICS.iter().map(|(_, name, _)| *name).collect();
+        let charted: std::collections::BTreeSet<&str> = dashboard
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|word| word.starts_with("sable_"))
+            .map(|word| {
+                ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|suffix| word.strip_suffix(suffix))
+                    .unwrap_or(word)
+            })
+            .collect();
+        for name in &charted {
+            assert!(
+                known.contains(name),
+                "the dashboard charts unknown metric {name}"
+            );
+        }
+        for name in &known {
+            assert!(
+                charted.contains(name),
+                "the dashboard does not chart {name}"
+            );
+        }
+    }
 }

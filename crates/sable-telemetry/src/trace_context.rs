@@ -54,6 +54,26 @@ impl TraceContext {
         })
     }
 
+    pub(crate) fn from_parts(trace_id: [u8; 16], span_id: [u8; 8], sampled: bool) -> Self {
+        Self {
+            trace_id,
+            span_id,
+            sampled,
+        }
+    }
+
+    pub(crate) fn trace_id_bytes(&self) -> [u8; 16] {
+        self.trace_id
+    }
+
+    pub(crate) fn span_id_bytes(&self) -> [u8; 8] {
+        self.span_id
+    }
+
+    pub(crate) fn sampled(&self) -> bool {
+        self.sampled
+    }
+
     pub fn trace_id(&self) -> String {
         hex::encode(self.trace_id)
     }

@@ -10,6 +10,7 @@ mod fake_anthropic;
 mod fake_provider;
 mod fake_webhook;
 mod nats;
+mod otlp_receiver;
 mod poll;
 mod postgres;
 mod process;
@@ -19,9 +20,10 @@ pub use database::TestDatabase;
 pub use fake_provider::{FakeProvider, FakeToolCall, Script};
 pub use fake_webhook::{FakeWebhook, WebhookLog};
 pub use nats::NatsServer;
+pub use otlp_receiver::{ExportedSpan, OtlpReceiver};
 pub use poll::{eventually, wait_for};
 pub use postgres::PostgresCluster;
-pub use process::{ChildProcess, run_to_completion};
+pub use process::{ChildProcess, rss_kib, run_to_completion};
 pub use proxy::TcpProxy;
 
 /// The workspace root, for finding `agents/`, `config/` and the like.

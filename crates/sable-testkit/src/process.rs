@@ -138,3 +138,12 @@ impl ChildProcess {
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
 }
+
+/// Resident set size of a process in KiB, read from `/proc`.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+}

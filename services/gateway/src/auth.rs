@@ -11,6 +11,8 @@ use crate::{ApiError, AppState};
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Authenticated {
     pub org_id: OrgId,
+    /// May read deployment-wide diagnostics.
+    pub admin: bool,
 }
 
 impl FromRequestParts<AppState> for Authenticated {
@@ -32,6 +34,9 @@ impl FromRequestParts<AppState> for Authenticated {
             .authenticate(presented)
             .await?
             .ok_or(ApiError::Unauthorized)?;
-        Ok(Self { org_id: key.org_id })
+        Ok(Self {
+            org_id: key.org_id,
+            admin: key.admin,
+        })
     }
 }

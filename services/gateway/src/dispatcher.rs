@@ -7,7 +7,10 @@ use std::time::Duration;
 use sable_core::{DeliveryId, DeliveryStatus, OrgId};
 use sable_proto::v1::DeliveryWakeup;
 use sable_store::{DeliveryRecord, StoreError};
+use sable_telemetry::TraceContext;
+use sable_telemetry::genai::{self, TurnLabels};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::AppState;
@@ -30,7 +33,8 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
             };
             match next {
                 Some(Ok(wakeup)) => {
-                    if handle(&state, &wakeup.payload).await
+                    let span = delivery_span(wakeup.traceparent.as_deref());
+                    if handle(&state, &wakeup.payload).instrument(span).await
                         && let Err(error) = wakeup.ack().await
                     {
                         tracing::warn!(%error, "delivery wake-up ack failed; it will be redelivered");
@@ -40,6 +44,30 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
                 None => break,
             }
         }
+    }
+}
+
+/// The span of one delivery, a child of the turn that wrote it (the wake-up's
+/// `traceparent`).
+fn delivery_span(traceparent: Option<&str>) -> tracing::Span {
+    let span = tracing::info_span!(
+        "deliver",
+        otel.name = "deliver reply",
+        otel.kind = "consumer"
+    );
+    if let Some(parent) = traceparent.and_then(TraceContext::parse) {
+        genai::set_parent(&span, &parent, &TurnLabels::default());
+    }
+    span
+}
+
+fn delivery_labels(delivery: &DeliveryRecord) -> TurnLabels {
+    TurnLabels {
+        org_id: delivery.org_id.to_string(),
+        session_id: delivery.session_id.to_string(),
+        user_id: delivery.user_id.clone(),
+        trace_name: String::new(),
+        tags: vec![format!("channel:{}", delivery.channel)],
     }
 }
 
@@ -64,6 +92,7 @@ async fn handle(state: &AppState, wakeup: &DeliveryWakeup) -> bool {
     if delivery.status != DeliveryStatus::Pending {
         return true;
     }
+    delivery_labels(&delivery).annotate(&tracing::Span::current());
     let sent = send_to_channel(state, &delivery).await;
     let outcome = if sent.is_ok() { "sent" } else { "failed" };
     metrics::counter!("sable_deliveries_total", "channel" => delivery.channel.clone(), "outcome" => outcome).increment(1);

@@ -11,6 +11,8 @@ use serde_json::json;
 pub enum ApiError {
     #[error("missing or invalid API key")]
     Unauthorized,
+    #[error("this route needs an admin key")]
+    Forbidden,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("request body is not valid JSON: {0}")]
@@ -33,6 +35,7 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),

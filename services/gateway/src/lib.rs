@@ -56,6 +56,12 @@ pub struct GatewayConfig {
     /// Named places where fault-injection tests stop the process (disarmed in
     /// production).
     pub faults: sable_core::FaultPoints,
+    /// The Langfuse UI the turn diagnostics link traces to, when spans go there.
+    pub langfuse_host: Option<String>,
+    /// The Langfuse project of the keys, for direct links (optional).
+    pub langfuse_project_id: Option<String>,
+    /// A process whose heartbeat is older than this is not listed as live.
+    pub live_within: Duration,
 }
 
 /// Shared by every request handler.
@@ -104,6 +110,7 @@ fn router(state: AppState) -> Router {
         .merge(routes::sessions::router())
         .merge(routes::approvals::router())
         .merge(routes::metrics::router())
+        .merge(routes::diagnostics::router())
         .fallback(|| async { ApiError::NotFound("route") })
         .route_layer(axum::middleware::from_fn(routes::metrics::record))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

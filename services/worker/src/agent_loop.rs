@@ -17,6 +17,7 @@ use sable_store::{
     NewApproval, NewToolCall, RunnableTurn, StoreError, ToolCallRecord, ToolCallResult,
 };
 use sable_tools::{ToolContext, ToolError, ToolRisk};
+use tracing::Instrument;
 
 use crate::WorkerContext;
 
@@ -374,12 +375,14 @@ async fn execute(
     let (context, tools) = (scope.context, &scope.tools);
     let started_at = Utc::now();
     let started = Instant::now();
+    let span = sable_telemetry::genai::tool_span(&call.name, &call.id);
     // The round is recorded with this call `running`; its result is not yet.
     context.config.faults.reach("mid_tool");
     let outcome = if tools.offers(&call.name) {
         context
             .tools
             .call(&tools.context, &call.name, &call.arguments)
+            .instrument(span.clone())
             .await
     } else {
         Err(ToolError::Unknown(call.name.clone()))
@@ -397,14 +400,14 @@ async fn execute(
             Some(error.code()),
         ),
     };
+    span.record("sable.tool.outcome", code.unwrap_or("ok"));
+    // Label values are bounded by the registry: a name it does not know is `unknown`.
     let label = if context.tools.descriptor(&call.name).is_some() {
-        call.name.clone()
+        call.name.as_str()
     } else {
-        "unknown".to_owned()
+        "unknown"
     };
-    metrics::counter!("sable_tool_calls_total", "tool" => label.clone(), "outcome" => code.unwrap_or("ok")).increment(1);
-    metrics::histogram!("sable_tool_call_duration_seconds", "tool" => label)
-        .record(elapsed.as_secs_f64());
+    sable_telemetry::record_tool_call(label, code.unwrap_or("ok"), elapsed);
     let result = finished(
         round,
         position,

@@ -12,6 +12,7 @@
 mod agent_loop;
 mod consume;
 mod local_sessions;
+mod observe;
 mod session;
 mod sweeper;
 mod turn;
@@ -51,6 +52,10 @@ pub struct WorkerConfig {
     /// Named places where fault-injection tests stop the process (disarmed in
     /// production).
     pub faults: sable_core::FaultPoints,
+    /// Which prompts and replies may enter span attributes, per org.
+    pub content_capture: sable_telemetry::ContentCapture,
+    /// Label turn metrics with the org id (cardinality grows with the number of orgs).
+    pub metrics_org_labels: bool,
 }
 
 /// What agents can do: the tool registry and the skills catalog.

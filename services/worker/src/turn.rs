@@ -44,22 +44,8 @@ pub(crate) async fn run_turn(
         TurnStart::AlreadyEnded => return Ok(true),
         TurnStart::LeaseLost => return Ok(false),
     };
-    let trace = turn
-        .trace_parent
-        .as_deref()
-        .and_then(TraceContext::parse)
-        .unwrap_or_else(TraceContext::new_root)
-        .child();
-    let span = tracing::info_span!(
-        "turn",
-        turn_id = %turn.id,
-        session_id = %turn.session_id,
-        org_id = %turn.org_id,
-        seq = turn.seq,
-        attempt,
-        trace_id = %trace.trace_id(),
-    );
-    metrics::counter!("sable_turns_started_total").increment(1);
+    let (span, trace) = crate::observe::turn_span(turn, attempt);
+    crate::observe::turn_started(context, turn);
     let started = std::time::Instant::now();
     async {
         let step = if attempt > context.config.max_turn_attempts {
@@ -78,6 +64,7 @@ pub(crate) async fn run_turn(
             }
             Step::Fenced => return Ok(false),
         };
+        crate::observe::record_output(context, turn, &answer.outcome);
         let status = if matches!(answer.outcome, TurnOutcome::Replied { .. }) {
             "done"
         } else {
@@ -85,9 +72,7 @@ pub(crate) async fn run_turn(
         };
         let kept = finish(context, turn, attempt, answer, &trace).await?;
         if kept {
-            metrics::counter!("sable_turns_finished_total", "status" => status).increment(1);
-            metrics::histogram!("sable_turn_duration_seconds")
-                .record(started.elapsed().as_secs_f64());
+            crate::observe::turn_finished(context, turn, status, started.elapsed());
         }
         Ok(kept)
     }
@@ -207,6 +192,7 @@ async fn agent_loop(
             .await?;
         let decision = route.get_or_insert_with(|| {
             let message = history.last().map_or("", |entry| entry.content.as_str());
+            crate::observe::record_input(context, turn, message);
             choose_profile(agent, message)
         });
         let profile = decision.profile.clone();

@@ -13,6 +13,7 @@ struct KeyRow {
     id: Hyphenated,
     org_id: Hyphenated,
     secret_hash: Vec<u8>,
+    admin: bool,
 }
 
 pub(crate) async fn create_org(pool: &SqlitePool, name: &str) -> Result<OrgId, StoreError> {
@@ -34,10 +35,12 @@ pub(crate) async fn org_exists(pool: &SqlitePool, org_id: OrgId) -> Result<bool,
     Ok(found.is_some())
 }
 
-/// Creates a key for an existing org.
+/// Creates a key for an existing org; an `admin` key may also read deployment-wide
+/// diagnostics.
 pub(crate) async fn create_api_key(
     pool: &SqlitePool,
     org_id: OrgId,
+    admin: bool,
 ) -> Result<ApiKeySecret, StoreError> {
     if !org_exists(pool, org_id).await? {
         return Err(StoreError::NotFound("org"));
@@ -46,13 +49,14 @@ pub(crate) async fn create_api_key(
     let prefix = random_hex(6);
     let secret = random_hex(24);
     sqlx::query(
-        "INSERT INTO api_keys (id, org_id, prefix, secret_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO api_keys (id, org_id, prefix, secret_hash, created_at, admin) VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(id.as_uuid().hyphenated())
     .bind(org_id.as_uuid().hyphenated())
     .bind(&prefix)
     .bind(hash_secret(&secret))
     .bind(stored_now())
+    .bind(admin)
     .execute(pool)
     .await?;
     Ok(ApiKeySecret {
@@ -70,7 +74,7 @@ pub(crate) async fn authenticate(
         return Ok(None);
     };
     let row: Option<KeyRow> = sqlx::query_as(
-        "SELECT id, org_id, secret_hash FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
+        "SELECT id, org_id, secret_hash, admin FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
     )
     .bind(prefix)
     .fetch_optional(pool)
@@ -80,5 +84,6 @@ pub(crate) async fn authenticate(
         .map(|row| AuthenticatedKey {
             key_id: ApiKeyId::from_uuid(row.id.into_uuid()),
             org_id: OrgId::from_uuid(row.org_id.into_uuid()),
+            admin: row.admin,
         }))
 }

@@ -14,6 +14,7 @@ mod keys;
 mod notes;
 mod outbox;
 mod records;
+mod roles;
 mod sessions;
 mod sweep;
 mod tools;
@@ -89,6 +90,7 @@ pub(crate) mod ops {
     pub(crate) use super::notes::*;
     pub(crate) use super::outbox::*;
     pub(crate) use super::records::*;
+    pub(crate) use super::roles::*;
     pub(crate) use super::sessions::*;
     pub(crate) use super::sweep::*;
     pub(crate) use super::tools::*;

@@ -20,6 +20,7 @@ struct DeliveryRow {
     attempts: i32,
     reply_text: Option<String>,
     delivered_at: Option<DateTime<Utc>>,
+    user_id: Option<String>,
 }
 
 pub(crate) async fn delivery(
@@ -30,7 +31,8 @@ pub(crate) async fn delivery(
     let row: Option<DeliveryRow> = sqlx::query_as(
         "SELECT d.id, d.org_id, d.turn_id, d.session_id, d.channel, d.status, d.attempts, \
                 (SELECT m.content FROM messages m WHERE m.turn_id = d.turn_id AND m.position > 0 \
-                 ORDER BY m.position DESC LIMIT 1) AS reply_text, d.delivered_at \
+                 ORDER BY m.position DESC LIMIT 1) AS reply_text, d.delivered_at, \
+                    (SELECT s.user_id FROM sessions s WHERE s.id = d.session_id) AS user_id \
          FROM deliveries d WHERE d.id = $1 AND d.org_id = $2",
     )
     .bind(delivery_id.as_uuid().hyphenated())
@@ -48,6 +50,7 @@ pub(crate) async fn delivery(
         attempts: row.attempts,
         reply_text: row.reply_text.unwrap_or_default(),
         delivered_at: row.delivered_at,
+        user_id: row.user_id,
     })
 }
 

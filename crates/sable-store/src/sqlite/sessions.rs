@@ -27,6 +27,7 @@ struct RunnableRow {
     user_id: Option<String>,
     status: String,
     trace_parent: Option<String>,
+    created_at: chrono::DateTime<chrono::Utc>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -159,7 +160,8 @@ pub(crate) async fn next_runnable_turn(
     session_id: SessionId,
 ) -> Result<Option<RunnableTurn>, StoreError> {
     let row: Option<RunnableRow> = sqlx::query_as(
-        "SELECT t.id, t.org_id, t.session_id, t.seq, t.agent_id, s.channel, s.user_id, t.status, t.trace_parent \
+        "SELECT t.id, t.org_id, t.session_id, t.seq, t.agent_id, s.channel, t.trace_parent, s.user_id, t.status, \
+                t.created_at \
          FROM turns t JOIN sessions s ON s.id = t.session_id \
          WHERE t.session_id = $1 AND t.org_id = $2 AND t.status IN ('queued', 'running', 'waiting_approval') \
          ORDER BY t.seq LIMIT 1",
@@ -180,6 +182,7 @@ pub(crate) async fn next_runnable_turn(
             channel: row.channel,
             user_id: row.user_id,
             trace_parent: row.trace_parent,
+            created_at: row.created_at,
         }))
 }
 

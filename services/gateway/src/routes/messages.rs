@@ -17,10 +17,12 @@ use sable_proto::v1::TurnWakeup;
 use sable_runtime::BindingRequest;
 use sable_store::{AcceptedTurn, NewMessage, SessionTarget};
 use sable_telemetry::TraceContext;
+use sable_telemetry::genai::{self, TurnLabels};
 use serde::Deserialize;
 use serde_json::json;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
+use tracing::Instrument;
 
 use crate::auth::Authenticated;
 use crate::body::ApiJson;
@@ -56,19 +58,59 @@ enum ReplyMode {
     Stream,
 }
 
-#[tracing::instrument(name = "http.post_message", skip_all, fields(org_id = %caller.org_id, turn_id))]
+/// Runs the request in its own span, a child of the caller's `traceparent` when it sent
+/// one: the root of the turn's trace.
 async fn post_message(
     State(state): State<AppState>,
     caller: Authenticated,
     headers: HeaderMap,
     ApiJson(body): ApiJson<PostMessageBody>,
 ) -> Result<Response, ApiError> {
+    let incoming = incoming_trace(&headers);
+    let span = tracing::info_span!(
+        "http.post_message",
+        otel.name = "POST /v1/messages",
+        otel.kind = "server",
+        http.request.method = "POST",
+        http.route = "/v1/messages",
+        org_id = %caller.org_id,
+        turn_id = tracing::field::Empty,
+    );
+    if let Some(parent) = &incoming {
+        genai::set_parent(&span, parent, &TurnLabels::default());
+    }
+    let trace = genai::trace_context_of(&span)
+        .unwrap_or_else(|| incoming.map_or_else(TraceContext::new_root, |parent| parent.child()));
+    accept_and_reply(state, caller, headers, body, trace)
+        .instrument(span)
+        .await
+}
+
+async fn accept_and_reply(
+    state: AppState,
+    caller: Authenticated,
+    headers: HeaderMap,
+    body: PostMessageBody,
+    trace: TraceContext,
+) -> Result<Response, ApiError> {
     let mode = reply_mode(&headers, body.wait);
-    let trace =
-        incoming_trace(&headers).map_or_else(TraceContext::new_root, |parent| parent.child());
+    let user_id = body
+        .conversation
+        .as_ref()
+        .and_then(|conversation| conversation.user_id.clone());
     let message = parse_message(&state, caller.org_id, body, &trace)?;
     let accepted = state.store.accept_message(message).await?;
-    tracing::Span::current().record("turn_id", tracing::field::display(accepted.turn_id));
+    let labels = TurnLabels {
+        org_id: caller.org_id.to_string(),
+        session_id: accepted.session_id.to_string(),
+        user_id,
+        // The worker names the trace after the agent, which it resolves.
+        trace_name: String::new(),
+        tags: vec!["channel:api".to_owned()],
+    };
+    let span = tracing::Span::current();
+    span.record("turn_id", tracing::field::display(accepted.turn_id));
+    labels.annotate(&span);
     // Subscribe before the wake-up goes out so no event of this turn can be missed.
     let subscription = match mode {
         ReplyMode::Accepted => None,
@@ -79,7 +121,7 @@ async fn post_message(
             .ok(),
     };
     if accepted.created {
-        publish_wakeup(&state, caller.org_id, &accepted, &trace).await;
+        publish_wakeup(&state, caller.org_id, &accepted, &labels, &trace).await;
     }
     match mode {
         ReplyMode::Accepted => Ok(accepted_response(&accepted, StatusCode::ACCEPTED)),
@@ -203,27 +245,33 @@ fn parse_user_id(user_id: String) -> Result<String, ApiError> {
     })
 }
 
-/// Publishes the wake-up. A failure is logged, not returned: the turn is already safe in
-/// Postgres and the sweeper republishes it.
+/// Publishes the wake-up in an `enqueue` span. A failure is logged, not returned: the
+/// turn is already safe in Postgres and the sweeper republishes it.
 async fn publish_wakeup(
     state: &AppState,
     org_id: OrgId,
     accepted: &AcceptedTurn,
+    labels: &TurnLabels,
     trace: &TraceContext,
 ) {
+    let span = tracing::info_span!(
+        "enqueue",
+        otel.name = "publish turn wake-up",
+        otel.kind = "producer"
+    );
+    labels.annotate(&span);
+    let traceparent = genai::trace_context_of(&span)
+        .unwrap_or_else(|| trace.child())
+        .to_string();
     let turn_id = accepted.turn_id.to_string();
-    let traceparent = trace.child().to_string();
-    wake_turn(
-        state,
-        TurnWakeup {
-            turn_id: turn_id.clone(),
-            org_id: org_id.to_string(),
-            session_id: accepted.session_id.to_string(),
-        },
-        &turn_id,
-        Some(&traceparent),
-    )
-    .await;
+    let wakeup = TurnWakeup {
+        turn_id: turn_id.clone(),
+        org_id: org_id.to_string(),
+        session_id: accepted.session_id.to_string(),
+    };
+    wake_turn(state, wakeup, &turn_id, Some(&traceparent))
+        .instrument(span)
+        .await;
 }
 
 /// Publishes a turn's wake-up under `message_id` (JetStream drops a repeated id within

@@ -1,5 +1,6 @@
 //! `GET /v1/turns/{id}`: a turn's status, reply, error, usage, timings, the model
-//! profile that answered (and why), and every provider call it made.
+//! profile that answered (and why), every provider call it made, its step timeline,
+//! trace id and, when spans go to Langfuse, a link to the trace there.
 
 use axum::Json;
 use axum::Router;
@@ -28,7 +29,39 @@ async fn get_turn(
     let mut body = turn_json(&turn);
     body["provider_calls"] = calls.iter().map(provider_call_json).collect();
     body["tool_calls"] = tool_calls.iter().map(tool_call_json).collect();
+    body["timeline"] = timeline(&turn, &calls);
+    if let (Some(host), Some(trace_id)) = (&state.config.langfuse_host, body["trace_id"].as_str()) {
+        body["langfuse_url"] = json!(sable_telemetry::LangfuseProject::trace_url(
+            host,
+            state.config.langfuse_project_id.as_deref(),
+            trace_id
+        ));
+    }
     Ok(Json(body))
+}
+
+/// The turn's steps in time order: queued, started, each provider attempt (tool calls
+/// join here once the tool loop records them), finished.
+fn timeline(turn: &TurnRecord, calls: &[ProviderCallRecord]) -> Value {
+    let mut steps = vec![json!({"step": "queued", "at": turn.created_at})];
+    if let Some(started) = turn.started_at {
+        steps.push(json!({"step": "started", "at": started, "attempt": turn.attempt}));
+    }
+    steps.extend(calls.iter().map(|call| {
+        json!({
+            "step": "provider_call",
+            "at": call.started_at,
+            "purpose": call.purpose,
+            "profile": call.profile,
+            "outcome": call.outcome,
+            "time_to_first_token_ms": call.time_to_first_token_ms,
+            "duration_ms": call.duration_ms,
+        })
+    }));
+    if let Some(finished) = turn.finished_at {
+        steps.push(json!({"step": "finished", "at": finished, "status": turn.status}));
+    }
+    Value::Array(steps)
 }
 
 /// One tool call: which tool with which arguments, how it ended, its result and timing,
