@@ -229,6 +229,26 @@ async fn parallel_tool_calls_run_concurrently_are_persisted_and_the_answer_is_de
             "{call}"
         );
     }
+    let steps: Vec<&str> = turn["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|step| step["step"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "queued",
+            "started",
+            "provider_call",
+            "tool_call",
+            "tool_call",
+            "tool_call",
+            "provider_call",
+            "finished"
+        ],
+        "{turn}"
+    );
     assert!(
         calls[0]["result"]
             .as_str()

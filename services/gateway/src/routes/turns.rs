@@ -29,7 +29,7 @@ async fn get_turn(
     let mut body = turn_json(&turn);
     body["provider_calls"] = calls.iter().map(provider_call_json).collect();
     body["tool_calls"] = tool_calls.iter().map(tool_call_json).collect();
-    body["timeline"] = timeline(&turn, &calls);
+    body["timeline"] = timeline(&turn, &calls, &tool_calls);
     if let (Some(host), Some(trace_id)) = (&state.config.langfuse_host, body["trace_id"].as_str()) {
         body["langfuse_url"] = json!(sable_telemetry::LangfuseProject::trace_url(
             host,
@@ -40,24 +40,48 @@ async fn get_turn(
     Ok(Json(body))
 }
 
-/// The turn's steps in time order: queued, started, each provider attempt (tool calls
-/// join here once the tool loop records them), finished.
-fn timeline(turn: &TurnRecord, calls: &[ProviderCallRecord]) -> Value {
+/// The turn's steps in time order: queued, started, each provider attempt and each tool
+/// call (by when it started), finished.
+fn timeline(
+    turn: &TurnRecord,
+    calls: &[ProviderCallRecord],
+    tool_calls: &[ToolCallRecord],
+) -> Value {
     let mut steps = vec![json!({"step": "queued", "at": turn.created_at})];
     if let Some(started) = turn.started_at {
         steps.push(json!({"step": "started", "at": started, "attempt": turn.attempt}));
     }
-    steps.extend(calls.iter().map(|call| {
-        json!({
-            "step": "provider_call",
-            "at": call.started_at,
-            "purpose": call.purpose,
-            "profile": call.profile,
-            "outcome": call.outcome,
-            "time_to_first_token_ms": call.time_to_first_token_ms,
-            "duration_ms": call.duration_ms,
+    let mut work: Vec<(chrono::DateTime<chrono::Utc>, Value)> = calls
+        .iter()
+        .map(|call| {
+            let step = json!({
+                "step": "provider_call",
+                "at": call.started_at,
+                "purpose": call.purpose,
+                "profile": call.profile,
+                "outcome": call.outcome,
+                "time_to_first_token_ms": call.time_to_first_token_ms,
+                "duration_ms": call.duration_ms,
+            });
+            (call.started_at, step)
         })
+        .collect();
+    work.extend(tool_calls.iter().filter_map(|call| {
+        let at = call.started_at?;
+        Some((
+            at,
+            json!({
+                "step": "tool_call",
+                "at": at,
+                "tool": call.tool,
+                "round": call.round,
+                "status": call.status,
+                "duration_ms": call.duration_ms,
+            }),
+        ))
     }));
+    work.sort_by_key(|(at, _)| *at);
+    steps.extend(work.into_iter().map(|(_, step)| step));
     if let Some(finished) = turn.finished_at {
         steps.push(json!({"step": "finished", "at": finished, "status": turn.status}));
     }
