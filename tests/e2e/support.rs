@@ -453,23 +453,30 @@ pub struct ApiClient {
     pub http: reqwest::Client,
 }
 
-impl Api for ApiClient {
-    fn base_url(&self, _gateway: usize) -> String {
-        self.url.clone()
-    }
+/// `Api` for a one-gateway target with `url`, `key` and `http` fields.
+macro_rules! single_gateway_api {
+    ($target:ty) => {
+        impl Api for $target {
+            fn base_url(&self, _gateway: usize) -> String {
+                self.url.clone()
+            }
 
-    fn api_key(&self) -> &str {
-        &self.key
-    }
+            fn api_key(&self) -> &str {
+                &self.key
+            }
 
-    fn client(&self) -> &reqwest::Client {
-        &self.http
-    }
+            fn client(&self) -> &reqwest::Client {
+                &self.http
+            }
 
-    fn gateway_count(&self) -> usize {
-        1
-    }
+            fn gateway_count(&self) -> usize {
+                1
+            }
+        }
+    };
 }
+
+single_gateway_api!(ApiClient);
 
 /// `sable dev` in a child process: embedded store in a temporary directory, in-process
 /// bus, the fake provider, and a NATS URL that leads nowhere (it must not be needed).
@@ -567,23 +574,7 @@ async fn spawn_dev(
     Ok((process, url, key))
 }
 
-impl Api for DevStack {
-    fn base_url(&self, _gateway: usize) -> String {
-        self.url.clone()
-    }
-
-    fn api_key(&self) -> &str {
-        &self.key
-    }
-
-    fn client(&self) -> &reqwest::Client {
-        &self.http
-    }
-
-    fn gateway_count(&self) -> usize {
-        1
-    }
-}
+single_gateway_api!(DevStack);
 
 impl Drop for DevStack {
     fn drop(&mut self) {

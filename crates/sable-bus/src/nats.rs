@@ -60,6 +60,17 @@ impl NatsBus {
         }
     }
 
+    /// The queue's durable pull consumer, as it is on the server now.
+    async fn pull_consumer(&self, queue: WorkQueue) -> Result<consumer::PullConsumer, BusError> {
+        let (stream_name, consumer_name) = self.stream_and_consumer(queue);
+        self.jetstream
+            .get_consumer_from_stream(consumer_name, &stream_name)
+            .await
+            .map_err(|error| {
+                BusError::Consume(format!("{consumer_name} on {stream_name}: {error}"))
+            })
+    }
+
     async fn ensure_stream(
         &self,
         name: &str,
@@ -111,14 +122,7 @@ impl BusBackend for NatsBus {
     }
 
     async fn queue_stats(&self, queue: WorkQueue) -> Result<QueueStats, BusError> {
-        let (stream_name, consumer_name) = self.stream_and_consumer(queue);
-        let consumer: consumer::PullConsumer = self
-            .jetstream
-            .get_consumer_from_stream(consumer_name, &stream_name)
-            .await
-            .map_err(|error| {
-                BusError::Consume(format!("{consumer_name} on {stream_name}: {error}"))
-            })?;
+        let consumer = self.pull_consumer(queue).await?;
         // Fetched with the consumer just now.
         let info = consumer.cached_info();
         Ok(QueueStats {
@@ -174,14 +178,7 @@ impl BusBackend for NatsBus {
         queue: WorkQueue,
         batch: usize,
     ) -> Result<Box<dyn WorkSource>, BusError> {
-        let (stream_name, consumer_name) = self.stream_and_consumer(queue);
-        let consumer: consumer::PullConsumer = self
-            .jetstream
-            .get_consumer_from_stream(consumer_name, &stream_name)
-            .await
-            .map_err(|error| {
-                BusError::Consume(format!("{consumer_name} on {stream_name}: {error}"))
-            })?;
+        let consumer = self.pull_consumer(queue).await?;
         let messages = consumer
             .stream()
             .max_messages_per_batch(batch)
