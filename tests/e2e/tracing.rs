@@ -194,14 +194,15 @@ async fn content_reaches_spans_only_for_orgs_whose_policy_allows_it_and_never_lo
             .post_message_with_key(
                 0,
                 &key,
-                &json!({"text": format!("say {marker}"), "wait": true}),
+                // `#tool`: the turn makes a tool round, so tool payloads are tested too.
+                &json!({"text": format!("say {marker} #tool"), "wait": true}),
             )
             .await?;
         assert_eq!(answer["status"], "done", "{answer}");
         sessions.push(answer["session_id"].as_str().unwrap().to_owned());
     }
     for session_id in &sessions {
-        spans_of_one_turn(&receiver, session_id, 1).await?;
+        spans_of_one_turn(&receiver, session_id, 2).await?;
     }
 
     assert!(
@@ -222,8 +223,29 @@ async fn content_reaches_spans_only_for_orgs_whose_policy_allows_it_and_never_lo
         .expect("the loud org's turn span");
     assert_eq!(
         loud_turn.str("langfuse.observation.input"),
-        Some(format!("say {loud_marker}").as_str())
+        Some(format!("say {loud_marker} #tool").as_str())
     );
+    // Tool payloads follow the same policy, on the tool spans.
+    let tool_span_of = |session: &str| {
+        receiver
+            .spans()
+            .into_iter()
+            .find(|span| {
+                span.str("langfuse.session.id") == Some(session) && span.name == "execute_tool time"
+            })
+            .expect("a tool span")
+    };
+    let loud_tool = tool_span_of(&sessions[1]);
+    assert_eq!(loud_tool.str("langfuse.observation.input"), Some("{}"));
+    assert!(
+        loud_tool
+            .str("langfuse.observation.output")
+            .is_some_and(|output| output.contains("UTC")),
+        "{loud_tool:#?}"
+    );
+    let quiet_tool = tool_span_of(&sessions[0]);
+    assert_eq!(quiet_tool.str("langfuse.observation.input"), None);
+    assert_eq!(quiet_tool.str("langfuse.observation.output"), None);
     assert!(
         loud_turn
             .str("langfuse.observation.output")

@@ -401,6 +401,7 @@ async fn execute(
         ),
     };
     span.record("sable.tool.outcome", code.unwrap_or("ok"));
+    crate::observe::record_tool_payloads(context, scope.turn, &span, &call.arguments, &content);
     // Label values are bounded by the registry: a name it does not know is `unknown`.
     let label = if context.tools.descriptor(&call.name).is_some() {
         call.name.as_str()

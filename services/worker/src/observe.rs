@@ -76,6 +76,21 @@ pub(crate) fn record_output(context: &WorkerContext, turn: &RunnableTurn, outcom
     record(context, turn, ContentRole::Output, text);
 }
 
+/// A tool call's arguments and result on its `tool` span, if the policy allows it (never
+/// at trace level: the turn's input and output stay the user's message and the reply).
+pub(crate) fn record_tool_payloads(
+    context: &WorkerContext,
+    turn: &RunnableTurn,
+    span: &tracing::Span,
+    arguments: &str,
+    result: &str,
+) {
+    let org_id = turn.org_id.to_string();
+    let capture = &context.config.content_capture;
+    genai::record_content(span, capture, &org_id, ContentRole::Input, arguments, false);
+    genai::record_content(span, capture, &org_id, ContentRole::Output, result, false);
+}
+
 fn record(context: &WorkerContext, turn: &RunnableTurn, role: ContentRole, text: &str) {
     genai::record_content(
         &tracing::Span::current(),
