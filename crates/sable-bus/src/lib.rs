@@ -78,6 +78,9 @@ pub struct WorkItem {
 pub trait WorkAck: Send + Sync {
     /// Acknowledges for good; must not be lost on a disconnect.
     async fn ack(&self) -> Result<(), BusError>;
+    /// Gives the item back to be delivered again after `delay` (sooner than the ack wait),
+    /// for a holder that failed to handle it for a reason that may pass.
+    async fn retry_later(&self, delay: Duration);
     /// Drops a poison item so it is never redelivered.
     async fn terminate(&self);
     /// How many times the item has been delivered.
@@ -299,6 +302,20 @@ pub struct Delivered<T> {
 impl<T> Delivered<T> {
     pub async fn ack(&self) -> Result<(), BusError> {
         self.ack.ack().await
+    }
+
+    /// Asks for the wake-up again after `delay` instead of waiting out the ack wait.
+    pub async fn retry_later(&self, delay: Duration) {
+        self.ack.retry_later(delay).await;
+    }
+
+    /// Asks for the wake-up again after a delay that doubles with each delivery (half a
+    /// second first, at most 30 s): a holder that failed on a passing fault (a database
+    /// blip) retries soon, one facing a long outage does not spin.
+    pub async fn retry_with_backoff(&self) {
+        let doublings = self.delivery_count().saturating_sub(1).min(6);
+        let delay = Duration::from_millis(500 << doublings).min(Duration::from_secs(30));
+        self.retry_later(delay).await;
     }
 
     pub fn delivery_count(&self) -> u64 {

@@ -206,6 +206,12 @@ impl WorkAck for LocalAck {
         Ok(())
     }
 
+    async fn retry_later(&self, delay: Duration) {
+        if !self.settled.swap(true, Ordering::SeqCst) {
+            requeue_after(self.queue.clone(), self.entry.clone(), delay);
+        }
+    }
+
     async fn terminate(&self) {
         self.settled.store(true, Ordering::SeqCst);
     }
@@ -219,19 +225,22 @@ impl Drop for LocalAck {
     /// Redelivers after a pause, like an expired ack wait, so a holder that keeps failing
     /// does not spin.
     fn drop(&mut self) {
-        if self.settled.load(Ordering::SeqCst) {
-            return;
+        if !self.settled.load(Ordering::SeqCst) {
+            requeue_after(self.queue.clone(), self.entry.clone(), REDELIVERY_DELAY);
         }
-        let (queue, entry) = (self.queue.clone(), self.entry.clone());
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
-                    tokio::time::sleep(REDELIVERY_DELAY).await;
-                    queue.push_front(entry);
-                });
-            }
-            Err(_) => queue.push_front(entry),
+    }
+}
+
+/// Puts the entry back at the front of its queue after `delay`.
+fn requeue_after(queue: Arc<Queue>, entry: Entry, delay: Duration) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => {
+            runtime.spawn(async move {
+                tokio::time::sleep(delay).await;
+                queue.push_front(entry);
+            });
         }
+        Err(_) => queue.push_front(entry),
     }
 }
 

@@ -258,6 +258,12 @@ impl WorkAck for NatsAck {
             .map_err(|error| BusError::Consume(error.to_string()))
     }
 
+    async fn retry_later(&self, delay: Duration) {
+        if let Err(error) = self.message.ack_with(AckKind::Nak(Some(delay))).await {
+            tracing::debug!(%error, "nak not delivered; the ack wait brings the wake-up back");
+        }
+    }
+
     async fn terminate(&self) {
         if let Err(error) = self.message.ack_with(AckKind::Term).await {
             tracing::warn!(%error, "could not terminate an undecodable wake-up");

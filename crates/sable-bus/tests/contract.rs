@@ -89,6 +89,25 @@ async fn a_wakeup_dropped_without_an_ack_is_delivered_again(bus: Bus) -> anyhow:
     Ok(())
 }
 
+async fn a_wakeup_given_back_returns_after_its_delay_not_the_ack_wait(
+    bus: Bus,
+) -> anyhow::Result<()> {
+    bus.publish_turn_wakeup(&wakeup("later"), "later", None)
+        .await?;
+    let mut stream = bus.turn_wakeups(16).await?;
+    let first = next_turn(&mut stream).await?;
+    first.retry_later(Duration::from_millis(200)).await;
+
+    // Well under NATS's 30 s ack wait.
+    let again = tokio::time::timeout(Duration::from_secs(10), stream.next())
+        .await?
+        .expect("stream open")?;
+    again.ack().await?;
+    assert_eq!(again.payload.turn_id, "later");
+    assert_eq!(again.delivery_count(), 2);
+    Ok(())
+}
+
 async fn a_subscriber_gets_only_its_sessions_events(bus: Bus) -> anyhow::Result<()> {
     let (org, mine, other) = (OrgId::new(), SessionId::new(), SessionId::new());
     let mut subscription = bus.subscribe_events(org, mine).await?;
@@ -156,6 +175,7 @@ contract!(
     a_published_wakeup_is_pulled_once_with_its_trace,
     a_repeated_message_id_is_delivered_once,
     a_wakeup_dropped_without_an_ack_is_delivered_again,
+    a_wakeup_given_back_returns_after_its_delay_not_the_ack_wait,
     a_subscriber_gets_only_its_sessions_events,
     queue_stats_count_what_waits_for_the_consumer,
 );

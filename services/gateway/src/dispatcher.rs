@@ -34,9 +34,9 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
             match next {
                 Some(Ok(wakeup)) => {
                     let span = delivery_span(wakeup.traceparent.as_deref());
-                    if handle(&state, &wakeup.payload).instrument(span).await
-                        && let Err(error) = wakeup.ack().await
-                    {
+                    if !handle(&state, &wakeup.payload).instrument(span).await {
+                        wakeup.retry_with_backoff().await;
+                    } else if let Err(error) = wakeup.ack().await {
                         tracing::warn!(%error, "delivery wake-up ack failed; it will be redelivered");
                     }
                 }

@@ -62,8 +62,8 @@ pub(crate) async fn run(context: Arc<WorkerContext>, shutdown: CancellationToken
 }
 
 /// Drains the wake-up's session. The wake-up is acked once the lease question is settled
-/// (we drained the session, or another live worker holds it); a database failure leaves
-/// it unacked so JetStream redelivers it.
+/// (we drained the session, or another live worker holds it); after a database failure it
+/// is given back for redelivery after a short, growing delay (not the 30 s ack wait).
 async fn handle_wakeup(
     context: &WorkerContext,
     wakeup: Delivered<TurnWakeup>,
@@ -91,6 +91,7 @@ async fn handle_wakeup(
         if let Err(error) = drain_session(context, org_id, session_id, shutdown).await {
             context.local_sessions.leave(session_id);
             tracing::warn!(%error, %session_id, "session drain interrupted; the wake-up will be redelivered");
+            wakeup.retry_with_backoff().await;
             return;
         }
         if context.local_sessions.leave_unless_asked_again(session_id) {
