@@ -33,6 +33,29 @@ pub(crate) async fn drain_session(
     {
         return Ok(DrainResult::HeldElsewhere);
     }
+    let drained = drain_claimed(context, org_id, session_id, shutdown).await;
+    if drained.is_err() {
+        // Let the session go, so the wake-up given back for a retry (here or on another
+        // worker) can claim it at once instead of waiting out the lease.
+        if let Err(error) = context
+            .store
+            .release_session(org_id, session_id, owner)
+            .await
+        {
+            tracing::debug!(%error, %session_id, "lease not released after a failed drain; it expires");
+        }
+    }
+    drained
+}
+
+/// Runs the session's turns in order while this worker holds its lease.
+async fn drain_claimed(
+    context: &WorkerContext,
+    org_id: OrgId,
+    session_id: SessionId,
+    shutdown: &CancellationToken,
+) -> Result<DrainResult, StoreError> {
+    let owner = context.config.worker_id.as_str();
     loop {
         let Some(turn) = context.store.next_runnable_turn(org_id, session_id).await? else {
             match context
