@@ -12,8 +12,8 @@ use sable_runtime::{
     choose_profile, estimate_tokens, input_budget,
 };
 use sable_store::{
-    FinishTurn, ProviderCallRecord, RunnableTurn, StoreError, TurnOutcome, TurnRoute, TurnStart,
-    Usage,
+    FinishTurn, HistoryEntry, ProviderCallRecord, RunnableTurn, SessionSummary, StoreError,
+    TurnOutcome, TurnRoute, TurnStart, Usage,
 };
 use sable_telemetry::TraceContext;
 use tokio::sync::mpsc;
@@ -172,43 +172,31 @@ async fn agent_loop(
     let mut rounds = Rounds::default();
     let mut compacted = false;
     let mut next = resume_rounds(&scope, &mut rounds).await?;
+    // The session's summary and history, read once per attempt and again only after a
+    // compaction changed them; tool rounds add to the request, not to the store's view.
+    let mut view = SessionView::load(context, turn, agent).await?;
     loop {
         match next {
             RoundEnd::Continue => {}
             RoundEnd::Parked => return Ok(Err(Step::Parked)),
             RoundEnd::Fenced => return Ok(Err(Step::Fenced)),
-            RoundEnd::Repeated(tool) => {
-                return Ok(Ok(stopped(
-                    "tool_call_repeated",
-                    format!("the model asked for the same '{tool}' call 3 times"),
-                    "I stopped because I kept repeating the same step without getting closer to an answer. Could you rephrase or add detail?",
-                )));
-            }
+            RoundEnd::Repeated(tool) => return Ok(Ok(repeated_call(&tool))),
         }
-        let summary = context.store.session_summary(turn).await?;
-        let history = context
-            .store
-            .history(turn, i64::from(agent.history_messages))
-            .await?;
         let decision = route.get_or_insert_with(|| {
-            let message = history.last().map_or("", |entry| entry.content.as_str());
+            let message = view
+                .history
+                .last()
+                .map_or("", |entry| entry.content.as_str());
             crate::observe::record_input(context, turn, message);
             choose_profile(agent, message)
         });
         let profile = decision.profile.clone();
-        let mut request = build_chat_request(
-            agent,
-            &skills,
-            summary.text.as_deref(),
-            history
-                .iter()
-                .map(|entry| (entry.role, entry.content.as_str())),
-        );
+        let mut request = view.request(agent, &skills);
         request.messages.extend(rounds.messages.iter().cloned());
         request.tools = scope.tools.specs.clone();
         if !compacted && over_budget(context, &profile, agent, &request) {
             compacted = true;
-            if compact(context, turn, attempt, agent, &profile, usage).await? {
+            if view.compact(&scope, &profile, usage).await? {
                 continue;
             }
         }
@@ -218,7 +206,7 @@ async fn agent_loop(
         let completion = match report.result {
             Err(error) if error.kind == ProviderErrorKind::ContextOverflow && !compacted => {
                 compacted = true;
-                if compact(context, turn, attempt, agent, &profile, usage).await? {
+                if view.compact(&scope, &profile, usage).await? {
                     continue;
                 }
                 return Ok(Ok(provider_failure(&error)));
@@ -232,19 +220,89 @@ async fn agent_loop(
             }));
         }
         if rounds.count >= i32::try_from(agent.max_tool_rounds).unwrap_or(i32::MAX) {
-            return Ok(Ok(stopped(
-                "tool_round_limit",
-                format!(
-                    "the model was still calling tools after {} rounds",
-                    agent.max_tool_rounds
-                ),
-                &format!(
-                    "I stopped after {} rounds of tool calls without reaching an answer. Could you narrow the question?",
-                    agent.max_tool_rounds
-                ),
-            )));
+            return Ok(Ok(round_limit_reached(agent.max_tool_rounds)));
         }
         next = run_round(&scope, &mut rounds, completion.text, completion.tool_calls).await?;
+    }
+}
+
+/// The model asked for the same call too often: ends the turn, saying so plainly.
+fn repeated_call(tool: &str) -> TurnOutcome {
+    stopped(
+        "tool_call_repeated",
+        format!("the model asked for the same '{tool}' call 3 times"),
+        "I stopped because I kept repeating the same step without getting closer to an answer. Could you rephrase or add detail?",
+    )
+}
+
+/// The model was still calling tools after the agent's round limit.
+fn round_limit_reached(max_rounds: u32) -> TurnOutcome {
+    stopped(
+        "tool_round_limit",
+        format!("the model was still calling tools after {max_rounds} rounds"),
+        &format!(
+            "I stopped after {max_rounds} rounds of tool calls without reaching an answer. Could you narrow the question?"
+        ),
+    )
+}
+
+/// What the store holds of the session for the model: its summary and newest messages.
+struct SessionView {
+    summary: SessionSummary,
+    history: Vec<HistoryEntry>,
+}
+
+impl SessionView {
+    async fn load(
+        context: &WorkerContext,
+        turn: &RunnableTurn,
+        agent: &AgentDefinition,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            summary: context.store.session_summary(turn).await?,
+            history: context
+                .store
+                .history(turn, i64::from(agent.history_messages))
+                .await?,
+        })
+    }
+
+    /// The model's request before this turn's tool rounds: prompt, skills, summary, history.
+    fn request(&self, agent: &AgentDefinition, skills: &[SkillEntry]) -> sable_llm::ChatRequest {
+        build_chat_request(
+            agent,
+            skills,
+            self.summary.text.as_deref(),
+            self.history
+                .iter()
+                .map(|entry| (entry.role, entry.content.as_str())),
+        )
+    }
+
+    /// Folds the session's earlier turns into its summary, then reads the view again.
+    /// False when there was nothing to fold or the summary call failed.
+    async fn compact(
+        &mut self,
+        scope: &Scope<'_>,
+        profile: &str,
+        usage: &mut TokenUsage,
+    ) -> Result<bool, StoreError> {
+        let (context, turn, agent) = (scope.context, scope.turn, scope.agent);
+        if !compact(
+            context,
+            turn,
+            scope.attempt,
+            agent,
+            profile,
+            &self.summary,
+            usage,
+        )
+        .await?
+        {
+            return Ok(false);
+        }
+        *self = Self::load(context, turn, agent).await?;
+        Ok(true)
     }
 }
 
@@ -298,9 +356,9 @@ async fn compact(
     attempt: i32,
     agent: &AgentDefinition,
     profile: &str,
+    summary: &SessionSummary,
     usage: &mut TokenUsage,
 ) -> Result<bool, StoreError> {
-    let summary = context.store.session_summary(turn).await?;
     let through_seq = turn.seq - 1;
     if through_seq <= summary.through_seq {
         return Ok(false);
@@ -340,7 +398,7 @@ async fn compact(
         .store
         .save_summary(turn, &summary, through_seq)
         .await?;
-    tracing::info!(agent = %agent.id, through_seq, "session compacted after a context overflow");
+    tracing::info!(agent = %agent.id, through_seq, "session compacted to fit the model's window");
     Ok(true)
 }
 
