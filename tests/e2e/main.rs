@@ -3,6 +3,7 @@
 
 mod support;
 
+mod admin;
 mod agent_runtime;
 mod architecture;
 mod bad_input;
@@ -10,6 +11,7 @@ mod crash_recovery;
 mod diagnostics;
 mod embedded;
 mod faults;
+mod hostile_clients;
 mod idempotency;
 mod metrics;
 mod ordering;
@@ -17,4 +19,5 @@ mod outages;
 mod provider_failures;
 mod provider_layer;
 mod quickstart;
+mod readme;
 mod tracing;

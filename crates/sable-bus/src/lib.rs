@@ -190,16 +190,18 @@ impl Bus {
         &self,
         shutdown: &tokio_util::sync::CancellationToken,
     ) -> Result<(), BusError> {
+        let mut delay = Duration::from_millis(500);
         loop {
             let error = match self.ensure_topology().await {
                 Ok(()) => return Ok(()),
                 Err(error) => error,
             };
-            tracing::warn!(%error, "bus not ready; retrying");
+            tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "bus not ready; retrying");
             tokio::select! {
                 () = shutdown.cancelled() => return Err(error),
-                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                () = tokio::time::sleep(delay) => {}
             }
+            delay = (delay * 2).min(Duration::from_secs(30));
         }
     }
 

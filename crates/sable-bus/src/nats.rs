@@ -31,9 +31,15 @@ impl NatsBus {
         names: BusNames,
         connection_name: &str,
     ) -> Result<Self, BusError> {
+        report_unreachable_server(url).await;
+        let logged_url = url.to_owned();
         let client = async_nats::ConnectOptions::new()
             .name(connection_name)
             .retry_on_initial_connect()
+            .event_callback(move |event| {
+                let url = logged_url.clone();
+                async move { log_connection_event(&url, &event) }
+            })
             .connect(url)
             .await
             .map_err(|source| BusError::Connect {
@@ -305,5 +311,80 @@ fn consumer_config(name: &str) -> consumer::pull::Config {
         max_deliver: 20,
         max_ack_pending: 20_000,
         ..Default::default()
+    }
+}
+
+/// One TCP connection attempt before the client's own (silent) retries, so that an
+/// unreachable server is reported at once with the URL and the operating system's reason.
+async fn report_unreachable_server(url: &str) {
+    let Some(address) = server_address(url) else {
+        return;
+    };
+    let attempt = tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::net::TcpStream::connect(&address),
+    )
+    .await;
+    let reason = match attempt {
+        Ok(Ok(_connected)) => return,
+        Ok(Err(error)) => error.to_string(),
+        Err(_elapsed) => "no answer within 2 s".to_owned(),
+    };
+    tracing::warn!(
+        nats_url = url,
+        %reason,
+        "cannot reach NATS; retrying in the background with backoff (set SABLE_NATS_URL)"
+    );
+}
+
+/// `host:port` of the first server of a NATS URL (`nats://`, `tls://` or bare).
+fn server_address(url: &str) -> Option<String> {
+    let first = url.split(',').next()?.trim();
+    let without_scheme = first.split_once("://").map_or(first, |(_, rest)| rest);
+    let host_port = without_scheme
+        .rsplit_once('@')
+        .map_or(without_scheme, |(_, rest)| rest)
+        .trim_end_matches('/');
+    if host_port.is_empty() {
+        return None;
+    }
+    Some(
+        if host_port
+            .rsplit_once(':')
+            .is_some_and(|(_, port)| port.parse::<u16>().is_ok())
+        {
+            host_port.to_owned()
+        } else {
+            format!("{host_port}:4222")
+        },
+    )
+}
+
+fn log_connection_event(url: &str, event: &async_nats::Event) {
+    match event {
+        async_nats::Event::Connected => tracing::info!(nats_url = url, "connected to NATS"),
+        async_nats::Event::Disconnected => {
+            tracing::warn!(nats_url = url, "lost the NATS connection; reconnecting");
+        }
+        other => tracing::debug!(nats_url = url, event = %other, "NATS connection event"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_address;
+
+    #[test]
+    fn the_first_server_of_a_url_is_probed_with_its_default_port() {
+        assert_eq!(
+            server_address("nats://127.0.0.1:4222").as_deref(),
+            Some("127.0.0.1:4222")
+        );
+        assert_eq!(
+            server_address("nats://user:pw@nats.local").as_deref(),
+            Some("nats.local:4222")
+        );
+        assert_eq!(server_address("a:1,b:2").as_deref(), Some("a:1"));
+        assert_eq!(server_address("nats://"), None);
     }
 }

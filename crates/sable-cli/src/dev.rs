@@ -10,6 +10,7 @@ use sable_bus::Bus;
 use sable_core::OrgId;
 use sable_store::{Store, StoreOptions, is_sqlite_url};
 
+use crate::models::{ModelSource, PROVIDER_VARIABLES};
 use crate::settings::Settings;
 
 /// Where the embedded store lives unless `SABLE_DATABASE_URL` says otherwise.
@@ -18,13 +19,13 @@ const DEFAULT_DEV_DATABASE_URL: &str = "sqlite://data/sable.db";
 /// Runs the gateway and a worker in this process until SIGTERM or Ctrl-C.
 pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let started = Instant::now();
-    ensure_provider_configured()?;
+    let source = model_source();
     settings.database_url =
         std::env::var("SABLE_DATABASE_URL").unwrap_or_else(|_| DEFAULT_DEV_DATABASE_URL.to_owned());
     let store = open_store(&settings).await?;
     let bus = Bus::local();
     let agents = crate::load_agents(&settings)?;
-    let models = crate::build_models(&settings, &agents)?;
+    let models = crate::build_models(&settings, &agents, source)?;
     let capabilities = crate::load_capabilities(&settings, &agents)?;
     let listener = tokio::net::TcpListener::bind(&settings.gateway_addr)
         .await
@@ -58,6 +59,9 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         shutdown.clone(),
     );
     let welcome = welcome(&store, &settings.database_url).await?;
+    if source == ModelSource::Echo {
+        announce_echo_model();
+    }
     announce(addr, started, &settings.database_url, &welcome);
     let finished = tokio::try_join!(gateway, worker);
     vitals.abort();
@@ -65,23 +69,31 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Refuses to start without a model provider, saying exactly what to set.
-fn ensure_provider_configured() -> anyhow::Result<()> {
-    let configured = ["OPENAI_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"]
+/// The configured provider, or the echo model when none is configured.
+fn model_source() -> ModelSource {
+    let configured = PROVIDER_VARIABLES
         .iter()
         .any(|name| std::env::var(name).is_ok_and(|value| !value.is_empty()));
-    anyhow::ensure!(
-        configured,
-        "no model provider is configured. Set:\n  \
-         OPENAI_BASE_URL  the provider's URL up to /v1 (default https://api.openai.com/v1)\n  \
-         OPENAI_API_KEY   its API key\n  \
-         SABLE_MODEL      the model to use, e.g. gpt-4o-mini\n\
-         To try Sable without a key, start the fake provider that ships with it (it echoes):\n  \
-         cargo run --release -p sable-testkit --bin sable-fake-provider &\n  \
-         OPENAI_BASE_URL=http://127.0.0.1:9090/v1 OPENAI_API_KEY=fake SABLE_MODEL=fake cargo run --release -- dev"
-    );
-    Ok(())
+    if configured {
+        ModelSource::Configured
+    } else {
+        ModelSource::Echo
+    }
 }
+
+/// Says loudly that replies are echoes, and how to connect a real model.
+#[allow(clippy::print_stdout)]
+fn announce_echo_model() {
+    println!("{ECHO_BANNER}");
+}
+
+const ECHO_BANNER: &str = "\
+*** No model provider is configured: every agent answers with the built-in echo model
+*** (each reply repeats your message; turn records show model \"echo\"). To use a real one, set:
+***   OPENAI_API_KEY   the provider's API key
+***   OPENAI_BASE_URL  its URL up to /v1, for any OpenAI-compatible endpoint (default https://api.openai.com/v1)
+***   SABLE_MODEL      the model, e.g. gpt-4o-mini
+***   or ANTHROPIC_API_KEY for the `claude` profile of config/models.toml";
 
 async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let url = &settings.database_url;
@@ -138,7 +150,9 @@ async fn welcome(store: &Store, database_url: &str) -> anyhow::Result<Welcome> {
         return Ok(Welcome::Returning { org_id });
     }
     let org_id = store.create_org("default").await?;
-    let key = store.create_api_key(org_id, true).await?;
+    let key = store
+        .create_api_key(org_id, true, Some("sable dev"))
+        .await?;
     if let Some(parent) = marker.parent() {
         std::fs::create_dir_all(parent)?;
     }
@@ -173,7 +187,7 @@ fn announce(addr: std::net::SocketAddr, started: Instant, database_url: &str, we
                 "Org {org_id}: use the API key printed at first start (or: sable admin key create --org {org_id} with SABLE_DATABASE_URL={database_url})."
             );
             println!(
-                "  curl -s http://{addr}/v1/messages -H \"Authorization: Bearer $SABLE_API_KEY\" -d '{{\"text\":\"hello\",\"wait\":true}}'"
+                "  curl -s http://{addr}/v1/messages -H \"Authorization: Bearer $SABLE_API_KEY\" \\\n       -H 'content-type: application/json' -d '{{\"text\":\"hello\",\"wait\":true}}'"
             );
         }
     }

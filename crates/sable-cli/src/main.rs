@@ -90,6 +90,8 @@ enum OrgCommand {
         /// A human-readable name.
         name: String,
     },
+    /// List every org: id, name, created (tab-separated, with a header).
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,9 +101,24 @@ enum KeyCommand {
         /// The org's id, as printed by `sable admin org create`.
         #[arg(long = "org")]
         org_id: String,
-        /// The key may also read deployment-wide diagnostics (`GET /v1/diagnostics/runtime`).
+        /// The key may also manage the org's keys and read deployment-wide diagnostics
+        /// (`GET /v1/diagnostics/runtime`).
         #[arg(long)]
         admin: bool,
+        /// A name to tell the key apart in listings.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List an org's keys: prefix, name, role, created, last used, revoked.
+    List {
+        #[arg(long = "org")]
+        org_id: String,
+    },
+    /// Revoke a key by its prefix (the part after `sable_`); the next request with it
+    /// is refused.
+    Revoke {
+        /// The key's prefix, as `sable admin key list` shows it.
+        prefix: String,
     },
 }
 
@@ -162,20 +179,45 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command {
         Command::Gateway => run_gateway(settings).await,
         Command::Worker => run_worker(settings).await,
-        Command::Migrate => {
-            Store::create_database_if_missing(&settings.database_url)
-                .await
-                .context("cannot reach or create the database")?;
-            connect_store(&settings)?
-                .migrate()
-                .await
-                .context("migration failed")?;
-            eprintln!("database is up to date");
-            Ok(())
-        }
+        Command::Migrate => run_migrate(&settings).await,
         Command::Admin { command } => run_admin(settings, command).await,
         Command::Dev => dev::run(settings).await,
         Command::Chat(args) => chat::run(args).await,
+    }
+}
+
+async fn run_migrate(settings: &Settings) -> anyhow::Result<()> {
+    let url = &settings.database_url;
+    let created = Store::create_database_if_missing(url)
+        .await
+        .with_context(|| format!("cannot reach or create the database {}", redacted_url(url)))?;
+    if created {
+        eprintln!("created database {}", redacted_url(url));
+    }
+    let applied = connect_store(settings)?
+        .migrate()
+        .await
+        .context("migration failed")?;
+    if applied.is_empty() {
+        eprintln!("database is up to date");
+    } else {
+        eprintln!(
+            "applied {} migration(s): {}",
+            applied.len(),
+            applied.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The URL without a password, for messages.
+fn redacted_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_owned(),
     }
 }
 
@@ -183,9 +225,15 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
 async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<()> {
     let store = connect_store(&settings)?;
     match command {
-        AdminCommand::Org {
-            command: OrgCommand::Create { name },
-        } => {
+        AdminCommand::Org { command } => run_org_admin(&store, command).await,
+        AdminCommand::Key { command } => run_key_admin(&store, command).await,
+    }
+}
+
+#[allow(clippy::print_stdout)]
+async fn run_org_admin(store: &Store, command: OrgCommand) -> anyhow::Result<()> {
+    match command {
+        OrgCommand::Create { name } => {
             anyhow::ensure!(!name.trim().is_empty(), "the org name must not be empty");
             let org_id = store
                 .create_org(name.trim())
@@ -193,15 +241,63 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
                 .context("could not create the org")?;
             println!("{org_id}");
         }
-        AdminCommand::Key {
-            command: KeyCommand::Create { org_id, admin },
+        OrgCommand::List => {
+            let orgs = store.list_orgs().await.context("could not list the orgs")?;
+            println!("id\tname\tcreated");
+            for org in orgs {
+                println!("{}\t{}\t{}", org.id, org.name, org.created_at.to_rfc3339());
+            }
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+async fn run_key_admin(store: &Store, command: KeyCommand) -> anyhow::Result<()> {
+    match command {
+        KeyCommand::Create {
+            org_id,
+            admin,
+            name,
         } => {
             let org_id: OrgId = org_id.parse()?;
             let key = store
-                .create_api_key(org_id, admin)
+                .create_api_key(org_id, admin, name.as_deref())
                 .await
                 .with_context(|| format!("could not create a key for org {org_id}"))?;
             println!("{}", key.key);
+        }
+        KeyCommand::List { org_id } => {
+            let org_id: OrgId = org_id.parse()?;
+            anyhow::ensure!(store.org_exists(org_id).await?, "no org {org_id}");
+            let keys = store
+                .api_keys(org_id)
+                .await
+                .context("could not list the keys")?;
+            println!("prefix\tname\trole\tcreated\tlast_used\trevoked");
+            let time = |time: Option<chrono::DateTime<chrono::Utc>>| {
+                time.map_or_else(|| "-".to_owned(), |time| time.to_rfc3339())
+            };
+            for key in keys {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    key.prefix,
+                    key.name.as_deref().unwrap_or("-"),
+                    key.role(),
+                    key.created_at.to_rfc3339(),
+                    time(key.last_used_at),
+                    time(key.revoked_at)
+                );
+            }
+        }
+        KeyCommand::Revoke { prefix } => {
+            let prefix = prefix.trim_start_matches("sable_");
+            let revoked = store
+                .revoke_api_key(None, prefix)
+                .await
+                .context("could not revoke the key")?
+                .with_context(|| format!("no key with prefix {prefix}"))?;
+            eprintln!("revoked key {} of org {}", revoked.prefix, revoked.org_id);
         }
     }
     Ok(())
@@ -241,7 +337,7 @@ async fn run_worker(settings: Settings) -> anyhow::Result<()> {
     let store = connect_store(&settings)?;
     let bus = connect_bus(&settings, "sable-worker").await?;
     let agents = load_agents(&settings)?;
-    let models = build_models(&settings, &agents)?;
+    let models = build_models(&settings, &agents, models::ModelSource::Configured)?;
     let capabilities = load_capabilities(&settings, &agents)?;
     let config = worker_config(&settings);
     let metrics_listener = tokio::net::TcpListener::bind(&settings.metrics_addr)
@@ -295,7 +391,7 @@ pub(crate) fn gateway_config(
 ) -> anyhow::Result<sable_gateway::GatewayConfig> {
     Ok(sable_gateway::GatewayConfig {
         default_agent: AgentId::parse(settings.default_agent.clone())?,
-        agents: agents.ids().map(str::to_owned).collect(),
+        agents: agents.clone(),
         wait_timeout: Settings::millis(settings.wait_timeout_ms),
         wait_poll_interval: Settings::millis(settings.wait_poll_interval_ms),
         sweep_interval: Settings::millis(settings.sweep_interval_ms),
@@ -309,6 +405,12 @@ pub(crate) fn gateway_config(
             .filter(|host| !host.is_empty()),
         langfuse_project_id: settings.langfuse_project_id.clone(),
         live_within: Settings::millis(settings.heartbeat_interval_ms) * vitals::BEATS_BEFORE_GONE,
+        http: sable_gateway::HttpLimits {
+            header_timeout: Settings::millis(settings.http_header_timeout_ms),
+            body_timeout: Settings::millis(settings.http_body_timeout_ms),
+            max_connections: settings.http_max_connections,
+            shutdown_grace: Settings::millis(settings.shutdown_grace_ms),
+        },
     })
 }
 
@@ -410,8 +512,9 @@ pub(crate) fn load_bindings(
 pub(crate) fn build_models(
     settings: &Settings,
     agents: &AgentCatalog,
+    source: models::ModelSource,
 ) -> anyhow::Result<sable_llm::ModelClient> {
-    let models = models::build_model_client(settings)?;
+    let models = models::build_model_client(settings, source)?;
     agents
         .check_profiles(|profile| models.profile(profile).is_some())
         .context("an agent names a model profile that config/models.toml does not define")?;

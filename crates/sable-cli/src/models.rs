@@ -7,17 +7,36 @@ use std::path::Path;
 
 use anyhow::Context;
 use sable_core::Secret;
-use sable_llm::{CatalogSpec, ModelClient, ModelsFile, ProvidersFile};
+use sable_llm::{
+    CatalogSpec, ECHO_MODEL, ModelClient, ModelsFile, ProviderKind, ProviderSpec, ProvidersFile,
+};
 use serde::de::DeserializeOwned;
 
 use crate::settings::Settings;
 
-pub fn build_model_client(settings: &Settings) -> anyhow::Result<ModelClient> {
+/// Where a process's model answers come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelSource {
+    /// The providers and profiles of the catalog files.
+    Configured,
+    /// Every profile answered by the built-in echo model (`sable dev` with no provider).
+    Echo,
+}
+
+/// The variables that configure a real provider; `sable dev` falls back to the echo
+/// model when none is set.
+pub const PROVIDER_VARIABLES: [&str; 3] =
+    ["OPENAI_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"];
+
+pub fn build_model_client(settings: &Settings, source: ModelSource) -> anyhow::Result<ModelClient> {
     let mut catalog = CatalogSpec::new(
         read_toml::<ProvidersFile>(&settings.providers_file)?,
         read_toml::<ModelsFile>(&settings.models_file)?,
     );
     apply_overrides(&mut catalog, settings);
+    if source == ModelSource::Echo {
+        answer_everything_with_echo(&mut catalog);
+    }
     let keys = read_keys(&catalog)?;
     ModelClient::new(&catalog, &keys).with_context(|| {
         format!(
@@ -55,6 +74,27 @@ fn apply_overrides(catalog: &mut CatalogSpec, settings: &Settings) {
         if let Some(total) = settings.provider_timeout_ms {
             provider.total_timeout_ms = total;
         }
+    }
+}
+
+/// Points every profile at one `echo` provider, so every agent's profile still resolves.
+fn answer_everything_with_echo(catalog: &mut CatalogSpec) {
+    let echo = ProviderSpec {
+        kind: ProviderKind::Echo,
+        base_url: String::new(),
+        api_key_env: None,
+        api_key_file: None,
+        headers: BTreeMap::new(),
+        connect_timeout_ms: 1_000,
+        first_byte_timeout_ms: 1_000,
+        idle_timeout_ms: 1_000,
+        total_timeout_ms: 1_000,
+    };
+    catalog.providers = BTreeMap::from([(ECHO_MODEL.to_owned(), echo)]);
+    for profile in catalog.profiles.values_mut() {
+        profile.provider = ECHO_MODEL.to_owned();
+        profile.model = ECHO_MODEL.to_owned();
+        profile.fallbacks.clear();
     }
 }
 

@@ -53,6 +53,13 @@ pub struct Settings {
     pub sweep_after_ms: u64,
     pub wait_timeout_ms: u64,
     pub wait_poll_interval_ms: u64,
+    /// A gateway connection that has not sent a whole request head this long after it
+    /// opened (or after its previous response: the idle keep-alive limit) is closed.
+    pub http_header_timeout_ms: u64,
+    /// A request body that has not arrived whole this long is refused with 408.
+    pub http_body_timeout_ms: u64,
+    /// Connections one gateway serves at once; more wait in the listen backlog.
+    pub http_max_connections: usize,
     pub worker_concurrency: usize,
     pub worker_id: Option<String>,
     pub shutdown_grace_ms: u64,
@@ -120,6 +127,9 @@ impl Default for Settings {
             sweep_after_ms: 10_000,
             wait_timeout_ms: 120_000,
             wait_poll_interval_ms: 1_000,
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 30_000,
+            http_max_connections: 10_000,
             worker_concurrency: 512,
             worker_id: None,
             shutdown_grace_ms: 20_000,
@@ -200,6 +210,14 @@ impl Settings {
         anyhow::ensure!(
             self.heartbeat_interval_ms >= 10,
             "heartbeat_interval_ms must be at least 10"
+        );
+        anyhow::ensure!(
+            self.http_header_timeout_ms >= 100 && self.http_body_timeout_ms >= 100,
+            "http_header_timeout_ms and http_body_timeout_ms must be at least 100"
+        );
+        anyhow::ensure!(
+            self.http_max_connections >= 1,
+            "http_max_connections must be at least 1"
         );
         self.content_capture()?;
         Ok(())

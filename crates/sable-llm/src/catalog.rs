@@ -17,6 +17,9 @@ use crate::ProviderTimeouts;
 pub enum ProviderKind {
     Openai,
     Anthropic,
+    /// The built-in echo model (no network): what `sable dev` answers with when no
+    /// provider is configured.
+    Echo,
 }
 
 /// One provider entry of `providers.toml`.
@@ -24,6 +27,8 @@ pub enum ProviderKind {
 #[serde(deny_unknown_fields)]
 pub struct ProviderSpec {
     pub kind: ProviderKind,
+    /// Required for every kind but `echo`.
+    #[serde(default)]
     pub base_url: String,
     /// The environment variable holding the API key.
     pub api_key_env: Option<String>,

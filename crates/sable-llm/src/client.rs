@@ -17,7 +17,7 @@ use tracing::Instrument;
 use crate::catalog::{CatalogError, CatalogSpec, ProfileSpec, ProviderKind, RetrySpec};
 use crate::{
     AnthropicConfig, AnthropicProvider, ChatProvider, ChatRequest, Completion, DeltaSink,
-    OpenAiConfig, OpenAiProvider, ProviderError, ProviderErrorKind, TokenUsage,
+    EchoProvider, OpenAiConfig, OpenAiProvider, ProviderError, ProviderErrorKind, TokenUsage,
 };
 
 /// One call to one profile, as recorded on the turn.
@@ -89,6 +89,7 @@ impl ModelClient {
                     timeouts: provider.timeouts(),
                 })
                 .map(|built| Arc::new(built) as Arc<dyn ChatProvider>),
+                ProviderKind::Echo => Ok(Arc::new(EchoProvider) as Arc<dyn ChatProvider>),
             };
             providers.insert(
                 name.clone(),

@@ -8,6 +8,7 @@
 mod anthropic;
 mod catalog;
 mod client;
+mod echo;
 mod error;
 mod http;
 mod model;
@@ -20,6 +21,7 @@ pub use catalog::{
     RetrySpec,
 };
 pub use client::{CallAttempt, CallReport, ModelClient};
+pub use echo::{ECHO_MODEL, EchoProvider};
 pub use error::{ProviderError, ProviderErrorKind};
 pub use http::ProviderTimeouts;
 pub use model::{

@@ -25,6 +25,8 @@ pub enum AgentError {
 pub struct AgentDefinition {
     pub id: AgentId,
     pub name: String,
+    /// One line for listings (`GET /v1/agents`); empty when the file gives none.
+    pub description: String,
     pub system_prompt: String,
     pub max_output_tokens: Option<u32>,
     pub temperature: Option<f32>,
@@ -273,6 +275,7 @@ fn load_agent(folder: &Path) -> Result<AgentDefinition, AgentError> {
     let _ = file.description;
     Ok(AgentDefinition {
         name: file.name.unwrap_or_else(|| id.as_str().to_owned()),
+        description: file.description.unwrap_or_default(),
         id,
         system_prompt: system_prompt.trim().to_owned(),
         max_output_tokens: file.model.max_output_tokens,

@@ -201,6 +201,7 @@ mod tests {
         AgentDefinition {
             id: AgentId::parse("a").unwrap(),
             name: "a".into(),
+            description: String::new(),
             system_prompt: "Be brief.".into(),
             max_output_tokens: Some(10),
             temperature: None,

@@ -9,6 +9,9 @@ pub enum StoreError {
     /// Postgres could not be reached or the pool had no connection in time; retry later.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),
+    /// The database does not exist or lacks its tables: `sable migrate` has not run.
+    #[error("the database is not set up (run `sable migrate`): {0}")]
+    NotMigrated(#[source] sqlx::Error),
     /// The connection URL is malformed.
     #[error("invalid database configuration: {0}")]
     Config(#[source] sqlx::Error),
@@ -34,6 +37,11 @@ impl From<sqlx::Error> for StoreError {
             {
                 Self::Unavailable(error)
             }
+            sqlx::Error::Database(ref database_error)
+                if is_missing_schema(database_error.as_ref()) =>
+            {
+                Self::NotMigrated(error)
+            }
             other => Self::Database(other),
         }
     }
@@ -42,6 +50,12 @@ impl From<sqlx::Error> for StoreError {
 /// SQLSTATE classes 08 (connection exception) and 57P (operator intervention, e.g. shutdown).
 fn is_connection_loss(code: Option<&str>) -> bool {
     code.is_some_and(|code| code.starts_with("08") || code.starts_with("57P"))
+}
+
+/// Postgres 3D000 (no such database) and 42P01 (no such table); SQLite's "no such table".
+fn is_missing_schema(error: &dyn sqlx::error::DatabaseError) -> bool {
+    matches!(error.code().as_deref(), Some("3D000" | "42P01"))
+        || error.message().starts_with("no such table")
 }
 
 impl StoreError {

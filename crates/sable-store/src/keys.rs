@@ -2,6 +2,7 @@
 
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use rand::RngCore;
 use sable_core::{ApiKeyId, OrgId};
 use sha2::{Digest, Sha256};
@@ -31,8 +32,53 @@ impl fmt::Debug for ApiKeySecret {
 pub struct AuthenticatedKey {
     pub key_id: ApiKeyId,
     pub org_id: OrgId,
-    /// May read deployment-wide diagnostics, beyond its own org.
+    /// May read deployment-wide diagnostics and manage its org's keys.
     pub admin: bool,
+    /// When the key was last recorded as used (at most once a minute, see
+    /// [`LAST_USED_RESOLUTION`]).
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+impl AuthenticatedKey {
+    /// True when `last_used_at` is older than the resolution, so worth recording again.
+    pub fn last_use_is_stale(&self, now: DateTime<Utc>) -> bool {
+        self.last_used_at
+            .is_none_or(|used| now - used >= LAST_USED_RESOLUTION)
+    }
+}
+
+/// `last_used_at` is written at most this often per key, so that authenticating stays
+/// one read.
+pub const LAST_USED_RESOLUTION: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// An org, as `sable admin org list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgRecord {
+    pub id: OrgId,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An API key without its secret, as key listings show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: ApiKeyId,
+    pub org_id: OrgId,
+    /// The public part of the key (`sable_<prefix>_…`), which names it in listings and
+    /// revocation.
+    pub prefix: String,
+    pub name: Option<String>,
+    pub admin: bool,
+    pub created_at: DateTime<Utc>,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl ApiKeyRecord {
+    /// `admin` or `member` (finer roles are not modelled yet).
+    pub fn role(&self) -> &'static str {
+        if self.admin { "admin" } else { "member" }
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -41,7 +87,31 @@ struct KeyRow {
     org_id: Uuid,
     secret_hash: Vec<u8>,
     admin: bool,
+    last_used_at: Option<DateTime<Utc>>,
 }
+
+#[derive(sqlx::FromRow)]
+struct OrgRow {
+    id: Uuid,
+    name: String,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ApiKeyRow {
+    id: Uuid,
+    org_id: Uuid,
+    prefix: String,
+    name: Option<String>,
+    admin: bool,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+/// The columns of a key listing, in [`ApiKeyRow`]'s order (shared by both backends).
+pub(crate) const KEY_COLUMNS: &str =
+    "id, org_id, prefix, name, admin, created_at, last_used_at, revoked_at";
 
 impl PgStore {
     pub async fn create_org(&self, name: &str) -> Result<OrgId, StoreError> {
@@ -63,11 +133,12 @@ impl PgStore {
     }
 
     /// Creates a key for an existing org; an `admin` key may also read deployment-wide
-    /// diagnostics.
+    /// diagnostics and manage the org's keys.
     pub async fn create_api_key(
         &self,
         org_id: OrgId,
         admin: bool,
+        name: Option<&str>,
     ) -> Result<ApiKeySecret, StoreError> {
         if !self.org_exists(org_id).await? {
             return Err(StoreError::NotFound("org"));
@@ -76,13 +147,14 @@ impl PgStore {
         let prefix = random_hex(6);
         let secret = random_hex(24);
         sqlx::query(
-            "INSERT INTO api_keys (id, org_id, prefix, secret_hash, admin) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO api_keys (id, org_id, prefix, secret_hash, admin, name) VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(id.as_uuid())
         .bind(org_id.as_uuid())
         .bind(&prefix)
         .bind(hash_secret(&secret))
         .bind(admin)
+        .bind(name)
         .execute(&self.pool)
         .await?;
         Ok(ApiKeySecret {
@@ -101,7 +173,7 @@ impl PgStore {
             return Ok(None);
         };
         let row: Option<KeyRow> = sqlx::query_as(
-            "SELECT id, org_id, secret_hash, admin FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
+            "SELECT id, org_id, secret_hash, admin, last_used_at FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
         )
         .bind(prefix)
         .fetch_optional(&self.pool)
@@ -112,7 +184,77 @@ impl PgStore {
                 key_id: ApiKeyId::from_uuid(row.id),
                 org_id: OrgId::from_uuid(row.org_id),
                 admin: row.admin,
+                last_used_at: row.last_used_at,
             }))
+    }
+
+    pub async fn record_key_use(&self, key_id: ApiKeyId) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = $1")
+            .bind(key_id.as_uuid())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn list_orgs(&self) -> Result<Vec<OrgRecord>, StoreError> {
+        let rows: Vec<OrgRow> =
+            sqlx::query_as("SELECT id, name, created_at FROM orgs ORDER BY created_at, id")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(OrgRecord::from).collect())
+    }
+
+    pub async fn api_keys(&self, org_id: OrgId) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let rows: Vec<ApiKeyRow> = sqlx::query_as(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 ORDER BY created_at, id"
+        ))
+        .bind(org_id.as_uuid())
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(ApiKeyRecord::from).collect())
+    }
+
+    /// Revokes the key with `prefix` (of `org_id`, when given); `None` when there is no
+    /// such key. Revoking a revoked key keeps its first revocation time.
+    pub async fn revoke_api_key(
+        &self,
+        org_id: Option<OrgId>,
+        prefix: &str,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row: Option<ApiKeyRow> = sqlx::query_as(&format!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) \
+             WHERE prefix = $1 AND ($2::uuid IS NULL OR org_id = $2) RETURNING {KEY_COLUMNS}"
+        ))
+        .bind(prefix)
+        .bind(org_id.map(|org| org.as_uuid()))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(ApiKeyRecord::from))
+    }
+}
+
+impl From<OrgRow> for OrgRecord {
+    fn from(row: OrgRow) -> Self {
+        Self {
+            id: OrgId::from_uuid(row.id),
+            name: row.name,
+            created_at: row.created_at,
+        }
+    }
+}
+
+impl From<ApiKeyRow> for ApiKeyRecord {
+    fn from(row: ApiKeyRow) -> Self {
+        Self {
+            id: ApiKeyId::from_uuid(row.id),
+            org_id: OrgId::from_uuid(row.org_id),
+            prefix: row.prefix,
+            name: row.name,
+            admin: row.admin,
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
+            revoked_at: row.revoked_at,
+        }
     }
 }
 

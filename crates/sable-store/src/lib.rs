@@ -25,15 +25,15 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sable_core::{DeliveryId, OrgId, SessionId, TurnId};
+use sable_core::{ApiKeyId, DeliveryId, OrgId, SessionId, TurnId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 pub use calls::{ProviderCallRecord, SessionSummary};
 pub use error::StoreError;
 pub use intake::{AcceptedTurn, NewMessage, SessionTarget};
-pub use keys::{ApiKeySecret, AuthenticatedKey};
-pub use notes::{MemoryEdit, SessionInfo};
+pub use keys::{ApiKeyRecord, ApiKeySecret, AuthenticatedKey, LAST_USED_RESOLUTION, OrgRecord};
+pub use notes::{MemoryEdit, SessionFilter, SessionInfo};
 pub use outbox::DeliveryRecord;
 pub use records::{HistoryEntry, MessageRecord, TurnRecord};
 pub use roles::{PoolStats, RoleInstance};
@@ -93,16 +93,28 @@ macro_rules! store_contract {
 }
 
 store_contract! {
-    /// Applies every migration not yet applied. Safe to run from many processes at once.
-    fn migrate(&self) -> ();
+    /// Applies every migration not yet applied and names those it applied (`0006 key
+    /// names`). Safe to run from many processes at once.
+    fn migrate(&self) -> Vec<String>;
     /// Succeeds when the database answers a trivial query.
     fn ping(&self) -> ();
     fn create_org(&self, name: &str) -> OrgId;
     fn org_exists(&self, org_id: OrgId) -> bool;
-    /// Creates a key for an existing org; `admin` keys may read deployment diagnostics.
-    fn create_api_key(&self, org_id: OrgId, admin: bool) -> ApiKeySecret;
+    /// Every org, oldest first (an operator's view: not scoped).
+    fn list_orgs(&self) -> Vec<OrgRecord>;
+    /// Creates a key for an existing org; `admin` keys may read deployment diagnostics
+    /// and manage the org's keys.
+    fn create_api_key(&self, org_id: OrgId, admin: bool, name: Option<&str>) -> ApiKeySecret;
     /// The key's org, or `None` when it is malformed, unknown or revoked.
     fn authenticate(&self, presented: &str) -> Option<AuthenticatedKey>;
+    /// Records that the key was used now (callers do so at most once a minute).
+    fn record_key_use(&self, key_id: ApiKeyId) -> ();
+    /// The org's keys (revoked ones included), oldest first; never their secrets.
+    fn api_keys(&self, org_id: OrgId) -> Vec<ApiKeyRecord>;
+    /// Revokes a key by prefix, within `org_id` when given; `None` when there is none.
+    fn revoke_api_key(&self, org_id: Option<OrgId>, prefix: &str) -> Option<ApiKeyRecord>;
+    /// The org's sessions, newest first, filtered, one page after `filter.before`.
+    fn list_sessions(&self, org_id: OrgId, filter: &SessionFilter) -> Vec<SessionInfo>;
     /// Writes the message and a queued turn atomically; a repeated idempotency key
     /// returns the first turn and writes nothing.
     fn accept_message(&self, message: NewMessage) -> AcceptedTurn;
@@ -179,15 +191,33 @@ impl Store {
         }
     }
 
-    /// Creates the database named in `url` if it does not exist yet. (A SQLite file and
-    /// its directory are created when the store opens it.)
-    pub async fn create_database_if_missing(url: &str) -> Result<(), StoreError> {
+    /// Creates the database named in `url` if it does not exist yet; true when it did.
+    /// (A SQLite file and its directory are created when the store opens it.)
+    pub async fn create_database_if_missing(url: &str) -> Result<bool, StoreError> {
         use sqlx::migrate::MigrateDatabase;
         if !is_sqlite_url(url) && !sqlx::Postgres::database_exists(url).await? {
             sqlx::Postgres::create_database(url).await?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
+}
+
+/// The migrations of `migrator` that were not among `before`, as `<version> <name>`.
+pub(crate) fn newly_applied(
+    migrator: &sqlx::migrate::Migrator,
+    before: &[sqlx::migrate::AppliedMigration],
+) -> Vec<String> {
+    migrator
+        .iter()
+        .filter(|migration| !migration.migration_type.is_down_migration())
+        .filter(|migration| {
+            before
+                .iter()
+                .all(|applied| applied.version != migration.version)
+        })
+        .map(|migration| format!("{:04} {}", migration.version, migration.description))
+        .collect()
 }
 
 /// True for `sqlite:` URLs (the embedded store).
@@ -236,9 +266,16 @@ impl PgStore {
         &self.pool
     }
 
-    pub async fn migrate(&self) -> Result<(), StoreError> {
-        sqlx::migrate!("./migrations").run(&self.pool).await?;
-        Ok(())
+    pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        use sqlx::migrate::Migrate;
+        let migrator = sqlx::migrate!("./migrations");
+        let before = {
+            let mut connection = self.pool.acquire().await?;
+            connection.ensure_migrations_table().await?;
+            connection.list_applied_migrations().await?
+        };
+        migrator.run(&self.pool).await?;
+        Ok(newly_applied(&migrator, &before))
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

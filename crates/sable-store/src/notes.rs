@@ -29,6 +29,32 @@ pub struct SessionInfo {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Which sessions `list_sessions` returns: every filter that is set must match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionFilter {
+    pub conversation: Option<String>,
+    pub user_id: Option<String>,
+    pub agent: Option<String>,
+    pub channel: Option<String>,
+    /// Only sessions older than this one (the previous page's last id).
+    pub before: Option<SessionId>,
+    pub limit: i64,
+}
+
+/// The listing query of both backends; `id_type` is how a bound id compares with
+/// `sessions.id` (`uuid` in Postgres, `TEXT` in SQLite).
+pub(crate) fn list_sessions_sql(id_type: &str) -> String {
+    format!(
+        "SELECT {SESSION_INFO_COLUMNS} FROM sessions s WHERE s.org_id = $1 \
+         AND (CAST($2 AS TEXT) IS NULL OR s.conversation_key = $2) \
+         AND (CAST($3 AS TEXT) IS NULL OR s.user_id = $3) \
+         AND (CAST($4 AS TEXT) IS NULL OR s.agent_id = $4) \
+         AND (CAST($5 AS TEXT) IS NULL OR s.channel = $5) \
+         AND (CAST($6 AS {id_type}) IS NULL OR s.id < CAST($6 AS {id_type})) \
+         ORDER BY s.id DESC LIMIT $7"
+    )
+}
+
 pub(crate) const SESSION_INFO_COLUMNS: &str = "s.id, s.channel, s.conversation_key, s.user_id, s.agent_id, \
      s.next_seq - 1 AS turns, s.created_at, s.updated_at";
 
@@ -117,6 +143,23 @@ impl PgStore {
             .bind(org_id.as_uuid())
             .bind(user_id)
             .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+
+    pub async fn list_sessions(
+        &self,
+        org_id: OrgId,
+        filter: &SessionFilter,
+    ) -> Result<Vec<SessionInfo>, StoreError> {
+        Ok(sqlx::query_as(&list_sessions_sql("uuid"))
+            .bind(org_id.as_uuid())
+            .bind(filter.conversation.as_deref())
+            .bind(filter.user_id.as_deref())
+            .bind(filter.agent.as_deref())
+            .bind(filter.channel.as_deref())
+            .bind(filter.before.map(|id| id.as_uuid()))
+            .bind(filter.limit)
             .fetch_all(&self.pool)
             .await?)
     }

@@ -258,8 +258,8 @@ async fn a_heartbeat_makes_its_process_live_once_and_pool_stats_answer(
 async fn a_created_key_authenticates_to_its_own_org(store: Store) -> anyhow::Result<()> {
     let first_org = store.create_org("first").await?;
     let second_org = store.create_org("second").await?;
-    let first_key = store.create_api_key(first_org, false).await?;
-    let second_key = store.create_api_key(second_org, true).await?;
+    let first_key = store.create_api_key(first_org, false, None).await?;
+    let second_key = store.create_api_key(second_org, true, None).await?;
 
     let first = store
         .authenticate(&first_key.key)
@@ -285,7 +285,7 @@ async fn a_wrong_secret_or_a_malformed_key_does_not_authenticate(
     store: Store,
 ) -> anyhow::Result<()> {
     let org_id = store.create_org("acme").await?;
-    let key = store.create_api_key(org_id, false).await?.key;
+    let key = store.create_api_key(org_id, false, None).await?.key;
     let wrong_secret = format!(
         "{}{}",
         &key[..key.len() - 1],
@@ -299,7 +299,7 @@ async fn a_wrong_secret_or_a_malformed_key_does_not_authenticate(
 }
 
 async fn a_key_needs_an_existing_org(store: Store) -> anyhow::Result<()> {
-    let missing = store.create_api_key(OrgId::new(), false).await;
+    let missing = store.create_api_key(OrgId::new(), false, None).await;
 
     assert!(
         matches!(missing, Err(StoreError::NotFound(_))),

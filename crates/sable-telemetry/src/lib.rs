@@ -109,7 +109,10 @@ fn log_layer<S>(format: LogFormat) -> Box<dyn Layer<S> + Send + Sync>
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
-    let layer = fmt::layer().with_writer(std::io::stderr);
+    // Colour only for a person at a terminal; never escape codes in files or collectors.
+    let layer = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     match format {
         LogFormat::Text => layer.boxed(),
         LogFormat::Json => layer

@@ -54,11 +54,28 @@ impl ChildProcess {
         env: &[(String, String)],
         dir: &Path,
     ) -> anyhow::Result<Self> {
+        Self::spawn_without(name, program, args, env, &[], dir)
+    }
+
+    /// Like [`ChildProcess::spawn`], with the variables named in `removed` taken out of
+    /// the inherited environment.
+    pub fn spawn_without(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(String, String)],
+        removed: &[&str],
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
         let log_dir = std::env::temp_dir().join("sable-test-logs");
         std::fs::create_dir_all(&log_dir)?;
         let log_path = log_dir.join(format!("{name}-{}.log", uuid::Uuid::new_v4().simple()));
         let log_file = std::fs::File::create(&log_path)?;
-        let mut child = Command::new(program)
+        let mut command = Command::new(program);
+        for variable in removed {
+            command.env_remove(variable);
+        }
+        let mut child = command
             .args(args)
             .envs(
                 env.iter()

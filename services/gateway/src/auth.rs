@@ -34,9 +34,30 @@ impl FromRequestParts<AppState> for Authenticated {
             .authenticate(presented)
             .await?
             .ok_or(ApiError::Unauthorized)?;
+        if key.last_use_is_stale(chrono::Utc::now()) {
+            // Off the request's path: last use is a listing detail, never worth a
+            // slower answer or a failed one.
+            let store = state.store.clone();
+            tokio::spawn(async move {
+                if let Err(error) = store.record_key_use(key.key_id).await {
+                    tracing::debug!(%error, "cannot record the key's last use");
+                }
+            });
+        }
         Ok(Self {
             org_id: key.org_id,
             admin: key.admin,
         })
+    }
+}
+
+impl Authenticated {
+    /// Admin keys only: `Forbidden` for the others.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.admin {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden)
+        }
     }
 }

@@ -1,7 +1,10 @@
 //! The one place where errors become HTTP answers: `{"error":{"code","message"}}`.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sable_store::StoreError;
 use serde_json::json;
@@ -23,6 +26,18 @@ pub enum ApiError {
     UnknownAgent(String),
     #[error("request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
+    #[error("request target is longer than {0} bytes")]
+    UriTooLong(usize),
+    #[error("request headers are larger than {0} bytes")]
+    HeadersTooLarge(usize),
+    #[error("request body must be JSON: send Content-Type: application/json (got '{0}')")]
+    UnsupportedMediaType(String),
+    #[error("the request body did not arrive within {0} ms")]
+    RequestTimeout(u64),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("method {0} is not allowed on this route")]
+    MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0} is unavailable; retry later")]
@@ -42,6 +57,17 @@ impl ApiError {
             Self::UnknownAgent(_) => (StatusCode::UNPROCESSABLE_ENTITY, "unknown_agent"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
             Self::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
+            Self::UriTooLong(_) => (StatusCode::URI_TOO_LONG, "uri_too_long"),
+            Self::HeadersTooLarge(_) => (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+            ),
+            Self::UnsupportedMediaType(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
+            Self::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+            Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
@@ -54,6 +80,13 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(what) => Self::NotFound(what),
             StoreError::Unavailable(_) => {
                 tracing::warn!(error = %error_chain(&error), "database unavailable");
+                Self::Unavailable("database")
+            }
+            StoreError::NotMigrated(_) => {
+                tracing::error!(
+                    error = %error_chain(&error),
+                    "the database or its schema is missing: run `sable migrate`"
+                );
                 Self::Unavailable("database")
             }
             other => Self::Internal(other.into()),
@@ -71,6 +104,48 @@ impl IntoResponse for ApiError {
         let body = json!({"error": {"code": code, "message": self.to_string()}});
         (status, Json(body)).into_response()
     }
+}
+
+/// Turns the framework's own error answers (axum's extractor rejections as `text/plain`,
+/// an empty 405) into the one JSON shape, keeping their status and headers. Handlers'
+/// errors are already JSON and pass through.
+pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let error = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed(method.to_string()),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge(crate::MAX_BODY_BYTES),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType(text),
+        _ if text.is_empty() => ApiError::BadRequest(
+            status
+                .canonical_reason()
+                .unwrap_or("bad request")
+                .to_lowercase(),
+        ),
+        _ => ApiError::BadRequest(text),
+    };
+    let (_, code) = error.status_and_code();
+    let body = json!({"error": {"code": code, "message": error.to_string()}});
+    parts.headers.remove(CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // The status stays the framework's (a 400 stays 400, whatever the code says).
+    (parts, Json(body)).into_response()
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

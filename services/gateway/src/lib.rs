@@ -11,11 +11,12 @@ mod auth;
 mod body;
 mod dispatcher;
 mod error;
+mod limits;
 mod routes;
+mod serve;
 mod waiter;
 mod webhook;
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,12 +24,14 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use sable_bus::Bus;
 use sable_core::AgentId;
-use sable_runtime::Bindings;
+use sable_runtime::{AgentCatalog, Bindings};
 use sable_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use limits::{MAX_HEADER_BYTES, MAX_URI_BYTES};
+pub use serve::HttpLimits;
 pub use webhook::WebhookChannel;
 
 /// Request bodies larger than this are refused with 413.
@@ -39,8 +42,8 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 pub struct GatewayConfig {
     /// The agent for sessions that name none.
     pub default_agent: AgentId,
-    /// Agents a request may name.
-    pub agents: BTreeSet<String>,
+    /// Agents a request may name (listed by `GET /v1/agents`).
+    pub agents: AgentCatalog,
     /// Longest a `"wait": true` request or SSE stream waits before answering 202.
     pub wait_timeout: Duration,
     /// How often a waiting request rechecks Postgres in case a live event was missed.
@@ -62,6 +65,8 @@ pub struct GatewayConfig {
     pub langfuse_project_id: Option<String>,
     /// A process whose heartbeat is older than this is not listed as live.
     pub live_within: Duration,
+    /// Connection-level limits against slow and hostile clients.
+    pub http: HttpLimits,
 }
 
 /// Shared by every request handler.
@@ -93,9 +98,8 @@ pub async fn run(
         shutdown.clone(),
     ));
     tracing::info!(addr = %listener.local_addr()?, "gateway serving");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    let limits = state.config.http.clone();
+    serve::serve(listener, router(state), &limits, shutdown.clone()).await;
     shutdown.cancel();
     dispatcher.await?;
     sweeper.await?;
@@ -111,8 +115,15 @@ fn router(state: AppState) -> Router {
         .merge(routes::approvals::router())
         .merge(routes::metrics::router())
         .merge(routes::diagnostics::router())
+        .merge(routes::keys::router())
+        .merge(routes::agents::router())
         .fallback(|| async { ApiError::NotFound("route") })
+        .method_not_allowed_fallback(|method: axum::http::Method| async move {
+            ApiError::MethodNotAllowed(method.to_string())
+        })
         .route_layer(axum::middleware::from_fn(routes::metrics::record))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(limits::refuse_oversized))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(state)
 }

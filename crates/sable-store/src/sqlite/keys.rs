@@ -1,12 +1,13 @@
 //! Orgs and API keys in SQLite; keys have the same form and hashing as in Postgres.
 
+use chrono::{DateTime, Utc};
 use sable_core::{ApiKeyId, OrgId};
 use sqlx::SqlitePool;
 use uuid::fmt::Hyphenated;
 
 use super::stored_now;
-use crate::keys::{KEY_SCHEME, hash_secret, random_hex, split_key};
-use crate::{ApiKeySecret, AuthenticatedKey, StoreError};
+use crate::keys::{KEY_COLUMNS, KEY_SCHEME, hash_secret, random_hex, split_key};
+use crate::{ApiKeyRecord, ApiKeySecret, AuthenticatedKey, OrgRecord, StoreError};
 
 #[derive(sqlx::FromRow)]
 struct KeyRow {
@@ -14,6 +15,26 @@ struct KeyRow {
     org_id: Hyphenated,
     secret_hash: Vec<u8>,
     admin: bool,
+    last_used_at: Option<DateTime<Utc>>,
+}
+
+#[derive(sqlx::FromRow)]
+struct OrgRow {
+    id: Hyphenated,
+    name: String,
+    created_at: DateTime<Utc>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ApiKeyRow {
+    id: Hyphenated,
+    org_id: Hyphenated,
+    prefix: String,
+    name: Option<String>,
+    admin: bool,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
 }
 
 pub(crate) async fn create_org(pool: &SqlitePool, name: &str) -> Result<OrgId, StoreError> {
@@ -41,6 +62,7 @@ pub(crate) async fn create_api_key(
     pool: &SqlitePool,
     org_id: OrgId,
     admin: bool,
+    name: Option<&str>,
 ) -> Result<ApiKeySecret, StoreError> {
     if !org_exists(pool, org_id).await? {
         return Err(StoreError::NotFound("org"));
@@ -49,7 +71,7 @@ pub(crate) async fn create_api_key(
     let prefix = random_hex(6);
     let secret = random_hex(24);
     sqlx::query(
-        "INSERT INTO api_keys (id, org_id, prefix, secret_hash, created_at, admin) VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO api_keys (id, org_id, prefix, secret_hash, created_at, admin, name) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
     .bind(id.as_uuid().hyphenated())
     .bind(org_id.as_uuid().hyphenated())
@@ -57,6 +79,7 @@ pub(crate) async fn create_api_key(
     .bind(hash_secret(&secret))
     .bind(stored_now())
     .bind(admin)
+    .bind(name)
     .execute(pool)
     .await?;
     Ok(ApiKeySecret {
@@ -74,7 +97,7 @@ pub(crate) async fn authenticate(
         return Ok(None);
     };
     let row: Option<KeyRow> = sqlx::query_as(
-        "SELECT id, org_id, secret_hash, admin FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
+        "SELECT id, org_id, secret_hash, admin, last_used_at FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
     )
     .bind(prefix)
     .fetch_optional(pool)
@@ -85,5 +108,75 @@ pub(crate) async fn authenticate(
             key_id: ApiKeyId::from_uuid(row.id.into_uuid()),
             org_id: OrgId::from_uuid(row.org_id.into_uuid()),
             admin: row.admin,
+            last_used_at: row.last_used_at,
         }))
+}
+
+pub(crate) async fn record_key_use(pool: &SqlitePool, key_id: ApiKeyId) -> Result<(), StoreError> {
+    sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
+        .bind(stored_now())
+        .bind(key_id.as_uuid().hyphenated())
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn list_orgs(pool: &SqlitePool) -> Result<Vec<OrgRecord>, StoreError> {
+    let rows: Vec<OrgRow> =
+        sqlx::query_as("SELECT id, name, created_at FROM orgs ORDER BY created_at, id")
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| OrgRecord {
+            id: OrgId::from_uuid(row.id.into_uuid()),
+            name: row.name,
+            created_at: row.created_at,
+        })
+        .collect())
+}
+
+pub(crate) async fn api_keys(
+    pool: &SqlitePool,
+    org_id: OrgId,
+) -> Result<Vec<ApiKeyRecord>, StoreError> {
+    let rows: Vec<ApiKeyRow> = sqlx::query_as(&format!(
+        "SELECT {KEY_COLUMNS} FROM api_keys WHERE org_id = $1 ORDER BY created_at, id"
+    ))
+    .bind(org_id.as_uuid().hyphenated())
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(ApiKeyRecord::from).collect())
+}
+
+pub(crate) async fn revoke_api_key(
+    pool: &SqlitePool,
+    org_id: Option<OrgId>,
+    prefix: &str,
+) -> Result<Option<ApiKeyRecord>, StoreError> {
+    let row: Option<ApiKeyRow> = sqlx::query_as(&format!(
+        "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) \
+         WHERE prefix = $2 AND ($3 IS NULL OR org_id = $3) RETURNING {KEY_COLUMNS}"
+    ))
+    .bind(stored_now())
+    .bind(prefix)
+    .bind(org_id.map(|org| org.as_uuid().hyphenated()))
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(ApiKeyRecord::from))
+}
+
+impl From<ApiKeyRow> for ApiKeyRecord {
+    fn from(row: ApiKeyRow) -> Self {
+        Self {
+            id: ApiKeyId::from_uuid(row.id.into_uuid()),
+            org_id: OrgId::from_uuid(row.org_id.into_uuid()),
+            prefix: row.prefix,
+            name: row.name,
+            admin: row.admin,
+            created_at: row.created_at,
+            last_used_at: row.last_used_at,
+            revoked_at: row.revoked_at,
+        }
+    }
 }

@@ -99,9 +99,16 @@ pub(crate) mod ops {
 
 /// Applies every migration not yet applied. Unlike Postgres there is no cross-process
 /// lock: the embedded mode migrates once, at start.
-pub(crate) async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
-    sqlx::migrate!("./migrations_sqlite").run(pool).await?;
-    Ok(())
+pub(crate) async fn migrate(pool: &SqlitePool) -> Result<Vec<String>, StoreError> {
+    use sqlx::migrate::Migrate;
+    let migrator = sqlx::migrate!("./migrations_sqlite");
+    let before = {
+        let mut connection = pool.acquire().await?;
+        connection.ensure_migrations_table().await?;
+        connection.list_applied_migrations().await?
+    };
+    migrator.run(pool).await?;
+    Ok(crate::newly_applied(&migrator, &before))
 }
 
 pub(crate) async fn ping(pool: &SqlitePool) -> Result<(), StoreError> {

@@ -6,8 +6,8 @@ use sqlx::SqlitePool;
 use uuid::fmt::Hyphenated;
 
 use super::{begin_write, stored_now};
-use crate::notes::SESSION_INFO_COLUMNS;
-use crate::{MemoryEdit, SessionInfo, StoreError};
+use crate::notes::{SESSION_INFO_COLUMNS, list_sessions_sql};
+use crate::{MemoryEdit, SessionFilter, SessionInfo, StoreError};
 
 #[derive(sqlx::FromRow)]
 struct SessionInfoRow {
@@ -120,6 +120,24 @@ pub(crate) async fn user_sessions(
         .bind(org_id.as_uuid().hyphenated())
         .bind(user_id)
         .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(SessionInfo::from).collect())
+}
+
+pub(crate) async fn list_sessions(
+    pool: &SqlitePool,
+    org_id: OrgId,
+    filter: &SessionFilter,
+) -> Result<Vec<SessionInfo>, StoreError> {
+    let rows: Vec<SessionInfoRow> = sqlx::query_as(&list_sessions_sql("TEXT"))
+        .bind(org_id.as_uuid().hyphenated())
+        .bind(filter.conversation.as_deref())
+        .bind(filter.user_id.as_deref())
+        .bind(filter.agent.as_deref())
+        .bind(filter.channel.as_deref())
+        .bind(filter.before.map(|id| id.as_uuid().hyphenated()))
+        .bind(filter.limit)
         .fetch_all(pool)
         .await?;
     Ok(rows.into_iter().map(SessionInfo::from).collect())

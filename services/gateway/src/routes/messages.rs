@@ -34,6 +34,7 @@ pub(crate) fn router() -> Router<AppState> {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct PostMessageBody {
     text: String,
     session_id: Option<String>,
@@ -47,6 +48,7 @@ struct PostMessageBody {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ConversationBody {
     id: String,
     user_id: Option<String>,

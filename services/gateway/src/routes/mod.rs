@@ -1,8 +1,10 @@
 //! One module per resource, each exporting its router.
 
+pub(crate) mod agents;
 pub(crate) mod approvals;
 pub(crate) mod diagnostics;
 pub(crate) mod health;
+pub(crate) mod keys;
 pub(crate) mod messages;
 pub(crate) mod metrics;
 pub(crate) mod sessions;
