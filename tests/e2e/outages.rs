@@ -94,3 +94,46 @@ async fn with_postgres_down_the_gateway_answers_503_and_writes_nothing() -> anyh
     .await?;
     Ok(())
 }
+
+#[tokio::test]
+async fn a_gateway_on_a_database_never_created_answers_503_and_says_to_run_migrate()
+-> anyhow::Result<()> {
+    let stack = TestStack::start(StackOptions::default()).await?;
+    let missing = stack
+        .database
+        .url
+        .rsplit_once('/')
+        .map(|(server, _)| format!("{server}/never_created_{}", uuid::Uuid::new_v4().simple()))
+        .expect("a database URL");
+    let mut gateway = stack.spawn_role("gateway", "gateway", &[("SABLE_DATABASE_URL", missing)])?;
+    let url = gateway
+        .wait_for_line("sable gateway listening on", crate::support::READY_TIMEOUT)
+        .await?;
+
+    let response = stack
+        .http
+        .post(format!("{url}/v1/messages"))
+        .bearer_auth(&stack.key)
+        .json(&json!({"text": "hello"}))
+        .send()
+        .await?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await?;
+
+    assert_error(
+        &(status, body),
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+    );
+    let log = sable_testkit::wait_for(
+        "the log to name the fix",
+        Duration::from_secs(10),
+        || async {
+            let log = std::fs::read_to_string(&gateway.log_path).ok()?;
+            log.contains("run `sable migrate`").then_some(log)
+        },
+    )
+    .await?;
+    assert!(log.contains("does not exist"), "{log}");
+    Ok(())
+}

@@ -133,7 +133,7 @@ fn main() -> std::process::ExitCode {
     let (settings, _telemetry) = match started {
         Ok(started) => started,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", sable_core::error_chain(error.as_ref()));
             return std::process::ExitCode::FAILURE;
         }
     };
@@ -150,7 +150,7 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(run(cli, settings)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            eprintln!("error: {}", sable_core::error_chain(error.as_ref()));
             std::process::ExitCode::FAILURE
         }
     }
@@ -535,8 +535,15 @@ async fn connect_bus(settings: &Settings, connection_name: &str) -> anyhow::Resu
 }
 
 pub(crate) fn load_agents(settings: &Settings) -> anyhow::Result<AgentCatalog> {
-    let agents = AgentCatalog::load(&settings.agents_dir)
-        .with_context(|| format!("cannot load agents from {}", settings.agents_dir.display()))?;
+    let agents = AgentCatalog::load(&settings.agents_dir).with_context(|| {
+        format!(
+            "cannot load agents from {} (the agents_dir setting, SABLE_AGENTS_DIR; a relative \
+             path is read from the directory sable runs in, {})",
+            settings.agents_dir.display(),
+            std::env::current_dir()
+                .map_or_else(|_| "unknown".into(), |dir| dir.display().to_string())
+        )
+    })?;
     anyhow::ensure!(
         agents.contains(&settings.default_agent),
         "the default agent '{}' is not in {}",

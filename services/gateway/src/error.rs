@@ -6,6 +6,7 @@ use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use sable_core::error_chain;
 use sable_store::StoreError;
 use serde_json::json;
 
@@ -146,15 +147,4 @@ pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     // The status stays the framework's (a 400 stays 400, whatever the code says).
     (parts, Json(body)).into_response()
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
