@@ -20,4 +20,5 @@ mod provider_failures;
 mod provider_layer;
 mod quickstart;
 mod readme;
+mod shutdown;
 mod tracing;

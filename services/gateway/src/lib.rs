@@ -75,6 +75,8 @@ pub(crate) struct AppState {
     pub store: Store,
     pub bus: Bus,
     pub config: Arc<GatewayConfig>,
+    /// Cancelled at shutdown: waiting and streaming requests answer at once.
+    pub shutdown: CancellationToken,
 }
 
 /// Serves the API on `listener` and runs the dispatcher until `shutdown` is cancelled,
@@ -91,6 +93,7 @@ pub async fn run(
         store,
         bus,
         config: Arc::new(config),
+        shutdown: shutdown.clone(),
     };
     let dispatcher = tokio::spawn(dispatcher::run(state.clone(), shutdown.clone()));
     let sweeper = tokio::spawn(dispatcher::sweep_deliveries(

@@ -23,6 +23,8 @@ pub(crate) enum WaitOutcome {
     Finished(FinishedTurn),
     /// The wait timed out; the turn goes on and can be read later.
     StillRunning(TurnStatus),
+    /// This gateway is shutting down; the turn goes on and can be read from any other.
+    Interrupted(TurnStatus),
 }
 
 /// Waits until the turn ends or the configured wait timeout passes, calling `on_delta`
@@ -64,6 +66,7 @@ pub(crate) async fn wait_for_turn(
                 Err(error) => tracing::debug!(%error, "turn poll failed; still waiting"),
             },
             () = tokio::time::sleep_until(deadline) => return Ok(WaitOutcome::StillRunning(last_status)),
+            () = state.shutdown.cancelled() => return Ok(WaitOutcome::Interrupted(last_status)),
         }
     }
 }

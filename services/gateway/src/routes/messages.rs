@@ -316,15 +316,33 @@ fn outcome_json(accepted: &AcceptedTurn, outcome: &WaitOutcome) -> serde_json::V
         WaitOutcome::StillRunning(status) => {
             json!({"turn_id": accepted.turn_id, "session_id": accepted.session_id, "status": status})
         }
+        WaitOutcome::Interrupted(status) => json!({
+            "turn_id": accepted.turn_id,
+            "session_id": accepted.session_id,
+            "status": status,
+            "retry_after_ms": RETRY_AFTER_SHUTDOWN_MS,
+            "hint": "this gateway is stopping; the turn goes on: read it with GET /v1/turns/{id}, \
+                     or send the message again with the same idempotency_key",
+        }),
     }
 }
+
+/// How long a client told "this gateway is stopping" should wait before asking again.
+const RETRY_AFTER_SHUTDOWN_MS: u64 = 1_000;
 
 fn wait_response(accepted: &AcceptedTurn, outcome: WaitOutcome) -> Response {
     let status = match outcome {
         WaitOutcome::Finished(_) => StatusCode::OK,
-        WaitOutcome::StillRunning(_) => StatusCode::ACCEPTED,
+        WaitOutcome::StillRunning(_) | WaitOutcome::Interrupted(_) => StatusCode::ACCEPTED,
     };
-    (status, Json(outcome_json(accepted, &outcome))).into_response()
+    let mut response = (status, Json(outcome_json(accepted, &outcome))).into_response();
+    if matches!(outcome, WaitOutcome::Interrupted(_)) {
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from(RETRY_AFTER_SHUTDOWN_MS / 1_000),
+        );
+    }
+    response
 }
 
 /// Streams `accepted`, then `delta` events as text arrives, then `final`.
