@@ -46,7 +46,7 @@ async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> anyhow::
         }
     })
     .await
-    .map_err(|_| anyhow::anyhow!("the gateway kept the connection open for {within:?}"))?;
+    .map_err(|_elapsed| anyhow::anyhow!("the gateway kept the connection open for {within:?}"))?;
     Ok(received)
 }
 

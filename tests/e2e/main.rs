@@ -5,7 +5,6 @@ mod support;
 
 mod admin;
 mod agent_runtime;
-mod architecture;
 mod bad_input;
 mod crash_recovery;
 mod diagnostics;

@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use anyhow::Context;
+
 use serde_json::json;
 
 use sable_testkit::wait_for;
@@ -21,7 +23,7 @@ fn parse(text: &str) -> anyhow::Result<BTreeMap<String, f64>> {
             .ok_or_else(|| anyhow::anyhow!("no value in {line:?}"))?;
         let value: f64 = value
             .parse()
-            .map_err(|_| anyhow::anyhow!("bad value in {line:?}"))?;
+            .with_context(|| format!("bad value in {line:?}"))?;
         anyhow::ensure!(
             name.starts_with(|first: char| first.is_ascii_alphabetic() || first == '_'),
             "bad series {line:?}"

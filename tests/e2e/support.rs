@@ -51,6 +51,37 @@ pub struct TestStack {
     extra_env: Vec<(&'static str, String)>,
 }
 
+/// Where a Postgres URL's server is: its `host[:port]` as written, and as `host:port`.
+pub struct PostgresServer {
+    pub as_written: String,
+    pub address: String,
+}
+
+/// The server of `postgres://user@host:port/database` (port 5432 when none is given),
+/// so a proxy goes in front of whichever server `SABLE_TEST_POSTGRES_URL` names.
+pub fn postgres_server(url: &str) -> anyhow::Result<PostgresServer> {
+    let (_, rest) = url
+        .split_once("://")
+        .context("a Postgres URL has a scheme")?;
+    let authority = rest.split(['/', '?']).next().unwrap_or_default();
+    let as_written = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    anyhow::ensure!(!as_written.is_empty(), "no host in {url}");
+    let has_port = as_written
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| port.parse::<u16>().is_ok());
+    let address = if has_port {
+        as_written.to_owned()
+    } else {
+        format!("{as_written}:5432")
+    };
+    Ok(PostgresServer {
+        as_written: as_written.to_owned(),
+        address,
+    })
+}
+
 pub fn sable_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sable"))
 }
@@ -70,7 +101,12 @@ impl TestStack {
         let nats = NatsServer::start().await?;
         let provider = FakeProvider::start().await?;
         let postgres_proxy = if options.postgres_proxy {
-            Some(TcpProxy::start("127.0.0.1:5432".parse()?).await?)
+            let server = postgres_server(&database.url)?;
+            let address = tokio::net::lookup_host(&server.address)
+                .await?
+                .next()
+                .with_context(|| format!("cannot resolve {}", server.address))?;
+            Some(TcpProxy::start(address).await?)
         } else {
             None
         };
@@ -109,12 +145,13 @@ impl TestStack {
     /// The environment every role of this stack gets: its own database, NATS server and
     /// prefix, the fake provider, and short timings so recovery paths run in seconds.
     pub fn env(&self) -> Vec<(String, String)> {
-        let database_url = match &self.postgres_proxy {
-            Some(proxy) => self
-                .database
-                .url
-                .replace("127.0.0.1:5432", &proxy.addr.to_string()),
-            None => self.database.url.clone(),
+        let database_url = match (&self.postgres_proxy, postgres_server(&self.database.url)) {
+            (Some(proxy), Ok(server)) => self.database.url.replacen(
+                &format!("{}/", server.as_written),
+                &format!("{}/", proxy.addr),
+                1,
+            ),
+            _ => self.database.url.clone(),
         };
         let mut env: Vec<(String, String)> = [
             ("SABLE_DATABASE_URL", database_url),
