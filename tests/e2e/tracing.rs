@@ -7,6 +7,8 @@
 
 use std::time::Duration;
 
+use anyhow::Context;
+
 use sable_testkit::{ExportedSpan, OtlpReceiver, rss_kib, wait_for};
 use serde_json::json;
 
@@ -333,7 +335,7 @@ async fn a_collector_that_never_answers_costs_turns_nothing() -> anyhow::Result<
             .post_message(0, &json!({"text": "warm up", "wait": true}))
             .await?;
         assert_eq!(answer["status"], "done", "{answer}");
-        rss_kib(worker_pid).unwrap_or(0)
+        rss_kib(worker_pid).context("cannot read the worker's RSS")?
     };
     for round in 0..40 {
         let (_, answer) = stack
@@ -348,7 +350,7 @@ async fn a_collector_that_never_answers_costs_turns_nothing() -> anyhow::Result<
         started.elapsed()
     );
     let grown_kib = rss_kib(worker_pid)
-        .unwrap_or(0)
+        .context("cannot read the worker's RSS")?
         .saturating_sub(rss_after_warm_up);
     assert!(grown_kib < 32 * 1024, "the worker grew by {grown_kib} KiB");
     drop(silent);

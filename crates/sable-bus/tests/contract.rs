@@ -36,13 +36,26 @@ async fn a_published_wakeup_is_pulled_once_with_its_trace(bus: Bus) -> anyhow::R
 
     let delivered = next_turn(&mut stream).await?;
     delivered.ack().await?;
+    let (turn_id, traceparent, count) = (
+        delivered.payload.turn_id.clone(),
+        delivered.traceparent.clone(),
+        delivered.delivery_count(),
+    );
+    drop(delivered);
 
-    assert_eq!(delivered.payload.turn_id, "t1");
+    assert_eq!(turn_id, "t1");
     assert_eq!(
-        delivered.traceparent.as_deref(),
+        traceparent.as_deref(),
         Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
     );
-    assert_eq!(delivered.delivery_count(), 1);
+    assert_eq!(count, 1);
+    // Acked: the bus holds nothing for anyone (NATS: no ack pending) ...
+    let after = bus.queue_stats(WorkQueue::Turns).await?;
+    assert_eq!((after.pending, after.ack_pending), (0, 0), "{after:?}");
+    // ... and it does not come back once an unacked item would have (the in-process
+    // bus redelivers after one second; NATS's ack wait is longer, covered above).
+    let again = tokio::time::timeout(Duration::from_secs(3), stream.next()).await;
+    assert!(again.is_err(), "t1 was delivered a second time");
     Ok(())
 }
 
