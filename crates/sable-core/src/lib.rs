@@ -1,16 +1,19 @@
-//! Sable's core vocabulary: identifiers, statuses and validated inputs.
+//! Sable's core vocabulary: identifiers, statuses, validated inputs and cron schedules.
 //!
-//! Pure types with no I/O. Every other crate of the workspace may depend on this one;
-//! it depends on nothing of ours.
+//! Pure types with no I/O (schedules never read the clock: callers pass the instant).
+//! Every other crate of the workspace may depend on this one; it depends on nothing of
+//! ours.
 
 mod fault;
 mod ids;
 mod input;
+mod schedule;
 mod secret;
 mod status;
 
 pub use fault::{FaultAction, FaultPoints};
-pub use ids::{ApiKeyId, DeliveryId, IdParseError, MessageId, OrgId, SessionId, TurnId};
+pub use ids::{ApiKeyId, CronTaskId, DeliveryId, IdParseError, MessageId, OrgId, SessionId, TurnId};
 pub use input::{AgentId, Channel, ConversationKey, IdempotencyKey, InputError, MessageText};
+pub use schedule::{MisfirePolicy, Schedule, cron_idempotency_key};
 pub use secret::Secret;
 pub use status::{DeliveryStatus, MessageRole, StatusParseError, TurnStatus};
