@@ -12,7 +12,9 @@ mod secret;
 mod status;
 
 pub use fault::{FaultAction, FaultPoints};
-pub use ids::{ApiKeyId, CronTaskId, DeliveryId, IdParseError, MessageId, OrgId, SessionId, TurnId};
+pub use ids::{
+    ApiKeyId, CronTaskId, DeliveryId, IdParseError, MessageId, OrgId, SessionId, TurnId,
+};
 pub use input::{AgentId, Channel, ConversationKey, IdempotencyKey, InputError, MessageText};
 pub use schedule::{MisfirePolicy, Schedule, cron_idempotency_key};
 pub use secret::Secret;

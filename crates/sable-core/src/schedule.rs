@@ -24,8 +24,8 @@ use chrono_tz::Tz;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
 
-use crate::input::InputError;
 use crate::CronTaskId;
+use crate::input::InputError;
 
 /// How often a skipped or repeated wall-clock time may be stepped over in one search
 /// (an every-second task crossing a repeated hour steps 3600 times).
@@ -233,7 +233,9 @@ fn parse_at(text: &str) -> Result<DateTime<Utc>, InputError> {
     let at = DateTime::parse_from_rfc3339(text).map_err(|error| {
         InputError::new(
             "schedule",
-            format!("@at '{text}': {error} (write an RFC 3339 time such as 2030-01-31T09:00:00+01:00)"),
+            format!(
+                "@at '{text}': {error} (write an RFC 3339 time such as 2030-01-31T09:00:00+01:00)"
+            ),
         )
     })?;
     let at = at.with_timezone(&Utc);
@@ -328,7 +330,11 @@ fn instant_of_wall_clock(timezone: Tz, wall: NaiveDateTime) -> Option<DateTime<U
 }
 
 /// `anchor + k * interval` for the smallest `k >= 1` that lies after `after`.
-fn next_every(interval: TimeDelta, after: DateTime<Utc>, anchor: DateTime<Utc>) -> Option<DateTime<Utc>> {
+fn next_every(
+    interval: TimeDelta,
+    after: DateTime<Utc>,
+    anchor: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
     let anchor = anchor.with_nanosecond(0).unwrap_or(anchor);
     let step = interval.num_milliseconds();
     let elapsed = (after - anchor).num_milliseconds();
@@ -341,7 +347,9 @@ mod tests {
     use super::*;
 
     fn utc(text: &str) -> DateTime<Utc> {
-        DateTime::parse_from_rfc3339(text).unwrap().with_timezone(&Utc)
+        DateTime::parse_from_rfc3339(text)
+            .unwrap()
+            .with_timezone(&Utc)
     }
 
     #[test]
@@ -357,18 +365,41 @@ mod tests {
 
     #[test]
     fn unknown_zones_macros_and_durations_are_refused() {
-        assert_eq!(Schedule::parse("@daily", "Mars/Olympus").unwrap_err().field, "timezone");
-        assert!(Schedule::parse("@fortnightly", "UTC").unwrap_err().reason.contains("unknown macro"));
-        assert!(Schedule::parse("@every soon", "UTC").unwrap_err().reason.contains("@every 'soon'"));
+        assert_eq!(
+            Schedule::parse("@daily", "Mars/Olympus").unwrap_err().field,
+            "timezone"
+        );
+        assert!(
+            Schedule::parse("@fortnightly", "UTC")
+                .unwrap_err()
+                .reason
+                .contains("unknown macro")
+        );
+        assert!(
+            Schedule::parse("@every soon", "UTC")
+                .unwrap_err()
+                .reason
+                .contains("@every 'soon'")
+        );
         assert!(Schedule::parse("@every 500ms", "UTC").is_err());
-        assert!(Schedule::parse("@at tomorrow", "UTC").unwrap_err().reason.contains("@at 'tomorrow'"));
+        assert!(
+            Schedule::parse("@at tomorrow", "UTC")
+                .unwrap_err()
+                .reason
+                .contains("@at 'tomorrow'")
+        );
     }
 
     #[test]
     fn a_past_at_or_an_impossible_date_never_fires() {
         let now = utc("2026-06-01T00:00:00Z");
         let past = Schedule::parse("@at 2026-05-01T00:00:00Z", "UTC").unwrap();
-        assert!(past.first_fire_after(now, now).unwrap_err().reason.contains("in the past"));
+        assert!(
+            past.first_fire_after(now, now)
+                .unwrap_err()
+                .reason
+                .contains("in the past")
+        );
         let february_30 = Schedule::parse("0 0 30 2 *", "UTC").unwrap();
         assert!(february_30.first_fire_after(now, now).is_err());
     }

@@ -209,7 +209,10 @@ fn next_fires_match_the_hand_computed_table() {
 fn a_one_shot_fires_once() {
     let schedule = Schedule::parse("@at 2026-03-08T02:30:00-05:00", "UTC").unwrap();
     let after = utc("2026-03-01T00:00:00Z");
-    assert_eq!(schedule.upcoming(after, after, 5), [utc("2026-03-08T07:30:00Z")]);
+    assert_eq!(
+        schedule.upcoming(after, after, 5),
+        [utc("2026-03-08T07:30:00Z")]
+    );
 }
 
 #[test]
