@@ -15,7 +15,7 @@ use crate::settings::Settings;
 /// Where the embedded store lives unless `SABLE_DATABASE_URL` says otherwise.
 const DEFAULT_DEV_DATABASE_URL: &str = "sqlite://data/sable.db";
 
-/// Runs the gateway and a worker in this process until SIGTERM or Ctrl-C.
+/// Runs the gateway, a worker and a cron replica in this process until SIGTERM or Ctrl-C.
 pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let started = Instant::now();
     ensure_provider_configured()?;
@@ -48,6 +48,14 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         listener,
         shutdown.clone(),
     );
+    let intake = crate::turn_intake(&settings, &agents, &store, &bus)?;
+    let cron = sable_cron::run(
+        crate::cron_config(&settings),
+        store.clone(),
+        intake,
+        None,
+        shutdown.clone(),
+    );
     let worker = sable_worker::run(
         worker_config,
         store.clone(),
@@ -59,7 +67,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     );
     let welcome = welcome(&store, &settings.database_url).await?;
     announce(addr, started, &settings.database_url, &welcome);
-    let finished = tokio::try_join!(gateway, worker);
+    let finished = tokio::try_join!(gateway, worker, cron);
     vitals.abort();
     finished?;
     Ok(())

@@ -1,4 +1,4 @@
-//! `sable`: one binary, one subcommand per role (gateway, worker) plus administration.
+//! `sable`: one binary, one subcommand per role (gateway, worker, cron) plus administration.
 //!
 //! The composition root: it reads settings, builds the Postgres pool, the NATS client
 //! and the provider client once, binds listeners, installs signal handling, and hands
@@ -55,6 +55,9 @@ enum Command {
     Gateway,
     /// Pull turns from NATS and run them against the model provider.
     Worker,
+    /// Fire scheduled tasks: one replica leads (a lease in Postgres) and enqueues each
+    /// due occurrence once; health and metrics on SABLE_METRICS_ADDR.
+    Cron,
     /// Create or update the Postgres schema, then exit.
     Migrate,
     /// Create orgs and API keys.
@@ -147,6 +150,7 @@ fn start_telemetry(
     let role = match command {
         Command::Gateway => Some("gateway"),
         Command::Worker => Some("worker"),
+        Command::Cron => Some("cron"),
         Command::Dev => Some("dev"),
         Command::Migrate | Command::Admin { .. } | Command::Chat(_) => None,
     };
@@ -162,6 +166,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command {
         Command::Gateway => run_gateway(settings).await,
         Command::Worker => run_worker(settings).await,
+        Command::Cron => run_cron(settings).await,
         Command::Migrate => {
             Store::create_database_if_missing(&settings.database_url)
                 .await
@@ -271,6 +276,70 @@ async fn run_worker(settings: Settings) -> anyhow::Result<()> {
     metrics.abort();
     vitals.abort();
     result
+}
+
+#[allow(clippy::print_stdout)]
+async fn run_cron(settings: Settings) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signal();
+    let store = connect_store(&settings)?;
+    let bus = connect_bus(&settings, "sable-cron").await?;
+    let agents = load_agents(&settings)?;
+    let intake = turn_intake(&settings, &agents, &store, &bus)?;
+    let config = cron_config(&settings);
+    let listener = tokio::net::TcpListener::bind(&settings.metrics_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot serve metrics on {} (set SABLE_METRICS_ADDR)",
+                settings.metrics_addr
+            )
+        })?;
+    println!(
+        "sable cron metrics on http://{}/metrics",
+        listener.local_addr()?
+    );
+    println!("sable cron {} starting", config.instance_id);
+    let vitals = spawn_vitals(
+        &settings,
+        &store,
+        &bus,
+        "cron",
+        config.instance_id.clone(),
+        &shutdown,
+    );
+    let result = sable_cron::run(config, store, intake, Some(listener), shutdown).await;
+    vitals.abort();
+    result
+}
+
+pub(crate) fn cron_config(settings: &Settings) -> sable_cron::CronConfig {
+    sable_cron::CronConfig {
+        instance_id: instance_id("cron"),
+        lease_ttl: Settings::millis(settings.cron_lease_ttl_ms),
+        tick_interval: Settings::millis(settings.cron_tick_interval_ms),
+        misfire_grace: Settings::millis(settings.cron_misfire_grace_ms),
+        run_retention: settings.cron_run_retention,
+        ..sable_cron::CronConfig::default()
+    }
+}
+
+/// The intake every producer of turns shares: the agents a message may name, the
+/// bindings and the default agent.
+pub(crate) fn turn_intake(
+    settings: &Settings,
+    agents: &AgentCatalog,
+    store: &Store,
+    bus: &Bus,
+) -> anyhow::Result<sable_runtime::TurnIntake> {
+    Ok(sable_runtime::TurnIntake::new(
+        store.clone(),
+        bus.clone(),
+        sable_runtime::IntakeRouting {
+            default_agent: AgentId::parse(settings.default_agent.clone())?,
+            agents: agents.ids().map(str::to_owned).collect(),
+            bindings: load_bindings(settings, agents)?,
+        },
+    ))
 }
 
 /// Serves `/metrics` and `/healthz` for a role without an HTTP API of its own.

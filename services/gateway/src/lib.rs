@@ -23,7 +23,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use sable_bus::Bus;
 use sable_core::AgentId;
-use sable_runtime::Bindings;
+use sable_runtime::{Bindings, IntakeRouting, TurnIntake};
 use sable_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -70,6 +70,8 @@ pub(crate) struct AppState {
     pub store: Store,
     pub bus: Bus,
     pub config: Arc<GatewayConfig>,
+    /// Where accepted messages become queued turns (shared with the cron service).
+    pub intake: TurnIntake,
 }
 
 /// Serves the API on `listener` and runs the dispatcher until `shutdown` is cancelled,
@@ -82,10 +84,20 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     bus.ensure_topology_patiently(&shutdown).await?;
+    let intake = TurnIntake::new(
+        store.clone(),
+        bus.clone(),
+        IntakeRouting {
+            default_agent: config.default_agent.clone(),
+            agents: config.agents.clone(),
+            bindings: config.bindings.clone(),
+        },
+    );
     let state = AppState {
         store,
         bus,
         config: Arc::new(config),
+        intake,
     };
     let dispatcher = tokio::spawn(dispatcher::run(state.clone(), shutdown.clone()));
     let sweeper = tokio::spawn(dispatcher::sweep_deliveries(
