@@ -6,6 +6,7 @@ mod support;
 mod agent_runtime;
 mod architecture;
 mod bad_input;
+mod cron;
 mod crash_recovery;
 mod diagnostics;
 mod embedded;
