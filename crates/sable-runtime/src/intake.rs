@@ -6,9 +6,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use sable_bus::Bus;
-use sable_core::{AgentId, Channel, IdempotencyKey, MessageText, OrgId};
+use chrono::{DateTime, Utc};
+use sable_core::{
+    AgentId, Channel, IdempotencyKey, MessageText, OrgId, cron_idempotency_key,
+};
 use sable_proto::v1::TurnWakeup;
-use sable_store::{AcceptedTurn, NewMessage, SessionTarget, Store, StoreError};
+use sable_store::{
+    AcceptedTurn, CronTarget, CronTask, NewMessage, SessionTarget, Store, StoreError,
+};
 use sable_telemetry::TraceContext;
 use sable_telemetry::genai::{self, TurnLabels};
 use tracing::Instrument;
@@ -36,6 +41,36 @@ pub struct Inbound {
     pub idempotency_key: Option<IdempotencyKey>,
     /// The context the turn's trace continues from.
     pub trace: TraceContext,
+}
+
+impl Inbound {
+    /// One occurrence of a cron task, scheduled at `scheduled`: its prompt to its target,
+    /// keyed `cron:<task_id>:<scheduled RFC 3339 UTC>` so that however often it is
+    /// enqueued it makes one turn.
+    pub fn cron_occurrence(
+        task: &CronTask,
+        scheduled: DateTime<Utc>,
+    ) -> Result<Self, sable_core::InputError> {
+        let target = match &task.target {
+            CronTarget::None => SessionTarget::New,
+            CronTarget::Session(session_id) => SessionTarget::Existing(*session_id),
+            CronTarget::Conversation { key, user_id } => SessionTarget::Conversation {
+                key: key.clone(),
+                user_id: user_id.clone(),
+            },
+        };
+        Ok(Self {
+            org_id: task.org_id,
+            channel: Channel::Api,
+            target,
+            agent: task.agent.clone().map(AgentId::parse).transpose()?,
+            text: MessageText::parse(task.prompt.clone())?,
+            idempotency_key: Some(IdempotencyKey::parse(cron_idempotency_key(
+                task.id, scheduled,
+            ))?),
+            trace: TraceContext::new_root(),
+        })
+    }
 }
 
 /// Why a message was not enqueued.

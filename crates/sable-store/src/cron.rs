@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use sable_core::{
-    ConversationKey, CronTaskId, MisfirePolicy, OrgId, SessionId, TurnId, TurnStatus,
+    AgentId, ConversationKey, CronTaskId, InputError, MessageText, MisfirePolicy, OrgId, Schedule,
+    SessionId, TurnId, TurnStatus,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -520,5 +521,123 @@ impl PgStore {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+}
+
+/// A task as a client describes it; [`CronTask::from_spec`] checks every field and
+/// computes the first occurrence.
+#[derive(Debug, Clone)]
+pub struct CronTaskSpec {
+    pub name: String,
+    pub schedule: String,
+    /// IANA zone; UTC when absent.
+    pub timezone: Option<String>,
+    pub prompt: String,
+    pub agent: Option<String>,
+    pub target: CronTarget,
+    pub misfire: MisfirePolicy,
+    pub enabled: bool,
+    pub timeout_ms: Option<i64>,
+    pub max_retries: i32,
+    pub creator: Option<String>,
+}
+
+/// The longest a run may be given before it counts as timed out: one day.
+pub const MAX_CRON_TIMEOUT_MS: i64 = 86_400_000;
+/// The most enqueue retries a task may ask for.
+pub const MAX_CRON_RETRIES: i32 = 10;
+
+impl CronTask {
+    /// A new task of `org_id` from a client's description, or the first field that is
+    /// wrong (an unknown zone, a bad expression, an `@at` in the past…).
+    pub fn from_spec(
+        org_id: OrgId,
+        spec: CronTaskSpec,
+        now: DateTime<Utc>,
+    ) -> Result<(Self, Schedule), InputError> {
+        let mut task = Self {
+            id: CronTaskId::new(),
+            org_id,
+            name: spec.name,
+            schedule: spec.schedule,
+            timezone: spec.timezone.unwrap_or_else(|| "UTC".into()),
+            prompt: spec.prompt,
+            agent: spec.agent,
+            target: spec.target,
+            enabled: spec.enabled,
+            misfire: spec.misfire,
+            timeout_ms: spec.timeout_ms,
+            max_retries: spec.max_retries,
+            creator: spec.creator,
+            anchor_at: now,
+            next_fire_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let schedule = task.check()?;
+        task.schedule = schedule.expression().to_owned();
+        task.next_fire_at = Some(schedule.first_fire_after(now, now)?);
+        Ok((task, schedule))
+    }
+
+    /// Checks every field after an edit and, when the schedule, zone or enabled flag
+    /// changed, starts the occurrences again from `now` (a resumed task does not fire
+    /// what came due while it was paused).
+    pub fn apply_edit(
+        &mut self,
+        before: &CronTask,
+        now: DateTime<Utc>,
+    ) -> Result<Schedule, InputError> {
+        let schedule = self.check()?;
+        self.schedule = schedule.expression().to_owned();
+        let rescheduled = self.schedule != before.schedule || self.timezone != before.timezone;
+        if rescheduled {
+            self.anchor_at = now;
+            self.next_fire_at = Some(schedule.first_fire_after(now, now)?);
+        } else if self.enabled && !before.enabled {
+            self.next_fire_at = schedule.next_after(now, self.anchor_at);
+        }
+        Ok(schedule)
+    }
+
+    /// The stored schedule, parsed.
+    pub fn parsed_schedule(&self) -> Result<Schedule, InputError> {
+        Schedule::parse(&self.schedule, &self.timezone)
+    }
+
+    /// Up to `count` coming fire times (none while paused).
+    pub fn next_fires(&self, schedule: &Schedule, count: usize) -> Vec<DateTime<Utc>> {
+        match self.next_fire_at.filter(|_| self.enabled) {
+            Some(next) if count > 0 => std::iter::once(next)
+                .chain(schedule.upcoming(next, self.anchor_at, count - 1))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn check(&self) -> Result<Schedule, InputError> {
+        let printable = |text: &str| !text.chars().any(char::is_control);
+        if self.name.trim().is_empty() || self.name.len() > 200 || !printable(&self.name) {
+            return Err(InputError::new("name", "must be 1 to 200 printable bytes"));
+        }
+        MessageText::parse(self.prompt.clone()).map_err(|error| InputError::new("prompt", error.reason))?;
+        if let Some(agent) = &self.agent {
+            AgentId::parse(agent.clone())?;
+        }
+        if let Some(timeout) = self.timeout_ms
+            && !(1_000..=MAX_CRON_TIMEOUT_MS).contains(&timeout)
+        {
+            return Err(InputError::new(
+                "timeout_ms",
+                format!("must be 1000 to {MAX_CRON_TIMEOUT_MS}"),
+            ));
+        }
+        if !(0..=MAX_CRON_RETRIES).contains(&self.max_retries) {
+            return Err(InputError::new(
+                "max_retries",
+                format!("must be 0 to {MAX_CRON_RETRIES}"),
+            ));
+        }
+        Schedule::parse(&self.schedule, &self.timezone)
     }
 }

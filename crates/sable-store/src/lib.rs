@@ -32,7 +32,10 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 pub use calls::{ProviderCallRecord, SessionSummary};
-pub use cron::{CronRunRecord, CronRunStatus, CronTarget, CronTask, NewCronRun};
+pub use cron::{
+    CronRunRecord, CronRunStatus, CronTarget, CronTask, CronTaskSpec, MAX_CRON_RETRIES,
+    MAX_CRON_TIMEOUT_MS, NewCronRun,
+};
 pub use error::StoreError;
 pub use intake::{AcceptedTurn, NewMessage, SessionTarget};
 pub use keys::{ApiKeySecret, AuthenticatedKey};

@@ -4,12 +4,9 @@
 use std::time::Instant;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use sable_core::{
-    AgentId, Channel, IdempotencyKey, MessageText, MisfirePolicy, Schedule, cron_idempotency_key,
-};
+use sable_core::{MisfirePolicy, Schedule};
 use sable_runtime::{Inbound, IntakeError, TurnIntake};
-use sable_store::{CronRunStatus, CronTarget, CronTask, NewCronRun, SessionTarget, Store};
-use sable_telemetry::TraceContext;
+use sable_store::{CronRunStatus, CronTask, NewCronRun, Store};
 
 use crate::CronConfig;
 use crate::leader::{retry_pause, still_leading};
@@ -175,34 +172,16 @@ async fn fire_occurrence(
     }
 }
 
-/// The task's prompt as a message to its target, keyed by the occurrence.
+/// The task's prompt as a turn of its target, keyed by the occurrence.
 async fn enqueue(
     intake: &TurnIntake,
     task: &CronTask,
     scheduled: DateTime<Utc>,
 ) -> Result<sable_core::TurnId, IntakeError> {
-    let target = match &task.target {
-        CronTarget::None => SessionTarget::New,
-        CronTarget::Session(session_id) => SessionTarget::Existing(*session_id),
-        CronTarget::Conversation { key, user_id } => SessionTarget::Conversation {
-            key: key.clone(),
-            user_id: user_id.clone(),
-        },
-    };
-    // Both were checked when the task was stored.
-    let inbound = Inbound {
-        org_id: task.org_id,
-        channel: Channel::Api,
-        target,
-        agent: task.agent.clone().map(AgentId::parse).transpose()?,
-        text: MessageText::parse(task.prompt.clone())?,
-        idempotency_key: Some(
-            IdempotencyKey::parse(cron_idempotency_key(task.id, scheduled))
-                .expect("a task id and an RFC 3339 time make a valid key"),
-        ),
-        trace: TraceContext::new_root(),
-    };
-    let accepted = intake.enqueue(inbound, vec!["channel:cron".to_owned()]).await?;
+    let inbound = Inbound::cron_occurrence(task, scheduled)?;
+    let accepted = intake
+        .enqueue(inbound, vec!["channel:cron".to_owned()])
+        .await?;
     Ok(accepted.turn_id)
 }
 

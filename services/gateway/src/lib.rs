@@ -121,6 +121,7 @@ fn router(state: AppState) -> Router {
         .merge(routes::turns::router())
         .merge(routes::sessions::router())
         .merge(routes::approvals::router())
+        .merge(routes::cron::router())
         .merge(routes::metrics::router())
         .merge(routes::diagnostics::router())
         .fallback(|| async { ApiError::NotFound("route") })

@@ -1,6 +1,7 @@
 //! One module per resource, each exporting its router.
 
 pub(crate) mod approvals;
+pub(crate) mod cron;
 pub(crate) mod diagnostics;
 pub(crate) mod health;
 pub(crate) mod messages;
