@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
+use reqwest::StatusCode;
 use sable_core::{CronTaskId, MisfirePolicy, OrgId, Schedule};
 use sable_store::{CronTarget, CronTask};
 use sable_testkit::{ChildProcess, wait_for};
+use serde_json::{Value, json};
 
-use crate::support::{READY_TIMEOUT, StackOptions, TestStack};
+use crate::support::{READY_TIMEOUT, StackOptions, TestStack, assert_error};
 
 /// Short timings so a failover takes about two seconds: the lease expires after 1.5 s
 /// and replicas ask every 100 ms. The grace (10 s) is longer than a failover, so no
@@ -42,7 +44,14 @@ async fn spawn_replica(stack: &TestStack, name: &str) -> anyhow::Result<Replica>
 
 /// The replica's `sable_cron_leader` gauge (None while it does not answer).
 async fn leader_gauge(http: &reqwest::Client, replica: &Replica) -> Option<f64> {
-    let text = http.get(&replica.metrics_url).send().await.ok()?.text().await.ok()?;
+    let text = http
+        .get(&replica.metrics_url)
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
     text.lines()
         .find_map(|line| line.strip_prefix("sable_cron_leader "))
         .and_then(|value| value.trim().parse().ok())
@@ -109,7 +118,10 @@ async fn turns_by_occurrence(
     rows.into_iter()
         .map(|(key, count)| {
             let time = key.strip_prefix(&prefix).context("a cron key")?;
-            Ok((DateTime::parse_from_rfc3339(time)?.with_timezone(&Utc), count))
+            Ok((
+                DateTime::parse_from_rfc3339(time)?.with_timezone(&Utc),
+                count,
+            ))
         })
         .collect()
 }
@@ -155,10 +167,14 @@ async fn three_replicas_fire_every_second_exactly_once_while_the_leader_is_kille
         replicas.push(spawn_replica(&stack, &format!("cron-replacement{round}")).await?);
     }
 
-    wait_for("the sixtieth second to fire", Duration::from_secs(60), || async {
-        let turns = turns_by_occurrence(&stack, &task).await.ok()?;
-        turns.contains_key(&last).then_some(())
-    })
+    wait_for(
+        "the sixtieth second to fire",
+        Duration::from_secs(60),
+        || async {
+            let turns = turns_by_occurrence(&stack, &task).await.ok()?;
+            turns.contains_key(&last).then_some(())
+        },
+    )
     .await?;
     for replica in &mut replicas {
         replica.process.kill().await;
@@ -179,9 +195,410 @@ async fn three_replicas_fire_every_second_exactly_once_while_the_leader_is_kille
         missing.is_empty(),
         "occurrences without a turn (a failover is shorter than the misfire grace): {missing:?}"
     );
-    assert!(turns.values().all(|count| *count == 1), "a key made two turns");
+    assert!(
+        turns.values().all(|count| *count == 1),
+        "a key made two turns"
+    );
     let turn_total: i64 = turns.values().sum();
     let runs = recorded_runs(&stack, &task).await?;
     assert_eq!(runs, turn_total, "one run record per turn");
+    Ok(())
+}
+
+/// Sends `method path` with `key` and an optional JSON body.
+async fn call(
+    stack: &TestStack,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<(StatusCode, Value)> {
+    let mut request = stack
+        .http
+        .request(method, stack.url(0, path))
+        .bearer_auth(key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await?;
+    let status = response.status();
+    let text = response.text().await?;
+    let body = if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?
+    };
+    Ok((status, body))
+}
+
+async fn task_rows(stack: &TestStack) -> anyhow::Result<i64> {
+    stack.scalar("SELECT count(*) FROM cron_tasks").await
+}
+
+#[tokio::test]
+async fn bad_cron_input_gets_422_naming_the_faulty_part_and_creates_nothing() -> anyhow::Result<()>
+{
+    let stack = TestStack::start(StackOptions {
+        gateways: 1,
+        ..StackOptions::default()
+    })
+    .await?;
+    let key = stack.key.clone();
+    let cases = [
+        (
+            json!({"name": "x", "schedule": "0 25 * * *", "prompt": "p"}),
+            "hour",
+        ),
+        (
+            json!({"name": "x", "schedule": "*/5 * * * * * * *", "prompt": "p"}),
+            "fields",
+        ),
+        (
+            json!({"name": "x", "schedule": "@fortnightly", "prompt": "p"}),
+            "unknown macro",
+        ),
+        (
+            json!({"name": "x", "schedule": "@every soon", "prompt": "p"}),
+            "@every",
+        ),
+        (
+            json!({"name": "x", "schedule": "@at 2020-01-01T00:00:00Z", "prompt": "p"}),
+            "in the past",
+        ),
+        (
+            json!({"name": "x", "schedule": "@daily", "timezone": "Mars/Olympus", "prompt": "p"}),
+            "timezone",
+        ),
+        (
+            json!({"name": "x", "schedule": "@daily", "prompt": " "}),
+            "prompt",
+        ),
+        (
+            json!({"name": "x", "schedule": "@daily", "prompt": "p", "misfire": "twice"}),
+            "misfire",
+        ),
+        (
+            json!({"name": "x", "schedule": "@daily", "prompt": "p", "target": {"session_id": "nope"}}),
+            "target",
+        ),
+        (
+            json!({"name": "x", "schedule": "@daily", "prompt": "p", "max_retries": 99}),
+            "max_retries",
+        ),
+        (
+            json!({"name": "x", "schedule": "@daily", "prompt": "p", "colour": "red"}),
+            "colour",
+        ),
+    ];
+    for (body, part) in cases {
+        let answer = call(
+            &stack,
+            &key,
+            reqwest::Method::POST,
+            "/v1/cron/tasks",
+            Some(body.clone()),
+        )
+        .await?;
+        assert_error(
+            &answer,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        );
+        let message = answer.1["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(part),
+            "{body}: '{message}' does not point at {part}"
+        );
+    }
+    let unknown_agent =
+        json!({"name": "x", "schedule": "@daily", "prompt": "p", "agent": "nobody"});
+    let answer = call(
+        &stack,
+        &key,
+        reqwest::Method::POST,
+        "/v1/cron/tasks",
+        Some(unknown_agent),
+    )
+    .await?;
+    assert_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "unknown_agent");
+    let answer = call(
+        &stack,
+        &key,
+        reqwest::Method::POST,
+        "/v1/cron/preview",
+        Some(json!({"schedule": "61 * * * *"})),
+    )
+    .await?;
+    assert_error(
+        &answer,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    assert_eq!(task_rows(&stack).await?, 0, "nothing was created");
+
+    // A valid task, then edits that are refused leave it as it was.
+    let created = call(&stack, &key, reqwest::Method::POST, "/v1/cron/tasks", Some(json!({
+        "name": "standup", "schedule": "0 9 * * MON-FRI", "timezone": "Europe/Berlin", "prompt": "standup time"
+    }))).await?;
+    assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
+    let path = format!(
+        "/v1/cron/tasks/{}",
+        created.1["id"].as_str().context("an id")?
+    );
+    let refused = call(
+        &stack,
+        &key,
+        reqwest::Method::PATCH,
+        &path,
+        Some(json!({"schedule": "0 9 * * FUNDAY"})),
+    )
+    .await?;
+    assert_error(
+        &refused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "validation_failed",
+    );
+    let (_, unchanged) = call(&stack, &key, reqwest::Method::GET, &path, None).await?;
+    assert_eq!(unchanged["schedule"], "0 9 * * MON-FRI");
+    Ok(())
+}
+
+#[tokio::test]
+async fn cron_tasks_are_created_listed_paused_run_and_deleted_and_invisible_to_another_org()
+-> anyhow::Result<()> {
+    let stack = TestStack::start(StackOptions {
+        gateways: 1,
+        ..StackOptions::default()
+    })
+    .await?;
+    let key = stack.key.clone();
+    let other_org = stack.sable(&["admin", "org", "create", "globex"]).await?;
+    let other_key = stack
+        .sable(&["admin", "key", "create", "--org", &other_org])
+        .await?;
+
+    let (status, task) = call(
+        &stack,
+        &key,
+        reqwest::Method::POST,
+        "/v1/cron/tasks",
+        Some(json!({
+            "name": "nightly", "schedule": "30 2 * * *", "timezone": "America/New_York",
+            "prompt": "summarise the day", "misfire": "run_once", "max_retries": 2,
+            "target": {"conversation": {"id": "ops-room", "user_id": "ada"}}
+        })),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::CREATED, "{task}");
+    let fires = task["next_fires"].as_array().context("next_fires")?;
+    assert_eq!(fires.len(), 5);
+    assert!(
+        fires.iter().all(|fire| fire
+            .as_str()
+            .is_some_and(|fire| fire.contains("T02:30:00-0") || fire.contains("T03:00:00-04:00"))),
+        "local times with their offset: {fires:?}"
+    );
+    assert_eq!(
+        task["target"],
+        json!({"conversation": {"id": "ops-room", "user_id": "ada"}})
+    );
+    let id = task["id"].as_str().context("an id")?.to_owned();
+    let path = format!("/v1/cron/tasks/{id}");
+
+    let (_, listed) = call(&stack, &key, reqwest::Method::GET, "/v1/cron/tasks", None).await?;
+    assert_eq!(listed["tasks"].as_array().map(Vec::len), Some(1));
+    let (status, paused) = call(
+        &stack,
+        &key,
+        reqwest::Method::PATCH,
+        &path,
+        Some(json!({"enabled": false})),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{paused}");
+    assert_eq!(paused["enabled"], false);
+    assert_eq!(paused["next_fires"], json!([]));
+
+    let (status, run) = call(
+        &stack,
+        &key,
+        reqwest::Method::POST,
+        &format!("{path}/run"),
+        None,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::ACCEPTED, "{run}");
+    let (_, runs) = call(
+        &stack,
+        &key,
+        reqwest::Method::GET,
+        &format!("{path}/runs?limit=5"),
+        None,
+    )
+    .await?;
+    let runs = runs["runs"].as_array().context("runs")?.clone();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0]["turn_id"], run["turn_id"]);
+    assert_eq!(
+        runs[0]["status"], "queued",
+        "no worker runs it in this test"
+    );
+    assert!(
+        runs[0]["scheduled_time"]
+            .as_str()
+            .is_some_and(|time| time.ends_with('Z'))
+    );
+
+    let (_, preview) = call(&stack, &key, reqwest::Method::POST, "/v1/cron/preview", Some(json!({
+        "schedule": "30 2 * * *", "timezone": "America/New_York", "after": "2026-03-07T12:00:00Z", "count": 2
+    }))).await?;
+    assert_eq!(
+        preview,
+        json!({"fires": ["2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00"]})
+    );
+
+    // Another org's key: 404 on every route, and nothing changes.
+    for (method, route, body) in [
+        (reqwest::Method::GET, path.clone(), None),
+        (
+            reqwest::Method::PATCH,
+            path.clone(),
+            Some(json!({"enabled": true})),
+        ),
+        (reqwest::Method::POST, format!("{path}/run"), None),
+        (reqwest::Method::GET, format!("{path}/runs"), None),
+        (reqwest::Method::DELETE, path.clone(), None),
+    ] {
+        let answer = call(&stack, &other_key, method.clone(), &route, body).await?;
+        assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
+    }
+    let (_, theirs) = call(
+        &stack,
+        &other_key,
+        reqwest::Method::GET,
+        "/v1/cron/tasks",
+        None,
+    )
+    .await?;
+    assert_eq!(theirs["tasks"], json!([]));
+    let (_, still) = call(&stack, &key, reqwest::Method::GET, &path, None).await?;
+    assert_eq!(
+        still["enabled"], false,
+        "the other org's PATCH changed nothing"
+    );
+
+    let (status, _) = call(&stack, &key, reqwest::Method::DELETE, &path, None).await?;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let gone = call(&stack, &key, reqwest::Method::GET, &path, None).await?;
+    assert_error(&gone, StatusCode::NOT_FOUND, "not_found");
+    Ok(())
+}
+
+/// One fired or skipped run of a task: its scheduled time, lateness and status.
+async fn run_rows(
+    stack: &TestStack,
+    task: &CronTask,
+) -> anyhow::Result<Vec<(DateTime<Utc>, TimeDelta, String)>> {
+    let rows: Vec<(DateTime<Utc>, DateTime<Utc>, String)> = sqlx::query_as(
+        "SELECT scheduled_at, fired_at, status FROM cron_runs WHERE task_id = $1 ORDER BY scheduled_at",
+    )
+    .bind(task.id.as_uuid())
+    .fetch_all(stack.database.store.pool())
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(scheduled, fired, status)| (scheduled, fired - scheduled, status))
+        .collect())
+}
+
+#[tokio::test]
+async fn thirty_seconds_without_a_leader_give_one_late_run_with_run_once_and_none_with_skip()
+-> anyhow::Result<()> {
+    let grace = TimeDelta::seconds(2);
+    let stack = TestStack::start(StackOptions {
+        env: cron_env(2_000),
+        ..StackOptions::default()
+    })
+    .await?;
+    let http = stack.http.clone();
+    let skip = create_task(&stack, "*/10 * * * * *", MisfirePolicy::Skip).await?;
+    let run_once = create_task(&stack, "*/10 * * * * *", MisfirePolicy::RunOnce).await?;
+    let mut first = spawn_replica(&stack, "cron0").await?;
+    wait_for(
+        "a first occurrence of both tasks",
+        Duration::from_secs(30),
+        || async {
+            let fired = run_rows(&stack, &skip).await.ok()?.len()
+                + run_rows(&stack, &run_once).await.ok()?.len();
+            (fired >= 2).then_some(())
+        },
+    )
+    .await?;
+    first.process.kill().await;
+    let killed_at = Utc::now();
+
+    // No replica runs for 30 s: at least two occurrences of each task are missed.
+    wait_for("30 s without a leader", Duration::from_secs(40), || async {
+        (Utc::now() >= killed_at + TimeDelta::seconds(30)).then_some(())
+    })
+    .await?;
+    let second = spawn_replica(&stack, "cron1").await?;
+    let restarted_at = Utc::now();
+    the_leader(&http, std::slice::from_ref(&second)).await?;
+    wait_for(
+        "an on-time occurrence after the restart",
+        Duration::from_secs(30),
+        || async {
+            let rows = run_rows(&stack, &skip).await.ok()?;
+            rows.iter()
+                .any(|(scheduled, late, status)| {
+                    *scheduled > restarted_at && *late <= grace && status == "fired"
+                })
+                .then_some(())
+        },
+    )
+    .await?;
+
+    let gap =
+        |scheduled: &DateTime<Utc>| *scheduled > killed_at && *scheduled < restarted_at - grace;
+    let skip_rows = run_rows(&stack, &skip).await?;
+    let late_fired: Vec<_> = skip_rows
+        .iter()
+        .filter(|(_, late, status)| *late > grace && status == "fired")
+        .collect();
+    assert!(late_fired.is_empty(), "skip fired late: {late_fired:?}");
+    assert!(
+        skip_rows
+            .iter()
+            .any(|(scheduled, _, status)| gap(scheduled) && status == "skipped"),
+        "skip records the missed occurrences: {skip_rows:?}"
+    );
+    let skip_turns = turns_by_occurrence(&stack, &skip).await?;
+    assert_eq!(
+        skip_turns.keys().filter(|scheduled| gap(scheduled)).count(),
+        0,
+        "no turn for a missed occurrence"
+    );
+
+    let once_rows = run_rows(&stack, &run_once).await?;
+    let late: Vec<_> = once_rows
+        .iter()
+        .filter(|(_, late, status)| *late > grace && status == "fired")
+        .collect();
+    assert_eq!(late.len(), 1, "exactly one late run: {once_rows:?}");
+    let once_turns = turns_by_occurrence(&stack, &run_once).await?;
+    let in_gap: Vec<_> = once_turns
+        .keys()
+        .filter(|scheduled| gap(scheduled))
+        .collect();
+    assert_eq!(
+        in_gap.len(),
+        1,
+        "one turn for all the missed occurrences: {in_gap:?}"
+    );
+    assert_eq!(
+        *in_gap[0], late[0].0,
+        "the late run is the latest missed occurrence"
+    );
     Ok(())
 }

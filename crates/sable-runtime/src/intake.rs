@@ -5,11 +5,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use sable_bus::Bus;
 use chrono::{DateTime, Utc};
-use sable_core::{
-    AgentId, Channel, IdempotencyKey, MessageText, OrgId, cron_idempotency_key,
-};
+use sable_bus::Bus;
+use sable_core::{AgentId, Channel, IdempotencyKey, MessageText, OrgId, cron_idempotency_key};
 use sable_proto::v1::TurnWakeup;
 use sable_store::{
     AcceptedTurn, CronTarget, CronTask, NewMessage, SessionTarget, Store, StoreError,

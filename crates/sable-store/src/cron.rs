@@ -620,7 +620,8 @@ impl CronTask {
         if self.name.trim().is_empty() || self.name.len() > 200 || !printable(&self.name) {
             return Err(InputError::new("name", "must be 1 to 200 printable bytes"));
         }
-        MessageText::parse(self.prompt.clone()).map_err(|error| InputError::new("prompt", error.reason))?;
+        MessageText::parse(self.prompt.clone())
+            .map_err(|error| InputError::new("prompt", error.reason))?;
         if let Some(agent) = &self.agent {
             AgentId::parse(agent.clone())?;
         }

@@ -118,7 +118,9 @@ async fn fire_task(
         }
     }
     for scheduled in occurrences.on_time {
-        if !still_leading(valid_until) || !fire_occurrence(config, store, intake, task, scheduled).await {
+        if !still_leading(valid_until)
+            || !fire_occurrence(config, store, intake, task, scheduled).await
+        {
             // Not advanced: the next leader tick (here or elsewhere) picks it up again,
             // and the idempotency key keeps what already fired from firing twice.
             return;
@@ -129,7 +131,9 @@ async fn fire_task(
         .await
     {
         Ok(true) => {}
-        Ok(false) => tracing::debug!(task_id = %task.id, "the task moved meanwhile (edit or another leader)"),
+        Ok(false) => {
+            tracing::debug!(task_id = %task.id, "the task moved meanwhile (edit or another leader)")
+        }
         Err(error) => tracing::warn!(task_id = %task.id, %error, "cannot advance the cron task"),
     }
 }
@@ -162,12 +166,30 @@ async fn fire_occurrence(
             let lag = (Utc::now() - scheduled).num_milliseconds().max(0) as f64 / 1000.0;
             metrics::gauge!("sable_cron_lag_seconds").set(lag);
             metrics::counter!("sable_cron_fired_total").increment(1);
-            record(config, store, task, scheduled, Some(turn_id), CronRunStatus::Fired, None).await
+            record(
+                config,
+                store,
+                task,
+                scheduled,
+                Some(turn_id),
+                CronRunStatus::Fired,
+                None,
+            )
+            .await
         }
         Err(error) => {
             metrics::counter!("sable_cron_failed_total").increment(1);
             tracing::warn!(task_id = %task.id, %error, "a cron occurrence could not be enqueued");
-            record(config, store, task, scheduled, None, CronRunStatus::Failed, Some(error.to_string())).await
+            record(
+                config,
+                store,
+                task,
+                scheduled,
+                None,
+                CronRunStatus::Failed,
+                Some(error.to_string()),
+            )
+            .await
         }
     }
 }

@@ -109,7 +109,13 @@ async fn create_task(
         prompt: body.prompt,
         agent: body.agent,
         target,
-        misfire: body.misfire.as_deref().map(MisfirePolicy::parse).transpose().map_err(invalid)?.unwrap_or_default(),
+        misfire: body
+            .misfire
+            .as_deref()
+            .map(MisfirePolicy::parse)
+            .transpose()
+            .map_err(invalid)?
+            .unwrap_or_default(),
         enabled: body.enabled.unwrap_or(true),
         timeout_ms: body.timeout_ms,
         max_retries: body.max_retries.unwrap_or(0),
@@ -347,7 +353,9 @@ fn rfc3339(time: DateTime<Utc>) -> String {
 fn stored_task_json(task: &CronTask) -> Value {
     match task.parsed_schedule() {
         Ok(schedule) => task_json(task, &schedule),
-        Err(_) => json!({"id": task.id, "name": task.name, "schedule": task.schedule, "next_fires": []}),
+        Err(_) => {
+            json!({"id": task.id, "name": task.name, "schedule": task.schedule, "next_fires": []})
+        }
     }
 }
 
@@ -380,9 +388,9 @@ fn task_json(task: &CronTask, schedule: &Schedule) -> Value {
 fn run_json(task: &CronTask, run: &CronRunRecord, now: DateTime<Utc>) -> Value {
     let status = match (run.status, run.turn_status) {
         (CronRunStatus::Fired, Some(turn_status)) => {
-            let overdue = task.timeout_ms.is_some_and(|timeout| {
-                (now - run.fired_at).num_milliseconds() > timeout
-            });
+            let overdue = task
+                .timeout_ms
+                .is_some_and(|timeout| (now - run.fired_at).num_milliseconds() > timeout);
             if !turn_status.is_final() && overdue {
                 "timed_out".to_owned()
             } else {
