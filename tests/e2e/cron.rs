@@ -9,7 +9,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::StatusCode;
 use sable_core::{CronTaskId, MisfirePolicy, OrgId, Schedule};
 use sable_store::{CronTarget, CronTask};
-use sable_testkit::{ChildProcess, wait_for};
+use sable_testkit::{ChildProcess, FakeToolCall, Script, wait_for};
 use serde_json::{Value, json};
 
 use crate::support::{READY_TIMEOUT, StackOptions, TestStack, assert_error};
@@ -599,6 +599,88 @@ async fn thirty_seconds_without_a_leader_give_one_late_run_with_run_once_and_non
     assert_eq!(
         *in_gap[0], late[0].0,
         "the late run is the latest missed occurrence"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_task_the_automation_tool_creates_from_a_chat_turn_answers_in_that_conversation()
+-> anyhow::Result<()> {
+    let stack = TestStack::start(StackOptions {
+        gateways: 1,
+        workers: 1,
+        env: cron_env(10_000),
+        ..StackOptions::default()
+    })
+    .await?;
+    let _replica = spawn_replica(&stack, "cron0").await?;
+    stack.provider.push(Script::ToolCalls {
+        text: String::new(),
+        calls: vec![FakeToolCall::new(
+            "call_automation",
+            "automation",
+            json!({"action": "create", "name": "build status", "schedule": "@every 2s",
+                   "prompt": "report the build status"}),
+        )],
+    });
+    let (status, answer) = stack
+        .post_message(
+            0,
+            &json!({
+                "text": "every two seconds send me the build status",
+                "conversation": {"id": "build-chat", "user_id": "ada"},
+                "wait": true,
+            }),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let session_id = answer["session_id"]
+        .as_str()
+        .context("a session")?
+        .to_owned();
+    let chat_turn = answer["turn_id"].clone();
+
+    let (_, tasks) = call(
+        &stack,
+        &stack.key,
+        reqwest::Method::GET,
+        "/v1/cron/tasks",
+        None,
+    )
+    .await?;
+    let tasks = tasks["tasks"].as_array().context("tasks")?.clone();
+    assert_eq!(tasks.len(), 1, "the tool created one task: {tasks:?}");
+    assert_eq!(tasks[0]["target"], json!({"session_id": session_id}));
+
+    // A run's turn is answered in the same conversation: its reply is in the session.
+    let messages_path = format!("/v1/sessions/{session_id}/messages");
+    let reply = wait_for(
+        "a run's reply in the conversation",
+        Duration::from_secs(60),
+        || async {
+            let (_, history) = stack.get(0, &messages_path).await.ok()?;
+            history["messages"].as_array()?.iter().find_map(|message| {
+                let text = message["text"].as_str()?;
+                let from_a_run = message["turn_id"] != chat_turn;
+                (from_a_run
+                    && message["role"] == "assistant"
+                    && text.contains("report the build status"))
+                .then(|| text.to_owned())
+            })
+        },
+    )
+    .await?;
+    assert!(reply.contains("report the build status"), "{reply}");
+    let task_path = format!(
+        "/v1/cron/tasks/{}/runs",
+        tasks[0]["id"].as_str().context("an id")?
+    );
+    let (_, runs) = call(&stack, &stack.key, reqwest::Method::GET, &task_path, None).await?;
+    assert!(
+        runs["runs"]
+            .as_array()
+            .is_some_and(|runs| runs.iter().any(|run| run["status"] == "done")),
+        "a run is recorded done: {runs}"
     );
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! them to the services. Library crates never read the environment.
 
 mod chat;
+mod cron_admin;
 mod dev;
 mod faults;
 mod models;
@@ -83,6 +84,11 @@ enum AdminCommand {
     Key {
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// Manage an org's scheduled tasks.
+    Cron {
+        #[command(subcommand)]
+        command: cron_admin::CronCommand,
     },
 }
 
@@ -208,6 +214,7 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
                 .with_context(|| format!("could not create a key for org {org_id}"))?;
             println!("{}", key.key);
         }
+        AdminCommand::Cron { command } => cron_admin::run(settings, command).await?,
     }
     Ok(())
 }
@@ -495,7 +502,7 @@ pub(crate) fn connect_store(settings: &Settings) -> anyhow::Result<Store> {
     Store::connect_lazy(&settings.database_url, &options).context("invalid SABLE_DATABASE_URL")
 }
 
-async fn connect_bus(settings: &Settings, connection_name: &str) -> anyhow::Result<Bus> {
+pub(crate) async fn connect_bus(settings: &Settings, connection_name: &str) -> anyhow::Result<Bus> {
     let names = BusNames::new(&settings.nats_prefix).context("invalid SABLE_NATS_PREFIX")?;
     Ok(Bus::connect_nats(&settings.nats_url, names, connection_name).await?)
 }
