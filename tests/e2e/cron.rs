@@ -684,3 +684,48 @@ async fn a_task_the_automation_tool_creates_from_a_chat_turn_answers_in_that_con
     );
     Ok(())
 }
+
+/// The README's `sable admin cron` commands, as written there.
+#[tokio::test]
+async fn the_admin_cron_commands_add_list_run_pause_resume_and_remove_a_task() -> anyhow::Result<()> {
+    let stack = TestStack::start(StackOptions {
+        gateways: 1,
+        workers: 1,
+        ..StackOptions::default()
+    })
+    .await?;
+    let org = stack.org_id.clone();
+    let task = stack
+        .sable(&[
+            "admin", "cron", "add", "--org", &org, "--name", "standup", "--schedule",
+            "0 9 * * MON-FRI", "--timezone", "Europe/Berlin", "--prompt",
+            "post the stand-up reminder",
+        ])
+        .await?;
+    assert!(task.parse::<CronTaskId>().is_ok(), "add printed {task:?}");
+    let listed = stack.sable(&["admin", "cron", "list", "--org", &org]).await?;
+    assert!(
+        listed.starts_with(&task) && listed.contains("enabled\t0 9 * * MON-FRI\tEurope/Berlin"),
+        "{listed}"
+    );
+
+    let turn_id = stack.sable(&["admin", "cron", "run", "--org", &org, &task]).await?;
+    let turn = stack.wait_for_final_turn(&turn_id).await?;
+    assert_eq!(turn["status"], "done", "{turn}");
+
+    stack.sable(&["admin", "cron", "pause", "--org", &org, &task]).await?;
+    let paused = stack.sable(&["admin", "cron", "list", "--org", &org]).await?;
+    assert!(paused.contains("\tpaused\t"), "{paused}");
+    stack.sable(&["admin", "cron", "resume", "--org", &org, &task]).await?;
+    let resumed = stack.sable(&["admin", "cron", "list", "--org", &org]).await?;
+    assert!(resumed.contains("\tenabled\t"), "{resumed}");
+    stack.sable(&["admin", "cron", "remove", "--org", &org, &task]).await?;
+    assert_eq!(stack.sable(&["admin", "cron", "list", "--org", &org]).await?, "");
+
+    let refused = stack
+        .sable(&["admin", "cron", "add", "--org", &org, "--name", "x", "--schedule", "0 25 * * *", "--prompt", "p"])
+        .await;
+    let message = format!("{:#}", refused.expect_err("a bad schedule is refused"));
+    assert!(message.contains("hour"), "{message}");
+    Ok(())
+}
