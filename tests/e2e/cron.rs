@@ -235,16 +235,10 @@ async fn task_rows(stack: &TestStack) -> anyhow::Result<i64> {
     stack.scalar("SELECT count(*) FROM cron_tasks").await
 }
 
-#[tokio::test]
-async fn bad_cron_input_gets_422_naming_the_faulty_part_and_creates_nothing() -> anyhow::Result<()>
-{
-    let stack = TestStack::start(StackOptions {
-        gateways: 1,
-        ..StackOptions::default()
-    })
-    .await?;
-    let key = stack.key.clone();
-    let cases = [
+/// Bodies of `POST /v1/cron/tasks` that must be refused, each with the part its error
+/// message must name.
+fn bad_task_bodies() -> Vec<(Value, &'static str)> {
+    vec![
         (
             json!({"name": "x", "schedule": "0 25 * * *", "prompt": "p"}),
             "hour",
@@ -289,7 +283,19 @@ async fn bad_cron_input_gets_422_naming_the_faulty_part_and_creates_nothing() ->
             json!({"name": "x", "schedule": "@daily", "prompt": "p", "colour": "red"}),
             "colour",
         ),
-    ];
+    ]
+}
+
+#[tokio::test]
+async fn bad_cron_input_gets_422_naming_the_faulty_part_and_creates_nothing() -> anyhow::Result<()>
+{
+    let stack = TestStack::start(StackOptions {
+        gateways: 1,
+        ..StackOptions::default()
+    })
+    .await?;
+    let key = stack.key.clone();
+    let cases = bad_task_bodies();
     for (body, part) in cases {
         let answer = call(
             &stack,
@@ -457,30 +463,7 @@ async fn cron_tasks_are_created_listed_paused_run_and_deleted_and_invisible_to_a
         json!({"fires": ["2026-03-08T03:00:00-04:00", "2026-03-09T02:30:00-04:00"]})
     );
 
-    // Another org's key: 404 on every route, and nothing changes.
-    for (method, route, body) in [
-        (reqwest::Method::GET, path.clone(), None),
-        (
-            reqwest::Method::PATCH,
-            path.clone(),
-            Some(json!({"enabled": true})),
-        ),
-        (reqwest::Method::POST, format!("{path}/run"), None),
-        (reqwest::Method::GET, format!("{path}/runs"), None),
-        (reqwest::Method::DELETE, path.clone(), None),
-    ] {
-        let answer = call(&stack, &other_key, method.clone(), &route, body).await?;
-        assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
-    }
-    let (_, theirs) = call(
-        &stack,
-        &other_key,
-        reqwest::Method::GET,
-        "/v1/cron/tasks",
-        None,
-    )
-    .await?;
-    assert_eq!(theirs["tasks"], json!([]));
+    another_org_finds_nothing(&stack, &other_key, &path).await?;
     let (_, still) = call(&stack, &key, reqwest::Method::GET, &path, None).await?;
     assert_eq!(
         still["enabled"], false,
@@ -491,6 +474,39 @@ async fn cron_tasks_are_created_listed_paused_run_and_deleted_and_invisible_to_a
     assert_eq!(status, StatusCode::NO_CONTENT);
     let gone = call(&stack, &key, reqwest::Method::GET, &path, None).await?;
     assert_error(&gone, StatusCode::NOT_FOUND, "not_found");
+    Ok(())
+}
+
+/// Every route with another org's key answers 404 for the task at `path`, and that
+/// org lists no tasks.
+async fn another_org_finds_nothing(
+    stack: &TestStack,
+    other_key: &str,
+    path: &str,
+) -> anyhow::Result<()> {
+    for (method, route, body) in [
+        (reqwest::Method::GET, path.to_owned(), None),
+        (
+            reqwest::Method::PATCH,
+            path.to_owned(),
+            Some(json!({"enabled": true})),
+        ),
+        (reqwest::Method::POST, format!("{path}/run"), None),
+        (reqwest::Method::GET, format!("{path}/runs"), None),
+        (reqwest::Method::DELETE, path.to_owned(), None),
+    ] {
+        let answer = call(stack, other_key, method.clone(), &route, body).await?;
+        assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
+    }
+    let (_, theirs) = call(
+        stack,
+        other_key,
+        reqwest::Method::GET,
+        "/v1/cron/tasks",
+        None,
+    )
+    .await?;
+    assert_eq!(theirs["tasks"], json!([]));
     Ok(())
 }
 
@@ -687,7 +703,8 @@ async fn a_task_the_automation_tool_creates_from_a_chat_turn_answers_in_that_con
 
 /// The README's `sable admin cron` commands, as written there.
 #[tokio::test]
-async fn the_admin_cron_commands_add_list_run_pause_resume_and_remove_a_task() -> anyhow::Result<()> {
+async fn the_admin_cron_commands_add_list_run_pause_resume_and_remove_a_task() -> anyhow::Result<()>
+{
     let stack = TestStack::start(StackOptions {
         gateways: 1,
         workers: 1,
@@ -697,33 +714,74 @@ async fn the_admin_cron_commands_add_list_run_pause_resume_and_remove_a_task() -
     let org = stack.org_id.clone();
     let task = stack
         .sable(&[
-            "admin", "cron", "add", "--org", &org, "--name", "standup", "--schedule",
-            "0 9 * * MON-FRI", "--timezone", "Europe/Berlin", "--prompt",
+            "admin",
+            "cron",
+            "add",
+            "--org",
+            &org,
+            "--name",
+            "standup",
+            "--schedule",
+            "0 9 * * MON-FRI",
+            "--timezone",
+            "Europe/Berlin",
+            "--prompt",
             "post the stand-up reminder",
         ])
         .await?;
     assert!(task.parse::<CronTaskId>().is_ok(), "add printed {task:?}");
-    let listed = stack.sable(&["admin", "cron", "list", "--org", &org]).await?;
+    let listed = stack
+        .sable(&["admin", "cron", "list", "--org", &org])
+        .await?;
     assert!(
         listed.starts_with(&task) && listed.contains("enabled\t0 9 * * MON-FRI\tEurope/Berlin"),
         "{listed}"
     );
 
-    let turn_id = stack.sable(&["admin", "cron", "run", "--org", &org, &task]).await?;
+    let turn_id = stack
+        .sable(&["admin", "cron", "run", "--org", &org, &task])
+        .await?;
     let turn = stack.wait_for_final_turn(&turn_id).await?;
     assert_eq!(turn["status"], "done", "{turn}");
 
-    stack.sable(&["admin", "cron", "pause", "--org", &org, &task]).await?;
-    let paused = stack.sable(&["admin", "cron", "list", "--org", &org]).await?;
+    stack
+        .sable(&["admin", "cron", "pause", "--org", &org, &task])
+        .await?;
+    let paused = stack
+        .sable(&["admin", "cron", "list", "--org", &org])
+        .await?;
     assert!(paused.contains("\tpaused\t"), "{paused}");
-    stack.sable(&["admin", "cron", "resume", "--org", &org, &task]).await?;
-    let resumed = stack.sable(&["admin", "cron", "list", "--org", &org]).await?;
+    stack
+        .sable(&["admin", "cron", "resume", "--org", &org, &task])
+        .await?;
+    let resumed = stack
+        .sable(&["admin", "cron", "list", "--org", &org])
+        .await?;
     assert!(resumed.contains("\tenabled\t"), "{resumed}");
-    stack.sable(&["admin", "cron", "remove", "--org", &org, &task]).await?;
-    assert_eq!(stack.sable(&["admin", "cron", "list", "--org", &org]).await?, "");
+    stack
+        .sable(&["admin", "cron", "remove", "--org", &org, &task])
+        .await?;
+    assert_eq!(
+        stack
+            .sable(&["admin", "cron", "list", "--org", &org])
+            .await?,
+        ""
+    );
 
     let refused = stack
-        .sable(&["admin", "cron", "add", "--org", &org, "--name", "x", "--schedule", "0 25 * * *", "--prompt", "p"])
+        .sable(&[
+            "admin",
+            "cron",
+            "add",
+            "--org",
+            &org,
+            "--name",
+            "x",
+            "--schedule",
+            "0 25 * * *",
+            "--prompt",
+            "p",
+        ])
         .await;
     let message = format!("{:#}", refused.expect_err("a bad schedule is refused"));
     assert!(message.contains("hour"), "{message}");

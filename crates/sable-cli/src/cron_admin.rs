@@ -15,7 +15,7 @@ pub enum CronCommand {
     /// List the org's tasks: id, enabled, schedule, zone, next fire, name.
     List(OrgArg),
     /// Create a task and print its id.
-    Add(AddArgs),
+    Add(Box<AddArgs>),
     /// Stop a task firing (its history is kept).
     Pause(TaskArg),
     /// Let a paused task fire again, from its next occurrence.
@@ -88,7 +88,7 @@ pub async fn run(settings: Settings, command: CronCommand) -> anyhow::Result<()>
                 );
             }
         }
-        CronCommand::Add(args) => println!("{}", add(&settings, &store, args).await?),
+        CronCommand::Add(args) => println!("{}", add(&settings, &store, *args).await?),
         CronCommand::Pause(task) => set_enabled(&store, task, false).await?,
         CronCommand::Resume(task) => set_enabled(&store, task, true).await?,
         CronCommand::Run(task) => println!("{}", run_now(&settings, &store, task).await?),

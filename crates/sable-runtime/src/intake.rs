@@ -141,7 +141,7 @@ impl TurnIntake {
         inbound: Inbound,
         tags: Vec<String>,
     ) -> Result<AcceptedTurn, IntakeError> {
-        let (org_id, trace) = (inbound.org_id, inbound.trace.clone());
+        let (org_id, trace) = (inbound.org_id, inbound.trace);
         let user_id = match &inbound.target {
             SessionTarget::Conversation { user_id, .. } => user_id.clone(),
             _ => None,

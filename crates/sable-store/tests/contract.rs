@@ -1529,7 +1529,7 @@ async fn a_cron_task_round_trips_and_is_not_found_by_another_org(
 
     let stored = store.cron_task(org_id, task.id).await?;
     assert_eq!(stored, task);
-    assert_eq!(store.cron_tasks(org_id).await?, [task.clone()]);
+    assert_eq!(store.cron_tasks(org_id).await?, std::slice::from_ref(&task));
     assert!(store.cron_tasks(other).await?.is_empty());
 
     let mut edited = stored.clone();

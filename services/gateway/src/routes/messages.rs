@@ -201,7 +201,7 @@ fn parse_message(
             .map(IdempotencyKey::parse)
             .transpose()
             .map_err(invalid)?,
-        trace: trace.clone(),
+        trace: *trace,
     };
     Ok(state.intake.route(inbound)?)
 }
