@@ -16,7 +16,7 @@ use crate::settings::Settings;
 /// Where the embedded store lives unless `SABLE_DATABASE_URL` says otherwise.
 const DEFAULT_DEV_DATABASE_URL: &str = "sqlite://data/sable.db";
 
-/// Runs the gateway and a worker in this process until SIGTERM or Ctrl-C.
+/// Runs the gateway, a worker and a cron replica in this process until SIGTERM or Ctrl-C.
 pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let started = Instant::now();
     let source = model_source();
@@ -49,6 +49,14 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         listener,
         shutdown.clone(),
     );
+    let intake = crate::turn_intake(&settings, &agents, &store, &bus)?;
+    let cron = sable_cron::run(
+        crate::cron_config(&settings),
+        store.clone(),
+        intake,
+        None,
+        shutdown.clone(),
+    );
     let worker = sable_worker::run(
         worker_config,
         store.clone(),
@@ -63,7 +71,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         announce_echo_model();
     }
     announce(addr, started, &settings.database_url, &welcome);
-    let finished = tokio::try_join!(gateway, worker);
+    let finished = tokio::try_join!(gateway, worker, cron);
     vitals.abort();
     finished?;
     Ok(())

@@ -1,10 +1,11 @@
-//! `sable`: one binary, one subcommand per role (gateway, worker) plus administration.
+//! `sable`: one binary, one subcommand per role (gateway, worker, cron) plus administration.
 //!
 //! The composition root: it reads settings, builds the Postgres pool, the NATS client
 //! and the provider client once, binds listeners, installs signal handling, and hands
 //! them to the services. Library crates never read the environment.
 
 mod chat;
+mod cron_admin;
 mod dev;
 mod faults;
 mod models;
@@ -55,6 +56,9 @@ enum Command {
     Gateway,
     /// Pull turns from NATS and run them against the model provider.
     Worker,
+    /// Fire scheduled tasks: one replica leads (a lease in Postgres) and enqueues each
+    /// due occurrence once; health and metrics on SABLE_METRICS_ADDR.
+    Cron,
     /// Create or update the Postgres schema, then exit.
     Migrate,
     /// Create orgs and API keys.
@@ -80,6 +84,11 @@ enum AdminCommand {
     Key {
         #[command(subcommand)]
         command: KeyCommand,
+    },
+    /// Manage an org's scheduled tasks.
+    Cron {
+        #[command(subcommand)]
+        command: cron_admin::CronCommand,
     },
 }
 
@@ -164,6 +173,7 @@ fn start_telemetry(
     let role = match command {
         Command::Gateway => Some("gateway"),
         Command::Worker => Some("worker"),
+        Command::Cron => Some("cron"),
         Command::Dev => Some("dev"),
         Command::Migrate | Command::Admin { .. } | Command::Chat(_) => None,
     };
@@ -179,6 +189,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
     match cli.command {
         Command::Gateway => run_gateway(settings).await,
         Command::Worker => run_worker(settings).await,
+        Command::Cron => run_cron(settings).await,
         Command::Migrate => run_migrate(&settings).await,
         Command::Admin { command } => run_admin(settings, command).await,
         Command::Dev => dev::run(settings).await,
@@ -227,6 +238,7 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
     match command {
         AdminCommand::Org { command } => run_org_admin(&store, command).await,
         AdminCommand::Key { command } => run_key_admin(&store, command).await,
+        AdminCommand::Cron { command } => cron_admin::run(settings, command).await,
     }
 }
 
@@ -367,6 +379,70 @@ async fn run_worker(settings: Settings) -> anyhow::Result<()> {
     metrics.abort();
     vitals.abort();
     result
+}
+
+#[allow(clippy::print_stdout)]
+async fn run_cron(settings: Settings) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signal();
+    let store = connect_store(&settings)?;
+    let bus = connect_bus(&settings, "sable-cron").await?;
+    let agents = load_agents(&settings)?;
+    let intake = turn_intake(&settings, &agents, &store, &bus)?;
+    let config = cron_config(&settings);
+    let listener = tokio::net::TcpListener::bind(&settings.metrics_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot serve metrics on {} (set SABLE_METRICS_ADDR)",
+                settings.metrics_addr
+            )
+        })?;
+    println!(
+        "sable cron metrics on http://{}/metrics",
+        listener.local_addr()?
+    );
+    println!("sable cron {} starting", config.instance_id);
+    let vitals = spawn_vitals(
+        &settings,
+        &store,
+        &bus,
+        "cron",
+        config.instance_id.clone(),
+        &shutdown,
+    );
+    let result = sable_cron::run(config, store, intake, Some(listener), shutdown).await;
+    vitals.abort();
+    result
+}
+
+pub(crate) fn cron_config(settings: &Settings) -> sable_cron::CronConfig {
+    sable_cron::CronConfig {
+        instance_id: instance_id("cron"),
+        lease_ttl: Settings::millis(settings.cron_lease_ttl_ms),
+        tick_interval: Settings::millis(settings.cron_tick_interval_ms),
+        misfire_grace: Settings::millis(settings.cron_misfire_grace_ms),
+        run_retention: settings.cron_run_retention,
+        ..sable_cron::CronConfig::default()
+    }
+}
+
+/// The intake every producer of turns shares: the agents a message may name, the
+/// bindings and the default agent.
+pub(crate) fn turn_intake(
+    settings: &Settings,
+    agents: &AgentCatalog,
+    store: &Store,
+    bus: &Bus,
+) -> anyhow::Result<sable_runtime::TurnIntake> {
+    Ok(sable_runtime::TurnIntake::new(
+        store.clone(),
+        bus.clone(),
+        sable_runtime::IntakeRouting {
+            default_agent: AgentId::parse(settings.default_agent.clone())?,
+            agents: agents.ids().map(str::to_owned).collect(),
+            bindings: load_bindings(settings, agents)?,
+        },
+    ))
 }
 
 /// Serves `/metrics` and `/healthz` for a role without an HTTP API of its own.
@@ -529,7 +605,7 @@ pub(crate) fn connect_store(settings: &Settings) -> anyhow::Result<Store> {
     Store::connect_lazy(&settings.database_url, &options).context("invalid SABLE_DATABASE_URL")
 }
 
-async fn connect_bus(settings: &Settings, connection_name: &str) -> anyhow::Result<Bus> {
+pub(crate) async fn connect_bus(settings: &Settings, connection_name: &str) -> anyhow::Result<Bus> {
     let names = BusNames::new(&settings.nats_prefix).context("invalid SABLE_NATS_PREFIX")?;
     Ok(Bus::connect_nats(&settings.nats_url, names, connection_name).await?)
 }

@@ -98,6 +98,15 @@ pub struct Settings {
     /// The Langfuse project of those keys, for direct trace links
     /// (`SABLE_LANGFUSE_PROJECT_ID`; optional).
     pub langfuse_project_id: Option<String>,
+    /// A cron leader that stops renewing its lease loses it after this long.
+    pub cron_lease_ttl_ms: u64,
+    /// How often the cron leader looks for due tasks.
+    pub cron_tick_interval_ms: u64,
+    /// A cron occurrence found later than this was missed (the task's misfire policy
+    /// decides: `skip` drops it, `run_once` fires the latest missed one once).
+    pub cron_misfire_grace_ms: u64,
+    /// Runs kept per cron task.
+    pub cron_run_retention: i64,
 }
 
 impl Default for Settings {
@@ -151,6 +160,10 @@ impl Default for Settings {
             langfuse_public_key: None,
             langfuse_secret_key: None,
             langfuse_project_id: None,
+            cron_lease_ttl_ms: 10_000,
+            cron_tick_interval_ms: 500,
+            cron_misfire_grace_ms: 30_000,
+            cron_run_retention: 200,
         }
     }
 }
@@ -218,6 +231,18 @@ impl Settings {
         anyhow::ensure!(
             self.http_max_connections >= 1,
             "http_max_connections must be at least 1"
+        );
+        anyhow::ensure!(
+            self.cron_lease_ttl_ms >= 300,
+            "cron_lease_ttl_ms must be at least 300"
+        );
+        anyhow::ensure!(
+            self.cron_tick_interval_ms >= 10,
+            "cron_tick_interval_ms must be at least 10"
+        );
+        anyhow::ensure!(
+            self.cron_run_retention >= 1,
+            "cron_run_retention must be at least 1"
         );
         self.content_capture()?;
         Ok(())

@@ -91,6 +91,10 @@ uuid_id!(
     /// One reply waiting in the outbox to be sent to its channel.
     DeliveryId, "delivery"
 );
+uuid_id!(
+    /// A scheduled task of the cron service.
+    CronTaskId, "cron task"
+);
 
 #[cfg(test)]
 mod tests {

@@ -13,7 +13,7 @@ pub struct InputError {
 }
 
 impl InputError {
-    fn new(field: &'static str, reason: impl Into<String>) -> Self {
+    pub fn new(field: &'static str, reason: impl Into<String>) -> Self {
         Self {
             field,
             reason: reason.into(),

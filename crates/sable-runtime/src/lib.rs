@@ -1,12 +1,15 @@
-//! The agent runtime: which agent answers, what it is told, and how a turn's model call
-//! is assembled from the session's history.
+//! The agent runtime: which agent answers, what it is told, how a turn's model call is
+//! assembled from the session's history, and the intake every producer of turns shares
+//! (`TurnIntake`: bindings, then the store's transaction, then the wake-up).
 //!
-//! Depends on `sable-core` and `sable-llm`; knows nothing of NATS, HTTP or SQL, so the
-//! same turn logic runs under any bus and store.
+//! Depends on `sable-core`, `sable-llm`, and the `StoreBackend` / `BusBackend` handles
+//! (`sable-store`, `sable-bus`) with `sable-telemetry` for the enqueue span; knows nothing
+//! of NATS, HTTP or SQL themselves, so the same logic runs under any bus and store.
 
 mod agents;
 mod bindings;
 mod context;
+mod intake;
 
 pub use agents::{AgentCatalog, AgentDefinition, AgentError, RouteRule};
 pub use bindings::{BindingRequest, BindingRule, Bindings, BoundAgent};
@@ -14,3 +17,4 @@ pub use context::{
     RouteDecision, SUMMARY_HEADING, SkillEntry, build_chat_request, build_summary_request,
     choose_profile, estimate_tokens, input_budget, skill_index,
 };
+pub use intake::{Inbound, IntakeError, IntakeRouting, TurnIntake};

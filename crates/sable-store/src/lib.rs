@@ -1,5 +1,5 @@
 //! Persistence for Sable: the source of truth for every org, session, turn, message,
-//! delivery and provider call.
+//! delivery, provider call and cron task.
 //!
 //! [`StoreBackend`] is the contract; [`PgStore`] (Postgres, the distributed product) and
 //! `SqliteStore` (the embedded mode) implement it, and [`Store`] is the cheap, shared
@@ -8,6 +8,7 @@
 //! checked at run time (`query_as` + `FromRow`) so building needs no database.
 
 mod calls;
+mod cron;
 mod error;
 mod intake;
 mod keys;
@@ -25,11 +26,16 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sable_core::{ApiKeyId, DeliveryId, OrgId, SessionId, TurnId};
+use chrono::{DateTime, Utc};
+use sable_core::{ApiKeyId, CronTaskId, DeliveryId, OrgId, SessionId, TurnId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
 pub use calls::{ProviderCallRecord, SessionSummary};
+pub use cron::{
+    CronRunRecord, CronRunStatus, CronTarget, CronTask, CronTaskSpec, MAX_CRON_RETRIES,
+    MAX_CRON_TIMEOUT_MS, NewCronRun,
+};
 pub use error::StoreError;
 pub use intake::{AcceptedTurn, NewMessage, SessionTarget};
 pub use keys::{ApiKeyRecord, ApiKeySecret, AuthenticatedKey, LAST_USED_RESOLUTION, OrgRecord};
@@ -169,6 +175,25 @@ store_contract! {
     fn live_roles(&self, seen_within: Duration) -> Vec<RoleInstance>;
     /// This process's connection pool.
     fn pool_stats(&self) -> PoolStats;
+    fn create_cron_task(&self, task: &CronTask) -> ();
+    /// The org's tasks, oldest first.
+    fn cron_tasks(&self, org_id: OrgId) -> Vec<CronTask>;
+    fn cron_task(&self, org_id: OrgId, task_id: CronTaskId) -> CronTask;
+    /// Overwrites the org's task's editable fields and next occurrence.
+    fn update_cron_task(&self, task: &CronTask) -> ();
+    /// Deletes the org's task and its run history.
+    fn delete_cron_task(&self, org_id: OrgId, task_id: CronTaskId) -> ();
+    /// Enabled tasks of every org due at `now`, earliest first (for the cron leader).
+    fn due_cron_tasks(&self, now: DateTime<Utc>, limit: i64) -> Vec<CronTask>;
+    /// Moves a task's next occurrence from `expected` to `next`; false when it had moved.
+    fn advance_cron_task(&self, task_id: CronTaskId, expected: DateTime<Utc>, next: Option<DateTime<Utc>>) -> bool;
+    /// Records an occurrence once per scheduled time, keeping the newest `keep` runs.
+    fn record_cron_run(&self, run: &NewCronRun, keep: i64) -> bool;
+    /// The org's task's runs, newest first, with their turns' progress.
+    fn cron_runs(&self, org_id: OrgId, task_id: CronTaskId, limit: i64) -> Vec<CronRunRecord>;
+    /// Takes or renews a named lease (free, expired or already `owner`'s); true while held.
+    fn acquire_lease(&self, name: &str, owner: &str, ttl: Duration) -> bool;
+    fn release_lease(&self, name: &str, owner: &str) -> ();
 }
 
 /// The shared handle on whichever backend a deployment uses; cheap to clone.

@@ -5,14 +5,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use sable_core::{
-    AgentId, Channel, ConversationKey, DeliveryStatus, IdempotencyKey, MessageRole, MessageText,
-    OrgId, SessionId, TurnStatus,
+    AgentId, Channel, ConversationKey, CronTaskId, DeliveryStatus, IdempotencyKey, MessageRole,
+    MessageText, MisfirePolicy, OrgId, SessionId, TurnStatus,
 };
 use sable_store::{
-    AcceptedTurn, ApprovalDecision, ApprovalRecord, DecisionOutcome, FinishTurn, HistoryEntry,
-    LeaseRelease, MemoryEdit, NewApproval, NewMessage, NewToolCall, ProviderCallRecord,
-    RunnableTurn, SessionTarget, StaleWakeup, Store, StoreError, StoreOptions, ToolCallRecord,
-    ToolCallResult, TurnOutcome, TurnStart,
+    AcceptedTurn, ApprovalDecision, ApprovalRecord, CronRunStatus, CronTarget, CronTask,
+    DecisionOutcome, FinishTurn, HistoryEntry, LeaseRelease, MemoryEdit, NewApproval, NewCronRun,
+    NewMessage, NewToolCall, ProviderCallRecord, RunnableTurn, SessionTarget, StaleWakeup, Store,
+    StoreError, StoreOptions, ToolCallRecord, ToolCallResult, TurnOutcome, TurnStart,
 };
 
 /// Generates `postgres::<name>` and `sqlite::<name>` for each test body.
@@ -73,6 +73,10 @@ contract_tests!(
     a_conversation_moves_to_a_new_session_and_back,
     a_conversation_does_not_move_without_a_key_or_to_another_users_session,
     nul_characters_in_tool_calls_approvals_and_notes_are_stripped,
+    a_cron_task_round_trips_and_is_not_found_by_another_org,
+    due_cron_tasks_are_the_enabled_ones_whose_time_came_and_advance_once,
+    a_cron_run_is_recorded_once_per_scheduled_time_and_the_history_is_bounded,
+    a_named_lease_has_one_owner_until_it_expires_or_is_released,
 );
 
 const WORKER: &str = "worker-a";
@@ -1466,5 +1470,218 @@ async fn nul_characters_in_tool_calls_approvals_and_notes_are_stripped(
         )
     );
     assert_eq!(calls[1].approval_comment.as_deref(), Some("fine"));
+    Ok(())
+}
+
+/// A whole-second instant `seconds` from a fixed origin (stored and compared exactly).
+fn instant(seconds: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap() + TimeDelta::seconds(seconds)
+}
+
+fn cron_task(org_id: OrgId, name: &str, next_fire_at: Option<DateTime<Utc>>) -> CronTask {
+    CronTask {
+        id: CronTaskId::new(),
+        org_id,
+        name: name.to_owned(),
+        schedule: "*/5 * * * *".into(),
+        timezone: "Europe/Berlin".into(),
+        prompt: "send the build status".into(),
+        agent: Some("assistant".into()),
+        target: CronTarget::Conversation {
+            key: ConversationKey::parse("build-room".into()).unwrap(),
+            user_id: Some("ada".into()),
+        },
+        enabled: true,
+        misfire: MisfirePolicy::RunOnce,
+        timeout_ms: Some(60_000),
+        max_retries: 2,
+        creator: Some("user:ada".into()),
+        anchor_at: instant(0),
+        next_fire_at,
+        created_at: instant(0),
+        updated_at: instant(0),
+    }
+}
+
+fn fired(
+    task: &CronTask,
+    scheduled_at: DateTime<Utc>,
+    turn_id: Option<sable_core::TurnId>,
+) -> NewCronRun {
+    NewCronRun {
+        org_id: task.org_id,
+        task_id: task.id,
+        scheduled_at,
+        fired_at: scheduled_at + TimeDelta::milliseconds(250),
+        turn_id,
+        status: CronRunStatus::Fired,
+        error: None,
+    }
+}
+
+async fn a_cron_task_round_trips_and_is_not_found_by_another_org(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let other = store.create_org("globex").await?;
+    let task = cron_task(org_id, "build status", Some(instant(300)));
+    store.create_cron_task(&task).await?;
+
+    let stored = store.cron_task(org_id, task.id).await?;
+    assert_eq!(stored, task);
+    assert_eq!(store.cron_tasks(org_id).await?, std::slice::from_ref(&task));
+    assert!(store.cron_tasks(other).await?.is_empty());
+
+    let mut edited = stored.clone();
+    edited.enabled = false;
+    edited.target = CronTarget::None;
+    edited.next_fire_at = None;
+    store.update_cron_task(&edited).await?;
+    let reread = store.cron_task(org_id, task.id).await?;
+    assert!(!reread.enabled);
+    assert_eq!(reread.target, CronTarget::None);
+    assert_eq!(reread.next_fire_at, None);
+
+    let mut theirs = edited.clone();
+    theirs.org_id = other;
+    for result in [
+        store.cron_task(other, task.id).await.map(|_| ()),
+        store.update_cron_task(&theirs).await,
+        store.cron_runs(other, task.id, 10).await.map(|_| ()),
+        store.delete_cron_task(other, task.id).await,
+    ] {
+        assert!(matches!(result, Err(StoreError::NotFound(_))), "{result:?}");
+    }
+    store.delete_cron_task(org_id, task.id).await?;
+    assert!(matches!(
+        store.cron_task(org_id, task.id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    Ok(())
+}
+
+async fn due_cron_tasks_are_the_enabled_ones_whose_time_came_and_advance_once(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let other = store.create_org("globex").await?;
+    let late = cron_task(org_id, "late", Some(instant(10)));
+    let later = cron_task(other, "later", Some(instant(20)));
+    let future = cron_task(org_id, "future", Some(instant(100)));
+    let finished = cron_task(org_id, "finished", None);
+    let mut paused = cron_task(org_id, "paused", Some(instant(5)));
+    paused.enabled = false;
+    for task in [&late, &later, &future, &finished, &paused] {
+        store.create_cron_task(task).await?;
+    }
+
+    let due = store.due_cron_tasks(instant(50), 10).await?;
+    let names: Vec<&str> = due.iter().map(|task| task.name.as_str()).collect();
+    assert_eq!(names, ["late", "later"], "earliest first, across orgs");
+    assert_eq!(store.due_cron_tasks(instant(50), 1).await?.len(), 1);
+
+    assert!(
+        store
+            .advance_cron_task(late.id, instant(10), Some(instant(70)))
+            .await?
+    );
+    assert!(
+        !store
+            .advance_cron_task(late.id, instant(10), Some(instant(70)))
+            .await?,
+        "a second leader with the old time moves nothing"
+    );
+    assert_eq!(
+        store.cron_task(org_id, late.id).await?.next_fire_at,
+        Some(instant(70))
+    );
+    assert!(store.advance_cron_task(later.id, instant(20), None).await?);
+    assert!(store.due_cron_tasks(instant(50), 10).await?.is_empty());
+    Ok(())
+}
+
+async fn a_cron_run_is_recorded_once_per_scheduled_time_and_the_history_is_bounded(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let task = cron_task(org_id, "build status", Some(instant(0)));
+    store.create_cron_task(&task).await?;
+    let turn = accept(&store, org_id, SessionTarget::New, "send the build status").await?;
+
+    assert!(
+        store
+            .record_cron_run(&fired(&task, instant(0), Some(turn.turn_id)), 3)
+            .await?
+    );
+    assert!(
+        !store
+            .record_cron_run(&fired(&task, instant(0), None), 3)
+            .await?,
+        "the same occurrence is recorded once"
+    );
+    let runs = store.cron_runs(org_id, task.id, 10).await?;
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].scheduled_at, instant(0));
+    assert_eq!(runs[0].fired_at, instant(0) + TimeDelta::milliseconds(250));
+    assert_eq!(runs[0].turn_id, Some(turn.turn_id));
+    assert_eq!(runs[0].status, CronRunStatus::Fired);
+    assert_eq!(runs[0].turn_status, Some(TurnStatus::Queued));
+
+    for minute in 1..=4 {
+        let mut run = fired(&task, instant(minute * 60), None);
+        run.status = CronRunStatus::Skipped;
+        run.error = Some("missed".into());
+        store.record_cron_run(&run, 3).await?;
+    }
+    let runs = store.cron_runs(org_id, task.id, 10).await?;
+    let scheduled: Vec<DateTime<Utc>> = runs.iter().map(|run| run.scheduled_at).collect();
+    assert_eq!(
+        scheduled,
+        [instant(240), instant(180), instant(120)],
+        "newest three, newest first"
+    );
+    assert_eq!(runs[0].status, CronRunStatus::Skipped);
+    assert_eq!(runs[0].error.as_deref(), Some("missed"));
+    assert_eq!(store.cron_runs(org_id, task.id, 1).await?.len(), 1);
+
+    store.delete_cron_task(org_id, task.id).await?;
+    assert!(
+        !store
+            .record_cron_run(&fired(&task, instant(600), None), 3)
+            .await?,
+        "a deleted task records nothing"
+    );
+    Ok(())
+}
+
+async fn a_named_lease_has_one_owner_until_it_expires_or_is_released(
+    store: Store,
+) -> anyhow::Result<()> {
+    assert!(store.acquire_lease("cron", "replica-a", LEASE).await?);
+    assert!(!store.acquire_lease("cron", "replica-b", LEASE).await?);
+    assert!(
+        store.acquire_lease("cron", "replica-a", LEASE).await?,
+        "renewed"
+    );
+    assert!(
+        store.acquire_lease("other", "replica-b", LEASE).await?,
+        "names are independent"
+    );
+    store.release_lease("cron", "replica-b").await?;
+    assert!(
+        !store.acquire_lease("cron", "replica-b", LEASE).await?,
+        "only the owner releases"
+    );
+    store.release_lease("cron", "replica-a").await?;
+    assert!(
+        store
+            .acquire_lease("cron", "replica-b", Duration::ZERO)
+            .await?
+    );
+    assert!(
+        store.acquire_lease("cron", "replica-a", LEASE).await?,
+        "an expired lease goes to whoever asks"
+    );
+    assert!(!store.acquire_lease("cron", "replica-b", LEASE).await?);
     Ok(())
 }

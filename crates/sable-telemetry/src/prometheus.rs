@@ -92,7 +92,32 @@ const METRICS: &[(Kind, &str, &str)] = &[
     (
         Kind::Gauge,
         "sable_cron_lag_seconds",
-        "How late the oldest due cron task fires (recorded by the cron role).",
+        "How late the cron leader fired its last occurrence (recorded by the cron role).",
+    ),
+    (
+        Kind::Gauge,
+        "sable_cron_leader",
+        "1 on the cron replica that holds the leader lease, 0 on the others.",
+    ),
+    (
+        Kind::Counter,
+        "sable_cron_due_total",
+        "Cron occurrences that came due, as the leader found them.",
+    ),
+    (
+        Kind::Counter,
+        "sable_cron_fired_total",
+        "Cron occurrences enqueued as turns (a late run_once run included).",
+    ),
+    (
+        Kind::Counter,
+        "sable_cron_failed_total",
+        "Cron occurrences that could not be enqueued (recorded as failed runs).",
+    ),
+    (
+        Kind::Counter,
+        "sable_cron_missed_total",
+        "Cron occurrences missed while no leader ran (handled by the misfire policy).",
     ),
     (
         Kind::Gauge,

@@ -13,7 +13,7 @@ mod http_fetch;
 mod registry;
 mod skills;
 
-pub use builtin::{Memory, SessionTool, SkillScript, SkillTool, Time, builtin_tools};
+pub use builtin::{Automation, Memory, SessionTool, SkillScript, SkillTool, Time, builtin_tools};
 pub use http_fetch::{HttpFetch, HttpFetchConfig, HttpFetchSetupError, InvalidAllowEntry};
 pub use registry::{
     Tool, ToolContext, ToolDescriptor, ToolError, ToolRegistry, ToolRisk, ToolSource,

@@ -95,6 +95,16 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<sable_runtime::IntakeError> for ApiError {
+    fn from(error: sable_runtime::IntakeError) -> Self {
+        match error {
+            sable_runtime::IntakeError::UnknownAgent(agent) => Self::UnknownAgent(agent),
+            sable_runtime::IntakeError::Invalid(error) => Self::Validation(error.to_string()),
+            sable_runtime::IntakeError::Store(error) => error.into(),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_and_code();

@@ -24,7 +24,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use sable_bus::Bus;
 use sable_core::AgentId;
-use sable_runtime::{AgentCatalog, Bindings};
+use sable_runtime::{AgentCatalog, Bindings, IntakeRouting, TurnIntake};
 use sable_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -77,6 +77,8 @@ pub(crate) struct AppState {
     pub config: Arc<GatewayConfig>,
     /// Cancelled at shutdown: waiting and streaming requests answer at once.
     pub shutdown: CancellationToken,
+    /// Where accepted messages become queued turns (shared with the cron service).
+    pub intake: TurnIntake,
 }
 
 /// Serves the API on `listener` and runs the dispatcher until `shutdown` is cancelled,
@@ -89,11 +91,21 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     bus.ensure_topology_patiently(&shutdown).await?;
+    let intake = TurnIntake::new(
+        store.clone(),
+        bus.clone(),
+        IntakeRouting {
+            default_agent: config.default_agent.clone(),
+            agents: config.agents.ids().map(str::to_owned).collect(),
+            bindings: config.bindings.clone(),
+        },
+    );
     let state = AppState {
         store,
         bus,
         config: Arc::new(config),
         shutdown: shutdown.clone(),
+        intake,
     };
     let dispatcher = tokio::spawn(dispatcher::run(state.clone(), shutdown.clone()));
     let sweeper = tokio::spawn(dispatcher::sweep_deliveries(
@@ -116,6 +128,7 @@ fn router(state: AppState) -> Router {
         .merge(routes::turns::router())
         .merge(routes::sessions::router())
         .merge(routes::approvals::router())
+        .merge(routes::cron::router())
         .merge(routes::metrics::router())
         .merge(routes::diagnostics::router())
         .merge(routes::keys::router())

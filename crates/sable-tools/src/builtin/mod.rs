@@ -1,6 +1,7 @@
-//! The builtin tools: `time`, `memory`, `session`, `skill` and `skill_script`
+//! The builtin tools: `time`, `memory`, `session`, `automation`, `skill` and `skill_script`
 //! (`http_fetch` lives in its own module).
 
+mod automation;
 mod memory;
 mod session;
 mod skill;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+pub use automation::Automation;
 pub use memory::Memory;
 pub use session::SessionTool;
 pub use skill::{SkillScript, SkillTool};
@@ -56,6 +58,7 @@ pub fn builtin_tools(skills: Arc<crate::SkillCatalog>) -> Vec<Arc<dyn crate::Too
         Arc::new(Time::new()),
         Arc::new(Memory::new()),
         Arc::new(SessionTool::new()),
+        Arc::new(Automation::new()),
         Arc::new(SkillTool::new(skills.clone())),
         Arc::new(SkillScript::new(skills)),
     ]

@@ -14,7 +14,7 @@ use sable_core::{
     AgentId, Channel, ConversationKey, IdempotencyKey, MessageText, OrgId, SessionId,
 };
 use sable_proto::v1::TurnWakeup;
-use sable_runtime::BindingRequest;
+use sable_runtime::Inbound;
 use sable_store::{AcceptedTurn, NewMessage, SessionTarget};
 use sable_telemetry::TraceContext;
 use sable_telemetry::genai::{self, TurnLabels};
@@ -123,7 +123,10 @@ async fn accept_and_reply(
             .ok(),
     };
     if accepted.created {
-        publish_wakeup(&state, caller.org_id, &accepted, &labels, &trace).await;
+        state
+            .intake
+            .publish_wakeup(caller.org_id, &accepted, &labels, &trace)
+            .await;
     }
     match mode {
         ReplyMode::Accepted => Ok(accepted_response(&accepted, StatusCode::ACCEPTED)),
@@ -185,44 +188,24 @@ fn parse_message(
         },
         (None, None) => SessionTarget::New,
     };
-    let explicit = body
-        .agent
-        .map(AgentId::parse)
-        .transpose()
-        .map_err(invalid)?;
-    if let Some(agent) = &explicit
-        && !state.config.agents.contains(agent.as_str())
-    {
-        return Err(ApiError::UnknownAgent(agent.to_string()));
-    }
-    let (conversation, user) = match &target {
-        SessionTarget::Conversation { key, user_id } => (Some(key.as_str()), user_id.as_deref()),
-        _ => (None, None),
-    };
-    let channel = parse_channel(state, body.channel.as_deref())?;
-    let bound = state.config.bindings.resolve(
-        &BindingRequest {
-            explicit_agent: explicit.as_ref().map(AgentId::as_str),
-            channel: channel.as_str(),
-            conversation,
-            user,
-        },
-        state.config.default_agent.as_str(),
-    );
-    Ok(NewMessage {
+    let inbound = Inbound {
         org_id,
-        channel,
-        agent: AgentId::parse(bound.agent).map_err(invalid)?,
-        binding_rule: bound.rule,
+        channel: parse_channel(state, body.channel.as_deref())?,
         target,
+        agent: body
+            .agent
+            .map(AgentId::parse)
+            .transpose()
+            .map_err(invalid)?,
         text: MessageText::parse(body.text).map_err(invalid)?,
         idempotency_key: body
             .idempotency_key
             .map(IdempotencyKey::parse)
             .transpose()
             .map_err(invalid)?,
-        trace_parent: Some(trace.to_string()),
-    })
+        trace: *trace,
+    };
+    Ok(state.intake.route(inbound)?)
 }
 
 /// A channel the API may ask for; `webhook` only when this gateway has a webhook URL.
@@ -245,35 +228,6 @@ fn parse_user_id(user_id: String) -> Result<String, ApiError> {
     valid.then_some(user_id).ok_or_else(|| {
         ApiError::Validation("conversation.user_id: must be 1 to 200 printable bytes".into())
     })
-}
-
-/// Publishes the wake-up in an `enqueue` span. A failure is logged, not returned: the
-/// turn is already safe in Postgres and the sweeper republishes it.
-async fn publish_wakeup(
-    state: &AppState,
-    org_id: OrgId,
-    accepted: &AcceptedTurn,
-    labels: &TurnLabels,
-    trace: &TraceContext,
-) {
-    let span = tracing::info_span!(
-        "enqueue",
-        otel.name = "publish turn wake-up",
-        otel.kind = "producer"
-    );
-    labels.annotate(&span);
-    let traceparent = genai::trace_context_of(&span)
-        .unwrap_or_else(|| trace.child())
-        .to_string();
-    let turn_id = accepted.turn_id.to_string();
-    let wakeup = TurnWakeup {
-        turn_id: turn_id.clone(),
-        org_id: org_id.to_string(),
-        session_id: accepted.session_id.to_string(),
-    };
-    wake_turn(state, wakeup, &turn_id, Some(&traceparent))
-        .instrument(span)
-        .await;
 }
 
 /// Publishes a turn's wake-up under `message_id` (JetStream drops a repeated id within
