@@ -13,8 +13,9 @@ use crate::support::{READY_TIMEOUT, sable_binary};
 /// Every line of the README's ```sh blocks, comments and continuations removed.
 fn readme_commands() -> anyhow::Result<Vec<String>> {
     let readme = std::fs::read_to_string(workspace_root().join("README.md"))?;
-    let mut commands = Vec::new();
+    let mut commands: Vec<String> = Vec::new();
     let mut in_shell_block = false;
+    let mut continued = false;
     for line in readme.lines() {
         if line.trim_start().starts_with("```") {
             in_shell_block = !in_shell_block && line.trim_start().trim_start_matches('`') == "sh";
@@ -28,9 +29,22 @@ fn readme_commands() -> anyhow::Result<Vec<String>> {
             None if line.trim_start().starts_with('#') => "",
             None => line,
         };
-        if !code.trim().is_empty() {
-            commands.push(code.trim().trim_end_matches('&').trim().to_owned());
+        let code = code.trim();
+        let continues = code.ends_with('\\');
+        let code = code
+            .trim_end_matches('\\')
+            .trim()
+            .trim_end_matches('&')
+            .trim();
+        match commands.last_mut() {
+            Some(last) if continued => {
+                last.push(' ');
+                last.push_str(code);
+            }
+            _ if !code.is_empty() => commands.push(code.to_owned()),
+            _ => {}
         }
+        continued = continues;
     }
     anyhow::ensure!(!commands.is_empty(), "the README shows no shell commands");
     Ok(commands)
@@ -95,6 +109,7 @@ fn copy_dir(from: &Path, to: &Path) -> anyhow::Result<()> {
 #[tokio::test]
 async fn the_readmes_first_command_runs_sable_dev_and_the_echo_model_answers() -> anyhow::Result<()>
 {
+    sable_llm::install_crypto_provider();
     let first = readme_commands()?.remove(0);
     assert_eq!(
         first, "cargo run --release -- dev",
@@ -173,8 +188,10 @@ fn sable_arguments(command: &str) -> Option<Vec<String>> {
     let inner = command
         .find("$(")
         .map_or(command, |start| command[start + 2..].trim_end_matches(')'));
-    let words: Vec<&str> = inner
-        .split_whitespace()
+    let words = shell_words(inner);
+    let words: Vec<&str> = words
+        .iter()
+        .map(String::as_str)
         .skip_while(|word| word.contains('=') && !word.starts_with('-'))
         .collect();
     let args = match words.as_slice() {
@@ -189,14 +206,47 @@ fn sable_arguments(command: &str) -> Option<Vec<String>> {
         args.into_iter()
             .map(|word| {
                 // Shell variables stand for values printed earlier, e.g. an org id.
-                if word.trim_matches('"').starts_with('$') {
+                if word.starts_with('$') {
                     uuid::Uuid::nil().to_string()
                 } else {
-                    word.trim_matches('"').to_owned()
+                    word.to_owned()
                 }
             })
             .collect(),
     )
+}
+
+/// Splits a command line as a shell would for simple quoting: `'…'` and `"…"` group
+/// words and are removed.
+fn shell_words(line: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quote: Option<char> = None;
+    let mut in_word = false;
+    for character in line.chars() {
+        match (quote, character) {
+            (Some(open), c) if c == open => quote = None,
+            (Some(_), c) => word.push(c),
+            (None, '\'' | '"') => {
+                quote = Some(character);
+                in_word = true;
+            }
+            (None, c) if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            (None, c) => {
+                word.push(c);
+                in_word = true;
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
 }
 
 #[tokio::test]

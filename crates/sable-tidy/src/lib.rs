@@ -165,7 +165,32 @@ pub fn check_no_literal_ports(sources: &BTreeMap<PathBuf, String>) -> Vec<String
 
 /// `map_err(|_| …)` places whose dropped cause carries nothing worth keeping, each with
 /// the reason: (file, text that follows `|_|` on the line, reason).
-pub const JUSTIFIED_DROPPED_CAUSES: [(&str, &str, &str); 10] = [
+pub const JUSTIFIED_DROPPED_CAUSES: [(&str, &str, &str); 15] = [
+    (
+        "crates/sable-core/src/schedule.rs",
+        "{",
+        "an unknown IANA zone name; the message names it",
+    ),
+    (
+        "crates/sable-core/src/schedule.rs",
+        "refuse(format!(\"@every",
+        "an interval too long for a time delta; the message says so",
+    ),
+    (
+        "crates/sable-store/src/cron.rs",
+        "corrupt()",
+        "a stored target that is not what Sable writes; the decode error names the column",
+    ),
+    (
+        "crates/sable-tools/src/builtin/automation.rs",
+        "ToolError::InvalidArguments",
+        "an id the model sent that is not a task id; the message says so",
+    ),
+    (
+        "services/gateway/src/routes/cron.rs",
+        "ApiError::NotFound",
+        "a malformed id is as unknown as a missing one",
+    ),
     (
         "crates/sable-tools/src/registry.rs",
         "ToolError::Timeout",
