@@ -91,6 +91,13 @@ pub struct Settings {
     /// The Langfuse project of those keys, for direct trace links
     /// (`SABLE_LANGFUSE_PROJECT_ID`; optional).
     pub langfuse_project_id: Option<String>,
+    /// The MCP servers the sidecar connects to (`SABLE_MCP_FILE`).
+    pub mcp_file: PathBuf,
+    /// Where `sable mcp-sidecar` serves gRPC (`SABLE_MCP_SIDECAR_ADDR`).
+    pub mcp_sidecar_addr: String,
+    /// Where workers and gateways reach the sidecar (`SABLE_MCP_SIDECAR_URL`, e.g.
+    /// `http://127.0.0.1:50051`); unset means no MCP tools (`sable dev` runs its own).
+    pub mcp_sidecar_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -141,6 +148,9 @@ impl Default for Settings {
             langfuse_public_key: None,
             langfuse_secret_key: None,
             langfuse_project_id: None,
+            mcp_file: "config/mcp.toml".into(),
+            mcp_sidecar_addr: "127.0.0.1:50051".into(),
+            mcp_sidecar_url: None,
         }
     }
 }
