@@ -11,6 +11,7 @@ mod diagnostics;
 mod embedded;
 mod faults;
 mod idempotency;
+mod mcp;
 mod metrics;
 mod ordering;
 mod outages;

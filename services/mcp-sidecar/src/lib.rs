@@ -68,7 +68,12 @@ pub async fn run(
     listeners: SidecarListeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let revision = Arc::new(AtomicU64::new(1));
+    // Revisions start from the clock, so a restarted sidecar never repeats one a worker
+    // still caches.
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |since| u64::try_from(since.as_millis()).unwrap_or(1) << 10);
+    let revision = Arc::new(AtomicU64::new(start));
     let by_name: BTreeMap<String, Arc<Server>> = config
         .mcp
         .servers
