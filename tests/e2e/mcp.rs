@@ -184,6 +184,51 @@ async fn a_scripted_model_calls_an_mcp_tool_through_the_sidecar_and_answers_with
     assert_eq!(answer["reply"]["text"], "tool said: echo: over-http", "{answer}");
     assert_eq!(http.state.calls(), 1);
 
+    // What the agent is offered, and the sidecar's servers, over HTTP.
+    let (status, listed) = stack.get(0, "/v1/tools?agent=mcp").await?;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    let tools = listed["tools"].as_array().expect("tools");
+    let echo = tools
+        .iter()
+        .find(|tool| tool["name"] == "mcp__local__echo")
+        .expect("mcp__local__echo is listed");
+    assert_eq!(echo["source"], "mcp");
+    assert_eq!(echo["server"], "local");
+    assert_eq!(echo["idempotent"], true, "from idempotent_tools");
+    assert_eq!(echo["requires_approval"], false);
+    assert_eq!(echo["input_schema"]["required"], json!(["text"]));
+    assert!(!tools.iter().any(|tool| tool["name"] == "time"), "{listed}");
+    let (_, builtin) = stack.get(0, "/v1/tools?agent=default").await?;
+    assert_eq!(builtin["tools"][0]["name"], "time");
+    assert_eq!(builtin["tools"][0]["source"], "builtin");
+    let (status, _) = stack.get(0, "/v1/tools?agent=nobody").await?;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    let (status, servers) = stack.get(0, "/v1/mcp/servers").await?;
+    assert_eq!(status, StatusCode::OK, "{servers}");
+    let local = servers["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|server| server["name"] == "local")
+        .expect("local is listed");
+    assert_eq!(local["transport"], "stdio");
+    assert_eq!(local["state"], "connected");
+    assert_eq!(local["calls"], 1);
+    assert!(local["tools"].as_u64().unwrap() >= 7, "{local}");
+    let admin_key = stack
+        .sable(&["admin", "key", "create", "--org", &stack.org_id, "--admin"])
+        .await?;
+    let diagnostics: Value = stack
+        .http
+        .get(stack.url(0, "/v1/diagnostics/runtime"))
+        .bearer_auth(admin_key)
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(diagnostics["mcp"]["status"], "up", "{diagnostics}");
+    assert_eq!(diagnostics["mcp"]["servers"].as_array().unwrap().len(), 2);
+
     // isError is a tool error the model reads, not a failed turn.
     let answer = ask(&stack, r##"#tool=mcp__local__fail #args={"message":"broken"}"##).await?;
     assert_eq!(answer["reply"]["text"], "tool said: error (failed): it failed: broken", "{answer}");

@@ -357,6 +357,8 @@ pub(crate) fn gateway_config(
             .filter(|host| !host.is_empty()),
         langfuse_project_id: settings.langfuse_project_id.clone(),
         live_within: Settings::millis(settings.heartbeat_interval_ms) * vitals::BEATS_BEFORE_GONE,
+        agent_catalog: agents.clone(),
+        tools: load_capabilities(settings, agents)?.tools,
     })
 }
 

@@ -183,6 +183,24 @@ impl ToolRegistry {
         registry
     }
 
+    /// Every tool an agent is offered: what `allowed` names (see
+    /// [`ToolRegistry::resolve_allowed`]), plus `skill` when it has skills and
+    /// `skill_script` when it may run their scripts.
+    pub fn offered<'a>(
+        &'a self,
+        allowed: &[String],
+        with_skills: bool,
+        with_skill_scripts: bool,
+    ) -> Vec<&'a str> {
+        let mut names = self.resolve_allowed(allowed);
+        for (wanted, name) in [(with_skills, "skill"), (with_skill_scripts, "skill_script")] {
+            if wanted && !names.contains(&name) && let Some((name, _)) = self.tools.get_key_value(name) {
+                names.push(name.as_str());
+            }
+        }
+        names
+    }
+
     /// The names an agent's `tools.allow` offers: exact names that exist, and for an
     /// entry ending in `*` (such as `mcp__time__*`) every tool it prefixes, in name order.
     pub fn resolve_allowed<'a>(&'a self, allowed: &[String]) -> Vec<&'a str> {

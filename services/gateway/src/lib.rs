@@ -5,7 +5,8 @@
 //! turn and history reads, and dispatches pending deliveries to their channels. Holds no
 //! state of its own: any number of gateways can run side by side.
 //!
-//! Depends on the store, bus, core and telemetry crates; never on another service.
+//! Depends on the store, bus, core, runtime, tools (the registry and the MCP sidecar's
+//! client, for the tool views) and telemetry crates; never on another service.
 
 mod auth;
 mod body;
@@ -62,6 +63,11 @@ pub struct GatewayConfig {
     pub langfuse_project_id: Option<String>,
     /// A process whose heartbeat is older than this is not listed as live.
     pub live_within: Duration,
+    /// The agents, for what each is offered (`GET /v1/tools`).
+    pub agent_catalog: sable_runtime::AgentCatalog,
+    /// The tool registry workers use (with the MCP sidecar's catalog when one is
+    /// configured), for `GET /v1/tools`, `GET /v1/mcp/servers` and diagnostics.
+    pub tools: sable_tools::ToolRegistry,
 }
 
 /// Shared by every request handler.
@@ -111,6 +117,7 @@ fn router(state: AppState) -> Router {
         .merge(routes::approvals::router())
         .merge(routes::metrics::router())
         .merge(routes::diagnostics::router())
+        .merge(routes::tools::router())
         .fallback(|| async { ApiError::NotFound("route") })
         .route_layer(axum::middleware::from_fn(routes::metrics::record))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

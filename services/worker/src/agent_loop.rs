@@ -41,13 +41,11 @@ impl TurnTools {
         agent: &AgentDefinition,
     ) -> Self {
         let registry = context.tools.for_turn().await;
-        let mut names = registry.resolve_allowed(&agent.tools);
-        if !agent.skills.is_empty() && !names.contains(&"skill") {
-            names.push("skill");
-        }
-        if agent.allow_skill_scripts && !names.contains(&"skill_script") {
-            names.push("skill_script");
-        }
+        let names = registry.offered(
+            &agent.tools,
+            !agent.skills.is_empty(),
+            agent.allow_skill_scripts,
+        );
         let specs = registry.specs(names);
         Self {
             specs,

@@ -6,4 +6,5 @@ pub(crate) mod health;
 pub(crate) mod messages;
 pub(crate) mod metrics;
 pub(crate) mod sessions;
+pub(crate) mod tools;
 pub(crate) mod turns;
