@@ -9,7 +9,8 @@ use reqwest::StatusCode;
 use sable_proto::v1 as pb;
 use sable_proto::v1::mcp_sidecar_client::McpSidecarClient;
 use sable_testkit::{
-    ChildProcess, FakeMcpServer, FakeProvider, eventually, fake_mcp_binary, free_port, wait_for,
+    ChildProcess, ExportedSpan, FakeMcpServer, FakeProvider, OtlpReceiver, eventually,
+    fake_mcp_binary, free_port, wait_for,
 };
 use serde_json::{Value, json};
 
@@ -110,8 +111,17 @@ async fn wait_connected(url: &str, servers: &[&str]) -> anyhow::Result<()> {
 
 /// A distributed stack (gateway, worker) with a sidecar started first from `config`.
 async fn stack_with_sidecar(config: &McpConfig) -> anyhow::Result<(TestStack, SidecarProcess)> {
+    stack_with_sidecar_and(config, Vec::new()).await
+}
+
+async fn stack_with_sidecar_and(
+    config: &McpConfig,
+    extra: Vec<(&'static str, String)>,
+) -> anyhow::Result<(TestStack, SidecarProcess)> {
+    let mut env = config.env();
+    env.extend(extra);
     let mut stack = TestStack::start(StackOptions {
-        env: config.env(),
+        env,
         ..Default::default()
     })
     .await?;
@@ -370,5 +380,44 @@ async fn a_misconfigured_mcp_file_stops_the_sidecar_naming_the_server_and_field(
         error.contains("server 'docs': field 'url': the environment variable SABLE_TEST_UNSET_TOKEN is not set"),
         "{error}"
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_turns_trace_continues_across_the_grpc_hop_into_the_sidecars_span()
+-> anyhow::Result<()> {
+    const CALLER_TRACE_ID: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let receiver = OtlpReceiver::start().await?;
+    let config = McpConfig::new(&fake_stdio_server())?;
+    let (stack, sidecar) = stack_with_sidecar_and(
+        &config,
+        vec![("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint())],
+    )
+    .await?;
+    sidecar.wait_connected(&["local"]).await?;
+    let answer: Value = stack
+        .http
+        .post(stack.url(0, "/v1/messages"))
+        .bearer_auth(&stack.key)
+        .header("traceparent", format!("00-{CALLER_TRACE_ID}-00f067aa0ba902b8-01"))
+        .json(&json!({"text": r##"#tool=mcp__local__echo #args={"text":"traced"}"##, "agent": "mcp", "wait": true}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(answer["reply"]["text"], "tool said: echo: traced", "{answer}");
+    let (tool, call) = wait_for("the tool and sidecar spans", Duration::from_secs(30), || async {
+        let spans: Vec<ExportedSpan> = receiver
+            .spans()
+            .into_iter()
+            .filter(|span| span.trace_id == CALLER_TRACE_ID)
+            .collect();
+        let tool = spans.iter().find(|span| span.name == "execute_tool mcp__local__echo")?;
+        let call = spans.iter().find(|span| span.name == "mcp call local/echo")?;
+        Some((tool.clone(), call.clone()))
+    })
+    .await?;
+    assert_eq!(call.parent_span_id, tool.span_id, "{call:#?}");
+    assert_eq!(call.str("sable.mcp.outcome"), Some("ok"), "{call:#?}");
     Ok(())
 }
