@@ -51,3 +51,17 @@ ensure_nats_running() {
   for _ in $(seq 1 50); do (exec 3<>/dev/tcp/127.0.0.1/4222) 2>/dev/null && return 0; sleep 0.2; done
   fail "nats-server did not start on 127.0.0.1:4222 (see $dir/nats.log)"
 }
+
+# The third-party MCP server the tests call through the sidecar: mcp-server-time from
+# PyPI (`python3 -m mcp_server_time`), installed with pip when missing.
+ensure_mcp_server_time() {
+  command -v python3 >/dev/null || apt_install python3 python3-pip
+  python3 -c 'import mcp_server_time' 2>/dev/null && return 0
+  python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+  echo "installing mcp-server-time (PyPI) ..." >&2
+  python3 -m pip install --quiet mcp-server-time >&2 \
+    || python3 -m pip install --quiet --break-system-packages mcp-server-time >&2 \
+    || fail "pip install mcp-server-time failed (the MCP tests call it)"
+  python3 -c 'import mcp_server_time' 2>/dev/null \
+    || fail "python3 cannot import mcp_server_time after installing it"
+}

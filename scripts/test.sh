@@ -9,6 +9,7 @@ command -v cargo >/dev/null || fail "cargo is not installed (https://rustup.rs)"
 command -v psql >/dev/null || apt_install postgresql-client
 ensure_postgres
 ensure_nats_server_binary
+ensure_mcp_server_time
 
 log=$(mktemp)
 export SABLE_FAULT_REPORT

@@ -98,6 +98,6 @@ async fn the_runtime_view_shows_live_roles_queues_and_the_pool_to_admin_keys_onl
             .is_some_and(|max| max >= 1),
         "{view}"
     );
-    assert_eq!(view["mcp"]["status"], "not_deployed");
+    assert_eq!(view["mcp"]["status"], "not_configured");
     Ok(())
 }

@@ -13,6 +13,7 @@ mod embedded;
 mod faults;
 mod hostile_clients;
 mod idempotency;
+mod mcp;
 mod metrics;
 mod ordering;
 mod outages;

@@ -587,13 +587,20 @@ async fn spawn_dev(
     provider: &FakeProvider,
     data_dir: &std::path::Path,
 ) -> anyhow::Result<(ChildProcess, String, Option<String>)> {
-    let mut process = ChildProcess::spawn(
-        "dev",
-        &sable_binary(),
-        &["dev"],
-        &dev_env(provider, data_dir),
-        &workspace_root(),
-    )?;
+    spawn_dev_with(provider, data_dir, &[]).await
+}
+
+/// Starts `sable dev` with `extra` added to [`dev_env`]; returns the process, its URL and
+/// the API key it printed on a first start.
+pub async fn spawn_dev_with(
+    provider: &FakeProvider,
+    data_dir: &std::path::Path,
+    extra: &[(String, String)],
+) -> anyhow::Result<(ChildProcess, String, Option<String>)> {
+    let mut env = dev_env(provider, data_dir);
+    env.extend(extra.iter().cloned());
+    let mut process =
+        ChildProcess::spawn("dev", &sable_binary(), &["dev"], &env, &workspace_root())?;
     let url = process
         .wait_for_line("sable gateway listening on", READY_TIMEOUT)
         .await?;

@@ -24,6 +24,8 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         std::env::var("SABLE_DATABASE_URL").unwrap_or_else(|_| DEFAULT_DEV_DATABASE_URL.to_owned());
     let store = open_store(&settings).await?;
     let bus = Bus::local();
+    let shutdown = crate::shutdown_on_signal();
+    let sidecar = start_sidecar(&mut settings, &shutdown).await?;
     let agents = crate::load_agents(&settings)?;
     let models = crate::build_models(&settings, &agents, source)?;
     let capabilities = crate::load_capabilities(&settings, &agents)?;
@@ -33,7 +35,6 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let gateway_config = crate::gateway_config(&settings, &agents)?;
     let worker_config = crate::worker_config(&settings);
-    let shutdown = crate::shutdown_on_signal();
     let vitals = crate::spawn_vitals(
         &settings,
         &store,
@@ -73,8 +74,34 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     announce(addr, started, &settings.database_url, &welcome);
     let finished = tokio::try_join!(gateway, worker, cron);
     vitals.abort();
+    if let Some(sidecar) = sidecar {
+        sidecar.await??;
+    }
     finished?;
     Ok(())
+}
+
+/// Runs the MCP sidecar in this process, from the same `config/mcp.toml`, on a loopback
+/// port of its own, and points the worker and gateway at it. Not started when the file
+/// names no server or `SABLE_MCP_SIDECAR_URL` points at a sidecar running elsewhere.
+async fn start_sidecar(
+    settings: &mut Settings,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    let mcp = crate::load_mcp(settings)?;
+    if settings.mcp_sidecar_url.is_some() || mcp.servers.is_empty() {
+        return Ok(None);
+    }
+    let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot bind the in-process MCP sidecar")?;
+    settings.mcp_sidecar_url = Some(format!("http://{}", grpc.local_addr()?));
+    let listeners = sable_mcp_sidecar::SidecarListeners { grpc, http: None };
+    Ok(Some(tokio::spawn(sable_mcp_sidecar::run(
+        sable_mcp_sidecar::SidecarConfig::new(mcp),
+        listeners,
+        shutdown.clone(),
+    ))))
 }
 
 /// The configured provider, or the echo model when none is configured.

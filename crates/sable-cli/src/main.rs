@@ -71,6 +71,9 @@ enum Command {
     Dev,
     /// Chat with an agent through a running gateway, streaming each reply.
     Chat(chat::ChatArgs),
+    /// Keep every MCP server of config/mcp.toml (SABLE_MCP_FILE) connected and serve them
+    /// to workers over gRPC (SABLE_MCP_SIDECAR_ADDR, default 127.0.0.1:50051).
+    McpSidecar,
 }
 
 #[derive(Debug, Subcommand)]
@@ -175,6 +178,7 @@ fn start_telemetry(
         Command::Worker => Some("worker"),
         Command::Cron => Some("cron"),
         Command::Dev => Some("dev"),
+        Command::McpSidecar => Some("mcp-sidecar"),
         Command::Migrate | Command::Admin { .. } | Command::Chat(_) => None,
     };
     let tracing = match role {
@@ -194,6 +198,7 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::Admin { command } => run_admin(settings, command).await,
         Command::Dev => dev::run(settings).await,
         Command::Chat(args) => chat::run(args).await,
+        Command::McpSidecar => run_mcp_sidecar(settings).await,
     }
 }
 
@@ -487,6 +492,7 @@ pub(crate) fn gateway_config(
             max_connections: settings.http_max_connections,
             shutdown_grace: Settings::millis(settings.shutdown_grace_ms),
         },
+        tools: load_capabilities(settings, agents)?.tools,
     })
 }
 
@@ -564,12 +570,21 @@ pub(crate) fn load_capabilities(
     {
         tools.register(tool).map_err(anyhow::Error::msg)?;
     }
+    // MCP tools are known only at turn time (servers come and go); any `mcp__` name
+    // passes here and is offered while its server is connected.
     agents
         .check_capabilities(
-            |tool| tools.descriptor(tool).is_some(),
+            |tool| tools.descriptor(tool).is_some() || tool.starts_with("mcp__"),
             |skill| skills.contains(skill),
         )
         .context("an agent names a tool or skill that does not exist")?;
+    if let Some(url) = settings
+        .mcp_sidecar_url
+        .as_deref()
+        .filter(|url| !url.is_empty())
+    {
+        tools.set_mcp(sable_tools::McpCatalog::connect_lazy(url)?);
+    }
     Ok(sable_worker::Capabilities { tools, skills })
 }
 
@@ -661,4 +676,50 @@ async fn wait_for_signal() {
         _ = terminate.recv() => {}
         _ = interrupt.recv() => {}
     }
+}
+
+#[allow(clippy::print_stdout)]
+async fn run_mcp_sidecar(settings: Settings) -> anyhow::Result<()> {
+    let shutdown = shutdown_on_signal();
+    let config = sable_mcp_sidecar::SidecarConfig::new(load_mcp(&settings)?);
+    let grpc = tokio::net::TcpListener::bind(&settings.mcp_sidecar_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot serve gRPC on {} (set SABLE_MCP_SIDECAR_ADDR)",
+                settings.mcp_sidecar_addr
+            )
+        })?;
+    let http = tokio::net::TcpListener::bind(&settings.metrics_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot serve metrics on {} (set SABLE_METRICS_ADDR)",
+                settings.metrics_addr
+            )
+        })?;
+    // Tests and scripts read these lines to find ports chosen by the OS (address :0).
+    println!(
+        "sable mcp-sidecar listening on grpc://{}",
+        grpc.local_addr()?
+    );
+    println!(
+        "sable mcp-sidecar metrics on http://{}/metrics",
+        http.local_addr()?
+    );
+    let listeners = sable_mcp_sidecar::SidecarListeners {
+        grpc,
+        http: Some(http),
+    };
+    sable_mcp_sidecar::run(config, listeners, shutdown).await
+}
+
+/// `config/mcp.toml` (or `SABLE_MCP_FILE`), `${VAR}` taken from this process's
+/// environment. A missing default file means no servers.
+pub(crate) fn load_mcp(settings: &Settings) -> anyhow::Result<sable_mcp_sidecar::McpConfig> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    Ok(sable_mcp_sidecar::McpConfig::load(
+        &settings.mcp_file,
+        &lookup,
+    )?)
 }

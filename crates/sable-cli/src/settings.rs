@@ -107,6 +107,13 @@ pub struct Settings {
     pub cron_misfire_grace_ms: u64,
     /// Runs kept per cron task.
     pub cron_run_retention: i64,
+    /// The MCP servers the sidecar connects to (`SABLE_MCP_FILE`).
+    pub mcp_file: PathBuf,
+    /// Where `sable mcp-sidecar` serves gRPC (`SABLE_MCP_SIDECAR_ADDR`).
+    pub mcp_sidecar_addr: String,
+    /// Where workers and gateways reach the sidecar (`SABLE_MCP_SIDECAR_URL`, e.g.
+    /// `http://127.0.0.1:50051`); unset means no MCP tools (`sable dev` runs its own).
+    pub mcp_sidecar_url: Option<String>,
 }
 
 impl Default for Settings {
@@ -164,6 +171,9 @@ impl Default for Settings {
             cron_tick_interval_ms: 500,
             cron_misfire_grace_ms: 30_000,
             cron_run_retention: 200,
+            mcp_file: "config/mcp.toml".into(),
+            mcp_sidecar_addr: "127.0.0.1:50051".into(),
+            mcp_sidecar_url: None,
         }
     }
 }

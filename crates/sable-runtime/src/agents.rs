@@ -50,6 +50,19 @@ pub struct AgentDefinition {
     pub max_tool_result_chars: usize,
 }
 
+impl AgentDefinition {
+    /// True when `tools.allow` offers `tool`: by its exact name, or by an entry ending in
+    /// `*` that prefixes it (`mcp__time__*`).
+    pub fn allows_tool(&self, tool: &str) -> bool {
+        self.tools
+            .iter()
+            .any(|entry| match entry.strip_suffix('*') {
+                Some(prefix) => tool.starts_with(prefix),
+                None => entry == tool,
+            })
+    }
+}
+
 /// A routing rule: turns whose message is at most `max_input_chars` long use `profile`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -222,7 +235,7 @@ impl AgentCatalog {
             if let Some(tool) = agent
                 .approval_required
                 .iter()
-                .find(|tool| !agent.tools.contains(tool))
+                .find(|tool| !agent.allows_tool(tool))
             {
                 return Err(invalid(format!(
                     "tools.require_approval: '{tool}' is not in tools.allow"

@@ -7,7 +7,8 @@
 //! concurrent tests and child processes can script it too:
 //! `#fail=<status>`, `#overflow` (context window exceeded), `#hang` (never answers), `#stall` (one chunk, then silence),
 //! `#drop` (one chunk, then the connection breaks), `#delay=<ms>`, `#tool` (call the `time`
-//! tool once, then echo after its result).
+//! tool once, then echo after its result), `#tool=<name>` with optional `#args=<json>`
+//! (JSON without spaces: call that tool once, then answer `tool said: <its result>`).
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -185,7 +186,16 @@ impl FakeState {
             let (script, directive_delay) =
                 script_from_directives(last_user, answers_a_tool_call(request));
             delay += directive_delay;
-            script
+            match last_tool_result(request) {
+                Some(result)
+                    if last_user
+                        .split_whitespace()
+                        .any(|word| word.starts_with("#tool=")) =>
+                {
+                    Script::Reply(format!("tool said: {result}"))
+                }
+                _ => script,
+            }
         });
         tokio::time::sleep(delay).await;
         script
@@ -276,6 +286,29 @@ fn answers_a_tool_call(request: &Value) -> bool {
             .is_some_and(|blocks| blocks.iter().any(|block| block["type"] == "tool_result"))
 }
 
+/// The content of the tool result the conversation ends with (OpenAI `role: tool`, or
+/// an Anthropic `tool_result` block).
+fn last_tool_result(request: &Value) -> Option<String> {
+    let last = request["messages"].as_array()?.last()?;
+    if last["role"] == "tool" {
+        return last["content"].as_str().map(str::to_owned);
+    }
+    let block = last["content"]
+        .as_array()?
+        .iter()
+        .find(|block| block["type"] == "tool_result")?;
+    match &block["content"] {
+        Value::String(text) => Some(text.clone()),
+        Value::Array(parts) => Some(
+            parts
+                .iter()
+                .filter_map(|part| part["text"].as_str())
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
 pub(crate) fn script_from_directives(text: &str, after_tool: bool) -> (Script, Duration) {
     let mut delay = Duration::ZERO;
     let mut script = Script::Reply(format!("echo: {text}"));
@@ -287,6 +320,16 @@ pub(crate) fn script_from_directives(text: &str, after_tool: bool) -> (Script, D
             script = Script::Fail {
                 status,
                 retry_after_secs: None,
+            };
+        } else if let Some(name) = word.strip_prefix("#tool=").filter(|_| !after_tool) {
+            let arguments = text
+                .split_whitespace()
+                .find_map(|word| word.strip_prefix("#args="))
+                .and_then(|json| serde_json::from_str(json).ok())
+                .unwrap_or_else(|| json!({}));
+            script = Script::ToolCalls {
+                text: String::new(),
+                calls: vec![FakeToolCall::new("call_directed", name, arguments)],
             };
         } else if word == "#tool" && !after_tool {
             script = Script::ToolCalls {

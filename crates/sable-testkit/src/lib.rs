@@ -7,6 +7,7 @@
 
 mod database;
 mod fake_anthropic;
+pub mod fake_mcp;
 mod fake_provider;
 mod fake_webhook;
 mod nats;
@@ -17,6 +18,7 @@ mod process;
 mod proxy;
 
 pub use database::TestDatabase;
+pub use fake_mcp::{FakeMcpServer, FakeMcpState, fake_mcp_binary};
 pub use fake_provider::{FakeProvider, FakeToolCall, Script};
 pub use fake_webhook::{FakeWebhook, WebhookLog};
 pub use nats::NatsServer;

@@ -111,15 +111,33 @@ pub trait Tool: Send + Sync {
     async fn call(&self, context: &ToolContext, arguments: Value) -> Result<String, ToolError>;
 }
 
-struct Registered {
-    tool: Arc<dyn Tool>,
+/// A tool and its compiled argument schema.
+pub(crate) struct Registered {
+    pub(crate) tool: Arc<dyn Tool>,
     validator: jsonschema::Validator,
 }
 
-/// Every tool of a deployment, by name.
+impl Registered {
+    /// Fails when the tool's schema is not a valid JSON schema.
+    pub(crate) fn new(tool: Arc<dyn Tool>) -> Result<Self, String> {
+        let descriptor = tool.descriptor();
+        let validator = jsonschema::validator_for(&descriptor.parameters).map_err(|error| {
+            format!(
+                "tool '{}': invalid parameters schema: {error}",
+                descriptor.name
+            )
+        })?;
+        Ok(Self { tool, validator })
+    }
+}
+
+/// Every tool of a deployment, by name: the builtin tools registered at start and, with
+/// an MCP sidecar, the tools of its connected servers as of the turn
+/// ([`ToolRegistry::for_turn`]).
 #[derive(Default, Clone)]
 pub struct ToolRegistry {
     tools: BTreeMap<String, Arc<Registered>>,
+    mcp: Option<crate::McpCatalog>,
 }
 
 impl std::fmt::Debug for ToolRegistry {
@@ -136,11 +154,82 @@ impl ToolRegistry {
         if self.tools.contains_key(&name) {
             return Err(format!("two tools are named '{name}'"));
         }
-        let validator = jsonschema::validator_for(&descriptor.parameters)
-            .map_err(|error| format!("tool '{name}': invalid parameters schema: {error}"))?;
-        self.tools
-            .insert(name, Arc::new(Registered { tool, validator }));
+        let entry = Registered::new(tool)?;
+        self.tools.insert(name, Arc::new(entry));
         Ok(())
+    }
+
+    /// Offers the MCP sidecar's tools too, from [`ToolRegistry::for_turn`] on.
+    pub fn set_mcp(&mut self, catalog: crate::McpCatalog) {
+        self.mcp = Some(catalog);
+    }
+
+    pub fn mcp(&self) -> Option<&crate::McpCatalog> {
+        self.mcp.as_ref()
+    }
+
+    /// The registry one turn uses: these tools plus the MCP tools of servers connected
+    /// now (the sidecar's catalog, cached by revision). Without a sidecar, a copy.
+    pub async fn for_turn(&self) -> ToolRegistry {
+        let mut registry = self.clone();
+        if let Some(catalog) = &self.mcp {
+            for (name, entry) in catalog.current().await.iter() {
+                registry
+                    .tools
+                    .entry(name.clone())
+                    .or_insert_with(|| entry.clone());
+            }
+        }
+        registry
+    }
+
+    /// Every tool an agent is offered: what `allowed` names (see
+    /// [`ToolRegistry::resolve_allowed`]), plus `skill` when it has skills and
+    /// `skill_script` when it may run their scripts.
+    pub fn offered<'a>(
+        &'a self,
+        allowed: &[String],
+        with_skills: bool,
+        with_skill_scripts: bool,
+    ) -> Vec<&'a str> {
+        let mut names = self.resolve_allowed(allowed);
+        for (wanted, name) in [(with_skills, "skill"), (with_skill_scripts, "skill_script")] {
+            if wanted
+                && !names.contains(&name)
+                && let Some((name, _)) = self.tools.get_key_value(name)
+            {
+                names.push(name.as_str());
+            }
+        }
+        names
+    }
+
+    /// The names an agent's `tools.allow` offers: exact names that exist, and for an
+    /// entry ending in `*` (such as `mcp__time__*`) every tool it prefixes, in name order.
+    pub fn resolve_allowed<'a>(&'a self, allowed: &[String]) -> Vec<&'a str> {
+        let mut names: Vec<&str> = Vec::new();
+        for entry in allowed {
+            let matching: Vec<&str> = match entry.strip_suffix('*') {
+                Some(prefix) => self
+                    .tools
+                    .keys()
+                    .filter(|name| name.starts_with(prefix))
+                    .map(String::as_str)
+                    .collect(),
+                None => self
+                    .tools
+                    .get_key_value(entry)
+                    .map(|(name, _)| name.as_str())
+                    .into_iter()
+                    .collect(),
+            };
+            for name in matching {
+                if !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+        }
+        names
     }
 
     pub fn descriptor(&self, name: &str) -> Option<&ToolDescriptor> {

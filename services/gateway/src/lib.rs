@@ -5,7 +5,8 @@
 //! turn and history reads, and dispatches pending deliveries to their channels. Holds no
 //! state of its own: any number of gateways can run side by side.
 //!
-//! Depends on the store, bus, core and telemetry crates; never on another service.
+//! Depends on the store, bus, core, runtime, tools (the registry and the MCP sidecar's
+//! client, for the tool views) and telemetry crates; never on another service.
 
 mod auth;
 mod body;
@@ -67,6 +68,9 @@ pub struct GatewayConfig {
     pub live_within: Duration,
     /// Connection-level limits against slow and hostile clients.
     pub http: HttpLimits,
+    /// The tool registry workers use (with the MCP sidecar's catalog when one is
+    /// configured), for `GET /v1/tools`, `GET /v1/mcp/servers` and diagnostics.
+    pub tools: sable_tools::ToolRegistry,
 }
 
 /// Shared by every request handler.
@@ -133,6 +137,7 @@ fn router(state: AppState) -> Router {
         .merge(routes::diagnostics::router())
         .merge(routes::keys::router())
         .merge(routes::agents::router())
+        .merge(routes::tools::router())
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|method: axum::http::Method| async move {
             ApiError::MethodNotAllowed(method.to_string())

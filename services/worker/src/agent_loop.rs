@@ -16,7 +16,7 @@ use sable_runtime::AgentDefinition;
 use sable_store::{
     NewApproval, NewToolCall, RunnableTurn, StoreError, ToolCallRecord, ToolCallResult,
 };
-use sable_tools::{ToolContext, ToolError, ToolRisk};
+use sable_tools::{ToolContext, ToolError, ToolRegistry, ToolRisk};
 use tracing::Instrument;
 
 use crate::WorkerContext;
@@ -28,24 +28,28 @@ const MAX_IDENTICAL_CALLS: usize = 3;
 /// The tools offered to an agent and what the loop needs to run them.
 pub(crate) struct TurnTools {
     pub specs: Vec<ToolSpec>,
+    /// The registry as of this turn: the builtin tools and the MCP tools of servers
+    /// connected when the turn started.
+    registry: ToolRegistry,
     context: ToolContext,
 }
 
 impl TurnTools {
-    pub(crate) fn new(
+    pub(crate) async fn new(
         context: &WorkerContext,
         turn: &RunnableTurn,
         agent: &AgentDefinition,
     ) -> Self {
-        let mut names: Vec<&str> = agent.tools.iter().map(String::as_str).collect();
-        if !agent.skills.is_empty() && !names.contains(&"skill") {
-            names.push("skill");
-        }
-        if agent.allow_skill_scripts && !names.contains(&"skill_script") {
-            names.push("skill_script");
-        }
+        let registry = context.tools.for_turn().await;
+        let names = registry.offered(
+            &agent.tools,
+            !agent.skills.is_empty(),
+            agent.allow_skill_scripts,
+        );
+        let specs = registry.specs(names);
         Self {
-            specs: context.tools.specs(names),
+            specs,
+            registry,
             context: ToolContext {
                 store: context.store.clone(),
                 org_id: turn.org_id,
@@ -239,7 +243,7 @@ async fn dispose(
         ),
         Some(_) => return Ok(Disposition::Park),
         None if needs_approval_now(scope, name).await? => return Ok(Disposition::Park),
-        None if !pending.fresh && !is_idempotent(scope.context, name) => (
+        None if !pending.fresh && !is_idempotent(&scope.tools.registry, name) => (
             "error",
             format!(
                 "The call to '{name}' was interrupted and is not repeated, because it may have taken effect."
@@ -334,9 +338,8 @@ async fn settle_round(
     Ok(RoundEnd::Continue)
 }
 
-fn is_idempotent(context: &WorkerContext, name: &str) -> bool {
-    context
-        .tools
+fn is_idempotent(registry: &ToolRegistry, name: &str) -> bool {
+    registry
         .descriptor(name)
         .is_none_or(|descriptor| descriptor.idempotent)
 }
@@ -345,8 +348,8 @@ fn is_idempotent(context: &WorkerContext, name: &str) -> bool {
 /// high-risk; unless someone already approved the tool for this session.
 async fn needs_approval_now(scope: &Scope<'_>, name: &str) -> Result<bool, StoreError> {
     let high_risk = scope
-        .context
         .tools
+        .registry
         .descriptor(name)
         .is_some_and(|descriptor| descriptor.risk == ToolRisk::High);
     if !high_risk
@@ -379,8 +382,8 @@ async fn execute(
     // The round is recorded with this call `running`; its result is not yet.
     context.config.faults.reach("mid_tool");
     let outcome = if tools.offers(&call.name) {
-        context
-            .tools
+        tools
+            .registry
             .call(&tools.context, &call.name, &call.arguments)
             .instrument(span.clone())
             .await
@@ -403,7 +406,7 @@ async fn execute(
     span.record("sable.tool.outcome", code.unwrap_or("ok"));
     crate::observe::record_tool_payloads(context, scope.turn, &span, &call.arguments, &content);
     // Label values are bounded by the registry: a name it does not know is `unknown`.
-    let label = if context.tools.descriptor(&call.name).is_some() {
+    let label = if tools.registry.descriptor(&call.name).is_some() {
         call.name.as_str()
     } else {
         "unknown"

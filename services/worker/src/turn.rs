@@ -166,7 +166,7 @@ async fn agent_loop(
         turn,
         attempt,
         agent,
-        tools: TurnTools::new(context, turn, agent),
+        tools: TurnTools::new(context, turn, agent).await,
     };
     let skills = skill_entries(context, agent);
     let mut rounds = Rounds::default();

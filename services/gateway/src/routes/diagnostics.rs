@@ -44,9 +44,28 @@ async fn runtime(
         })).collect::<Vec<_>>(),
         "bus": {"connected": state.bus.is_connected(), "queues": queues},
         "database": {"pool": {"size": pool.size, "idle": pool.idle, "max": pool.max}},
-        // No MCP sidecar exists yet; its status joins here when it does.
-        "mcp": {"status": "not_deployed", "servers": []},
+        "mcp": mcp_json(&state).await,
     })))
+}
+
+/// The MCP sidecar as this gateway reaches it: `not_configured` (no
+/// `SABLE_MCP_SIDECAR_URL`), `unreachable` (with the error) or `up` with its servers.
+async fn mcp_json(state: &AppState) -> Value {
+    let Some(catalog) = state.config.tools.mcp() else {
+        return json!({"status": "not_configured", "servers": []});
+    };
+    match crate::routes::tools::sidecar_status(catalog).await {
+        Ok(status) => json!({
+            "status": "up",
+            "revision": status.revision,
+            "servers": crate::routes::tools::servers_json(&status),
+        }),
+        Err(error) => json!({
+            "status": "unreachable",
+            "error": error.message(),
+            "servers": [],
+        }),
+    }
 }
 
 fn queue_json(stats: Result<QueueStats, sable_bus::BusError>) -> Value {

@@ -9,4 +9,5 @@ pub(crate) mod keys;
 pub(crate) mod messages;
 pub(crate) mod metrics;
 pub(crate) mod sessions;
+pub(crate) mod tools;
 pub(crate) mod turns;

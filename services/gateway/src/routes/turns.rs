@@ -97,6 +97,8 @@ fn tool_call_json(call: &ToolCallRecord) -> Value {
         "position": call.position,
         "call_id": call.call_id,
         "tool": call.tool,
+        "source": tool_source(&call.tool),
+        "server": mcp_server(&call.tool),
         "arguments": call.arguments,
         "status": call.status,
         "result": call.result,
@@ -108,6 +110,25 @@ fn tool_call_json(call: &ToolCallRecord) -> Value {
             "status": call.approval_status,
         })),
     })
+}
+
+/// Where a tool comes from, by its name: MCP tools are `mcp__<server>__<tool>` (server
+/// names never contain `__`), skills are reached through `skill` and `skill_script`.
+fn tool_source(tool: &str) -> &'static str {
+    if tool.starts_with("mcp__") {
+        "mcp"
+    } else if matches!(tool, "skill" | "skill_script") {
+        "skill"
+    } else {
+        "builtin"
+    }
+}
+
+/// The MCP server of an MCP tool's name.
+fn mcp_server(tool: &str) -> Option<&str> {
+    tool.strip_prefix("mcp__")?
+        .split_once("__")
+        .map(|(server, _)| server)
 }
 
 /// One provider call: which profile and provider, how it ended, why it failed over,

@@ -1,0 +1,376 @@
+//! The sidecar against the rmcp-based fake MCP server over stdio (a child process) and
+//! streamable HTTP, driven through its real gRPC service on port 0.
+
+use std::time::Duration;
+
+use sable_mcp_sidecar::{McpConfig, SidecarConfig, SidecarListeners};
+use sable_proto::v1 as pb;
+use sable_proto::v1::mcp_sidecar_client::McpSidecarClient;
+use sable_testkit::{FakeMcpServer, eventually, fake_mcp_binary, wait_for};
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+
+struct Sidecar {
+    client: McpSidecarClient<Channel>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Sidecar {
+    async fn start(config_text: &str) -> anyhow::Result<Self> {
+        // The binary installs one at start; the HTTP transport's reqwest client needs it.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let lookup = |_: &str| None;
+        let mcp = McpConfig::parse(config_text, "mcp.toml", &lookup)?;
+        let mut config = SidecarConfig::new(mcp);
+        config.reconnect.initial = Duration::from_millis(300);
+        let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = grpc.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(sable_mcp_sidecar::run(
+            config,
+            SidecarListeners { grpc, http: None },
+            shutdown.clone(),
+        ));
+        let client = McpSidecarClient::connect(format!("http://{addr}")).await?;
+        Ok(Self {
+            client,
+            shutdown,
+            task,
+        })
+    }
+
+    async fn status_of(&self, server: &str) -> pb::ServerStatus {
+        let status = self
+            .client
+            .clone()
+            .status(pb::StatusRequest {})
+            .await
+            .expect("status answers")
+            .into_inner();
+        status
+            .servers
+            .into_iter()
+            .find(|status| status.name == server)
+            .expect("the server is configured")
+    }
+
+    async fn wait_connected(&self, server: &str) -> anyhow::Result<()> {
+        eventually(
+            &format!("{server} to connect"),
+            Duration::from_secs(20),
+            || async { self.status_of(server).await.state == "connected" },
+        )
+        .await
+    }
+
+    async fn call(
+        &self,
+        server: &str,
+        tool: &str,
+        arguments: serde_json::Value,
+        deadline_ms: u64,
+    ) -> Result<pb::CallToolResponse, tonic::Status> {
+        self.client
+            .clone()
+            .call_tool(pb::CallToolRequest {
+                server: server.into(),
+                tool: tool.into(),
+                arguments_json: arguments.to_string(),
+                deadline_ms,
+                org_id: "org".into(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.await??;
+        Ok(())
+    }
+}
+
+fn both_transports(http_url: &str) -> String {
+    format!(
+        r#"
+[servers.local]
+transport = "stdio"
+command = "{}"
+idempotent_tools = ["echo"]
+timeout_ms = 10000
+
+[servers.remote]
+transport = "http"
+url = "{http_url}"
+"#,
+        fake_mcp_binary().display()
+    )
+}
+
+fn text_of(response: &pb::CallToolResponse) -> String {
+    response
+        .content
+        .iter()
+        .filter_map(|block| block.text.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn tools_results_errors_resources_and_prompts_map_through_grpc_on_both_transports()
+-> anyhow::Result<()> {
+    let http = FakeMcpServer::start_http().await?;
+    let sidecar = Sidecar::start(&both_transports(&http.url)).await?;
+    for server in ["local", "remote"] {
+        sidecar.wait_connected(server).await?;
+        let echoed = sidecar
+            .call(server, "echo", serde_json::json!({"text": "hi"}), 0)
+            .await?;
+        assert!(!echoed.is_error);
+        assert_eq!(text_of(&echoed), "echo: hi");
+        assert_eq!(echoed.content[0].kind, "text");
+
+        let failed = sidecar
+            .call(server, "fail", serde_json::json!({"message": "nope"}), 0)
+            .await?;
+        assert!(failed.is_error, "isError maps to is_error");
+        assert_eq!(text_of(&failed), "it failed: nope");
+
+        let structured = sidecar
+            .call(server, "structured", serde_json::json!({"city": "Oslo"}), 0)
+            .await?;
+        let value: serde_json::Value =
+            serde_json::from_str(structured.structured_content_json.as_deref().unwrap())?;
+        assert_eq!(value, serde_json::json!({"city": "Oslo", "celsius": 21.5}));
+
+        let unknown = sidecar
+            .call(server, "nope", serde_json::json!({}), 0)
+            .await
+            .unwrap_err();
+        assert_eq!(unknown.code(), tonic::Code::NotFound);
+
+        let mut client = sidecar.client.clone();
+        let resources = client
+            .list_resources(pb::ListResourcesRequest {
+                server: server.into(),
+            })
+            .await?
+            .into_inner();
+        assert_eq!(resources.resources[0].uri, "fake://greeting");
+        let read = client
+            .read_resource(pb::ReadResourceRequest {
+                server: server.into(),
+                uri: "fake://greeting".into(),
+            })
+            .await?
+            .into_inner();
+        assert_eq!(
+            read.contents[0].text.as_deref(),
+            Some("hello from the fake MCP server")
+        );
+        let prompts = client
+            .list_prompts(pb::ListPromptsRequest {
+                server: server.into(),
+            })
+            .await?
+            .into_inner();
+        assert_eq!(prompts.prompts[0].name, "greet");
+        assert!(prompts.prompts[0].arguments[0].required);
+        let prompt = client
+            .get_prompt(pb::GetPromptRequest {
+                server: server.into(),
+                name: "greet".into(),
+                arguments: [("name".to_owned(), "Ada".to_owned())].into(),
+            })
+            .await?
+            .into_inner();
+        assert_eq!(prompt.messages[0].role, "user");
+        assert_eq!(
+            prompt.messages[0].content.as_ref().unwrap().text.as_deref(),
+            Some("Say hello to Ada.")
+        );
+    }
+
+    let tools = sidecar
+        .client
+        .clone()
+        .list_tools(pb::ListToolsRequest { known_revision: 0 })
+        .await?
+        .into_inner();
+    let local_echo = tools
+        .tools
+        .iter()
+        .find(|tool| tool.server == "local" && tool.name == "echo")
+        .unwrap();
+    assert!(local_echo.idempotent, "idempotency comes from the config");
+    let schema: serde_json::Value = serde_json::from_str(&local_echo.input_schema_json)?;
+    assert_eq!(schema["required"], serde_json::json!(["text"]));
+    let again = sidecar
+        .client
+        .clone()
+        .list_tools(pb::ListToolsRequest {
+            known_revision: tools.revision,
+        })
+        .await?
+        .into_inner();
+    assert!(again.unchanged && again.tools.is_empty());
+    let status = sidecar.status_of("remote").await;
+    assert_eq!(status.calls, 4);
+    assert_eq!(status.errors, 2, "the isError result and the unknown tool");
+    assert!(status.p99_ms >= status.p50_ms && status.p50_ms > 0.0);
+    sidecar.stop().await
+}
+
+#[tokio::test]
+async fn list_changed_refreshes_the_catalog_and_bumps_its_revision() -> anyhow::Result<()> {
+    let http = FakeMcpServer::start_http().await?;
+    let sidecar = Sidecar::start(&both_transports(&http.url)).await?;
+    for server in ["local", "remote"] {
+        sidecar.wait_connected(server).await?;
+        let before = sidecar
+            .client
+            .clone()
+            .list_tools(pb::ListToolsRequest { known_revision: 0 })
+            .await?
+            .into_inner();
+        let added = format!("late_{server}");
+        sidecar
+            .call(server, "add_tool", serde_json::json!({"name": added}), 0)
+            .await?;
+        let after = wait_for("the new tool", Duration::from_secs(10), || {
+            let mut client = sidecar.client.clone();
+            let added = added.clone();
+            async move {
+                let tools = client
+                    .list_tools(pb::ListToolsRequest {
+                        known_revision: before.revision,
+                    })
+                    .await
+                    .ok()?
+                    .into_inner();
+                tools
+                    .tools
+                    .iter()
+                    .any(|tool| tool.server == server && tool.name == added)
+                    .then_some(tools)
+            }
+        })
+        .await?;
+        assert!(after.revision > before.revision);
+        let called = sidecar
+            .call(server, &added, serde_json::json!({"text": "x"}), 0)
+            .await?;
+        assert_eq!(text_of(&called), format!("{added}: x"));
+    }
+    sidecar.stop().await
+}
+
+#[tokio::test]
+async fn a_hanging_call_fails_at_its_deadline_and_the_server_receives_the_cancellation()
+-> anyhow::Result<()> {
+    let http = FakeMcpServer::start_http().await?;
+    let sidecar = Sidecar::start(&both_transports(&http.url)).await?;
+    for server in ["local", "remote"] {
+        sidecar.wait_connected(server).await?;
+        let started = std::time::Instant::now();
+        let error = sidecar
+            .call(server, "hang", serde_json::json!({}), 300)
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), tonic::Code::DeadlineExceeded, "{error:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        eventually(
+            "the server to count the cancellation",
+            Duration::from_secs(10),
+            || async {
+                sidecar
+                    .call(server, "cancellations", serde_json::json!({}), 0)
+                    .await
+                    .is_ok_and(|response| text_of(&response) == "1")
+            },
+        )
+        .await?;
+    }
+    assert_eq!(http.state.cancellations(), 1);
+    sidecar.stop().await
+}
+
+#[tokio::test]
+async fn a_killed_stdio_server_shows_down_then_reconnects_and_the_next_call_succeeds()
+-> anyhow::Result<()> {
+    let http = FakeMcpServer::start_http().await?;
+    let sidecar = Sidecar::start(&both_transports(&http.url)).await?;
+    sidecar.wait_connected("local").await?;
+    let pid: i32 = text_of(
+        &sidecar
+            .call("local", "pid", serde_json::json!({}), 0)
+            .await?,
+    )
+    .parse()?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )?;
+    let down = wait_for(
+        "the status to show the server down",
+        Duration::from_secs(10),
+        || async {
+            let status = sidecar.status_of("local").await;
+            (status.state == "down").then_some(status)
+        },
+    )
+    .await?;
+    assert!(down.last_error.is_some());
+    let refused = sidecar
+        .call("local", "echo", serde_json::json!({"text": "x"}), 0)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable);
+    sidecar.wait_connected("local").await?;
+    let echoed = sidecar
+        .call("local", "echo", serde_json::json!({"text": "back"}), 0)
+        .await?;
+    assert_eq!(text_of(&echoed), "echo: back");
+    let new_pid: i32 = text_of(
+        &sidecar
+            .call("local", "pid", serde_json::json!({}), 0)
+            .await?,
+    )
+    .parse()?;
+    assert_ne!(new_pid, pid, "a new child process");
+    assert_eq!(sidecar.status_of("local").await.reconnects, 1);
+    sidecar.stop().await
+}
+
+#[tokio::test]
+async fn calls_over_one_connection_return_unmixed_results_concurrently() -> anyhow::Result<()> {
+    let http = FakeMcpServer::start_http().await?;
+    let sidecar = Sidecar::start(&both_transports(&http.url)).await?;
+    sidecar.wait_connected("local").await?;
+    let pid = text_of(
+        &sidecar
+            .call("local", "pid", serde_json::json!({}), 0)
+            .await?,
+    );
+    let calls = (0..200).map(|index| {
+        let sidecar = &sidecar;
+        async move {
+            let text = format!("call {index}");
+            let response = sidecar
+                .call("local", "echo", serde_json::json!({"text": text}), 0)
+                .await
+                .expect("the call succeeds");
+            (text, text_of(&response))
+        }
+    });
+    for (sent, got) in futures::future::join_all(calls).await {
+        assert_eq!(got, format!("echo: {sent}"));
+    }
+    let pid_after = text_of(
+        &sidecar
+            .call("local", "pid", serde_json::json!({}), 0)
+            .await?,
+    );
+    assert_eq!(pid, pid_after, "one long-lived child served every call");
+    sidecar.stop().await
+}
