@@ -82,7 +82,7 @@ impl McpCatalog {
         request.set_timeout(LIST_TIMEOUT);
         let answer = tokio::time::timeout(LIST_TIMEOUT, self.client.clone().list_tools(request))
             .await
-            .map_err(|_| tonic::Status::deadline_exceeded("no answer"))
+            .map_err(|_elapsed| tonic::Status::deadline_exceeded("no answer"))
             .and_then(|answer| answer);
         match answer {
             Ok(answer) => {

@@ -451,7 +451,7 @@ async fn connect(server: &Server) -> Result<RunningService<RoleClient, Handler>,
     };
     let (running, pid, tools) = tokio::time::timeout(server.config.timeout, open)
         .await
-        .map_err(|_| format!("no answer within {:?}", server.config.timeout))??;
+        .map_err(|_elapsed| format!("no answer within {:?}", server.config.timeout))??;
     tracing::info!(server = %server.name(), transport = server.config.transport.kind(), tools = tools.len(), ?pid, "MCP server connected");
     {
         let mut live = server.live.write().expect("lock");

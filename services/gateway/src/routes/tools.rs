@@ -77,9 +77,10 @@ async fn list_servers(
     let Some(catalog) = state.config.tools.mcp() else {
         return Ok(Json(json!({"servers": []})));
     };
-    let status = sidecar_status(catalog)
-        .await
-        .map_err(|_| ApiError::Unavailable("the MCP sidecar"))?;
+    let status = sidecar_status(catalog).await.map_err(|status| {
+        tracing::warn!(%status, "cannot read the MCP sidecar's status");
+        ApiError::Unavailable("the MCP sidecar")
+    })?;
     Ok(Json(json!({"servers": servers_json(&status)})))
 }
 
@@ -94,7 +95,7 @@ pub(crate) async fn sidecar_status(
         catalog.client().status(request),
     )
     .await
-    .map_err(|_| tonic::Status::deadline_exceeded("the MCP sidecar did not answer"))??;
+    .map_err(|_elapsed| tonic::Status::deadline_exceeded("the MCP sidecar did not answer"))??;
     Ok(answer.into_inner())
 }
 
