@@ -9,12 +9,14 @@
 
 mod calls;
 mod error;
+mod feishu;
 mod intake;
 mod keys;
 mod notes;
 mod outbox;
 mod records;
 mod roles;
+mod secrets;
 mod sessions;
 mod sqlite;
 mod sweep;
@@ -31,12 +33,16 @@ use sqlx::{ConnectOptions, PgPool};
 
 pub use calls::{ProviderCallRecord, SessionSummary};
 pub use error::StoreError;
+pub use feishu::{
+    FeishuApp, FeishuEventRecord, FeishuReplyTarget, FeishuSecrets, SealedFeishuSecrets,
+};
 pub use intake::{AcceptedTurn, NewMessage, SessionTarget};
 pub use keys::{ApiKeyRecord, ApiKeySecret, AuthenticatedKey, LAST_USED_RESOLUTION, OrgRecord};
 pub use notes::{MemoryEdit, SessionFilter, SessionInfo};
 pub use outbox::DeliveryRecord;
 pub use records::{HistoryEntry, MessageRecord, TurnRecord};
 pub use roles::{PoolStats, RoleInstance};
+pub use secrets::{SecretsError, SecretsKey};
 pub use sessions::{
     FinishTurn, LeaseRelease, RunnableTurn, TurnOutcome, TurnRoute, TurnStart, Usage,
 };
@@ -169,6 +175,21 @@ store_contract! {
     fn live_roles(&self, seen_within: Duration) -> Vec<RoleInstance>;
     /// This process's connection pool.
     fn pool_stats(&self) -> PoolStats;
+    /// Adds a Feishu app (secrets already sealed); false when its app id exists already.
+    fn create_feishu_app(&self, app: &FeishuApp) -> bool;
+    /// The org's Feishu apps, oldest first.
+    fn feishu_apps(&self, org_id: OrgId) -> Vec<FeishuApp>;
+    /// The app with this id, in whichever org (ingress knows only the app id).
+    fn feishu_app(&self, app_id: &str) -> Option<FeishuApp>;
+    /// Removes an app, within `org_id` when given; `None` when there is none.
+    fn remove_feishu_app(&self, org_id: Option<OrgId>, app_id: &str) -> Option<FeishuApp>;
+    /// Whether the app's event was recorded before (a redelivery).
+    fn feishu_event_seen(&self, app_id: &str, event_id: &str) -> bool;
+    /// Records an event once per `(app_id, event_id)`; false when it was already recorded.
+    fn record_feishu_event(&self, event: &FeishuEventRecord) -> bool;
+    /// Records which Feishu message a turn answers (first write wins).
+    fn record_feishu_reply_target(&self, target: &FeishuReplyTarget) -> ();
+    fn feishu_reply_target(&self, org_id: OrgId, turn_id: TurnId) -> Option<FeishuReplyTarget>;
 }
 
 /// The shared handle on whichever backend a deployment uses; cheap to clone.

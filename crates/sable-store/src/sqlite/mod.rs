@@ -9,6 +9,7 @@
 //! play).
 
 mod calls;
+mod feishu;
 mod intake;
 mod keys;
 mod notes;
@@ -85,6 +86,7 @@ fn create_parent_directory(file: &Path) -> Result<(), StoreError> {
 /// calling these.
 pub(crate) mod ops {
     pub(crate) use super::calls::*;
+    pub(crate) use super::feishu::*;
     pub(crate) use super::intake::*;
     pub(crate) use super::keys::*;
     pub(crate) use super::notes::*;
