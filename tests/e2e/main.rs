@@ -11,6 +11,7 @@ mod crash_recovery;
 mod diagnostics;
 mod embedded;
 mod faults;
+mod feishu;
 mod hostile_clients;
 mod idempotency;
 mod metrics;

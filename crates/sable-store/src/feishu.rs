@@ -219,13 +219,18 @@ impl PgStore {
         Ok(row.map(FeishuApp::from))
     }
 
-    pub async fn feishu_event_seen(&self, app_id: &str, event_id: &str) -> Result<bool, StoreError> {
-        let found: Option<(String,)> =
-            sqlx::query_as("SELECT event_id FROM feishu_events WHERE app_id = $1 AND event_id = $2")
-                .bind(app_id)
-                .bind(event_id)
-                .fetch_optional(&self.pool)
-                .await?;
+    pub async fn feishu_event_seen(
+        &self,
+        app_id: &str,
+        event_id: &str,
+    ) -> Result<bool, StoreError> {
+        let found: Option<(String,)> = sqlx::query_as(
+            "SELECT event_id FROM feishu_events WHERE app_id = $1 AND event_id = $2",
+        )
+        .bind(app_id)
+        .bind(event_id)
+        .fetch_optional(&self.pool)
+        .await?;
         Ok(found.is_some())
     }
 

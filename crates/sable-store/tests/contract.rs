@@ -1496,12 +1496,22 @@ async fn feishu_apps_are_per_org_unique_and_keep_their_secrets_sealed(
     let key = SecretsKey::from_base64(&SecretsKey::generate_base64())?;
     let org = store.create_org("acme").await?;
     let other = store.create_org("globex").await?;
-    assert!(store.create_feishu_app(&feishu_app(org, "cli_a", &key)).await?);
     assert!(
-        !store.create_feishu_app(&feishu_app(other, "cli_a", &key)).await?,
+        store
+            .create_feishu_app(&feishu_app(org, "cli_a", &key))
+            .await?
+    );
+    assert!(
+        !store
+            .create_feishu_app(&feishu_app(other, "cli_a", &key))
+            .await?,
         "an app id belongs to one org"
     );
-    assert!(store.create_feishu_app(&feishu_app(org, "cli_b", &key)).await?);
+    assert!(
+        store
+            .create_feishu_app(&feishu_app(org, "cli_b", &key))
+            .await?
+    );
     let listed: Vec<String> = store
         .feishu_apps(org)
         .await?
@@ -1516,15 +1526,26 @@ async fn feishu_apps_are_per_org_unique_and_keep_their_secrets_sealed(
     assert!(found.require_mention);
     assert_eq!(found.agent.as_deref(), Some("assistant"));
     for sealed in [&found.secrets.app_secret, &found.secrets.verification_token] {
-        assert!(!String::from_utf8_lossy(sealed).contains("value"), "stored sealed");
+        assert!(
+            !String::from_utf8_lossy(sealed).contains("value"),
+            "stored sealed"
+        );
     }
     let opened = found.secrets.open(&key, "cli_a")?;
     assert_eq!(opened.app_secret, "app-secret-value");
     assert_eq!(opened.verification_token, "verification-token-value");
     assert_eq!(opened.encrypt_key.as_deref(), Some("encrypt-key-value"));
-    assert!(found.secrets.open(&key, "cli_b").is_err(), "bound to its app");
+    assert!(
+        found.secrets.open(&key, "cli_b").is_err(),
+        "bound to its app"
+    );
 
-    assert!(store.remove_feishu_app(Some(other), "cli_a").await?.is_none());
+    assert!(
+        store
+            .remove_feishu_app(Some(other), "cli_a")
+            .await?
+            .is_none()
+    );
     assert!(store.remove_feishu_app(Some(org), "cli_a").await?.is_some());
     assert!(store.feishu_app("cli_a").await?.is_none());
     assert!(store.remove_feishu_app(None, "cli_b").await?.is_some());
@@ -1546,7 +1567,10 @@ async fn feishu_events_and_reply_targets_are_recorded_once(store: Store) -> anyh
     assert!(store.record_feishu_event(&event).await?);
     assert!(!store.record_feishu_event(&event).await?, "recorded once");
     assert!(store.feishu_event_seen("cli_a", "e1").await?);
-    assert!(!store.feishu_event_seen("cli_b", "e1").await?, "scoped by app");
+    assert!(
+        !store.feishu_event_seen("cli_b", "e1").await?,
+        "scoped by app"
+    );
 
     let target = FeishuReplyTarget {
         org_id: org,
@@ -1568,6 +1592,9 @@ async fn feishu_events_and_reply_targets_are_recorded_once(store: Store) -> anyh
         "first write wins"
     );
     let other = store.create_org("globex").await?;
-    assert_eq!(store.feishu_reply_target(other, accepted.turn_id).await?, None);
+    assert_eq!(
+        store.feishu_reply_target(other, accepted.turn_id).await?,
+        None
+    );
     Ok(())
 }

@@ -7,6 +7,7 @@
 
 mod database;
 mod fake_anthropic;
+mod fake_feishu;
 mod fake_provider;
 mod fake_webhook;
 mod nats;
@@ -17,6 +18,9 @@ mod process;
 mod proxy;
 
 pub use database::TestDatabase;
+pub use fake_feishu::{
+    FakeFeishu, FeishuCallback, FeishuEventSender, FeishuMessage, FeishuRequest,
+};
 pub use fake_provider::{FakeProvider, FakeToolCall, Script};
 pub use fake_webhook::{FakeWebhook, WebhookLog};
 pub use nats::NatsServer;

@@ -11,6 +11,7 @@ mod auth;
 mod body;
 mod dispatcher;
 mod error;
+mod feishu;
 mod limits;
 mod routes;
 mod serve;
@@ -30,6 +31,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use feishu::{
+    DEFAULT_BASE_URL as FEISHU_DEFAULT_BASE_URL, FeishuAppInput, FeishuConfig,
+    build_app as build_feishu_app, webhook_path as feishu_webhook_path,
+};
 pub use limits::{MAX_HEADER_BYTES, MAX_URI_BYTES};
 pub use serve::HttpLimits;
 pub use webhook::WebhookChannel;
@@ -67,6 +72,8 @@ pub struct GatewayConfig {
     pub live_within: Duration,
     /// Connection-level limits against slow and hostile clients.
     pub http: HttpLimits,
+    /// The Feishu / Lark channel (apps live in the store).
+    pub feishu: FeishuConfig,
 }
 
 /// Shared by every request handler.
@@ -75,6 +82,7 @@ pub(crate) struct AppState {
     pub store: Store,
     pub bus: Bus,
     pub config: Arc<GatewayConfig>,
+    pub feishu: feishu::FeishuState,
 }
 
 /// Serves the API on `listener` and runs the dispatcher until `shutdown` is cancelled,
@@ -90,6 +98,7 @@ pub async fn run(
     let state = AppState {
         store,
         bus,
+        feishu: feishu::FeishuState::new(&config.feishu),
         config: Arc::new(config),
     };
     let dispatcher = tokio::spawn(dispatcher::run(state.clone(), shutdown.clone()));
@@ -117,6 +126,8 @@ fn router(state: AppState) -> Router {
         .merge(routes::diagnostics::router())
         .merge(routes::keys::router())
         .merge(routes::agents::router())
+        .merge(feishu::apps::router())
+        .merge(feishu::ingress::router())
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|method: axum::http::Method| async move {
             ApiError::MethodNotAllowed(method.to_string())

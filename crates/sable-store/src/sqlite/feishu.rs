@@ -7,9 +7,7 @@ use uuid::fmt::Hyphenated;
 
 use super::stored_now;
 use crate::feishu::APP_COLUMNS;
-use crate::{
-    FeishuApp, FeishuEventRecord, FeishuReplyTarget, SealedFeishuSecrets, StoreError,
-};
+use crate::{FeishuApp, FeishuEventRecord, FeishuReplyTarget, SealedFeishuSecrets, StoreError};
 
 #[derive(sqlx::FromRow)]
 struct AppRow {

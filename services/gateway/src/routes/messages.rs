@@ -233,6 +233,9 @@ fn parse_channel(state: &AppState, channel: Option<&str>) -> Result<Channel, Api
         Some((_, Some(Channel::Webhook))) => Err(ApiError::Validation(
             "channel: webhook needs the gateway's webhook_url setting".into(),
         )),
+        Some((_, Some(Channel::Feishu))) => Err(ApiError::Validation(
+            "channel: feishu sessions start from Feishu events, not from this API".into(),
+        )),
         Some((name, None)) => Err(ApiError::Validation(format!(
             "channel: '{name}' is not one of api, webhook"
         ))),
@@ -249,7 +252,7 @@ fn parse_user_id(user_id: String) -> Result<String, ApiError> {
 
 /// Publishes the wake-up in an `enqueue` span. A failure is logged, not returned: the
 /// turn is already safe in Postgres and the sweeper republishes it.
-async fn publish_wakeup(
+pub(crate) async fn publish_wakeup(
     state: &AppState,
     org_id: OrgId,
     accepted: &AcceptedTurn,
