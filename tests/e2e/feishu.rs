@@ -315,21 +315,7 @@ async fn apps_are_managed_by_admin_keys_and_never_show_their_secrets() -> anyhow
         .await?;
     let apps: Value = serde_json::from_str(&listing)?;
     assert_eq!(apps["apps"].as_array().map(Vec::len), Some(2), "{listing}");
-    for secret in ["s3cret", APP_SECRET, VERIFICATION_TOKEN, ENCRYPT_KEY] {
-        assert!(
-            !listing.contains(secret),
-            "a secret was returned: {listing}"
-        );
-        assert!(
-            !feishu.stack.full_logs()?.contains(secret),
-            "a secret was logged"
-        );
-    }
-    let stored = feishu
-        .stack
-        .scalar("SELECT count(*) FROM feishu_apps WHERE position('s3cret' in encode(app_secret_sealed, 'escape')) > 0")
-        .await?;
-    assert_eq!(stored, 0, "secrets are sealed at rest");
+    assert_secrets_hidden(&feishu, &listing).await?;
 
     let removed = http
         .delete(format!("{url}/cli_b000000000000001"))
@@ -562,5 +548,25 @@ async fn group_messages_start_turns_only_when_the_bot_is_mentioned() -> anyhow::
         asked, "what is up",
         "the bot's mention is not part of the text"
     );
+    Ok(())
+}
+
+/// No secret in an answer or a log line, and none in clear in the database.
+async fn assert_secrets_hidden(feishu: &FeishuStack, listing: &str) -> anyhow::Result<()> {
+    for secret in ["s3cret", APP_SECRET, VERIFICATION_TOKEN, ENCRYPT_KEY] {
+        assert!(
+            !listing.contains(secret),
+            "a secret was returned: {listing}"
+        );
+        assert!(
+            !feishu.stack.full_logs()?.contains(secret),
+            "a secret was logged"
+        );
+    }
+    let stored = feishu
+        .stack
+        .scalar("SELECT count(*) FROM feishu_apps WHERE position('s3cret' in encode(app_secret_sealed, 'escape')) > 0")
+        .await?;
+    assert_eq!(stored, 0, "secrets are sealed at rest");
     Ok(())
 }

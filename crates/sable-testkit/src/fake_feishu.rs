@@ -180,22 +180,22 @@ async fn issue_token(
 }
 
 /// Checks `Authorization: Bearer <valid token>`; the refusal the real platform gives.
-fn authorize(platform: &Platform, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(platform: &Platform, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let token = headers
         .get("authorization")
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "));
     match token {
-        None => Err(envelope_error(
+        None => Err(Box::new(envelope_error(
             StatusCode::BAD_REQUEST,
             99991661,
             "Missing access token for authorization",
-        )),
-        Some(token) if !platform.valid_tokens.contains(token) => Err(envelope_error(
+        ))),
+        Some(token) if !platform.valid_tokens.contains(token) => Err(Box::new(envelope_error(
             StatusCode::BAD_REQUEST,
             99991663,
             "Invalid access token for authorization",
-        )),
+        ))),
         Some(_) => Ok(()),
     }
 }
@@ -211,7 +211,7 @@ fn envelope_error(status: StatusCode, code: i64, msg: &str) -> Response {
 async fn bot_info(State(platform): State<Arc<Mutex<Platform>>>, headers: HeaderMap) -> Response {
     let platform = platform.lock().expect("lock");
     if let Err(refusal) = authorize(&platform, &headers) {
-        return refusal;
+        return *refusal;
     }
     Json(json!({"code": 0, "msg": "ok", "bot": {"open_id": platform.bot_open_id, "app_name": "SableBot", "activate_status": 2}}))
         .into_response()
@@ -261,21 +261,24 @@ fn record(
         uuid: body["uuid"].as_str().map(str::to_owned),
         accepted: false,
     };
-    let refusal = authorize(&platform, headers).err().or_else(|| {
-        (platform.rate_limit_next > 0).then(|| {
-            platform.rate_limit_next -= 1;
-            platform.rate_limited += 1;
-            (
-                StatusCode::TOO_MANY_REQUESTS,
-                [
-                    ("x-ogw-ratelimit-limit", "50"),
-                    ("x-ogw-ratelimit-reset", "1"),
-                ],
-                Json(json!({"code": 99991400, "msg": "request trigger frequency limit"})),
-            )
-                .into_response()
-        })
-    });
+    let refusal = authorize(&platform, headers)
+        .err()
+        .map(|refusal| *refusal)
+        .or_else(|| {
+            (platform.rate_limit_next > 0).then(|| {
+                platform.rate_limit_next -= 1;
+                platform.rate_limited += 1;
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [
+                        ("x-ogw-ratelimit-limit", "50"),
+                        ("x-ogw-ratelimit-reset", "1"),
+                    ],
+                    Json(json!({"code": 99991400, "msg": "request trigger frequency limit"})),
+                )
+                    .into_response()
+            })
+        });
     if let Some(refusal) = refusal {
         platform.requests.push(request);
         return refusal;

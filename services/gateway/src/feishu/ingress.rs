@@ -243,7 +243,7 @@ async fn accept_message(
     secrets: &FeishuSecrets,
     event: MessageEvent,
 ) -> Result<Option<TurnId>, ApiError> {
-    let message = event.message;
+    let mut message = event.message;
     let sender = event.sender.sender_id.and_then(|ids| ids.open_id);
     if event
         .sender
@@ -262,7 +262,7 @@ async fn accept_message(
         ));
     }
     let group = message.chat_type != "p2p";
-    let mentions = message.mentions.unwrap_or_default();
+    let mentions = message.mentions.take().unwrap_or_default();
     let bot_open_id = if group || !mentions.is_empty() {
         let credentials = Credentials {
             base_url: &app.base_url,
@@ -293,50 +293,9 @@ async fn accept_message(
     let Ok(text) = MessageText::parse(text) else {
         return Ok(None);
     };
-    let conversation = match (group, &message.thread_id) {
-        (false, _) => format!("feishu:{}:user:{sender}", app.app_id),
-        (true, Some(thread)) if !thread.is_empty() => {
-            format!(
-                "feishu:{}:chat:{}:thread:{thread}",
-                app.app_id, message.chat_id
-            )
-        }
-        (true, _) => format!("feishu:{}:chat:{}", app.app_id, message.chat_id),
-    };
-    let invalid = |error: sable_core::InputError| ApiError::BadRequest(error.to_string());
-    let key = ConversationKey::parse(conversation).map_err(invalid)?;
-    let default_agent = app
-        .agent
-        .clone()
-        .unwrap_or_else(|| state.config.default_agent.to_string());
-    let bound = state.config.bindings.resolve(
-        &BindingRequest {
-            explicit_agent: None,
-            channel: Channel::Feishu.as_str(),
-            conversation: Some(key.as_str()),
-            user: Some(&sender),
-        },
-        &default_agent,
-    );
     let trace = TraceContext::new_root();
-    let accepted = state
-        .store
-        .accept_message(NewMessage {
-            org_id: app.org_id,
-            channel: Channel::Feishu,
-            target: SessionTarget::Conversation {
-                key,
-                user_id: Some(sender.clone()),
-            },
-            agent: AgentId::parse(bound.agent).map_err(invalid)?,
-            binding_rule: bound.rule,
-            text,
-            idempotency_key: Some(
-                IdempotencyKey::parse(format!("feishu:{}", message.message_id)).map_err(invalid)?,
-            ),
-            trace_parent: Some(trace.to_string()),
-        })
-        .await?;
+    let new_message = new_message(state, app, group, &message, &sender, text, &trace)?;
+    let accepted = state.store.accept_message(new_message).await?;
     // Recorded before the wake-up, so the delivery always finds where to reply.
     state
         .store
@@ -359,6 +318,59 @@ async fn accept_message(
         publish_wakeup(state, app.org_id, &accepted, &labels, &trace).await;
     }
     Ok(Some(accepted.turn_id))
+}
+
+/// The message to accept: its session (per user in p2p, per chat or thread in groups),
+/// its agent (the app's, through the bindings) and its idempotency key (the message id).
+fn new_message(
+    state: &AppState,
+    app: &FeishuApp,
+    group: bool,
+    message: &Message,
+    sender: &str,
+    text: MessageText,
+    trace: &TraceContext,
+) -> Result<NewMessage, ApiError> {
+    let conversation = match (group, &message.thread_id) {
+        (false, _) => format!("feishu:{}:user:{sender}", app.app_id),
+        (true, Some(thread)) if !thread.is_empty() => {
+            format!(
+                "feishu:{}:chat:{}:thread:{thread}",
+                app.app_id, message.chat_id
+            )
+        }
+        (true, _) => format!("feishu:{}:chat:{}", app.app_id, message.chat_id),
+    };
+    let invalid = |error: sable_core::InputError| ApiError::BadRequest(error.to_string());
+    let key = ConversationKey::parse(conversation).map_err(invalid)?;
+    let default_agent = app
+        .agent
+        .clone()
+        .unwrap_or_else(|| state.config.default_agent.to_string());
+    let bound = state.config.bindings.resolve(
+        &BindingRequest {
+            explicit_agent: None,
+            channel: Channel::Feishu.as_str(),
+            conversation: Some(key.as_str()),
+            user: Some(sender),
+        },
+        &default_agent,
+    );
+    Ok(NewMessage {
+        org_id: app.org_id,
+        channel: Channel::Feishu,
+        target: SessionTarget::Conversation {
+            key,
+            user_id: Some(sender.to_owned()),
+        },
+        agent: AgentId::parse(bound.agent).map_err(invalid)?,
+        binding_rule: bound.rule,
+        text,
+        idempotency_key: Some(
+            IdempotencyKey::parse(format!("feishu:{}", message.message_id)).map_err(invalid)?,
+        ),
+        trace_parent: Some(trace.to_string()),
+    })
 }
 
 /// The text of a `text` or `post` message, mention placeholders resolved (the bot's own
