@@ -11,6 +11,7 @@ mod cron;
 mod diagnostics;
 mod embedded;
 mod faults;
+mod feishu;
 mod hostile_clients;
 mod idempotency;
 mod mcp;

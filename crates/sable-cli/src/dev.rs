@@ -23,6 +23,9 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
     settings.database_url =
         std::env::var("SABLE_DATABASE_URL").unwrap_or_else(|_| DEFAULT_DEV_DATABASE_URL.to_owned());
     let store = open_store(&settings).await?;
+    if settings.secrets_key.is_none() {
+        settings.secrets_key = Some(dev_secrets_key(&settings.database_url)?);
+    }
     let bus = Bus::local();
     let shutdown = crate::shutdown_on_signal();
     let sidecar = start_sidecar(&mut settings, &shutdown).await?;
@@ -156,6 +159,58 @@ fn sqlite_directory(url: &str) -> Option<PathBuf> {
         .parent()
         .filter(|parent| !parent.as_os_str().is_empty())
         .map(Path::to_path_buf)
+}
+
+/// The file beside the embedded store holding its secrets key.
+fn secrets_key_file(database_url: &str) -> PathBuf {
+    sqlite_directory(database_url)
+        .unwrap_or_else(|| PathBuf::from("data"))
+        .join("secrets.key")
+}
+
+/// The embedded store's secrets key, created (owner-only) on first start.
+fn dev_secrets_key(database_url: &str) -> anyhow::Result<sable_core::Secret> {
+    if let Some(existing) = existing_secrets_key_text(database_url)? {
+        return Ok(existing);
+    }
+    let path = secrets_key_file(database_url);
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let key = sable_store::SecretsKey::generate_base64();
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    writeln!(file, "{key}")?;
+    Ok(sable_core::Secret::new(key))
+}
+
+fn existing_secrets_key_text(database_url: &str) -> anyhow::Result<Option<sable_core::Secret>> {
+    if !is_sqlite_url(database_url) {
+        return Ok(None);
+    }
+    match std::fs::read_to_string(secrets_key_file(database_url)) {
+        Ok(text) => Ok(Some(sable_core::Secret::new(text.trim()))),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The key `sable dev` created beside an embedded store, for admin commands on it.
+pub(crate) fn existing_secrets_key(
+    database_url: &str,
+) -> anyhow::Result<Option<sable_store::SecretsKey>> {
+    existing_secrets_key_text(database_url)?
+        .map(|key| {
+            sable_store::SecretsKey::from_base64(key.expose())
+                .context("the embedded store's secrets.key is invalid")
+        })
+        .transpose()
 }
 
 /// What to tell the user about their key.

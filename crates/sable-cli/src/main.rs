@@ -93,6 +93,47 @@ enum AdminCommand {
         #[command(subcommand)]
         command: cron_admin::CronCommand,
     },
+    /// Manage an org's Feishu / Lark apps (secrets from FEISHU_APP_SECRET,
+    /// FEISHU_VERIFICATION_TOKEN and FEISHU_ENCRYPT_KEY, never from arguments).
+    Feishu {
+        #[command(subcommand)]
+        command: FeishuCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FeishuCommand {
+    /// Add an app and print its webhook path (the console's request URL after the
+    /// gateway's public origin).
+    Add {
+        #[arg(long = "org")]
+        org_id: String,
+        /// The app's id in the developer console (`cli_…`).
+        #[arg(long = "app-id")]
+        app_id: String,
+        /// `webhook` or `long-connection`.
+        #[arg(long)]
+        mode: String,
+        /// The open platform: https://open.feishu.cn (default) or https://open.larksuite.com.
+        #[arg(long = "base-url")]
+        base_url: Option<String>,
+        /// The agent that answers (bindings still apply); default: the deployment's.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Group chats answer only when the bot is mentioned (default true).
+        #[arg(long = "require-mention", action = clap::ArgAction::Set)]
+        require_mention: Option<bool>,
+    },
+    /// List an org's apps: app id, mode, base URL, agent, require mention, webhook path.
+    List {
+        #[arg(long = "org")]
+        org_id: String,
+    },
+    /// Remove an app; its events are no longer accepted.
+    Remove {
+        #[arg(long = "app-id")]
+        app_id: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -244,6 +285,7 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
         AdminCommand::Org { command } => run_org_admin(&store, command).await,
         AdminCommand::Key { command } => run_key_admin(&store, command).await,
         AdminCommand::Cron { command } => cron_admin::run(settings, command).await,
+        AdminCommand::Feishu { command } => run_feishu_admin(&settings, &store, command).await,
     }
 }
 
@@ -315,6 +357,86 @@ async fn run_key_admin(store: &Store, command: KeyCommand) -> anyhow::Result<()>
                 .context("could not revoke the key")?
                 .with_context(|| format!("no key with prefix {prefix}"))?;
             eprintln!("revoked key {} of org {}", revoked.prefix, revoked.org_id);
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+async fn run_feishu_admin(
+    settings: &Settings,
+    store: &Store,
+    command: FeishuCommand,
+) -> anyhow::Result<()> {
+    match command {
+        FeishuCommand::Add {
+            org_id,
+            app_id,
+            mode,
+            base_url,
+            agent,
+            require_mention,
+        } => {
+            let org_id: OrgId = org_id.parse()?;
+            anyhow::ensure!(store.org_exists(org_id).await?, "no org {org_id}");
+            let key = match secrets_key(settings)? {
+                Some(key) => key,
+                None => dev::existing_secrets_key(&settings.database_url)?.context(
+                    "SABLE_SECRETS_KEY is not set: it seals the app's secrets (base64 of 32 bytes)",
+                )?,
+            };
+            let variable = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
+            let secrets = sable_store::FeishuSecrets {
+                app_secret: variable("FEISHU_APP_SECRET")
+                    .context("FEISHU_APP_SECRET is not set")?,
+                verification_token: variable("FEISHU_VERIFICATION_TOKEN")
+                    .context("FEISHU_VERIFICATION_TOKEN is not set")?,
+                encrypt_key: variable("FEISHU_ENCRYPT_KEY"),
+            };
+            let agents = load_agents(settings)?;
+            let input = sable_gateway::FeishuAppInput {
+                org_id,
+                app_id,
+                mode,
+                base_url,
+                agent,
+                require_mention,
+                secrets,
+            };
+            let app = sable_gateway::build_feishu_app(input, &key, &agents)
+                .map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(
+                store.create_feishu_app(&app).await?,
+                "a feishu app with app id {} exists already",
+                app.app_id
+            );
+            println!("{}", sable_gateway::feishu_webhook_path(&app.app_id));
+        }
+        FeishuCommand::List { org_id } => {
+            let org_id: OrgId = org_id.parse()?;
+            anyhow::ensure!(store.org_exists(org_id).await?, "no org {org_id}");
+            println!("app_id\tmode\tbase_url\tagent\trequire_mention\twebhook_path");
+            for app in store.feishu_apps(org_id).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    app.app_id,
+                    app.mode,
+                    app.base_url,
+                    app.agent.as_deref().unwrap_or("-"),
+                    app.require_mention,
+                    sable_gateway::feishu_webhook_path(&app.app_id)
+                );
+            }
+        }
+        FeishuCommand::Remove { app_id } => {
+            let removed = store
+                .remove_feishu_app(None, &app_id)
+                .await?
+                .with_context(|| format!("no feishu app {app_id}"))?;
+            eprintln!(
+                "removed feishu app {} of org {}",
+                removed.app_id, removed.org_id
+            );
         }
     }
     Ok(())
@@ -479,6 +601,15 @@ pub(crate) fn gateway_config(
         sweep_after: Settings::millis(settings.sweep_after_ms),
         bindings: load_bindings(settings, agents)?,
         webhook: webhook_channel(settings)?,
+        feishu: sable_gateway::FeishuConfig {
+            secrets_key: secrets_key(settings)?,
+            client: reqwest::Client::builder()
+                .timeout(Settings::millis(settings.feishu_timeout_ms))
+                .build()
+                .context("cannot build the Feishu HTTP client")?,
+            rate_limit_backoff: Settings::millis(settings.feishu_rate_limit_backoff_ms),
+            max_rate_limit_retries: 3,
+        },
         faults: faults::from_settings(settings),
         langfuse_host: settings
             .langfuse_host
@@ -494,6 +625,18 @@ pub(crate) fn gateway_config(
         },
         tools: load_capabilities(settings, agents)?.tools,
     })
+}
+
+/// The envelope key of channel secrets, when `SABLE_SECRETS_KEY` (or, for `sable dev`,
+/// the data folder's key file) provides one.
+pub(crate) fn secrets_key(settings: &Settings) -> anyhow::Result<Option<sable_store::SecretsKey>> {
+    settings
+        .secrets_key
+        .as_ref()
+        .map(|key| {
+            sable_store::SecretsKey::from_base64(key.expose()).context("invalid SABLE_SECRETS_KEY")
+        })
+        .transpose()
 }
 
 /// The `webhook` channel when `webhook_url` is set, with its own pooled HTTP client.

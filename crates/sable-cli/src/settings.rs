@@ -71,6 +71,13 @@ pub struct Settings {
     /// Where the gateway POSTs replies of the `webhook` channel (unset: channel refused).
     pub webhook_url: Option<String>,
     pub webhook_timeout_ms: u64,
+    /// The envelope key sealing channel secrets at rest (`SABLE_SECRETS_KEY`, base64 of
+    /// 32 bytes). `sable dev` creates one in its data folder when unset.
+    pub secrets_key: Option<Secret>,
+    /// Timeout of each call to the Feishu / Lark open platform.
+    pub feishu_timeout_ms: u64,
+    /// First wait after a Feishu rate-limit answer without a reset header (then x3).
+    pub feishu_rate_limit_backoff_ms: u64,
     /// A turn started this many times without ending fails instead of running again.
     pub max_turn_attempts: i32,
     /// Fault points to stop at (comma-separated names), for fault-injection tests.
@@ -154,6 +161,9 @@ impl Default for Settings {
             max_turn_attempts: 5,
             webhook_url: None,
             webhook_timeout_ms: 10_000,
+            secrets_key: None,
+            feishu_timeout_ms: 10_000,
+            feishu_rate_limit_backoff_ms: 500,
             fault_pause_at: String::new(),
             fault_hits_to_pass: 0,
             environment: "development".into(),

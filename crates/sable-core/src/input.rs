@@ -139,6 +139,9 @@ pub enum Channel {
     /// Messages posted through the HTTP API whose replies are pushed (POSTed) to the
     /// gateway's configured webhook URL, with the delivery id as `Idempotency-Key`.
     Webhook,
+    /// Feishu / Lark chats: messages arrive as the app's events, replies go back through
+    /// the open platform's reply API.
+    Feishu,
 }
 
 impl Channel {
@@ -146,6 +149,7 @@ impl Channel {
         match self {
             Self::Api => "api",
             Self::Webhook => "webhook",
+            Self::Feishu => "feishu",
         }
     }
 
@@ -153,6 +157,7 @@ impl Channel {
         match value {
             "api" => Some(Self::Api),
             "webhook" => Some(Self::Webhook),
+            "feishu" => Some(Self::Feishu),
             _ => None,
         }
     }
@@ -188,10 +193,10 @@ mod tests {
 
     #[test]
     fn channels_round_trip_through_their_names() {
-        for channel in [Channel::Api, Channel::Webhook] {
+        for channel in [Channel::Api, Channel::Webhook, Channel::Feishu] {
             assert_eq!(Channel::parse(channel.as_str()), Some(channel));
         }
-        assert_eq!(Channel::parse("feishu"), None);
+        assert_eq!(Channel::parse("slack"), None);
     }
 
     #[test]

@@ -10,12 +10,14 @@
 mod calls;
 mod cron;
 mod error;
+mod feishu;
 mod intake;
 mod keys;
 mod notes;
 mod outbox;
 mod records;
 mod roles;
+mod secrets;
 mod sessions;
 mod sqlite;
 mod sweep;
@@ -37,12 +39,16 @@ pub use cron::{
     MAX_CRON_TIMEOUT_MS, NewCronRun,
 };
 pub use error::StoreError;
+pub use feishu::{
+    FeishuApp, FeishuEventRecord, FeishuReplyTarget, FeishuSecrets, SealedFeishuSecrets,
+};
 pub use intake::{AcceptedTurn, NewMessage, SessionTarget};
 pub use keys::{ApiKeyRecord, ApiKeySecret, AuthenticatedKey, LAST_USED_RESOLUTION, OrgRecord};
 pub use notes::{MemoryEdit, SessionFilter, SessionInfo};
 pub use outbox::DeliveryRecord;
 pub use records::{HistoryEntry, MessageRecord, TurnRecord};
 pub use roles::{PoolStats, RoleInstance};
+pub use secrets::{SecretsError, SecretsKey};
 pub use sessions::{
     FinishTurn, LeaseRelease, RunnableTurn, TurnOutcome, TurnRoute, TurnStart, Usage,
 };
@@ -194,6 +200,21 @@ store_contract! {
     /// Takes or renews a named lease (free, expired or already `owner`'s); true while held.
     fn acquire_lease(&self, name: &str, owner: &str, ttl: Duration) -> bool;
     fn release_lease(&self, name: &str, owner: &str) -> ();
+    /// Adds a Feishu app (secrets already sealed); false when its app id exists already.
+    fn create_feishu_app(&self, app: &FeishuApp) -> bool;
+    /// The org's Feishu apps, oldest first.
+    fn feishu_apps(&self, org_id: OrgId) -> Vec<FeishuApp>;
+    /// The app with this id, in whichever org (ingress knows only the app id).
+    fn feishu_app(&self, app_id: &str) -> Option<FeishuApp>;
+    /// Removes an app, within `org_id` when given; `None` when there is none.
+    fn remove_feishu_app(&self, org_id: Option<OrgId>, app_id: &str) -> Option<FeishuApp>;
+    /// Whether the app's event was recorded before (a redelivery).
+    fn feishu_event_seen(&self, app_id: &str, event_id: &str) -> bool;
+    /// Records an event once per `(app_id, event_id)`; false when it was already recorded.
+    fn record_feishu_event(&self, event: &FeishuEventRecord) -> bool;
+    /// Records which Feishu message a turn answers (first write wins).
+    fn record_feishu_reply_target(&self, target: &FeishuReplyTarget) -> ();
+    fn feishu_reply_target(&self, org_id: OrgId, turn_id: TurnId) -> Option<FeishuReplyTarget>;
 }
 
 /// The shared handle on whichever backend a deployment uses; cheap to clone.

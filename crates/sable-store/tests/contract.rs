@@ -14,6 +14,7 @@ use sable_store::{
     NewMessage, NewToolCall, ProviderCallRecord, RunnableTurn, SessionTarget, StaleWakeup, Store,
     StoreError, StoreOptions, ToolCallRecord, ToolCallResult, TurnOutcome, TurnStart,
 };
+use sable_store::{FeishuApp, FeishuEventRecord, FeishuReplyTarget, FeishuSecrets, SecretsKey};
 
 /// Generates `postgres::<name>` and `sqlite::<name>` for each test body.
 macro_rules! contract_tests {
@@ -77,6 +78,8 @@ contract_tests!(
     due_cron_tasks_are_the_enabled_ones_whose_time_came_and_advance_once,
     a_cron_run_is_recorded_once_per_scheduled_time_and_the_history_is_bounded,
     a_named_lease_has_one_owner_until_it_expires_or_is_released,
+    feishu_apps_are_per_org_unique_and_keep_their_secrets_sealed,
+    feishu_events_and_reply_targets_are_recorded_once,
 );
 
 const WORKER: &str = "worker-a";
@@ -1683,5 +1686,131 @@ async fn a_named_lease_has_one_owner_until_it_expires_or_is_released(
         "an expired lease goes to whoever asks"
     );
     assert!(!store.acquire_lease("cron", "replica-b", LEASE).await?);
+    Ok(())
+}
+fn feishu_app(org_id: OrgId, app_id: &str, key: &SecretsKey) -> FeishuApp {
+    FeishuApp {
+        org_id,
+        app_id: app_id.to_owned(),
+        mode: "webhook".into(),
+        base_url: "https://open.feishu.cn".into(),
+        agent: Some("assistant".into()),
+        require_mention: true,
+        secrets: FeishuSecrets {
+            app_secret: "app-secret-value".into(),
+            verification_token: "verification-token-value".into(),
+            encrypt_key: Some("encrypt-key-value".into()),
+        }
+        .seal(key, app_id),
+        created_at: Utc::now(),
+    }
+}
+
+async fn feishu_apps_are_per_org_unique_and_keep_their_secrets_sealed(
+    store: Store,
+) -> anyhow::Result<()> {
+    let key = SecretsKey::from_base64(&SecretsKey::generate_base64())?;
+    let org = store.create_org("acme").await?;
+    let other = store.create_org("globex").await?;
+    assert!(
+        store
+            .create_feishu_app(&feishu_app(org, "cli_a", &key))
+            .await?
+    );
+    assert!(
+        !store
+            .create_feishu_app(&feishu_app(other, "cli_a", &key))
+            .await?,
+        "an app id belongs to one org"
+    );
+    assert!(
+        store
+            .create_feishu_app(&feishu_app(org, "cli_b", &key))
+            .await?
+    );
+    let listed: Vec<String> = store
+        .feishu_apps(org)
+        .await?
+        .into_iter()
+        .map(|app| app.app_id)
+        .collect();
+    assert_eq!(listed, ["cli_a", "cli_b"]);
+    assert!(store.feishu_apps(other).await?.is_empty());
+
+    let found = store.feishu_app("cli_a").await?.expect("found");
+    assert_eq!(found.org_id, org);
+    assert!(found.require_mention);
+    assert_eq!(found.agent.as_deref(), Some("assistant"));
+    for sealed in [&found.secrets.app_secret, &found.secrets.verification_token] {
+        assert!(
+            !String::from_utf8_lossy(sealed).contains("value"),
+            "stored sealed"
+        );
+    }
+    let opened = found.secrets.open(&key, "cli_a")?;
+    assert_eq!(opened.app_secret, "app-secret-value");
+    assert_eq!(opened.verification_token, "verification-token-value");
+    assert_eq!(opened.encrypt_key.as_deref(), Some("encrypt-key-value"));
+    assert!(
+        found.secrets.open(&key, "cli_b").is_err(),
+        "bound to its app"
+    );
+
+    assert!(
+        store
+            .remove_feishu_app(Some(other), "cli_a")
+            .await?
+            .is_none()
+    );
+    assert!(store.remove_feishu_app(Some(org), "cli_a").await?.is_some());
+    assert!(store.feishu_app("cli_a").await?.is_none());
+    assert!(store.remove_feishu_app(None, "cli_b").await?.is_some());
+    assert!(store.remove_feishu_app(None, "cli_b").await?.is_none());
+    Ok(())
+}
+
+async fn feishu_events_and_reply_targets_are_recorded_once(store: Store) -> anyhow::Result<()> {
+    let org = store.create_org("acme").await?;
+    let accepted = accept(&store, org, SessionTarget::New, "hi").await?;
+    let event = FeishuEventRecord {
+        org_id: org,
+        app_id: "cli_a".into(),
+        event_id: "e1".into(),
+        event_type: "im.message.receive_v1".into(),
+        turn_id: Some(accepted.turn_id),
+    };
+    assert!(!store.feishu_event_seen("cli_a", "e1").await?);
+    assert!(store.record_feishu_event(&event).await?);
+    assert!(!store.record_feishu_event(&event).await?, "recorded once");
+    assert!(store.feishu_event_seen("cli_a", "e1").await?);
+    assert!(
+        !store.feishu_event_seen("cli_b", "e1").await?,
+        "scoped by app"
+    );
+
+    let target = FeishuReplyTarget {
+        org_id: org,
+        turn_id: accepted.turn_id,
+        app_id: "cli_a".into(),
+        message_id: "om_1".into(),
+        chat_id: "oc_1".into(),
+    };
+    store.record_feishu_reply_target(&target).await?;
+    store
+        .record_feishu_reply_target(&FeishuReplyTarget {
+            message_id: "om_2".into(),
+            ..target.clone()
+        })
+        .await?;
+    assert_eq!(
+        store.feishu_reply_target(org, accepted.turn_id).await?,
+        Some(target),
+        "first write wins"
+    );
+    let other = store.create_org("globex").await?;
+    assert_eq!(
+        store.feishu_reply_target(other, accepted.turn_id).await?,
+        None
+    );
     Ok(())
 }

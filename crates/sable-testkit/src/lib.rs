@@ -7,6 +7,7 @@
 
 mod database;
 mod fake_anthropic;
+mod fake_feishu;
 pub mod fake_mcp;
 mod fake_provider;
 mod fake_webhook;
@@ -18,6 +19,9 @@ mod process;
 mod proxy;
 
 pub use database::TestDatabase;
+pub use fake_feishu::{
+    FakeFeishu, FeishuCallback, FeishuEventSender, FeishuMessage, FeishuRequest,
+};
 pub use fake_mcp::{FakeMcpServer, FakeMcpState, fake_mcp_binary};
 pub use fake_provider::{FakeProvider, FakeToolCall, Script};
 pub use fake_webhook::{FakeWebhook, WebhookLog};

@@ -135,6 +135,7 @@ async fn send_to_channel(state: &AppState, delivery: &DeliveryRecord) -> Result<
             Some(webhook) => webhook.send(delivery).await,
             None => Err("no webhook_url is configured for the webhook channel".into()),
         },
+        Some(sable_core::Channel::Feishu) => crate::feishu::reply::send(state, delivery).await,
         None => Err(format!("no dispatcher for channel '{}'", delivery.channel)),
     }
 }

@@ -15,6 +15,9 @@ use serde_json::json;
 pub enum ApiError {
     #[error("missing or invalid API key")]
     Unauthorized,
+    /// A channel's callback failed its verification (token, signature).
+    #[error("{0}")]
+    ChannelUnauthorized(&'static str),
     #[error("this route needs an admin key")]
     Forbidden,
     #[error("{0} not found")]
@@ -51,6 +54,7 @@ impl ApiError {
     fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
+            Self::ChannelUnauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),

@@ -12,6 +12,7 @@ mod auth;
 mod body;
 mod dispatcher;
 mod error;
+mod feishu;
 mod limits;
 mod routes;
 mod serve;
@@ -31,6 +32,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use error::ApiError;
+pub use feishu::{
+    DEFAULT_BASE_URL as FEISHU_DEFAULT_BASE_URL, FeishuAppInput, FeishuConfig,
+    build_app as build_feishu_app, webhook_path as feishu_webhook_path,
+};
 pub use limits::{MAX_HEADER_BYTES, MAX_URI_BYTES};
 pub use serve::HttpLimits;
 pub use webhook::WebhookChannel;
@@ -71,6 +76,8 @@ pub struct GatewayConfig {
     /// The tool registry workers use (with the MCP sidecar's catalog when one is
     /// configured), for `GET /v1/tools`, `GET /v1/mcp/servers` and diagnostics.
     pub tools: sable_tools::ToolRegistry,
+    /// The Feishu / Lark channel (apps live in the store).
+    pub feishu: FeishuConfig,
 }
 
 /// Shared by every request handler.
@@ -83,6 +90,7 @@ pub(crate) struct AppState {
     pub shutdown: CancellationToken,
     /// Where accepted messages become queued turns (shared with the cron service).
     pub intake: TurnIntake,
+    pub feishu: feishu::FeishuState,
 }
 
 /// Serves the API on `listener` and runs the dispatcher until `shutdown` is cancelled,
@@ -107,6 +115,7 @@ pub async fn run(
     let state = AppState {
         store,
         bus,
+        feishu: feishu::FeishuState::new(&config.feishu),
         config: Arc::new(config),
         shutdown: shutdown.clone(),
         intake,
@@ -138,6 +147,8 @@ fn router(state: AppState) -> Router {
         .merge(routes::keys::router())
         .merge(routes::agents::router())
         .merge(routes::tools::router())
+        .merge(feishu::apps::router())
+        .merge(feishu::ingress::router())
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|method: axum::http::Method| async move {
             ApiError::MethodNotAllowed(method.to_string())

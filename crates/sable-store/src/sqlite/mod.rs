@@ -10,6 +10,7 @@
 
 mod calls;
 mod cron;
+mod feishu;
 mod intake;
 mod keys;
 mod notes;
@@ -87,6 +88,7 @@ fn create_parent_directory(file: &Path) -> Result<(), StoreError> {
 pub(crate) mod ops {
     pub(crate) use super::calls::*;
     pub(crate) use super::cron::*;
+    pub(crate) use super::feishu::*;
     pub(crate) use super::intake::*;
     pub(crate) use super::keys::*;
     pub(crate) use super::notes::*;

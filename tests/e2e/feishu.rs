@@ -1,0 +1,572 @@
+//! The Feishu channel end to end: apps added with `sable admin feishu add`, callbacks
+//! encrypted and signed by the fake open platform's event sender, turns run by a real
+//! worker, replies sent by the gateway's dispatcher to the fake, exactly once.
+
+use reqwest::StatusCode;
+use sable_testkit::{FakeFeishu, FeishuCallback, FeishuEventSender, FeishuMessage, eventually};
+use serde_json::{Value, json};
+
+use crate::support::{
+    READY_TIMEOUT, StackOptions, TURN_TIMEOUT, TestStack, assert_error, run_sable,
+};
+
+const APP_ID: &str = "cli_a8f89f0647789013";
+const APP_SECRET: &str = "app-secret-6f1d";
+const VERIFICATION_TOKEN: &str = "verification-token-93ab";
+const ENCRYPT_KEY: &str = "encrypt-key-2c77";
+const FAULT_MARKER: &str = "sable fault point reached:";
+
+struct FeishuStack {
+    stack: TestStack,
+    fake: FakeFeishu,
+    sender: FeishuEventSender,
+}
+
+/// A stack with one worker and no gateway yet, and the app added through the CLI.
+async fn start(extra_add_args: &[&str]) -> anyhow::Result<FeishuStack> {
+    let stack = TestStack::start(StackOptions {
+        gateways: 0,
+        workers: 1,
+        env: vec![
+            (
+                "SABLE_SECRETS_KEY",
+                sable_store::SecretsKey::generate_base64(),
+            ),
+            ("SABLE_FEISHU_RATE_LIMIT_BACKOFF_MS", "100".into()),
+        ],
+        ..StackOptions::default()
+    })
+    .await?;
+    let fake = FakeFeishu::start(APP_ID, APP_SECRET).await?;
+    let mut args = vec![
+        "admin",
+        "feishu",
+        "add",
+        "--org",
+        &stack.org_id,
+        "--app-id",
+        APP_ID,
+        "--mode",
+        "webhook",
+        "--base-url",
+        &fake.base_url,
+    ];
+    args.extend_from_slice(extra_add_args);
+    let path = run_sable(&args, &feishu_env(&stack)).await?;
+    assert_eq!(path, format!("/v1/channels/feishu/{APP_ID}/events"));
+    Ok(FeishuStack {
+        stack,
+        fake,
+        sender: FeishuEventSender {
+            app_id: APP_ID.into(),
+            verification_token: VERIFICATION_TOKEN.into(),
+            encrypt_key: Some(ENCRYPT_KEY.into()),
+        },
+    })
+}
+
+fn feishu_env(stack: &TestStack) -> Vec<(String, String)> {
+    let mut env = stack.env();
+    env.extend([
+        ("FEISHU_APP_SECRET".to_owned(), APP_SECRET.to_owned()),
+        (
+            "FEISHU_VERIFICATION_TOKEN".to_owned(),
+            VERIFICATION_TOKEN.to_owned(),
+        ),
+        ("FEISHU_ENCRYPT_KEY".to_owned(), ENCRYPT_KEY.to_owned()),
+    ]);
+    env
+}
+
+impl FeishuStack {
+    async fn push_to(
+        &self,
+        url: &str,
+        callback: &FeishuCallback,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = self
+            .stack
+            .http
+            .post(format!("{url}/v1/channels/feishu/{APP_ID}/events"))
+            .body(callback.body.clone());
+        for (name, value) in &callback.headers {
+            request = request.header(name, value);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    async fn push(&self, callback: &FeishuCallback) -> anyhow::Result<(StatusCode, Value)> {
+        self.push_to(&self.stack.gateways[0].url, callback).await
+    }
+
+    async fn push_message(&self, message: &FeishuMessage) -> anyhow::Result<()> {
+        let answer = self
+            .push(&self.sender.callback(&self.sender.message_event(message)))
+            .await?;
+        assert_eq!(answer.0, StatusCode::OK, "{answer:?}");
+        Ok(())
+    }
+
+    /// Waits until the chat shows a reply to `message_id`, and returns the replies to it.
+    async fn replies_to(
+        &self,
+        message_id: &str,
+    ) -> anyhow::Result<Vec<sable_testkit::FeishuRequest>> {
+        eventually("a reply in the chat", TURN_TIMEOUT, || async {
+            self.fake
+                .messages()
+                .iter()
+                .any(|reply| reply.target == message_id)
+        })
+        .await
+        .map_err(|error| error.context(self.stack.logs()))?;
+        Ok(self
+            .fake
+            .messages()
+            .into_iter()
+            .filter(|reply| reply.target == message_id)
+            .collect())
+    }
+
+    async fn text(&self, sql: &str) -> anyhow::Result<String> {
+        let (value,): (String,) = sqlx::query_as(sql)
+            .fetch_one(self.stack.database.store.pool())
+            .await?;
+        Ok(value)
+    }
+
+    async fn turn_of(&self, message_id: &str) -> anyhow::Result<String> {
+        self.text(&format!(
+            "SELECT turn_id::text FROM feishu_reply_targets WHERE message_id = '{message_id}'"
+        ))
+        .await
+    }
+
+    async fn delivery_of(&self, message_id: &str) -> anyhow::Result<String> {
+        let turn = self.turn_of(message_id).await?;
+        self.text(&format!(
+            "SELECT id::text FROM deliveries WHERE turn_id = '{turn}'"
+        ))
+        .await
+    }
+}
+
+#[tokio::test]
+async fn webhook_answers_the_challenge_refuses_bad_tokens_and_signatures_and_replies_once()
+-> anyhow::Result<()> {
+    let mut feishu = start(&[]).await?;
+    feishu.stack.spawn_gateway().await?;
+
+    let answer = feishu
+        .push(&feishu.sender.challenge("challenge-8c1"))
+        .await?;
+    assert_eq!(
+        answer,
+        (StatusCode::OK, json!({"challenge": "challenge-8c1"}))
+    );
+
+    let message = FeishuMessage::p2p("ou_alice", "hello bot");
+    let impostor = FeishuEventSender {
+        verification_token: "not-the-token".into(),
+        ..feishu.sender.clone()
+    };
+    let answer = feishu
+        .push(&impostor.callback(&impostor.message_event(&message)))
+        .await?;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+    let answer = feishu.push(&impostor.challenge("c")).await?;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+
+    let mut forged = feishu
+        .sender
+        .callback(&feishu.sender.message_event(&message));
+    for (name, value) in &mut forged.headers {
+        if name == "x-lark-signature" {
+            *value = "0".repeat(64);
+        }
+    }
+    let answer = feishu.push(&forged).await?;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+    let unsigned = FeishuCallback {
+        headers: Vec::new(),
+        ..feishu
+            .sender
+            .callback(&feishu.sender.message_event(&message))
+    };
+    assert_error(
+        &feishu.push(&unsigned).await?,
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+    );
+    let plaintext = FeishuEventSender {
+        encrypt_key: None,
+        ..feishu.sender.clone()
+    };
+    let answer = feishu
+        .push(&plaintext.callback(&plaintext.message_event(&message)))
+        .await?;
+    assert_error(&answer, StatusCode::UNAUTHORIZED, "unauthorized");
+    assert_eq!(feishu.stack.scalar("SELECT count(*) FROM turns").await?, 0);
+    assert_eq!(
+        feishu
+            .stack
+            .scalar("SELECT count(*) FROM feishu_events")
+            .await?,
+        0
+    );
+
+    feishu.push_message(&message).await?;
+    let replies = feishu.replies_to(&message.message_id).await?;
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    let delivery = feishu.delivery_of(&message.message_id).await?;
+    assert_eq!(replies[0].kind, "reply");
+    assert_eq!(replies[0].uuid.as_deref(), Some(delivery.as_str()));
+    let turn = feishu.turn_of(&message.message_id).await?;
+    let stored = feishu
+        .text(&format!(
+            "SELECT content FROM messages WHERE turn_id = '{turn}' ORDER BY position DESC LIMIT 1"
+        ))
+        .await?;
+    assert_eq!(replies[0].text(), stored);
+    let asked = feishu
+        .text(&format!(
+            "SELECT content FROM messages WHERE turn_id = '{turn}' AND position = 0"
+        ))
+        .await?;
+    assert_eq!(asked, "hello bot");
+    assert_eq!(feishu.stack.scalar("SELECT count(*) FROM turns").await?, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn apps_are_managed_by_admin_keys_and_never_show_their_secrets() -> anyhow::Result<()> {
+    let mut feishu = start(&["--require-mention", "false"]).await?;
+    feishu.stack.spawn_gateway().await?;
+    let listed = run_sable(
+        &["admin", "feishu", "list", "--org", &feishu.stack.org_id],
+        &feishu.stack.env(),
+    )
+    .await?;
+    assert!(
+        listed.contains(&format!(
+            "{APP_ID}\twebhook\t{}\t-\tfalse\t/v1/channels/feishu/{APP_ID}/events",
+            feishu.fake.base_url
+        )),
+        "{listed}"
+    );
+    let admin = feishu
+        .stack
+        .sable(&[
+            "admin",
+            "key",
+            "create",
+            "--org",
+            &feishu.stack.org_id,
+            "--admin",
+        ])
+        .await?;
+    let url = feishu.stack.url(0, "/v1/channels/feishu/apps");
+    let http = &feishu.stack.http;
+
+    let member = http.get(&url).bearer_auth(&feishu.stack.key).send().await?;
+    assert_eq!(member.status(), StatusCode::FORBIDDEN);
+    let body = json!({
+        "app_id": "cli_b000000000000001", "mode": "long-connection",
+        "base_url": "https://open.larksuite.com", "app_secret": "s3cret-app",
+        "verification_token": "s3cret-token", "encrypt_key": "s3cret-key",
+    });
+    let created = http
+        .post(&url)
+        .bearer_auth(&admin)
+        .json(&body)
+        .send()
+        .await?;
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let created: Value = created.json().await?;
+    assert_eq!(
+        created["webhook_path"],
+        "/v1/channels/feishu/cli_b000000000000001/events"
+    );
+    assert_eq!(created["require_mention"], true);
+    let again = http
+        .post(&url)
+        .bearer_auth(&admin)
+        .json(&body)
+        .send()
+        .await?;
+    assert_eq!(again.status(), StatusCode::CONFLICT);
+    let bad = http
+        .post(&url)
+        .bearer_auth(&admin)
+        .json(&json!({"app_id": "cli_c", "mode": "carrier-pigeon", "app_secret": "a", "verification_token": "b"}))
+        .send()
+        .await?;
+    assert_eq!(bad.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    let listing = http
+        .get(&url)
+        .bearer_auth(&admin)
+        .send()
+        .await?
+        .text()
+        .await?;
+    let apps: Value = serde_json::from_str(&listing)?;
+    assert_eq!(apps["apps"].as_array().map(Vec::len), Some(2), "{listing}");
+    assert_secrets_hidden(&feishu, &listing).await?;
+
+    let removed = http
+        .delete(format!("{url}/cli_b000000000000001"))
+        .bearer_auth(&admin)
+        .send()
+        .await?;
+    assert_eq!(removed.status(), StatusCode::OK);
+    let gone = http
+        .delete(format!("{url}/cli_b000000000000001"))
+        .bearer_auth(&admin)
+        .send()
+        .await?;
+    assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+    run_sable(
+        &["admin", "feishu", "remove", "--app-id", APP_ID],
+        &feishu.stack.env(),
+    )
+    .await?;
+    let answer = feishu.push(&feishu.sender.challenge("c")).await?;
+    assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
+    Ok(())
+}
+
+#[tokio::test]
+async fn redeliveries_and_a_repeated_message_start_one_turn_and_send_one_reply()
+-> anyhow::Result<()> {
+    let mut feishu = start(&[]).await?;
+    feishu.stack.spawn_gateway().await?;
+    let message = FeishuMessage::p2p("ou_bob", "only once please");
+    let callback = feishu
+        .sender
+        .callback(&feishu.sender.message_event(&message));
+    for _ in 0..3 {
+        assert_eq!(feishu.push(&callback).await?.0, StatusCode::OK);
+    }
+    feishu.replies_to(&message.message_id).await?;
+
+    // Again after a gateway restart, then the same message under a second event id.
+    feishu.stack.gateways[0].process.kill().await;
+    feishu.stack.gateways.clear();
+    feishu.stack.spawn_gateway().await?;
+    for _ in 0..2 {
+        assert_eq!(feishu.push(&callback).await?.0, StatusCode::OK);
+    }
+    let renamed = FeishuMessage {
+        event_id: uuid::Uuid::new_v4().simple().to_string(),
+        ..message.clone()
+    };
+    feishu.push_message(&renamed).await?;
+
+    // A later message of the same user queues behind any duplicate in the same session,
+    // so once it is answered every duplicate would have been too.
+    let later = FeishuMessage::p2p("ou_bob", "and now this");
+    let later = FeishuMessage {
+        chat_id: message.chat_id.clone(),
+        ..later
+    };
+    feishu.push_message(&later).await?;
+    feishu.replies_to(&later.message_id).await?;
+
+    let requests: Vec<_> = feishu
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|request| request.target == message.message_id)
+        .collect();
+    assert_eq!(requests.len(), 1, "one reply request: {requests:?}");
+    assert_eq!(feishu.stack.scalar("SELECT count(*) FROM turns").await?, 2);
+    assert_eq!(
+        feishu
+            .stack
+            .scalar("SELECT count(DISTINCT session_id) FROM turns")
+            .await?,
+        1,
+        "a p2p chat is one session per user"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn expired_tokens_are_refreshed_and_rate_limits_back_off_then_deliver_once()
+-> anyhow::Result<()> {
+    let mut feishu = start(&[]).await?;
+    feishu.stack.spawn_gateway().await?;
+    let first = FeishuMessage::p2p("ou_carol", "first");
+    feishu.push_message(&first).await?;
+    feishu.replies_to(&first.message_id).await?;
+    assert_eq!(feishu.fake.token_requests(), 1, "the token is cached");
+
+    feishu.fake.expire_tokens();
+    let second = FeishuMessage::p2p("ou_carol", "second");
+    feishu.push_message(&second).await?;
+    let replies = feishu.replies_to(&second.message_id).await?;
+    assert_eq!(replies.len(), 1);
+    assert_eq!(
+        feishu.fake.token_requests(),
+        2,
+        "refreshed once on 99991663"
+    );
+    let refused = feishu
+        .fake
+        .requests()
+        .iter()
+        .filter(|request| request.target == second.message_id && !request.accepted)
+        .count();
+    assert_eq!(refused, 1, "the stale token was tried once");
+
+    feishu.fake.rate_limit_next(2);
+    let third = FeishuMessage::p2p("ou_carol", "third");
+    feishu.push_message(&third).await?;
+    let replies = feishu.replies_to(&third.message_id).await?;
+    assert_eq!(replies.len(), 1);
+    assert_eq!(feishu.fake.rate_limited(), 2);
+    let accepted = feishu
+        .fake
+        .requests()
+        .iter()
+        .filter(|request| request.target == third.message_id && request.accepted)
+        .count();
+    assert_eq!(accepted, 1, "delivered once after the backoff");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_dispatcher_killed_between_send_and_record_resends_with_the_same_uuid()
+-> anyhow::Result<()> {
+    let mut feishu = start(&[]).await?;
+    let mut crashing = feishu.stack.spawn_role(
+        "crashing-gateway",
+        "gateway",
+        &[("SABLE_FAULT_PAUSE_AT", "delivery_sent_before_record".into())],
+    )?;
+    let url = crashing
+        .wait_for_line("sable gateway listening on", READY_TIMEOUT)
+        .await?;
+    eventually("the crashing gateway to be ready", READY_TIMEOUT, || {
+        let (http, url) = (feishu.stack.http.clone(), url.clone());
+        async move {
+            http.get(format!("{url}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await?;
+    let message = FeishuMessage::p2p("ou_dave", "survive the crash");
+    let callback = feishu
+        .sender
+        .callback(&feishu.sender.message_event(&message));
+    assert_eq!(feishu.push_to(&url, &callback).await?.0, StatusCode::OK);
+    let reached = crashing.wait_for_line(FAULT_MARKER, TURN_TIMEOUT).await?;
+    assert_eq!(reached, "delivery_sent_before_record");
+    crashing.kill().await;
+
+    feishu.stack.spawn_gateway().await?;
+    eventually("the delivery to be recorded", TURN_TIMEOUT, || async {
+        feishu
+            .stack
+            .scalar("SELECT count(*) FROM deliveries WHERE status = 'delivered'")
+            .await
+            .is_ok_and(|count| count == 1)
+    })
+    .await?;
+    let delivery = feishu.delivery_of(&message.message_id).await?;
+    let sent: Vec<_> = feishu
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|request| request.target == message.message_id)
+        .collect();
+    assert_eq!(sent.len(), 2, "sent, crashed, sent again: {sent:?}");
+    assert!(
+        sent.iter()
+            .all(|request| request.uuid.as_deref() == Some(delivery.as_str()))
+    );
+    assert_eq!(
+        feishu.replies_to(&message.message_id).await?.len(),
+        1,
+        "the chat shows one"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn group_messages_start_turns_only_when_the_bot_is_mentioned() -> anyhow::Result<()> {
+    let mut feishu = start(&[]).await?;
+    feishu.stack.spawn_gateway().await?;
+    let chat = "oc_team";
+    let bot = feishu.fake.bot_open_id.clone();
+
+    let unmentioned = FeishuMessage::group(chat, "ou_erin", "just chatting");
+    feishu.push_message(&unmentioned).await?;
+    let someone_else = FeishuMessage::group(chat, "ou_erin", "hi").mentioning("ou_frank", "Frank");
+    feishu.push_message(&someone_else).await?;
+    // Ingress decides before it answers: nothing was queued for either.
+    assert_eq!(feishu.stack.scalar("SELECT count(*) FROM turns").await?, 0);
+    assert_eq!(
+        feishu
+            .stack
+            .scalar("SELECT count(*) FROM feishu_events")
+            .await?,
+        2,
+        "acknowledged and recorded"
+    );
+
+    let mentioned =
+        FeishuMessage::group(chat, "ou_erin", "what is up").mentioning(&bot, "SableBot");
+    feishu.push_message(&mentioned).await?;
+    feishu.replies_to(&mentioned.message_id).await?;
+    let other_user = FeishuMessage::group(chat, "ou_grace", "me too").mentioning(&bot, "SableBot");
+    feishu.push_message(&other_user).await?;
+    feishu.replies_to(&other_user.message_id).await?;
+
+    assert_eq!(feishu.stack.scalar("SELECT count(*) FROM turns").await?, 2);
+    assert_eq!(
+        feishu
+            .stack
+            .scalar("SELECT count(DISTINCT session_id) FROM turns")
+            .await?,
+        1,
+        "a group chat is one session"
+    );
+    let turn = feishu.turn_of(&mentioned.message_id).await?;
+    let asked = feishu
+        .text(&format!(
+            "SELECT content FROM messages WHERE turn_id = '{turn}' AND position = 0"
+        ))
+        .await?;
+    assert_eq!(
+        asked, "what is up",
+        "the bot's mention is not part of the text"
+    );
+    Ok(())
+}
+
+/// No secret in an answer or a log line, and none in clear in the database.
+async fn assert_secrets_hidden(feishu: &FeishuStack, listing: &str) -> anyhow::Result<()> {
+    for secret in ["s3cret", APP_SECRET, VERIFICATION_TOKEN, ENCRYPT_KEY] {
+        assert!(
+            !listing.contains(secret),
+            "a secret was returned: {listing}"
+        );
+        assert!(
+            !feishu.stack.full_logs()?.contains(secret),
+            "a secret was logged"
+        );
+    }
+    let stored = feishu
+        .stack
+        .scalar("SELECT count(*) FROM feishu_apps WHERE position('s3cret' in encode(app_secret_sealed, 'escape')) > 0")
+        .await?;
+    assert_eq!(stored, 0, "secrets are sealed at rest");
+    Ok(())
+}
