@@ -23,7 +23,6 @@ use serde_json::{Value, json};
 
 use super::api::Credentials;
 use super::crypto;
-use crate::routes::messages::publish_wakeup;
 use crate::{ApiError, AppState};
 
 const SIGNATURE_HEADER: &str = "x-lark-signature";
@@ -315,7 +314,10 @@ async fn accept_message(
             trace_name: String::new(),
             tags: vec!["channel:feishu".to_owned()],
         };
-        publish_wakeup(state, app.org_id, &accepted, &labels, &trace).await;
+        state
+            .intake
+            .publish_wakeup(app.org_id, &accepted, &labels, &trace)
+            .await;
     }
     Ok(Some(accepted.turn_id))
 }

@@ -233,35 +233,6 @@ fn parse_user_id(user_id: String) -> Result<String, ApiError> {
     })
 }
 
-/// Publishes the wake-up in an `enqueue` span. A failure is logged, not returned: the
-/// turn is already safe in Postgres and the sweeper republishes it.
-pub(crate) async fn publish_wakeup(
-    state: &AppState,
-    org_id: OrgId,
-    accepted: &AcceptedTurn,
-    labels: &TurnLabels,
-    trace: &TraceContext,
-) {
-    let span = tracing::info_span!(
-        "enqueue",
-        otel.name = "publish turn wake-up",
-        otel.kind = "producer"
-    );
-    labels.annotate(&span);
-    let traceparent = genai::trace_context_of(&span)
-        .unwrap_or_else(|| trace.child())
-        .to_string();
-    let turn_id = accepted.turn_id.to_string();
-    let wakeup = TurnWakeup {
-        turn_id: turn_id.clone(),
-        org_id: org_id.to_string(),
-        session_id: accepted.session_id.to_string(),
-    };
-    wake_turn(state, wakeup, &turn_id, Some(&traceparent))
-        .instrument(span)
-        .await;
-}
-
 /// Publishes a turn's wake-up under `message_id` (JetStream drops a repeated id within
 /// its window). A failure is logged: the turn is safe in the store and the sweeper
 /// republishes it.
