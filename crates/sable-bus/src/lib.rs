@@ -118,6 +118,11 @@ pub trait BusBackend: Send + Sync + fmt::Debug {
     /// Creates queues (streams, consumers) if missing. Idempotent.
     async fn ensure_topology(&self) -> Result<(), BusError>;
     fn is_connected(&self) -> bool;
+    /// How many times the bus has (re)connected: a change means live events published
+    /// meanwhile may have been missed.
+    fn connections(&self) -> u64 {
+        0
+    }
     /// Enqueues a work item; `key` is the org for turns and the channel for deliveries.
     /// A `message_id` seen within the duplicate window is dropped.
     async fn publish_work(
@@ -288,8 +293,11 @@ impl Bus {
         org_id: OrgId,
         session_id: SessionId,
     ) -> Result<EventSubscription, BusError> {
+        let connections = self.0.connections();
         Ok(EventSubscription {
             source: self.0.subscribe_events(org_id, session_id).await?,
+            bus: self.clone(),
+            connections,
         })
     }
 }
@@ -367,9 +375,19 @@ impl<T: prost::Message + Default> WakeupStream<T> {
 /// Live events of one session, decoded.
 pub struct EventSubscription {
     source: Box<dyn EventSource>,
+    bus: Bus,
+    /// The bus's connection count when the subscription started.
+    connections: u64,
 }
 
 impl EventSubscription {
+    /// True while every event published since the subscription started has reached it:
+    /// the bus is connected and has not reconnected since (core NATS keeps nothing for
+    /// a subscriber that was away).
+    pub fn is_healthy(&self) -> bool {
+        self.bus.is_connected() && self.bus.0.connections() == self.connections
+    }
+
     /// The next well-formed event, or `None` when the subscription ended.
     pub async fn next(&mut self) -> Option<TurnEvent> {
         while let Some(payload) = self.source.next().await {

@@ -52,17 +52,44 @@ struct Entry {
 #[derive(Debug, Default)]
 struct Queue {
     ready: Mutex<VecDeque<Entry>>,
-    seen_ids: Mutex<HashMap<String, Instant>>,
+    seen_ids: Mutex<SeenIds>,
     notify: Notify,
+}
+
+/// Message ids published within the duplicate window, with the order they arrived in so
+/// that expiring the oldest never scans the rest.
+#[derive(Debug, Default)]
+struct SeenIds {
+    by_id: HashMap<String, Instant>,
+    in_order: VecDeque<(Instant, String)>,
+}
+
+impl SeenIds {
+    /// False when the id was seen within the duplicate window.
+    fn remember(&mut self, message_id: &str, now: Instant) -> bool {
+        while let Some((at, _)) = self.in_order.front()
+            && now.duration_since(*at) >= DUPLICATE_WINDOW
+        {
+            if let Some((at, id)) = self.in_order.pop_front()
+                && self.by_id.get(&id) == Some(&at)
+            {
+                self.by_id.remove(&id);
+            }
+        }
+        if self.by_id.contains_key(message_id) {
+            return false;
+        }
+        self.by_id.insert(message_id.to_owned(), now);
+        self.in_order.push_back((now, message_id.to_owned()));
+        true
+    }
 }
 
 impl Queue {
     /// False when the id was seen within the duplicate window.
     fn remember(&self, message_id: &str) -> bool {
-        let now = Instant::now();
         let mut seen = self.seen_ids.lock().expect("seen ids lock");
-        seen.retain(|_, at| now.duration_since(*at) < DUPLICATE_WINDOW);
-        seen.insert(message_id.to_owned(), now).is_none()
+        seen.remember(message_id, Instant::now())
     }
 
     fn push_back(&self, entry: Entry) {
@@ -259,5 +286,28 @@ impl EventSource for LocalEvents {
                 Err(broadcast::error::RecvError::Closed) => return None,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_is_a_duplicate_within_the_window_and_new_again_after_it() {
+        let mut seen = SeenIds::default();
+        let start = Instant::now();
+        assert!(seen.remember("a", start));
+        assert!(seen.remember("b", start + Duration::from_secs(1)));
+        assert!(!seen.remember("a", start + Duration::from_secs(2)));
+
+        let later = start + DUPLICATE_WINDOW + Duration::from_millis(500);
+        assert!(seen.remember("a", later), "a's window has passed");
+        assert!(!seen.remember("b", later), "b is still within its window");
+        assert_eq!(
+            (seen.by_id.len(), seen.in_order.len()),
+            (2, 2),
+            "expired ids are forgotten, not kept"
+        );
     }
 }

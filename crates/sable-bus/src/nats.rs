@@ -142,6 +142,13 @@ impl BusBackend for NatsBus {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
+    fn connections(&self) -> u64 {
+        self.client
+            .statistics()
+            .connects
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     async fn publish_work(
         &self,
         queue: WorkQueue,

@@ -197,6 +197,16 @@ impl AgentCatalog {
         self.agents.keys().map(String::as_str)
     }
 
+    /// The longest history any agent reads (`limits.history_messages`), so one read at
+    /// a turn's start serves whichever agent answers it.
+    pub fn max_history_messages(&self) -> u32 {
+        self.agents
+            .values()
+            .map(|agent| agent.history_messages)
+            .max()
+            .unwrap_or(1)
+    }
+
     /// Fails naming the agent and field when an agent uses a profile `exists` rejects.
     pub fn check_profiles(&self, exists: impl Fn(&str) -> bool) -> Result<(), AgentError> {
         for agent in self.agents.values() {

@@ -1,11 +1,10 @@
-//! Accepting an inbound message: one transaction writes the message and its queued turn,
-//! or returns the original turn when the idempotency key was seen before.
+//! Accepting an inbound message: one statement writes the message and its queued turn, or
+//! returns the original turn when the idempotency key was seen before.
 
 use sable_core::{
-    AgentId, Channel, ConversationKey, IdempotencyKey, MessageId, MessageRole, MessageText, OrgId,
-    SessionId, TurnId, TurnStatus,
+    AgentId, Channel, ConversationKey, IdempotencyKey, MessageId, MessageText, OrgId, SessionId,
+    TurnId, TurnStatus,
 };
-use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::records::parse_stored;
@@ -49,12 +48,9 @@ pub struct AcceptedTurn {
     pub status: TurnStatus,
     /// False when the idempotency key matched an earlier turn, which is returned instead.
     pub created: bool,
-}
-
-#[derive(sqlx::FromRow)]
-struct SessionSlot {
-    id: Uuid,
-    seq: i64,
+    /// Another turn of the session was unfinished, or its lease held, when this one was
+    /// accepted: a worker draining the session may run it before its own wake-up arrives.
+    pub behind_others: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -65,54 +61,79 @@ struct ExistingTurn {
     status: String,
 }
 
+#[derive(sqlx::FromRow)]
+struct IntakeRow {
+    id: Uuid,
+    session_id: Uuid,
+    seq: i64,
+    status: String,
+    created: bool,
+    behind_others: bool,
+}
+
 impl PgStore {
-    /// Writes the message and a queued turn atomically. Repeating an idempotency key
-    /// (even concurrently) returns the first turn and writes nothing.
+    /// Writes the message and a queued turn atomically, in one statement. Repeating an
+    /// idempotency key returns the first turn and writes nothing; when two requests with
+    /// one key race, the loser's statement fails on the key's unique index as a whole
+    /// (its session slot included) and it returns the winner's turn.
     pub async fn accept_message(&self, message: NewMessage) -> Result<AcceptedTurn, StoreError> {
-        if let Some(key) = &message.idempotency_key
-            && let Some(existing) = self.turn_by_idempotency_key(message.org_id, key).await?
-        {
-            return Ok(existing);
-        }
-        let mut tx = self.pool.begin().await?;
-        let slot = reserve_session_slot(&mut tx, &message).await?;
         let turn_id = TurnId::new();
-        let inserted = sqlx::query(
-            "INSERT INTO turns (id, org_id, session_id, seq, agent_id, binding_rule, status, idempotency_key, trace_parent) \
-             VALUES ($1, $2, $3, $4, $5, $8, 'queued', $6, $7) \
-             ON CONFLICT (org_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING",
-        )
-        .bind(turn_id.as_uuid())
-        .bind(message.org_id.as_uuid())
-        .bind(slot.id)
-        .bind(slot.seq)
-        .bind(message.agent.as_str())
-        .bind(message.idempotency_key.as_ref().map(IdempotencyKey::as_str))
-        .bind(&message.trace_parent)
-        .bind(&message.binding_rule)
-        .execute(&mut *tx)
-        .await?;
-        if inserted.rows_affected() == 0 {
-            // A concurrent request with the same key won; return its turn.
-            tx.rollback().await?;
-            let key = message
-                .idempotency_key
-                .as_ref()
-                .ok_or(StoreError::NotFound("turn"))?;
-            return self
-                .turn_by_idempotency_key(message.org_id, key)
-                .await?
-                .ok_or(StoreError::NotFound("turn"));
+        let (slot, session_id) = session_slot(&message.target);
+        let sql = format!(
+            "WITH existing AS ( \
+                 SELECT id, session_id, seq, status FROM turns WHERE org_id = $2 AND idempotency_key = $4 \
+             ), slot AS ({slot}), \
+             turn AS ( \
+                 INSERT INTO turns (id, org_id, session_id, seq, agent_id, binding_rule, status, idempotency_key, trace_parent) \
+                 SELECT $1, $2, slot.id, slot.seq, $3, $6, 'queued', $4, $5 FROM slot \
+                 RETURNING id, session_id, seq, status \
+             ), message AS ( \
+                 INSERT INTO messages (id, org_id, session_id, turn_id, turn_seq, position, role, content) \
+                 SELECT $7, $2, turn.session_id, turn.id, turn.seq, 0, 'user', $8 FROM turn \
+             ) \
+             SELECT turn.id, turn.session_id, turn.seq, turn.status, true AS created, \
+                    slot.leased OR EXISTS (SELECT 1 FROM turns ahead WHERE ahead.session_id = turn.session_id \
+                        AND ahead.status IN ('queued', 'running', 'waiting_approval') AND ahead.seq < turn.seq) \
+                        AS behind_others \
+             FROM turn, slot \
+             UNION ALL SELECT id, session_id, seq, status, false, false FROM existing"
+        );
+        let mut query = sqlx::query_as::<_, IntakeRow>(&sql)
+            .bind(turn_id.as_uuid())
+            .bind(message.org_id.as_uuid())
+            .bind(message.agent.as_str())
+            .bind(message.idempotency_key.as_ref().map(IdempotencyKey::as_str))
+            .bind(&message.trace_parent)
+            .bind(&message.binding_rule)
+            .bind(MessageId::new().as_uuid())
+            .bind(message.text.as_str())
+            .bind(message.channel.as_str())
+            .bind(session_id);
+        if let SessionTarget::Conversation { key, user_id } = &message.target {
+            query = query.bind(key.as_str()).bind(user_id);
         }
-        insert_user_message(&mut tx, &message, turn_id, slot.id, slot.seq).await?;
-        tx.commit().await?;
-        Ok(AcceptedTurn {
-            turn_id,
-            session_id: slot.id.into(),
-            seq: slot.seq,
-            status: TurnStatus::Queued,
-            created: true,
-        })
+        match query.fetch_optional(&self.pool).await {
+            Ok(Some(row)) => Ok(AcceptedTurn {
+                turn_id: row.id.into(),
+                session_id: row.session_id.into(),
+                seq: row.seq,
+                status: parse_stored(&row.status)?,
+                created: row.created,
+                behind_others: row.behind_others,
+            }),
+            // Neither a turn nor an earlier one: the session named does not exist here.
+            Ok(None) => Err(StoreError::NotFound("session")),
+            Err(error) if is_idempotency_race(&error) => {
+                let key = message
+                    .idempotency_key
+                    .as_ref()
+                    .ok_or(StoreError::NotFound("turn"))?;
+                self.turn_by_idempotency_key(message.org_id, key)
+                    .await?
+                    .ok_or(StoreError::NotFound("turn"))
+            }
+            Err(error) => Err(error.into()),
+        }
     }
 
     async fn turn_by_idempotency_key(
@@ -134,77 +155,44 @@ impl PgStore {
                 seq: row.seq,
                 status: parse_stored(&row.status)?,
                 created: false,
+                behind_others: false,
             })
         })
         .transpose()
     }
 }
 
-/// Finds or creates the session and takes the next sequence number in it. The row lock
-/// this takes orders concurrent messages to one session.
-async fn reserve_session_slot(
-    tx: &mut Transaction<'_, Postgres>,
-    message: &NewMessage,
-) -> Result<SessionSlot, StoreError> {
-    let agent = message.agent.as_str();
-    let slot = match &message.target {
-        SessionTarget::Existing(session_id) => sqlx::query_as(
-            "UPDATE sessions SET next_seq = next_seq + 1, updated_at = now() \
-             WHERE id = $1 AND org_id = $2 RETURNING id, next_seq - 1 AS seq",
-        )
-        .bind(session_id.as_uuid())
-        .bind(message.org_id.as_uuid())
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or(StoreError::NotFound("session"))?,
-        SessionTarget::Conversation { key, user_id } => sqlx::query_as(
-            "INSERT INTO sessions (id, org_id, channel, conversation_key, user_id, agent_id, next_seq) \
-             VALUES ($1, $2, $3, $4, $5, $6, 2) \
-             ON CONFLICT (org_id, channel, conversation_key) WHERE conversation_key IS NOT NULL \
-             DO UPDATE SET next_seq = sessions.next_seq + 1, updated_at = now() \
-             RETURNING id, next_seq - 1 AS seq",
-        )
-        .bind(SessionId::new().as_uuid())
-        .bind(message.org_id.as_uuid())
-        .bind(message.channel.as_str())
-        .bind(key.as_str())
-        .bind(user_id)
-        .bind(agent)
-        .fetch_one(&mut **tx)
-        .await?,
-        SessionTarget::New => sqlx::query_as(
-            "INSERT INTO sessions (id, org_id, channel, agent_id, next_seq) VALUES ($1, $2, $3, $4, 2) \
-             RETURNING id, next_seq - 1 AS seq",
-        )
-        .bind(SessionId::new().as_uuid())
-        .bind(message.org_id.as_uuid())
-        .bind(message.channel.as_str())
-        .bind(agent)
-        .fetch_one(&mut **tx)
-        .await?,
-    };
-    Ok(slot)
+/// True when a concurrent request with the same idempotency key committed first.
+fn is_idempotency_race(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(database_error)
+        if database_error.constraint() == Some("turns_idempotency_key"))
 }
 
-async fn insert_user_message(
-    tx: &mut Transaction<'_, Postgres>,
-    message: &NewMessage,
-    turn_id: TurnId,
-    session_id: Uuid,
-    seq: i64,
-) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO messages (id, org_id, session_id, turn_id, turn_seq, position, role, content) \
-         VALUES ($1, $2, $3, $4, $5, 0, $6, $7)",
-    )
-    .bind(MessageId::new().as_uuid())
-    .bind(message.org_id.as_uuid())
-    .bind(session_id)
-    .bind(turn_id.as_uuid())
-    .bind(seq)
-    .bind(MessageRole::User.as_str())
-    .bind(message.text.as_str())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+/// The statement part that finds or creates the session and takes the next sequence
+/// number in it (skipped when the idempotency key matched an earlier turn), with the id
+/// it binds as `$10`; a conversation also binds its key and user as `$11` and `$12`. The
+/// row lock this takes orders concurrent messages to one session.
+fn session_slot(target: &SessionTarget) -> (&'static str, Uuid) {
+    match target {
+        SessionTarget::Existing(session_id) => (
+            "UPDATE sessions SET next_seq = next_seq + 1, updated_at = now() \
+             WHERE id = $10 AND org_id = $2 AND NOT EXISTS (SELECT 1 FROM existing) \
+             RETURNING id, next_seq - 1 AS seq, coalesce(lease_expires_at > now(), false) AS leased",
+            session_id.as_uuid(),
+        ),
+        SessionTarget::Conversation { .. } => (
+            "INSERT INTO sessions (id, org_id, channel, conversation_key, user_id, agent_id, next_seq) \
+             SELECT $10, $2, $9, $11, $12, $3, 2 WHERE NOT EXISTS (SELECT 1 FROM existing) \
+             ON CONFLICT (org_id, channel, conversation_key) WHERE conversation_key IS NOT NULL \
+             DO UPDATE SET next_seq = sessions.next_seq + 1, updated_at = now() \
+             RETURNING id, next_seq - 1 AS seq, coalesce(lease_expires_at > now(), false) AS leased",
+            SessionId::new().as_uuid(),
+        ),
+        SessionTarget::New => (
+            "INSERT INTO sessions (id, org_id, channel, agent_id, next_seq) \
+             SELECT $10, $2, $9, $3, 2 WHERE NOT EXISTS (SELECT 1 FROM existing) \
+             RETURNING id, next_seq - 1 AS seq, coalesce(lease_expires_at > now(), false) AS leased",
+            SessionId::new().as_uuid(),
+        ),
+    }
 }

@@ -50,7 +50,8 @@ pub use records::{HistoryEntry, MessageRecord, TurnRecord};
 pub use roles::{PoolStats, RoleInstance};
 pub use secrets::{SecretsError, SecretsKey};
 pub use sessions::{
-    FinishTurn, LeaseRelease, RunnableTurn, TurnOutcome, TurnRoute, TurnStart, Usage,
+    BegunTurn, FinishTurn, LeaseRelease, NextTurn, RunnableTurn, TurnEnded, TurnOutcome, TurnRoute,
+    TurnStart, Usage,
 };
 pub use sqlite::SqliteStore;
 pub use sweep::{StaleDelivery, StaleWakeup};
@@ -141,12 +142,18 @@ store_contract! {
     fn release_session(&self, org_id: OrgId, session_id: SessionId, owner: &str) -> ();
     /// The session's oldest unfinished turn.
     fn next_runnable_turn(&self, org_id: OrgId, session_id: SessionId) -> Option<RunnableTurn>;
+    /// Claims the lease and starts the session's oldest unfinished turn as a new attempt,
+    /// returning its summary and newest `history_limit` messages with it; the lease is
+    /// taken only when a turn can run.
+    fn begin_next_turn(&self, org_id: OrgId, session_id: SessionId, owner: &str, ttl: Duration, history_limit: i64) -> NextTurn;
     /// Starts a new attempt of the turn while `worker_id` holds the session's lease.
     fn start_turn(&self, turn: &RunnableTurn, worker_id: &str) -> TurnStart;
     fn history(&self, turn: &RunnableTurn, limit: i64) -> Vec<HistoryEntry>;
-    /// Ends the turn, appends its reply and queues the delivery, all or nothing; `None`
-    /// when the attempt was fenced out.
-    fn finish_turn(&self, finish: FinishTurn<'_>) -> Option<DeliveryId>;
+    /// Ends the turn, appends its reply, queues the delivery (recorded delivered at once
+    /// for the API channel), records the given provider calls and, when `lease_owner` is
+    /// set and no later turn was queued, lets the lease go, all or nothing; `None` when
+    /// the attempt was fenced out.
+    fn finish_turn(&self, finish: FinishTurn<'_>) -> Option<TurnEnded>;
     fn delivery(&self, org_id: OrgId, delivery_id: DeliveryId) -> DeliveryRecord;
     fn mark_delivered(&self, org_id: OrgId, delivery_id: DeliveryId) -> bool;
     fn record_delivery_failure(&self, org_id: OrgId, delivery_id: DeliveryId, error: &str) -> ();
@@ -285,6 +292,9 @@ impl fmt::Debug for Store {
     }
 }
 
+/// A pooled Postgres connection idle this long is pinged before it is handed out.
+const IDLE_PING_AFTER: Duration = Duration::from_secs(10);
+
 /// The Postgres backend: the distributed product's source of truth.
 #[derive(Debug, Clone)]
 pub struct PgStore {
@@ -300,6 +310,17 @@ impl PgStore {
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            // A busy connection is known to work: only one that sat idle is pinged before
+            // use (a server restart drops idle ones), so a hot pool pays no round trip.
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_PING_AFTER {
+                        sqlx::Connection::ping(connection).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_lazy_with(connect_options);
         Ok(Self { pool })
     }

@@ -12,7 +12,7 @@ use sable_core::{
 use uuid::Uuid;
 
 use crate::records::parse_stored;
-use crate::{HistoryEntry, PgStore, StoreError};
+use crate::{HistoryEntry, PgStore, ProviderCallRecord, SessionSummary, StoreError};
 
 /// A turn the lease holder should run next.
 #[derive(Debug, Clone)]
@@ -68,6 +68,57 @@ pub struct FinishTurn<'a> {
     /// Tokens of every provider call of the turn.
     pub usage: Option<Usage>,
     pub route: Option<TurnRoute>,
+    /// The attempt's provider calls not recorded yet, written with the ending.
+    pub provider_calls: Vec<ProviderCallRecord>,
+    /// The lease holder: when given, the lease is let go in the same transaction if no
+    /// later turn was queued.
+    pub lease_owner: Option<&'a str>,
+}
+
+/// What ending a turn wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TurnEnded {
+    pub delivery_id: DeliveryId,
+    /// The reply needs no push (the API channel, whose callers read it): its delivery is
+    /// recorded delivered at once and no dispatcher is woken.
+    pub delivered: bool,
+    /// The session's lease was let go: no later turn was queued.
+    pub lease_released: bool,
+}
+
+impl TurnEnded {
+    /// The delivery's status when it is written: API replies are delivered by the commit.
+    pub(crate) fn initial_status(channel: &str) -> DeliveryStatus {
+        if channel == sable_core::Channel::Api.as_str() {
+            DeliveryStatus::Delivered
+        } else {
+            DeliveryStatus::Pending
+        }
+    }
+}
+
+/// A turn started by `begin_next_turn`, with what its first model request needs.
+#[derive(Debug, Clone)]
+pub struct BegunTurn {
+    pub turn: RunnableTurn,
+    pub attempt: i32,
+    pub summary: SessionSummary,
+    /// The newest user and assistant messages up to and including the turn and after the
+    /// summary (at most the limit asked for), oldest first.
+    pub history: Vec<HistoryEntry>,
+}
+
+/// What `begin_next_turn` found.
+#[derive(Debug, Clone)]
+pub enum NextTurn {
+    /// The lease is ours and this turn runs now.
+    Begun(Box<BegunTurn>),
+    /// The lease is ours, but the turn it was taken for ended meanwhile: let it go with
+    /// `release_session_if_idle`.
+    LeaseWithoutTurn,
+    /// Nothing was claimed: another worker holds the lease, or no turn can run (none is
+    /// queued, or the oldest waits for an approval). The lease was not touched.
+    NotClaimed,
 }
 
 /// What happened when a worker tried to start a turn.
@@ -104,6 +155,115 @@ struct RunnableRow {
     status: String,
     trace_parent: Option<String>,
     created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// `begin_next_turn`'s one row: the lease's side always, the turn's when one started.
+#[derive(sqlx::FromRow)]
+struct BegunRow {
+    id: Option<Uuid>,
+    org_id: Option<Uuid>,
+    session_id: Option<Uuid>,
+    seq: Option<i64>,
+    agent_id: Option<String>,
+    trace_parent: Option<String>,
+    created_at: Option<chrono::DateTime<chrono::Utc>>,
+    attempt: Option<i32>,
+    channel: String,
+    user_id: Option<String>,
+    summary: Option<String>,
+    summary_through_seq: i64,
+    /// `[[role, content], …]`, oldest first.
+    history: String,
+}
+
+impl BegunRow {
+    fn into_next_turn(self) -> Result<NextTurn, StoreError> {
+        let (
+            Some(id),
+            Some(org_id),
+            Some(session_id),
+            Some(seq),
+            Some(agent_id),
+            Some(created_at),
+            Some(attempt),
+        ) = (
+            self.id,
+            self.org_id,
+            self.session_id,
+            self.seq,
+            self.agent_id,
+            self.created_at,
+            self.attempt,
+        )
+        else {
+            return Ok(NextTurn::LeaseWithoutTurn);
+        };
+        let history = parse_history(&self.history)?;
+        Ok(NextTurn::Begun(Box::new(BegunTurn {
+            turn: RunnableTurn {
+                id: id.into(),
+                org_id: org_id.into(),
+                session_id: session_id.into(),
+                seq,
+                agent_id,
+                channel: self.channel,
+                user_id: self.user_id,
+                trace_parent: self.trace_parent,
+                created_at,
+            },
+            attempt,
+            summary: SessionSummary {
+                text: self.summary,
+                through_seq: self.summary_through_seq,
+            },
+            history,
+        })))
+    }
+}
+
+/// Reads a history aggregated by the database as `[[role, content], …]`.
+pub(crate) fn parse_history(json: &str) -> Result<Vec<HistoryEntry>, StoreError> {
+    let pairs: Vec<(String, String)> = serde_json::from_str(json)
+        .map_err(|error| StoreError::Database(sqlx::Error::Decode(Box::new(error))))?;
+    pairs
+        .into_iter()
+        .map(|(role, content)| {
+            Ok(HistoryEntry {
+                role: parse_stored(&role)?,
+                content,
+            })
+        })
+        .collect()
+}
+
+/// A turn's provider calls as the JSON array `json_to_recordset` reads (ids included).
+pub(crate) fn provider_calls_json(calls: &[ProviderCallRecord]) -> String {
+    let rows: Vec<serde_json::Value> = calls
+        .iter()
+        .map(|call| {
+            let text = |value: &Option<String>| value.as_ref().map(|text| text.replace('\0', ""));
+            serde_json::json!({
+                "id": Uuid::now_v7(),
+                "turn_attempt": call.turn_attempt,
+                "purpose": call.purpose,
+                "profile": call.profile,
+                "provider": call.provider,
+                "provider_kind": call.provider_kind,
+                "model": call.model,
+                "outcome": call.outcome,
+                "error_message": text(&call.error_message),
+                "retry_number": call.retry_number,
+                "failover_reason": text(&call.failover_reason),
+                "started_at": call.started_at,
+                "time_to_first_token_ms": call.time_to_first_token_ms,
+                "duration_ms": call.duration_ms,
+                "input_tokens": call.input_tokens,
+                "output_tokens": call.output_tokens,
+                "cached_input_tokens": call.cached_input_tokens,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows).to_string()
 }
 
 #[derive(sqlx::FromRow)]
@@ -250,6 +410,58 @@ impl PgStore {
             }))
     }
 
+    /// Claims the session's lease (free, expired or already ours) and starts its oldest
+    /// unfinished turn as a new attempt, in one statement that also returns the session's
+    /// summary and its newest `history_limit` messages. The lease is taken only when a
+    /// turn can run.
+    pub async fn begin_next_turn(
+        &self,
+        org_id: OrgId,
+        session_id: SessionId,
+        owner: &str,
+        ttl: Duration,
+        history_limit: i64,
+    ) -> Result<NextTurn, StoreError> {
+        let row: Option<BegunRow> = sqlx::query_as(
+            "WITH next AS ( \
+                 SELECT id, status FROM turns \
+                 WHERE session_id = $1 AND org_id = $2 AND status IN ('queued', 'running', 'waiting_approval') \
+                 ORDER BY seq LIMIT 1 \
+             ), lease AS ( \
+                 UPDATE sessions s SET lease_owner = $3, lease_expires_at = now() + make_interval(secs => $4) \
+                 WHERE s.id = $1 AND s.org_id = $2 \
+                   AND (s.lease_owner IS NULL OR s.lease_owner = $3 OR s.lease_expires_at < now()) \
+                   AND EXISTS (SELECT 1 FROM next WHERE next.status <> 'waiting_approval') \
+                 RETURNING s.channel, s.user_id, s.summary, s.summary_through_seq \
+             ), started AS ( \
+                 UPDATE turns t SET status = 'running', attempt = t.attempt + 1, worker_id = $3, started_at = now() \
+                 FROM next, lease \
+                 WHERE t.id = next.id AND t.status IN ('queued', 'running') \
+                 RETURNING t.id, t.org_id, t.session_id, t.seq, t.agent_id, t.trace_parent, t.created_at, t.attempt \
+             ) \
+             SELECT started.id, started.org_id, started.session_id, started.seq, started.agent_id, \
+                    started.trace_parent, started.created_at, started.attempt, \
+                    lease.channel, lease.user_id, lease.summary, lease.summary_through_seq, \
+                    (SELECT coalesce(json_agg(json_build_array(h.role, h.content) ORDER BY h.turn_seq, h.position), '[]'::json)::text \
+                     FROM (SELECT m.role, m.content, m.turn_seq, m.position FROM messages m \
+                           WHERE m.session_id = $1 AND m.org_id = $2 AND m.turn_seq <= started.seq \
+                             AND m.role IN ('user', 'assistant') AND m.turn_seq > lease.summary_through_seq \
+                           ORDER BY m.turn_seq DESC, m.position DESC LIMIT $5) h) AS history \
+             FROM lease LEFT JOIN started ON true",
+        )
+        .bind(session_id.as_uuid())
+        .bind(org_id.as_uuid())
+        .bind(owner)
+        .bind(ttl.as_secs_f64())
+        .bind(history_limit)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => row.into_next_turn(),
+            None => Ok(NextTurn::NotClaimed),
+        }
+    }
+
     /// Marks the turn running as a new attempt, only while `worker_id` holds the
     /// session's lease.
     pub async fn start_turn(
@@ -317,12 +529,20 @@ impl PgStore {
             .collect()
     }
 
-    /// Ends the turn, appends its reply and queues the delivery, all or nothing. Returns
-    /// `None` when the attempt was fenced out (another worker took the turn over).
+    /// Ends the turn, appends its reply, queues the delivery, records the attempt's
+    /// provider calls and, when `lease_owner` is given and no later turn was queued, lets
+    /// the session's lease go: one statement, all or nothing. Returns `None` when the
+    /// attempt was fenced out (another worker took the turn over).
+    ///
+    /// The release is decided on the session row itself (`next_seq`), which intake updates
+    /// in the transaction that adds a turn: under READ COMMITTED a concurrent intake is
+    /// either committed first (and `next_seq` shows its turn) or waited for and rechecked
+    /// on the row's newest version, so a turn being added never finds the lease held by a
+    /// worker that has stopped looking.
     pub async fn finish_turn(
         &self,
         finish: FinishTurn<'_>,
-    ) -> Result<Option<DeliveryId>, StoreError> {
+    ) -> Result<Option<TurnEnded>, StoreError> {
         let turn = finish.turn;
         let (status, role, reply, code, message) = match &finish.outcome {
             TurnOutcome::Replied { text } => {
@@ -342,12 +562,40 @@ impl PgStore {
         };
         let usage = finish.usage;
         let route = finish.route.as_ref();
-        let mut tx = self.pool.begin().await?;
-        let ended = sqlx::query(
-            "UPDATE turns SET status = $3, finished_at = now(), error_code = $4, error_message = $5, \
-                 input_tokens = $6, output_tokens = $7, cached_input_tokens = $9, \
-                 model_profile = $10, route_reason = $11 \
-             WHERE id = $1 AND status = 'running' AND attempt = $2 AND org_id = $8",
+        let delivery_id = DeliveryId::new();
+        let delivery_status = TurnEnded::initial_status(&turn.channel);
+        let (ended, lease_released): (bool, bool) = sqlx::query_as(
+            "WITH ended AS ( \
+                 UPDATE turns SET status = $3, finished_at = now(), error_code = $4, error_message = $5, \
+                     input_tokens = $6, output_tokens = $7, cached_input_tokens = $9, \
+                     model_profile = $10, route_reason = $11 \
+                 WHERE id = $1 AND status = 'running' AND attempt = $2 AND org_id = $8 \
+                 RETURNING id \
+             ), reply AS ( \
+                 INSERT INTO messages (id, org_id, session_id, turn_id, turn_seq, position, role, content) \
+                 SELECT $12, $8, $13, $1, $14, 1, $15, $16 FROM ended \
+             ), delivery AS ( \
+                 INSERT INTO deliveries (id, org_id, turn_id, session_id, channel, status, delivered_at) \
+                 SELECT $17, $8, $1, $13, $18, $19, CASE WHEN $19 = 'delivered' THEN now() END FROM ended \
+             ), calls AS ( \
+                 INSERT INTO provider_calls (id, org_id, turn_id, turn_attempt, purpose, profile, provider, provider_kind, \
+                     model, outcome, error_message, retry_number, failover_reason, started_at, time_to_first_token_ms, \
+                     duration_ms, input_tokens, output_tokens, cached_input_tokens) \
+                 SELECT c.id, $8, $1, c.turn_attempt, c.purpose, c.profile, c.provider, c.provider_kind, \
+                     c.model, c.outcome, c.error_message, c.retry_number, c.failover_reason, c.started_at, \
+                     c.time_to_first_token_ms, c.duration_ms, c.input_tokens, c.output_tokens, c.cached_input_tokens \
+                 FROM ended, json_to_recordset($20::json) AS c(id uuid, turn_attempt integer, purpose text, profile text, \
+                     provider text, provider_kind text, model text, outcome text, error_message text, \
+                     retry_number integer, failover_reason text, started_at timestamptz, \
+                     time_to_first_token_ms bigint, duration_ms bigint, input_tokens bigint, output_tokens bigint, \
+                     cached_input_tokens bigint) \
+             ), released AS ( \
+                 UPDATE sessions SET lease_owner = NULL, lease_expires_at = NULL \
+                 WHERE id = $13 AND org_id = $8 AND lease_owner = $21 AND next_seq = $14 + 1 \
+                   AND EXISTS (SELECT 1 FROM ended) \
+                 RETURNING id \
+             ) \
+             SELECT EXISTS (SELECT 1 FROM ended), EXISTS (SELECT 1 FROM released)",
         )
         .bind(turn.id.as_uuid())
         .bind(finish.attempt)
@@ -360,38 +608,22 @@ impl PgStore {
         .bind(usage.map(|usage| usage.cached_input_tokens))
         .bind(route.map(|route| route.profile.as_str()))
         .bind(route.map(|route| route.reason.as_str()))
-        .execute(&mut *tx)
-        .await?;
-        if ended.rows_affected() == 0 {
-            tx.rollback().await?;
-            return Ok(None);
-        }
-        sqlx::query(
-            "INSERT INTO messages (id, org_id, session_id, turn_id, turn_seq, position, role, content) \
-             VALUES ($1, $2, $3, $4, $5, 1, $6, $7)",
-        )
         .bind(MessageId::new().as_uuid())
-        .bind(turn.org_id.as_uuid())
         .bind(turn.session_id.as_uuid())
-        .bind(turn.id.as_uuid())
         .bind(turn.seq)
         .bind(role.as_str())
         .bind(reply.replace('\0', ""))
-        .execute(&mut *tx)
-        .await?;
-        let delivery_id = DeliveryId::new();
-        sqlx::query(
-            "INSERT INTO deliveries (id, org_id, turn_id, session_id, channel, status) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
         .bind(delivery_id.as_uuid())
-        .bind(turn.org_id.as_uuid())
-        .bind(turn.id.as_uuid())
-        .bind(turn.session_id.as_uuid())
         .bind(&turn.channel)
-        .bind(DeliveryStatus::Pending.as_str())
-        .execute(&mut *tx)
+        .bind(delivery_status.as_str())
+        .bind(provider_calls_json(&finish.provider_calls))
+        .bind(finish.lease_owner)
+        .fetch_one(&self.pool)
         .await?;
-        tx.commit().await?;
-        Ok(Some(delivery_id))
+        Ok(ended.then_some(TurnEnded {
+            delivery_id,
+            delivered: delivery_status == DeliveryStatus::Delivered,
+            lease_released,
+        }))
     }
 }

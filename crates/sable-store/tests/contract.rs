@@ -11,8 +11,9 @@ use sable_core::{
 use sable_store::{
     AcceptedTurn, ApprovalDecision, ApprovalRecord, CronRunStatus, CronTarget, CronTask,
     DecisionOutcome, FinishTurn, HistoryEntry, LeaseRelease, MemoryEdit, NewApproval, NewCronRun,
-    NewMessage, NewToolCall, ProviderCallRecord, RunnableTurn, SessionTarget, StaleWakeup, Store,
-    StoreError, StoreOptions, ToolCallRecord, ToolCallResult, TurnOutcome, TurnStart,
+    NewMessage, NewToolCall, NextTurn, ProviderCallRecord, RunnableTurn, SessionTarget,
+    StaleWakeup, Store, StoreError, StoreOptions, ToolCallRecord, ToolCallResult, TurnOutcome,
+    TurnStart,
 };
 use sable_store::{FeishuApp, FeishuEventRecord, FeishuReplyTarget, FeishuSecrets, SecretsKey};
 
@@ -58,6 +59,10 @@ contract_tests!(
     history_is_oldest_first_limited_and_leaves_out_error_replies,
     history_starts_after_the_summary,
     a_finished_turn_queues_one_delivery_that_is_marked_delivered_once,
+    an_api_reply_is_delivered_by_the_commit_that_ends_its_turn,
+    beginning_a_turn_claims_the_lease_starts_the_turn_and_reads_its_history,
+    ending_the_last_queued_turn_lets_the_lease_go_and_a_later_one_keeps_it,
+    a_turn_waiting_for_approval_is_not_begun,
     the_stale_turn_sweep_finds_unleased_sessions_only,
     the_stale_delivery_sweep_finds_pending_deliveries_only,
     provider_calls_round_trip_in_start_order,
@@ -168,6 +173,30 @@ fn finish<'a>(turn: &'a RunnableTurn, attempt: i32, outcome: TurnOutcome) -> Fin
         outcome,
         usage: None,
         route: None,
+        provider_calls: Vec::new(),
+        lease_owner: None,
+    }
+}
+
+/// Accepts a message on the webhook channel, whose replies the dispatcher pushes.
+async fn accept_webhook(store: &Store, org_id: OrgId, text: &str) -> anyhow::Result<AcceptedTurn> {
+    let mut message = message(org_id, SessionTarget::New, text);
+    message.channel = Channel::Webhook;
+    Ok(store.accept_message(message).await?)
+}
+
+/// Begins the session's next turn as `WORKER`, which must succeed.
+async fn begin(
+    store: &Store,
+    org_id: OrgId,
+    session_id: SessionId,
+) -> anyhow::Result<sable_store::BegunTurn> {
+    match store
+        .begin_next_turn(org_id, session_id, WORKER, LEASE, 10)
+        .await?
+    {
+        NextTurn::Begun(begun) => Ok(*begun),
+        other => anyhow::bail!("no turn begun: {other:?}"),
     }
 }
 
@@ -672,16 +701,163 @@ async fn history_starts_after_the_summary(store: Store) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn a_finished_turn_queues_one_delivery_that_is_marked_delivered_once(
+async fn an_api_reply_is_delivered_by_the_commit_that_ends_its_turn(
     store: Store,
 ) -> anyhow::Result<()> {
     let org_id = store.create_org("acme").await?;
     let accepted = accept(&store, org_id, SessionTarget::New, "hello").await?;
+    let begun = begin(&store, org_id, accepted.session_id).await?;
+    let call = provider_call(
+        Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+        "ok",
+        None,
+    );
+    let mut ending = finish(&begun.turn, begun.attempt, replied("hi there"));
+    ending.provider_calls = vec![call.clone()];
+    let ended = store.finish_turn(ending).await?.expect("finished");
+
+    assert!(ended.delivered);
+    let delivery = store.delivery(org_id, ended.delivery_id).await?;
+    assert_eq!(
+        (delivery.status, delivery.reply_text.as_str()),
+        (DeliveryStatus::Delivered, "hi there")
+    );
+    assert!(
+        store
+            .claim_stale_deliveries(Duration::ZERO, 10)
+            .await?
+            .is_empty(),
+        "nothing is left for a dispatcher"
+    );
+    assert_eq!(store.provider_calls(org_id, begun.turn.id).await?, [call]);
+    Ok(())
+}
+
+async fn beginning_a_turn_claims_the_lease_starts_the_turn_and_reads_its_history(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let first = accept(&store, org_id, SessionTarget::New, "one").await?;
+    answer_next(&store, org_id, first.session_id, replied("first answer")).await?;
+    store
+        .release_session(org_id, first.session_id, WORKER)
+        .await?;
+    let second = accept(
+        &store,
+        org_id,
+        SessionTarget::Existing(first.session_id),
+        "two",
+    )
+    .await?;
+
+    assert!(matches!(
+        store
+            .begin_next_turn(org_id, first.session_id, WORKER, LEASE, 2)
+            .await?,
+        NextTurn::Begun(begun) if begun.turn.id == second.turn_id
+            && begun.attempt == 1
+            && begun.summary.through_seq == 0
+            && begun.history == [
+                entry(MessageRole::Assistant, "first answer"),
+                entry(MessageRole::User, "two"),
+            ]
+    ));
+    let record = store.turn(org_id, second.turn_id).await?;
+    assert_eq!((record.status, record.attempt), (TurnStatus::Running, 1));
+    assert!(
+        matches!(
+            store
+                .begin_next_turn(org_id, first.session_id, "worker-2", LEASE, 2)
+                .await?,
+            NextTurn::NotClaimed
+        ),
+        "the lease is ours"
+    );
+    assert!(
+        !store
+            .claim_session(org_id, first.session_id, "worker-2", LEASE)
+            .await?
+    );
+    Ok(())
+}
+
+async fn ending_the_last_queued_turn_lets_the_lease_go_and_a_later_one_keeps_it(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let first = accept(&store, org_id, SessionTarget::New, "one").await?;
+    let session = first.session_id;
+    let begun = begin(&store, org_id, session).await?;
+    accept(&store, org_id, SessionTarget::Existing(session), "two").await?;
+    let mut ending = finish(&begun.turn, begun.attempt, replied("first answer"));
+    ending.lease_owner = Some(WORKER);
+    let ended = store.finish_turn(ending).await?.expect("finished");
+    assert!(!ended.lease_released, "a second turn is queued");
+
+    let begun = begin(&store, org_id, session).await?;
+    let mut ending = finish(&begun.turn, begun.attempt, replied("second answer"));
+    ending.lease_owner = Some(WORKER);
+    let ended = store.finish_turn(ending).await?.expect("finished");
+    assert!(ended.lease_released);
+    assert!(
+        matches!(
+            store
+                .begin_next_turn(org_id, session, WORKER, LEASE, 10)
+                .await?,
+            NextTurn::NotClaimed
+        ),
+        "nothing is left to run"
+    );
+    assert!(
+        store
+            .claim_session(org_id, session, "worker-2", LEASE)
+            .await?,
+        "the lease is free"
+    );
+    Ok(())
+}
+
+async fn a_turn_waiting_for_approval_is_not_begun(store: Store) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let (turn, _) = park_new_turn(&store, org_id, Duration::from_secs(3600)).await?;
+    store
+        .release_session(org_id, turn.session_id, WORKER)
+        .await?;
+    accept(
+        &store,
+        org_id,
+        SessionTarget::Existing(turn.session_id),
+        "later",
+    )
+    .await?;
+
+    assert!(matches!(
+        store
+            .begin_next_turn(org_id, turn.session_id, WORKER, LEASE, 10)
+            .await?,
+        NextTurn::NotClaimed
+    ));
+    assert!(
+        store
+            .claim_session(org_id, turn.session_id, "worker-2", LEASE)
+            .await?,
+        "the lease was not taken"
+    );
+    Ok(())
+}
+
+async fn a_finished_turn_queues_one_delivery_that_is_marked_delivered_once(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let accepted = accept_webhook(&store, org_id, "hello").await?;
     let (turn, attempt) = start_next(&store, org_id, accepted.session_id).await?;
-    let delivery_id = store
+    let ended = store
         .finish_turn(finish(&turn, attempt, replied("hi there")))
         .await?
         .expect("finished");
+    assert!(!ended.delivered, "a webhook reply waits for its dispatcher");
+    let delivery_id = ended.delivery_id;
 
     let pending = store.delivery(org_id, delivery_id).await?;
     assert_eq!(
@@ -747,14 +923,13 @@ async fn the_stale_delivery_sweep_finds_pending_deliveries_only(
     store: Store,
 ) -> anyhow::Result<()> {
     let org_id = store.create_org("acme").await?;
-    let session_id = accept(&store, org_id, SessionTarget::New, "hello")
-        .await?
-        .session_id;
+    let session_id = accept_webhook(&store, org_id, "hello").await?.session_id;
     let (turn, attempt) = start_next(&store, org_id, session_id).await?;
     let delivery_id = store
         .finish_turn(finish(&turn, attempt, replied("hi")))
         .await?
-        .expect("finished");
+        .expect("finished")
+        .delivery_id;
 
     let stale = store.claim_stale_deliveries(Duration::ZERO, 10).await?;
     assert_eq!(
@@ -762,7 +937,7 @@ async fn the_stale_delivery_sweep_finds_pending_deliveries_only(
             .iter()
             .map(|delivery| (delivery.id, delivery.channel.as_str()))
             .collect::<Vec<_>>(),
-        [(delivery_id.as_uuid(), "api")]
+        [(delivery_id.as_uuid(), "webhook")]
     );
 
     store.mark_delivered(org_id, delivery_id).await?;

@@ -1,28 +1,58 @@
 //! The reply dispatcher: pulls delivery wake-ups from the shared `dispatchers` consumer,
-//! sends each pending reply to its channel once, and records it. A sweeper republishes
+//! sends each pending reply to its channel once (several at a time, one session's in
+//! order), and records it. A sweeper republishes
 //! wake-ups of deliveries left pending.
 
 use std::time::Duration;
 
+use sable_bus::Delivered;
 use sable_core::{DeliveryId, DeliveryStatus, OrgId};
 use sable_proto::v1::DeliveryWakeup;
 use sable_store::{DeliveryRecord, StoreError};
 use sable_telemetry::TraceContext;
 use sable_telemetry::genai::{self, TurnLabels};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::AppState;
 
+/// Deliveries sent at once. Each lane sends its wake-ups one at a time, and a session's
+/// wake-ups always take the same lane, so its replies leave in the order they were written.
+const LANES: usize = 16;
+
+/// Wake-ups pulled but not yet taken up by their lane.
+const LANE_BACKLOG: usize = 16;
+
 /// Consumes delivery wake-ups until `shutdown`. Reopens the consumer after any failure.
 pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
+    let tracker = TaskTracker::new();
+    let lanes: Vec<mpsc::Sender<Delivered<DeliveryWakeup>>> = (0..LANES)
+        .map(|_| {
+            let (sender, receiver) = mpsc::channel(LANE_BACKLOG);
+            tracker.spawn(lane(state.clone(), receiver, shutdown.clone()));
+            sender
+        })
+        .collect();
+    tracker.close();
+    pull(&state, &lanes, &shutdown).await;
+    drop(lanes);
+    tracker.wait().await;
+}
+
+async fn pull(
+    state: &AppState,
+    lanes: &[mpsc::Sender<Delivered<DeliveryWakeup>>],
+    shutdown: &CancellationToken,
+) {
     while !shutdown.is_cancelled() {
         let mut wakeups = match state.bus.delivery_wakeups(64).await {
             Ok(wakeups) => wakeups,
             Err(error) => {
                 tracing::warn!(%error, "delivery consumer unavailable; retrying");
-                pause(&shutdown, Duration::from_secs(1)).await;
+                pause(shutdown, Duration::from_secs(1)).await;
                 continue;
             }
         };
@@ -33,16 +63,46 @@ pub(crate) async fn run(state: AppState, shutdown: CancellationToken) {
             };
             match next {
                 Some(Ok(wakeup)) => {
-                    let span = delivery_span(wakeup.traceparent.as_deref());
-                    if !handle(&state, &wakeup.payload).instrument(span).await {
-                        wakeup.retry_with_backoff().await;
-                    } else if let Err(error) = wakeup.ack().await {
-                        tracing::warn!(%error, "delivery wake-up ack failed; it will be redelivered");
+                    let lane = &lanes[lane_of(&wakeup.payload)];
+                    if lane.send(wakeup).await.is_err() {
+                        return;
                     }
                 }
                 Some(Err(error)) => tracing::warn!(%error, "delivery consumer error"),
                 None => break,
             }
+        }
+    }
+}
+
+/// The lane of a wake-up: by session, or by delivery when the session is not named.
+fn lane_of(wakeup: &DeliveryWakeup) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    if wakeup.session_id.is_empty() {
+        wakeup.delivery_id.hash(&mut hasher);
+    } else {
+        wakeup.session_id.hash(&mut hasher);
+    }
+    usize::try_from(hasher.finish() % LANES as u64).unwrap_or(0)
+}
+
+/// Sends a lane's wake-ups one at a time until the pull stops or `shutdown`; a wake-up
+/// left unsent is redelivered after the ack wait.
+async fn lane(
+    state: AppState,
+    mut wakeups: mpsc::Receiver<Delivered<DeliveryWakeup>>,
+    shutdown: CancellationToken,
+) {
+    while let Some(wakeup) = wakeups.recv().await {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let span = delivery_span(wakeup.traceparent.as_deref());
+        if !handle(&state, &wakeup.payload).instrument(span).await {
+            wakeup.retry_with_backoff().await;
+        } else if let Err(error) = wakeup.ack().await {
+            tracing::warn!(%error, "delivery wake-up ack failed; it will be redelivered");
         }
     }
 }
@@ -154,6 +214,7 @@ pub(crate) async fn sweep_deliveries(state: AppState, shutdown: CancellationToke
                         delivery_id: delivery.id.to_string(),
                         org_id: delivery.org_id.to_string(),
                         channel: delivery.channel,
+                        session_id: String::new(),
                     };
                     let message_id = format!("{}.{}", delivery.id, Uuid::new_v4());
                     if let Err(error) = state

@@ -91,6 +91,7 @@ pub(crate) struct AppState {
     /// Where accepted messages become queued turns (shared with the cron service).
     pub intake: TurnIntake,
     pub feishu: feishu::FeishuState,
+    pub auth_cache: Arc<auth::AuthCache>,
 }
 
 /// Serves the API on `listener` and runs the dispatcher until `shutdown` is cancelled,
@@ -119,6 +120,7 @@ pub async fn run(
         config: Arc::new(config),
         shutdown: shutdown.clone(),
         intake,
+        auth_cache: Arc::default(),
     };
     let dispatcher = tokio::spawn(dispatcher::run(state.clone(), shutdown.clone()));
     let sweeper = tokio::spawn(dispatcher::sweep_deliveries(

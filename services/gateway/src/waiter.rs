@@ -1,5 +1,6 @@
-//! Waiting for a turn to end: live events from core NATS first, Postgres as the fallback
-//! (after a missed event, a NATS outage, or on another gateway's turn).
+//! Waiting for a turn to end: live events from core NATS, and Postgres only while the
+//! subscription cannot be trusted (it failed, or the bus was disconnected since it began,
+//! so an event may have been missed).
 
 use sable_bus::EventSubscription;
 use sable_core::{OrgId, TurnStatus};
@@ -40,11 +41,16 @@ pub(crate) async fn wait_for_turn(
     let mut poll = tokio::time::interval(state.config.wait_poll_interval);
     let turn_id = accepted.turn_id.to_string();
     let mut last_status = accepted.status;
+    // One look right after subscribing when the turn may have ended before the
+    // subscription began: it is an earlier request's turn, or a worker draining the
+    // session may reach it before this request's wake-up does.
+    let mut first_look = !accepted.created || accepted.behind_others;
     loop {
         tokio::select! {
             event = next_event(&mut subscription) => match event {
                 Some(event) if event.turn_id == turn_id => match event.kind {
                     Some(Kind::Delta(delta)) => on_delta(delta.text),
+                    Some(Kind::Parked(_)) => return Ok(WaitOutcome::StillRunning(TurnStatus::WaitingApproval)),
                     Some(Kind::Finished(finished)) => return Ok(WaitOutcome::Finished(FinishedTurn {
                         status: finished.status,
                         reply_text: finished.reply_text,
@@ -56,7 +62,12 @@ pub(crate) async fn wait_for_turn(
                 Some(_) => {}
                 None => subscription = None,
             },
-            _ = poll.tick() => match state.store.turn(org_id, accepted.turn_id).await {
+            _ = poll.tick() => {
+                let trusted = subscription.as_ref().is_some_and(EventSubscription::is_healthy);
+                if trusted && !std::mem::take(&mut first_look) {
+                    continue;
+                }
+                match state.store.turn(org_id, accepted.turn_id).await {
                 Ok(turn) if turn.status.is_final() => return Ok(WaitOutcome::Finished(finished_from_record(turn))),
                 // Parked until a person decides: waiting longer would only time out.
                 Ok(turn) if turn.status == TurnStatus::WaitingApproval => return Ok(WaitOutcome::StillRunning(turn.status)),
@@ -64,6 +75,7 @@ pub(crate) async fn wait_for_turn(
                 // The message is accepted already: a failed poll must not turn into an
                 // error the client would retry (making a second turn). Keep waiting.
                 Err(error) => tracing::debug!(%error, "turn poll failed; still waiting"),
+                }
             },
             () = tokio::time::sleep_until(deadline) => return Ok(WaitOutcome::StillRunning(last_status)),
             () = state.shutdown.cancelled() => return Ok(WaitOutcome::Interrupted(last_status)),

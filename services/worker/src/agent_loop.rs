@@ -100,7 +100,8 @@ pub(crate) enum RoundEnd {
     /// Every call has a result; ask the model again.
     Continue,
     /// A call waits for approval; the turn is parked in the store.
-    Parked,
+    /// Parked on an approval of this tool's call.
+    Parked(String),
     /// The turn was taken over by another worker.
     Fenced,
     /// The same call was asked for too often; ends the turn.
@@ -321,7 +322,7 @@ async fn settle_round(
         }
         metrics::counter!("sable_approvals_requested_total").increment(1);
         tracing::info!(tool = %pending.call.name, round, "turn parked until a person approves a tool call");
-        return Ok(RoundEnd::Parked);
+        return Ok(RoundEnd::Parked(pending.call.name.clone()));
     }
     rounds.messages.push(ChatMessage::Assistant {
         content: text,

@@ -3,12 +3,12 @@
 
 use sable_core::{OrgId, SessionId};
 use sable_proto::v1::TurnWakeup;
-use sable_store::{LeaseRelease, RunnableTurn, StoreError};
+use sable_store::{BegunTurn, LeaseRelease, NextTurn, RunnableTurn, StoreError};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::WorkerContext;
-use crate::turn::run_turn;
+use crate::turn::{Lease, run_turn};
 
 /// How a drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,18 +25,11 @@ pub(crate) async fn drain_session(
     session_id: SessionId,
     shutdown: &CancellationToken,
 ) -> Result<DrainResult, StoreError> {
-    let owner = context.config.worker_id.as_str();
-    if !context
-        .store
-        .claim_session(org_id, session_id, owner, context.config.lease_ttl)
-        .await?
-    {
-        return Ok(DrainResult::HeldElsewhere);
-    }
-    let drained = drain_claimed(context, org_id, session_id, shutdown).await;
+    let drained = drain(context, org_id, session_id, shutdown).await;
     if drained.is_err() {
         // Let the session go, so the wake-up given back for a retry (here or on another
         // worker) can claim it at once instead of waiting out the lease.
+        let owner = context.config.worker_id.as_str();
         if let Err(error) = context
             .store
             .release_session(org_id, session_id, owner)
@@ -48,42 +41,69 @@ pub(crate) async fn drain_session(
     drained
 }
 
-/// Runs the session's turns in order while this worker holds its lease.
-async fn drain_claimed(
+/// Runs the session's turns in order while this worker holds its lease. Each turn costs
+/// two statements: one claims the lease and starts the turn (with its history), one ends
+/// it and lets the lease go when nothing else was queued.
+async fn drain(
     context: &WorkerContext,
     org_id: OrgId,
     session_id: SessionId,
     shutdown: &CancellationToken,
 ) -> Result<DrainResult, StoreError> {
     let owner = context.config.worker_id.as_str();
+    let history_limit = i64::from(context.agents.max_history_messages());
+    let mut holding = false;
     loop {
-        let Some(turn) = context.store.next_runnable_turn(org_id, session_id).await? else {
-            match context
-                .store
-                .release_session_if_idle(org_id, session_id, owner)
-                .await?
-            {
-                LeaseRelease::Released | LeaseRelease::Lost => return Ok(DrainResult::Drained),
-                LeaseRelease::WorkRemains => continue,
-            }
-        };
         if shutdown.is_cancelled() {
-            hand_off(context, &turn).await?;
+            hand_off(context, org_id, session_id, holding).await?;
             return Ok(DrainResult::Drained);
         }
-        if !run_with_lease(context, &turn).await? {
-            tracing::warn!(%session_id, "session lease lost mid-turn; another worker took over");
-            return Ok(DrainResult::Drained);
+        let next = context
+            .store
+            .begin_next_turn(
+                org_id,
+                session_id,
+                owner,
+                context.config.lease_ttl,
+                history_limit,
+            )
+            .await?;
+        match next {
+            NextTurn::Begun(begun) => {
+                holding = true;
+                match run_with_lease(context, &begun).await? {
+                    Lease::Released => return Ok(DrainResult::Drained),
+                    Lease::Kept => {}
+                    Lease::Lost => {
+                        tracing::warn!(%session_id, "session lease lost mid-turn; another worker took over");
+                        return Ok(DrainResult::Drained);
+                    }
+                }
+            }
+            NextTurn::NotClaimed if !holding => return Ok(DrainResult::HeldElsewhere),
+            // Nothing runnable while the lease is ours: let go unless a turn just arrived.
+            NextTurn::NotClaimed | NextTurn::LeaseWithoutTurn => {
+                match context
+                    .store
+                    .release_session_if_idle(org_id, session_id, owner)
+                    .await?
+                {
+                    LeaseRelease::Released | LeaseRelease::Lost => {
+                        return Ok(DrainResult::Drained);
+                    }
+                    LeaseRelease::WorkRemains => holding = true,
+                }
+            }
         }
     }
 }
 
-/// Runs one turn while renewing the lease. False when the lease was lost, in which case
-/// the turn's work is abandoned (its attempt is fenced out anyway).
-async fn run_with_lease(context: &WorkerContext, turn: &RunnableTurn) -> Result<bool, StoreError> {
+/// Runs one turn while renewing the lease. When the lease is lost the turn's work is
+/// abandoned (its attempt is fenced out anyway).
+async fn run_with_lease(context: &WorkerContext, begun: &BegunTurn) -> Result<Lease, StoreError> {
     tokio::select! {
-        kept = run_turn(context, turn) => kept,
-        lost = renew_until_lost(context, turn) => lost.map(|()| false),
+        lease = run_turn(context, begun) => lease,
+        lost = renew_until_lost(context, &begun.turn) => lost.map(|()| Lease::Lost),
     }
 }
 
@@ -114,12 +134,23 @@ async fn renew_until_lost(context: &WorkerContext, turn: &RunnableTurn) -> Resul
     }
 }
 
-/// At shutdown: let go of the lease and wake another worker for the remaining turns.
-async fn hand_off(context: &WorkerContext, next: &RunnableTurn) -> Result<(), StoreError> {
-    context
-        .store
-        .release_session(next.org_id, next.session_id, &context.config.worker_id)
-        .await?;
+/// At shutdown: let go of the lease (when held) and wake another worker for the
+/// session's remaining turns.
+async fn hand_off(
+    context: &WorkerContext,
+    org_id: OrgId,
+    session_id: SessionId,
+    holding: bool,
+) -> Result<(), StoreError> {
+    if holding {
+        context
+            .store
+            .release_session(org_id, session_id, &context.config.worker_id)
+            .await?;
+    }
+    let Some(next) = context.store.next_runnable_turn(org_id, session_id).await? else {
+        return Ok(());
+    };
     let wakeup = TurnWakeup {
         turn_id: next.id.to_string(),
         org_id: next.org_id.to_string(),

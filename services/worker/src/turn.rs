@@ -6,14 +6,14 @@
 use chrono::{DateTime, Utc};
 use sable_llm::{CallAttempt, CallReport, ProviderErrorKind, TokenUsage};
 use sable_proto::v1::turn_event::Kind;
-use sable_proto::v1::{DeliveryWakeup, TextDelta, TurnEvent, TurnFinished};
+use sable_proto::v1::{DeliveryWakeup, TextDelta, TurnEvent, TurnFinished, TurnParked};
 use sable_runtime::{
     AgentDefinition, RouteDecision, SkillEntry, build_chat_request, build_summary_request,
     choose_profile, estimate_tokens, input_budget,
 };
 use sable_store::{
-    FinishTurn, HistoryEntry, ProviderCallRecord, RunnableTurn, SessionSummary, StoreError,
-    TurnOutcome, TurnRoute, TurnStart, Usage,
+    BegunTurn, FinishTurn, HistoryEntry, ProviderCallRecord, RunnableTurn, SessionSummary,
+    StoreError, TurnEnded, TurnOutcome, TurnRoute, Usage,
 };
 use sable_telemetry::TraceContext;
 use tokio::sync::mpsc;
@@ -29,40 +29,65 @@ struct Answer {
     route: Option<TurnRoute>,
 }
 
-/// Runs the turn to its end. True while this worker still holds the session's lease;
-/// false when it lost it (the drain must stop). An already-ended turn is a no-op.
+/// What became of the session's lease when a turn stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lease {
+    /// The turn ended and nothing else was queued: the lease was let go with it.
+    Released,
+    /// Still ours: more turns are queued, or the turn parked on an approval.
+    Kept,
+    /// Another worker took the turn over; the drain must stop.
+    Lost,
+}
+
+/// What the attempt's provider calls cost and how they went, recorded with its ending.
+#[derive(Debug, Default)]
+pub(crate) struct Spend {
+    usage: TokenUsage,
+    calls: Vec<ProviderCallRecord>,
+}
+
+/// Runs a started turn to its end.
 pub(crate) async fn run_turn(
     context: &WorkerContext,
-    turn: &RunnableTurn,
-) -> Result<bool, StoreError> {
-    let attempt = match context
-        .store
-        .start_turn(turn, &context.config.worker_id)
-        .await?
-    {
-        TurnStart::Started { attempt } => attempt,
-        TurnStart::AlreadyEnded => return Ok(true),
-        TurnStart::LeaseLost => return Ok(false),
-    };
+    begun: &BegunTurn,
+) -> Result<Lease, StoreError> {
+    let (turn, attempt) = (&begun.turn, begun.attempt);
     let (span, trace) = crate::observe::turn_span(turn, attempt);
     crate::observe::turn_started(context, turn);
     let started = std::time::Instant::now();
     async {
+        let mut spend = Spend::default();
         let step = if attempt > context.config.max_turn_attempts {
             Step::Finish(failed(failure(
                 "too_many_attempts",
                 format!("the turn was interrupted {} times", attempt - 1),
             )))
         } else {
-            answer(context, turn, attempt, &trace).await?
+            answer(context, begun, &trace, &mut spend).await?
         };
         let answer = match step {
             Step::Finish(answer) => answer,
-            Step::Parked => {
+            Step::Parked(tool) => {
                 metrics::counter!("sable_turns_parked_total").increment(1);
-                return Ok(true);
+                record_spent_calls(context, turn, &spend.calls).await;
+                let event = TurnEvent {
+                    turn_id: turn.id.to_string(),
+                    session_id: turn.session_id.to_string(),
+                    kind: Some(Kind::Parked(TurnParked { tool })),
+                };
+                context
+                    .bus
+                    .publish_event(
+                        turn.org_id,
+                        turn.session_id,
+                        &event,
+                        Some(&trace.to_string()),
+                    )
+                    .await;
+                return Ok(Lease::Kept);
             }
-            Step::Fenced => return Ok(false),
+            Step::Fenced => return Ok(Lease::Lost),
         };
         crate::observe::record_output(context, turn, &answer.outcome);
         let status = if matches!(answer.outcome, TurnOutcome::Replied { .. }) {
@@ -70,14 +95,26 @@ pub(crate) async fn run_turn(
         } else {
             "failed"
         };
-        let kept = finish(context, turn, attempt, answer, &trace).await?;
-        if kept {
+        let lease = finish(context, turn, attempt, answer, spend.calls, &trace).await?;
+        if lease != Lease::Lost {
             crate::observe::turn_finished(context, turn, status, started.elapsed());
         }
-        Ok(kept)
+        Ok(lease)
     }
     .instrument(span)
     .await
+}
+
+/// Records provider calls of an attempt that will not end now (it parked). Best effort:
+/// they describe the past, and failing the turn for them would run it again.
+async fn record_spent_calls(
+    context: &WorkerContext,
+    turn: &RunnableTurn,
+    calls: &[ProviderCallRecord],
+) {
+    if let Err(error) = context.store.record_provider_calls(turn, calls).await {
+        tracing::warn!(%error, "provider calls not recorded");
+    }
 }
 
 fn failed(outcome: TurnOutcome) -> Answer {
@@ -93,7 +130,7 @@ enum Step {
     /// The turn has its outcome; end it.
     Finish(Answer),
     /// Parked on an approval: the store holds the turn; nothing to end yet.
-    Parked,
+    Parked(String),
     /// Another worker took the turn over.
     Fenced,
 }
@@ -102,10 +139,11 @@ enum Step {
 /// only store failures are errors here.
 async fn answer(
     context: &WorkerContext,
-    turn: &RunnableTurn,
-    attempt: i32,
+    begun: &BegunTurn,
     trace: &TraceContext,
+    spend: &mut Spend,
 ) -> Result<Step, StoreError> {
+    let turn = &begun.turn;
     let Some(agent) = context.agents.get(&turn.agent_id) else {
         return Ok(Step::Finish(failed(failure(
             "unknown_agent",
@@ -117,18 +155,8 @@ async fn answer(
         let _ = deltas.send(text.to_owned());
         context.config.faults.reach("mid_stream");
     };
-    let mut usage = TokenUsage::default();
     let mut route: Option<RouteDecision> = None;
-    let step = agent_loop(
-        context,
-        turn,
-        attempt,
-        &agent,
-        &mut usage,
-        &mut route,
-        &mut on_delta,
-    )
-    .await;
+    let step = agent_loop(context, begun, &agent, spend, &mut route, &mut on_delta).await;
     drop(deltas);
     let _ = forwarder.await;
     let outcome = match step? {
@@ -139,7 +167,7 @@ async fn answer(
         profile: decision.profile,
         reason: decision.reason,
     });
-    let usage = Some(usage)
+    let usage = Some(spend.usage)
         .filter(|usage| *usage != TokenUsage::default())
         .map(to_store_usage);
     Ok(Step::Finish(Answer {
@@ -154,13 +182,13 @@ async fn answer(
 /// it did not). `Err(step)` when the loop parked or was fenced out.
 async fn agent_loop(
     context: &WorkerContext,
-    turn: &RunnableTurn,
-    attempt: i32,
+    begun: &BegunTurn,
     agent: &AgentDefinition,
-    usage: &mut TokenUsage,
+    spend: &mut Spend,
     route: &mut Option<RouteDecision>,
     on_delta: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Result<TurnOutcome, Step>, StoreError> {
+    let (turn, attempt) = (&begun.turn, begun.attempt);
     let scope = Scope {
         context,
         turn,
@@ -171,14 +199,19 @@ async fn agent_loop(
     let skills = skill_entries(context, agent);
     let mut rounds = Rounds::default();
     let mut compacted = false;
-    let mut next = resume_rounds(&scope, &mut rounds).await?;
-    // The session's summary and history, read once per attempt and again only after a
-    // compaction changed them; tool rounds add to the request, not to the store's view.
-    let mut view = SessionView::load(context, turn, agent).await?;
+    // A first attempt has no earlier rounds to resume.
+    let mut next = if attempt > 1 {
+        resume_rounds(&scope, &mut rounds).await?
+    } else {
+        RoundEnd::Continue
+    };
+    // The session's summary and history, read with the turn's start and again only after
+    // a compaction changed them; tool rounds add to the request, not to the store's view.
+    let mut view = SessionView::begun(begun, agent);
     loop {
         match next {
             RoundEnd::Continue => {}
-            RoundEnd::Parked => return Ok(Err(Step::Parked)),
+            RoundEnd::Parked(tool) => return Ok(Err(Step::Parked(tool))),
             RoundEnd::Fenced => return Ok(Err(Step::Fenced)),
             RoundEnd::Repeated(tool) => return Ok(Ok(repeated_call(&tool))),
         }
@@ -196,17 +229,17 @@ async fn agent_loop(
         request.tools = scope.tools.specs.clone();
         if !compacted && over_budget(context, &profile, agent, &request) {
             compacted = true;
-            if view.compact(&scope, &profile, usage).await? {
+            if view.compact(&scope, &profile, spend).await? {
                 continue;
             }
         }
         context.config.faults.reach("before_provider_call");
         let report = context.models.complete(&profile, &request, on_delta).await;
-        record_calls(context, turn, attempt, "answer", &report, usage).await;
+        record_calls(attempt, "answer", &report, spend);
         let completion = match report.result {
             Err(error) if error.kind == ProviderErrorKind::ContextOverflow && !compacted => {
                 compacted = true;
-                if view.compact(&scope, &profile, usage).await? {
+                if view.compact(&scope, &profile, spend).await? {
                     continue;
                 }
                 return Ok(Ok(provider_failure(&error)));
@@ -253,6 +286,16 @@ struct SessionView {
 }
 
 impl SessionView {
+    /// The view read with the turn's start, cut to this agent's history length.
+    fn begun(begun: &BegunTurn, agent: &AgentDefinition) -> Self {
+        let keep = usize::try_from(agent.history_messages).unwrap_or(usize::MAX);
+        let skip = begun.history.len().saturating_sub(keep);
+        Self {
+            summary: begun.summary.clone(),
+            history: begun.history[skip..].to_vec(),
+        }
+    }
+
     async fn load(
         context: &WorkerContext,
         turn: &RunnableTurn,
@@ -285,7 +328,7 @@ impl SessionView {
         &mut self,
         scope: &Scope<'_>,
         profile: &str,
-        usage: &mut TokenUsage,
+        spend: &mut Spend,
     ) -> Result<bool, StoreError> {
         let (context, turn, agent) = (scope.context, scope.turn, scope.agent);
         if !compact(
@@ -295,7 +338,7 @@ impl SessionView {
             agent,
             profile,
             &self.summary,
-            usage,
+            spend,
         )
         .await?
         {
@@ -357,7 +400,7 @@ async fn compact(
     agent: &AgentDefinition,
     profile: &str,
     summary: &SessionSummary,
-    usage: &mut TokenUsage,
+    spend: &mut Spend,
 ) -> Result<bool, StoreError> {
     let through_seq = turn.seq - 1;
     if through_seq <= summary.through_seq {
@@ -386,7 +429,7 @@ async fn compact(
         .models
         .complete(profile, &request, &mut |_| {})
         .await;
-    record_calls(context, turn, attempt, "compaction", &report, usage).await;
+    record_calls(attempt, "compaction", &report, spend);
     let Ok(completion) = report.result else {
         return Ok(false);
     };
@@ -402,27 +445,12 @@ async fn compact(
     Ok(true)
 }
 
-async fn record_calls(
-    context: &WorkerContext,
-    turn: &RunnableTurn,
-    attempt: i32,
-    purpose: &str,
-    report: &CallReport,
-    usage: &mut TokenUsage,
-) {
+/// Adds a provider exchange's calls to the attempt's spend (written when the turn ends).
+fn record_calls(attempt: i32, purpose: &str, report: &CallReport, spend: &mut Spend) {
     for call in &report.attempts {
-        usage.add(call.usage.unwrap_or_default());
+        spend.usage.add(call.usage.unwrap_or_default());
         observe_call(call);
-    }
-    let records: Vec<ProviderCallRecord> = report
-        .attempts
-        .iter()
-        .map(|call| call_record(attempt, purpose, call))
-        .collect();
-    // Best effort: failing the turn here, after the answer reached the user, would run it
-    // again and stream a second answer.
-    if let Err(error) = context.store.record_provider_calls(turn, &records).await {
-        tracing::warn!(%error, "provider calls not recorded");
+        spend.calls.push(call_record(attempt, purpose, call));
     }
 }
 
@@ -484,7 +512,7 @@ fn to_store_usage(usage: TokenUsage) -> Usage {
 }
 
 /// Publishes streamed text as live events, in order, from a task of its own so the
-/// provider stream never waits on NATS.
+/// provider stream never waits on NATS; pieces that queued up meanwhile go out together.
 fn forward_deltas(
     context: &WorkerContext,
     turn: &RunnableTurn,
@@ -495,7 +523,11 @@ fn forward_deltas(
     let (org_id, session_id, turn_id) = (turn.org_id, turn.session_id, turn.id.to_string());
     let traceparent = trace.to_string();
     let task = tokio::spawn(async move {
-        while let Some(text) = receiver.recv().await {
+        while let Some(mut text) = receiver.recv().await {
+            // Text that arrived while the last event was going out leaves as one event.
+            while let Ok(more) = receiver.try_recv() {
+                text.push_str(&more);
+            }
             let event = TurnEvent {
                 turn_id: turn_id.clone(),
                 session_id: session_id.to_string(),
@@ -516,15 +548,17 @@ fn failure(code: &str, message: String) -> TurnOutcome {
     }
 }
 
-/// Commits the outcome, then announces it: a live `finished` event for waiting clients
-/// and a delivery wake-up for the dispatcher. False when the attempt was fenced out.
+/// Commits the outcome (with the attempt's provider calls, letting the lease go when
+/// nothing else is queued), then announces it: a live `finished` event for waiting
+/// clients and, for replies a channel must push, a delivery wake-up for the dispatcher.
 async fn finish(
     context: &WorkerContext,
     turn: &RunnableTurn,
     attempt: i32,
     answer: Answer,
+    provider_calls: Vec<ProviderCallRecord>,
     trace: &TraceContext,
-) -> Result<bool, StoreError> {
+) -> Result<Lease, StoreError> {
     let finished = finished_event(&answer.outcome);
     let finish = FinishTurn {
         turn,
@@ -532,10 +566,12 @@ async fn finish(
         outcome: answer.outcome,
         usage: answer.usage,
         route: answer.route,
+        provider_calls,
+        lease_owner: Some(&context.config.worker_id),
     };
-    let Some(delivery_id) = finish_with_retries(context, finish).await? else {
+    let Some(ended) = finish_with_retries(context, finish).await? else {
         tracing::warn!("turn was taken over by another worker; this attempt's result is discarded");
-        return Ok(false);
+        return Ok(Lease::Lost);
     };
     context.config.faults.reach("after_reply_persisted");
     let traceparent = trace.to_string();
@@ -549,20 +585,27 @@ async fn finish(
         .bus
         .publish_event(turn.org_id, turn.session_id, &event, Some(&traceparent))
         .await;
-    let wakeup = DeliveryWakeup {
-        delivery_id: delivery_id.to_string(),
-        org_id: turn.org_id.to_string(),
-        channel: turn.channel.clone(),
-    };
-    if let Err(error) = context
-        .bus
-        .publish_delivery_wakeup(&wakeup, &wakeup.delivery_id, Some(&traceparent))
-        .await
-    {
-        tracing::warn!(%error, "delivery wake-up not published; the sweeper will retry");
+    if !ended.delivered {
+        let wakeup = DeliveryWakeup {
+            delivery_id: ended.delivery_id.to_string(),
+            org_id: turn.org_id.to_string(),
+            channel: turn.channel.clone(),
+            session_id: turn.session_id.to_string(),
+        };
+        if let Err(error) = context
+            .bus
+            .publish_delivery_wakeup(&wakeup, &wakeup.delivery_id, Some(&traceparent))
+            .await
+        {
+            tracing::warn!(%error, "delivery wake-up not published; the sweeper will retry");
+        }
     }
     tracing::info!(%status, "turn finished");
-    Ok(true)
+    Ok(if ended.lease_released {
+        Lease::Released
+    } else {
+        Lease::Kept
+    })
 }
 
 /// Ends the turn, retrying a failing store a few times: giving up would run the turn
@@ -570,7 +613,7 @@ async fn finish(
 async fn finish_with_retries(
     context: &WorkerContext,
     finish: FinishTurn<'_>,
-) -> Result<Option<sable_core::DeliveryId>, StoreError> {
+) -> Result<Option<TurnEnded>, StoreError> {
     let mut delay = std::time::Duration::from_millis(100);
     for _ in 0..5 {
         match context.store.finish_turn(finish.clone()).await {

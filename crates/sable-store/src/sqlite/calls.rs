@@ -15,6 +15,16 @@ pub(crate) async fn record_provider_calls(
     turn: &RunnableTurn,
     calls: &[ProviderCallRecord],
 ) -> Result<(), StoreError> {
+    let mut connection = pool.acquire().await?;
+    insert_provider_calls(&mut connection, turn, calls).await
+}
+
+/// Writes the calls on `connection` (alone, or inside the caller's transaction).
+pub(super) async fn insert_provider_calls(
+    connection: &mut sqlx::SqliteConnection,
+    turn: &RunnableTurn,
+    calls: &[ProviderCallRecord],
+) -> Result<(), StoreError> {
     let now = stored_now();
     for call in calls {
         sqlx::query(
@@ -43,7 +53,7 @@ pub(crate) async fn record_provider_calls(
         .bind(call.output_tokens)
         .bind(call.cached_input_tokens)
         .bind(&now)
-        .execute(pool)
+        .execute(&mut *connection)
         .await?;
     }
     Ok(())

@@ -59,6 +59,17 @@ pub(crate) async fn accept_message(
     .execute(&mut *tx)
     .await?;
     insert_user_message(&mut tx, &message, turn_id, slot.id, slot.seq, &now).await?;
+    let (behind_others,): (bool,) = sqlx::query_as(
+        "SELECT (s.lease_owner IS NOT NULL AND s.lease_expires_at > $3) \
+             OR EXISTS (SELECT 1 FROM turns t WHERE t.session_id = s.id \
+                        AND t.status IN ('queued', 'running', 'waiting_approval') AND t.seq < $2) \
+         FROM sessions s WHERE s.id = $1",
+    )
+    .bind(slot.id)
+    .bind(slot.seq)
+    .bind(&now)
+    .fetch_one(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(AcceptedTurn {
         turn_id,
@@ -66,6 +77,7 @@ pub(crate) async fn accept_message(
         seq: slot.seq,
         status: TurnStatus::Queued,
         created: true,
+        behind_others,
     })
 }
 
@@ -90,6 +102,7 @@ async fn turn_by_idempotency_key(
             seq: row.seq,
             status: parse_stored(&row.status)?,
             created: false,
+            behind_others: false,
         })
     })
     .transpose()

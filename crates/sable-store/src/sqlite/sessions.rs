@@ -13,7 +13,8 @@ use uuid::fmt::Hyphenated;
 use super::{begin_write, later_by, stored_now, stored_time};
 use crate::records::parse_stored;
 use crate::{
-    FinishTurn, HistoryEntry, LeaseRelease, RunnableTurn, StoreError, TurnOutcome, TurnStart,
+    BegunTurn, FinishTurn, HistoryEntry, LeaseRelease, NextTurn, RunnableTurn, SessionSummary,
+    StoreError, TurnEnded, TurnOutcome, TurnStart,
 };
 
 #[derive(sqlx::FromRow)]
@@ -159,17 +160,8 @@ pub(crate) async fn next_runnable_turn(
     org_id: OrgId,
     session_id: SessionId,
 ) -> Result<Option<RunnableTurn>, StoreError> {
-    let row: Option<RunnableRow> = sqlx::query_as(
-        "SELECT t.id, t.org_id, t.session_id, t.seq, t.agent_id, s.channel, t.trace_parent, s.user_id, t.status, \
-                t.created_at \
-         FROM turns t JOIN sessions s ON s.id = t.session_id \
-         WHERE t.session_id = $1 AND t.org_id = $2 AND t.status IN ('queued', 'running', 'waiting_approval') \
-         ORDER BY t.seq LIMIT 1",
-    )
-    .bind(session_id.as_uuid().hyphenated())
-    .bind(org_id.as_uuid().hyphenated())
-    .fetch_optional(pool)
-    .await?;
+    let mut connection = pool.acquire().await?;
+    let row = oldest_unfinished(&mut connection, org_id, session_id).await?;
     // A turn parked on an approval blocks the session's later turns until it is decided.
     Ok(row
         .filter(|row| row.status != "waiting_approval")
@@ -184,6 +176,100 @@ pub(crate) async fn next_runnable_turn(
             trace_parent: row.trace_parent,
             created_at: row.created_at,
         }))
+}
+
+/// Claims the session's lease (free, expired or already ours) and starts its oldest
+/// unfinished turn as a new attempt, returning the session's summary and newest
+/// `history_limit` messages with it; one write transaction. The lease is taken only when
+/// a turn can run.
+pub(crate) async fn begin_next_turn(
+    pool: &SqlitePool,
+    org_id: OrgId,
+    session_id: SessionId,
+    owner: &str,
+    ttl: Duration,
+    history_limit: i64,
+) -> Result<NextTurn, StoreError> {
+    let mut tx = begin_write(pool).await?;
+    let Some(next) = oldest_unfinished(&mut tx, org_id, session_id).await? else {
+        return Ok(NextTurn::NotClaimed);
+    };
+    if next.status == "waiting_approval" {
+        return Ok(NextTurn::NotClaimed);
+    }
+    let now = Utc::now();
+    let claimed = sqlx::query(
+        "UPDATE sessions SET lease_owner = $3, lease_expires_at = $5 \
+         WHERE id = $1 AND org_id = $2 \
+           AND (lease_owner IS NULL OR lease_owner = $3 OR lease_expires_at < $4)",
+    )
+    .bind(session_id.as_uuid().hyphenated())
+    .bind(org_id.as_uuid().hyphenated())
+    .bind(owner)
+    .bind(stored_time(now))
+    .bind(stored_time(later_by(now, ttl)))
+    .execute(&mut *tx)
+    .await?;
+    if claimed.rows_affected() == 0 {
+        return Ok(NextTurn::NotClaimed);
+    }
+    let (attempt,): (i32,) = sqlx::query_as(
+        "UPDATE turns SET status = 'running', attempt = attempt + 1, worker_id = $3, started_at = $4 \
+         WHERE id = $1 AND org_id = $2 RETURNING attempt",
+    )
+    .bind(next.id.into_uuid().hyphenated())
+    .bind(org_id.as_uuid().hyphenated())
+    .bind(owner)
+    .bind(stored_time(now))
+    .fetch_one(&mut *tx)
+    .await?;
+    let (summary, summary_through_seq): (Option<String>, i64) = sqlx::query_as(
+        "SELECT summary, summary_through_seq FROM sessions WHERE id = $1 AND org_id = $2",
+    )
+    .bind(session_id.as_uuid().hyphenated())
+    .bind(org_id.as_uuid().hyphenated())
+    .fetch_one(&mut *tx)
+    .await?;
+    let turn = RunnableTurn {
+        id: next.id.into_uuid().into(),
+        org_id: next.org_id.into_uuid().into(),
+        session_id: next.session_id.into_uuid().into(),
+        seq: next.seq,
+        agent_id: next.agent_id,
+        channel: next.channel,
+        user_id: next.user_id,
+        trace_parent: next.trace_parent,
+        created_at: next.created_at,
+    };
+    let history = history_on(&mut tx, &turn, history_limit).await?;
+    tx.commit().await?;
+    Ok(NextTurn::Begun(Box::new(BegunTurn {
+        turn,
+        attempt,
+        summary: SessionSummary {
+            text: summary,
+            through_seq: summary_through_seq,
+        },
+        history,
+    })))
+}
+
+async fn oldest_unfinished(
+    connection: &mut SqliteConnection,
+    org_id: OrgId,
+    session_id: SessionId,
+) -> Result<Option<RunnableRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT t.id, t.org_id, t.session_id, t.seq, t.agent_id, s.channel, t.trace_parent, s.user_id, t.status, \
+                t.created_at \
+         FROM turns t JOIN sessions s ON s.id = t.session_id \
+         WHERE t.session_id = $1 AND t.org_id = $2 AND t.status IN ('queued', 'running', 'waiting_approval') \
+         ORDER BY t.seq LIMIT 1",
+    )
+    .bind(session_id.as_uuid().hyphenated())
+    .bind(org_id.as_uuid().hyphenated())
+    .fetch_optional(&mut *connection)
+    .await?)
 }
 
 /// Marks the turn running as a new attempt, only while `worker_id` holds an unexpired
@@ -232,6 +318,15 @@ pub(crate) async fn history(
     turn: &RunnableTurn,
     limit: i64,
 ) -> Result<Vec<HistoryEntry>, StoreError> {
+    let mut connection = pool.acquire().await?;
+    history_on(&mut connection, turn, limit).await
+}
+
+async fn history_on(
+    connection: &mut SqliteConnection,
+    turn: &RunnableTurn,
+    limit: i64,
+) -> Result<Vec<HistoryEntry>, StoreError> {
     // SQLite reads a negative LIMIT as "no limit"; none is asked for.
     let limit = limit.max(0);
     let mut rows: Vec<HistoryRow> = sqlx::query_as(
@@ -244,18 +339,21 @@ pub(crate) async fn history(
     .bind(turn.org_id.as_uuid().hyphenated())
     .bind(turn.seq)
     .bind(limit)
-    .fetch_all(pool)
+    .fetch_all(&mut *connection)
     .await?;
     rows.reverse();
     rows.into_iter().map(HistoryEntry::try_from).collect()
 }
 
-/// Ends the turn, appends its reply and queues the delivery, all or nothing. Returns
-/// `None` when the attempt was fenced out (another worker took the turn over).
+/// Ends the turn, appends its reply, queues the delivery, records the attempt's provider
+/// calls and, when `lease_owner` is given and no later turn was queued, lets the lease
+/// go, all or nothing. Returns `None` when the attempt was fenced out (another worker
+/// took the turn over). Intake takes the same write lock, so a turn being added is
+/// committed either before the release's check of `next_seq` or after the release.
 pub(crate) async fn finish_turn(
     pool: &SqlitePool,
     finish: FinishTurn<'_>,
-) -> Result<Option<DeliveryId>, StoreError> {
+) -> Result<Option<TurnEnded>, StoreError> {
     let ending = TurnEnding::of(&finish.outcome);
     let now = stored_now();
     let mut tx = begin_write(pool).await?;
@@ -263,9 +361,38 @@ pub(crate) async fn finish_turn(
         return Ok(None);
     }
     append_reply(&mut tx, finish.turn, &ending, &now).await?;
-    let delivery_id = queue_delivery(&mut tx, finish.turn, &now).await?;
+    let status = TurnEnded::initial_status(&finish.turn.channel);
+    let delivery_id = queue_delivery(&mut tx, finish.turn, status, &now).await?;
+    super::calls::insert_provider_calls(&mut tx, finish.turn, &finish.provider_calls).await?;
+    let lease_released = match finish.lease_owner {
+        Some(owner) => release_if_last(&mut tx, finish.turn, owner).await?,
+        None => false,
+    };
     tx.commit().await?;
-    Ok(Some(delivery_id))
+    Ok(Some(TurnEnded {
+        delivery_id,
+        delivered: status == DeliveryStatus::Delivered,
+        lease_released,
+    }))
+}
+
+/// Lets go of `owner`'s lease when `turn` is the session's last turn.
+async fn release_if_last(
+    tx: &mut SqliteConnection,
+    turn: &RunnableTurn,
+    owner: &str,
+) -> Result<bool, StoreError> {
+    let released = sqlx::query(
+        "UPDATE sessions SET lease_owner = NULL, lease_expires_at = NULL \
+         WHERE id = $1 AND org_id = $2 AND lease_owner = $3 AND next_seq = $4 + 1",
+    )
+    .bind(turn.session_id.as_uuid().hyphenated())
+    .bind(turn.org_id.as_uuid().hyphenated())
+    .bind(owner)
+    .bind(turn.seq)
+    .execute(&mut *tx)
+    .await?;
+    Ok(released.rows_affected() == 1)
 }
 
 /// What a turn's outcome writes: its final status and error, and its reply.
@@ -365,20 +492,23 @@ async fn append_reply(
 async fn queue_delivery(
     tx: &mut SqliteConnection,
     turn: &RunnableTurn,
+    status: DeliveryStatus,
     now: &str,
 ) -> Result<DeliveryId, StoreError> {
     let delivery_id = DeliveryId::new();
+    let delivered_at = (status == DeliveryStatus::Delivered).then_some(now);
     sqlx::query(
-        "INSERT INTO deliveries (id, org_id, turn_id, session_id, channel, status, created_at, wakeup_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+        "INSERT INTO deliveries (id, org_id, turn_id, session_id, channel, status, created_at, wakeup_at, delivered_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8)",
     )
     .bind(delivery_id.as_uuid().hyphenated())
     .bind(turn.org_id.as_uuid().hyphenated())
     .bind(turn.id.as_uuid().hyphenated())
     .bind(turn.session_id.as_uuid().hyphenated())
     .bind(&turn.channel)
-    .bind(DeliveryStatus::Pending.as_str())
+    .bind(status.as_str())
     .bind(now)
+    .bind(delivered_at)
     .execute(&mut *tx)
     .await?;
     Ok(delivery_id)

@@ -92,6 +92,8 @@ async fn revoke_key(
         .revoke_api_key(Some(caller.org_id), &prefix)
         .await?
         .ok_or(ApiError::NotFound("key"))?;
+    // Other gateways stop trusting the key within `AUTH_CACHE_TTL`; this one at once.
+    state.auth_cache.clear();
     Ok(Json(key_json(&revoked)))
 }
 
