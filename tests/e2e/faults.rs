@@ -218,11 +218,12 @@ async fn workers_killed_at_random_points_of_turns_lose_and_repeat_nothing() -> a
     let mut accepted = Vec::new();
     for kill in 0..KILLS {
         // A fresh round before each kill, so the load never runs out before the kills do.
+        // Counted before posting: a round can be answered before `post_round` returns.
+        let served = stack.provider.request_count();
         accepted
             .extend(post_round(&client, "webhook", "random", kill, 0..SESSIONS, &refused).await?);
-        // Kill once the provider has served a few more requests: the victim is mid-load,
+        // Kill once the provider has been asked a few more times: the victim is mid-load,
         // at whatever point of a turn it happens to be.
-        let served = stack.provider.request_count();
         sable_testkit::eventually("the load to progress", TURN_TIMEOUT, || async {
             stack.provider.request_count() >= served + 5
         })

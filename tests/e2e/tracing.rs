@@ -121,7 +121,8 @@ async fn one_turn_is_one_trace_from_the_request_through_the_provider_call_to_the
         .filter(|span| span.name == "chat fake-model")
         .count();
     assert_eq!(generations, 2, "one generation before the tool, one after");
-    assert_eq!(delivery.service_name, "sable-gateway");
+    // An API reply is delivered by the commit that ends its turn: nothing to dispatch.
+    assert_eq!(delivery.service_name, "sable-worker");
     assert_eq!(request.service_name, "sable-gateway");
     assert_eq!(turn.service_name, "sable-worker");
     assert_eq!(generation.service_name, "sable-worker");

@@ -1,6 +1,7 @@
-//! Waiting for a turn to end: live events from core NATS, and Postgres only while the
-//! subscription cannot be trusted (it failed, or the bus was disconnected since it began,
-//! so an event may have been missed).
+//! Waiting for a turn to end: live events from core NATS, and Postgres every poll
+//! interval only while the subscription cannot be trusted (it failed, or the bus was
+//! disconnected since it began, so an event may have been missed); otherwise once at the
+//! start when the turn may have ended already, and every fifth interval as a backstop.
 
 use sable_bus::EventSubscription;
 use sable_core::{OrgId, TurnStatus};
@@ -8,6 +9,9 @@ use sable_proto::v1::turn_event::Kind;
 use sable_store::{AcceptedTurn, TurnRecord};
 
 use crate::{ApiError, AppState};
+
+/// With a trusted subscription, Postgres is read only every this many poll intervals.
+const TRUSTED_POLL_EVERY: u32 = 5;
 
 /// How a turn ended.
 #[derive(Debug, Clone)]
@@ -45,6 +49,7 @@ pub(crate) async fn wait_for_turn(
     // subscription began: it is an earlier request's turn, or a worker draining the
     // session may reach it before this request's wake-up does.
     let mut first_look = !accepted.created || accepted.behind_others;
+    let mut ticks: u32 = 0;
     loop {
         tokio::select! {
             event = next_event(&mut subscription) => match event {
@@ -63,8 +68,12 @@ pub(crate) async fn wait_for_turn(
                 None => subscription = None,
             },
             _ = poll.tick() => {
+                ticks += 1;
                 let trusted = subscription.as_ref().is_some_and(EventSubscription::is_healthy);
-                if trusted && !std::mem::take(&mut first_look) {
+                // Even a trusted subscription misses the event of a worker that died
+                // between its commit and its publish: look now and then regardless.
+                let backstop = ticks % TRUSTED_POLL_EVERY == 0;
+                if trusted && !std::mem::take(&mut first_look) && !backstop {
                     continue;
                 }
                 match state.store.turn(org_id, accepted.turn_id).await {

@@ -569,7 +569,19 @@ async fn finish(
         provider_calls,
         lease_owner: Some(&context.config.worker_id),
     };
-    let Some(ended) = finish_with_retries(context, finish).await? else {
+    let ending = finish_with_retries(context, finish);
+    let ended = if turn.channel == sable_core::Channel::Api.as_str() {
+        // API callers read their reply: the commit that ends the turn is its delivery.
+        let span = tracing::info_span!(
+            "deliver",
+            otel.name = "deliver reply",
+            sable.delivery.by = "commit"
+        );
+        ending.instrument(span).await?
+    } else {
+        ending.await?
+    };
+    let Some(ended) = ended else {
         tracing::warn!("turn was taken over by another worker; this attempt's result is discarded");
         return Ok(Lease::Lost);
     };
