@@ -1,5 +1,5 @@
 //! The load: concurrent conversations, each sending its next message when the last reply
-//! arrived (`"wait": true`), for a fixed duration.
+//! arrived (`"wait": true`): a warm-up, then the measured window of `--duration`.
 
 use std::time::{Duration, Instant};
 
@@ -7,10 +7,11 @@ use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use serde_json::json;
 
+use crate::meter::Costs;
 use crate::stack::Stack;
 use crate::{Args, processes};
 
-/// What one run measured.
+/// What one run measured, in its measured window only (never the warm-up).
 pub struct Report {
     pub turns: usize,
     pub errors: usize,
@@ -20,9 +21,23 @@ pub struct Report {
     pub first_token_ms: Vec<f64>,
     /// Per role: name, idle RSS before the load (KiB), RSS after (KiB), CPU share of one core.
     pub roles: Vec<(String, u64, u64, f64)>,
+    /// Each turn's latency minus the fake provider's own time, sorted.
+    pub added_ms: Vec<f64>,
+    /// Turns finished in each `--window` of the sending period, per second.
+    pub turns_per_sec_by_window: Vec<f64>,
+    pub costs: Costs,
 }
 
-pub async fn run(stack: &Stack, args: &Args) -> anyhow::Result<Report> {
+/// Where and what the conversations send.
+struct Target<'a> {
+    http: reqwest::Client,
+    endpoint: String,
+    key: &'a str,
+    text: String,
+    stream: bool,
+}
+
+pub async fn run(stack: &mut Stack, args: &Args) -> anyhow::Result<Report> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .timeout(Duration::from_secs(60))
@@ -32,38 +47,91 @@ pub async fn run(stack: &Stack, args: &Args) -> anyhow::Result<Report> {
         .iter()
         .map(|role| role.pid().and_then(processes::rss_kib).unwrap_or(0))
         .collect();
+    let target = Target {
+        http,
+        endpoint: format!("{}/v1/messages", stack.url),
+        key: &stack.key,
+        text: message_text(args),
+        stream: args.stream,
+    };
+    let conversation_ids: Vec<String> = (0..args.concurrency)
+        .map(|conversation| format!("bench-{conversation}-{}", uuid::Uuid::new_v4().simple()))
+        .collect();
+    // Statement caches, pools and every conversation's session are in place before
+    // anything is counted, and what the warm-up left behind is done.
+    let warm_up = drive(&target, &conversation_ids, Instant::now() + args.warmup).await;
+    let settled = stack.meter.settle().await;
+    eprintln!(
+        "sable-bench: warm-up done ({} turns, {} errors), quiet {} ms later",
+        warm_up
+            .iter()
+            .map(|conversation| conversation.latencies_ms.len())
+            .sum::<usize>(),
+        warm_up
+            .iter()
+            .map(|conversation| conversation.errors)
+            .sum::<usize>(),
+        settled.as_millis()
+    );
+    let opened = stack.meter.open().await?;
     let cpu_before: Vec<u64> = stack
         .roles
         .iter()
         .map(|role| role.pid().and_then(processes::cpu_ticks).unwrap_or(0))
         .collect();
     let started = Instant::now();
-    let deadline = started + args.duration;
+    let conversations = drive(&target, &conversation_ids, started + args.duration).await;
+    let elapsed = started.elapsed();
+    let roles = role_usage(stack, &idle_rss, &cpu_before, elapsed);
+    // The window closes once the deployment has finished the measured turns' trailing
+    // work (deliveries, lease releases), which their cost includes.
+    let settled = stack.meter.settle().await;
+    eprintln!(
+        "sable-bench: load done, quiet {} ms later",
+        settled.as_millis()
+    );
+    let costs = stack.meter.close(opened).await?;
+    Ok(Report::new(
+        conversations,
+        started,
+        elapsed,
+        roles,
+        costs,
+        args,
+    ))
+}
+
+/// The message every turn sends: `--reply-words` words, and the tool directive with
+/// `--tool-round`.
+fn message_text(args: &Args) -> String {
     let mut text = vec!["word"; args.reply_words.saturating_sub(1).max(1)].join(" ");
     if args.tool_round {
         // The fake provider's directive (see sable-testkit): one `time` call, then the echo.
         text.push_str(" #tool");
     }
-    let conversations = (0..args.concurrency)
-        .map(|conversation| converse(&http, stack, conversation, &text, deadline, args.stream));
-    let results = futures::future::join_all(conversations).await;
-    let elapsed = started.elapsed();
-    let mut report = Report {
-        turns: 0,
-        errors: 0,
-        elapsed,
-        latencies_ms: Vec::new(),
-        first_token_ms: Vec::new(),
-        roles: Vec::new(),
-    };
-    for conversation in results {
-        report.turns += conversation.latencies_ms.len();
-        report.errors += conversation.errors;
-        report.latencies_ms.extend(conversation.latencies_ms);
-        report.first_token_ms.extend(conversation.first_token_ms);
-    }
-    report.latencies_ms.sort_by(f64::total_cmp);
-    report.first_token_ms.sort_by(f64::total_cmp);
+    text
+}
+
+/// Runs every conversation until `deadline` (each finishes the turn it is in).
+async fn drive(
+    target: &Target<'_>,
+    conversation_ids: &[String],
+    deadline: Instant,
+) -> Vec<Conversation> {
+    let conversations = conversation_ids
+        .iter()
+        .map(|conversation_id| converse(target, conversation_id, deadline));
+    futures::future::join_all(conversations).await
+}
+
+/// Per role: name, idle RSS, RSS now, and the share of one core used since `cpu_before`.
+fn role_usage(
+    stack: &Stack,
+    idle_rss: &[u64],
+    cpu_before: &[u64],
+    elapsed: Duration,
+) -> Vec<(String, u64, u64, f64)> {
+    let mut roles = Vec::new();
     for (index, role) in stack.roles.iter().enumerate() {
         let pid = role.pid();
         let rss = pid.and_then(processes::rss_kib).unwrap_or(0);
@@ -72,12 +140,10 @@ pub async fn run(stack: &Stack, args: &Args) -> anyhow::Result<Report> {
             .unwrap_or(0)
             .saturating_sub(cpu_before[index]);
         #[allow(clippy::cast_precision_loss)]
-        let cpu_share = ticks as f64 / 100.0 / elapsed.as_secs_f64();
-        report
-            .roles
-            .push((role.name.clone(), idle_rss[index], rss, cpu_share));
+        let cpu_share = ticks as f64 / processes::TICKS_PER_SECOND as f64 / elapsed.as_secs_f64();
+        roles.push((role.name.clone(), idle_rss[index], rss, cpu_share));
     }
-    Ok(report)
+    roles
 }
 
 /// What one conversation measured.
@@ -85,6 +151,8 @@ pub async fn run(stack: &Stack, args: &Args) -> anyhow::Result<Report> {
 struct Conversation {
     latencies_ms: Vec<f64>,
     first_token_ms: Vec<f64>,
+    /// When each turn finished.
+    finished_at: Vec<Instant>,
     errors: usize,
 }
 
@@ -95,21 +163,16 @@ struct Turn {
 }
 
 /// One conversation: each message is sent once the previous reply arrived.
-async fn converse(
-    http: &reqwest::Client,
-    stack: &Stack,
-    conversation: usize,
-    text: &str,
-    deadline: Instant,
-    stream: bool,
-) -> Conversation {
-    let endpoint = format!("{}/v1/messages", stack.url);
+async fn converse(target: &Target<'_>, conversation_id: &str, deadline: Instant) -> Conversation {
     let mut measured = Conversation::default();
-    let conversation_id = format!("bench-{conversation}-{}", uuid::Uuid::new_v4().simple());
     while Instant::now() < deadline {
-        let body = json!({"text": text, "conversation": {"id": conversation_id}, "wait": !stream});
-        let request = http.post(&endpoint).bearer_auth(&stack.key).json(&body);
-        let turn = if stream {
+        let body = json!({"text": target.text, "conversation": {"id": conversation_id}, "wait": !target.stream});
+        let request = target
+            .http
+            .post(&target.endpoint)
+            .bearer_auth(target.key)
+            .json(&body);
+        let turn = if target.stream {
             streamed_turn(request).await
         } else {
             waited_turn(request).await
@@ -118,6 +181,7 @@ async fn converse(
             Some(turn) => {
                 measured.latencies_ms.push(millis(turn.total));
                 measured.first_token_ms.extend(turn.first_token.map(millis));
+                measured.finished_at.push(Instant::now());
             }
             None => measured.errors += 1,
         }
@@ -177,8 +241,83 @@ fn millis(duration: Duration) -> f64 {
 }
 
 impl Report {
+    fn new(
+        conversations: Vec<Conversation>,
+        started: Instant,
+        elapsed: Duration,
+        roles: Vec<(String, u64, u64, f64)>,
+        costs: Costs,
+        args: &Args,
+    ) -> Self {
+        let mut report = Self {
+            turns: 0,
+            errors: 0,
+            elapsed,
+            latencies_ms: Vec::new(),
+            first_token_ms: Vec::new(),
+            roles,
+            added_ms: Vec::new(),
+            turns_per_sec_by_window: Vec::new(),
+            costs,
+        };
+        let mut finished = Vec::new();
+        for conversation in conversations {
+            report.turns += conversation.latencies_ms.len();
+            report.errors += conversation.errors;
+            report.latencies_ms.extend(conversation.latencies_ms);
+            report.first_token_ms.extend(conversation.first_token_ms);
+            finished.extend(conversation.finished_at.iter().map(|at| *at - started));
+        }
+        report.latencies_ms.sort_by(f64::total_cmp);
+        report.first_token_ms.sort_by(f64::total_cmp);
+        let provider_ms = provider_ms_per_turn(args);
+        report.added_ms = report
+            .latencies_ms
+            .iter()
+            .map(|latency| latency - provider_ms)
+            .collect();
+        report.turns_per_sec_by_window =
+            turns_per_sec_by_window(&finished, args.duration, args.window);
+        report
+    }
+
     fn percentile(&self, fraction: f64) -> f64 {
         percentile(&self.latencies_ms, fraction)
+    }
+
+    /// `amount` per completed turn; `None` when it was not measured or no turn completed.
+    #[allow(clippy::cast_precision_loss)]
+    fn per_turn(&self, amount: Option<f64>) -> Option<f64> {
+        amount
+            .filter(|_| self.turns > 0)
+            .map(|amount| amount / self.turns as f64)
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    fn round_trips_per_turn(&self) -> Option<f64> {
+        self.per_turn(self.costs.round_trips.map(|count| count as f64))
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    fn pings_per_turn(&self) -> Option<f64> {
+        self.per_turn(self.costs.pings.map(|count| count as f64))
+    }
+
+    #[allow(clippy::cast_precision_loss)]
+    fn commits_per_turn(&self) -> Option<f64> {
+        self.per_turn(self.costs.commits.map(|count| count as f64))
+    }
+
+    /// CPU ms per completed turn by process group, then `total` (Sable's processes only).
+    fn cpu_ms_per_turn(&self) -> Vec<(&'static str, Option<f64>)> {
+        let mut by_process: Vec<(&'static str, Option<f64>)> = self
+            .costs
+            .cpu_ms
+            .iter()
+            .map(|(name, millis)| (*name, self.per_turn(*millis)))
+            .collect();
+        by_process.push(("total", self.per_turn(Some(self.costs.cpu_ms_total))));
+        by_process
     }
 
     #[allow(clippy::print_stdout, clippy::cast_precision_loss)]
@@ -189,6 +328,10 @@ impl Report {
             self.percentile(0.95),
             self.percentile(0.99),
         );
+        let (added_p50, added_p99) = (
+            percentile(&self.added_ms, 0.50),
+            percentile(&self.added_ms, 0.99),
+        );
         let max = self.latencies_ms.last().copied().unwrap_or(0.0);
         for (name, idle, loaded, cpu) in &self.roles {
             println!(
@@ -198,6 +341,7 @@ impl Report {
                 cpu * 100.0
             );
         }
+        self.print_costs(args, added_p50, added_p99);
         let mode = format!("{:?}", args.mode).to_lowercase();
         println!(
             "| {mode} | {} | {} | {} ms | {turns_per_sec:.0} | {p50:.1} | {p95:.1} | {p99:.1} | {max:.1} | {} |",
@@ -207,6 +351,11 @@ impl Report {
             .roles
             .iter()
             .map(|(name, idle, loaded, cpu)| json!({"role": name, "idle_rss_kib": idle, "loaded_rss_kib": loaded, "cpu_cores": cpu}))
+            .collect();
+        let cpu_ms_per_turn: serde_json::Map<String, serde_json::Value> = self
+            .cpu_ms_per_turn()
+            .into_iter()
+            .map(|(name, millis)| (name.to_owned(), json!(millis)))
             .collect();
         let summary = json!({
             "mode": mode,
@@ -226,9 +375,82 @@ impl Report {
             "first_token_p50_ms": percentile(&self.first_token_ms, 0.50),
             "first_token_p99_ms": percentile(&self.first_token_ms, 0.99),
             "roles": roles,
+            "warmup_s": args.warmup.as_secs_f64(),
+            "window_s": args.window.as_secs_f64(),
+            "added_p50_ms": added_p50,
+            "added_p99_ms": added_p99,
+            "round_trips_per_turn": self.round_trips_per_turn(),
+            "pings_per_turn": self.pings_per_turn(),
+            "commits_per_turn": self.commits_per_turn(),
+            "cpu_ms_per_turn": cpu_ms_per_turn,
+            "turns_per_sec_by_window": self.turns_per_sec_by_window,
         });
         println!("{summary}");
     }
+
+    /// The lines of the added latency, the per-turn costs and the per-window throughput.
+    #[allow(clippy::print_stdout)]
+    fn print_costs(&self, args: &Args, added_p50: f64, added_p99: f64) {
+        println!(
+            "added by Sable (latency minus the provider's {} ms): p50 {added_p50:.1} ms, p99 {added_p99:.1} ms",
+            provider_ms_per_turn(args)
+        );
+        let or_none = |value: Option<f64>| {
+            value.map_or_else(|| "-".to_owned(), |value| format!("{value:.1}"))
+        };
+        println!(
+            "per turn: {} database round trips ({} of them pool pings), {} writing transactions",
+            or_none(self.round_trips_per_turn()),
+            or_none(self.pings_per_turn()),
+            or_none(self.commits_per_turn()),
+        );
+        let cpu: Vec<String> = self
+            .cpu_ms_per_turn()
+            .into_iter()
+            .map(|(name, millis)| format!("{name} {}", or_none(millis)))
+            .collect();
+        println!("CPU ms per turn: {}", cpu.join(", "));
+        let windows: Vec<String> = self
+            .turns_per_sec_by_window
+            .iter()
+            .map(|rate| format!("{rate:.0}"))
+            .collect();
+        println!(
+            "turns/s by {} window: {}",
+            humantime::format_duration(args.window),
+            windows.join(", ")
+        );
+    }
+}
+
+/// The fake provider's own time in one turn: its configured latency before each answer
+/// (two answers with `--tool-round`). It streams every chunk at once, so that is all.
+#[allow(clippy::cast_precision_loss)]
+fn provider_ms_per_turn(args: &Args) -> f64 {
+    let calls = if args.tool_round { 2 } else { 1 };
+    (args.provider_latency_ms * calls) as f64
+}
+
+/// Turns finished in each `window` of the first `duration` (the last window may be
+/// shorter), per second; turns finished after `duration` are in none.
+#[allow(clippy::cast_precision_loss)]
+fn turns_per_sec_by_window(
+    finished: &[Duration],
+    duration: Duration,
+    window: Duration,
+) -> Vec<f64> {
+    let mut rates = Vec::new();
+    let mut start = Duration::ZERO;
+    while start < duration {
+        let end = (start + window).min(duration);
+        let count = finished
+            .iter()
+            .filter(|at| (start..end).contains(at))
+            .count();
+        rates.push(count as f64 / (end - start).as_secs_f64());
+        start = end;
+    }
+    rates
 }
 
 /// The value at `fraction` of sorted samples (0 when there are none).
@@ -243,4 +465,20 @@ fn percentile(sorted: &[f64], fraction: f64) -> f64 {
     )]
     let index = ((sorted.len() as f64 - 1.0) * fraction).round() as usize;
     sorted[index]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn turns_are_counted_in_the_window_they_finished_in_and_the_last_window_may_be_shorter() {
+        let finished = [0.5, 1.2, 1.9, 2.4, 2.6].map(Duration::from_secs_f64);
+        let rates = turns_per_sec_by_window(
+            &finished,
+            Duration::from_millis(2500),
+            Duration::from_secs(1),
+        );
+        assert_eq!(rates, vec![1.0, 2.0, 2.0]);
+    }
 }

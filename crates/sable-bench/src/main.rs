@@ -3,10 +3,16 @@
 //! CPU. Starts what it needs: `sable dev` (embedded), or a gateway and K workers with a
 //! private NATS server and a fresh Postgres database (distributed).
 //!
+//! A warm-up comes first and is counted nowhere; then the measured window, after which
+//! the bench also reports what each turn cost: database round trips (through a counting
+//! proxy between the roles and Postgres), writing transactions, and CPU by process.
+//!
 //! The last line printed is one JSON object (`turns_per_sec`, `p50_ms`, `p99_ms`,
-//! `errors`, …) for scripts; the line before it is a markdown table row.
+//! `errors`, `added_p50_ms`, `round_trips_per_turn`, `cpu_ms_per_turn`, …) for scripts;
+//! the line before it is a markdown table row.
 
 mod load;
+mod meter;
 mod processes;
 mod stack;
 
@@ -36,9 +42,16 @@ struct Args {
     /// Conversations sending at once (each waits for its reply before the next message).
     #[arg(long, default_value_t = 16)]
     concurrency: usize,
-    /// How long to send, e.g. 10s.
+    /// How long to send in the measured window, e.g. 10s.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
+    /// How long to send before the measured window (every conversation's first turn, cold
+    /// statement caches and pools); those turns count in no figure.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    warmup: Duration,
+    /// Length of the windows of `turns_per_sec_by_window`.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    window: Duration,
     /// Workers of the distributed mode.
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -60,6 +73,10 @@ struct Args {
     /// answers after its result (two provider calls and one tool call per turn).
     #[arg(long)]
     tool_round: bool,
+    /// Connect the roles straight to Postgres, without the round-trip counting proxy (one
+    /// more local hop per round trip): `round_trips_per_turn` is then null.
+    #[arg(long)]
+    direct_database: bool,
     /// Where the `sable` binary is (default: beside this one).
     #[arg(long)]
     sable_binary: Option<std::path::PathBuf>,
@@ -69,8 +86,9 @@ struct Args {
 async fn main() -> anyhow::Result<()> {
     sable_llm::install_crypto_provider();
     let args = Args::parse();
-    let stack = stack::start(&args).await?;
-    let report = load::run(&stack, &args).await?;
+    anyhow::ensure!(!args.window.is_zero(), "--window must be longer than zero");
+    let mut stack = stack::start(&args).await?;
+    let report = load::run(&mut stack, &args).await?;
     report.print(&args);
     drop(stack);
     Ok(())

@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sable_testkit::{
-    ChildProcess, FakeProvider, NatsServer, PostgresCluster, TestDatabase, workspace_root,
+    ChildProcess, CommitCounter, FakeProvider, NatsServer, PostgresCluster, RoundTripCounter,
+    TestDatabase, workspace_root,
 };
 
+use crate::meter::{Members, Meter, ProcessGroup};
 use crate::{Args, Mode};
 
 const READY: Duration = Duration::from_secs(60);
@@ -17,6 +19,9 @@ pub struct Stack {
     pub url: String,
     pub key: String,
     pub roles: Vec<ChildProcess>,
+    /// Probes for the measured window; in the distributed mode its round-trip counter sits
+    /// between the roles and Postgres, so it lives as long as they do.
+    pub meter: Meter,
     _provider: FakeProvider,
     _nats: Option<NatsServer>,
     _database: Option<TestDatabase>,
@@ -91,10 +96,16 @@ async fn start_embedded(sable: &std::path::Path, provider: FakeProvider) -> anyh
         .wait_for_line("sable gateway listening on", READY)
         .await?;
     let key = dev.wait_for_line("API key:", READY).await?;
+    let meter = Meter {
+        round_trips: None,
+        commits: None,
+        processes: vec![ProcessGroup::of("sable_dev", [dev.pid()]), load_generator()],
+    };
     Ok(Stack {
         url,
         key,
         roles: vec![dev],
+        meter,
         _provider: provider,
         _nats: None,
         _database: None,
@@ -126,10 +137,22 @@ async fn start_distributed(
             (Some(database), postgres, url)
         }
     };
+    let round_trips = if args.direct_database {
+        None
+    } else {
+        Some(RoundTripCounter::in_front_of(&database_url).await.with_context(|| {
+            format!("cannot put the round-trip counter in front of {database_url} (--direct-database skips it)")
+        })?)
+    };
+    let roles_database_url = round_trips.as_ref().map_or_else(
+        || database_url.clone(),
+        |counter| counter.proxied_url(&database_url),
+    );
+    let commits = CommitCounter::connect(&database_url).await?;
     let mut env = base_env(&provider);
     env.extend([
         ("SABLE_NATS_URL".to_owned(), nats_url),
-        ("SABLE_DATABASE_URL".to_owned(), database_url),
+        ("SABLE_DATABASE_URL".to_owned(), roles_database_url),
         (
             "SABLE_NATS_PREFIX".to_owned(),
             format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]),
@@ -161,17 +184,43 @@ async fn start_distributed(
     let url = gateway
         .wait_for_line("sable gateway listening on", READY)
         .await?;
+    let meter = Meter {
+        round_trips,
+        commits: Some(commits),
+        processes: vec![
+            ProcessGroup::of("gateway", [gateway.pid()]),
+            ProcessGroup::of("worker", roles.iter().map(ChildProcess::pid)),
+            ProcessGroup::of("nats", [nats.as_ref().and_then(NatsServer::pid)]),
+            ProcessGroup {
+                name: "postgres",
+                members: Members::Command("postgres"),
+                in_total: true,
+            },
+            load_generator(),
+        ],
+    };
     roles.insert(0, gateway);
     Ok(Stack {
         url,
         key,
         roles,
+        meter,
         _provider: provider,
         _nats: nats,
         _database: database,
         _postgres: postgres,
         _data_dir: None,
     })
+}
+
+/// This process: the load's HTTP clients, and the fake provider and the round-trip counter,
+/// which run in it too.
+fn load_generator() -> ProcessGroup {
+    ProcessGroup {
+        name: "load_generator",
+        members: Members::These(vec![std::process::id()]),
+        in_total: false,
+    }
 }
 
 /// A fresh database on the local Postgres (`SABLE_TEST_POSTGRES_URL`), or, when none is

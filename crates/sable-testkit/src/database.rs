@@ -4,8 +4,9 @@ use sable_store::PgStore;
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
 
-/// Where tests create their databases. `SABLE_TEST_POSTGRES_URL` overrides it.
-fn shared_admin_url() -> String {
+/// The maintenance database of the shared test Postgres, where tests create their
+/// databases: `SABLE_TEST_POSTGRES_URL`, by default postgres://postgres@127.0.0.1:5432/postgres.
+pub fn shared_admin_url() -> String {
     std::env::var("SABLE_TEST_POSTGRES_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }

@@ -5,6 +5,7 @@
 //! Use it from tests and benchmarks only. It may depend on `sable-store` (to migrate a
 //! fresh database) and must never be a dependency of a library or service crate.
 
+mod commit_counter;
 mod database;
 mod fake_anthropic;
 mod fake_feishu;
@@ -13,12 +14,14 @@ mod fake_provider;
 mod fake_webhook;
 mod nats;
 mod otlp_receiver;
+pub mod pg_wire;
 mod poll;
 mod postgres;
 mod process;
 mod proxy;
 
-pub use database::TestDatabase;
+pub use commit_counter::CommitCounter;
+pub use database::{TestDatabase, shared_admin_url};
 pub use fake_feishu::{
     FakeFeishu, FeishuCallback, FeishuEventSender, FeishuMessage, FeishuRequest,
 };
@@ -27,6 +30,7 @@ pub use fake_provider::{FakeProvider, FakeToolCall, Script};
 pub use fake_webhook::{FakeWebhook, WebhookLog};
 pub use nats::NatsServer;
 pub use otlp_receiver::{ExportedSpan, OtlpReceiver};
+pub use pg_wire::RoundTripCounter;
 pub use poll::{eventually, wait_for};
 pub use postgres::PostgresCluster;
 pub use process::{ChildProcess, rss_kib, run_to_completion};
