@@ -9,8 +9,9 @@
 //! What sqlx sends (`tests/pg_wire.rs` shows each): one `Sync` per prepared statement
 //! it runs, and one more the first time a connection prepares it; `BEGIN` and `COMMIT`
 //! as simple queries; and its pool pings a connection (one `Sync`) before lending it
-//! (`test_before_acquire`, on by default) and again when it comes back, so one
-//! statement on a pool outside a transaction is three round trips.
+//! (`test_before_acquire`, on by default; the store turns it off) and again when it
+//! comes back (always), so one statement on a default pool outside a transaction is
+//! three round trips, and two on the store's.
 //!
 //! In a store-level test, point the store at the proxy and count one call. The pool's
 //! ping on return runs in a task of its own after the call has returned, so wait for
@@ -31,7 +32,7 @@
 //! counter.reset();
 //! store.ping().await?;
 //! sable_testkit::eventually("idle pool", wait, back_in_pool).await?;
-//! assert_eq!(counter.round_trips(), 3); // lend (ping), the statement, return (ping)
+//! assert_eq!(counter.round_trips(), 2); // the statement, return (ping)
 //! # Ok(())
 //! # }
 //! ```

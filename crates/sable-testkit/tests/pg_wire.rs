@@ -193,7 +193,7 @@ async fn a_writing_transaction_counts_as_one_commit_and_a_read_as_none() {
 }
 
 #[tokio::test]
-async fn a_store_ping_through_the_counter_is_three_round_trips() -> anyhow::Result<()> {
+async fn a_store_ping_through_the_counter_is_two_round_trips() -> anyhow::Result<()> {
     let database = sable_testkit::TestDatabase::create().await?;
     let counter = RoundTripCounter::in_front_of(&database.url).await?;
     let options = sable_store::StoreOptions::default();
@@ -205,10 +205,8 @@ async fn a_store_ping_through_the_counter_is_three_round_trips() -> anyhow::Resu
     counter.reset();
     store.ping().await?;
     sable_testkit::eventually("idle pool", wait, back_in_pool).await?;
-    assert_eq!(
-        counter.round_trips(),
-        3,
-        "lend (ping), the statement, return (ping)"
-    );
+    // The store's pool pings a connection before lending it only after it sat idle
+    // (`test_before_acquire` is off); sqlx always pings it when it comes back.
+    assert_eq!(counter.round_trips(), 2, "the statement, return (ping)");
     Ok(())
 }
