@@ -17,8 +17,8 @@ use crate::{
     WorkSource,
 };
 
-/// Events kept for a slow subscriber before it starts missing some (it then falls back
-/// to the store, as with NATS).
+/// Events kept for a slow subscriber before it starts missing some (its subscription then
+/// ends and its waiter falls back to the store).
 const EVENT_BUFFER: usize = 4096;
 
 /// How long an item dropped without an ack waits before it is delivered again.
@@ -282,8 +282,12 @@ impl EventSource for LocalEvents {
         loop {
             match self.receiver.recv().await {
                 Ok((key, payload)) if key == self.key => return Some(payload),
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return None,
+                Ok(_) => {}
+                // Events were lost: end the subscription, so its waiter falls back to the
+                // store instead of trusting a stream with a gap.
+                Err(
+                    broadcast::error::RecvError::Lagged(_) | broadcast::error::RecvError::Closed,
+                ) => return None,
             }
         }
     }
