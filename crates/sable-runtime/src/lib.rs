@@ -1,6 +1,8 @@
 //! The agent runtime: which agent answers, what it is told, how a turn's model call is
-//! assembled from the session's history, and the intake every producer of turns shares
-//! (`TurnIntake`: bindings, then the store's transaction, then the wake-up).
+//! assembled from the session's history, the intake every producer of turns shares
+//! (`TurnIntake`: bindings, then the store's transaction, then the wake-up), and the turn
+//! itself (`turn::run_turn`: the agent loop with its tool rounds, approvals, compaction
+//! and ending), run by the worker under its lease.
 //!
 //! Depends on `sable-core`, `sable-llm`, and the `StoreBackend` / `BusBackend` handles
 //! (`sable-store`, `sable-bus`) with `sable-telemetry` for the enqueue span; knows nothing
@@ -10,6 +12,7 @@ mod agents;
 mod bindings;
 mod context;
 mod intake;
+pub mod turn;
 
 pub use agents::{AgentCatalog, AgentDefinition, AgentError, RouteRule};
 pub use bindings::{BindingRequest, BindingRule, Bindings, BoundAgent};

@@ -1,4 +1,5 @@
-//! The worker role: pulls turn wake-ups and runs the agent loop for each session.
+//! The worker role: pulls turn wake-ups, drains each session under its lease, and runs
+//! each turn with `sable_runtime::turn` (the agent loop lives there).
 //!
 //! A worker holds no state of its own. For a wake-up it claims the session's lease in
 //! Postgres, drains the session's unfinished turns in sequence order, persists each reply
@@ -9,13 +10,11 @@
 //! Depends on the store, bus, llm, runtime, core and telemetry crates; never on another
 //! service.
 
-mod agent_loop;
+mod capabilities;
 mod consume;
 mod local_sessions;
-mod observe;
 mod session;
 mod sweeper;
-mod turn;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +22,7 @@ use std::time::Duration;
 use sable_bus::Bus;
 use sable_llm::ModelClient;
 use sable_runtime::AgentCatalog;
+use sable_runtime::turn::{TurnEnv, TurnSettings};
 use sable_store::Store;
 use sable_tools::{SkillCatalog, ToolRegistry};
 use tokio_util::sync::CancellationToken;
@@ -65,15 +65,14 @@ pub struct Capabilities {
     pub skills: Arc<SkillCatalog>,
 }
 
-/// Everything a turn needs, shared by every task of the worker.
+/// Everything the worker's tasks share: its settings, its connections, and what turns
+/// run with.
 pub(crate) struct WorkerContext {
     pub config: WorkerConfig,
     pub store: Store,
     pub bus: Bus,
-    pub models: ModelClient,
     pub agents: AgentCatalog,
-    pub tools: ToolRegistry,
-    pub skills: Arc<SkillCatalog>,
+    pub turns: TurnEnv,
     pub local_sessions: local_sessions::LocalSessions,
 }
 
@@ -88,15 +87,32 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     bus.ensure_topology_patiently(&shutdown).await?;
+    let turns = TurnEnv {
+        config: TurnSettings {
+            worker_id: config.worker_id.clone(),
+            approval_ttl: config.approval_ttl,
+            max_turn_attempts: config.max_turn_attempts,
+            faults: config.faults.clone(),
+            content_capture: config.content_capture.clone(),
+            metrics_org_labels: config.metrics_org_labels,
+        },
+        store: store.clone(),
+        bus: bus.clone(),
+        models: Arc::new(models),
+        capabilities: Arc::new(capabilities::WorkerCapabilities {
+            tools: capabilities.tools,
+            skills: capabilities.skills,
+            store: store.clone(),
+        }),
+        agents: agents.clone(),
+    };
     let context = Arc::new(WorkerContext {
         local_sessions: Default::default(),
         config,
         store,
         bus,
-        models,
         agents,
-        tools: capabilities.tools,
-        skills: capabilities.skills,
+        turns,
     });
     tracing::info!(worker_id = %context.config.worker_id, "worker pulling turns");
     let sweeper = tokio::spawn(sweeper::run(context.clone(), shutdown.clone()));

@@ -8,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::WorkerContext;
-use crate::turn::{Lease, run_turn};
+use sable_runtime::turn::{Lease, run_turn};
 
 /// How a drain ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +102,7 @@ async fn drain(
 /// abandoned (its attempt is fenced out anyway).
 async fn run_with_lease(context: &WorkerContext, begun: &BegunTurn) -> Result<Lease, StoreError> {
     tokio::select! {
-        lease = run_turn(context, begun) => lease,
+        lease = run_turn(&context.turns, begun) => lease,
         lost = renew_until_lost(context, &begun.turn) => lost.map(|()| Lease::Lost),
     }
 }

@@ -1,26 +1,70 @@
 //! Running one turn: route to a model profile, build the model's context, stream the
 //! answer as live events, compact the session once if it outgrew the window, record every
 //! provider call, then end the turn, append the reply and queue its delivery in one
-//! transaction.
+//! statement.
+//!
+//! The worker owns consumption and leases; this module owns what happens inside a turn.
+//! It reaches the outside through `TurnEnv`: the store and the bus as they are, and the
+//! model client and the agent's tools behind the traits of `ports`.
+
+mod agent_loop;
+mod observe;
+mod ports;
+#[cfg(test)]
+mod tests;
+
+pub use ports::{Capabilities, Models, ToolFailure, Toolbox};
 
 use chrono::{DateTime, Utc};
 use sable_llm::{CallAttempt, CallReport, ProviderErrorKind, TokenUsage};
 use sable_proto::v1::turn_event::Kind;
 use sable_proto::v1::{DeliveryWakeup, TextDelta, TurnEvent, TurnFinished, TurnParked};
-use sable_runtime::{
-    AgentDefinition, RouteDecision, SkillEntry, build_chat_request, build_summary_request,
-    choose_profile, estimate_tokens, input_budget,
-};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sable_bus::Bus;
 use sable_store::{
-    BegunTurn, FinishTurn, HistoryEntry, ProviderCallRecord, RunnableTurn, SessionSummary,
+    BegunTurn, FinishTurn, HistoryEntry, ProviderCallRecord, RunnableTurn, SessionSummary, Store,
     StoreError, TurnEnded, TurnOutcome, TurnRoute, Usage,
 };
 use sable_telemetry::TraceContext;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::WorkerContext;
-use crate::agent_loop::{RoundEnd, Rounds, Scope, TurnTools, resume_rounds, run_round};
+use crate::{
+    AgentCatalog, AgentDefinition, RouteDecision, SkillEntry, build_chat_request,
+    build_summary_request, choose_profile, estimate_tokens, input_budget,
+};
+use agent_loop::{RoundEnd, Rounds, Scope, resume_rounds, run_round};
+
+/// What a turn may use: shared by every turn a worker runs.
+#[derive(Clone)]
+pub struct TurnEnv {
+    pub config: TurnSettings,
+    pub store: Store,
+    pub bus: Bus,
+    pub models: Arc<dyn Models>,
+    pub capabilities: Arc<dyn Capabilities>,
+    pub agents: AgentCatalog,
+}
+
+/// How turns run.
+#[derive(Debug, Clone)]
+pub struct TurnSettings {
+    /// Recorded as lease owner and on each turn it runs.
+    pub worker_id: String,
+    /// An approval nobody answers within this long counts as a denial.
+    pub approval_ttl: Duration,
+    /// A turn started this many times without ending is failed instead of run again.
+    pub max_turn_attempts: i32,
+    /// Named places where fault-injection tests stop the process (disarmed in
+    /// production).
+    pub faults: sable_core::FaultPoints,
+    /// Which prompts and replies may enter span attributes, per org.
+    pub content_capture: sable_telemetry::ContentCapture,
+    /// Label turn metrics with the org id (cardinality grows with the number of orgs).
+    pub metrics_org_labels: bool,
+}
 
 /// What a turn produced, before it is committed.
 struct Answer {
@@ -31,7 +75,7 @@ struct Answer {
 
 /// What became of the session's lease when a turn stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Lease {
+pub enum Lease {
     /// The turn ended and nothing else was queued: the lease was let go with it.
     Released,
     /// Still ours: more turns are queued, or the turn parked on an approval.
@@ -48,13 +92,10 @@ pub(crate) struct Spend {
 }
 
 /// Runs a started turn to its end.
-pub(crate) async fn run_turn(
-    context: &WorkerContext,
-    begun: &BegunTurn,
-) -> Result<Lease, StoreError> {
+pub async fn run_turn(context: &TurnEnv, begun: &BegunTurn) -> Result<Lease, StoreError> {
     let (turn, attempt) = (&begun.turn, begun.attempt);
-    let (span, trace) = crate::observe::turn_span(turn, attempt);
-    crate::observe::turn_started(context, turn);
+    let (span, trace) = observe::turn_span(turn, attempt);
+    observe::turn_started(context, turn);
     let started = std::time::Instant::now();
     async {
         let mut spend = Spend::default();
@@ -89,7 +130,7 @@ pub(crate) async fn run_turn(
             }
             Step::Fenced => return Ok(Lease::Lost),
         };
-        crate::observe::record_output(context, turn, &answer.outcome);
+        observe::record_output(context, turn, &answer.outcome);
         let status = if matches!(answer.outcome, TurnOutcome::Replied { .. }) {
             "done"
         } else {
@@ -97,7 +138,7 @@ pub(crate) async fn run_turn(
         };
         let lease = finish(context, turn, attempt, answer, spend.calls, &trace).await?;
         if lease != Lease::Lost {
-            crate::observe::turn_finished(context, turn, status, started.elapsed());
+            observe::turn_finished(context, turn, status, started.elapsed());
         }
         Ok(lease)
     }
@@ -107,11 +148,7 @@ pub(crate) async fn run_turn(
 
 /// Records provider calls of an attempt that will not end now (it parked). Best effort:
 /// they describe the past, and failing the turn for them would run it again.
-async fn record_spent_calls(
-    context: &WorkerContext,
-    turn: &RunnableTurn,
-    calls: &[ProviderCallRecord],
-) {
+async fn record_spent_calls(context: &TurnEnv, turn: &RunnableTurn, calls: &[ProviderCallRecord]) {
     if let Err(error) = context.store.record_provider_calls(turn, calls).await {
         tracing::warn!(%error, "provider calls not recorded");
     }
@@ -138,7 +175,7 @@ enum Step {
 /// Runs the agent loop. Provider failures become a failed outcome with an error reply;
 /// only store failures are errors here.
 async fn answer(
-    context: &WorkerContext,
+    context: &TurnEnv,
     begun: &BegunTurn,
     trace: &TraceContext,
     spend: &mut Spend,
@@ -181,7 +218,7 @@ async fn answer(
 /// session once when the request would not fit the model's window (or the provider says
 /// it did not). `Err(step)` when the loop parked or was fenced out.
 async fn agent_loop(
-    context: &WorkerContext,
+    context: &TurnEnv,
     begun: &BegunTurn,
     agent: &AgentDefinition,
     spend: &mut Spend,
@@ -194,9 +231,9 @@ async fn agent_loop(
         turn,
         attempt,
         agent,
-        tools: TurnTools::new(context, turn, agent).await,
+        tools: context.capabilities.for_turn(turn, agent).await,
     };
-    let skills = skill_entries(context, agent);
+    let skills = scope.tools.skills().to_vec();
     let mut rounds = Rounds::default();
     let mut compacted = false;
     // A first attempt has no earlier rounds to resume.
@@ -220,13 +257,13 @@ async fn agent_loop(
                 .history
                 .last()
                 .map_or("", |entry| entry.content.as_str());
-            crate::observe::record_input(context, turn, message);
+            observe::record_input(context, turn, message);
             choose_profile(agent, message)
         });
         let profile = decision.profile.clone();
         let mut request = view.request(agent, &skills);
         request.messages.extend(rounds.messages.iter().cloned());
-        request.tools = scope.tools.specs.clone();
+        request.tools = scope.tools.specs().to_vec();
         if !compacted && over_budget(context, &profile, agent, &request) {
             compacted = true;
             if view.compact(&scope, &profile, spend).await? {
@@ -297,7 +334,7 @@ impl SessionView {
     }
 
     async fn load(
-        context: &WorkerContext,
+        context: &TurnEnv,
         turn: &RunnableTurn,
         agent: &AgentDefinition,
     ) -> Result<Self, StoreError> {
@@ -349,23 +386,10 @@ impl SessionView {
     }
 }
 
-/// The prompt's skill index: the agent's skills, by name and description.
-fn skill_entries(context: &WorkerContext, agent: &AgentDefinition) -> Vec<SkillEntry> {
-    agent
-        .skills
-        .iter()
-        .filter_map(|name| context.skills.get(name))
-        .map(|skill| SkillEntry {
-            name: skill.name.clone(),
-            description: skill.description.clone(),
-        })
-        .collect()
-}
-
 /// True when the request is estimated to exceed the model's window less the answer's
 /// reserve.
 fn over_budget(
-    context: &WorkerContext,
+    context: &TurnEnv,
     profile: &str,
     agent: &AgentDefinition,
     request: &sable_llm::ChatRequest,
@@ -394,7 +418,7 @@ fn stopped(code: &str, message: String, reply: &str) -> TurnOutcome {
 /// so the next call fits the window. False when there was nothing to fold or the summary
 /// call failed.
 async fn compact(
-    context: &WorkerContext,
+    context: &TurnEnv,
     turn: &RunnableTurn,
     attempt: i32,
     agent: &AgentDefinition,
@@ -514,7 +538,7 @@ fn to_store_usage(usage: TokenUsage) -> Usage {
 /// Publishes streamed text as live events, in order, from a task of its own so the
 /// provider stream never waits on NATS; pieces that queued up meanwhile go out together.
 fn forward_deltas(
-    context: &WorkerContext,
+    context: &TurnEnv,
     turn: &RunnableTurn,
     trace: &TraceContext,
 ) -> (mpsc::UnboundedSender<String>, tokio::task::JoinHandle<()>) {
@@ -552,7 +576,7 @@ fn failure(code: &str, message: String) -> TurnOutcome {
 /// nothing else is queued), then announces it: a live `finished` event for waiting
 /// clients and, for replies a channel must push, a delivery wake-up for the dispatcher.
 async fn finish(
-    context: &WorkerContext,
+    context: &TurnEnv,
     turn: &RunnableTurn,
     attempt: i32,
     answer: Answer,
@@ -623,7 +647,7 @@ async fn finish(
 /// Ends the turn, retrying a failing store a few times: giving up would run the turn
 /// again and stream a second answer to a user who already saw the first.
 async fn finish_with_retries(
-    context: &WorkerContext,
+    context: &TurnEnv,
     finish: FinishTurn<'_>,
 ) -> Result<Option<TurnEnded>, StoreError> {
     let mut delay = std::time::Duration::from_millis(100);

@@ -11,69 +11,26 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use chrono::Utc;
-use sable_llm::{ChatMessage, ToolCall, ToolSpec};
-use sable_runtime::AgentDefinition;
+use sable_llm::{ChatMessage, ToolCall};
 use sable_store::{
     NewApproval, NewToolCall, RunnableTurn, StoreError, ToolCallRecord, ToolCallResult,
 };
-use sable_tools::{ToolContext, ToolError, ToolRegistry, ToolRisk};
 use tracing::Instrument;
 
-use crate::WorkerContext;
+use super::{ToolFailure, Toolbox, TurnEnv};
+use crate::AgentDefinition;
 
 /// Identical calls (same tool, same arguments) allowed in one turn; asking for the same
 /// call this many times ends the turn.
 const MAX_IDENTICAL_CALLS: usize = 3;
 
-/// The tools offered to an agent and what the loop needs to run them.
-pub(crate) struct TurnTools {
-    pub specs: Vec<ToolSpec>,
-    /// The registry as of this turn: the builtin tools and the MCP tools of servers
-    /// connected when the turn started.
-    registry: ToolRegistry,
-    context: ToolContext,
-}
-
-impl TurnTools {
-    pub(crate) async fn new(
-        context: &WorkerContext,
-        turn: &RunnableTurn,
-        agent: &AgentDefinition,
-    ) -> Self {
-        let registry = context.tools.for_turn().await;
-        let names = registry.offered(
-            &agent.tools,
-            !agent.skills.is_empty(),
-            agent.allow_skill_scripts,
-        );
-        let specs = registry.specs(names);
-        Self {
-            specs,
-            registry,
-            context: ToolContext {
-                store: context.store.clone(),
-                org_id: turn.org_id,
-                session_id: turn.session_id,
-                turn_id: turn.id,
-                user_id: turn.user_id.clone(),
-                agent_id: agent.id.as_str().to_owned(),
-                allowed_skills: agent.skills.to_vec().into(),
-            },
-        }
-    }
-
-    fn offers(&self, name: &str) -> bool {
-        self.specs.iter().any(|spec| spec.name == name)
-    }
-}
-
 /// One attempt of one turn, as the loop's steps need it.
 pub(crate) struct Scope<'a> {
-    pub context: &'a WorkerContext,
+    pub context: &'a TurnEnv,
     pub turn: &'a RunnableTurn,
     pub attempt: i32,
     pub agent: &'a AgentDefinition,
-    pub tools: TurnTools,
+    pub tools: Box<dyn Toolbox>,
 }
 
 /// The rounds of a turn so far, as the model must see them again.
@@ -244,7 +201,7 @@ async fn dispose(
         ),
         Some(_) => return Ok(Disposition::Park),
         None if needs_approval_now(scope, name).await? => return Ok(Disposition::Park),
-        None if !pending.fresh && !is_idempotent(&scope.tools.registry, name) => (
+        None if !pending.fresh && !scope.tools.is_idempotent(name) => (
             "error",
             format!(
                 "The call to '{name}' was interrupted and is not repeated, because it may have taken effect."
@@ -339,20 +296,10 @@ async fn settle_round(
     Ok(RoundEnd::Continue)
 }
 
-fn is_idempotent(registry: &ToolRegistry, name: &str) -> bool {
-    registry
-        .descriptor(name)
-        .is_none_or(|descriptor| descriptor.idempotent)
-}
-
 /// True when a call to `name` must wait for a person: the agent says so, or the tool is
 /// high-risk; unless someone already approved the tool for this session.
 async fn needs_approval_now(scope: &Scope<'_>, name: &str) -> Result<bool, StoreError> {
-    let high_risk = scope
-        .tools
-        .registry
-        .descriptor(name)
-        .is_some_and(|descriptor| descriptor.risk == ToolRisk::High);
+    let high_risk = scope.tools.is_high_risk(name);
     if !high_risk
         && !scope
             .agent
@@ -384,12 +331,11 @@ async fn execute(
     context.config.faults.reach("mid_tool");
     let outcome = if tools.offers(&call.name) {
         tools
-            .registry
-            .call(&tools.context, &call.name, &call.arguments)
+            .call(&call.name, &call.arguments)
             .instrument(span.clone())
             .await
     } else {
-        Err(ToolError::Unknown(call.name.clone()))
+        Err(ToolFailure::unknown(&call.name))
     };
     let elapsed = started.elapsed();
     let (status, content, code) = match outcome {
@@ -400,14 +346,14 @@ async fn execute(
         ),
         Err(error) => (
             "error",
-            format!("error ({}): {error}", error.code()),
-            Some(error.code()),
+            format!("error ({}): {error}", error.code),
+            Some(error.code),
         ),
     };
     span.record("sable.tool.outcome", code.unwrap_or("ok"));
-    crate::observe::record_tool_payloads(context, scope.turn, &span, &call.arguments, &content);
+    super::observe::record_tool_payloads(context, scope.turn, &span, &call.arguments, &content);
     // Label values are bounded by the registry: a name it does not know is `unknown`.
-    let label = if tools.registry.descriptor(&call.name).is_some() {
+    let label = if tools.knows(&call.name) {
         call.name.as_str()
     } else {
         "unknown"

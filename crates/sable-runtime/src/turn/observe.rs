@@ -8,7 +8,7 @@ use sable_store::{RunnableTurn, TurnOutcome};
 use sable_telemetry::TraceContext;
 use sable_telemetry::genai::{self, ContentRole, TurnLabels};
 
-use crate::WorkerContext;
+use super::TurnEnv;
 
 /// Opens the turn's span under the trace its message started, and returns the trace
 /// context to pass on (live events, the delivery wake-up).
@@ -33,7 +33,7 @@ pub(crate) fn turn_span(turn: &RunnableTurn, attempt: i32) -> (tracing::Span, Tr
 }
 
 /// Counts the attempt and records how long the turn waited since it was accepted.
-pub(crate) fn turn_started(context: &WorkerContext, turn: &RunnableTurn) {
+pub(crate) fn turn_started(context: &TurnEnv, turn: &RunnableTurn) {
     let labels = org_label(context, turn);
     metrics::counter!("sable_turns_started_total", labels.clone()).increment(1);
     let waited = (Utc::now() - turn.created_at).to_std().unwrap_or_default();
@@ -42,7 +42,7 @@ pub(crate) fn turn_started(context: &WorkerContext, turn: &RunnableTurn) {
 
 /// Counts the ended turn by status (`done`, `failed`) with the attempt's duration.
 pub(crate) fn turn_finished(
-    context: &WorkerContext,
+    context: &TurnEnv,
     turn: &RunnableTurn,
     status: &'static str,
     elapsed: std::time::Duration,
@@ -54,7 +54,7 @@ pub(crate) fn turn_finished(
     metrics::counter!("sable_turns_finished_total", labels).increment(1);
 }
 
-fn org_label(context: &WorkerContext, turn: &RunnableTurn) -> Vec<metrics::Label> {
+fn org_label(context: &TurnEnv, turn: &RunnableTurn) -> Vec<metrics::Label> {
     if context.config.metrics_org_labels {
         vec![metrics::Label::new("org", turn.org_id.to_string())]
     } else {
@@ -63,12 +63,12 @@ fn org_label(context: &WorkerContext, turn: &RunnableTurn) -> Vec<metrics::Label
 }
 
 /// The user's message as the turn's input, if the org's capture policy allows it.
-pub(crate) fn record_input(context: &WorkerContext, turn: &RunnableTurn, message: &str) {
+pub(crate) fn record_input(context: &TurnEnv, turn: &RunnableTurn, message: &str) {
     record(context, turn, ContentRole::Input, message);
 }
 
 /// The reply (or the error reply) as the turn's output, if the policy allows it.
-pub(crate) fn record_output(context: &WorkerContext, turn: &RunnableTurn, outcome: &TurnOutcome) {
+pub(crate) fn record_output(context: &TurnEnv, turn: &RunnableTurn, outcome: &TurnOutcome) {
     let text = match outcome {
         TurnOutcome::Replied { text } => text,
         TurnOutcome::Failed { reply_text, .. } => reply_text,
@@ -79,7 +79,7 @@ pub(crate) fn record_output(context: &WorkerContext, turn: &RunnableTurn, outcom
 /// A tool call's arguments and result on its `tool` span, if the policy allows it (never
 /// at trace level: the turn's input and output stay the user's message and the reply).
 pub(crate) fn record_tool_payloads(
-    context: &WorkerContext,
+    context: &TurnEnv,
     turn: &RunnableTurn,
     span: &tracing::Span,
     arguments: &str,
@@ -91,7 +91,7 @@ pub(crate) fn record_tool_payloads(
     genai::record_content(span, capture, &org_id, ContentRole::Output, result, false);
 }
 
-fn record(context: &WorkerContext, turn: &RunnableTurn, role: ContentRole, text: &str) {
+fn record(context: &TurnEnv, turn: &RunnableTurn, role: ContentRole, text: &str) {
     genai::record_content(
         &tracing::Span::current(),
         &context.config.content_capture,

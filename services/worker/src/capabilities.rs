@@ -1,0 +1,99 @@
+//! The worker's tools for the runtime's turns: the tool registry (builtin tools and the
+//! MCP sidecar's catalog) and the skills catalog, behind `sable_runtime::turn`'s traits.
+
+use std::sync::Arc;
+
+use sable_llm::ToolSpec;
+use sable_runtime::turn::{Capabilities, ToolFailure, Toolbox};
+use sable_runtime::{AgentDefinition, SkillEntry};
+use sable_store::{RunnableTurn, Store};
+use sable_tools::{SkillCatalog, ToolContext, ToolRegistry, ToolRisk};
+
+/// Builds each turn's toolbox from the registry as of the turn's start.
+pub(crate) struct WorkerCapabilities {
+    pub tools: ToolRegistry,
+    pub skills: Arc<SkillCatalog>,
+    pub store: Store,
+}
+
+#[async_trait::async_trait]
+impl Capabilities for WorkerCapabilities {
+    async fn for_turn(&self, turn: &RunnableTurn, agent: &AgentDefinition) -> Box<dyn Toolbox> {
+        // The builtin tools and the MCP tools of servers connected when the turn started.
+        let registry = self.tools.for_turn().await;
+        let names = registry.offered(
+            &agent.tools,
+            !agent.skills.is_empty(),
+            agent.allow_skill_scripts,
+        );
+        let specs = registry.specs(names);
+        let skills = agent
+            .skills
+            .iter()
+            .filter_map(|name| self.skills.get(name))
+            .map(|skill| SkillEntry {
+                name: skill.name.clone(),
+                description: skill.description.clone(),
+            })
+            .collect();
+        Box::new(TurnTools {
+            specs,
+            skills,
+            registry,
+            context: ToolContext {
+                store: self.store.clone(),
+                org_id: turn.org_id,
+                session_id: turn.session_id,
+                turn_id: turn.id,
+                user_id: turn.user_id.clone(),
+                agent_id: agent.id.as_str().to_owned(),
+                allowed_skills: agent.skills.to_vec().into(),
+            },
+        })
+    }
+}
+
+/// The tools offered to one turn's agent and what it takes to run them.
+struct TurnTools {
+    specs: Vec<ToolSpec>,
+    skills: Vec<SkillEntry>,
+    registry: ToolRegistry,
+    context: ToolContext,
+}
+
+#[async_trait::async_trait]
+impl Toolbox for TurnTools {
+    fn specs(&self) -> &[ToolSpec] {
+        &self.specs
+    }
+
+    fn skills(&self) -> &[SkillEntry] {
+        &self.skills
+    }
+
+    fn knows(&self, name: &str) -> bool {
+        self.registry.descriptor(name).is_some()
+    }
+
+    fn is_idempotent(&self, name: &str) -> bool {
+        self.registry
+            .descriptor(name)
+            .is_none_or(|descriptor| descriptor.idempotent)
+    }
+
+    fn is_high_risk(&self, name: &str) -> bool {
+        self.registry
+            .descriptor(name)
+            .is_some_and(|descriptor| descriptor.risk == ToolRisk::High)
+    }
+
+    async fn call(&self, name: &str, arguments: &str) -> Result<String, ToolFailure> {
+        self.registry
+            .call(&self.context, name, arguments)
+            .await
+            .map_err(|error| ToolFailure {
+                code: error.code(),
+                message: error.to_string(),
+            })
+    }
+}
