@@ -4,7 +4,9 @@
 //! Replies are counted where a user would see them: every scenario's messages use the
 //! `webhook` channel, and a fake receiver keeps the first request per `Idempotency-Key`
 //! (as a receiver honouring the key does). A duplicate is a second distinct reply to one
-//! turn; a loss is an accepted turn whose reply never arrived.
+//! turn; a loss is an accepted turn whose reply never arrived. In the worker-kill and NATS
+//! scenarios, clients also wait on SSE streams and count the `final` events each stream
+//! brings: a second `final` is a duplicate, none (or one that is not `done`) a loss.
 
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -125,19 +127,94 @@ struct Received {
     losses: usize,
 }
 
+/// What one waiting client's SSE stream brought: its `final` events and the last one's
+/// status.
+#[derive(Debug, Default)]
+struct Streamed {
+    finals: usize,
+    status: String,
+}
+
+/// Conversations whose messages are sent as SSE streams, and messages each.
+const STREAMED_CONVERSATIONS: usize = 4;
+const STREAMED_MESSAGES: usize = 5;
+
+/// Sends messages one after another on `STREAMED_CONVERSATIONS` conversations, each as an
+/// SSE stream read to its end, and records what every stream brought. A post refused
+/// with 503 is sent again with its idempotency key (it made no turn).
+async fn stream_conversations(client: &impl Api, tag: &str) -> anyhow::Result<Vec<Streamed>> {
+    let conversations = (0..STREAMED_CONVERSATIONS).map(|conversation| async move {
+        let mut streams = Vec::new();
+        for message in 0..STREAMED_MESSAGES {
+            let body = json!({
+                "text": format!("{tag} streamed c{conversation} m{message}"),
+                "conversation": {"id": format!("{tag}-streamed-{conversation}")},
+                "idempotency_key": format!("{tag}-streamed-{conversation}-{message}"),
+            });
+            streams.push(stream_one(client, &body).await?);
+        }
+        anyhow::Ok(streams)
+    });
+    let mut all = Vec::new();
+    for streams in futures::future::join_all(conversations).await {
+        all.extend(streams?);
+    }
+    Ok(all)
+}
+
+async fn stream_one(client: &impl Api, body: &serde_json::Value) -> anyhow::Result<Streamed> {
+    let text = sable_testkit::wait_for("a stream to be answered", TURN_TIMEOUT, || async {
+        let response = client
+            .client()
+            .post(format!("{}/v1/messages", client.base_url(0)))
+            .bearer_auth(client.api_key())
+            .header("accept", "text/event-stream")
+            .json(body)
+            .send()
+            .await;
+        match response {
+            Ok(response) if response.status() == StatusCode::OK => {
+                Some(response.text().await.map_err(anyhow::Error::from))
+            }
+            Ok(response) if response.status() == StatusCode::SERVICE_UNAVAILABLE => None,
+            Ok(response) => Some(Err(anyhow::anyhow!(
+                "stream refused: {}",
+                response.status()
+            ))),
+            Err(error) => Some(Err(error.into())),
+        }
+    })
+    .await??;
+    let finals: Vec<&str> = text
+        .split("event: final\ndata: ")
+        .skip(1)
+        .map(|rest| rest.lines().next().unwrap_or_default())
+        .collect();
+    let status = finals
+        .last()
+        .and_then(|data| serde_json::from_str::<serde_json::Value>(data).ok())
+        .and_then(|data| data["status"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    Ok(Streamed {
+        finals: finals.len(),
+        status,
+    })
+}
+
 /// Waits for every accepted turn to end and every reply to be dispatched, then counts
-/// the distinct replies the receiver got per turn.
+/// the distinct replies the receiver got per turn, and the `final` events of `streams`.
 async fn report(
     stack: &TestStack,
     webhook: &FakeWebhook,
     scenario: &str,
     accepted: &[String],
+    streams: &[Streamed],
 ) -> anyhow::Result<Received> {
     for turn_id in accepted {
         let turn = stack.final_turn(turn_id).await?;
         anyhow::ensure!(turn["status"] == "done", "turn ended badly: {turn}");
     }
-    all_delivered(stack, accepted.len()).await?;
+    all_delivered(stack, accepted.len() + streams.len()).await?;
     let received = webhook.log();
     let mut per_turn: BTreeMap<String, usize> = BTreeMap::new();
     for body in received.by_key.values() {
@@ -145,11 +222,21 @@ async fn report(
             .entry(body["turn_id"].as_str().unwrap_or_default().to_owned())
             .or_default() += 1;
     }
-    let duplicates: usize = per_turn.values().map(|count| count - 1).sum();
+    let stream_duplicates: usize = streams
+        .iter()
+        .map(|stream| stream.finals.saturating_sub(1))
+        .sum();
+    let stream_losses = streams
+        .iter()
+        .filter(|stream| stream.finals == 0 || stream.status != "done")
+        .count();
+    let duplicates: usize =
+        per_turn.values().map(|count| count - 1).sum::<usize>() + stream_duplicates;
     let losses = accepted
         .iter()
         .filter(|turn| !per_turn.contains_key(*turn))
-        .count();
+        .count()
+        + stream_losses;
     let replies: usize = per_turn.values().sum();
     let deliveries = stack.scalar("SELECT count(*) FROM deliveries").await?;
     // How often the most interrupted turn was started: shows the faults hit turns.
@@ -157,10 +244,12 @@ async fn report(
         .scalar("SELECT COALESCE(max(attempt), 0)::bigint FROM turns")
         .await?;
     let line = format!(
-        "fault report | {scenario} | accepted {} | replies {replies} | deliveries {deliveries} | webhook requests {} (resends absorbed {}) | duplicates {duplicates} | losses {losses} | max attempt {max_attempt}",
-        accepted.len(),
+        "fault report | {scenario} | accepted {} | replies {replies} | deliveries {deliveries} | webhook requests {} (resends absorbed {}) | streams {} (finals {}) | duplicates {duplicates} | losses {losses} | max attempt {max_attempt}",
+        accepted.len() + streams.len(),
         received.requests,
         received.resends_absorbed(),
+        streams.len(),
+        streams.iter().map(|stream| stream.finals).sum::<usize>(),
     );
     print_report(&line)?;
     anyhow::ensure!(received.without_key == 0, "every webhook carries its key");
@@ -214,31 +303,39 @@ async fn workers_killed_at_random_points_of_turns_lose_and_repeat_nothing() -> a
     stack.provider.set_latency(Duration::from_millis(40));
 
     let client = stack.client();
+    let streaming = stream_conversations(&client, "random");
     let refused = AtomicUsize::new(0);
     let mut accepted = Vec::new();
-    for kill in 0..KILLS {
-        // A fresh round before each kill, so the load never runs out before the kills do.
-        // Counted before posting: a round can be answered before `post_round` returns.
-        let served = stack.provider.request_count();
-        accepted
-            .extend(post_round(&client, "webhook", "random", kill, 0..SESSIONS, &refused).await?);
-        // Kill once the provider has been asked a few more times: the victim is mid-load,
-        // at whatever point of a turn it happens to be.
-        sable_testkit::eventually("the load to progress", TURN_TIMEOUT, || async {
-            stack.provider.request_count() >= served + 5
-        })
-        .await?;
-        let victim = kill % stack.workers.len();
-        stack.workers[victim].kill().await;
-        stack.workers.remove(victim);
-        stack.spawn_worker().await?;
-    }
+    let kills = async {
+        for kill in 0..KILLS {
+            // A fresh round before each kill, so the load never runs out before the kills do.
+            // Counted before posting: a round can be answered before `post_round` returns.
+            let served = stack.provider.request_count();
+            accepted.extend(
+                post_round(&client, "webhook", "random", kill, 0..SESSIONS, &refused).await?,
+            );
+            // Kill once the provider has been asked a few more times: the victim is mid-load,
+            // at whatever point of a turn it happens to be.
+            sable_testkit::eventually("the load to progress", TURN_TIMEOUT, || async {
+                stack.provider.request_count() >= served + 5
+            })
+            .await?;
+            let victim = kill % stack.workers.len();
+            stack.workers[victim].kill().await;
+            stack.workers.remove(victim);
+            stack.spawn_worker().await?;
+        }
+        anyhow::Ok(())
+    };
+    let (streams, killed) = tokio::join!(streaming, kills);
+    killed?;
 
     let received = report(
         &stack,
         &webhook,
         &format!("worker SIGKILL x{KILLS}"),
         &accepted,
+        &streams?,
     )
     .await?;
     assert_eq!((received.duplicates, received.losses), (0, 0));
@@ -299,7 +396,7 @@ async fn workers_killed_at_named_points_of_turns_lose_and_repeat_nothing() -> an
         "worker SIGKILL at named points x{KILLS_AT_POINTS} ({})",
         at.join(", ")
     );
-    let received = report(&stack, &webhook, &scenario, &accepted).await?;
+    let received = report(&stack, &webhook, &scenario, &accepted, &[]).await?;
     assert_eq!((received.duplicates, received.losses), (0, 0));
     Ok(())
 }
@@ -323,7 +420,7 @@ async fn a_gateway_restarted_under_load_loses_and_repeats_nothing() -> anyhow::R
     stack.gateways.remove(1);
     stack.spawn_gateway().await?;
 
-    let received = report(&stack, &webhook, "gateway restart", &accepted).await?;
+    let received = report(&stack, &webhook, "gateway restart", &accepted, &[]).await?;
     assert_eq!((received.duplicates, received.losses), (0, 0));
     Ok(())
 }
@@ -355,6 +452,7 @@ async fn nats_restarted_under_load_loses_and_repeats_nothing() -> anyhow::Result
 
     let refused = AtomicUsize::new(0);
     let load = post_load(&client, "nats", &refused);
+    let streaming = stream_conversations(&client, "nats");
     let outage = async {
         sable_testkit::eventually("the load to start", TURN_TIMEOUT, || async {
             provider.request_count() >= 20
@@ -373,14 +471,14 @@ async fn nats_restarted_under_load_loses_and_repeats_nothing() -> anyhow::Result
         nats.restart().await?;
         anyhow::Ok(accepted_while_down)
     };
-    let (accepted, accepted_while_down) = tokio::join!(load, outage);
-    let accepted = accepted?;
+    let (accepted, accepted_while_down, streams) = tokio::join!(load, outage, streaming);
+    let (accepted, streams) = (accepted?, streams?);
     let scenario = format!(
         "NATS restart under load ({} accepted while down)",
         accepted_while_down?
     );
 
-    let received = report(&stack, &webhook, &scenario, &accepted).await?;
+    let received = report(&stack, &webhook, &scenario, &accepted, &streams).await?;
     assert_eq!((received.duplicates, received.losses), (0, 0));
     Ok(())
 }
@@ -428,7 +526,7 @@ async fn postgres_restarted_under_load_refuses_with_503_then_loses_and_repeats_n
         "Postgres restart under load (503 x{})",
         refused.load(Ordering::SeqCst)
     );
-    let received = report(&stack, &webhook, &scenario, &accepted).await?;
+    let received = report(&stack, &webhook, &scenario, &accepted, &[]).await?;
     assert_eq!((received.duplicates, received.losses), (0, 0));
     Ok(())
 }
@@ -484,7 +582,7 @@ async fn a_dispatcher_crash_between_sending_and_recording_is_absorbed_by_the_ide
     stack.spawn_gateway().await?;
 
     let scenario = format!("dispatcher crash between send and record x{DISPATCHER_CRASHES}");
-    let seen = report(&stack, &webhook, &scenario, &accepted).await?;
+    let seen = report(&stack, &webhook, &scenario, &accepted, &[]).await?;
     assert_eq!((seen.duplicates, seen.losses), (0, 0));
     let received = webhook.log();
     assert!(

@@ -45,16 +45,47 @@ pub enum BusError {
         #[source]
         source: async_nats::ConnectError,
     },
-    #[error("bus set-up failed: {0}")]
-    Setup(String),
-    #[error("publish to {subject} failed: {reason}")]
-    Publish { subject: String, reason: String },
+    #[error("bus set-up failed: {what}: {source}")]
+    Setup {
+        what: String,
+        #[source]
+        source: Cause,
+    },
+    #[error("publish to {subject} failed: {source}")]
+    Publish {
+        subject: String,
+        #[source]
+        source: Cause,
+    },
     #[error("publish to {subject} was not acknowledged within {timeout:?}")]
     PublishTimeout { subject: String, timeout: Duration },
     #[error("subscribe failed: {0}")]
-    Subscribe(String),
-    #[error("consumer failed: {0}")]
-    Consume(String),
+    Subscribe(#[source] Cause),
+    #[error("consumer failed: {what}: {source}")]
+    Consume {
+        what: String,
+        #[source]
+        source: Cause,
+    },
+}
+
+/// The error a NATS operation failed with, kept for `source()`.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+impl BusError {
+    fn consume(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::Consume {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
+    fn setup(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::Setup {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
 }
 
 /// The two work queues.
@@ -397,5 +428,21 @@ impl EventSubscription {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod error_tests {
+    use std::error::Error as _;
+
+    use super::BusError;
+
+    #[test]
+    fn a_bus_error_keeps_the_error_it_failed_with() {
+        let cause = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        let error = BusError::consume("ack", cause);
+        let source = error.source().expect("the cause is kept");
+        assert_eq!(source.to_string(), "reset by peer");
+        assert!(source.downcast_ref::<std::io::Error>().is_some());
     }
 }

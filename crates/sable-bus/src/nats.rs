@@ -72,9 +72,7 @@ impl NatsBus {
         self.jetstream
             .get_consumer_from_stream(consumer_name, &stream_name)
             .await
-            .map_err(|error| {
-                BusError::Consume(format!("{consumer_name} on {stream_name}: {error}"))
-            })
+            .map_err(|error| BusError::consume(format!("{consumer_name} on {stream_name}"), error))
     }
 
     async fn ensure_stream(
@@ -95,7 +93,7 @@ impl NatsBus {
                 ..Default::default()
             })
             .await
-            .map_err(|error| BusError::Setup(format!("stream {name}: {error}")))
+            .map_err(|error| BusError::setup(format!("stream {name}"), error))
     }
 }
 
@@ -119,9 +117,7 @@ impl BusBackend for NatsBus {
                 .get_or_create_consumer(consumer_name, consumer_config(consumer_name))
                 .await
                 .map_err(|error| {
-                    BusError::Setup(format!(
-                        "consumer {consumer_name} on {stream_name}: {error}"
-                    ))
+                    BusError::setup(format!("consumer {consumer_name} on {stream_name}"), error)
                 })?;
         }
         Ok(())
@@ -170,11 +166,11 @@ impl BusBackend for NatsBus {
                 .await
                 .map_err(|error| BusError::Publish {
                     subject: subject.clone(),
-                    reason: error.to_string(),
+                    source: error.into(),
                 })?;
             ack.await.map_err(|error| BusError::Publish {
                 subject: subject.clone(),
-                reason: error.to_string(),
+                source: error.into(),
             })
         };
         match tokio::time::timeout(self.publish_timeout, publish).await {
@@ -197,7 +193,7 @@ impl BusBackend for NatsBus {
             .max_messages_per_batch(batch)
             .messages()
             .await
-            .map_err(|error| BusError::Consume(error.to_string()))?;
+            .map_err(|error| BusError::consume("pull", error))?;
         Ok(Box::new(NatsSource { messages }))
     }
 
@@ -227,7 +223,7 @@ impl BusBackend for NatsBus {
             .client
             .subscribe(self.names.events_subject(org_id, session_id))
             .await
-            .map_err(|error| BusError::Subscribe(error.to_string()))?;
+            .map_err(|error| BusError::Subscribe(error.into()))?;
         Ok(Box::new(NatsEvents { subscriber }))
     }
 }
@@ -241,7 +237,7 @@ impl WorkSource for NatsSource {
     async fn next(&mut self) -> Option<Result<WorkItem, BusError>> {
         let message = match self.messages.next().await? {
             Ok(message) => message,
-            Err(error) => return Some(Err(BusError::Consume(error.to_string()))),
+            Err(error) => return Some(Err(BusError::consume("next message", error))),
         };
         let traceparent = message
             .headers
@@ -268,7 +264,7 @@ impl WorkAck for NatsAck {
         self.message
             .double_ack()
             .await
-            .map_err(|error| BusError::Consume(error.to_string()))
+            .map_err(|error| BusError::consume("ack", error))
     }
 
     async fn retry_later(&self, delay: Duration) {
