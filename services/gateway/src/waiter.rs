@@ -72,7 +72,7 @@ pub(crate) async fn wait_for_turn(
                 let trusted = subscription.as_ref().is_some_and(EventSubscription::is_healthy);
                 // Even a trusted subscription misses the event of a worker that died
                 // between its commit and its publish: look now and then regardless.
-                let backstop = ticks % TRUSTED_POLL_EVERY == 0;
+                let backstop = ticks.is_multiple_of(TRUSTED_POLL_EVERY);
                 if trusted && !std::mem::take(&mut first_look) && !backstop {
                     continue;
                 }
