@@ -16,6 +16,8 @@ mod feishu;
 mod limits;
 mod routes;
 mod serve;
+#[doc(hidden)]
+pub mod testing;
 mod waiter;
 mod webhook;
 
@@ -104,24 +106,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     bus.ensure_topology_patiently(&shutdown).await?;
-    let intake = TurnIntake::new(
-        store.clone(),
-        bus.clone(),
-        IntakeRouting {
-            default_agent: config.default_agent.clone(),
-            agents: config.agents.ids().map(str::to_owned).collect(),
-            bindings: config.bindings.clone(),
-        },
-    );
-    let state = AppState {
-        store,
-        bus,
-        feishu: feishu::FeishuState::new(&config.feishu),
-        config: Arc::new(config),
-        shutdown: shutdown.clone(),
-        intake,
-        auth_cache: Arc::default(),
-    };
+    let state = app_state(config, store, bus, shutdown.clone());
     let dispatcher = tokio::spawn(dispatcher::run(state.clone(), shutdown.clone()));
     let sweeper = tokio::spawn(dispatcher::sweep_deliveries(
         state.clone(),
@@ -134,6 +119,33 @@ pub async fn run(
     dispatcher.await?;
     sweeper.await?;
     Ok(())
+}
+
+/// The state every handler shares, built once per gateway.
+fn app_state(
+    config: GatewayConfig,
+    store: Store,
+    bus: Bus,
+    shutdown: CancellationToken,
+) -> AppState {
+    let intake = TurnIntake::new(
+        store.clone(),
+        bus.clone(),
+        IntakeRouting {
+            default_agent: config.default_agent.clone(),
+            agents: config.agents.ids().map(str::to_owned).collect(),
+            bindings: config.bindings.clone(),
+        },
+    );
+    AppState {
+        store,
+        bus,
+        feishu: feishu::FeishuState::new(&config.feishu),
+        config: Arc::new(config),
+        shutdown,
+        intake,
+        auth_cache: Arc::default(),
+    }
 }
 
 fn router(state: AppState) -> Router {

@@ -1,0 +1,129 @@
+//! `GET /v1/keys`, `POST /v1/keys` and `DELETE /v1/keys/{prefix}` (`routes/keys.rs`).
+
+use axum::http::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::support::{
+    Backend, Call, TestApp, assert_error, forbidden, refusal, text, unauthorized, wrong_method,
+};
+
+on_both_backends!(key_management_refuses_members_bad_bodies_and_other_orgs_prefixes);
+
+async fn key_management_refuses_members_bad_bodies_and_other_orgs_prefixes(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let app = TestApp::spawn(backend).await?;
+    let foreign = app.seed(&app.other_org).await?;
+    let create = || Call::post("/v1/keys").key(&app.org.admin_key);
+    let invalid = |what: &str, body: Value| {
+        refusal(
+            what,
+            create().json(body),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        )
+    };
+    let revoke = |prefix: &str| Call::delete(format!("/v1/keys/{prefix}"));
+    let mut refusals = unauthorized(&app, &Method::GET, "/v1/keys", None);
+    refusals.extend(unauthorized(
+        &app,
+        &Method::POST,
+        "/v1/keys",
+        Some(&json!({})),
+    ));
+    refusals.extend(unauthorized(
+        &app,
+        &Method::DELETE,
+        &format!("/v1/keys/{}", foreign.key_prefix),
+        None,
+    ));
+    refusals.extend([
+        forbidden(&app, Call::get("/v1/keys")),
+        forbidden(&app, Call::post("/v1/keys").json(json!({"role": "admin"}))),
+        forbidden(&app, revoke(&foreign.key_prefix)),
+        invalid("an unknown role", json!({"role": "owner"})),
+        invalid("a blank name", json!({"name": "   "})),
+        invalid(
+            "a name over 100 characters",
+            json!({"name": "n".repeat(101)}),
+        ),
+        invalid(
+            "an unknown field",
+            json!({"name": "ci", "expires": "never"}),
+        ),
+        invalid("a role that is no string", json!({"role": true})),
+        refusal(
+            "malformed JSON",
+            create()
+                .header("content-type", "application/json")
+                .body("{"),
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+        ),
+        refusal(
+            "a text/plain body",
+            create().header("content-type", "text/plain").body("{}"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+        ),
+        refusal(
+            "revoking a prefix nobody has",
+            revoke("nosuchprefix").key(&app.org.admin_key),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        refusal(
+            "revoking another org's key",
+            revoke(&foreign.key_prefix).key(&app.org.admin_key),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        wrong_method(&app, Method::PUT, "/v1/keys"),
+        wrong_method(
+            &app,
+            Method::GET,
+            &format!("/v1/keys/{}", foreign.key_prefix),
+        ),
+    ]);
+    app.assert_refused(refusals).await?;
+    let theirs = app
+        .accepted(Call::get("/v1/keys").key(&app.other_org.admin_key))
+        .await?;
+    let prefixes: Vec<&Value> = theirs.body["keys"]
+        .as_array()
+        .map(|keys| keys.iter().map(|key| &key["prefix"]).collect())
+        .unwrap_or_default();
+    assert!(
+        prefixes.contains(&&json!(foreign.key_prefix)),
+        "{}",
+        theirs.body
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_key_revoked_through_the_api_stops_working_at_once() -> anyhow::Result<()> {
+    let app = TestApp::spawn(Backend::Sqlite).await?;
+    let created = app
+        .accepted(
+            Call::post("/v1/keys")
+                .key(&app.org.admin_key)
+                .json(json!({"name": "deploy bot"})),
+        )
+        .await?;
+    assert_eq!(created.status, StatusCode::CREATED);
+    assert_eq!(created.body["role"], "member");
+    let key = text(&created.body["key"])?;
+    let prefix = text(&created.body["prefix"])?;
+    // Used once, so the gateway's key cache holds it.
+    app.accepted(Call::get("/v1/agents").key(&key)).await?;
+
+    let revoked = app
+        .accepted(Call::delete(format!("/v1/keys/{prefix}")).key(&app.org.admin_key))
+        .await?;
+
+    assert!(revoked.body["revoked_at"].is_string(), "{}", revoked.body);
+    let after = app.send(Call::get("/v1/agents").key(&key)).await;
+    assert_error(&after, StatusCode::UNAUTHORIZED, "unauthorized");
+    Ok(())
+}
