@@ -238,7 +238,7 @@ fn rejection_cases(key: &str) -> Vec<(&'static str, String, StatusCode, &'static
 async fn every_rejection_the_framework_makes_has_the_json_error_shape() -> anyhow::Result<()> {
     let stack = stack_with_short_header_timeout().await?;
     let cases = rejection_cases(&stack.key);
-    let before = stack.database.row_counts().await?;
+    let before = stack.database.fingerprint().await?;
     for (case, request, status, code) in &cases {
         let answer = raw_request(&stack, request)
             .await
@@ -247,7 +247,7 @@ async fn every_rejection_the_framework_makes_has_the_json_error_shape() -> anyho
         assert_error(&answer, *status, code);
     }
     assert_eq!(
-        stack.database.row_counts().await?,
+        stack.database.fingerprint().await?,
         before,
         "a rejection changed data"
     );

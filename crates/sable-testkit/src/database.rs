@@ -53,24 +53,50 @@ impl TestDatabase {
         })
     }
 
-    /// Counts every row of every table: a fingerprint to check that a request changed
-    /// nothing.
+    /// Every table's row count, by table name (sorted).
     pub async fn row_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
-        let mut counts = Vec::new();
-        for table in [
-            "orgs",
-            "api_keys",
-            "sessions",
-            "turns",
-            "messages",
-            "deliveries",
-        ] {
-            let (count,): (i64,) = sqlx::query_as(&format!("SELECT count(*) FROM {table}"))
-                .fetch_one(self.store.pool())
-                .await?;
-            counts.push((table.to_owned(), count));
+        Ok(self
+            .fingerprint()
+            .await?
+            .into_iter()
+            .map(|(table, count, _)| (table, count))
+            .collect())
+    }
+
+    /// What the requests of a test could change, to check that one changed nothing: for
+    /// every table of the schema, its row count and a digest of every row's content (so
+    /// an update shows, not only an insert). Left out: the migrations' own table, and
+    /// what changes by itself while a deployment runs (process heartbeats, named leases,
+    /// a key's `last_used_at`).
+    pub async fn fingerprint(&self) -> anyhow::Result<Vec<(String, i64, String)>> {
+        let tables: Vec<(String,)> = sqlx::query_as(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = 'public' AND table_type = 'BASE TABLE' \
+               AND table_name NOT IN ('_sqlx_migrations', 'role_instances', 'leases') \
+             ORDER BY table_name",
+        )
+        .fetch_all(self.store.pool())
+        .await?;
+        let mut fingerprint = Vec::new();
+        for (table,) in tables {
+            let row = if table == "api_keys" {
+                "(t.id, t.org_id, t.prefix, t.revoked_at, t.name)::text"
+            } else {
+                "t::text"
+            };
+            let (count, digest): (i64, Option<String>) = sqlx::query_as(&format!(
+                "SELECT count(*), md5(string_agg({row}, ',' ORDER BY {row})) FROM {table} t"
+            ))
+            .fetch_one(self.store.pool())
+            .await?;
+            fingerprint.push((table, count, digest.unwrap_or_default()));
         }
-        Ok(counts)
+        anyhow::ensure!(
+            fingerprint.len() >= 15,
+            "the fingerprint covers the whole schema ({} tables found)",
+            fingerprint.len()
+        );
+        Ok(fingerprint)
     }
 }
 
