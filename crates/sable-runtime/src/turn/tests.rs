@@ -314,6 +314,33 @@ impl Harness {
         }
     }
 
+    /// Lets the session go, as the drain does after a turn parks, and decides its one
+    /// pending approval as a person would.
+    async fn decide_the_approval(
+        &self,
+        session_id: SessionId,
+        approve: bool,
+        comment: Option<&str>,
+    ) {
+        let store = &self.env.store;
+        let pending = store.approvals(self.org_id, Some("pending")).await.unwrap();
+        assert_eq!(pending.len(), 1, "one approval waits");
+        store
+            .release_session(self.org_id, session_id, WORKER)
+            .await
+            .unwrap();
+        store
+            .decide_approval(ApprovalDecision {
+                org_id: self.org_id,
+                approval_id: pending[0].id,
+                approve,
+                scope: "once".into(),
+                comment: comment.map(str::to_owned),
+            })
+            .await
+            .unwrap();
+    }
+
     /// Begins the session's next turn and runs it to its end.
     async fn run(&self, session_id: SessionId) -> (Lease, TurnRecord) {
         let begun = self.begin(session_id).await;
@@ -466,31 +493,7 @@ async fn a_call_that_needs_approval_parks_the_turn_and_runs_once_when_approved()
     let event = events.next().await.unwrap();
     assert!(matches!(event.kind, Some(Kind::Parked(parked)) if parked.tool == "delete"));
 
-    let pending = harness
-        .env
-        .store
-        .approvals(harness.org_id, Some("pending"))
-        .await
-        .unwrap();
-    assert_eq!(pending.len(), 1);
-    harness
-        .env
-        .store
-        .release_session(harness.org_id, session, WORKER)
-        .await
-        .unwrap();
-    harness
-        .env
-        .store
-        .decide_approval(ApprovalDecision {
-            org_id: harness.org_id,
-            approval_id: pending[0].id,
-            approve: true,
-            scope: "once".into(),
-            comment: None,
-        })
-        .await
-        .unwrap();
+    harness.decide_the_approval(session, true, None).await;
     harness.script(vec![Reply::Text("deleted")]);
 
     let (_, turn) = harness.run(session).await;
@@ -510,30 +513,9 @@ async fn a_denied_call_is_reported_to_the_model_and_never_runs() {
     let harness = Harness::new(agent(), 100_000, vec![Reply::Calls(vec![("delete", "{}")])]).await;
     let session = harness.say(None, "delete it").await;
     harness.run(session).await;
-    let pending = harness
-        .env
-        .store
-        .approvals(harness.org_id, Some("pending"))
-        .await
-        .unwrap();
     harness
-        .env
-        .store
-        .release_session(harness.org_id, session, WORKER)
-        .await
-        .unwrap();
-    harness
-        .env
-        .store
-        .decide_approval(ApprovalDecision {
-            org_id: harness.org_id,
-            approval_id: pending[0].id,
-            approve: false,
-            scope: "once".into(),
-            comment: Some("not today".into()),
-        })
-        .await
-        .unwrap();
+        .decide_the_approval(session, false, Some("not today"))
+        .await;
     harness.script(vec![Reply::Text("understood")]);
 
     let (_, turn) = harness.run(session).await;

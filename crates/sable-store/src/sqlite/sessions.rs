@@ -56,6 +56,17 @@ pub(crate) async fn claim_session(
     owner: &str,
     ttl: Duration,
 ) -> Result<bool, StoreError> {
+    let mut connection = pool.acquire().await?;
+    take_lease(&mut connection, org_id, session_id, owner, ttl).await
+}
+
+async fn take_lease(
+    connection: &mut SqliteConnection,
+    org_id: OrgId,
+    session_id: SessionId,
+    owner: &str,
+    ttl: Duration,
+) -> Result<bool, StoreError> {
     let now = Utc::now();
     let claimed = sqlx::query(
         "UPDATE sessions SET lease_owner = $3, lease_expires_at = $5 \
@@ -67,7 +78,7 @@ pub(crate) async fn claim_session(
     .bind(owner)
     .bind(stored_time(now))
     .bind(stored_time(later_by(now, ttl)))
-    .execute(pool)
+    .execute(&mut *connection)
     .await?;
     Ok(claimed.rows_affected() == 1)
 }
@@ -197,22 +208,10 @@ pub(crate) async fn begin_next_turn(
     if next.status == "waiting_approval" {
         return Ok(NextTurn::NotClaimed);
     }
-    let now = Utc::now();
-    let claimed = sqlx::query(
-        "UPDATE sessions SET lease_owner = $3, lease_expires_at = $5 \
-         WHERE id = $1 AND org_id = $2 \
-           AND (lease_owner IS NULL OR lease_owner = $3 OR lease_expires_at < $4)",
-    )
-    .bind(session_id.as_uuid().hyphenated())
-    .bind(org_id.as_uuid().hyphenated())
-    .bind(owner)
-    .bind(stored_time(now))
-    .bind(stored_time(later_by(now, ttl)))
-    .execute(&mut *tx)
-    .await?;
-    if claimed.rows_affected() == 0 {
+    if !take_lease(&mut tx, org_id, session_id, owner, ttl).await? {
         return Ok(NextTurn::NotClaimed);
     }
+    let now = Utc::now();
     let (attempt,): (i32,) = sqlx::query_as(
         "UPDATE turns SET status = 'running', attempt = attempt + 1, worker_id = $3, started_at = $4 \
          WHERE id = $1 AND org_id = $2 RETURNING attempt",
