@@ -122,10 +122,63 @@ pub(crate) async fn ping(pool: &SqlitePool) -> Result<(), StoreError> {
 
 /// Starts a write transaction holding the database's write lock, so that what it reads
 /// cannot change before it commits. Dropping it uncommitted rolls it back.
-pub(super) async fn begin_write(
-    pool: &SqlitePool,
-) -> Result<Transaction<'static, Sqlite>, StoreError> {
-    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+///
+/// The writers of one database file take turns in this process first (a fair async
+/// queue), then `BEGIN IMMEDIATE`: competing for SQLite's lock instead would leave the
+/// losers in its busy handler, which sleeps 1, 2, 5, … ms between tries while the lock
+/// may already be free.
+pub(super) async fn begin_write(pool: &SqlitePool) -> Result<WriteTx, StoreError> {
+    let turn = writer_queue(pool).lock_owned().await;
+    let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    Ok(WriteTx { tx, _turn: turn })
+}
+
+/// A write transaction and this process's writer turn, held until it ends.
+pub(super) struct WriteTx {
+    tx: Transaction<'static, Sqlite>,
+    _turn: tokio::sync::OwnedMutexGuard<()>,
+}
+
+impl WriteTx {
+    pub(super) async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::SqliteConnection;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
+impl std::fmt::Debug for WriteTx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WriteTx")
+    }
+}
+
+/// The queue of this process's writers to the pool's database file.
+fn writer_queue(pool: &SqlitePool) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static QUEUES: OnceLock<Mutex<HashMap<std::path::PathBuf, Arc<tokio::sync::Mutex<()>>>>> =
+        OnceLock::new();
+    let file = pool.connect_options().get_filename().to_owned();
+    QUEUES
+        .get_or_init(Mutex::default)
+        .lock()
+        .expect("writer queues lock")
+        .entry(file)
+        .or_default()
+        .clone()
 }
 
 /// The stored form of an instant: RFC 3339 UTC with exactly six fractional digits
