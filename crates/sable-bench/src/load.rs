@@ -236,7 +236,7 @@ async fn streamed_turn(request: reqwest::RequestBuilder) -> Option<Turn> {
     None
 }
 
-fn millis(duration: Duration) -> f64 {
+pub(crate) fn millis(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
 }
 
@@ -454,7 +454,7 @@ fn turns_per_sec_by_window(
 }
 
 /// The value at `fraction` of sorted samples (0 when there are none).
-fn percentile(sorted: &[f64], fraction: f64) -> f64 {
+pub(crate) fn percentile(sorted: &[f64], fraction: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

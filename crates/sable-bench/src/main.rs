@@ -10,8 +10,12 @@
 //! The last line printed is one JSON object (`turns_per_sec`, `p50_ms`, `p99_ms`,
 //! `errors`, `added_p50_ms`, `round_trips_per_turn`, `cpu_ms_per_turn`, …) for scripts;
 //! the line before it is a markdown table row.
+//!
+//! `--mode mcp` measures the MCP sidecar instead: tool calls to one stdio MCP server,
+//! direct and through `sable mcp-sidecar` (see `mcp.rs`).
 
 mod load;
+mod mcp;
 mod meter;
 mod processes;
 mod stack;
@@ -27,6 +31,9 @@ enum Mode {
     Embedded,
     /// A gateway and `--workers` workers over NATS JetStream and Postgres.
     Distributed,
+    /// No deployment: `echo` calls to one stdio MCP server (`sable-fake-mcp`), directly
+    /// and through `sable mcp-sidecar` from `--clients` gRPC clients.
+    Mcp,
 }
 
 /// Measures Sable under load. With no SABLE_NATS_URL it starts a private nats-server; with
@@ -80,6 +87,21 @@ struct Args {
     /// Where the `sable` binary is (default: beside this one).
     #[arg(long)]
     sable_binary: Option<std::path::PathBuf>,
+    /// `--mode mcp`: gRPC clients of the sidecar (one channel each, like workers); the
+    /// `--concurrency` callers are spread over them.
+    #[arg(long, default_value_t = 3)]
+    clients: usize,
+    /// `--mode mcp`: the server's `max_concurrent_calls` in the sidecar (default: the
+    /// concurrency, so the sidecar queues no call that the direct client would not).
+    #[arg(long)]
+    mcp_max_concurrent_calls: Option<usize>,
+    /// `--mode mcp`: how long the server takes to answer each call (the fake's `echo`
+    /// `delay_ms`), as a real tool would; 0 answers at once.
+    #[arg(long, default_value_t = 0)]
+    mcp_tool_delay_ms: u64,
+    /// `--mode mcp`: where `sable-fake-mcp` is (default: beside this binary).
+    #[arg(long)]
+    fake_mcp_binary: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -87,6 +109,10 @@ async fn main() -> anyhow::Result<()> {
     sable_llm::install_crypto_provider();
     let args = Args::parse();
     anyhow::ensure!(!args.window.is_zero(), "--window must be longer than zero");
+    if args.mode == Mode::Mcp {
+        mcp::run(&args).await?.print(&args);
+        return Ok(());
+    }
     let mut stack = stack::start(&args).await?;
     let report = load::run(&mut stack, &args).await?;
     report.print(&args);

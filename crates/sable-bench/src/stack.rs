@@ -49,6 +49,7 @@ pub async fn start(args: &Args) -> anyhow::Result<Stack> {
     match args.mode {
         Mode::Embedded => start_embedded(&sable, provider).await,
         Mode::Distributed => start_distributed(&sable, provider, args).await,
+        Mode::Mcp => anyhow::bail!("--mode mcp starts no deployment"),
     }
 }
 

@@ -1,9 +1,11 @@
 //! A fake MCP server built on rmcp, over stdio (the `sable-fake-mcp` binary) or
-//! streamable HTTP (in-process, [`FakeMcpServer::start_http`]). Tools: `echo` (text),
-//! `fail` (an `isError` result), `hang` (never answers; counts the cancellations it
-//! receives), `structured` (structured content), `add_tool` (adds an echoing tool and
-//! sends `notifications/tools/list_changed`), `pid` (the server's process id) and
-//! `cancellations`. One resource (`fake://greeting`) and one prompt (`greet`).
+//! streamable HTTP (in-process, [`FakeMcpServer::start_http`]). Tools: `echo` (text,
+//! after an optional `delay_ms`), `fail` (an `isError` result), `hang` (never answers;
+//! counts the cancellations it receives), `structured` (structured content), `add_tool`
+//! (adds an echoing tool and sends `notifications/tools/list_changed`), `pid` (the
+//! server's process id), `cancellations` and `counters` (handshakes, calls and the most
+//! calls in flight at once, as JSON: over stdio the only view of the child's state). One
+//! resource (`fake://greeting`) and one prompt (`greet`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -11,9 +13,10 @@ use std::sync::{Arc, Mutex};
 
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ErrorData, GetPromptRequestParams,
-    GetPromptResponse, GetPromptResult, ListPromptsResult, ListResourcesResult, ListToolsResult,
-    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
-    ServerCapabilities, ServerConfig,
+    GetPromptResponse, GetPromptResult, InitializeRequestParams, InitializeResult,
+    ListPromptsResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult, ServerCapabilities,
+    ServerConfig,
 };
 use rmcp::service::RequestContext;
 use rmcp::{RoleServer, ServerHandler, ServiceExt};
@@ -25,6 +28,9 @@ use serde_json::{Value, json};
 pub struct FakeMcpState {
     cancellations: AtomicU64,
     calls: AtomicU64,
+    initializations: AtomicU64,
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
     extra_tools: Mutex<Vec<String>>,
 }
 
@@ -37,6 +43,42 @@ impl FakeMcpState {
     /// Tool calls received.
     pub fn calls(&self) -> u64 {
         self.calls.load(Ordering::SeqCst)
+    }
+
+    /// `initialize` requests answered: one per MCP session.
+    pub fn initializations(&self) -> u64 {
+        self.initializations.load(Ordering::SeqCst)
+    }
+
+    /// The most tool calls that were running at the same moment.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.peak_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// The counters as the `counters` tool reports them.
+    pub fn counters_json(&self) -> Value {
+        json!({
+            "initializations": self.initializations(),
+            "calls": self.calls(),
+            "peak_in_flight": self.peak_in_flight(),
+        })
+    }
+}
+
+/// One running tool call, counted in `in_flight` until it is dropped.
+struct InFlight<'a>(&'a FakeMcpState);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a FakeMcpState) -> Self {
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        Self(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -61,8 +103,8 @@ fn object_schema(properties: Value, required: &[&str]) -> Value {
 impl FakeMcp {
     fn tools(&self) -> Vec<Value> {
         let mut tools = vec![
-            json!({"name": "echo", "description": "Echoes the text back.",
-                   "inputSchema": object_schema(json!({"text": {"type": "string"}}), &["text"])}),
+            json!({"name": "echo", "description": "Echoes the text back, after delay_ms when given.",
+                   "inputSchema": object_schema(json!({"text": {"type": "string"}, "delay_ms": {"type": "integer"}}), &["text"])}),
             json!({"name": "fail", "description": "Always fails with isError.",
                    "inputSchema": object_schema(json!({"message": {"type": "string"}}), &[])}),
             json!({"name": "hang", "description": "Never answers.",
@@ -75,6 +117,8 @@ impl FakeMcp {
             json!({"name": "pid", "description": "The server's process id.",
                    "inputSchema": object_schema(json!({}), &[])}),
             json!({"name": "cancellations", "description": "How many cancellations arrived.",
+                   "inputSchema": object_schema(json!({}), &[])}),
+            json!({"name": "counters", "description": "Handshakes, calls and the peak of calls in flight, as JSON.",
                    "inputSchema": object_schema(json!({}), &[])}),
         ];
         for name in self.state.extra_tools.lock().expect("lock").iter() {
@@ -92,7 +136,12 @@ impl FakeMcp {
     ) -> Result<CallToolResult, ErrorData> {
         let text = |key: &str| arguments[key].as_str().unwrap_or_default().to_owned();
         Ok(match name {
-            "echo" => text_result(&format!("echo: {}", text("text")), false),
+            "echo" => {
+                if let Some(delay_ms) = arguments["delay_ms"].as_u64() {
+                    tokio::time::sleep(std::time::Duration::from_millis(delay_ms)).await;
+                }
+                text_result(&format!("echo: {}", text("text")), false)
+            }
             "fail" => text_result(&format!("it failed: {}", text("message")), true),
             "hang" => {
                 context.ct.cancelled().await;
@@ -118,6 +167,7 @@ impl FakeMcp {
             }
             "pid" => text_result(&std::process::id().to_string(), false),
             "cancellations" => text_result(&self.state.cancellations().to_string(), false),
+            "counters" => text_result(&self.state.counters_json().to_string(), false),
             other
                 if self
                     .state
@@ -151,6 +201,16 @@ impl ServerHandler for FakeMcp {
         )
     }
 
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        self.state.initializations.fetch_add(1, Ordering::SeqCst);
+        context.peer.set_peer_info(request.clone());
+        self.negotiate_initialize(&request)
+    }
+
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
@@ -165,6 +225,7 @@ impl ServerHandler for FakeMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         self.state.calls.fetch_add(1, Ordering::SeqCst);
+        let _running = InFlight::enter(&self.state);
         let arguments = Value::Object(request.arguments.clone().unwrap_or_default());
         self.run_tool(&request.name, &arguments, context)
             .await

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
 struct Sidecar {
+    addr: std::net::SocketAddr,
     client: McpSidecarClient<Channel>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -34,10 +35,17 @@ impl Sidecar {
         ));
         let client = McpSidecarClient::connect(format!("http://{addr}")).await?;
         Ok(Self {
+            addr,
             client,
             shutdown,
             task,
         })
+    }
+
+    /// A client on a gRPC channel of its own (its own HTTP/2 connection), as each worker
+    /// holds one.
+    async fn new_worker_client(&self) -> anyhow::Result<McpSidecarClient<Channel>> {
+        Ok(McpSidecarClient::connect(format!("http://{}", self.addr)).await?)
     }
 
     async fn status_of(&self, server: &str) -> pb::ServerStatus {
@@ -342,30 +350,120 @@ async fn a_killed_stdio_server_shows_down_then_reconnects_and_the_next_call_succ
     sidecar.stop().await
 }
 
+/// `calls` echo calls, spread over `workers` round-robin and sent all at once, each with a
+/// unique text and a delay (50 to 149 ms) that varies by call, so the answers come back in
+/// another order than the requests went out: what each sent and got back, or its failure.
+async fn echo_from_workers(
+    workers: &[McpSidecarClient<Channel>],
+    calls: usize,
+) -> Vec<(String, Result<pb::CallToolResponse, tonic::Status>)> {
+    let tasks: Vec<_> = workers
+        .iter()
+        .enumerate()
+        .map(|(worker, client)| {
+            let client = client.clone();
+            let own_calls: Vec<usize> = (worker..calls).step_by(workers.len()).collect();
+            tokio::spawn(async move {
+                let calls = own_calls.into_iter().map(|index| {
+                    let mut client = client.clone();
+                    async move {
+                        let text = format!("worker {worker} call {index}");
+                        let arguments =
+                            serde_json::json!({"text": text, "delay_ms": 50 + index * 37 % 100});
+                        let response = client
+                            .call_tool(pb::CallToolRequest {
+                                server: "local".into(),
+                                tool: "echo".into(),
+                                arguments_json: arguments.to_string(),
+                                deadline_ms: 0,
+                                org_id: format!("org-{worker}"),
+                            })
+                            .await
+                            .map(tonic::Response::into_inner);
+                        (text, response)
+                    }
+                });
+                futures::future::join_all(calls).await
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.extend(task.await.expect("a worker's task completes"));
+    }
+    results
+}
+
+async fn counters_of_local(sidecar: &Sidecar) -> anyhow::Result<serde_json::Value> {
+    let response = sidecar
+        .call("local", "counters", serde_json::json!({}), 0)
+        .await?;
+    Ok(serde_json::from_str(&text_of(&response))?)
+}
+
 #[tokio::test]
-async fn calls_over_one_connection_return_unmixed_results_concurrently() -> anyhow::Result<()> {
-    let http = FakeMcpServer::start_http().await?;
-    let sidecar = Sidecar::start(&both_transports(&http.url)).await?;
+async fn two_hundred_concurrent_calls_from_three_workers_get_their_own_results_over_one_stdio_connection()
+-> anyhow::Result<()> {
+    const CALLS: usize = 200;
+    // One stdio server, with room for every call at once, so all 200 requests are
+    // outstanding on its one stdin/stdout pair together.
+    let config = format!(
+        "[servers.local]\ntransport = \"stdio\"\ncommand = \"{}\"\nmax_concurrent_calls = {CALLS}\n",
+        fake_mcp_binary().display()
+    );
+    let sidecar = Sidecar::start(&config).await?;
     sidecar.wait_connected("local").await?;
     let pid = text_of(
         &sidecar
             .call("local", "pid", serde_json::json!({}), 0)
             .await?,
     );
-    let calls = (0..200).map(|index| {
-        let sidecar = &sidecar;
-        async move {
-            let text = format!("call {index}");
-            let response = sidecar
-                .call("local", "echo", serde_json::json!({"text": text}), 0)
-                .await
-                .expect("the call succeeds");
-            (text, text_of(&response))
-        }
-    });
-    for (sent, got) in futures::future::join_all(calls).await {
-        assert_eq!(got, format!("echo: {sent}"));
+    let mut workers = Vec::new();
+    for _ in 0..3 {
+        workers.push(sidecar.new_worker_client().await?);
     }
+
+    let results = echo_from_workers(&workers, CALLS).await;
+
+    assert_eq!(results.len(), CALLS);
+    let failed: Vec<String> = results
+        .iter()
+        .filter_map(|(sent, response)| {
+            response
+                .as_ref()
+                .err()
+                .map(|status| format!("{sent}: {status:?}"))
+        })
+        .collect();
+    assert!(failed.is_empty(), "failed calls: {failed:?}");
+    for (sent, response) in &results {
+        let response = response.as_ref().expect("checked above");
+        assert!(!response.is_error, "{sent}: {response:?}");
+        assert_eq!(response.content.len(), 1, "{sent}: {response:?}");
+        assert_eq!(
+            text_of(response),
+            format!("echo: {sent}"),
+            "a mixed-up result"
+        );
+    }
+    // One child process, one MCP session, and every call went through it.
+    let status = sidecar.status_of("local").await;
+    assert_eq!((status.state.as_str(), status.reconnects), ("connected", 0));
+    assert_eq!(status.calls, 1 + CALLS as u64, "pid, then the echoes");
+    let counters = counters_of_local(&sidecar).await?;
+    assert_eq!(counters["initializations"], 1, "{counters}");
+    assert_eq!(
+        counters["calls"],
+        2 + CALLS as u64,
+        "pid, echoes, counters: {counters}"
+    );
+    // Each echo waits 50 to 149 ms, so the calls overlap there unless something
+    // serialises them on the way.
+    let peak = counters["peak_in_flight"].as_u64().unwrap_or_default();
+    assert!(
+        peak >= CALLS as u64 / 2,
+        "most calls were at the server at once: {counters}"
+    );
     let pid_after = text_of(
         &sidecar
             .call("local", "pid", serde_json::json!({}), 0)
