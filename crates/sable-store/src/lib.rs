@@ -51,7 +51,7 @@ pub use roles::{PoolStats, RoleInstance};
 pub use secrets::{SecretsError, SecretsKey};
 pub use sessions::{
     BegunTurn, FinishTurn, LeaseRelease, NextTurn, RunnableTurn, TurnEnded, TurnOutcome, TurnRoute,
-    TurnStart, Usage,
+    Usage,
 };
 pub use sqlite::SqliteStore;
 pub use sweep::{StaleDelivery, StaleWakeup};
@@ -146,8 +146,6 @@ store_contract! {
     /// returning its summary and newest `history_limit` messages with it; the lease is
     /// taken only when a turn can run.
     fn begin_next_turn(&self, org_id: OrgId, session_id: SessionId, owner: &str, ttl: Duration, history_limit: i64) -> NextTurn;
-    /// Starts a new attempt of the turn while `worker_id` holds the session's lease.
-    fn start_turn(&self, turn: &RunnableTurn, worker_id: &str) -> TurnStart;
     fn history(&self, turn: &RunnableTurn, limit: i64) -> Vec<HistoryEntry>;
     /// Ends the turn, appends its reply, queues the delivery (recorded delivered at once
     /// for the API channel), records the given provider calls and, when `lease_owner` is

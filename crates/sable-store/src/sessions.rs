@@ -121,18 +121,6 @@ pub enum NextTurn {
     NotClaimed,
 }
 
-/// What happened when a worker tried to start a turn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TurnStart {
-    Started {
-        attempt: i32,
-    },
-    /// The turn ended meanwhile (a duplicate wake-up); nothing to do.
-    AlreadyEnded,
-    /// The worker no longer holds the session's lease; it must stop draining.
-    LeaseLost,
-}
-
 /// What happened when the lease holder tried to let go of an idle session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LeaseRelease {
@@ -460,42 +448,6 @@ impl PgStore {
             Some(row) => row.into_next_turn(),
             None => Ok(NextTurn::NotClaimed),
         }
-    }
-
-    /// Marks the turn running as a new attempt, only while `worker_id` holds the
-    /// session's lease.
-    pub async fn start_turn(
-        &self,
-        turn: &RunnableTurn,
-        worker_id: &str,
-    ) -> Result<TurnStart, StoreError> {
-        let attempt: Option<(i32,)> = sqlx::query_as(
-            "UPDATE turns t SET status = 'running', attempt = t.attempt + 1, worker_id = $3, started_at = now() \
-             FROM sessions s \
-             WHERE t.id = $1 AND t.org_id = $2 AND t.status IN ('queued', 'running') \
-               AND s.id = t.session_id AND s.lease_owner = $3 AND s.lease_expires_at > now() \
-             RETURNING t.attempt",
-        )
-        .bind(turn.id.as_uuid())
-        .bind(turn.org_id.as_uuid())
-        .bind(worker_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        if let Some((attempt,)) = attempt {
-            return Ok(TurnStart::Started { attempt });
-        }
-        let (status,): (String,) =
-            sqlx::query_as("SELECT status FROM turns WHERE id = $1 AND org_id = $2")
-                .bind(turn.id.as_uuid())
-                .bind(turn.org_id.as_uuid())
-                .fetch_one(&self.pool)
-                .await?;
-        let status: TurnStatus = parse_stored(&status)?;
-        Ok(if status.is_final() {
-            TurnStart::AlreadyEnded
-        } else {
-            TurnStart::LeaseLost
-        })
     }
 
     /// The newest `limit` user and assistant messages up to and including `turn` and after

@@ -13,7 +13,6 @@ use sable_store::{
     DecisionOutcome, FinishTurn, HistoryEntry, LeaseRelease, MemoryEdit, NewApproval, NewCronRun,
     NewMessage, NewToolCall, NextTurn, ProviderCallRecord, RunnableTurn, SessionTarget,
     StaleWakeup, Store, StoreError, StoreOptions, ToolCallRecord, ToolCallResult, TurnOutcome,
-    TurnStart,
 };
 use sable_store::{FeishuApp, FeishuEventRecord, FeishuReplyTarget, FeishuSecrets, SecretsKey};
 
@@ -53,7 +52,7 @@ contract_tests!(
     a_session_of_another_org_is_not_found,
     a_lease_has_one_owner_at_a_time,
     an_idle_lease_is_released_only_once_its_turns_are_finished,
-    a_turn_starts_only_under_the_lease_and_never_after_it_ended,
+    a_turn_begins_only_under_the_lease_and_never_after_it_ended,
     finishing_with_a_stale_attempt_writes_nothing,
     turns_of_a_session_run_in_sequence_order,
     history_is_oldest_first_limited_and_leaves_out_error_replies,
@@ -151,19 +150,16 @@ async fn start_next(
     org_id: OrgId,
     session_id: SessionId,
 ) -> anyhow::Result<(RunnableTurn, i32)> {
-    assert!(
-        store
-            .claim_session(org_id, session_id, WORKER, LEASE)
-            .await?
-    );
-    let turn = store
-        .next_runnable_turn(org_id, session_id)
-        .await?
-        .expect("a runnable turn");
-    let TurnStart::Started { attempt } = store.start_turn(&turn, WORKER).await? else {
-        anyhow::bail!("the turn did not start");
-    };
-    Ok((turn, attempt))
+    let begun = begin(store, org_id, session_id).await?;
+    Ok((begun.turn, begun.attempt))
+}
+
+/// Starts `turn` again as a new attempt under `WORKER`'s lease, as a worker resuming it
+/// does, and returns that attempt.
+async fn restart(store: &Store, turn: &RunnableTurn) -> anyhow::Result<i32> {
+    let begun = begin(store, turn.org_id, turn.session_id).await?;
+    anyhow::ensure!(begun.turn.id == turn.id, "another turn began");
+    Ok(begun.attempt)
 }
 
 fn finish<'a>(turn: &'a RunnableTurn, attempt: i32, outcome: TurnOutcome) -> FinishTurn<'a> {
@@ -542,38 +538,45 @@ async fn an_idle_lease_is_released_only_once_its_turns_are_finished(
     Ok(())
 }
 
-async fn a_turn_starts_only_under_the_lease_and_never_after_it_ended(
+async fn a_turn_begins_only_under_the_lease_and_never_after_it_ended(
     store: Store,
 ) -> anyhow::Result<()> {
     let org_id = store.create_org("acme").await?;
     let session_id = accept(&store, org_id, SessionTarget::New, "hello")
         .await?
         .session_id;
-    let turn = store
-        .next_runnable_turn(org_id, session_id)
-        .await?
-        .expect("a queued turn");
-
-    assert_eq!(store.start_turn(&turn, WORKER).await?, TurnStart::LeaseLost);
+    let not_begun = |next: NextTurn| matches!(next, NextTurn::NotClaimed);
     assert!(
         store
-            .claim_session(org_id, session_id, WORKER, LEASE)
+            .claim_session(org_id, session_id, "worker-b", LEASE)
             .await?
     );
-    assert_eq!(
-        store.start_turn(&turn, "worker-b").await?,
-        TurnStart::LeaseLost
-    );
-    assert_eq!(
-        store.start_turn(&turn, WORKER).await?,
-        TurnStart::Started { attempt: 1 }
-    );
-    store.finish_turn(finish(&turn, 1, replied("hi"))).await?;
 
-    assert_eq!(
-        store.start_turn(&turn, WORKER).await?,
-        TurnStart::AlreadyEnded
-    );
+    assert!(not_begun(
+        store
+            .begin_next_turn(org_id, session_id, WORKER, LEASE, 10)
+            .await?
+    ));
+    store
+        .release_session(org_id, session_id, "worker-b")
+        .await?;
+    let begun = begin(&store, org_id, session_id).await?;
+    assert_eq!(begun.attempt, 1);
+    assert!(not_begun(
+        store
+            .begin_next_turn(org_id, session_id, "worker-b", LEASE, 10)
+            .await?
+    ));
+    store
+        .finish_turn(finish(&begun.turn, 1, replied("hi")))
+        .await?;
+
+    assert!(not_begun(
+        store
+            .begin_next_turn(org_id, session_id, WORKER, LEASE, 10)
+            .await?
+    ));
+    assert_eq!(store.turn(org_id, begun.turn.id).await?.attempt, 1);
     Ok(())
 }
 
@@ -583,9 +586,7 @@ async fn finishing_with_a_stale_attempt_writes_nothing(store: Store) -> anyhow::
         .await?
         .session_id;
     let (turn, stale_attempt) = start_next(&store, org_id, session_id).await?;
-    let TurnStart::Started { attempt } = store.start_turn(&turn, WORKER).await? else {
-        anyhow::bail!("the turn did not restart");
-    };
+    let attempt = restart(&store, &turn).await?;
 
     assert_eq!(
         store
@@ -1171,9 +1172,7 @@ async fn a_tool_round_is_written_before_it_runs_and_kept_when_the_turn_resumes(
         duration_ms: 42,
     };
     store.finish_tool_call(&turn, &result).await?;
-    let TurnStart::Started { attempt: resumed } = store.start_turn(&turn, WORKER).await? else {
-        anyhow::bail!("the turn did not restart");
-    };
+    let resumed = restart(&store, &turn).await?;
     store
         .begin_tool_round(
             &turn,
@@ -1330,9 +1329,7 @@ async fn parking_with_a_stale_attempt_changes_nothing(store: Store) -> anyhow::R
         .await?
         .session_id;
     let (turn, stale_attempt) = start_next(&store, org_id, session_id).await?;
-    let TurnStart::Started { attempt } = store.start_turn(&turn, WORKER).await? else {
-        anyhow::bail!("the turn did not restart");
-    };
+    let attempt = restart(&store, &turn).await?;
     store
         .begin_tool_round(&turn, attempt, 1, "", &[tool_call("call-1", "shell")])
         .await?;

@@ -14,7 +14,7 @@ use super::{begin_write, later_by, stored_now, stored_time};
 use crate::records::parse_stored;
 use crate::{
     BegunTurn, FinishTurn, HistoryEntry, LeaseRelease, NextTurn, RunnableTurn, SessionSummary,
-    StoreError, TurnEnded, TurnOutcome, TurnStart,
+    StoreError, TurnEnded, TurnOutcome,
 };
 
 #[derive(sqlx::FromRow)]
@@ -269,44 +269,6 @@ async fn oldest_unfinished(
     .bind(org_id.as_uuid().hyphenated())
     .fetch_optional(&mut *connection)
     .await?)
-}
-
-/// Marks the turn running as a new attempt, only while `worker_id` holds an unexpired
-/// lease on its session.
-pub(crate) async fn start_turn(
-    pool: &SqlitePool,
-    turn: &RunnableTurn,
-    worker_id: &str,
-) -> Result<TurnStart, StoreError> {
-    let attempt: Option<(i32,)> = sqlx::query_as(
-        "UPDATE turns SET status = 'running', attempt = attempt + 1, worker_id = $3, started_at = $4 \
-         WHERE id = $1 AND org_id = $2 AND status IN ('queued', 'running') \
-           AND EXISTS (SELECT 1 FROM sessions s WHERE s.id = turns.session_id \
-                       AND s.lease_owner = $3 AND s.lease_expires_at > $4) \
-         RETURNING attempt",
-    )
-    .bind(turn.id.as_uuid().hyphenated())
-    .bind(turn.org_id.as_uuid().hyphenated())
-    .bind(worker_id)
-    .bind(stored_now())
-    .fetch_optional(pool)
-    .await?;
-    if let Some((attempt,)) = attempt {
-        return Ok(TurnStart::Started { attempt });
-    }
-    let status: Option<(String,)> =
-        sqlx::query_as("SELECT status FROM turns WHERE id = $1 AND org_id = $2")
-            .bind(turn.id.as_uuid().hyphenated())
-            .bind(turn.org_id.as_uuid().hyphenated())
-            .fetch_optional(pool)
-            .await?;
-    let (status,) = status.ok_or(StoreError::NotFound("turn"))?;
-    let status: TurnStatus = parse_stored(&status)?;
-    Ok(if status.is_final() {
-        TurnStart::AlreadyEnded
-    } else {
-        TurnStart::LeaseLost
-    })
 }
 
 /// The newest `limit` user and assistant messages up to and including `turn` and after
