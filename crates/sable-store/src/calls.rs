@@ -8,7 +8,7 @@ use crate::records::parse_stored;
 use crate::{HistoryEntry, PgStore, RunnableTurn, StoreError};
 
 /// One provider call of a turn.
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize)]
 pub struct ProviderCallRecord {
     pub turn_attempt: i32,
     pub purpose: String,

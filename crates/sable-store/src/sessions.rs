@@ -224,31 +224,21 @@ pub(crate) fn parse_history(json: &str) -> Result<Vec<HistoryEntry>, StoreError>
         .collect()
 }
 
-/// A turn's provider calls as the JSON array `json_to_recordset` reads (ids included).
+/// A turn's provider calls as the JSON array `json_to_recordset` reads (ids included;
+/// NUL characters, which Postgres text refuses, stripped).
 pub(crate) fn provider_calls_json(calls: &[ProviderCallRecord]) -> String {
+    let strip = |text: &Option<String>| text.as_ref().map(|text| text.replace('\0', ""));
     let rows: Vec<serde_json::Value> = calls
         .iter()
         .map(|call| {
-            let text = |value: &Option<String>| value.as_ref().map(|text| text.replace('\0', ""));
-            serde_json::json!({
-                "id": Uuid::now_v7(),
-                "turn_attempt": call.turn_attempt,
-                "purpose": call.purpose,
-                "profile": call.profile,
-                "provider": call.provider,
-                "provider_kind": call.provider_kind,
-                "model": call.model,
-                "outcome": call.outcome,
-                "error_message": text(&call.error_message),
-                "retry_number": call.retry_number,
-                "failover_reason": text(&call.failover_reason),
-                "started_at": call.started_at,
-                "time_to_first_token_ms": call.time_to_first_token_ms,
-                "duration_ms": call.duration_ms,
-                "input_tokens": call.input_tokens,
-                "output_tokens": call.output_tokens,
-                "cached_input_tokens": call.cached_input_tokens,
-            })
+            let clean = ProviderCallRecord {
+                error_message: strip(&call.error_message),
+                failover_reason: strip(&call.failover_reason),
+                ..call.clone()
+            };
+            let mut row = serde_json::to_value(clean).unwrap_or_default();
+            row["id"] = serde_json::json!(Uuid::now_v7());
+            row
         })
         .collect();
     serde_json::Value::Array(rows).to_string()
