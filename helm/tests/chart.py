@@ -168,7 +168,43 @@ def cmd_lint() -> None:
         lint_errors = [m for m in report.get("messages", []) if m.get("severity", 0) >= 3]
         check(lint_errors, f"helm lint accepted {what}")
         print(f"schema refuses {what}: {' '.join(message.split())[:160]}")
-    print(f"lint: {total} objects validated, {len(refused)} bad values refused")
+    documented = check_readme_lists_every_value()
+    print(f"lint: {total} objects validated, {len(refused)} bad values refused, {documented} values documented in helm/sable/README.md")
+
+
+ROLES = ("gateway", "worker", "mcpSidecar", "cron")
+# Values documented as one block (their keys are the containers' own settings).
+OPAQUE = ("podSecurityContext", "securityContext", "resources", "settings")
+
+
+def value_paths(values: dict, prefix: str = "") -> list[str]:
+    paths = []
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else key
+        if isinstance(value, dict) and value and key not in OPAQUE:
+            paths += value_paths(value, path)
+        else:
+            paths.append(path)
+    return paths
+
+
+def check_readme_lists_every_value() -> int:
+    """Every value of values.yaml is named in the chart README (a role's shared keys as
+    `<role>.key`, settings keys by name)."""
+    readme = (CHART / "README.md").read_text()
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    paths = value_paths(values)
+    for path in paths:
+        head, _, rest = path.partition(".")
+        forms = [path, f"{path}.*"]
+        if head in ROLES:
+            forms.append(f"<role>.{rest}")
+        stem, _, last = path.rpartition(".")
+        forms.append(f"{stem}.*")
+        check(any(f"`{form}`" in readme or f"/ `{last}`" in readme and f"`{stem}." in readme for form in forms), f"helm/sable/README.md does not list the value {path}")
+    for key in values["settings"]:
+        check(f"`{key}`" in readme, f"helm/sable/README.md does not list settings.{key}")
+    return len(paths) + len(values["settings"])
 
 
 # ---------------------------------------------------------------------------------------

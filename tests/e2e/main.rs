@@ -7,6 +7,7 @@ mod admin;
 mod agent_runtime;
 mod bad_input;
 mod crash_recovery;
+mod deploy;
 mod cron;
 mod diagnostics;
 mod embedded;
