@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use reqwest::StatusCode;
 use sable_testkit::{
-    ChildProcess, FakeProvider, NatsServer, TestDatabase, run_to_completion, wait_for, workspace_root,
+    ChildProcess, FakeProvider, NatsServer, TestDatabase, run_to_completion, wait_for,
+    workspace_root,
 };
 use serde_json::{Value, json};
 
@@ -43,7 +44,10 @@ async fn chart_py(args: &[&str]) -> anyhow::Result<String> {
 async fn chart_check(command: &str) -> anyhow::Result<()> {
     let report = chart_py(&[command]).await?;
     eprintln!("{report}");
-    anyhow::ensure!(!report.trim().is_empty(), "chart.py {command} printed nothing");
+    anyhow::ensure!(
+        !report.trim().is_empty(),
+        "chart.py {command} printed nothing"
+    );
     Ok(())
 }
 
@@ -83,7 +87,10 @@ struct LocalPod {
 /// The variables that hold a listening address, with the line the role prints once it
 /// listens there (`{role}` is the subcommand), in the order the roles print them.
 const LISTEN_VARIABLES: [(&str, &str); 3] = [
-    ("SABLE_MCP_SIDECAR_ADDR", "sable {role} listening on grpc://"),
+    (
+        "SABLE_MCP_SIDECAR_ADDR",
+        "sable {role} listening on grpc://",
+    ),
     ("SABLE_GATEWAY_ADDR", "sable {role} listening on http://"),
     ("SABLE_METRICS_ADDR", "sable {role} metrics on http://"),
 ];
@@ -120,11 +127,14 @@ impl HostMap {
     }
 }
 
-fn objects_of<'a>(objects: &'a [Value], kind: &'a str) -> impl Iterator<Item = &'a Value> {
+fn objects_of<'a>(
+    objects: &'a [Value],
+    kind: &'a str,
+) -> impl Iterator<Item = &'a Value> + use<'a> {
     objects.iter().filter(move |object| object["kind"] == kind)
 }
 
-fn named<'a>(objects: &'a [Value], kind: &str, name: &str) -> anyhow::Result<&'a Value> {
+fn named<'a>(objects: &'a [Value], kind: &'a str, name: &str) -> anyhow::Result<&'a Value> {
     objects_of(objects, kind)
         .find(|object| object["metadata"]["name"] == name)
         .with_context(|| format!("no {kind} {name} rendered"))
@@ -172,7 +182,11 @@ fn write_volumes(
         let local = dir.join(name);
         std::fs::create_dir_all(&local)?;
         if let Some(source) = volume.get("configMap") {
-            let config_map = named(objects, "ConfigMap", source["name"].as_str().unwrap_or_default())?;
+            let config_map = named(
+                objects,
+                "ConfigMap",
+                source["name"].as_str().unwrap_or_default(),
+            )?;
             let data = config_map["data"]
                 .as_object()
                 .context("a ConfigMap without data")?;
@@ -189,10 +203,9 @@ fn write_volumes(
                 None => data.keys().map(|key| (key.clone(), key.clone())).collect(),
             };
             for (key, path) in items {
-                let content = data
-                    .get(&key)
-                    .and_then(Value::as_str)
-                    .with_context(|| format!("item {key} is not in ConfigMap {}", source["name"]))?;
+                let content = data.get(&key).and_then(Value::as_str).with_context(|| {
+                    format!("item {key} is not in ConfigMap {}", source["name"])
+                })?;
                 let target = local.join(&path);
                 std::fs::create_dir_all(target.parent().context("a file has a folder")?)?;
                 std::fs::write(target, content)?;
@@ -207,11 +220,15 @@ fn write_volumes(
     Ok(mounts)
 }
 
-/// Rewrites mount paths to their local folders in every file below `dir` and in `text`.
+/// Rewrites mount paths to their local folders in `text`, in one pass (a local folder may
+/// itself lie below a mount path such as `/tmp`).
 fn remap_paths(text: &str, mounts: &[(String, PathBuf)]) -> String {
     let mut text = text.to_owned();
-    for (mount, local) in mounts {
-        text = text.replace(mount.as_str(), &local.display().to_string());
+    for (at, (mount, _)) in mounts.iter().enumerate() {
+        text = text.replace(mount.as_str(), &format!("\u{0}{at}\u{0}"));
+    }
+    for (at, (_, local)) in mounts.iter().enumerate() {
+        text = text.replace(&format!("\u{0}{at}\u{0}"), &local.display().to_string());
     }
     text
 }
@@ -372,12 +389,16 @@ async fn wait_until_probes_pass(http: &reqwest::Client, local: &LocalPod) -> any
         let path = probe["httpGet"]["path"].as_str().context("an HTTP probe")?;
         let url = format!("http://{}{path}", probe_address(local, probe)?);
         let last = std::sync::Mutex::new(String::new());
-        wait_for(&format!("{} {kind} {url}", local.name), READY_TIMEOUT, || async {
-            let response = http.get(&url).send().await;
-            let status = response.as_ref().map(reqwest::Response::status);
-            *last.lock().expect("not poisoned") = format!("{status:?}");
-            status.ok().filter(StatusCode::is_success)
-        })
+        wait_for(
+            &format!("{} {kind} {url}", local.name),
+            READY_TIMEOUT,
+            || async {
+                let response = http.get(&url).send().await;
+                let status = response.as_ref().map(reqwest::Response::status);
+                *last.lock().expect("not poisoned") = format!("{status:?}");
+                status.ok().filter(StatusCode::is_success)
+            },
+        )
         .await
         .with_context(|| {
             format!(
@@ -479,8 +500,14 @@ async fn run_migration_job(objects: &[Value], hosts: &HostMap, dir: &Path) -> an
         .output()
         .await?;
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "the migration Job failed: {stderr}");
-    assert!(stderr.contains("applied"), "migrate applied nothing: {stderr}");
+    assert!(
+        output.status.success(),
+        "the migration Job failed: {stderr}"
+    );
+    assert!(
+        stderr.contains("applied"),
+        "migrate applied nothing: {stderr}"
+    );
     Ok(())
 }
 
@@ -508,10 +535,15 @@ async fn answer_through_the_gateway_service(
     gateway: &LocalPod,
 ) -> anyhow::Result<String> {
     let service = named(objects, "Service", "sable-gateway")?;
-    let port = service["spec"]["ports"][0]["port"].as_u64().context("a port")?;
+    let port = service["spec"]["ports"][0]["port"]
+        .as_u64()
+        .context("a port")?;
     let in_cluster = format!("http://sable-gateway:{port}");
     let url = hosts.apply(&in_cluster);
-    anyhow::ensure!(url != in_cluster, "the gateway Service leads to no local process");
+    anyhow::ensure!(
+        url != in_cluster,
+        "the gateway Service leads to no local process"
+    );
     // As NOTES.txt says: `sable admin` inside a gateway pod.
     let env = &gateway.env;
     let org = run_to_completion(&sable_binary(), &["admin", "org", "create", "acme"], env).await?;
@@ -556,6 +588,10 @@ async fn the_rendered_pods_run_as_local_processes_become_ready_and_answer_a_turn
         ],
     };
     let root = std::env::temp_dir().join(format!("sable-chart-{}", uuid::Uuid::new_v4().simple()));
+    // An empty database, as on a first install: the migration Job must create the schema.
+    sqlx::raw_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
+        .execute(database.store.pool())
+        .await?;
     run_migration_job(&objects, &hosts, &root.join("migrate")).await?;
 
     // The sidecar first: workers and gateways are given its Service's address.
@@ -566,14 +602,21 @@ async fn the_rendered_pods_run_as_local_processes_become_ready_and_answer_a_turn
         .filter_map(|deployment| deployment["metadata"]["name"].as_str())
         .collect();
     assert_eq!(names.len(), 4, "one Deployment per role: {names:?}");
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
     let mut pods = Vec::new();
     for deployment in &deployments {
         let name = deployment["metadata"]["name"].as_str().unwrap_or_default();
         let template = &deployment["spec"]["template"];
         let dir = root.join(name);
         let local = start_pod(name, &objects, &template["spec"], &hosts, &dir).await?;
-        map_services(&objects, &local, &template["metadata"]["labels"], &mut hosts);
+        map_services(
+            &objects,
+            &local,
+            &template["metadata"]["labels"],
+            &mut hosts,
+        );
         pods.push((local, deployment));
     }
     for (local, _) in &pods {
@@ -600,7 +643,12 @@ async fn the_rendered_pods_run_as_local_processes_become_ready_and_answer_a_turn
             local.name
         );
         let clean = local.process.terminate(Duration::from_secs(grace)).await?;
-        assert!(clean, "{} did not stop cleanly on SIGTERM:\n{}", local.name, local.process.log_tail());
+        assert!(
+            clean,
+            "{} did not stop cleanly on SIGTERM:\n{}",
+            local.name,
+            local.process.log_tail()
+        );
     }
     let _ = std::fs::remove_dir_all(&root);
     Ok(())
@@ -609,7 +657,8 @@ async fn the_rendered_pods_run_as_local_processes_become_ready_and_answer_a_turn
 #[tokio::test]
 async fn the_rendered_scaled_object_watches_the_stream_and_consumer_the_workers_use()
 -> anyhow::Result<()> {
-    let values = json!({"settings": {"nats_prefix": "acme-prod"}, "worker": {"keda": {"enabled": true}}});
+    let values =
+        json!({"settings": {"nats_prefix": "acme-prod"}, "worker": {"keda": {"enabled": true}}});
     let rendered = chart_py(&["render", "default-values.yaml", &values.to_string()]).await?;
     let objects: Vec<Value> = serde_json::from_str(&rendered)?;
     let scaled = named(&objects, "ScaledObject", "sable-worker")?;

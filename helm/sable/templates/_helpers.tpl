@@ -97,7 +97,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/* sable.toml: the settings of values plus those the chart derives (paths of the
-mounted folders, the NATS URL, the sidecar's URL). Roles' addresses come from env. */}}
+mounted folders, the NATS URL). Each role's addresses, and the sidecar's URL for the
+roles that call it, come from its env. */}}
 {{- define "sable.settingsToml" -}}
 # Rendered by the Sable chart from .Values.settings; keys as in config/sable.toml.
 nats_url = {{ toJson .Values.nats.url }}
@@ -107,9 +108,6 @@ bindings_file = {{ toJson (printf "%s/bindings.toml" (include "sable.configDir" 
 providers_file = {{ toJson (printf "%s/providers.toml" (include "sable.configDir" .)) }}
 models_file = {{ toJson (printf "%s/models.toml" (include "sable.configDir" .)) }}
 mcp_file = {{ toJson (printf "%s/mcp.toml" (include "sable.configDir" .)) }}
-{{- with include "sable.mcpSidecarUrl" . }}
-mcp_sidecar_url = {{ toJson . }}
-{{- end }}
 {{- range $key := keys .Values.settings | sortAlpha }}
 {{- $value := get $.Values.settings $key }}
 {{- if not (kindIs "invalid" $value) }}
