@@ -447,7 +447,9 @@ def cmd_compose() -> None:
 
     schema = compose_schema()
     compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
-    validator = jsonschema.Draft7Validator(schema)
+    validator_class = jsonschema.validators.validator_for(schema)
+    validator_class.check_schema(schema)
+    validator = validator_class(schema)
     errors = sorted(validator.iter_errors(compose), key=lambda e: list(e.path))
     check(not errors, "deploy/compose.yaml: " + "; ".join(f"{list(e.path)}: {e.message}" for e in errors[:5]))
     # A wrong type is refused by the same schema (the validation can fail).
