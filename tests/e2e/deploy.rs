@@ -512,11 +512,10 @@ async fn run_migration_job(objects: &[Value], hosts: &HostMap, dir: &Path) -> an
 }
 
 /// The chart's values for this test: its own database and NATS prefix behind the
-/// in-cluster host names `postgres` and `nats`, and the fake provider.
+/// in-cluster host name `postgres`, and the fake provider.
 fn test_values(in_cluster_database: &str, prefix: &str, provider: &FakeProvider) -> Value {
     json!({
         "database": {"url": in_cluster_database},
-        "nats": {"url": "nats://nats:4222"},
         "secrets": {"providerKeys": {"OPENAI_API_KEY": "test-key"}},
         "settings": {
             "nats_prefix": prefix,
@@ -528,12 +527,32 @@ fn test_values(in_cluster_database: &str, prefix: &str, provider: &FakeProvider)
     })
 }
 
-/// Posts a message through the rendered gateway Service and returns the reply's text.
+/// `over` merged into `base`, objects key by key (as Helm merges values files).
+fn merge(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(base), Value::Object(over)) => {
+            for (key, value) in over {
+                merge(base.entry(key.clone()).or_insert(Value::Null), value);
+            }
+        }
+        (base, over) => *base = over.clone(),
+    }
+}
+
+/// The gateway's Service as a client reaches it, with a fresh org's key.
+struct GatewayClient {
+    url: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+/// Posts a message through the rendered gateway Service and returns the client and the
+/// reply's text.
 async fn answer_through_the_gateway_service(
     objects: &[Value],
     hosts: &HostMap,
     gateway: &LocalPod,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(GatewayClient, String)> {
     let service = named(objects, "Service", "sable-gateway")?;
     let port = service["spec"]["ports"][0]["port"]
         .as_u64()
@@ -549,24 +568,69 @@ async fn answer_through_the_gateway_service(
     let org = run_to_completion(&sable_binary(), &["admin", "org", "create", "acme"], env).await?;
     let args = ["admin", "key", "create", "--org", &org];
     let key = run_to_completion(&sable_binary(), &args, env).await?;
-    let reply: Value = reqwest::Client::new()
+    let http = reqwest::Client::new();
+    let reply: Value = http
         .post(format!("{url}/v1/messages"))
-        .bearer_auth(key)
+        .bearer_auth(&key)
         .json(&json!({"text": "hello from the chart", "wait": true}))
         .timeout(Duration::from_secs(60))
         .send()
         .await?
         .json()
         .await?;
-    reply["reply"]["text"]
+    let text = reply["reply"]["text"]
         .as_str()
         .map(str::to_owned)
-        .with_context(|| format!("no reply: {reply}\n{}", gateway.process.log_tail()))
+        .with_context(|| format!("no reply: {reply}\n{}", gateway.process.log_tail()))?;
+    Ok((GatewayClient { url, key, http }, text))
 }
 
-#[tokio::test]
-async fn the_rendered_pods_run_as_local_processes_become_ready_and_answer_a_turn()
--> anyhow::Result<()> {
+/// Waits until the gateway lists each of `servers` connected, through the sidecar its
+/// rendered environment names.
+async fn wait_for_mcp_servers(client: &GatewayClient, servers: &[&str]) -> anyhow::Result<()> {
+    let url = format!("{}/v1/mcp/servers", client.url);
+    wait_for("the MCP servers to connect", READY_TIMEOUT, || async {
+        let listed: Value = client
+            .http
+            .get(&url)
+            .bearer_auth(&client.key)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let connected = |name: &str| {
+            listed["servers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|server| server["name"] == name && server["state"] == "connected")
+        };
+        servers.iter().all(|name| connected(name)).then_some(())
+    })
+    .await
+}
+
+/// A values file whose rendered pods a test runs.
+struct Scenario {
+    values_file: &'static str,
+    /// Merged over the file and the test's own values.
+    overrides: Value,
+    /// The file names `secrets.existingSecret`: the test makes that Secret.
+    existing_secret: Option<&'static str>,
+    /// The Deployments the file renders.
+    deployments: &'static [&'static str],
+    /// MCP servers its config names, which the gateway must list connected.
+    mcp_servers: &'static [&'static str],
+}
+
+/// Renders `scenario`'s values file for this test's own database, NATS prefix and fake
+/// provider, runs the migration Job and every Deployment as local processes (the
+/// sidecar first: the others are given its Service's address), waits for their probes,
+/// answers a turn through the gateway's Service, then stops each role on SIGTERM within
+/// its rendered grace, which must exceed the `shutdown_grace_ms` it reads.
+async fn run_rendered_pods(scenario: Scenario) -> anyhow::Result<()> {
     sable_llm::install_crypto_provider();
     let database = TestDatabase::create().await?;
     let nats = NatsServer::start().await?;
@@ -578,13 +642,26 @@ async fn the_rendered_pods_run_as_local_processes_become_ready_and_answer_a_turn
             .url
             .replacen(&format!("@{}/", server.as_written), "@postgres:5432/", 1);
     anyhow::ensure!(in_cluster_database != database.url, "unexpected URL");
-    let values = test_values(&in_cluster_database, &prefix, &provider);
-    let rendered = chart_py(&["render", "default-values.yaml", &values.to_string()]).await?;
-    let objects: Vec<Value> = serde_json::from_str(&rendered)?;
+    let mut values = test_values(&in_cluster_database, &prefix, &provider);
+    merge(&mut values, &scenario.overrides);
+    let rendered = chart_py(&["render", scenario.values_file, &values.to_string()]).await?;
+    let mut objects: Vec<Value> = serde_json::from_str(&rendered)?;
+    if let Some(name) = scenario.existing_secret {
+        assert!(
+            objects_of(&objects, "Secret").next().is_none(),
+            "with an existing Secret the chart renders none"
+        );
+        objects.push(json!({
+            "apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "stringData": {"SABLE_DATABASE_URL": in_cluster_database, "OPENAI_API_KEY": "test-key"},
+        }));
+    }
+    let local_nats = nats.url().replacen("nats:", "", 1);
     let mut hosts = HostMap {
         replacements: vec![
             ("@postgres:5432/".into(), format!("@{}/", server.as_written)),
-            ("//nats:4222".into(), nats.url().replacen("nats:", "", 1)),
+            ("//nats:4222".into(), local_nats.clone()),
+            ("//nats.messaging.svc.cluster.local:4222".into(), local_nats),
         ],
     };
     let root = std::env::temp_dir().join(format!("sable-chart-{}", uuid::Uuid::new_v4().simple()));
@@ -594,14 +671,14 @@ async fn the_rendered_pods_run_as_local_processes_become_ready_and_answer_a_turn
         .await?;
     run_migration_job(&objects, &hosts, &root.join("migrate")).await?;
 
-    // The sidecar first: workers and gateways are given its Service's address.
     let mut deployments: Vec<&Value> = objects_of(&objects, "Deployment").collect();
     deployments.sort_by_key(|deployment| deployment["metadata"]["name"] != "sable-mcp-sidecar");
-    let names: Vec<&str> = deployments
+    let mut names: Vec<&str> = deployments
         .iter()
         .filter_map(|deployment| deployment["metadata"]["name"].as_str())
         .collect();
-    assert_eq!(names.len(), 4, "one Deployment per role: {names:?}");
+    names.sort_unstable();
+    assert_eq!(names, scenario.deployments, "{}", scenario.values_file);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))
         .build()?;
@@ -627,11 +704,10 @@ async fn the_rendered_pods_run_as_local_processes_become_ready_and_answer_a_turn
         .iter()
         .find(|(local, _)| local.name == "sable-gateway")
         .context("a gateway")?;
-    let reply = answer_through_the_gateway_service(&objects, &hosts, gateway).await?;
+    let (client, reply) = answer_through_the_gateway_service(&objects, &hosts, gateway).await?;
     assert_eq!(reply, "echo: hello from the chart");
+    wait_for_mcp_servers(&client, scenario.mcp_servers).await?;
 
-    // Each role stops on SIGTERM within the grace the chart gives it, which exceeds the
-    // shutdown_grace_ms it reads.
     for (mut local, deployment) in pods {
         let grace = deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
             .as_u64()
@@ -652,6 +728,55 @@ async fn the_rendered_pods_run_as_local_processes_become_ready_and_answer_a_turn
     }
     let _ = std::fs::remove_dir_all(&root);
     Ok(())
+}
+
+const EVERY_ROLE: &[&str] = &[
+    "sable-cron",
+    "sable-gateway",
+    "sable-mcp-sidecar",
+    "sable-worker",
+];
+
+#[tokio::test]
+async fn the_rendered_pods_of_the_default_values_run_become_ready_and_answer_a_turn()
+-> anyhow::Result<()> {
+    run_rendered_pods(Scenario {
+        values_file: "default-values.yaml",
+        overrides: json!({}),
+        existing_secret: None,
+        deployments: EVERY_ROLE,
+        mcp_servers: &[],
+    })
+    .await
+}
+
+/// External NATS and Postgres behind an existing Secret, KEDA, an MCP server in the
+/// sidecar (mcp-server-time over stdio). Span export and Langfuse are turned off: their
+/// endpoints are outside this machine.
+#[tokio::test]
+async fn the_rendered_pods_of_the_production_values_run_with_an_existing_secret_and_answer()
+-> anyhow::Result<()> {
+    run_rendered_pods(Scenario {
+        values_file: "production-values.yaml",
+        overrides: json!({"otel": {"endpoint": ""}, "settings": {"langfuse_host": null}}),
+        existing_secret: Some("sable-production"),
+        deployments: EVERY_ROLE,
+        mcp_servers: &["time"],
+    })
+    .await
+}
+
+#[tokio::test]
+async fn the_rendered_pods_of_the_dev_values_run_become_ready_and_answer_a_turn()
+-> anyhow::Result<()> {
+    run_rendered_pods(Scenario {
+        values_file: "dev-values.yaml",
+        overrides: json!({}),
+        existing_secret: None,
+        deployments: &["sable-gateway", "sable-worker"],
+        mcp_servers: &[],
+    })
+    .await
 }
 
 #[tokio::test]
