@@ -105,10 +105,27 @@ def crd_schema_check(obj: dict) -> None:
         fail(f"no schema for {obj['apiVersion']} {kind}")
 
 
+CRDS = ROOT / "helm" / "tests" / "crds"
+
+
+def validate_custom_resources(objects: list[dict], label: str) -> None:
+    """KEDA's and the Prometheus Operator's kinds against their CRDs' schemas
+    (kubernetes-models, pinned in crds/package-lock.json; `npm ci` by ensure_helm_tools)."""
+    import subprocess
+
+    if not objects:
+        return
+    check((CRDS / "node_modules").is_dir(), f"{CRDS}/node_modules is missing: run scripts/test.sh (ensure_helm_tools)")
+    result = subprocess.run(["node", str(CRDS / "validate.mjs")], input=json.dumps(objects), capture_output=True, text=True, cwd=CRDS)
+    check(result.returncode == 0, f"{label}: {result.stderr.strip()}")
+    check(result.stdout.count(": valid") == len(objects), f"{label}: the CRD check validated {result.stdout!r}")
+
+
 def validate_objects(objects: list[dict], label: str) -> int:
     import kubernetes_validate
 
     validated = 0
+    custom = []
     for obj in objects:
         obj = copy.deepcopy(obj)
         obj["metadata"]["annotations"].pop("sable.test/template", None)
@@ -117,16 +134,26 @@ def validate_objects(objects: list[dict], label: str) -> int:
         where = f"{label}: {obj['kind']} {obj['metadata'].get('name')}"
         if obj["apiVersion"] in ("keda.sh/v1alpha1", "monitoring.coreos.com/v1"):
             crd_schema_check(obj)
+            custom.append(obj)
             validated += 1
             continue
-        try:
-            kubernetes_validate.validate(obj, KUBE_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as error:
-            fail(f"{where} does not validate against Kubernetes {KUBE_VERSION}: {error.message} at {list(error.path)}")
-        except kubernetes_validate.SchemaNotFoundError:
-            fail(f"{where}: no Kubernetes {KUBE_VERSION} schema for {obj['apiVersion']}")
+        # 1.30, the oldest the chart supports (kubeVersion), and the newest known.
+        for version in (KUBE_VERSION, kubernetes_validate.utils.latest_version()):
+            try:
+                kubernetes_validate.validate(obj, version, strict=True)
+            except kubernetes_validate.ValidationError as error:
+                fail(f"{where} does not validate against Kubernetes {version}: {error.message} at {list(error.path)}")
+            except kubernetes_validate.SchemaNotFoundError:
+                fail(f"{where}: no Kubernetes {version} schema for {obj['apiVersion']}")
         validated += 1
+    validate_custom_resources(custom, label)
     return validated
+
+
+def latest_kube() -> str:
+    import kubernetes_validate
+
+    return kubernetes_validate.utils.latest_version()
 
 
 def lint_report(values: dict) -> dict:
@@ -145,7 +172,7 @@ def cmd_lint() -> None:
         count = validate_objects(objects, name)
         check(count >= 10, f"ci/{name} rendered only {count} objects")
         kinds = sorted({o["kind"] for o in objects})
-        print(f"ci/{name}: lint clean (strict), {count} objects valid for Kubernetes {KUBE_VERSION}: {', '.join(kinds)}")
+        print(f"ci/{name}: lint clean (strict), {count} objects valid for Kubernetes {KUBE_VERSION} and {latest_kube()} (custom resources: their CRDs): {', '.join(kinds)}")
         check("Sable" in notes(values), f"NOTES.txt of ci/{name} says nothing")
         total += count
 
