@@ -392,6 +392,18 @@ def cmd_settings() -> None:
     check(config.get("mcp.toml") == "# none\n", "config.files reach the mounted config folder")
     for name in ("agents_dir", "skills_dir", "bindings_file", "providers_file", "models_file", "mcp_file"):
         check(str(worker[name]).startswith("/etc/sable/"), f"{name} points into a mounted ConfigMap: {worker[name]}")
+    # The image's own SABLE_* variables would beat the mounted sable.toml: none of them
+    # may be a setting the chart takes from values (addresses are set per role in env).
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text().replace("\\\n", " ")
+    image_env = {name.lower() for line in dockerfile.splitlines() if line.startswith("ENV ") for name in re.findall(r"SABLE_(\w+)=", line)}
+    check(image_env, "deploy/Dockerfile sets no SABLE_ variable: the parser is out of date")
+    shadowed = sorted(image_env & set(settable))
+    check(not shadowed, f"deploy/Dockerfile sets {shadowed}, which would override values.settings in every pod")
+    for name in image_env:
+        for deployment, role in (("sable-gateway", gateway), ("sable-worker", worker), ("sable-cron", cron), ("sable-mcp-sidecar", sidecar)):
+            if name in role["_env"] or f"SABLE_{name.upper()}" in role["_env"]:
+                continue
+            check(name != {"sable-gateway": "gateway_addr", "sable-mcp-sidecar": "mcp_sidecar_addr"}.get(deployment), f"{deployment} does not set the image's SABLE_{name.upper()}")
     print(f"settings: {len(fields)} fields of Settings: {len(settable)} in values.settings (types match, each reaches every role's sable.toml), {len(DERIVED)} derived by the chart (each follows its value)")
 
 
