@@ -399,11 +399,12 @@ def cmd_settings() -> None:
     check(image_env, "deploy/Dockerfile sets no SABLE_ variable: the parser is out of date")
     shadowed = sorted(image_env & set(settable))
     check(not shadowed, f"deploy/Dockerfile sets {shadowed}, which would override values.settings in every pod")
-    for name in image_env:
-        for deployment, role in (("sable-gateway", gateway), ("sable-worker", worker), ("sable-cron", cron), ("sable-mcp-sidecar", sidecar)):
-            if name in role["_env"] or f"SABLE_{name.upper()}" in role["_env"]:
-                continue
-            check(name != {"sable-gateway": "gateway_addr", "sable-mcp-sidecar": "mcp_sidecar_addr"}.get(deployment), f"{deployment} does not set the image's SABLE_{name.upper()}")
+    # And each role sets the addresses it listens on itself, whatever the image says.
+    listens = {"gateway": ["gateway_addr"], "worker": ["metrics_addr"], "cron": ["metrics_addr"], "sidecar": ["metrics_addr", "mcp_sidecar_addr"]}
+    roles = {"gateway": gateway, "worker": worker, "cron": cron, "sidecar": sidecar}
+    for role, names in listens.items():
+        for name in names:
+            check(f"SABLE_{name.upper()}" in roles[role]["_env"], f"{role} does not set SABLE_{name.upper()} in its env")
     print(f"settings: {len(fields)} fields of Settings: {len(settable)} in values.settings (types match, each reaches every role's sable.toml), {len(DERIVED)} derived by the chart (each follows its value)")
 
 
