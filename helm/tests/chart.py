@@ -195,6 +195,14 @@ def cmd_lint() -> None:
         lint_errors = [m for m in report.get("messages", []) if m.get("severity", 0) >= 3]
         check(lint_errors, f"helm lint accepted {what}")
         print(f"schema refuses {what}: {' '.join(message.split())[:160]}")
+    # Neither a Secret of the chart nor an existing one: rendering stops with a reason.
+    try:
+        render({"secrets": {"create": False}})
+    except helm().HelmRenderError as error:
+        check("existingSecret" in str(error), f"an unclear refusal: {error}")
+    else:
+        fail("the chart rendered pods whose Secret nobody creates")
+
     documented = check_readme_lists_every_value()
     print(f"lint: {total} objects validated, {len(refused)} bad values refused, {documented} values documented in helm/sable/README.md")
 

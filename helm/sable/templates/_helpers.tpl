@@ -57,6 +57,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "sable.secretName" -}}
 {{- if .Values.secrets.existingSecret -}}
 {{- .Values.secrets.existingSecret -}}
+{{- else if not .Values.secrets.create -}}
+{{- fail "secrets.create is false: name the Secret holding SABLE_DATABASE_URL in secrets.existingSecret" -}}
 {{- else -}}
 {{- include "sable.fullname" . -}}
 {{- end -}}
