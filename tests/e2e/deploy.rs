@@ -521,7 +521,9 @@ fn test_values(in_cluster_database: &str, prefix: &str, provider: &FakeProvider)
             "nats_prefix": prefix,
             "openai_base_url": provider.base_url,
             "model": "fake-model",
-            "db_max_connections": 4,
+            // Four roles per scenario, three scenarios beside the other tests: stay well
+            // under Postgres's 100 connections.
+            "db_max_connections": 2,
             "log_format": "text",
         },
     })
