@@ -10,7 +10,8 @@ subcommand prints what it checked and exits non-zero on the first broken propert
                                      (JSON: more values, merged over VALUES)
   chart.py settings                  every field of the binary's Settings is settable
   chart.py scaling                   HPA / KEDA ScaledObject / PDBs as rendered
-  chart.py compose                   deploy/compose.yaml against the Compose specification
+  chart.py compose                   deploy/compose.yaml against the Compose specification,
+                                     and deploy/Dockerfile agreeing with it and the chart
 """
 
 from __future__ import annotations
@@ -512,7 +513,35 @@ def cmd_compose() -> None:
         depends = services[name].get("depends_on", {})
         if name != "mcp-sidecar":
             check(depends.get("migrate", {}).get("condition") == "service_completed_successfully", f"{name} starts after migrate succeeded")
+    image = check_dockerfile()
+    for name in ("migrate", "gateway", "worker-1", "worker-2", "mcp-sidecar", "cron"):
+        check(services[name]["image"] == image["tag"], f"compose {name} runs {services[name]['image']}, not the Dockerfile's image")
+        check(services[name]["read_only"] is True, f"compose {name}: read-only root filesystem")
     print(f"compose: deploy/compose.yaml valid against the Compose specification ({schema.get('$id', 'compose-spec.json')}), {len(services)} services")
+
+
+def check_dockerfile() -> dict:
+    """deploy/Dockerfile (no engine here to build it): multi-stage, a non-root final
+    stage with the binary where the chart's command and Compose expect it, and the
+    default config/, agents/, skills/ inside."""
+    text = (ROOT / "deploy" / "Dockerfile").read_text()
+    stages = re.split(r"^FROM ", text, flags=re.M)[1:]
+    check(len(stages) >= 2, "deploy/Dockerfile is not multi-stage")
+    final = stages[-1]
+    check(re.match(r"(debian:[\w.-]*slim|gcr\.io/distroless)", final) is not None, f"the runtime stage is neither Debian slim nor distroless: {final.splitlines()[0]}")
+    user = re.findall(r"^USER (\S+)", final, re.M)
+    check(user and not user[-1].startswith(("root", "0")), f"the image runs as {user}")
+    run_as = int(yaml.safe_load((CHART / "values.yaml").read_text())["podSecurityContext"]["runAsUser"])
+    check(user[-1].split(":")[0] == str(run_as), f"the image's user {user[-1]} is not the chart's runAsUser {run_as}")
+    for folder in ("config", "agents", "skills"):
+        check(re.search(rf"^COPY {folder}/ ", final, re.M), f"the image lacks the default {folder}/")
+    command = render({})
+    deployment = next(o for o in command if o["kind"] == "Deployment")
+    binary = deployment["spec"]["template"]["spec"]["containers"][0]["command"][0]
+    check(f"COPY --from=build /out/sable {binary}" in final, f"the image does not put sable at {binary}, the chart's command")
+    check(f'ENTRYPOINT ["{binary}"]' in final, "the image's entrypoint is not the binary")
+    compose = yaml.safe_load((ROOT / "deploy" / "compose.yaml").read_text())
+    return {"tag": compose["x-sable"]["image"]}
 
 
 def cmd_render(values_file: str, extra: str | None) -> None:
