@@ -65,3 +65,45 @@ ensure_mcp_server_time() {
   python3 -c 'import mcp_server_time' 2>/dev/null \
     || fail "python3 cannot import mcp_server_time after installing it"
 }
+
+# The chart and Compose checks of tests/e2e/deploy.rs (helm/tests/chart.py): Helm v4's
+# engine as a library (helm-python-sdk), the Kubernetes schemas (kubernetes-validate)
+# and the Compose specification's schema (vendored by check-jsonschema), from PyPI at
+# pinned versions (PyYAML and jsonschema come with them); and the CRD schemas of KEDA
+# and the Prometheus Operator (kubernetes-models, npm, pinned by
+# helm/tests/crds/package-lock.json).
+SABLE_HELM_TOOLS="helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 check-jsonschema==0.39.0"
+helm_tools_present() {
+  python3 - <<'PY' 2>/dev/null
+import importlib.metadata as m, sys
+wanted = {"helm-python-sdk": "0.2.2", "kubernetes-validate": "1.37.0", "check-jsonschema": "0.39.0"}
+sys.exit(any(m.version(name) != version for name, version in wanted.items()))
+PY
+}
+ensure_helm_tools() {
+  command -v python3 >/dev/null || apt_install python3 python3-pip
+  ensure_crd_schemas
+  helm_tools_present && return 0
+  python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+  echo "installing $SABLE_HELM_TOOLS (PyPI) ..." >&2
+  # shellcheck disable=SC2086
+  python3 -m pip install --quiet $SABLE_HELM_TOOLS >&2 \
+    || python3 -m pip install --quiet --break-system-packages $SABLE_HELM_TOOLS >&2 \
+    || fail "pip install $SABLE_HELM_TOOLS failed (the chart tests need them)"
+  helm_tools_present || fail "python3 lacks $SABLE_HELM_TOOLS after installing them"
+  python3 -c 'import helm_python, kubernetes_validate, check_jsonschema, yaml, jsonschema' \
+    || fail "python3 cannot import the chart tools after installing them"
+}
+
+ensure_crd_schemas() {
+  local dir="helm/tests/crds"
+  command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+  if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+    echo "installing the CRD schemas of $dir (npm ci) ..." >&2
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2) \
+      || fail "npm ci in $dir failed (the chart tests validate KEDA and ServiceMonitor objects)"
+    touch "$dir/node_modules"
+  fi
+  (cd "$dir" && node -e 'import("@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject")' ) \
+    || fail "node cannot load the CRD schemas of $dir"
+}

@@ -8,6 +8,7 @@ mod agent_runtime;
 mod bad_input;
 mod crash_recovery;
 mod cron;
+mod deploy;
 mod diagnostics;
 mod embedded;
 mod faults;

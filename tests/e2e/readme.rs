@@ -309,3 +309,47 @@ async fn every_sable_command_in_the_readme_parses_against_the_binary() -> anyhow
     }
     Ok(())
 }
+
+/// `docker` and `helm` lines cannot run here (no container engine, no cluster): what can
+/// be checked is that each names files that exist, and that the one-command start is the
+/// Compose file `deploy::the_compose_stack_validates_against_the_compose_specification`
+/// validates.
+#[tokio::test]
+async fn every_docker_and_helm_command_in_the_readme_names_files_that_exist() -> anyhow::Result<()>
+{
+    let commands = readme_commands()?;
+    let deployment: Vec<&String> = commands
+        .iter()
+        .filter(|command| command.starts_with("docker ") || command.starts_with("helm "))
+        .collect();
+    for command in &deployment {
+        let words = shell_words(command);
+        let after_flag = words
+            .windows(2)
+            .filter(|pair| pair[0] == "-f")
+            .map(|pair| pair[1].clone());
+        let chart = words
+            .iter()
+            .filter(|word| word.starts_with("helm/"))
+            .cloned();
+        for path in after_flag.chain(chart) {
+            assert!(
+                workspace_root().join(&path).exists(),
+                "`{command}` names {path}, which does not exist"
+            );
+        }
+    }
+    assert!(
+        deployment
+            .iter()
+            .any(|command| command.starts_with("docker compose -f deploy/compose.yaml up")),
+        "the README shows no one-command start of deploy/compose.yaml: {deployment:?}"
+    );
+    assert!(
+        deployment
+            .iter()
+            .any(|command| command.starts_with("helm install ")),
+        "the README shows no helm install: {deployment:?}"
+    );
+    Ok(())
+}

@@ -492,7 +492,12 @@ async fn run_worker(settings: Settings) -> anyhow::Result<()> {
         metrics_listener.local_addr()?
     );
     println!("sable worker {} starting", config.worker_id);
-    let metrics = tokio::spawn(serve_metrics(metrics_listener, shutdown.clone()));
+    let metrics = tokio::spawn(serve_worker_http(
+        metrics_listener,
+        store.clone(),
+        bus.clone(),
+        shutdown.clone(),
+    ));
     let vitals = spawn_vitals(
         &settings,
         &store,
@@ -572,14 +577,41 @@ pub(crate) fn turn_intake(
     ))
 }
 
-/// Serves `/metrics` and `/healthz` for a role without an HTTP API of its own.
-async fn serve_metrics(listener: tokio::net::TcpListener, shutdown: CancellationToken) {
+/// Serves a worker's `/metrics`, `/healthz` (the process is up) and `/readyz` (Postgres
+/// answers and NATS is connected, as the gateway's `/readyz` checks): its probes.
+async fn serve_worker_http(
+    listener: tokio::net::TcpListener,
+    store: Store,
+    bus: Bus,
+    shutdown: CancellationToken,
+) {
+    let readyz = move || {
+        let (store, bus) = (store.clone(), bus.clone());
+        async move {
+            let store_ok = matches!(
+                tokio::time::timeout(std::time::Duration::from_secs(2), store.ping()).await,
+                Ok(Ok(()))
+            );
+            match (store_ok, bus.is_connected()) {
+                (true, true) => (axum::http::StatusCode::OK, "ready"),
+                (false, _) => (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "the store is unreachable",
+                ),
+                (true, false) => (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "NATS is not connected",
+                ),
+            }
+        }
+    };
     let app = axum::Router::new()
         .route(
             "/metrics",
             axum::routing::get(|| async { sable_telemetry::render_metrics() }),
         )
-        .route("/healthz", axum::routing::get(|| async { "ok" }));
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/readyz", axum::routing::get(readyz));
     if let Err(error) = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
