@@ -1237,7 +1237,14 @@ mod tests {
 
     #[test]
     fn a_chain_breaks_at_the_first_altered_deleted_or_missing_link() {
-        let events: Vec<AuditRecord> = ["a", "b", "c", "d"].iter().map(|s| record(s)).collect();
+        let org_id = OrgId::new();
+        let events: Vec<AuditRecord> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|subject| AuditRecord {
+                org_id,
+                ..record(subject)
+            })
+            .collect();
         let links = link_events(vec![], &events);
         let stored = |alter: &dyn Fn(usize, &mut Option<AuditRecord>)| {
             links
