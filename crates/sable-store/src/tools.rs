@@ -304,14 +304,16 @@ impl PgStore {
         decision: ApprovalDecision,
     ) -> Result<DecisionOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let current: Option<(String, bool, String)> = sqlx::query_as(
-            "SELECT status, expires_at < now(), tool FROM approvals WHERE id = $1 AND org_id = $2 FOR UPDATE",
+        let current: Option<(String, bool, String, Option<String>)> = sqlx::query_as(
+            "SELECT a.status, a.expires_at < now(), a.tool, t.trace_parent FROM approvals a \
+             JOIN turns t ON t.id = a.turn_id WHERE a.id = $1 AND a.org_id = $2 FOR UPDATE OF a",
         )
         .bind(decision.approval_id)
         .bind(decision.org_id.as_uuid())
         .fetch_optional(&mut *tx)
         .await?;
-        let (status, expired, tool) = current.ok_or(StoreError::NotFound("approval"))?;
+        let (status, expired, tool, trace_parent) =
+            current.ok_or(StoreError::NotFound("approval"))?;
         if status != "pending" || expired {
             let status = if status == "pending" {
                 "expired".to_owned()
@@ -342,7 +344,8 @@ impl PgStore {
         .fetch_one(&mut *tx)
         .await?;
         requeue_parked_turn(&mut tx, wakeup.id).await?;
-        let event = record::approval_decided(&decision, wakeup.id, wakeup.session_id, &tool);
+        let event = record::approval_decided(&decision, wakeup.id, wakeup.session_id, &tool)
+            .trace(trace_parent.as_deref());
         pg_write_events(&mut tx, &self.audit_json(&[event])).await?;
         tx.commit().await?;
         Ok(DecisionOutcome::Decided(wakeup))
@@ -352,26 +355,25 @@ impl PgStore {
     /// again; returns the wake-ups to publish.
     pub async fn expire_approvals(&self, limit: i64) -> Result<Vec<StaleWakeup>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let expired: Vec<(Uuid, Uuid, Uuid, Uuid, String)> = sqlx::query_as(
+        type Expired = (Uuid, Uuid, Uuid, Uuid, String, Option<String>);
+        let expired: Vec<Expired> = sqlx::query_as(
             "UPDATE approvals SET status = 'expired', decided_at = now() WHERE id IN ( \
                  SELECT id FROM approvals WHERE status = 'pending' AND expires_at < now() \
                  ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
-             RETURNING id, turn_id, org_id, session_id, tool",
+             RETURNING id, turn_id, org_id, session_id, tool, \
+                 (SELECT t.trace_parent FROM turns t WHERE t.id = approvals.turn_id)",
         )
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
         let mut events = Vec::new();
         let mut wakeups = Vec::new();
-        for (approval_id, turn_id, org_id, session_id, tool) in expired {
+        for (approval_id, turn_id, org_id, session_id, tool, trace_parent) in expired {
             requeue_parked_turn(&mut tx, turn_id).await?;
-            events.push(record::approval_expired(
-                org_id,
-                approval_id,
-                turn_id,
-                session_id,
-                &tool,
-            ));
+            events.push(
+                record::approval_expired(org_id, approval_id, turn_id, session_id, &tool)
+                    .trace(trace_parent.as_deref()),
+            );
             wakeups.push(StaleWakeup {
                 id: turn_id,
                 org_id,

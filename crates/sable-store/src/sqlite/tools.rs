@@ -263,14 +263,16 @@ pub(crate) async fn decide_approval(
 ) -> Result<DecisionOutcome, StoreError> {
     let now = stored_now();
     let mut tx = begin_write(pool).await?;
-    let current: Option<(String, String, String)> = sqlx::query_as(
-        "SELECT status, expires_at, tool FROM approvals WHERE id = $1 AND org_id = $2",
+    let current: Option<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT a.status, a.expires_at, a.tool, t.trace_parent FROM approvals a \
+         JOIN turns t ON t.id = a.turn_id WHERE a.id = $1 AND a.org_id = $2",
     )
     .bind(decision.approval_id.hyphenated())
     .bind(decision.org_id.as_uuid().hyphenated())
     .fetch_optional(&mut *tx)
     .await?;
-    let (status, expires_at, tool) = current.ok_or(StoreError::NotFound("approval"))?;
+    let (status, expires_at, tool, trace_parent) =
+        current.ok_or(StoreError::NotFound("approval"))?;
     if status != "pending" || expires_at < now {
         let status = if status == "pending" {
             "expired".to_owned()
@@ -303,7 +305,8 @@ pub(crate) async fn decide_approval(
     .await?;
     let wakeup = StaleWakeup::from(row);
     requeue_parked_turn(&mut tx, wakeup.id, &now).await?;
-    let event = record::approval_decided(&decision, wakeup.id, wakeup.session_id, &tool);
+    let event = record::approval_decided(&decision, wakeup.id, wakeup.session_id, &tool)
+        .trace(trace_parent.as_deref());
     insert_events(&mut tx, &[event], &now).await?;
     tx.commit().await?;
     Ok(DecisionOutcome::Decided(wakeup))
@@ -334,13 +337,21 @@ pub(crate) async fn expire_approvals(
             session_id: session_id.into_uuid(),
         };
         requeue_parked_turn(&mut tx, wakeup.id, &now).await?;
-        events.push(record::approval_expired(
-            wakeup.org_id,
-            approval_id.into_uuid(),
-            wakeup.id,
-            wakeup.session_id,
-            &tool,
-        ));
+        let (trace_parent,): (Option<String>,) =
+            sqlx::query_as("SELECT trace_parent FROM turns WHERE id = $1")
+                .bind(turn_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        events.push(
+            record::approval_expired(
+                wakeup.org_id,
+                approval_id.into_uuid(),
+                wakeup.id,
+                wakeup.session_id,
+                &tool,
+            )
+            .trace(trace_parent.as_deref()),
+        );
         expired.push(wakeup);
     }
     insert_events(&mut tx, &events, &now).await?;
