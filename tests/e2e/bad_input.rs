@@ -4,7 +4,7 @@
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::support::{StackOptions, TestStack, assert_error};
+use crate::support::{READY_TIMEOUT, StackOptions, TestStack, assert_error};
 
 async fn send_raw(
     stack: &TestStack,
@@ -111,6 +111,23 @@ async fn malformed_bodies_and_bad_keys_get_clear_errors_and_change_nothing() -> 
         before,
         "a refused request changed the database"
     );
+    // What it does leave is the audit of the two keys that failed (a missing header is
+    // not an attempt): written off the request's path, so polled for.
+    let failed_authentications = || async {
+        let (count,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM audit_events WHERE action = 'auth.failed'")
+                .fetch_one(stack.database.store.pool())
+                .await?;
+        anyhow::Ok(count)
+    };
+    sable_testkit::wait_for("two failed authentications audited", READY_TIMEOUT, || async {
+        failed_authentications()
+            .await
+            .ok()
+            .filter(|count| *count >= 2)
+    })
+    .await?;
+    assert_eq!(failed_authentications().await?, 2);
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use anyhow::Context;
 use chrono::{DateTime, TimeDelta, Utc};
 use reqwest::StatusCode;
 use sable_core::{CronTaskId, MisfirePolicy, OrgId, Schedule};
-use sable_store::{CronTarget, CronTask};
+use sable_store::{Actor, CronTarget, CronTask};
 use sable_testkit::{ChildProcess, FakeToolCall, Script, wait_for};
 use serde_json::{Value, json};
 
@@ -98,7 +98,11 @@ async fn create_task(
         created_at: now,
         updated_at: now,
     };
-    stack.database.store.create_cron_task(&task).await?;
+    stack
+        .database
+        .store
+        .create_cron_task(&task, &Actor::system())
+        .await?;
     Ok(task)
 }
 

@@ -243,17 +243,78 @@ async fn report(
     let max_attempt = stack
         .scalar("SELECT COALESCE(max(attempt), 0)::bigint FROM turns")
         .await?;
+    let audit = audit_mismatches(stack).await?;
     let line = format!(
-        "fault report | {scenario} | accepted {} | replies {replies} | deliveries {deliveries} | webhook requests {} (resends absorbed {}) | streams {} (finals {}) | duplicates {duplicates} | losses {losses} | max attempt {max_attempt}",
+        "fault report | {scenario} | accepted {} | replies {replies} | deliveries {deliveries} | webhook requests {} (resends absorbed {}) | streams {} (finals {}) | duplicates {duplicates} | losses {losses} | max attempt {max_attempt} | audit mismatches {}",
         accepted.len() + streams.len(),
         received.requests,
         received.resends_absorbed(),
         streams.len(),
         streams.iter().map(|stream| stream.finals).sum::<usize>(),
+        audit.len(),
     );
     print_report(&line)?;
     anyhow::ensure!(received.without_key == 0, "every webhook carries its key");
+    anyhow::ensure!(audit.is_empty(), "committed work without exactly one audit event: {audit:?}");
     Ok(Received { duplicates, losses })
+}
+
+/// Committed work whose audit events are missing or repeated: each check counts the rows
+/// (turns, attempts, provider calls, tool calls) without exactly one matching event, and
+/// events that match no row. Names the checks that found some.
+async fn audit_mismatches(stack: &TestStack) -> anyhow::Result<Vec<(String, i64)>> {
+    const CHECKS: [(&str, &str); 8] = [
+        (
+            "accepted messages",
+            "SELECT count(*) FROM turns t WHERE (SELECT count(*) FROM audit_events e WHERE e.turn_id = t.id \
+               AND e.action = 'message.accepted' AND e.details->>'idempotency' IN ('new', 'none')) <> 1",
+        ),
+        (
+            "started attempts",
+            "SELECT count(*) FROM turns t WHERE t.attempt <> (SELECT count(*) FROM audit_events e \
+               WHERE e.turn_id = t.id AND e.action = 'turn.started')",
+        ),
+        (
+            "ended turns",
+            "SELECT count(*) FROM turns t WHERE (SELECT count(*) FROM audit_events e WHERE e.turn_id = t.id \
+               AND e.action IN ('turn.finished', 'turn.failed')) <> (CASE WHEN t.status IN ('done', 'failed') THEN 1 ELSE 0 END)",
+        ),
+        (
+            "provider calls",
+            "SELECT count(*) FROM provider_calls c WHERE (SELECT count(*) FROM audit_events e \
+               WHERE e.turn_id = c.turn_id AND e.action = 'provider.call' AND e.subject_id = c.profile \
+                 AND (e.details->>'attempt')::int = c.turn_attempt AND (e.details->>'retry_number')::int = c.retry_number \
+                 AND e.details->>'started_at' = to_char(c.started_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')) <> 1",
+        ),
+        (
+            "provider call events without a call",
+            "SELECT (SELECT count(*) FROM audit_events WHERE action = 'provider.call') - (SELECT count(*) FROM provider_calls)",
+        ),
+        (
+            "started tool calls",
+            "SELECT count(*) FROM tool_calls c WHERE (SELECT count(*) FROM audit_events e WHERE e.turn_id = c.turn_id \
+               AND e.action = 'tool.started' AND (e.details->>'round')::int = c.round \
+               AND (e.details->>'position')::int = c.position) <> 1",
+        ),
+        (
+            "ended tool calls",
+            "SELECT count(*) FROM tool_calls c WHERE (SELECT count(*) FROM audit_events e WHERE e.turn_id = c.turn_id \
+               AND e.action IN ('tool.completed', 'tool.failed', 'tool.rejected') AND (e.details->>'round')::int = c.round \
+               AND (e.details->>'position')::int = c.position) <> (CASE WHEN c.status IN ('ok', 'error', 'denied') THEN 1 ELSE 0 END)",
+        ),
+        (
+            "tool events without a call",
+            "SELECT (SELECT count(*) FROM audit_events WHERE action = 'tool.started') - (SELECT count(*) FROM tool_calls)",
+        ),
+    ];
+    let mut mismatches = Vec::new();
+    for (check, sql) in CHECKS {
+        let count = stack.scalar(sql).await?;
+        if count != 0 {
+            mismatches.push((check.to_owned(), count));
+        }
+    }
+    Ok(mismatches)
 }
 
 /// Waits until the dispatcher has marked all `count` deliveries delivered.

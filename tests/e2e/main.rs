@@ -5,6 +5,7 @@ mod support;
 
 mod admin;
 mod agent_runtime;
+mod audit;
 mod bad_input;
 mod crash_recovery;
 mod cron;

@@ -6,7 +6,7 @@ use chrono::{Timelike, Utc};
 use clap::{Args, Subcommand};
 use sable_core::{ConversationKey, CronTaskId, MisfirePolicy, OrgId, SessionId};
 use sable_runtime::Inbound;
-use sable_store::{CronRunStatus, CronTarget, CronTask, CronTaskSpec, NewCronRun, Store};
+use sable_store::{Actor, CronRunStatus, CronTarget, CronTask, CronTaskSpec, NewCronRun, Store};
 
 use crate::settings::Settings;
 
@@ -94,7 +94,7 @@ pub async fn run(settings: Settings, command: CronCommand) -> anyhow::Result<()>
         CronCommand::Run(task) => println!("{}", run_now(&settings, &store, task).await?),
         CronCommand::Remove(TaskArg { org_id, task_id }) => {
             store
-                .delete_cron_task(org_id.parse()?, task_id.parse()?)
+                .delete_cron_task(org_id.parse()?, task_id.parse()?, &Actor::admin_cli())
                 .await
                 .context("no such task in that org")?;
         }
@@ -136,7 +136,7 @@ async fn add(settings: &Settings, store: &Store, args: AddArgs) -> anyhow::Resul
         creator: None,
     };
     let (task, _) = CronTask::from_spec(org_id, spec, Utc::now())?;
-    store.create_cron_task(&task).await?;
+    store.create_cron_task(&task, &Actor::admin_cli()).await?;
     Ok(task.id)
 }
 
@@ -148,7 +148,7 @@ async fn set_enabled(store: &Store, task: TaskArg, enabled: bool) -> anyhow::Res
     let mut edited = before.clone();
     edited.enabled = enabled;
     edited.apply_edit(&before, Utc::now())?;
-    store.update_cron_task(&edited).await?;
+    store.update_cron_task(&edited, &Actor::admin_cli()).await?;
     Ok(())
 }
 

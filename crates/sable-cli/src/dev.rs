@@ -141,6 +141,7 @@ async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     let options = StoreOptions {
         max_connections: settings.db_max_connections,
         acquire_timeout: Settings::millis(settings.db_acquire_timeout_ms),
+        audit: settings.audit_enabled,
     };
     let store = Store::connect_lazy(url, &options).context("invalid SABLE_DATABASE_URL")?;
     store.migrate().await.context("migration failed")?;
@@ -241,7 +242,12 @@ async fn welcome(store: &Store, database_url: &str) -> anyhow::Result<Welcome> {
     }
     let org_id = store.create_org("default").await?;
     let key = store
-        .create_api_key(org_id, true, Some("sable dev"))
+        .create_api_key(
+            org_id,
+            true,
+            Some("sable dev"),
+            &sable_store::Actor::admin_cli(),
+        )
         .await?;
     if let Some(parent) = marker.parent() {
         std::fs::create_dir_all(parent)?;

@@ -4,6 +4,7 @@
 //! and the provider client once, binds listeners, installs signal handling, and hands
 //! them to the services. Library crates never read the environment.
 
+mod audit_admin;
 mod chat;
 mod cron_admin;
 mod dev;
@@ -92,6 +93,11 @@ enum AdminCommand {
     Cron {
         #[command(subcommand)]
         command: cron_admin::CronCommand,
+    },
+    /// Read and verify an org's audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: audit_admin::AuditCommand,
     },
     /// Manage an org's Feishu / Lark apps (secrets from FEISHU_APP_SECRET,
     /// FEISHU_VERIFICATION_TOKEN and FEISHU_ENCRYPT_KEY, never from arguments).
@@ -286,6 +292,7 @@ async fn run_admin(settings: Settings, command: AdminCommand) -> anyhow::Result<
         AdminCommand::Key { command } => run_key_admin(&store, command).await,
         AdminCommand::Cron { command } => cron_admin::run(settings, command).await,
         AdminCommand::Feishu { command } => run_feishu_admin(&settings, &store, command).await,
+        AdminCommand::Audit { command } => audit_admin::run(&store, command).await,
     }
 }
 
@@ -321,7 +328,12 @@ async fn run_key_admin(store: &Store, command: KeyCommand) -> anyhow::Result<()>
         } => {
             let org_id: OrgId = org_id.parse()?;
             let key = store
-                .create_api_key(org_id, admin, name.as_deref())
+                .create_api_key(
+                    org_id,
+                    admin,
+                    name.as_deref(),
+                    &sable_store::Actor::admin_cli(),
+                )
                 .await
                 .with_context(|| format!("could not create a key for org {org_id}"))?;
             println!("{}", key.key);
@@ -352,7 +364,7 @@ async fn run_key_admin(store: &Store, command: KeyCommand) -> anyhow::Result<()>
         KeyCommand::Revoke { prefix } => {
             let prefix = prefix.trim_start_matches("sable_");
             let revoked = store
-                .revoke_api_key(None, prefix)
+                .revoke_api_key(None, prefix, &sable_store::Actor::admin_cli())
                 .await
                 .context("could not revoke the key")?
                 .with_context(|| format!("no key with prefix {prefix}"))?;
@@ -406,7 +418,9 @@ async fn run_feishu_admin(
             let app = sable_gateway::build_feishu_app(input, &key, &agents)
                 .map_err(anyhow::Error::msg)?;
             anyhow::ensure!(
-                store.create_feishu_app(&app).await?,
+                store
+                    .create_feishu_app(&app, &sable_store::Actor::admin_cli())
+                    .await?,
                 "a feishu app with app id {} exists already",
                 app.app_id
             );
@@ -430,7 +444,7 @@ async fn run_feishu_admin(
         }
         FeishuCommand::Remove { app_id } => {
             let removed = store
-                .remove_feishu_app(None, &app_id)
+                .remove_feishu_app(None, &app_id, &sable_store::Actor::admin_cli())
                 .await?
                 .with_context(|| format!("no feishu app {app_id}"))?;
             eprintln!(
@@ -656,6 +670,7 @@ pub(crate) fn gateway_config(
             shutdown_grace: Settings::millis(settings.shutdown_grace_ms),
         },
         tools: load_capabilities(settings, agents)?.tools,
+        audit: settings.audit_config()?,
     })
 }
 
@@ -791,6 +806,7 @@ pub(crate) fn connect_store(settings: &Settings) -> anyhow::Result<Store> {
     let options = StoreOptions {
         max_connections: settings.db_max_connections,
         acquire_timeout: Settings::millis(settings.db_acquire_timeout_ms),
+        audit: settings.audit_enabled,
     };
     Store::connect_lazy(&settings.database_url, &options).context("invalid SABLE_DATABASE_URL")
 }

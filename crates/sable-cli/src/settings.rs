@@ -92,6 +92,15 @@ pub struct Settings {
     pub capture_content_orgs: HashMap<String, CapturePolicy>,
     /// Regular expressions masked under `redacted`, besides the built-in secret shapes.
     pub capture_redact_patterns: Vec<String>,
+    /// Write audit events with the actions they record (off only to measure the cost;
+    /// Postgres only, the embedded store always writes them).
+    pub audit_enabled: bool,
+    /// How often the audit sealer chains new events.
+    pub audit_seal_interval_ms: u64,
+    /// Sealed audit events older than this many days are dropped behind a checkpoint.
+    pub audit_retention_days: u64,
+    /// Orgs (by id) whose audit retention, in days, differs.
+    pub audit_retention_orgs: HashMap<String, u64>,
     /// Label turn metrics with the org id (off: cardinality grows with the orgs).
     pub metrics_org_labels: bool,
     /// How often each serving process records its heartbeat and backlog gauges.
@@ -170,6 +179,10 @@ impl Default for Settings {
             capture_content: CapturePolicy::Off,
             capture_content_orgs: HashMap::new(),
             capture_redact_patterns: Vec::new(),
+            audit_enabled: true,
+            audit_seal_interval_ms: 1_000,
+            audit_retention_days: 90,
+            audit_retention_orgs: HashMap::new(),
             otel_max_queue_size: 2_048,
             heartbeat_interval_ms: 5_000,
             metrics_org_labels: false,
@@ -264,8 +277,39 @@ impl Settings {
             self.cron_run_retention >= 1,
             "cron_run_retention must be at least 1"
         );
+        anyhow::ensure!(
+            self.audit_seal_interval_ms >= 10,
+            "audit_seal_interval_ms must be at least 10"
+        );
+        anyhow::ensure!(
+            self.audit_retention_days >= 1
+                && self.audit_retention_orgs.values().all(|days| *days >= 1),
+            "audit_retention_days (and each of audit_retention_orgs) must be at least 1"
+        );
+        self.audit_config()?;
         self.content_capture()?;
         Ok(())
+    }
+
+    /// The audit sealer's settings, with per-org retention keyed by parsed org ids.
+    pub fn audit_config(&self) -> anyhow::Result<sable_gateway::AuditConfig> {
+        let days = |days: u64| Duration::from_secs(days.saturating_mul(24 * 3600));
+        let retention_per_org = self
+            .audit_retention_orgs
+            .iter()
+            .map(|(org, keep)| {
+                let org = org
+                    .parse()
+                    .with_context(|| format!("audit_retention_orgs: '{org}' is not an org id"))?;
+                Ok((org, days(*keep)))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        Ok(sable_gateway::AuditConfig {
+            seal_interval: Self::millis(self.audit_seal_interval_ms),
+            retention: days(self.audit_retention_days),
+            retention_per_org,
+            ..sable_gateway::AuditConfig::default()
+        })
     }
 
     /// The content capture policy, with its per-org overrides and patterns.

@@ -10,7 +10,7 @@ use sable_bus::Bus;
 use sable_core::{AgentId, Channel, IdempotencyKey, MessageText, OrgId, cron_idempotency_key};
 use sable_proto::v1::TurnWakeup;
 use sable_store::{
-    AcceptedTurn, CronTarget, CronTask, NewMessage, SessionTarget, Store, StoreError,
+    AcceptedTurn, Actor, CronTarget, CronTask, NewMessage, SessionTarget, Store, StoreError,
 };
 use sable_telemetry::TraceContext;
 use sable_telemetry::genai::{self, TurnLabels};
@@ -39,6 +39,8 @@ pub struct Inbound {
     pub idempotency_key: Option<IdempotencyKey>,
     /// The context the turn's trace continues from.
     pub trace: TraceContext,
+    /// Who sent it (the key, the Feishu user, the cron task), for the audit.
+    pub actor: Actor,
 }
 
 impl Inbound {
@@ -67,6 +69,7 @@ impl Inbound {
                 task.id, scheduled,
             ))?),
             trace: TraceContext::new_root(),
+            actor: Actor::cron(task.id),
         })
     }
 }
@@ -131,6 +134,7 @@ impl TurnIntake {
             text: inbound.text,
             idempotency_key: inbound.idempotency_key,
             trace_parent: Some(inbound.trace.to_string()),
+            actor: inbound.actor,
         })
     }
 

@@ -2,9 +2,10 @@
 
 use chrono::{DateTime, Utc};
 use sable_core::{OrgId, TurnId};
-use uuid::Uuid;
 
+use crate::audit::{pg_insert_events, record};
 use crate::records::parse_stored;
+use crate::sessions::provider_calls_json;
 use crate::{HistoryEntry, PgStore, RunnableTurn, StoreError};
 
 /// One provider call of a turn.
@@ -48,35 +49,18 @@ impl PgStore {
         turn: &RunnableTurn,
         calls: &[ProviderCallRecord],
     ) -> Result<(), StoreError> {
-        for call in calls {
-            sqlx::query(
-                "INSERT INTO provider_calls (id, org_id, turn_id, turn_attempt, purpose, profile, provider, provider_kind, \
-                     model, outcome, error_message, retry_number, failover_reason, started_at, time_to_first_token_ms, \
-                     duration_ms, input_tokens, output_tokens, cached_input_tokens) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)",
-            )
-            .bind(Uuid::now_v7())
+        let sql = format!(
+            "WITH calls AS ({}), audit AS ({}) SELECT 1",
+            pg_insert_provider_calls("$1", "$2", "$3", None),
+            pg_insert_events("$4", None, &[]),
+        );
+        sqlx::query(&sql)
             .bind(turn.org_id.as_uuid())
             .bind(turn.id.as_uuid())
-            .bind(call.turn_attempt)
-            .bind(&call.purpose)
-            .bind(&call.profile)
-            .bind(&call.provider)
-            .bind(&call.provider_kind)
-            .bind(&call.model)
-            .bind(&call.outcome)
-            .bind(call.error_message.as_ref().map(|message| message.replace('\0', "")))
-            .bind(call.retry_number)
-            .bind(&call.failover_reason)
-            .bind(call.started_at)
-            .bind(call.time_to_first_token_ms)
-            .bind(call.duration_ms)
-            .bind(call.input_tokens)
-            .bind(call.output_tokens)
-            .bind(call.cached_input_tokens)
+            .bind(provider_calls_json(calls))
+            .bind(self.audit_json(&record::provider_calls(turn, calls)))
             .execute(&self.pool)
             .await?;
-        }
         Ok(())
     }
 
@@ -158,4 +142,29 @@ impl PgStore {
         .await?;
         Ok(())
     }
+}
+
+/// A Postgres statement part inserting the provider calls of the JSON array bound as
+/// `param` (see `provider_calls_json`) for the org and turn bound as `org` and `turn`, once
+/// per row of `gate` when one is given.
+pub(crate) fn pg_insert_provider_calls(
+    org: &str,
+    turn: &str,
+    param: &str,
+    gate: Option<&str>,
+) -> String {
+    let from = gate.map(|gate| format!("{gate}, ")).unwrap_or_default();
+    format!(
+        "INSERT INTO provider_calls (id, org_id, turn_id, turn_attempt, purpose, profile, provider, provider_kind, \
+             model, outcome, error_message, retry_number, failover_reason, started_at, time_to_first_token_ms, \
+             duration_ms, input_tokens, output_tokens, cached_input_tokens) \
+         SELECT c.id, {org}, {turn}, c.turn_attempt, c.purpose, c.profile, c.provider, c.provider_kind, \
+             c.model, c.outcome, c.error_message, c.retry_number, c.failover_reason, c.started_at, \
+             c.time_to_first_token_ms, c.duration_ms, c.input_tokens, c.output_tokens, c.cached_input_tokens \
+         FROM {from}json_to_recordset({param}::json) AS c(id uuid, turn_attempt integer, purpose text, profile text, \
+             provider text, provider_kind text, model text, outcome text, error_message text, \
+             retry_number integer, failover_reason text, started_at timestamptz, \
+             time_to_first_token_ms bigint, duration_ms bigint, input_tokens bigint, output_tokens bigint, \
+             cached_input_tokens bigint)"
+    )
 }

@@ -11,8 +11,9 @@ use sable_core::{
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::audit::{pg_write_events, record};
 use crate::records::parse_stored;
-use crate::{PgStore, StoreError};
+use crate::{Actor, PgStore, StoreError};
 
 /// Where a task's runs go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,7 +294,8 @@ pub(crate) const PRUNE_RUNS: &str = "DELETE FROM cron_runs WHERE task_id = $1 AN
      (SELECT id FROM cron_runs WHERE task_id = $1 ORDER BY scheduled_at DESC LIMIT $2)";
 
 impl PgStore {
-    pub async fn create_cron_task(&self, task: &CronTask) -> Result<(), StoreError> {
+    pub async fn create_cron_task(&self, task: &CronTask, actor: &Actor) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         sqlx::query(&format!(
             "INSERT INTO cron_tasks ({TASK_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
@@ -315,8 +317,11 @@ impl PgStore {
         .bind(task.next_fire_at)
         .bind(task.created_at)
         .bind(task.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        let event = task_event(task, actor, "cron_task.created");
+        pg_write_events(&mut tx, &self.audit_json(&[event])).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -348,7 +353,8 @@ impl PgStore {
     }
 
     /// Overwrites every editable field of the org's task; `NotFound` when it is not theirs.
-    pub async fn update_cron_task(&self, task: &CronTask) -> Result<(), StoreError> {
+    pub async fn update_cron_task(&self, task: &CronTask, actor: &Actor) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
             "UPDATE cron_tasks SET name = $3, schedule = $4, timezone = $5, prompt = $6, agent_id = $7, \
              target = $8, enabled = $9, misfire = $10, timeout_ms = $11, max_retries = $12, \
@@ -369,11 +375,14 @@ impl PgStore {
         .bind(task.max_retries)
         .bind(task.anchor_at)
         .bind(task.next_fire_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if updated.rows_affected() == 0 {
             return Err(StoreError::NotFound("cron task"));
         }
+        let event = task_event(task, actor, "cron_task.updated");
+        pg_write_events(&mut tx, &self.audit_json(&[event])).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -382,15 +391,27 @@ impl PgStore {
         &self,
         org_id: OrgId,
         task_id: CronTaskId,
+        actor: &Actor,
     ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
         let deleted = sqlx::query("DELETE FROM cron_tasks WHERE org_id = $1 AND id = $2")
             .bind(org_id.as_uuid())
             .bind(task_id.as_uuid())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
         if deleted.rows_affected() == 0 {
             return Err(StoreError::NotFound("cron task"));
         }
+        let event = record::change(
+            org_id,
+            actor,
+            "cron_task.deleted",
+            "cron_task",
+            task_id.to_string(),
+            serde_json::json!({}),
+        );
+        pg_write_events(&mut tx, &self.audit_json(&[event])).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -641,4 +662,27 @@ impl CronTask {
         }
         Schedule::parse(&self.schedule, &self.timezone)
     }
+}
+
+/// `cron_task.created` or `cron_task.updated`: its schedule and state, not its prompt.
+pub(crate) fn task_event(
+    task: &CronTask,
+    actor: &Actor,
+    action: &'static str,
+) -> crate::AuditEvent {
+    let details = serde_json::json!({
+        "name": task.name,
+        "schedule": task.schedule,
+        "timezone": task.timezone,
+        "agent": task.agent,
+        "enabled": task.enabled,
+    });
+    record::change(
+        task.org_id,
+        actor,
+        action,
+        "cron_task",
+        task.id.to_string(),
+        details,
+    )
 }

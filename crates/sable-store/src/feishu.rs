@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use sable_core::{OrgId, TurnId};
 use uuid::Uuid;
 
-use crate::{PgStore, SecretsError, SecretsKey, StoreError};
+use crate::audit::{pg_write_events, record};
+use crate::{Actor, PgStore, SecretsError, SecretsKey, StoreError};
 
 /// An app's secrets, sealed with the deployment's secrets key.
 #[derive(Clone, PartialEq, Eq)]
@@ -163,7 +164,12 @@ struct TargetRow {
 
 impl PgStore {
     /// Adds an app; false when an app with this id already exists (in any org).
-    pub async fn create_feishu_app(&self, app: &FeishuApp) -> Result<bool, StoreError> {
+    pub async fn create_feishu_app(
+        &self,
+        app: &FeishuApp,
+        actor: &Actor,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO feishu_apps (app_id, org_id, mode, base_url, agent_id, require_mention, \
              app_secret_sealed, verification_token_sealed, encrypt_key_sealed) \
@@ -178,8 +184,13 @@ impl PgStore {
         .bind(&app.secrets.app_secret)
         .bind(&app.secrets.verification_token)
         .bind(&app.secrets.encrypt_key)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        if inserted.rows_affected() == 1 {
+            let event = app_event(app, actor, "feishu_app.added");
+            pg_write_events(&mut tx, &self.audit_json(&[event])).await?;
+        }
+        tx.commit().await?;
         Ok(inserted.rows_affected() == 1)
     }
 
@@ -207,16 +218,24 @@ impl PgStore {
         &self,
         org_id: Option<OrgId>,
         app_id: &str,
+        actor: &Actor,
     ) -> Result<Option<FeishuApp>, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let row: Option<AppRow> = sqlx::query_as(&format!(
             "DELETE FROM feishu_apps WHERE app_id = $1 AND ($2::uuid IS NULL OR org_id = $2) \
              RETURNING {APP_COLUMNS}"
         ))
         .bind(app_id)
         .bind(org_id.map(|org_id| org_id.as_uuid()))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(row.map(FeishuApp::from))
+        let app = row.map(FeishuApp::from);
+        if let Some(app) = &app {
+            let event = app_event(app, actor, "feishu_app.removed");
+            pg_write_events(&mut tx, &self.audit_json(&[event])).await?;
+        }
+        tx.commit().await?;
+        Ok(app)
     }
 
     pub async fn feishu_event_seen(
@@ -288,4 +307,22 @@ impl PgStore {
             chat_id: row.chat_id,
         }))
     }
+}
+
+/// `feishu_app.added` or `feishu_app.removed`: the app's settings, never its secrets.
+pub(crate) fn app_event(app: &FeishuApp, actor: &Actor, action: &'static str) -> crate::AuditEvent {
+    let details = serde_json::json!({
+        "mode": app.mode,
+        "base_url": app.base_url,
+        "agent": app.agent,
+        "require_mention": app.require_mention,
+    });
+    record::change(
+        app.org_id,
+        actor,
+        action,
+        "feishu_app",
+        app.app_id.clone(),
+        details,
+    )
 }

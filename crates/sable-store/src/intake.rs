@@ -7,8 +7,9 @@ use sable_core::{
 };
 use uuid::Uuid;
 
+use crate::audit::{pg_insert_events, record};
 use crate::records::parse_stored;
-use crate::{PgStore, StoreError};
+use crate::{Actor, PgStore, StoreError};
 
 /// Which session an inbound message belongs to.
 #[derive(Debug, Clone)]
@@ -37,6 +38,8 @@ pub struct NewMessage {
     pub text: MessageText,
     pub idempotency_key: Option<IdempotencyKey>,
     pub trace_parent: Option<String>,
+    /// Who sent it (audited with the acceptance).
+    pub actor: Actor,
 }
 
 /// The turn that answers an accepted message.
@@ -79,6 +82,15 @@ impl PgStore {
     pub async fn accept_message(&self, message: NewMessage) -> Result<AcceptedTurn, StoreError> {
         let turn_id = TurnId::new();
         let (slot, session_id) = session_slot(&message.target);
+        let audit = pg_insert_events(
+            "$11",
+            Some("turn"),
+            &[
+                ("subject_id", "turn.id::text"),
+                ("turn_id", "turn.id"),
+                ("session_id", "turn.session_id"),
+            ],
+        );
         let sql = format!(
             "WITH existing AS ( \
                  SELECT id, session_id, seq, status FROM turns WHERE org_id = $2 AND idempotency_key = $4 \
@@ -90,7 +102,7 @@ impl PgStore {
              ), message AS ( \
                  INSERT INTO messages (id, org_id, session_id, turn_id, turn_seq, position, role, content) \
                  SELECT $7, $2, turn.session_id, turn.id, turn.seq, 0, 'user', $8 FROM turn \
-             ) \
+             ), audit AS ({audit}) \
              SELECT turn.id, turn.session_id, turn.seq, turn.status, true AS created, \
                     slot.leased OR EXISTS (SELECT 1 FROM turns ahead WHERE ahead.session_id = turn.session_id \
                         AND ahead.status IN ('queued', 'running', 'waiting_approval') AND ahead.seq < turn.seq) \
@@ -108,21 +120,22 @@ impl PgStore {
             .bind(MessageId::new().as_uuid())
             .bind(message.text.as_str())
             .bind(message.channel.as_str())
-            .bind(session_id);
+            .bind(session_id)
+            .bind(self.audit_json(&[record::message_accepted(&message, true)]));
         if let SessionTarget::Conversation { key, user_id } = &message.target {
             query = query.bind(key.as_str()).bind(user_id);
         }
-        match query.fetch_optional(&self.pool).await {
-            Ok(Some(row)) => Ok(AcceptedTurn {
+        let accepted = match query.fetch_optional(&self.pool).await {
+            Ok(Some(row)) => AcceptedTurn {
                 turn_id: row.id.into(),
                 session_id: row.session_id.into(),
                 seq: row.seq,
                 status: parse_stored(&row.status)?,
                 created: row.created,
                 behind_others: row.behind_others,
-            }),
+            },
             // Neither a turn nor an earlier one: the session named does not exist here.
-            Ok(None) => Err(StoreError::NotFound("session")),
+            Ok(None) => return Err(StoreError::NotFound("session")),
             Err(error) if is_idempotency_race(&error) => {
                 let key = message
                     .idempotency_key
@@ -130,10 +143,18 @@ impl PgStore {
                     .ok_or(StoreError::NotFound("turn"))?;
                 self.turn_by_idempotency_key(message.org_id, key)
                     .await?
-                    .ok_or(StoreError::NotFound("turn"))
+                    .ok_or(StoreError::NotFound("turn"))?
             }
-            Err(error) => Err(error.into()),
+            Err(error) => return Err(error.into()),
+        };
+        if !accepted.created {
+            // A repeat writes nothing else; its acceptance is still on record.
+            let mut event = record::message_accepted(&message, false)
+                .in_turn(accepted.turn_id, accepted.session_id);
+            event.subject_id = accepted.turn_id.to_string();
+            self.record_audit(&[event]).await?;
         }
+        Ok(accepted)
     }
 
     async fn turn_by_idempotency_key(
@@ -170,7 +191,7 @@ fn is_idempotency_race(error: &sqlx::Error) -> bool {
 
 /// The statement part that finds or creates the session and takes the next sequence
 /// number in it (skipped when the idempotency key matched an earlier turn), with the id
-/// it binds as `$10`; a conversation also binds its key and user as `$11` and `$12`. The
+/// it binds as `$10`; a conversation also binds its key and user as `$12` and `$13`. The
 /// row lock this takes orders concurrent messages to one session.
 fn session_slot(target: &SessionTarget) -> (&'static str, Uuid) {
     match target {
@@ -182,7 +203,7 @@ fn session_slot(target: &SessionTarget) -> (&'static str, Uuid) {
         ),
         SessionTarget::Conversation { .. } => (
             "INSERT INTO sessions (id, org_id, channel, conversation_key, user_id, agent_id, next_seq) \
-             SELECT $10, $2, $9, $11, $12, $3, 2 WHERE NOT EXISTS (SELECT 1 FROM existing) \
+             SELECT $10, $2, $9, $12, $13, $3, 2 WHERE NOT EXISTS (SELECT 1 FROM existing) \
              ON CONFLICT (org_id, channel, conversation_key) WHERE conversation_key IS NOT NULL \
              DO UPDATE SET next_seq = sessions.next_seq + 1, updated_at = now() \
              RETURNING id, next_seq - 1 AS seq, coalesce(lease_expires_at > now(), false) AS leased",

@@ -8,7 +8,8 @@ use sable_core::{ApiKeyId, OrgId};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::{PgStore, StoreError};
+use crate::audit::{pg_insert_events, pg_write_events, record};
+use crate::{Actor, PgStore, StoreError};
 
 pub(crate) const KEY_SCHEME: &str = "sable";
 
@@ -28,10 +29,11 @@ impl fmt::Debug for ApiKeySecret {
 }
 
 /// Who a valid key belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticatedKey {
     pub key_id: ApiKeyId,
     pub org_id: OrgId,
+    pub name: Option<String>,
     /// May read deployment-wide diagnostics and manage its org's keys.
     pub admin: bool,
     /// When the key was last recorded as used (at most once a minute, see
@@ -87,6 +89,7 @@ struct KeyRow {
     org_id: Uuid,
     secret_hash: Vec<u8>,
     admin: bool,
+    name: Option<String>,
     last_used_at: Option<DateTime<Utc>>,
 }
 
@@ -139,6 +142,7 @@ impl PgStore {
         org_id: OrgId,
         admin: bool,
         name: Option<&str>,
+        actor: &Actor,
     ) -> Result<ApiKeySecret, StoreError> {
         if !self.org_exists(org_id).await? {
             return Err(StoreError::NotFound("org"));
@@ -146,6 +150,7 @@ impl PgStore {
         let id = ApiKeyId::new();
         let prefix = random_hex(6);
         let secret = random_hex(24);
+        let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO api_keys (id, org_id, prefix, secret_hash, admin, name) VALUES ($1, $2, $3, $4, $5, $6)",
         )
@@ -155,8 +160,11 @@ impl PgStore {
         .bind(hash_secret(&secret))
         .bind(admin)
         .bind(name)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        let event = key_event(org_id, actor, "key.created", id, &prefix, admin, name);
+        pg_write_events(&mut tx, &self.audit_json(&[event])).await?;
+        tx.commit().await?;
         Ok(ApiKeySecret {
             id,
             key: format!("{KEY_SCHEME}_{prefix}_{secret}"),
@@ -173,7 +181,7 @@ impl PgStore {
             return Ok(None);
         };
         let row: Option<KeyRow> = sqlx::query_as(
-            "SELECT id, org_id, secret_hash, admin, last_used_at FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
+            "SELECT id, org_id, secret_hash, admin, name, last_used_at FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
         )
         .bind(prefix)
         .fetch_optional(&self.pool)
@@ -183,6 +191,7 @@ impl PgStore {
             .map(|row| AuthenticatedKey {
                 key_id: ApiKeyId::from_uuid(row.id),
                 org_id: OrgId::from_uuid(row.org_id),
+                name: row.name,
                 admin: row.admin,
                 last_used_at: row.last_used_at,
             }))
@@ -220,16 +229,57 @@ impl PgStore {
         &self,
         org_id: Option<OrgId>,
         prefix: &str,
+        actor: &Actor,
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let row: Option<ApiKeyRow> = sqlx::query_as(&format!(
             "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, now()) \
              WHERE prefix = $1 AND ($2::uuid IS NULL OR org_id = $2) RETURNING {KEY_COLUMNS}"
         ))
         .bind(prefix)
         .bind(org_id.map(|org| org.as_uuid()))
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await?;
-        Ok(row.map(ApiKeyRecord::from))
+        let key = row.map(ApiKeyRecord::from);
+        if let Some(key) = &key {
+            let event = key_event(
+                key.org_id,
+                actor,
+                "key.revoked",
+                key.id,
+                &key.prefix,
+                key.admin,
+                key.name.as_deref(),
+            );
+            pg_write_events(&mut tx, &self.audit_json(&[event])).await?;
+        }
+        tx.commit().await?;
+        Ok(key)
+    }
+
+    /// Records a presented key that did not authenticate, under its org when its prefix
+    /// names a key (revoked, or with a wrong secret).
+    pub async fn record_failed_authentication(
+        &self,
+        presented: &str,
+        source: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let prefix = split_key(presented).map(|(prefix, _)| prefix);
+        let event = record::authentication_failed(prefix, source);
+        let sql = pg_insert_events(
+            "$1",
+            None,
+            &[(
+                "org_id",
+                "coalesce((SELECT k.org_id FROM api_keys k WHERE k.prefix = $2), e.org_id)",
+            )],
+        );
+        sqlx::query(&sql)
+            .bind(self.audit_json(&[event]))
+            .bind(prefix)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 
@@ -256,6 +306,28 @@ impl From<ApiKeyRow> for ApiKeyRecord {
             revoked_at: row.revoked_at,
         }
     }
+}
+
+/// `key.created` or `key.revoked`: the key's prefix and role, never its secret.
+pub(crate) fn key_event(
+    org_id: OrgId,
+    actor: &Actor,
+    action: &'static str,
+    key_id: ApiKeyId,
+    prefix: &str,
+    admin: bool,
+    name: Option<&str>,
+) -> crate::AuditEvent {
+    let role = if admin { "admin" } else { "member" };
+    let details = serde_json::json!({ "key_prefix": prefix, "role": role, "name": name });
+    record::change(
+        org_id,
+        actor,
+        action,
+        "api_key",
+        key_id.to_string(),
+        details,
+    )
 }
 
 pub(crate) fn split_key(presented: &str) -> Option<(&str, &str)> {

@@ -7,6 +7,7 @@
 //! Depends only on `sable-core`; knows nothing of NATS, HTTP or providers. Queries are
 //! checked at run time (`query_as` + `FromRow`) so building needs no database.
 
+mod audit;
 mod calls;
 mod cron;
 mod error;
@@ -33,6 +34,10 @@ use sable_core::{ApiKeyId, CronTaskId, DeliveryId, OrgId, SessionId, TurnId};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgPool};
 
+pub use audit::{
+    Actor, AuditCursor, AuditEvent, AuditFilter, AuditOutcome, AuditRecord, AuditVerification,
+    SealReport, Severity, platform_org, trace_id_of,
+};
 pub use calls::{ProviderCallRecord, SessionSummary};
 pub use cron::{
     CronRunRecord, CronRunStatus, CronTarget, CronTask, CronTaskSpec, MAX_CRON_RETRIES,
@@ -66,6 +71,8 @@ pub struct StoreOptions {
     pub max_connections: u32,
     /// A request waits at most this long for a connection before failing as unavailable.
     pub acquire_timeout: Duration,
+    /// Writes audit events with the actions they record (off only to measure its cost).
+    pub audit: bool,
 }
 
 impl Default for StoreOptions {
@@ -73,6 +80,7 @@ impl Default for StoreOptions {
         Self {
             max_connections: 20,
             acquire_timeout: Duration::from_secs(3),
+            audit: true,
         }
     }
 }
@@ -117,7 +125,7 @@ store_contract! {
     fn list_orgs(&self) -> Vec<OrgRecord>;
     /// Creates a key for an existing org; `admin` keys may read deployment diagnostics
     /// and manage the org's keys.
-    fn create_api_key(&self, org_id: OrgId, admin: bool, name: Option<&str>) -> ApiKeySecret;
+    fn create_api_key(&self, org_id: OrgId, admin: bool, name: Option<&str>, actor: &Actor) -> ApiKeySecret;
     /// The key's org, or `None` when it is malformed, unknown or revoked.
     fn authenticate(&self, presented: &str) -> Option<AuthenticatedKey>;
     /// Records that the key was used now (callers do so at most once a minute).
@@ -125,7 +133,9 @@ store_contract! {
     /// The org's keys (revoked ones included), oldest first; never their secrets.
     fn api_keys(&self, org_id: OrgId) -> Vec<ApiKeyRecord>;
     /// Revokes a key by prefix, within `org_id` when given; `None` when there is none.
-    fn revoke_api_key(&self, org_id: Option<OrgId>, prefix: &str) -> Option<ApiKeyRecord>;
+    fn revoke_api_key(&self, org_id: Option<OrgId>, prefix: &str, actor: &Actor) -> Option<ApiKeyRecord>;
+    /// Audits a presented key that did not authenticate (its prefix and the caller's address).
+    fn record_failed_authentication(&self, presented: &str, source: Option<&str>) -> ();
     /// The org's sessions, newest first, filtered, one page after `filter.before`.
     fn list_sessions(&self, org_id: OrgId, filter: &SessionFilter) -> Vec<SessionInfo>;
     /// Writes the message and a queued turn atomically; a repeated idempotency key
@@ -186,14 +196,14 @@ store_contract! {
     fn live_roles(&self, seen_within: Duration) -> Vec<RoleInstance>;
     /// This process's connection pool.
     fn pool_stats(&self) -> PoolStats;
-    fn create_cron_task(&self, task: &CronTask) -> ();
+    fn create_cron_task(&self, task: &CronTask, actor: &Actor) -> ();
     /// The org's tasks, oldest first.
     fn cron_tasks(&self, org_id: OrgId) -> Vec<CronTask>;
     fn cron_task(&self, org_id: OrgId, task_id: CronTaskId) -> CronTask;
     /// Overwrites the org's task's editable fields and next occurrence.
-    fn update_cron_task(&self, task: &CronTask) -> ();
+    fn update_cron_task(&self, task: &CronTask, actor: &Actor) -> ();
     /// Deletes the org's task and its run history.
-    fn delete_cron_task(&self, org_id: OrgId, task_id: CronTaskId) -> ();
+    fn delete_cron_task(&self, org_id: OrgId, task_id: CronTaskId, actor: &Actor) -> ();
     /// Enabled tasks of every org due at `now`, earliest first (for the cron leader).
     fn due_cron_tasks(&self, now: DateTime<Utc>, limit: i64) -> Vec<CronTask>;
     /// Moves a task's next occurrence from `expected` to `next`; false when it had moved.
@@ -206,13 +216,13 @@ store_contract! {
     fn acquire_lease(&self, name: &str, owner: &str, ttl: Duration) -> bool;
     fn release_lease(&self, name: &str, owner: &str) -> ();
     /// Adds a Feishu app (secrets already sealed); false when its app id exists already.
-    fn create_feishu_app(&self, app: &FeishuApp) -> bool;
+    fn create_feishu_app(&self, app: &FeishuApp, actor: &Actor) -> bool;
     /// The org's Feishu apps, oldest first.
     fn feishu_apps(&self, org_id: OrgId) -> Vec<FeishuApp>;
     /// The app with this id, in whichever org (ingress knows only the app id).
     fn feishu_app(&self, app_id: &str) -> Option<FeishuApp>;
     /// Removes an app, within `org_id` when given; `None` when there is none.
-    fn remove_feishu_app(&self, org_id: Option<OrgId>, app_id: &str) -> Option<FeishuApp>;
+    fn remove_feishu_app(&self, org_id: Option<OrgId>, app_id: &str, actor: &Actor) -> Option<FeishuApp>;
     /// Whether the app's event was recorded before (a redelivery).
     fn feishu_event_seen(&self, app_id: &str, event_id: &str) -> bool;
     /// Records an event once per `(app_id, event_id)`; false when it was already recorded.
@@ -220,6 +230,16 @@ store_contract! {
     /// Records which Feishu message a turn answers (first write wins).
     fn record_feishu_reply_target(&self, target: &FeishuReplyTarget) -> ();
     fn feishu_reply_target(&self, org_id: OrgId, turn_id: TurnId) -> Option<FeishuReplyTarget>;
+    /// Writes the events of actions that write nothing else (a failed authentication).
+    fn record_audit(&self, events: &[AuditEvent]) -> ();
+    /// The org's audit events matching the filter, newest first.
+    fn audit_events(&self, org_id: OrgId, filter: &AuditFilter) -> Vec<AuditRecord>;
+    /// Chains up to `limit` unsealed events onto their orgs' hash chains.
+    fn seal_audit(&self, limit: i64) -> SealReport;
+    /// Walks the org's chain from its checkpoint; names the first broken link.
+    fn verify_audit(&self, org_id: OrgId) -> AuditVerification;
+    /// Drops the org's oldest sealed events stamped before `before` behind a checkpoint.
+    fn drop_sealed_audit(&self, org_id: OrgId, before: DateTime<Utc>) -> u64;
 }
 
 /// The shared handle on whichever backend a deployment uses; cheap to clone.
@@ -297,6 +317,7 @@ const IDLE_PING_AFTER: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    audit: bool,
 }
 
 impl PgStore {
@@ -320,11 +341,14 @@ impl PgStore {
                 })
             })
             .connect_lazy_with(connect_options);
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            audit: options.audit,
+        })
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool }
+        Self { pool, audit: true }
     }
 
     pub fn pool(&self) -> &PgPool {

@@ -11,6 +11,8 @@ use sable_core::{
 };
 use uuid::Uuid;
 
+use crate::audit::{pg_insert_events, record};
+use crate::calls::pg_insert_provider_calls;
 use crate::records::parse_stored;
 use crate::{HistoryEntry, PgStore, ProviderCallRecord, SessionSummary, StoreError};
 
@@ -416,6 +418,13 @@ impl PgStore {
                  FROM next, lease \
                  WHERE t.id = next.id AND t.status IN ('queued', 'running') \
                  RETURNING t.id, t.org_id, t.session_id, t.seq, t.agent_id, t.trace_parent, t.created_at, t.attempt \
+             ), audit AS ( \
+                 INSERT INTO audit_events (id, org_id, actor, action, subject_kind, subject_id, outcome, severity, \
+                     trace_id, turn_id, session_id, details) \
+                 SELECT $6, started.org_id, 'system', 'turn.started', 'turn', started.id::text, 'ok', 'info', \
+                     nullif(split_part(started.trace_parent, '-', 2), ''), started.id, started.session_id, \
+                     jsonb_build_object('attempt', started.attempt, 'agent', started.agent_id, 'worker', $3) \
+                 FROM started WHERE $7 \
              ) \
              SELECT started.id, started.org_id, started.session_id, started.seq, started.agent_id, \
                     started.trace_parent, started.created_at, started.attempt, \
@@ -432,6 +441,8 @@ impl PgStore {
         .bind(owner)
         .bind(ttl.as_secs_f64())
         .bind(history_limit)
+        .bind(Uuid::now_v7())
+        .bind(self.audit)
         .fetch_optional(&self.pool)
         .await?;
         match row {
@@ -506,7 +517,9 @@ impl PgStore {
         let route = finish.route.as_ref();
         let delivery_id = DeliveryId::new();
         let delivery_status = TurnEnded::initial_status(&turn.channel);
-        let (ended, lease_released): (bool, bool) = sqlx::query_as(
+        let calls = pg_insert_provider_calls("$8", "$1", "$20", Some("ended"));
+        let audit = pg_insert_events("$22", Some("ended"), &[]);
+        let sql = format!(
             "WITH ended AS ( \
                  UPDATE turns SET status = $3, finished_at = now(), error_code = $4, error_message = $5, \
                      input_tokens = $6, output_tokens = $7, cached_input_tokens = $9, \
@@ -519,49 +532,40 @@ impl PgStore {
              ), delivery AS ( \
                  INSERT INTO deliveries (id, org_id, turn_id, session_id, channel, status, delivered_at) \
                  SELECT $17, $8, $1, $13, $18, $19, CASE WHEN $19 = 'delivered' THEN now() END FROM ended \
-             ), calls AS ( \
-                 INSERT INTO provider_calls (id, org_id, turn_id, turn_attempt, purpose, profile, provider, provider_kind, \
-                     model, outcome, error_message, retry_number, failover_reason, started_at, time_to_first_token_ms, \
-                     duration_ms, input_tokens, output_tokens, cached_input_tokens) \
-                 SELECT c.id, $8, $1, c.turn_attempt, c.purpose, c.profile, c.provider, c.provider_kind, \
-                     c.model, c.outcome, c.error_message, c.retry_number, c.failover_reason, c.started_at, \
-                     c.time_to_first_token_ms, c.duration_ms, c.input_tokens, c.output_tokens, c.cached_input_tokens \
-                 FROM ended, json_to_recordset($20::json) AS c(id uuid, turn_attempt integer, purpose text, profile text, \
-                     provider text, provider_kind text, model text, outcome text, error_message text, \
-                     retry_number integer, failover_reason text, started_at timestamptz, \
-                     time_to_first_token_ms bigint, duration_ms bigint, input_tokens bigint, output_tokens bigint, \
-                     cached_input_tokens bigint) \
+             ), calls AS ({calls}), audit AS ({audit}\
              ), released AS ( \
                  UPDATE sessions SET lease_owner = NULL, lease_expires_at = NULL \
                  WHERE id = $13 AND org_id = $8 AND lease_owner = $21 AND next_seq = $14 + 1 \
                    AND EXISTS (SELECT 1 FROM ended) \
                  RETURNING id \
              ) \
-             SELECT EXISTS (SELECT 1 FROM ended), EXISTS (SELECT 1 FROM released)",
-        )
-        .bind(turn.id.as_uuid())
-        .bind(finish.attempt)
-        .bind(status.as_str())
-        .bind(code)
-        .bind(message.map(|message| message.replace('\0', "")))
-        .bind(usage.map(|usage| usage.input_tokens))
-        .bind(usage.map(|usage| usage.output_tokens))
-        .bind(turn.org_id.as_uuid())
-        .bind(usage.map(|usage| usage.cached_input_tokens))
-        .bind(route.map(|route| route.profile.as_str()))
-        .bind(route.map(|route| route.reason.as_str()))
-        .bind(MessageId::new().as_uuid())
-        .bind(turn.session_id.as_uuid())
-        .bind(turn.seq)
-        .bind(role.as_str())
-        .bind(reply.replace('\0', ""))
-        .bind(delivery_id.as_uuid())
-        .bind(&turn.channel)
-        .bind(delivery_status.as_str())
-        .bind(provider_calls_json(&finish.provider_calls))
-        .bind(finish.lease_owner)
-        .fetch_one(&self.pool)
-        .await?;
+             SELECT EXISTS (SELECT 1 FROM ended), EXISTS (SELECT 1 FROM released)"
+        );
+        let (ended, lease_released): (bool, bool) = sqlx::query_as(&sql)
+            .bind(turn.id.as_uuid())
+            .bind(finish.attempt)
+            .bind(status.as_str())
+            .bind(code)
+            .bind(message.map(|message| message.replace('\0', "")))
+            .bind(usage.map(|usage| usage.input_tokens))
+            .bind(usage.map(|usage| usage.output_tokens))
+            .bind(turn.org_id.as_uuid())
+            .bind(usage.map(|usage| usage.cached_input_tokens))
+            .bind(route.map(|route| route.profile.as_str()))
+            .bind(route.map(|route| route.reason.as_str()))
+            .bind(MessageId::new().as_uuid())
+            .bind(turn.session_id.as_uuid())
+            .bind(turn.seq)
+            .bind(role.as_str())
+            .bind(reply.replace('\0', ""))
+            .bind(delivery_id.as_uuid())
+            .bind(&turn.channel)
+            .bind(delivery_status.as_str())
+            .bind(provider_calls_json(&finish.provider_calls))
+            .bind(finish.lease_owner)
+            .bind(self.audit_json(&record::turn_ended(&finish)))
+            .fetch_one(&self.pool)
+            .await?;
         Ok(ended.then_some(TurnEnded {
             delivery_id,
             delivered: delivery_status == DeliveryStatus::Delivered,

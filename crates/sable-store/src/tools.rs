@@ -11,8 +11,9 @@ use chrono::{DateTime, Utc};
 use sable_core::{OrgId, TurnId};
 use uuid::Uuid;
 
+use crate::audit::{pg_insert_events, pg_write_events, record};
 use crate::sweep::StaleWakeup;
-use crate::{PgStore, RunnableTurn, StoreError};
+use crate::{Actor, PgStore, RunnableTurn, StoreError};
 
 /// A call the model asked for in a round.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +49,9 @@ pub struct ToolCallRecord {
 pub struct ToolCallResult {
     pub round: i32,
     pub position: i32,
+    /// The call's tool and the model's id for the call (for the audit).
+    pub tool: String,
+    pub call_id: String,
     /// `ok`, `error` or `denied`.
     pub status: String,
     pub result: String,
@@ -92,6 +96,8 @@ pub struct ApprovalDecision {
     /// `once` or `session`.
     pub scope: String,
     pub comment: Option<String>,
+    /// Who decided.
+    pub actor: Actor,
 }
 
 /// What deciding did.
@@ -141,6 +147,8 @@ impl PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        let events = record::tool_round(turn, attempt, round, calls);
+        pg_write_events(&mut tx, &self.audit_json(&events)).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -151,21 +159,33 @@ impl PgStore {
         turn: &RunnableTurn,
         result: &ToolCallResult,
     ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE tool_calls SET status = $4, result = $5, error_code = $6, started_at = $7, duration_ms = $8 \
-             WHERE turn_id = $1 AND round = $2 AND position = $3 AND org_id = $9",
-        )
-        .bind(turn.id.as_uuid())
-        .bind(result.round)
-        .bind(result.position)
-        .bind(&result.status)
-        .bind(result.result.replace('\0', ""))
-        .bind(&result.error_code)
-        .bind(result.started_at)
-        .bind(result.duration_ms)
-        .bind(turn.org_id.as_uuid())
-        .execute(&self.pool)
-        .await?;
+        let sql = format!(
+            "WITH finished AS ( \
+                 UPDATE tool_calls SET status = $4, result = $5, error_code = $6, started_at = $7, duration_ms = $8 \
+                 WHERE turn_id = $1 AND round = $2 AND position = $3 AND org_id = $9 RETURNING turn_attempt \
+             ), audit AS ({}) SELECT 1",
+            pg_insert_events(
+                "$10",
+                Some("finished"),
+                &[(
+                    "details",
+                    "e.details || jsonb_build_object('attempt', finished.turn_attempt)"
+                )]
+            )
+        );
+        sqlx::query(&sql)
+            .bind(turn.id.as_uuid())
+            .bind(result.round)
+            .bind(result.position)
+            .bind(&result.status)
+            .bind(result.result.replace('\0', ""))
+            .bind(&result.error_code)
+            .bind(result.started_at)
+            .bind(result.duration_ms)
+            .bind(turn.org_id.as_uuid())
+            .bind(self.audit_json(&[record::tool_finished(turn, 0, result)]))
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -236,12 +256,13 @@ impl PgStore {
         .bind(approval.position)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
+        let approval_id = Uuid::now_v7();
+        let inserted = sqlx::query(
             "INSERT INTO approvals (id, org_id, session_id, turn_id, round, position, tool, arguments, status, expires_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', now() + make_interval(secs => $9)) \
              ON CONFLICT (turn_id, round, position) DO NOTHING",
         )
-        .bind(Uuid::now_v7())
+        .bind(approval_id)
         .bind(turn.org_id.as_uuid())
         .bind(turn.session_id.as_uuid())
         .bind(turn.id.as_uuid())
@@ -252,6 +273,10 @@ impl PgStore {
         .bind(approval.expires_in.as_secs_f64())
         .execute(&mut *tx)
         .await?;
+        if inserted.rows_affected() == 1 {
+            let event = record::approval_requested(turn, attempt, approval_id, approval);
+            pg_write_events(&mut tx, &self.audit_json(&[event])).await?;
+        }
         tx.commit().await?;
         Ok(true)
     }
@@ -279,14 +304,16 @@ impl PgStore {
         decision: ApprovalDecision,
     ) -> Result<DecisionOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let current: Option<(String, bool)> = sqlx::query_as(
-            "SELECT status, expires_at < now() FROM approvals WHERE id = $1 AND org_id = $2 FOR UPDATE",
+        let current: Option<(String, bool, String, Option<String>)> = sqlx::query_as(
+            "SELECT a.status, a.expires_at < now(), a.tool, t.trace_parent FROM approvals a \
+             JOIN turns t ON t.id = a.turn_id WHERE a.id = $1 AND a.org_id = $2 FOR UPDATE OF a",
         )
         .bind(decision.approval_id)
         .bind(decision.org_id.as_uuid())
         .fetch_optional(&mut *tx)
         .await?;
-        let (status, expired) = current.ok_or(StoreError::NotFound("approval"))?;
+        let (status, expired, tool, trace_parent) =
+            current.ok_or(StoreError::NotFound("approval"))?;
         if status != "pending" || expired {
             let status = if status == "pending" {
                 "expired".to_owned()
@@ -317,6 +344,9 @@ impl PgStore {
         .fetch_one(&mut *tx)
         .await?;
         requeue_parked_turn(&mut tx, wakeup.id).await?;
+        let event = record::approval_decided(&decision, wakeup.id, wakeup.session_id, &tool)
+            .trace(trace_parent.as_deref());
+        pg_write_events(&mut tx, &self.audit_json(&[event])).await?;
         tx.commit().await?;
         Ok(DecisionOutcome::Decided(wakeup))
     }
@@ -325,20 +355,34 @@ impl PgStore {
     /// again; returns the wake-ups to publish.
     pub async fn expire_approvals(&self, limit: i64) -> Result<Vec<StaleWakeup>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let expired: Vec<StaleWakeup> = sqlx::query_as(
+        type Expired = (Uuid, Uuid, Uuid, Uuid, String, Option<String>);
+        let expired: Vec<Expired> = sqlx::query_as(
             "UPDATE approvals SET status = 'expired', decided_at = now() WHERE id IN ( \
                  SELECT id FROM approvals WHERE status = 'pending' AND expires_at < now() \
                  ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
-             RETURNING turn_id AS id, org_id, session_id",
+             RETURNING id, turn_id, org_id, session_id, tool, \
+                 (SELECT t.trace_parent FROM turns t WHERE t.id = approvals.turn_id)",
         )
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
-        for wakeup in &expired {
-            requeue_parked_turn(&mut tx, wakeup.id).await?;
+        let mut events = Vec::new();
+        let mut wakeups = Vec::new();
+        for (approval_id, turn_id, org_id, session_id, tool, trace_parent) in expired {
+            requeue_parked_turn(&mut tx, turn_id).await?;
+            events.push(
+                record::approval_expired(org_id, approval_id, turn_id, session_id, &tool)
+                    .trace(trace_parent.as_deref()),
+            );
+            wakeups.push(StaleWakeup {
+                id: turn_id,
+                org_id,
+                session_id,
+            });
         }
+        pg_write_events(&mut tx, &self.audit_json(&events)).await?;
         tx.commit().await?;
-        Ok(expired)
+        Ok(wakeups)
     }
 }
 

@@ -9,12 +9,14 @@ use sable_core::{
     MessageText, MisfirePolicy, OrgId, SessionId, TurnStatus,
 };
 use sable_store::{
-    AcceptedTurn, ApprovalDecision, ApprovalRecord, CronRunStatus, CronTarget, CronTask,
+    AcceptedTurn, Actor, ApprovalDecision, ApprovalRecord, CronRunStatus, CronTarget, CronTask,
     DecisionOutcome, FinishTurn, HistoryEntry, LeaseRelease, MemoryEdit, NewApproval, NewCronRun,
     NewMessage, NewToolCall, NextTurn, ProviderCallRecord, RunnableTurn, SessionTarget,
     StaleWakeup, Store, StoreError, StoreOptions, ToolCallRecord, ToolCallResult, TurnOutcome,
 };
+use sable_store::{AuditCursor, AuditFilter, AuditRecord, AuditVerification};
 use sable_store::{FeishuApp, FeishuEventRecord, FeishuReplyTarget, FeishuSecrets, SecretsKey};
+use serde_json::json;
 
 /// Generates `postgres::<name>` and `sqlite::<name>` for each test body.
 macro_rules! contract_tests {
@@ -84,6 +86,11 @@ contract_tests!(
     a_named_lease_has_one_owner_until_it_expires_or_is_released,
     feishu_apps_are_per_org_unique_and_keep_their_secrets_sealed,
     feishu_events_and_reply_targets_are_recorded_once,
+    a_turn_is_audited_by_the_statements_that_run_it_and_sealed_into_a_chain,
+    a_repeated_message_is_audited_as_a_repeat_and_failed_keys_under_their_org,
+    approvals_and_tool_calls_are_audited_with_their_deciders,
+    audit_pages_return_every_event_once_newest_first_and_only_the_orgs_own,
+    retention_drops_sealed_ranges_behind_a_checkpoint_that_still_verifies,
 );
 
 const WORKER: &str = "worker-a";
@@ -125,6 +132,7 @@ fn message(org_id: OrgId, target: SessionTarget, text: &str) -> NewMessage {
         text: MessageText::parse(text.to_owned()).unwrap(),
         idempotency_key: None,
         trace_parent: None,
+        actor: Actor::system(),
     }
 }
 
@@ -290,8 +298,12 @@ async fn a_heartbeat_makes_its_process_live_once_and_pool_stats_answer(
 async fn a_created_key_authenticates_to_its_own_org(store: Store) -> anyhow::Result<()> {
     let first_org = store.create_org("first").await?;
     let second_org = store.create_org("second").await?;
-    let first_key = store.create_api_key(first_org, false, None).await?;
-    let second_key = store.create_api_key(second_org, true, None).await?;
+    let first_key = store
+        .create_api_key(first_org, false, None, &Actor::system())
+        .await?;
+    let second_key = store
+        .create_api_key(second_org, true, None, &Actor::system())
+        .await?;
 
     let first = store
         .authenticate(&first_key.key)
@@ -317,7 +329,10 @@ async fn a_wrong_secret_or_a_malformed_key_does_not_authenticate(
     store: Store,
 ) -> anyhow::Result<()> {
     let org_id = store.create_org("acme").await?;
-    let key = store.create_api_key(org_id, false, None).await?.key;
+    let key = store
+        .create_api_key(org_id, false, None, &Actor::system())
+        .await?
+        .key;
     let wrong_secret = format!(
         "{}{}",
         &key[..key.len() - 1],
@@ -331,7 +346,9 @@ async fn a_wrong_secret_or_a_malformed_key_does_not_authenticate(
 }
 
 async fn a_key_needs_an_existing_org(store: Store) -> anyhow::Result<()> {
-    let missing = store.create_api_key(OrgId::new(), false, None).await;
+    let missing = store
+        .create_api_key(OrgId::new(), false, None, &Actor::system())
+        .await;
 
     assert!(
         matches!(missing, Err(StoreError::NotFound(_))),
@@ -1060,6 +1077,7 @@ fn decision(
         approve,
         scope: scope.to_owned(),
         comment: Some("looks fine".to_owned()),
+        actor: Actor::system(),
     }
 }
 
@@ -1165,6 +1183,8 @@ async fn a_tool_round_is_written_before_it_runs_and_kept_when_the_turn_resumes(
     let result = ToolCallResult {
         round: 1,
         position: 1,
+        tool: "clock".to_owned(),
+        call_id: "call-2".to_owned(),
         status: "ok".to_owned(),
         result: "12:00".to_owned(),
         error_code: None,
@@ -1605,6 +1625,8 @@ async fn nul_characters_in_tool_calls_approvals_and_notes_are_stripped(
     let result = ToolCallResult {
         round: 1,
         position: 0,
+        tool: "clock".to_owned(),
+        call_id: "call-1".to_owned(),
         status: "ok".to_owned(),
         result: "12\0:00".to_owned(),
         error_code: None,
@@ -1700,7 +1722,7 @@ async fn a_cron_task_round_trips_and_is_not_found_by_another_org(
     let org_id = store.create_org("acme").await?;
     let other = store.create_org("globex").await?;
     let task = cron_task(org_id, "build status", Some(instant(300)));
-    store.create_cron_task(&task).await?;
+    store.create_cron_task(&task, &Actor::system()).await?;
 
     let stored = store.cron_task(org_id, task.id).await?;
     assert_eq!(stored, task);
@@ -1711,7 +1733,7 @@ async fn a_cron_task_round_trips_and_is_not_found_by_another_org(
     edited.enabled = false;
     edited.target = CronTarget::None;
     edited.next_fire_at = None;
-    store.update_cron_task(&edited).await?;
+    store.update_cron_task(&edited, &Actor::system()).await?;
     let reread = store.cron_task(org_id, task.id).await?;
     assert!(!reread.enabled);
     assert_eq!(reread.target, CronTarget::None);
@@ -1721,13 +1743,17 @@ async fn a_cron_task_round_trips_and_is_not_found_by_another_org(
     theirs.org_id = other;
     for result in [
         store.cron_task(other, task.id).await.map(|_| ()),
-        store.update_cron_task(&theirs).await,
+        store.update_cron_task(&theirs, &Actor::system()).await,
         store.cron_runs(other, task.id, 10).await.map(|_| ()),
-        store.delete_cron_task(other, task.id).await,
+        store
+            .delete_cron_task(other, task.id, &Actor::system())
+            .await,
     ] {
         assert!(matches!(result, Err(StoreError::NotFound(_))), "{result:?}");
     }
-    store.delete_cron_task(org_id, task.id).await?;
+    store
+        .delete_cron_task(org_id, task.id, &Actor::system())
+        .await?;
     assert!(matches!(
         store.cron_task(org_id, task.id).await,
         Err(StoreError::NotFound(_))
@@ -1747,7 +1773,7 @@ async fn due_cron_tasks_are_the_enabled_ones_whose_time_came_and_advance_once(
     let mut paused = cron_task(org_id, "paused", Some(instant(5)));
     paused.enabled = false;
     for task in [&late, &later, &future, &finished, &paused] {
-        store.create_cron_task(task).await?;
+        store.create_cron_task(task, &Actor::system()).await?;
     }
 
     let due = store.due_cron_tasks(instant(50), 10).await?;
@@ -1780,7 +1806,7 @@ async fn a_cron_run_is_recorded_once_per_scheduled_time_and_the_history_is_bound
 ) -> anyhow::Result<()> {
     let org_id = store.create_org("acme").await?;
     let task = cron_task(org_id, "build status", Some(instant(0)));
-    store.create_cron_task(&task).await?;
+    store.create_cron_task(&task, &Actor::system()).await?;
     let turn = accept(&store, org_id, SessionTarget::New, "send the build status").await?;
 
     assert!(
@@ -1819,7 +1845,9 @@ async fn a_cron_run_is_recorded_once_per_scheduled_time_and_the_history_is_bound
     assert_eq!(runs[0].error.as_deref(), Some("missed"));
     assert_eq!(store.cron_runs(org_id, task.id, 1).await?.len(), 1);
 
-    store.delete_cron_task(org_id, task.id).await?;
+    store
+        .delete_cron_task(org_id, task.id, &Actor::system())
+        .await?;
     assert!(
         !store
             .record_cron_run(&fired(&task, instant(600), None), 3)
@@ -1886,18 +1914,18 @@ async fn feishu_apps_are_per_org_unique_and_keep_their_secrets_sealed(
     let other = store.create_org("globex").await?;
     assert!(
         store
-            .create_feishu_app(&feishu_app(org, "cli_a", &key))
+            .create_feishu_app(&feishu_app(org, "cli_a", &key), &Actor::system())
             .await?
     );
     assert!(
         !store
-            .create_feishu_app(&feishu_app(other, "cli_a", &key))
+            .create_feishu_app(&feishu_app(other, "cli_a", &key), &Actor::system())
             .await?,
         "an app id belongs to one org"
     );
     assert!(
         store
-            .create_feishu_app(&feishu_app(org, "cli_b", &key))
+            .create_feishu_app(&feishu_app(org, "cli_b", &key), &Actor::system())
             .await?
     );
     let listed: Vec<String> = store
@@ -1930,14 +1958,29 @@ async fn feishu_apps_are_per_org_unique_and_keep_their_secrets_sealed(
 
     assert!(
         store
-            .remove_feishu_app(Some(other), "cli_a")
+            .remove_feishu_app(Some(other), "cli_a", &Actor::system())
             .await?
             .is_none()
     );
-    assert!(store.remove_feishu_app(Some(org), "cli_a").await?.is_some());
+    assert!(
+        store
+            .remove_feishu_app(Some(org), "cli_a", &Actor::system())
+            .await?
+            .is_some()
+    );
     assert!(store.feishu_app("cli_a").await?.is_none());
-    assert!(store.remove_feishu_app(None, "cli_b").await?.is_some());
-    assert!(store.remove_feishu_app(None, "cli_b").await?.is_none());
+    assert!(
+        store
+            .remove_feishu_app(None, "cli_b", &Actor::system())
+            .await?
+            .is_some()
+    );
+    assert!(
+        store
+            .remove_feishu_app(None, "cli_b", &Actor::system())
+            .await?
+            .is_none()
+    );
     Ok(())
 }
 
@@ -1983,6 +2026,300 @@ async fn feishu_events_and_reply_targets_are_recorded_once(store: Store) -> anyh
     assert_eq!(
         store.feishu_reply_target(other, accepted.turn_id).await?,
         None
+    );
+    Ok(())
+}
+
+/// Every event of the org, oldest first.
+async fn all_events(store: &Store, org_id: OrgId) -> anyhow::Result<Vec<AuditRecord>> {
+    let filter = AuditFilter {
+        limit: 10_000,
+        ..AuditFilter::default()
+    };
+    let mut events = store.audit_events(org_id, &filter).await?;
+    events.reverse();
+    Ok(events)
+}
+
+fn detail(event: &AuditRecord, key: &str) -> serde_json::Value {
+    let details: serde_json::Value =
+        serde_json::from_str(&event.details).expect("details are JSON");
+    details[key].clone()
+}
+
+fn actions(events: &[AuditRecord]) -> Vec<&str> {
+    events.iter().map(|event| event.action.as_str()).collect()
+}
+
+async fn seal_everything(store: &Store) -> anyhow::Result<u64> {
+    let mut sealed = 0;
+    loop {
+        let report = store.seal_audit(100).await?;
+        sealed += report.sealed;
+        if report.sealed < 100 {
+            return Ok(sealed);
+        }
+    }
+}
+
+async fn a_turn_is_audited_by_the_statements_that_run_it_and_sealed_into_a_chain(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let key = store
+        .create_api_key(org_id, false, Some("bot"), &Actor::system())
+        .await?;
+    let mut sent = message(org_id, SessionTarget::New, "a secret prompt");
+    sent.actor = Actor::key(key.id, Some("bot".to_owned())).with_request_id(Some("req-1".into()));
+    sent.trace_parent = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+    let accepted = store.accept_message(sent).await?;
+    let (turn, attempt) = start_next(&store, org_id, accepted.session_id).await?;
+    let mut ending = finish(&turn, attempt, replied("a secret reply"));
+    ending.provider_calls = vec![provider_call(Utc::now(), "ok", None)];
+    store.finish_turn(ending).await?.expect("the turn finished");
+
+    let events = all_events(&store, org_id).await?;
+    assert_eq!(
+        actions(&events),
+        [
+            "key.created",
+            "message.accepted",
+            "turn.started",
+            "turn.finished",
+            "provider.call"
+        ]
+    );
+    let accepted_event = &events[1];
+    assert_eq!(accepted_event.actor, format!("key:{}", key.id));
+    assert_eq!(accepted_event.actor_name.as_deref(), Some("bot"));
+    assert_eq!(accepted_event.request_id.as_deref(), Some("req-1"));
+    assert_eq!(accepted_event.subject_id, accepted.turn_id.to_string());
+    for event in &events[1..] {
+        assert_eq!(event.turn_id, Some(accepted.turn_id.as_uuid()));
+        assert_eq!(event.session_id, Some(accepted.session_id.as_uuid()));
+        assert_eq!(
+            event.trace_id.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert!(
+            !event.details.contains("secret"),
+            "content in {}",
+            event.details
+        );
+        assert_eq!(event.seq, None, "not sealed yet");
+    }
+    assert_eq!(events[2].actor, "system");
+    assert_eq!(detail(&events[4], "model"), "model-a");
+    assert_eq!(detail(&events[4], "output_tokens"), 20);
+
+    assert_eq!(seal_everything(&store).await?, 5);
+    let sealed = all_events(&store, org_id).await?;
+    let seqs: Vec<Option<i64>> = sealed.iter().map(|event| event.seq).collect();
+    assert_eq!(seqs, [Some(1), Some(2), Some(3), Some(4), Some(5)]);
+    assert_eq!(
+        store.verify_audit(org_id).await?,
+        AuditVerification::Intact {
+            events: 5,
+            through_seq: 5,
+            dropped: 0,
+            unsealed: 0
+        }
+    );
+    // A fenced-out attempt writes nothing, its audit included.
+    assert!(
+        store
+            .finish_turn(finish(&turn, attempt, replied("late")))
+            .await?
+            .is_none()
+    );
+    assert_eq!(all_events(&store, org_id).await?.len(), 5);
+    Ok(())
+}
+
+async fn a_repeated_message_is_audited_as_a_repeat_and_failed_keys_under_their_org(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let mut sent = message(org_id, SessionTarget::New, "hello");
+    sent.idempotency_key = Some(IdempotencyKey::parse("order-1".to_owned())?);
+    let first = store.accept_message(sent.clone()).await?;
+    let again = store.accept_message(sent).await?;
+    assert_eq!(first.turn_id, again.turn_id);
+    let key = store
+        .create_api_key(org_id, true, None, &Actor::system())
+        .await?;
+    let last = if key.key.ends_with('0') { "1" } else { "0" };
+    let wrong = format!("{}{last}", &key.key[..key.key.len() - 1]);
+    store
+        .record_failed_authentication(&wrong, Some("203.0.113.9"))
+        .await?;
+    store
+        .record_failed_authentication("not-a-key", None)
+        .await?;
+
+    let events = all_events(&store, org_id).await?;
+    assert_eq!(
+        actions(&events),
+        [
+            "message.accepted",
+            "message.accepted",
+            "key.created",
+            "auth.failed"
+        ]
+    );
+    assert_eq!(detail(&events[0], "idempotency"), "new");
+    assert_eq!(detail(&events[1], "idempotency"), "repeat");
+    let failed = &events[3];
+    assert_eq!(failed.outcome, "denied");
+    assert_eq!(detail(failed, "source"), "203.0.113.9");
+    assert_eq!(
+        detail(failed, "key_prefix"),
+        json!(key.key.split('_').nth(1))
+    );
+    assert!(
+        !failed.details.contains(&wrong[wrong.len() - 8..]),
+        "the secret part is not kept"
+    );
+    let platform = all_events(&store, sable_store::platform_org()).await?;
+    assert_eq!(actions(&platform), ["auth.failed"]);
+    Ok(())
+}
+
+async fn approvals_and_tool_calls_are_audited_with_their_deciders(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let session_id = accept(&store, org_id, SessionTarget::New, "clean up")
+        .await?
+        .session_id;
+    let (turn, attempt) = start_next(&store, org_id, session_id).await?;
+    let calls = [
+        tool_call("call-1", "clock"),
+        tool_call("call-2", "mcp__files__delete"),
+    ];
+    store
+        .begin_tool_round(&turn, attempt, 1, "", &calls)
+        .await?;
+    let result = ToolCallResult {
+        round: 1,
+        position: 0,
+        tool: "clock".to_owned(),
+        call_id: "call-1".to_owned(),
+        status: "ok".to_owned(),
+        result: "12:00".to_owned(),
+        error_code: None,
+        started_at: Utc::now(),
+        duration_ms: 3,
+    };
+    store.finish_tool_call(&turn, &result).await?;
+    let mut approval = shell_approval(Duration::from_secs(3600));
+    approval.position = 1;
+    approval.tool = "mcp__files__delete".to_owned();
+    assert!(store.park_turn(&turn, attempt, &approval).await?);
+    let pending = store.approvals(org_id, Some("pending")).await?;
+    let mut decided = decision(org_id, &pending[0], false, "once");
+    decided.actor = Actor::feishu("ou_ada");
+    store.decide_approval(decided).await?;
+
+    let events = all_events(&store, org_id).await?;
+    let tail: Vec<&str> = actions(&events).into_iter().skip(2).collect();
+    assert_eq!(
+        tail,
+        [
+            "tool.started",
+            "tool.started",
+            "tool.completed",
+            "approval.requested",
+            "approval.denied"
+        ]
+    );
+    let started_mcp = &events[3];
+    assert_eq!(started_mcp.subject_id, "mcp__files__delete");
+    assert_eq!(detail(started_mcp, "source"), "mcp");
+    assert_eq!(detail(started_mcp, "server"), "files");
+    let denied = events.last().unwrap();
+    assert_eq!(denied.actor, "feishu:ou_ada");
+    assert_eq!(denied.outcome, "denied");
+    assert_eq!(denied.subject_id, pending[0].id.to_string());
+    assert_eq!(denied.turn_id, Some(turn.id.as_uuid()));
+    assert!(events.iter().all(|event| !event.details.contains("12:00")));
+    Ok(())
+}
+
+async fn audit_pages_return_every_event_once_newest_first_and_only_the_orgs_own(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let other = store.create_org("globex").await?;
+    for text in ["a", "b", "c", "d", "e", "f", "g"] {
+        accept(&store, org_id, SessionTarget::New, text).await?;
+        accept(&store, other, SessionTarget::New, text).await?;
+    }
+    let mut seen = Vec::new();
+    let mut filter = AuditFilter {
+        action: Some("message.*".to_owned()),
+        limit: 3,
+        ..AuditFilter::default()
+    };
+    loop {
+        let page = store.audit_events(org_id, &filter).await?;
+        // New events arriving between pages land before the cursor, never after it.
+        accept(&store, org_id, SessionTarget::New, "meanwhile").await?;
+        seen.extend(page.iter().map(|event| (event.time, event.id)));
+        match page.last() {
+            Some(last) if page.len() == 3 => filter.before = Some(AuditCursor::of(last)),
+            _ => break,
+        }
+    }
+    assert_eq!(seen.len(), 7, "each of the seven events once");
+    let mut sorted = seen.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    sorted.dedup();
+    assert_eq!(sorted, seen, "newest first, no repeats");
+    let others: Vec<AuditRecord> = all_events(&store, other).await?;
+    assert_eq!(others.len(), 7);
+    assert!(others.iter().all(|event| event.org_id == other));
+    let none = AuditFilter {
+        outcome: Some("error".to_owned()),
+        limit: 10,
+        ..AuditFilter::default()
+    };
+    assert!(store.audit_events(org_id, &none).await?.is_empty());
+    Ok(())
+}
+
+async fn retention_drops_sealed_ranges_behind_a_checkpoint_that_still_verifies(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    for text in ["a", "b", "c"] {
+        accept(&store, org_id, SessionTarget::New, text).await?;
+    }
+    seal_everything(&store).await?;
+    let dropped = store
+        .drop_sealed_audit(org_id, Utc::now() + TimeDelta::seconds(60))
+        .await?;
+    assert_eq!(dropped, 3);
+    // The drop is on record, and later events chain onto the checkpoint.
+    accept(&store, org_id, SessionTarget::New, "d").await?;
+    seal_everything(&store).await?;
+    let events = all_events(&store, org_id).await?;
+    assert_eq!(actions(&events), ["audit.retention", "message.accepted"]);
+    assert_eq!(events[0].seq, Some(4));
+    assert_eq!(
+        store.verify_audit(org_id).await?,
+        AuditVerification::Intact {
+            events: 2,
+            through_seq: 5,
+            dropped: 3,
+            unsealed: 0
+        }
+    );
+    assert_eq!(
+        store
+            .drop_sealed_audit(org_id, Utc::now() - TimeDelta::days(1))
+            .await?,
+        0
     );
     Ok(())
 }

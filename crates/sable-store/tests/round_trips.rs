@@ -60,6 +60,7 @@ async fn plain_turn(store: &PgStore, org_id: OrgId, text: &str) -> anyhow::Resul
             text: MessageText::parse(text.to_owned()).unwrap(),
             idempotency_key: None,
             trace_parent: None,
+            actor: sable_store::Actor::system(),
         })
         .await?;
     let NextTurn::Begun(begun) = store

@@ -19,7 +19,9 @@ mod trace_context;
 pub use capture::{CapturePolicy, ContentCapture, REDACTED};
 pub use langfuse::LangfuseProject;
 pub use otel::{OtlpTarget, TracingConfig, TracingError};
-pub use prometheus::{install_metrics, record_tool_call, render_metrics};
+pub use prometheus::{
+    install_metrics, record_audit_events, record_audit_sealer, record_tool_call, render_metrics,
+};
 pub use trace_context::TraceContext;
 
 use opentelemetry::trace::TracerProvider as _;

@@ -47,6 +47,17 @@ pub fn record_tool_call(tool: &str, outcome: &str, duration: std::time::Duration
         .record(duration.as_secs_f64());
 }
 
+/// The sealer chained `count` events of `action`.
+pub fn record_audit_events(action: &str, count: u64) {
+    metrics::counter!("sable_audit_events_total", "action" => action.to_owned()).increment(count);
+}
+
+/// The sealer's lag, and whether this process leads it.
+pub fn record_audit_sealer(lag: std::time::Duration, leader: bool) {
+    metrics::gauge!("sable_audit_sealer_lag_seconds").set(lag.as_secs_f64());
+    metrics::gauge!("sable_audit_sealer_leader").set(if leader { 1.0 } else { 0.0 });
+}
+
 /// What a metric is, for its description.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -59,6 +70,21 @@ enum Kind {
 /// Every metric Sable records: kind, name, help. The Grafana dashboard in `deploy/` may
 /// only chart these (a test checks).
 const METRICS: &[(Kind, &str, &str)] = &[
+    (
+        Kind::Counter,
+        "sable_audit_events_total",
+        "Audit events written, by action, counted when the sealer chains them (each once).",
+    ),
+    (
+        Kind::Gauge,
+        "sable_audit_sealer_lag_seconds",
+        "Age of the oldest audit event the sealer found unsealed on its last pass (0 when none).",
+    ),
+    (
+        Kind::Gauge,
+        "sable_audit_sealer_leader",
+        "1 on the gateway that holds the audit sealer's lease, 0 on the others.",
+    ),
     (
         Kind::Counter,
         "sable_tool_calls_total",

@@ -71,6 +71,13 @@ pub struct ToolContext {
     pub allowed_skills: Arc<[String]>,
 }
 
+impl ToolContext {
+    /// Who a change made by this call is audited as.
+    pub fn actor(&self) -> sable_store::Actor {
+        sable_store::Actor::agent(&self.agent_id, self.user_id.as_deref())
+    }
+}
+
 /// A call that did not produce a result. The message goes back to the model.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ToolError {

@@ -12,7 +12,7 @@ use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use sable_core::OrgId;
-use sable_store::AuthenticatedKey;
+use sable_store::{Actor, AuthenticatedKey};
 use sha2::{Digest, Sha256};
 
 use crate::{ApiError, AppState};
@@ -37,7 +37,7 @@ impl AuthCache {
         entries
             .get(digest)
             .filter(|(_, at)| at.elapsed() < AUTH_CACHE_TTL)
-            .map(|(key, _)| *key)
+            .map(|(key, _)| key.clone())
     }
 
     fn put(&self, digest: [u8; 32], key: AuthenticatedKey) {
@@ -67,11 +67,13 @@ impl AuthCache {
 }
 
 /// The org whose key signed the request. Every query a handler makes is scoped by it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Authenticated {
     pub org_id: OrgId,
     /// May read deployment-wide diagnostics.
     pub admin: bool,
+    /// The key and the request, as the audit names them.
+    pub actor: Actor,
 }
 
 impl FromRequestParts<AppState> for Authenticated {
@@ -92,12 +94,11 @@ impl FromRequestParts<AppState> for Authenticated {
         let key = match state.auth_cache.get(&digest) {
             Some(key) => key,
             None => {
-                let key = state
-                    .store
-                    .authenticate(presented)
-                    .await?
-                    .ok_or(ApiError::Unauthorized)?;
-                state.auth_cache.put(digest, key);
+                let Some(key) = state.store.authenticate(presented).await? else {
+                    record_failed_authentication(state, presented, source_address(parts));
+                    return Err(ApiError::Unauthorized);
+                };
+                state.auth_cache.put(digest, key.clone());
                 key
             }
         };
@@ -105,18 +106,64 @@ impl FromRequestParts<AppState> for Authenticated {
             state.auth_cache.used_now(&digest);
             // Off the request's path: last use is a listing detail, never worth a
             // slower answer or a failed one.
-            let store = state.store.clone();
+            let (store, key_id) = (state.store.clone(), key.key_id);
             tokio::spawn(async move {
-                if let Err(error) = store.record_key_use(key.key_id).await {
+                if let Err(error) = store.record_key_use(key_id).await {
                     tracing::debug!(%error, "cannot record the key's last use");
                 }
             });
         }
+        let actor = Actor::key(key.key_id, key.name.clone()).with_request_id(request_id(parts));
         Ok(Self {
             org_id: key.org_id,
             admin: key.admin,
+            actor,
         })
     }
+}
+
+/// Audits a key that did not authenticate, off the request's path (the 401 does not wait
+/// for it, and a store that cannot take it loses only this record).
+fn record_failed_authentication(state: &AppState, presented: &str, source: Option<String>) {
+    let store = state.store.clone();
+    let presented = presented.to_owned();
+    tokio::spawn(async move {
+        if let Err(error) = store
+            .record_failed_authentication(&presented, source.as_deref())
+            .await
+        {
+            tracing::warn!(%error, "cannot audit a failed authentication");
+        }
+    });
+}
+
+/// The caller's address: the first `X-Forwarded-For` hop, else the connection's peer.
+fn source_address(parts: &Parts) -> Option<String> {
+    let forwarded = parts
+        .headers
+        .get("x-forwarded-for")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(',').next())
+        .map(str::trim)
+        .filter(|hop| !hop.is_empty() && hop.len() <= 64);
+    forwarded.map(str::to_owned).or_else(|| {
+        parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|info| info.0.ip().to_string())
+    })
+}
+
+/// The client's `X-Request-Id`, when it is a short printable token.
+fn request_id(parts: &Parts) -> Option<String> {
+    parts
+        .headers
+        .get("x-request-id")
+        .and_then(|value| value.to_str().ok())
+        .filter(|id| {
+            !id.is_empty() && id.len() <= 128 && id.bytes().all(|byte| byte.is_ascii_graphic())
+        })
+        .map(str::to_owned)
 }
 
 impl Authenticated {

@@ -8,6 +8,7 @@
 //! Depends on the store, bus, core, runtime, tools (the registry and the MCP sidecar's
 //! client, for the tool views) and telemetry crates; never on another service.
 
+mod audit_sealer;
 mod auth;
 mod body;
 mod dispatcher;
@@ -33,6 +34,7 @@ use sable_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use audit_sealer::AuditConfig;
 pub use error::ApiError;
 pub use feishu::{
     DEFAULT_BASE_URL as FEISHU_DEFAULT_BASE_URL, FeishuAppInput, FeishuConfig,
@@ -80,6 +82,8 @@ pub struct GatewayConfig {
     pub tools: sable_tools::ToolRegistry,
     /// The Feishu / Lark channel (apps live in the store).
     pub feishu: FeishuConfig,
+    /// The audit trail's sealer and retention.
+    pub audit: AuditConfig,
 }
 
 /// Shared by every request handler.
@@ -112,12 +116,18 @@ pub async fn run(
         state.clone(),
         shutdown.clone(),
     ));
+    let sealer = tokio::spawn(audit_sealer::run(
+        state.store.clone(),
+        state.config.audit.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(addr = %listener.local_addr()?, "gateway serving");
     let limits = state.config.http.clone();
     serve::serve(listener, router(state), &limits, shutdown.clone()).await;
     shutdown.cancel();
     dispatcher.await?;
     sweeper.await?;
+    sealer.await?;
     Ok(())
 }
 
@@ -161,6 +171,7 @@ fn router(state: AppState) -> Router {
         .merge(routes::keys::router())
         .merge(routes::agents::router())
         .merge(routes::tools::router())
+        .merge(routes::audit::router())
         .merge(feishu::apps::router())
         .merge(feishu::ingress::router())
         .fallback(|| async { ApiError::NotFound("route") })

@@ -215,8 +215,8 @@ async fn dispose(
         "interrupted"
     };
     let result = finished(
-        round,
-        pending.position,
+        &pending.call,
+        (round, pending.position),
         status,
         &message,
         Some(code),
@@ -360,8 +360,8 @@ async fn execute(
     };
     sable_telemetry::record_tool_call(label, code.unwrap_or("ok"), elapsed);
     let result = finished(
-        round,
-        position,
+        call,
+        (round, position),
         status,
         &content,
         code,
@@ -373,8 +373,8 @@ async fn execute(
 }
 
 fn finished(
-    round: i32,
-    position: i32,
+    call: &ToolCall,
+    (round, position): (i32, i32),
     status: &str,
     result: &str,
     code: Option<&str>,
@@ -384,6 +384,8 @@ fn finished(
     ToolCallResult {
         round,
         position,
+        tool: call.name.clone(),
+        call_id: call.id.clone(),
         status: status.to_owned(),
         result: result.to_owned(),
         error_code: code.map(str::to_owned),

@@ -295,6 +295,7 @@ impl Harness {
                 text: MessageText::parse(text.to_owned()).unwrap(),
                 idempotency_key: None,
                 trace_parent: None,
+                actor: sable_store::Actor::system(),
             })
             .await
             .unwrap()
@@ -336,6 +337,7 @@ impl Harness {
                 approve,
                 scope: "once".into(),
                 comment: comment.map(str::to_owned),
+                actor: sable_store::Actor::system(),
             })
             .await
             .unwrap();

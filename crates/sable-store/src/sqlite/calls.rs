@@ -15,8 +15,12 @@ pub(crate) async fn record_provider_calls(
     turn: &RunnableTurn,
     calls: &[ProviderCallRecord],
 ) -> Result<(), StoreError> {
-    let mut connection = pool.acquire().await?;
-    insert_provider_calls(&mut connection, turn, calls).await
+    let mut tx = super::begin_write(pool).await?;
+    insert_provider_calls(&mut tx, turn, calls).await?;
+    let events = crate::audit::record::provider_calls(turn, calls);
+    super::audit::insert_events(&mut tx, &events, &stored_now()).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 /// Writes the calls on `connection` (alone, or inside the caller's transaction).

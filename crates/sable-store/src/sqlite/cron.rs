@@ -8,9 +8,11 @@ use sqlx::SqlitePool;
 use uuid::Uuid;
 use uuid::fmt::Hyphenated;
 
-use super::{later_by, stored_now, stored_time};
-use crate::cron::{PRUNE_RUNS, RUNS_QUERY, RunParts, TASK_COLUMNS, TaskParts};
-use crate::{CronRunRecord, CronTask, NewCronRun, StoreError};
+use super::audit::insert_events;
+use super::{begin_write, later_by, stored_now, stored_time};
+use crate::audit::record;
+use crate::cron::{PRUNE_RUNS, RUNS_QUERY, RunParts, TASK_COLUMNS, TaskParts, task_event};
+use crate::{Actor, CronRunRecord, CronTask, NewCronRun, StoreError};
 
 #[derive(sqlx::FromRow)]
 struct TaskRow {
@@ -70,7 +72,12 @@ struct RunRow {
     finished_at: Option<DateTime<Utc>>,
 }
 
-pub(crate) async fn create_cron_task(pool: &SqlitePool, task: &CronTask) -> Result<(), StoreError> {
+pub(crate) async fn create_cron_task(
+    pool: &SqlitePool,
+    task: &CronTask,
+    actor: &Actor,
+) -> Result<(), StoreError> {
+    let mut tx = begin_write(pool).await?;
     sqlx::query(&format!(
         "INSERT INTO cron_tasks ({TASK_COLUMNS}) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
@@ -92,8 +99,11 @@ pub(crate) async fn create_cron_task(pool: &SqlitePool, task: &CronTask) -> Resu
     .bind(task.next_fire_at.map(stored_time))
     .bind(stored_time(task.created_at))
     .bind(stored_time(task.updated_at))
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    let event = task_event(task, actor, "cron_task.created");
+    insert_events(&mut tx, &[event], &stored_now()).await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -125,7 +135,13 @@ pub(crate) async fn cron_task(
     row.ok_or(StoreError::NotFound("cron task"))?.into_task()
 }
 
-pub(crate) async fn update_cron_task(pool: &SqlitePool, task: &CronTask) -> Result<(), StoreError> {
+pub(crate) async fn update_cron_task(
+    pool: &SqlitePool,
+    task: &CronTask,
+    actor: &Actor,
+) -> Result<(), StoreError> {
+    let now = stored_now();
+    let mut tx = begin_write(pool).await?;
     let updated = sqlx::query(
         "UPDATE cron_tasks SET name = $3, schedule = $4, timezone = $5, prompt = $6, agent_id = $7, \
          target = $8, enabled = $9, misfire = $10, timeout_ms = $11, max_retries = $12, \
@@ -146,12 +162,15 @@ pub(crate) async fn update_cron_task(pool: &SqlitePool, task: &CronTask) -> Resu
     .bind(task.max_retries)
     .bind(stored_time(task.anchor_at))
     .bind(task.next_fire_at.map(stored_time))
-    .bind(stored_now())
-    .execute(pool)
+    .bind(&now)
+    .execute(&mut *tx)
     .await?;
     if updated.rows_affected() == 0 {
         return Err(StoreError::NotFound("cron task"));
     }
+    let event = task_event(task, actor, "cron_task.updated");
+    insert_events(&mut tx, &[event], &now).await?;
+    tx.commit().await?;
     Ok(())
 }
 
@@ -159,15 +178,27 @@ pub(crate) async fn delete_cron_task(
     pool: &SqlitePool,
     org_id: OrgId,
     task_id: CronTaskId,
+    actor: &Actor,
 ) -> Result<(), StoreError> {
+    let mut tx = begin_write(pool).await?;
     let deleted = sqlx::query("DELETE FROM cron_tasks WHERE org_id = $1 AND id = $2")
         .bind(org_id.as_uuid().hyphenated())
         .bind(task_id.as_uuid().hyphenated())
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
     if deleted.rows_affected() == 0 {
         return Err(StoreError::NotFound("cron task"));
     }
+    let event = record::change(
+        org_id,
+        actor,
+        "cron_task.deleted",
+        "cron_task",
+        task_id.to_string(),
+        serde_json::json!({}),
+    );
+    insert_events(&mut tx, &[event], &stored_now()).await?;
+    tx.commit().await?;
     Ok(())
 }
 

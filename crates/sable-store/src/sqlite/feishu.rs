@@ -5,9 +5,12 @@ use sable_core::{OrgId, TurnId};
 use sqlx::SqlitePool;
 use uuid::fmt::Hyphenated;
 
-use super::stored_now;
-use crate::feishu::APP_COLUMNS;
-use crate::{FeishuApp, FeishuEventRecord, FeishuReplyTarget, SealedFeishuSecrets, StoreError};
+use super::audit::insert_events;
+use super::{begin_write, stored_now};
+use crate::feishu::{APP_COLUMNS, app_event};
+use crate::{
+    Actor, FeishuApp, FeishuEventRecord, FeishuReplyTarget, SealedFeishuSecrets, StoreError,
+};
 
 #[derive(sqlx::FromRow)]
 struct AppRow {
@@ -54,7 +57,10 @@ struct TargetRow {
 pub(crate) async fn create_feishu_app(
     pool: &SqlitePool,
     app: &FeishuApp,
+    actor: &Actor,
 ) -> Result<bool, StoreError> {
+    let now = stored_now();
+    let mut tx = begin_write(pool).await?;
     let inserted = sqlx::query(
         "INSERT INTO feishu_apps (app_id, org_id, mode, base_url, agent_id, require_mention, \
          app_secret_sealed, verification_token_sealed, encrypt_key_sealed, created_at) \
@@ -69,9 +75,13 @@ pub(crate) async fn create_feishu_app(
     .bind(&app.secrets.app_secret)
     .bind(&app.secrets.verification_token)
     .bind(&app.secrets.encrypt_key)
-    .bind(stored_now())
-    .execute(pool)
+    .bind(&now)
+    .execute(&mut *tx)
     .await?;
+    if inserted.rows_affected() == 1 {
+        insert_events(&mut tx, &[app_event(app, actor, "feishu_app.added")], &now).await?;
+    }
+    tx.commit().await?;
     Ok(inserted.rows_affected() == 1)
 }
 
@@ -105,16 +115,24 @@ pub(crate) async fn remove_feishu_app(
     pool: &SqlitePool,
     org_id: Option<OrgId>,
     app_id: &str,
+    actor: &Actor,
 ) -> Result<Option<FeishuApp>, StoreError> {
+    let mut tx = begin_write(pool).await?;
     let row: Option<AppRow> = sqlx::query_as(&format!(
         "DELETE FROM feishu_apps WHERE app_id = $1 AND ($2 IS NULL OR org_id = $2) \
          RETURNING {APP_COLUMNS}"
     ))
     .bind(app_id)
     .bind(org_id.map(|org_id| org_id.as_uuid().hyphenated()))
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(row.map(FeishuApp::from))
+    let app = row.map(FeishuApp::from);
+    if let Some(app) = &app {
+        let event = app_event(app, actor, "feishu_app.removed");
+        insert_events(&mut tx, &[event], &stored_now()).await?;
+    }
+    tx.commit().await?;
+    Ok(app)
 }
 
 pub(crate) async fn feishu_event_seen(

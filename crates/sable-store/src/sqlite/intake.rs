@@ -5,7 +5,9 @@ use sable_core::{IdempotencyKey, MessageId, MessageRole, SessionId, TurnId, Turn
 use sqlx::{SqliteConnection, SqliteExecutor, SqlitePool};
 use uuid::fmt::Hyphenated;
 
+use super::audit::insert_events;
 use super::{begin_write, stored_now};
+use crate::audit::record;
 use crate::records::parse_stored;
 use crate::{AcceptedTurn, NewMessage, SessionTarget, StoreError};
 
@@ -31,13 +33,14 @@ pub(crate) async fn accept_message(
 ) -> Result<AcceptedTurn, StoreError> {
     // Repeats are answered without waiting for the write lock.
     if let Some(existing) = turn_by_idempotency_key(pool, &message).await? {
-        return Ok(existing);
+        return audited_repeat(pool, &message, existing).await;
     }
     let mut tx = begin_write(pool).await?;
     // A concurrent request with the same key may have committed before the lock was ours;
     // under the lock, nothing can insert the key between this check and the insert.
     if let Some(existing) = turn_by_idempotency_key(&mut *tx, &message).await? {
-        return Ok(existing);
+        drop(tx);
+        return audited_repeat(pool, &message, existing).await;
     }
     let now = stored_now();
     let slot = reserve_session_slot(&mut tx, &message, &now).await?;
@@ -70,6 +73,10 @@ pub(crate) async fn accept_message(
     .bind(&now)
     .fetch_one(&mut *tx)
     .await?;
+    let session_id: SessionId = slot.id.into_uuid().into();
+    let mut event = record::message_accepted(&message, true).in_turn(turn_id, session_id);
+    event.subject_id = turn_id.to_string();
+    insert_events(&mut tx, &[event], &now).await?;
     tx.commit().await?;
     Ok(AcceptedTurn {
         turn_id,
@@ -79,6 +86,19 @@ pub(crate) async fn accept_message(
         created: true,
         behind_others,
     })
+}
+
+/// A repeat writes nothing else; its acceptance is still on record.
+async fn audited_repeat(
+    pool: &SqlitePool,
+    message: &NewMessage,
+    existing: AcceptedTurn,
+) -> Result<AcceptedTurn, StoreError> {
+    let mut event =
+        record::message_accepted(message, false).in_turn(existing.turn_id, existing.session_id);
+    event.subject_id = existing.turn_id.to_string();
+    super::audit::record_audit(pool, &[event]).await?;
+    Ok(existing)
 }
 
 async fn turn_by_idempotency_key(

@@ -5,9 +5,11 @@ use sable_core::{ApiKeyId, OrgId};
 use sqlx::SqlitePool;
 use uuid::fmt::Hyphenated;
 
-use super::stored_now;
-use crate::keys::{KEY_COLUMNS, KEY_SCHEME, hash_secret, random_hex, split_key};
-use crate::{ApiKeyRecord, ApiKeySecret, AuthenticatedKey, OrgRecord, StoreError};
+use super::audit::insert_events;
+use super::{begin_write, stored_now};
+use crate::audit::record;
+use crate::keys::{KEY_COLUMNS, KEY_SCHEME, hash_secret, key_event, random_hex, split_key};
+use crate::{Actor, ApiKeyRecord, ApiKeySecret, AuthenticatedKey, OrgRecord, StoreError};
 
 #[derive(sqlx::FromRow)]
 struct KeyRow {
@@ -15,6 +17,7 @@ struct KeyRow {
     org_id: Hyphenated,
     secret_hash: Vec<u8>,
     admin: bool,
+    name: Option<String>,
     last_used_at: Option<DateTime<Utc>>,
 }
 
@@ -63,6 +66,7 @@ pub(crate) async fn create_api_key(
     org_id: OrgId,
     admin: bool,
     name: Option<&str>,
+    actor: &Actor,
 ) -> Result<ApiKeySecret, StoreError> {
     if !org_exists(pool, org_id).await? {
         return Err(StoreError::NotFound("org"));
@@ -70,6 +74,8 @@ pub(crate) async fn create_api_key(
     let id = ApiKeyId::new();
     let prefix = random_hex(6);
     let secret = random_hex(24);
+    let now = stored_now();
+    let mut tx = begin_write(pool).await?;
     sqlx::query(
         "INSERT INTO api_keys (id, org_id, prefix, secret_hash, created_at, admin, name) VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
@@ -77,11 +83,14 @@ pub(crate) async fn create_api_key(
     .bind(org_id.as_uuid().hyphenated())
     .bind(&prefix)
     .bind(hash_secret(&secret))
-    .bind(stored_now())
+    .bind(&now)
     .bind(admin)
     .bind(name)
-    .execute(pool)
+    .execute(&mut *tx)
     .await?;
+    let event = key_event(org_id, actor, "key.created", id, &prefix, admin, name);
+    insert_events(&mut tx, &[event], &now).await?;
+    tx.commit().await?;
     Ok(ApiKeySecret {
         id,
         key: format!("{KEY_SCHEME}_{prefix}_{secret}"),
@@ -97,7 +106,7 @@ pub(crate) async fn authenticate(
         return Ok(None);
     };
     let row: Option<KeyRow> = sqlx::query_as(
-        "SELECT id, org_id, secret_hash, admin, last_used_at FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
+        "SELECT id, org_id, secret_hash, admin, name, last_used_at FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
     )
     .bind(prefix)
     .fetch_optional(pool)
@@ -107,6 +116,7 @@ pub(crate) async fn authenticate(
         .map(|row| AuthenticatedKey {
             key_id: ApiKeyId::from_uuid(row.id.into_uuid()),
             org_id: OrgId::from_uuid(row.org_id.into_uuid()),
+            name: row.name,
             admin: row.admin,
             last_used_at: row.last_used_at,
         }))
@@ -153,17 +163,56 @@ pub(crate) async fn revoke_api_key(
     pool: &SqlitePool,
     org_id: Option<OrgId>,
     prefix: &str,
+    actor: &Actor,
 ) -> Result<Option<ApiKeyRecord>, StoreError> {
+    let now = stored_now();
+    let mut tx = begin_write(pool).await?;
     let row: Option<ApiKeyRow> = sqlx::query_as(&format!(
         "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $1) \
          WHERE prefix = $2 AND ($3 IS NULL OR org_id = $3) RETURNING {KEY_COLUMNS}"
     ))
-    .bind(stored_now())
+    .bind(&now)
     .bind(prefix)
     .bind(org_id.map(|org| org.as_uuid().hyphenated()))
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    Ok(row.map(ApiKeyRecord::from))
+    let key = row.map(ApiKeyRecord::from);
+    if let Some(key) = &key {
+        let event = key_event(
+            key.org_id,
+            actor,
+            "key.revoked",
+            key.id,
+            &key.prefix,
+            key.admin,
+            key.name.as_deref(),
+        );
+        insert_events(&mut tx, &[event], &now).await?;
+    }
+    tx.commit().await?;
+    Ok(key)
+}
+
+/// Audits a presented key that did not authenticate, under its org when its prefix names
+/// a key.
+pub(crate) async fn record_failed_authentication(
+    pool: &SqlitePool,
+    presented: &str,
+    source: Option<&str>,
+) -> Result<(), StoreError> {
+    let prefix = split_key(presented).map(|(prefix, _)| prefix);
+    let mut event = record::authentication_failed(prefix, source);
+    if let Some(prefix) = prefix {
+        let owner: Option<(Hyphenated,)> =
+            sqlx::query_as("SELECT org_id FROM api_keys WHERE prefix = $1")
+                .bind(prefix)
+                .fetch_optional(pool)
+                .await?;
+        if let Some((org_id,)) = owner {
+            event.org_id = OrgId::from_uuid(org_id.into_uuid());
+        }
+    }
+    super::audit::record_audit(pool, &[event]).await
 }
 
 impl From<ApiKeyRow> for ApiKeyRecord {

@@ -8,6 +8,7 @@
 //! and its writes are serialised with every other writer (the role Postgres' row locks
 //! play).
 
+mod audit;
 mod calls;
 mod cron;
 mod feishu;
@@ -86,6 +87,7 @@ fn create_parent_directory(file: &Path) -> Result<(), StoreError> {
 /// `store_contract!` in the crate root implements `StoreBackend` for `SqliteStore` by
 /// calling these.
 pub(crate) mod ops {
+    pub(crate) use super::audit::*;
     pub(crate) use super::calls::*;
     pub(crate) use super::cron::*;
     pub(crate) use super::feishu::*;

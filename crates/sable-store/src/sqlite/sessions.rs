@@ -10,7 +10,9 @@ use sable_core::{
 use sqlx::{SqliteConnection, SqlitePool};
 use uuid::fmt::Hyphenated;
 
+use super::audit::insert_events;
 use super::{begin_write, later_by, stored_now, stored_time};
+use crate::audit::record;
 use crate::records::parse_stored;
 use crate::{
     BegunTurn, FinishTurn, HistoryEntry, LeaseRelease, NextTurn, RunnableTurn, SessionSummary,
@@ -241,6 +243,8 @@ pub(crate) async fn begin_next_turn(
         created_at: next.created_at,
     };
     let history = history_on(&mut tx, &turn, history_limit).await?;
+    let event = record::turn_started(&turn, attempt, owner);
+    insert_events(&mut tx, &[event], &stored_time(now)).await?;
     tx.commit().await?;
     Ok(NextTurn::Begun(Box::new(BegunTurn {
         turn,
@@ -329,6 +333,7 @@ pub(crate) async fn finish_turn(
         Some(owner) => release_if_last(&mut tx, finish.turn, owner).await?,
         None => false,
     };
+    insert_events(&mut tx, &record::turn_ended(&finish), &now).await?;
     tx.commit().await?;
     Ok(Some(TurnEnded {
         delivery_id,

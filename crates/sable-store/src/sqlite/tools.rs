@@ -6,8 +6,10 @@ use sqlx::{SqliteConnection, SqlitePool};
 use uuid::Uuid;
 use uuid::fmt::Hyphenated;
 
+use super::audit::insert_events;
 use super::sweep::StaleTurnRow;
 use super::{begin_write, later_by, stored_now, stored_time};
+use crate::audit::record;
 use crate::tools::{APPROVAL_COLUMNS, TOOL_CALL_COLUMNS};
 use crate::{
     ApprovalDecision, ApprovalRecord, DecisionOutcome, NewApproval, NewToolCall, RunnableTurn,
@@ -79,6 +81,8 @@ pub(crate) async fn begin_tool_round(
         .execute(&mut *tx)
         .await?;
     }
+    let events = record::tool_round(turn, attempt, round, calls);
+    insert_events(&mut tx, &events, &now).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -88,9 +92,10 @@ pub(crate) async fn finish_tool_call(
     turn: &RunnableTurn,
     result: &ToolCallResult,
 ) -> Result<(), StoreError> {
-    sqlx::query(
+    let mut tx = begin_write(pool).await?;
+    let attempt: Option<(i32,)> = sqlx::query_as(
         "UPDATE tool_calls SET status = $4, result = $5, error_code = $6, started_at = $7, duration_ms = $8 \
-         WHERE turn_id = $1 AND round = $2 AND position = $3 AND org_id = $9",
+         WHERE turn_id = $1 AND round = $2 AND position = $3 AND org_id = $9 RETURNING turn_attempt",
     )
     .bind(turn.id.as_uuid().hyphenated())
     .bind(result.round)
@@ -101,8 +106,13 @@ pub(crate) async fn finish_tool_call(
     .bind(stored_time(result.started_at))
     .bind(result.duration_ms)
     .bind(turn.org_id.as_uuid().hyphenated())
-    .execute(pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    if let Some((attempt,)) = attempt {
+        let event = record::tool_finished(turn, attempt, result);
+        insert_events(&mut tx, &[event], &stored_now()).await?;
+    }
+    tx.commit().await?;
     Ok(())
 }
 
@@ -188,13 +198,14 @@ pub(crate) async fn park_turn(
     .bind(approval.position)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    let approval_id = Uuid::now_v7();
+    let inserted = sqlx::query(
         "INSERT INTO approvals (id, org_id, session_id, turn_id, round, position, tool, arguments, status, \
              created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', $9, $10) \
          ON CONFLICT (turn_id, round, position) DO NOTHING",
     )
-    .bind(Uuid::now_v7().hyphenated())
+    .bind(approval_id.hyphenated())
     .bind(turn.org_id.as_uuid().hyphenated())
     .bind(turn.session_id.as_uuid().hyphenated())
     .bind(turn.id.as_uuid().hyphenated())
@@ -206,6 +217,10 @@ pub(crate) async fn park_turn(
     .bind(stored_time(later_by(now, approval.expires_in)))
     .execute(&mut *tx)
     .await?;
+    if inserted.rows_affected() == 1 {
+        let event = record::approval_requested(turn, attempt, approval_id, approval);
+        insert_events(&mut tx, &[event], &stored_time(now)).await?;
+    }
     tx.commit().await?;
     Ok(true)
 }
@@ -248,13 +263,16 @@ pub(crate) async fn decide_approval(
 ) -> Result<DecisionOutcome, StoreError> {
     let now = stored_now();
     let mut tx = begin_write(pool).await?;
-    let current: Option<(String, String)> =
-        sqlx::query_as("SELECT status, expires_at FROM approvals WHERE id = $1 AND org_id = $2")
-            .bind(decision.approval_id.hyphenated())
-            .bind(decision.org_id.as_uuid().hyphenated())
-            .fetch_optional(&mut *tx)
-            .await?;
-    let (status, expires_at) = current.ok_or(StoreError::NotFound("approval"))?;
+    let current: Option<(String, String, String, Option<String>)> = sqlx::query_as(
+        "SELECT a.status, a.expires_at, a.tool, t.trace_parent FROM approvals a \
+         JOIN turns t ON t.id = a.turn_id WHERE a.id = $1 AND a.org_id = $2",
+    )
+    .bind(decision.approval_id.hyphenated())
+    .bind(decision.org_id.as_uuid().hyphenated())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let (status, expires_at, tool, trace_parent) =
+        current.ok_or(StoreError::NotFound("approval"))?;
     if status != "pending" || expires_at < now {
         let status = if status == "pending" {
             "expired".to_owned()
@@ -287,6 +305,9 @@ pub(crate) async fn decide_approval(
     .await?;
     let wakeup = StaleWakeup::from(row);
     requeue_parked_turn(&mut tx, wakeup.id, &now).await?;
+    let event = record::approval_decided(&decision, wakeup.id, wakeup.session_id, &tool)
+        .trace(trace_parent.as_deref());
+    insert_events(&mut tx, &[event], &now).await?;
     tx.commit().await?;
     Ok(DecisionOutcome::Decided(wakeup))
 }
@@ -297,20 +318,43 @@ pub(crate) async fn expire_approvals(
 ) -> Result<Vec<StaleWakeup>, StoreError> {
     let now = stored_now();
     let mut tx = begin_write(pool).await?;
-    let rows: Vec<StaleTurnRow> = sqlx::query_as(
+    let rows: Vec<(Hyphenated, Hyphenated, Hyphenated, Hyphenated, String)> = sqlx::query_as(
         "UPDATE approvals SET status = 'expired', decided_at = $1 WHERE id IN ( \
              SELECT id FROM approvals WHERE status = 'pending' AND expires_at < $1 \
              ORDER BY expires_at LIMIT $2) \
-         RETURNING turn_id AS id, org_id, session_id",
+         RETURNING id, turn_id, org_id, session_id, tool",
     )
     .bind(&now)
     .bind(limit.max(0))
     .fetch_all(&mut *tx)
     .await?;
-    let expired: Vec<StaleWakeup> = rows.into_iter().map(StaleWakeup::from).collect();
-    for wakeup in &expired {
+    let mut expired = Vec::new();
+    let mut events = Vec::new();
+    for (approval_id, turn_id, org_id, session_id, tool) in rows {
+        let wakeup = StaleWakeup {
+            id: turn_id.into_uuid(),
+            org_id: org_id.into_uuid(),
+            session_id: session_id.into_uuid(),
+        };
         requeue_parked_turn(&mut tx, wakeup.id, &now).await?;
+        let (trace_parent,): (Option<String>,) =
+            sqlx::query_as("SELECT trace_parent FROM turns WHERE id = $1")
+                .bind(turn_id)
+                .fetch_one(&mut *tx)
+                .await?;
+        events.push(
+            record::approval_expired(
+                wakeup.org_id,
+                approval_id.into_uuid(),
+                wakeup.id,
+                wakeup.session_id,
+                &tool,
+            )
+            .trace(trace_parent.as_deref()),
+        );
+        expired.push(wakeup);
     }
+    insert_events(&mut tx, &events, &now).await?;
     tx.commit().await?;
     Ok(expired)
 }

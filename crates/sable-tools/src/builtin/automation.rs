@@ -128,7 +128,7 @@ async fn create(context: &ToolContext, arguments: &Value) -> Result<String, Tool
         .map_err(|error| ToolError::InvalidArguments(error.to_string()))?;
     context
         .store
-        .create_cron_task(&task)
+        .create_cron_task(&task, &context.actor())
         .await
         .map_err(|error| store_failed(&error))?;
     Ok(describe(&task).to_string())
@@ -152,7 +152,7 @@ async fn change(
     if action == "delete" {
         context
             .store
-            .delete_cron_task(context.org_id, task_id)
+            .delete_cron_task(context.org_id, task_id, &context.actor())
             .await
             .map_err(|error| store_failed(&error))?;
         return Ok(format!("Task {task_id} deleted."));
@@ -163,7 +163,7 @@ async fn change(
         .map_err(|error| ToolError::InvalidArguments(error.to_string()))?;
     context
         .store
-        .update_cron_task(&task)
+        .update_cron_task(&task, &context.actor())
         .await
         .map_err(|error| store_failed(&error))?;
     Ok(describe(&task).to_string())

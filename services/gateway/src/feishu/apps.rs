@@ -70,7 +70,7 @@ async fn create_app(
         },
     };
     let app = build_app(input, key, &state.config.agents).map_err(ApiError::Validation)?;
-    if !state.store.create_feishu_app(&app).await? {
+    if !state.store.create_feishu_app(&app, &caller.actor).await? {
         return Err(ApiError::Conflict(format!(
             "a feishu app with app_id '{}' exists already",
             app.app_id
@@ -92,7 +92,7 @@ async fn remove_app(
     caller.require_admin()?;
     let removed = state
         .store
-        .remove_feishu_app(Some(caller.org_id), &app_id)
+        .remove_feishu_app(Some(caller.org_id), &app_id, &caller.actor)
         .await?
         .ok_or(ApiError::NotFound("feishu app"))?;
     Ok(Json(app_json(&removed)))

@@ -372,6 +372,7 @@ fn new_message(
             IdempotencyKey::parse(format!("feishu:{}", message.message_id)).map_err(invalid)?,
         ),
         trace_parent: Some(trace.to_string()),
+        actor: sable_store::Actor::feishu(sender),
     })
 }
 

@@ -104,6 +104,7 @@ async fn decide(
             approve,
             scope: scope.clone(),
             comment: body.comment,
+            actor: caller.actor.clone(),
         })
         .await?;
     let wakeup = match outcome {

@@ -123,7 +123,7 @@ async fn create_task(
     };
     let (task, schedule) = CronTask::from_spec(caller.org_id, spec, Utc::now()).map_err(invalid)?;
     check_agent(&state, &task)?;
-    state.store.create_cron_task(&task).await?;
+    state.store.create_cron_task(&task, &caller.actor).await?;
     Ok((StatusCode::CREATED, Json(task_json(&task, &schedule))).into_response())
 }
 
@@ -175,7 +175,7 @@ async fn edit_task(
     }
     let schedule = task.apply_edit(&before, Utc::now()).map_err(invalid)?;
     check_agent(&state, &task)?;
-    state.store.update_cron_task(&task).await?;
+    state.store.update_cron_task(&task, &caller.actor).await?;
     let task = state.store.cron_task(caller.org_id, task.id).await?;
     Ok(Json(task_json(&task, &schedule)))
 }
@@ -187,7 +187,7 @@ async fn delete_task(
 ) -> Result<StatusCode, ApiError> {
     state
         .store
-        .delete_cron_task(caller.org_id, parse_task_id(&task_id)?)
+        .delete_cron_task(caller.org_id, parse_task_id(&task_id)?, &caller.actor)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -67,7 +67,7 @@ async fn create_key(
     }
     let created = state
         .store
-        .create_api_key(caller.org_id, admin, name.as_deref())
+        .create_api_key(caller.org_id, admin, name.as_deref(), &caller.actor)
         .await?;
     let record = state
         .store
@@ -89,7 +89,7 @@ async fn revoke_key(
     caller.require_admin()?;
     let revoked = state
         .store
-        .revoke_api_key(Some(caller.org_id), &prefix)
+        .revoke_api_key(Some(caller.org_id), &prefix, &caller.actor)
         .await?
         .ok_or(ApiError::NotFound("key"))?;
     // Other gateways stop trusting the key within `AUTH_CACHE_TTL`; this one at once.

@@ -100,7 +100,7 @@ async fn accept_and_reply(
         .conversation
         .as_ref()
         .and_then(|conversation| conversation.user_id.clone());
-    let message = parse_message(&state, caller.org_id, body, &trace)?;
+    let message = parse_message(&state, &caller, body, &trace)?;
     let accepted = state.store.accept_message(message).await?;
     let labels = TurnLabels {
         org_id: caller.org_id.to_string(),
@@ -166,7 +166,7 @@ fn incoming_trace(headers: &HeaderMap) -> Option<TraceContext> {
 /// Turns the body into a validated message, refusing anything malformed with 4xx.
 fn parse_message(
     state: &AppState,
-    org_id: OrgId,
+    caller: &Authenticated,
     body: PostMessageBody,
     trace: &TraceContext,
 ) -> Result<NewMessage, ApiError> {
@@ -189,7 +189,7 @@ fn parse_message(
         (None, None) => SessionTarget::New,
     };
     let inbound = Inbound {
-        org_id,
+        org_id: caller.org_id,
         channel: parse_channel(state, body.channel.as_deref())?,
         target,
         agent: body
@@ -204,6 +204,7 @@ fn parse_message(
             .transpose()
             .map_err(invalid)?,
         trace: *trace,
+        actor: caller.actor.clone(),
     };
     Ok(state.intake.route(inbound)?)
 }

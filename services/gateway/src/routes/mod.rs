@@ -2,6 +2,7 @@
 
 pub(crate) mod agents;
 pub(crate) mod approvals;
+pub(crate) mod audit;
 pub(crate) mod cron;
 pub(crate) mod diagnostics;
 pub(crate) mod health;

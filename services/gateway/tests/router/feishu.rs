@@ -308,7 +308,9 @@ async fn without_a_secrets_key_the_feishu_routes_are_503() -> anyhow::Result<()>
     let sealed =
         sable_gateway::build_feishu_app(input, &key, &sable_runtime::AgentCatalog::default())
             .map_err(anyhow::Error::msg)?;
-    app.store.create_feishu_app(&sealed).await?;
+    app.store
+        .create_feishu_app(&sealed, &sable_store::Actor::system())
+        .await?;
 
     app.assert_refused(vec![
         refusal(

@@ -52,6 +52,7 @@ async fn with_the_database_unreachable_readyz_and_keyed_routes_answer_503() -> a
     let options = StoreOptions {
         max_connections: 2,
         acquire_timeout: Duration::from_millis(200),
+        audit: true,
     };
     // Nothing listens on port 1.
     let store = Store::connect_lazy("postgres://postgres@127.0.0.1:1/sable", &options)?;

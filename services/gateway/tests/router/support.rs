@@ -15,7 +15,7 @@ use sable_core::{AgentId, OrgId, SessionId, TurnId};
 use sable_gateway::{FeishuConfig, GatewayConfig, HttpLimits};
 use sable_runtime::{AgentCatalog, Bindings};
 use sable_store::{
-    NewApproval, NewToolCall, NextTurn, SecretsKey, SessionFilter, Store, StoreOptions,
+    Actor, NewApproval, NewToolCall, NextTurn, SecretsKey, SessionFilter, Store, StoreOptions,
 };
 use sable_testkit::TestDatabase;
 use serde_json::{Value, json};
@@ -82,9 +82,11 @@ impl TestApp {
         let (store, database) = Database::create(backend).await?;
         let org = create_org(&store, "acme").await?;
         let other_org = create_org(&store, "globex").await?;
-        let revoked = store.create_api_key(org.id, false, Some("old")).await?;
+        let revoked = store
+            .create_api_key(org.id, false, Some("old"), &Actor::system())
+            .await?;
         store
-            .revoke_api_key(Some(org.id), key_prefix(&revoked.key))
+            .revoke_api_key(Some(org.id), key_prefix(&revoked.key), &Actor::system())
             .await?;
         let mut config = test_config()?;
         configure(&mut config);
@@ -349,6 +351,7 @@ pub fn test_config() -> anyhow::Result<GatewayConfig> {
             rate_limit_backoff: Duration::from_millis(10),
             max_rate_limit_retries: 0,
         },
+        audit: sable_gateway::AuditConfig::default(),
     })
 }
 
@@ -618,8 +621,14 @@ async fn create_org(store: &Store, name: &str) -> anyhow::Result<TestOrg> {
     let id = store.create_org(name).await?;
     Ok(TestOrg {
         id,
-        admin_key: store.create_api_key(id, true, Some("admin")).await?.key,
-        member_key: store.create_api_key(id, false, Some("member")).await?.key,
+        admin_key: store
+            .create_api_key(id, true, Some("admin"), &Actor::system())
+            .await?
+            .key,
+        member_key: store
+            .create_api_key(id, false, Some("member"), &Actor::system())
+            .await?
+            .key,
     })
 }
 

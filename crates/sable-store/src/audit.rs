@@ -1,0 +1,1293 @@
+//! The audit trail: who did what to which subject and how it ended, written by the same
+//! statement or transaction as the action it records; sealed afterwards into a gap-free
+//! hash chain per org; verified; trimmed by retention behind a checkpoint.
+//!
+//! Events never carry prompts, replies, tool arguments or results, whatever the capture
+//! policy: those stay in the tables of the turn they belong to. Details hold names,
+//! counts, codes and outcomes only.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sable_core::{ApiKeyId, CronTaskId, OrgId, SessionId, TurnId};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::{PgStore, RunnableTurn, StoreError};
+
+/// Who acted, and the request it came through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    /// `key:<api key id>`, `feishu:<open_id>`, `cron:<task id>`, `agent:<agent id>` (a
+    /// change an agent made through its tools) or `system`.
+    pub id: String,
+    /// The key's name, when it has one.
+    pub name: Option<String>,
+    pub request_id: Option<String>,
+}
+
+impl Actor {
+    /// The deployment itself: workers, sweepers, the sealer, the admin CLI.
+    pub fn system() -> Self {
+        Self::named("system", None)
+    }
+
+    pub fn key(key_id: ApiKeyId, name: Option<String>) -> Self {
+        Self::named(format!("key:{key_id}"), name)
+    }
+
+    pub fn cron(task_id: CronTaskId) -> Self {
+        Self::named(format!("cron:{task_id}"), None)
+    }
+
+    pub fn feishu(open_id: &str) -> Self {
+        Self::named(format!("feishu:{open_id}"), None)
+    }
+
+    /// An agent acting through its tools, named by the turn's user when there is one.
+    pub fn agent(agent_id: &str, user_id: Option<&str>) -> Self {
+        Self::named(format!("agent:{agent_id}"), user_id.map(str::to_owned))
+    }
+
+    /// The admin CLI, named as such so its changes are told apart from the API's.
+    pub fn admin_cli() -> Self {
+        Self::named("system", Some("sable admin".to_owned()))
+    }
+
+    pub fn with_request_id(mut self, request_id: Option<String>) -> Self {
+        self.request_id = request_id;
+        self
+    }
+
+    fn named(id: impl Into<String>, name: Option<String>) -> Self {
+        Self {
+            id: id.into(),
+            name,
+            request_id: None,
+        }
+    }
+}
+
+/// How the recorded action ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuditOutcome {
+    Ok,
+    Error,
+    /// Refused by a person or a policy (an approval denied, a failed authentication).
+    Denied,
+    /// Refused as invalid (an unknown tool, a repeated call, malformed arguments).
+    Rejected,
+}
+
+impl AuditOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Denied => "denied",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// How much an operator should care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Info,
+    Notice,
+    Warning,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Notice => "notice",
+            Self::Warning => "warning",
+        }
+    }
+}
+
+/// An event to write with the action it records.
+#[derive(Debug, Clone)]
+pub struct AuditEvent {
+    /// The nil id for events of no org.
+    pub org_id: OrgId,
+    pub actor: Actor,
+    pub action: &'static str,
+    pub subject_kind: &'static str,
+    pub subject_id: String,
+    pub outcome: AuditOutcome,
+    pub severity: Severity,
+    pub trace_id: Option<String>,
+    pub turn_id: Option<TurnId>,
+    pub session_id: Option<SessionId>,
+    /// Names, counts, codes: never content or secrets.
+    pub details: serde_json::Value,
+}
+
+impl AuditEvent {
+    /// An `ok`, `info` event with no details.
+    pub fn new(
+        org_id: OrgId,
+        actor: &Actor,
+        action: &'static str,
+        subject_kind: &'static str,
+        subject_id: impl Into<String>,
+    ) -> Self {
+        Self {
+            org_id,
+            actor: actor.clone(),
+            action,
+            subject_kind,
+            subject_id: subject_id.into(),
+            outcome: AuditOutcome::Ok,
+            severity: Severity::Info,
+            trace_id: None,
+            turn_id: None,
+            session_id: None,
+            details: serde_json::Value::Object(serde_json::Map::new()),
+        }
+    }
+
+    /// A worker's event about `turn` (actor `system`, the turn's trace).
+    pub fn of_turn(
+        turn: &RunnableTurn,
+        action: &'static str,
+        subject_kind: &'static str,
+        subject_id: impl Into<String>,
+    ) -> Self {
+        let mut event = Self::new(
+            turn.org_id,
+            &Actor::system(),
+            action,
+            subject_kind,
+            subject_id,
+        );
+        event.turn_id = Some(turn.id);
+        event.session_id = Some(turn.session_id);
+        event.trace_id = trace_id_of(turn.trace_parent.as_deref());
+        event
+    }
+
+    pub fn outcome(mut self, outcome: AuditOutcome) -> Self {
+        self.outcome = outcome;
+        self
+    }
+
+    pub fn severity(mut self, severity: Severity) -> Self {
+        self.severity = severity;
+        self
+    }
+
+    pub fn details(mut self, details: serde_json::Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn in_session(mut self, session_id: SessionId) -> Self {
+        self.session_id = Some(session_id);
+        self
+    }
+
+    pub fn in_turn(mut self, turn_id: TurnId, session_id: SessionId) -> Self {
+        self.turn_id = Some(turn_id);
+        self.session_id = Some(session_id);
+        self
+    }
+
+    pub fn trace(mut self, trace_parent: Option<&str>) -> Self {
+        self.trace_id = trace_id_of(trace_parent);
+        self
+    }
+}
+
+/// The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`).
+pub fn trace_id_of(trace_parent: Option<&str>) -> Option<String> {
+    let trace_id = trace_parent?.split('-').nth(1)?;
+    (trace_id.len() == 32 && trace_id.bytes().all(|byte| byte.is_ascii_hexdigit()))
+        .then(|| trace_id.to_owned())
+}
+
+/// The org id events of no org are filed under.
+pub fn platform_org() -> OrgId {
+    OrgId::from_uuid(Uuid::nil())
+}
+
+/// A stored event as `GET /v1/audit` shows it; `seq` once the sealer chained it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    pub id: Uuid,
+    pub org_id: OrgId,
+    pub seq: Option<i64>,
+    pub time: DateTime<Utc>,
+    pub actor: String,
+    pub actor_name: Option<String>,
+    pub action: String,
+    pub subject_kind: String,
+    pub subject_id: String,
+    pub outcome: String,
+    pub severity: String,
+    pub request_id: Option<String>,
+    pub trace_id: Option<String>,
+    pub turn_id: Option<Uuid>,
+    pub session_id: Option<Uuid>,
+    /// The details as JSON text, as stored.
+    pub details: String,
+}
+
+impl AuditRecord {
+    /// The event as `GET /v1/audit`, its export and `sable admin audit` show it.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "seq": self.seq,
+            "time": self.time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "actor": self.actor,
+            "actor_name": self.actor_name,
+            "action": self.action,
+            "subject": {"kind": self.subject_kind, "id": self.subject_id},
+            "outcome": self.outcome,
+            "severity": self.severity,
+            "request_id": self.request_id,
+            "trace_id": self.trace_id,
+            "turn_id": self.turn_id,
+            "session_id": self.session_id,
+            "details": serde_json::from_str::<serde_json::Value>(&self.details)
+                .unwrap_or(serde_json::Value::Null),
+        })
+    }
+
+    /// The text the chain hashes: every field, in a fixed order, as one JSON array.
+    pub(crate) fn canonical(&self) -> String {
+        let optional = |value: &Option<Uuid>| value.map(|id| id.to_string());
+        serde_json::json!([
+            self.id.to_string(),
+            self.org_id.to_string(),
+            self.time.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+            self.actor,
+            self.actor_name,
+            self.action,
+            self.subject_kind,
+            self.subject_id,
+            self.outcome,
+            self.severity,
+            self.request_id,
+            self.trace_id,
+            optional(&self.turn_id),
+            optional(&self.session_id),
+            self.details,
+        ])
+        .to_string()
+    }
+}
+
+/// The next link of a chain: `sha256(previous || canonical event)`.
+pub(crate) fn chain_hash(previous: &[u8], record: &AuditRecord) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    hasher.update(previous);
+    hasher.update(record.canonical().as_bytes());
+    hasher.finalize().to_vec()
+}
+
+/// The hash an org's chain starts from.
+pub(crate) const GENESIS: [u8; 32] = [0; 32];
+
+/// Where a page of `GET /v1/audit` ends: the next page starts after this event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditCursor {
+    pub time: DateTime<Utc>,
+    pub id: Uuid,
+}
+
+impl AuditCursor {
+    pub fn of(record: &AuditRecord) -> Self {
+        Self {
+            time: record.time,
+            id: record.id,
+        }
+    }
+
+    /// `<microseconds since the epoch>_<event id>`.
+    pub fn encode(&self) -> String {
+        format!("{}_{}", self.time.timestamp_micros(), self.id)
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (micros, id) = text.split_once('_')?;
+        Some(Self {
+            time: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            id: Uuid::parse_str(id).ok()?,
+        })
+    }
+}
+
+/// Which events to list; newest first, after `before`.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// An action (`tool.completed`) or a family of them (`tool.*`).
+    pub action: Option<String>,
+    pub actor: Option<String>,
+    /// A subject id, or `kind:id`.
+    pub subject: Option<String>,
+    pub outcome: Option<String>,
+    pub turn_id: Option<Uuid>,
+    pub session_id: Option<Uuid>,
+    pub since: Option<DateTime<Utc>>,
+    pub until: Option<DateTime<Utc>>,
+    pub before: Option<AuditCursor>,
+    pub limit: i64,
+}
+
+impl AuditFilter {
+    /// The action filter as a SQL `LIKE` pattern (`tool.*` → `tool.%`).
+    pub(crate) fn action_pattern(&self) -> Option<String> {
+        self.action.as_ref().map(|action| {
+            let escaped = action
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            match escaped.strip_suffix('*') {
+                Some(prefix) => format!("{prefix}%"),
+                None => escaped,
+            }
+        })
+    }
+}
+
+/// What one pass of the sealer did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SealReport {
+    pub sealed: u64,
+    /// Events sealed by action.
+    pub actions: std::collections::BTreeMap<String, u64>,
+    /// The oldest event this pass found unsealed (the sealer's lag is measured from it).
+    pub oldest_unsealed: Option<DateTime<Utc>>,
+}
+
+impl SealReport {
+    pub(crate) fn of(events: &[AuditRecord], oldest: DateTime<Utc>) -> Self {
+        let mut actions = std::collections::BTreeMap::new();
+        for event in events {
+            *actions.entry(event.action.clone()).or_insert(0) += 1;
+        }
+        Self {
+            sealed: events.len() as u64,
+            actions,
+            oldest_unsealed: Some(oldest),
+        }
+    }
+}
+
+/// What `sable admin audit verify` reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuditVerification {
+    Intact {
+        /// Sealed events checked (after the retention checkpoint).
+        events: u64,
+        /// The newest sequence number, 0 when nothing was sealed.
+        through_seq: i64,
+        /// Sequence numbers retention dropped behind its checkpoint.
+        dropped: i64,
+        /// Events not sealed yet (not covered by this check).
+        unsealed: i64,
+    },
+    Broken {
+        /// The first sequence number whose link does not hold.
+        seq: i64,
+        reason: String,
+    },
+}
+
+/// Sealed events are read this many at a time while verifying.
+pub(crate) const VERIFY_PAGE: i64 = 1000;
+
+/// The sealer looks for unsealed events this far behind the newest sealed one: an action's
+/// statement commits within moments of the `now()` it stamps.
+pub(crate) const SEAL_LOOKBEHIND: Duration = Duration::from_secs(600);
+
+/// Events as the JSON array both backends read rows from (`json_to_recordset`,
+/// `json_each`), each with a fresh id; `[]` when the audit is off.
+pub(crate) fn events_json(enabled: bool, events: &[AuditEvent]) -> String {
+    if !enabled {
+        return "[]".to_owned();
+    }
+    let rows: Vec<serde_json::Value> = events
+        .iter()
+        .map(|event| {
+            serde_json::json!({
+                "id": Uuid::now_v7(),
+                "org_id": event.org_id.as_uuid(),
+                "actor": event.actor.id,
+                "actor_name": event.actor.name,
+                "action": event.action,
+                "subject_kind": event.subject_kind,
+                "subject_id": event.subject_id,
+                "outcome": event.outcome.as_str(),
+                "severity": event.severity.as_str(),
+                "request_id": event.actor.request_id,
+                "trace_id": event.trace_id,
+                "turn_id": event.turn_id.map(|id| id.as_uuid()),
+                "session_id": event.session_id.map(|id| id.as_uuid()),
+                "details": event.details,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(rows)
+        .to_string()
+        .replace("\\u0000", "")
+}
+
+/// The columns of an event row, in the order the statements below list them, with the
+/// type `json_to_recordset` reads each as.
+const EVENT_COLUMNS: [(&str, &str); 14] = [
+    ("id", "uuid"),
+    ("org_id", "uuid"),
+    ("actor", "text"),
+    ("actor_name", "text"),
+    ("action", "text"),
+    ("subject_kind", "text"),
+    ("subject_id", "text"),
+    ("outcome", "text"),
+    ("severity", "text"),
+    ("request_id", "text"),
+    ("trace_id", "text"),
+    ("turn_id", "uuid"),
+    ("session_id", "uuid"),
+    ("details", "jsonb"),
+];
+
+/// A Postgres statement part inserting the events of the JSON array bound as `param`,
+/// once per row of `gate` (a CTE that says the action happened, e.g. `ended`), with some
+/// columns taken from the statement instead (`("session_id", "turn.session_id")`).
+pub(crate) fn pg_insert_events(
+    param: &str,
+    gate: Option<&str>,
+    overrides: &[(&str, &str)],
+) -> String {
+    let names: Vec<&str> = EVENT_COLUMNS.iter().map(|(name, _)| *name).collect();
+    let values: Vec<String> = EVENT_COLUMNS
+        .iter()
+        .map(|(name, _)| {
+            overrides
+                .iter()
+                .find(|(column, _)| column == name)
+                .map_or_else(|| format!("e.{name}"), |(_, value)| (*value).to_owned())
+        })
+        .collect();
+    let types: Vec<String> = EVENT_COLUMNS
+        .iter()
+        .map(|(name, kind)| format!("{name} {kind}"))
+        .collect();
+    let from = gate.map(|gate| format!("{gate}, ")).unwrap_or_default();
+    format!(
+        "INSERT INTO audit_events ({}) SELECT {} FROM {from}json_to_recordset({param}::json) AS e({})",
+        names.join(", "),
+        values.join(", "),
+        types.join(", ")
+    )
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AuditRow {
+    id: Uuid,
+    org_id: Uuid,
+    seq: Option<i64>,
+    time: DateTime<Utc>,
+    actor: String,
+    actor_name: Option<String>,
+    action: String,
+    subject_kind: String,
+    subject_id: String,
+    outcome: String,
+    severity: String,
+    request_id: Option<String>,
+    trace_id: Option<String>,
+    turn_id: Option<Uuid>,
+    session_id: Option<Uuid>,
+    details: String,
+}
+
+impl From<AuditRow> for AuditRecord {
+    fn from(row: AuditRow) -> Self {
+        Self {
+            id: row.id,
+            org_id: row.org_id.into(),
+            seq: row.seq,
+            time: row.time,
+            actor: row.actor,
+            actor_name: row.actor_name,
+            action: row.action,
+            subject_kind: row.subject_kind,
+            subject_id: row.subject_id,
+            outcome: row.outcome,
+            severity: row.severity,
+            request_id: row.request_id,
+            trace_id: row.trace_id,
+            turn_id: row.turn_id,
+            session_id: row.session_id,
+            details: row.details,
+        }
+    }
+}
+
+/// A sealed link read back for verification, with its event when the event still exists.
+#[derive(sqlx::FromRow)]
+struct LinkRow {
+    link_seq: i64,
+    link_hash: Vec<u8>,
+    #[sqlx(flatten)]
+    event: AuditRowOptional,
+}
+
+/// The event columns of a link, all nullable (a deleted event leaves them empty).
+#[derive(sqlx::FromRow)]
+struct AuditRowOptional {
+    id: Option<Uuid>,
+    org_id: Option<Uuid>,
+    time: Option<DateTime<Utc>>,
+    actor: Option<String>,
+    actor_name: Option<String>,
+    action: Option<String>,
+    subject_kind: Option<String>,
+    subject_id: Option<String>,
+    outcome: Option<String>,
+    severity: Option<String>,
+    request_id: Option<String>,
+    trace_id: Option<String>,
+    turn_id: Option<Uuid>,
+    session_id: Option<Uuid>,
+    details: Option<String>,
+}
+
+impl AuditRowOptional {
+    fn into_record(self) -> Option<AuditRecord> {
+        Some(AuditRecord {
+            id: self.id?,
+            org_id: self.org_id?.into(),
+            seq: None,
+            time: self.time?,
+            actor: self.actor?,
+            actor_name: self.actor_name,
+            action: self.action?,
+            subject_kind: self.subject_kind?,
+            subject_id: self.subject_id?,
+            outcome: self.outcome?,
+            severity: self.severity?,
+            request_id: self.request_id,
+            trace_id: self.trace_id,
+            turn_id: self.turn_id,
+            session_id: self.session_id,
+            details: self.details?,
+        })
+    }
+}
+
+/// Checks one page of links against the running hash; `Err` names the first broken one.
+/// `links` holds `(seq, stored hash, the event if it still exists)`.
+pub(crate) fn verify_links(
+    previous: &mut (i64, Vec<u8>),
+    links: impl IntoIterator<Item = (i64, Vec<u8>, Option<AuditRecord>)>,
+) -> Result<u64, AuditVerification> {
+    let mut checked = 0;
+    for (seq, stored, event) in links {
+        let broken = |reason: &str| AuditVerification::Broken {
+            seq,
+            reason: reason.to_owned(),
+        };
+        if seq != previous.0 + 1 {
+            return Err(AuditVerification::Broken {
+                seq: previous.0 + 1,
+                reason: "the sequence has a gap: this link is missing".to_owned(),
+            });
+        }
+        let Some(event) = event else {
+            return Err(broken("the event was deleted"));
+        };
+        let computed = chain_hash(&previous.1, &event);
+        if computed != stored {
+            return Err(broken("the event or its link was altered"));
+        }
+        *previous = (seq, computed);
+        checked += 1;
+    }
+    Ok(checked)
+}
+
+/// The columns of a listed event, for `FROM audit_events e LEFT JOIN audit_chain c`.
+const RECORD_COLUMNS: &str = "e.id, e.org_id, c.seq, e.time, e.actor, e.actor_name, e.action, e.subject_kind, \
+     e.subject_id, e.outcome, e.severity, e.request_id, e.trace_id, e.turn_id, e.session_id, e.details::text AS details";
+
+impl PgStore {
+    /// Writes events of actions that have no other write (a failed authentication, an
+    /// idempotent repeat).
+    pub async fn record_audit(&self, events: &[AuditEvent]) -> Result<(), StoreError> {
+        sqlx::query(&pg_insert_events("$1", None, &[]))
+            .bind(self.audit_json(events))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The org's events matching `filter`, newest first.
+    pub async fn audit_events(
+        &self,
+        org_id: OrgId,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM audit_events e LEFT JOIN audit_chain c ON c.event_id = e.id \
+             WHERE e.org_id = $1 AND ($2::text IS NULL OR e.action LIKE $2) AND ($3::text IS NULL OR e.actor = $3) \
+               AND ($4::text IS NULL OR e.subject_id = $4 OR e.subject_kind || ':' || e.subject_id = $4) \
+               AND ($5::text IS NULL OR e.outcome = $5) AND ($6::uuid IS NULL OR e.turn_id = $6) \
+               AND ($7::uuid IS NULL OR e.session_id = $7) AND ($8::timestamptz IS NULL OR e.time >= $8) \
+               AND ($9::timestamptz IS NULL OR e.time < $9) \
+               AND ($10::timestamptz IS NULL OR (e.time, e.id) < ($10, $11)) \
+             ORDER BY e.time DESC, e.id DESC LIMIT $12"
+        );
+        let rows: Vec<AuditRow> = sqlx::query_as(&sql)
+            .bind(org_id.as_uuid())
+            .bind(filter.action_pattern())
+            .bind(&filter.actor)
+            .bind(&filter.subject)
+            .bind(&filter.outcome)
+            .bind(filter.turn_id)
+            .bind(filter.session_id)
+            .bind(filter.since)
+            .bind(filter.until)
+            .bind(filter.before.map(|cursor| cursor.time))
+            .bind(filter.before.map(|cursor| cursor.id))
+            .bind(filter.limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(AuditRecord::from).collect())
+    }
+
+    /// Chains up to `limit` unsealed events (of every org) onto their orgs' chains, in the
+    /// order they were stamped, in one transaction. A second sealer waits on the advisory
+    /// lock and then finds the events sealed.
+    pub async fn seal_audit(&self, limit: i64) -> Result<SealReport, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sable.audit_sealer'))")
+            .execute(&mut *tx)
+            .await?;
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM audit_events e LEFT JOIN audit_chain c ON c.event_id = e.id \
+             WHERE c.event_id IS NULL \
+               AND e.time >= coalesce((SELECT max(event_time) FROM audit_chain), '-infinity') - make_interval(secs => $2) \
+             ORDER BY e.time, e.id LIMIT $1"
+        );
+        let events: Vec<AuditRecord> = sqlx::query_as::<_, AuditRow>(&sql)
+            .bind(limit)
+            .bind(SEAL_LOOKBEHIND.as_secs_f64())
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .map(AuditRecord::from)
+            .collect();
+        let Some(oldest) = events.first().map(|event| event.time) else {
+            return Ok(SealReport::default());
+        };
+        let orgs: Vec<Uuid> = unique_orgs(&events);
+        let heads: Vec<(Uuid, i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT o.org_id, coalesce(h.seq, k.through_seq, 0), coalesce(h.hash, k.hash, $2) \
+             FROM unnest($1::uuid[]) AS o(org_id) \
+             LEFT JOIN LATERAL (SELECT seq, hash FROM audit_chain c WHERE c.org_id = o.org_id ORDER BY seq DESC LIMIT 1) h ON true \
+             LEFT JOIN audit_checkpoints k ON k.org_id = o.org_id",
+        )
+        .bind(&orgs)
+        .bind(GENESIS.to_vec())
+        .fetch_all(&mut *tx)
+        .await?;
+        let links = link_events(heads, &events);
+        sqlx::query(
+            "INSERT INTO audit_chain (org_id, seq, event_id, event_time, hash) \
+             SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::timestamptz[], $5::bytea[])",
+        )
+        .bind(links.iter().map(|link| link.org_id).collect::<Vec<_>>())
+        .bind(links.iter().map(|link| link.seq).collect::<Vec<_>>())
+        .bind(links.iter().map(|link| link.event_id).collect::<Vec<_>>())
+        .bind(links.iter().map(|link| link.event_time).collect::<Vec<_>>())
+        .bind(links.iter().map(|link| link.hash.clone()).collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(SealReport::of(&events, oldest))
+    }
+
+    /// Walks the org's chain from its checkpoint and reports the first broken link.
+    pub async fn verify_audit(&self, org_id: OrgId) -> Result<AuditVerification, StoreError> {
+        let checkpoint: Option<(i64, Vec<u8>)> =
+            sqlx::query_as("SELECT through_seq, hash FROM audit_checkpoints WHERE org_id = $1")
+                .bind(org_id.as_uuid())
+                .fetch_optional(&self.pool)
+                .await?;
+        let dropped = checkpoint.as_ref().map_or(0, |(seq, _)| *seq);
+        let mut previous = checkpoint.unwrap_or((0, GENESIS.to_vec()));
+        let mut events = 0;
+        loop {
+            let page: Vec<LinkRow> = sqlx::query_as(
+                "SELECT c.seq AS link_seq, c.hash AS link_hash, e.id, e.org_id, e.time, e.actor, e.actor_name, \
+                     e.action, e.subject_kind, e.subject_id, e.outcome, e.severity, e.request_id, e.trace_id, \
+                     e.turn_id, e.session_id, e.details::text AS details \
+                 FROM audit_chain c LEFT JOIN audit_events e ON e.id = c.event_id \
+                 WHERE c.org_id = $1 AND c.seq > $2 ORDER BY c.seq LIMIT $3",
+            )
+            .bind(org_id.as_uuid())
+            .bind(previous.0)
+            .bind(VERIFY_PAGE)
+            .fetch_all(&self.pool)
+            .await?;
+            let done = (page.len() as i64) < VERIFY_PAGE;
+            let links = page.into_iter().map(|row| {
+                let event = row.event.into_record();
+                (row.link_seq, row.link_hash, event)
+            });
+            match verify_links(&mut previous, links) {
+                Ok(checked) => events += checked,
+                Err(broken) => return Ok(broken),
+            }
+            if done {
+                break;
+            }
+        }
+        let (unsealed,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM audit_events e WHERE e.org_id = $1 \
+             AND NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.event_id = e.id)",
+        )
+        .bind(org_id.as_uuid())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(AuditVerification::Intact {
+            events,
+            through_seq: previous.0,
+            dropped,
+            unsealed,
+        })
+    }
+
+    /// Drops the org's oldest sealed events stamped before `before`, as one range from the
+    /// start of its chain, and moves its checkpoint to the range's last link; records the
+    /// drop as an event of its own. Returns how many events went.
+    pub async fn drop_sealed_audit(
+        &self,
+        org_id: OrgId,
+        before: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL sable.audit_retention = 'on'")
+            .execute(&mut *tx)
+            .await?;
+        let end: Option<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT seq, hash FROM audit_chain WHERE org_id = $1 AND seq = \
+                 coalesce((SELECT min(seq) - 1 FROM audit_chain WHERE org_id = $1 AND event_time >= $2), \
+                          (SELECT max(seq) FROM audit_chain WHERE org_id = $1))",
+        )
+        .bind(org_id.as_uuid())
+        .bind(before)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((through_seq, hash)) = end else {
+            return Ok(0);
+        };
+        let dropped = sqlx::query(
+            "DELETE FROM audit_events WHERE id IN \
+                 (SELECT event_id FROM audit_chain WHERE org_id = $1 AND seq <= $2)",
+        )
+        .bind(org_id.as_uuid())
+        .bind(through_seq)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query("DELETE FROM audit_chain WHERE org_id = $1 AND seq <= $2")
+            .bind(org_id.as_uuid())
+            .bind(through_seq)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(
+            "INSERT INTO audit_checkpoints (org_id, through_seq, hash, dropped) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (org_id) DO UPDATE SET through_seq = $2, hash = $3, \
+                 dropped = audit_checkpoints.dropped + $4, updated_at = now()",
+        )
+        .bind(org_id.as_uuid())
+        .bind(through_seq)
+        .bind(&hash)
+        .bind(dropped as i64)
+        .execute(&mut *tx)
+        .await?;
+        let event = retention_event(org_id, through_seq, dropped, before);
+        pg_write_events(&mut tx, &self.audit_json(&[event])).await?;
+        tx.commit().await?;
+        Ok(dropped)
+    }
+
+    /// The events as the JSON array the statements read, `[]` when the audit is off.
+    pub(crate) fn audit_json(&self, events: &[AuditEvent]) -> String {
+        events_json(self.audit, events)
+    }
+}
+
+/// Writes audit events (a JSON array from `audit_json`) inside the caller's transaction.
+pub(crate) async fn pg_write_events(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    events_json: &str,
+) -> Result<(), StoreError> {
+    if events_json != "[]" {
+        sqlx::query(&pg_insert_events("$1", None, &[]))
+            .bind(events_json)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+/// The event that records a retention drop.
+pub(crate) fn retention_event(
+    org_id: OrgId,
+    through_seq: i64,
+    dropped: u64,
+    before: DateTime<Utc>,
+) -> AuditEvent {
+    AuditEvent::new(
+        org_id,
+        &Actor::system(),
+        "audit.retention",
+        "audit",
+        org_id.to_string(),
+    )
+    .severity(Severity::Notice)
+    .details(serde_json::json!({
+        "through_seq": through_seq,
+        "dropped": dropped,
+        "before": before.to_rfc3339(),
+    }))
+}
+
+/// A link the sealer appends.
+pub(crate) struct NewLink {
+    pub org_id: Uuid,
+    pub seq: i64,
+    pub event_id: Uuid,
+    pub event_time: DateTime<Utc>,
+    pub hash: Vec<u8>,
+}
+
+/// The orgs of `events`, each once.
+pub(crate) fn unique_orgs(events: &[AuditRecord]) -> Vec<Uuid> {
+    let mut orgs: Vec<Uuid> = events.iter().map(|event| event.org_id.as_uuid()).collect();
+    orgs.sort_unstable();
+    orgs.dedup();
+    orgs
+}
+
+/// Chains `events` (in sealing order) onto their orgs' `heads` (`org, seq, hash`).
+pub(crate) fn link_events(
+    heads: Vec<(Uuid, i64, Vec<u8>)>,
+    events: &[AuditRecord],
+) -> Vec<NewLink> {
+    let mut heads: std::collections::HashMap<Uuid, (i64, Vec<u8>)> = heads
+        .into_iter()
+        .map(|(org, seq, hash)| (org, (seq, hash)))
+        .collect();
+    events
+        .iter()
+        .map(|event| {
+            let org = event.org_id.as_uuid();
+            let head = heads.entry(org).or_insert_with(|| (0, GENESIS.to_vec()));
+            let hash = chain_hash(&head.1, event);
+            *head = (head.0 + 1, hash.clone());
+            NewLink {
+                org_id: org,
+                seq: head.0,
+                event_id: event.id,
+                event_time: event.time,
+                hash,
+            }
+        })
+        .collect()
+}
+
+/// What each action records: the builders both backends use, so the two write the same
+/// events.
+pub(crate) mod record {
+    use serde_json::json;
+
+    use super::{Actor, AuditEvent, AuditOutcome, Severity};
+    use crate::{
+        ApprovalDecision, FinishTurn, NewApproval, NewMessage, NewToolCall, ProviderCallRecord,
+        RunnableTurn, ToolCallResult, TurnOutcome,
+    };
+
+    /// `message.accepted`, with whether the idempotency key was new.
+    pub(crate) fn message_accepted(message: &NewMessage, created: bool) -> AuditEvent {
+        // The subject is the turn that answers it, filled in where its id is known.
+        AuditEvent::new(message.org_id, &message.actor, "message.accepted", "turn", "")
+        .trace(message.trace_parent.as_deref())
+        .details(json!({
+            "channel": message.channel.as_str(),
+            "agent": message.agent.as_str(),
+            "binding_rule": message.binding_rule,
+            "idempotency": if message.idempotency_key.is_none() { "none" } else if created { "new" } else { "repeat" },
+        }))
+    }
+
+    /// `turn.started`, an attempt begun by a worker (the Postgres statement builds the
+    /// same event in SQL).
+    pub(crate) fn turn_started(turn: &RunnableTurn, attempt: i32, worker: &str) -> AuditEvent {
+        AuditEvent::of_turn(turn, "turn.started", "turn", turn.id.to_string()).details(json!({
+            "attempt": attempt,
+            "agent": turn.agent_id,
+            "worker": worker,
+        }))
+    }
+
+    /// `turn.finished` or `turn.failed`, then one `provider.call` per call.
+    pub(crate) fn turn_ended(finish: &FinishTurn<'_>) -> Vec<AuditEvent> {
+        let turn = finish.turn;
+        let usage = finish.usage.unwrap_or_default();
+        let mut details = json!({
+            "attempt": finish.attempt,
+            "agent": turn.agent_id,
+            "channel": turn.channel,
+            "input_tokens": usage.input_tokens,
+            "output_tokens": usage.output_tokens,
+            "profile": finish.route.as_ref().map(|route| route.profile.as_str()),
+        });
+        let event = match &finish.outcome {
+            TurnOutcome::Replied { .. } => {
+                AuditEvent::of_turn(turn, "turn.finished", "turn", turn.id.to_string())
+            }
+            TurnOutcome::Failed { code, .. } => {
+                details["error_code"] = json!(code);
+                AuditEvent::of_turn(turn, "turn.failed", "turn", turn.id.to_string())
+                    .outcome(AuditOutcome::Error)
+                    .severity(Severity::Warning)
+            }
+        };
+        std::iter::once(event.details(details))
+            .chain(provider_calls(turn, &finish.provider_calls))
+            .collect()
+    }
+
+    /// One `provider.call` per call, subject the model profile.
+    pub(crate) fn provider_calls(
+        turn: &RunnableTurn,
+        calls: &[ProviderCallRecord],
+    ) -> Vec<AuditEvent> {
+        calls
+            .iter()
+            .map(|call| {
+                let outcome = if call.outcome == "ok" {
+                    AuditOutcome::Ok
+                } else {
+                    AuditOutcome::Error
+                };
+                AuditEvent::of_turn(turn, "provider.call", "model_profile", call.profile.clone())
+                    .outcome(outcome)
+                    .details(json!({
+                        "attempt": call.turn_attempt,
+                        "purpose": call.purpose,
+                        "provider": call.provider,
+                        "provider_kind": call.provider_kind,
+                        "model": call.model,
+                        "outcome": call.outcome,
+                        "retry_number": call.retry_number,
+                        "failover_reason": call.failover_reason,
+                        "started_at": call.started_at.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+                        "duration_ms": call.duration_ms,
+                        "input_tokens": call.input_tokens,
+                        "output_tokens": call.output_tokens,
+                    }))
+            })
+            .collect()
+    }
+
+    /// One `tool.started` per call of a round.
+    pub(crate) fn tool_round(
+        turn: &RunnableTurn,
+        attempt: i32,
+        round: i32,
+        calls: &[NewToolCall],
+    ) -> Vec<AuditEvent> {
+        calls
+            .iter()
+            .enumerate()
+            .map(|(position, call)| {
+                AuditEvent::of_turn(turn, "tool.started", "tool", call.tool.clone()).details(
+                    tool_details(&call.tool, &call.call_id, attempt, round, position as i32),
+                )
+            })
+            .collect()
+    }
+
+    /// `tool.completed`, `tool.failed` or `tool.rejected` (an unknown tool, invalid
+    /// arguments, a refusal, a denial).
+    pub(crate) fn tool_finished(
+        turn: &RunnableTurn,
+        attempt: i32,
+        result: &ToolCallResult,
+    ) -> AuditEvent {
+        let code = result.error_code.as_deref();
+        let (action, outcome) = match (result.status.as_str(), code) {
+            ("ok", _) => ("tool.completed", AuditOutcome::Ok),
+            ("denied", _) => ("tool.rejected", AuditOutcome::Denied),
+            (_, Some("unknown_tool" | "invalid_arguments" | "refused")) => {
+                ("tool.rejected", AuditOutcome::Rejected)
+            }
+            _ => ("tool.failed", AuditOutcome::Error),
+        };
+        let mut details = tool_details(
+            &result.tool,
+            &result.call_id,
+            attempt,
+            result.round,
+            result.position,
+        );
+        details["error_code"] = json!(code);
+        details["duration_ms"] = json!(result.duration_ms);
+        AuditEvent::of_turn(turn, action, "tool", result.tool.clone())
+            .outcome(outcome)
+            .details(details)
+    }
+
+    fn tool_details(
+        tool: &str,
+        call_id: &str,
+        attempt: i32,
+        round: i32,
+        position: i32,
+    ) -> serde_json::Value {
+        let (source, server) = match tool.strip_prefix("mcp__") {
+            Some(rest) => ("mcp", rest.split_once("__").map(|(server, _)| server)),
+            None if tool.starts_with("skill") => ("skill", None),
+            None => ("builtin", None),
+        };
+        json!({
+            "call_id": call_id,
+            "attempt": attempt,
+            "round": round,
+            "position": position,
+            "source": source,
+            "server": server,
+        })
+    }
+
+    /// A change to the org's configuration or keys, by `actor`.
+    pub(crate) fn change(
+        org_id: sable_core::OrgId,
+        actor: &Actor,
+        action: &'static str,
+        subject_kind: &'static str,
+        subject_id: impl Into<String>,
+        details: serde_json::Value,
+    ) -> AuditEvent {
+        AuditEvent::new(org_id, actor, action, subject_kind, subject_id)
+            .severity(Severity::Notice)
+            .details(details)
+    }
+
+    /// `auth.failed`: a presented key that did not authenticate (its prefix only), filed
+    /// under the key's org when the prefix names one, under the platform's otherwise.
+    pub(crate) fn authentication_failed(prefix: Option<&str>, source: Option<&str>) -> AuditEvent {
+        AuditEvent::new(
+            super::platform_org(),
+            &Actor::named("anonymous", None),
+            "auth.failed",
+            "api_key",
+            prefix.unwrap_or(""),
+        )
+        .outcome(AuditOutcome::Denied)
+        .severity(Severity::Warning)
+        .details(json!({ "key_prefix": prefix, "source": source }))
+    }
+
+    /// `approval.requested`, subject the approval.
+    pub(crate) fn approval_requested(
+        turn: &RunnableTurn,
+        attempt: i32,
+        approval_id: uuid::Uuid,
+        approval: &NewApproval,
+    ) -> AuditEvent {
+        AuditEvent::of_turn(
+            turn,
+            "approval.requested",
+            "approval",
+            approval_id.to_string(),
+        )
+        .severity(Severity::Notice)
+        .details(json!({
+            "tool": approval.tool,
+            "attempt": attempt,
+            "round": approval.round,
+            "position": approval.position,
+            "expires_in_s": approval.expires_in.as_secs(),
+        }))
+    }
+
+    /// `approval.granted` or `approval.denied` by the decider.
+    pub(crate) fn approval_decided(
+        decision: &ApprovalDecision,
+        turn_id: uuid::Uuid,
+        session_id: uuid::Uuid,
+        tool: &str,
+    ) -> AuditEvent {
+        let (action, outcome) = if decision.approve {
+            ("approval.granted", AuditOutcome::Ok)
+        } else {
+            ("approval.denied", AuditOutcome::Denied)
+        };
+        AuditEvent::new(
+            decision.org_id,
+            &decision.actor,
+            action,
+            "approval",
+            decision.approval_id.to_string(),
+        )
+        .outcome(outcome)
+        .severity(Severity::Notice)
+        .in_turn(turn_id.into(), session_id.into())
+        .details(json!({
+            "tool": tool,
+            "scope": decision.scope,
+            "commented": decision.comment.is_some(),
+        }))
+    }
+
+    /// `approval.expired`, by the deployment.
+    pub(crate) fn approval_expired(
+        org_id: uuid::Uuid,
+        approval_id: uuid::Uuid,
+        turn_id: uuid::Uuid,
+        session_id: uuid::Uuid,
+        tool: &str,
+    ) -> AuditEvent {
+        AuditEvent::new(
+            org_id.into(),
+            &Actor::system(),
+            "approval.expired",
+            "approval",
+            approval_id.to_string(),
+        )
+        .outcome(AuditOutcome::Denied)
+        .severity(Severity::Notice)
+        .in_turn(turn_id.into(), session_id.into())
+        .details(json!({ "tool": tool }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(subject: &str) -> AuditRecord {
+        AuditRecord {
+            id: Uuid::now_v7(),
+            org_id: OrgId::new(),
+            seq: None,
+            time: Utc::now(),
+            actor: "system".to_owned(),
+            actor_name: None,
+            action: "turn.finished".to_owned(),
+            subject_kind: "turn".to_owned(),
+            subject_id: subject.to_owned(),
+            outcome: "ok".to_owned(),
+            severity: "info".to_owned(),
+            request_id: None,
+            trace_id: None,
+            turn_id: None,
+            session_id: None,
+            details: "{}".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_trace_id_is_read_from_a_traceparent_and_nothing_else() {
+        let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        assert_eq!(
+            trace_id_of(Some(parent)).as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(trace_id_of(Some("garbage")), None);
+        assert_eq!(trace_id_of(None), None);
+    }
+
+    #[test]
+    fn a_cursor_survives_its_text_form_and_refuses_garbage() {
+        let cursor = AuditCursor::of(&record("a"));
+        let round = AuditCursor::decode(&cursor.encode()).unwrap();
+        assert_eq!(round.id, cursor.id);
+        assert_eq!(
+            round.time.timestamp_micros(),
+            cursor.time.timestamp_micros()
+        );
+        for bad in ["", "12", "x_y", "12_not-a-uuid"] {
+            assert_eq!(AuditCursor::decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn action_families_become_like_patterns_and_wildcards_in_names_are_literal() {
+        let filter = |action: &str| AuditFilter {
+            action: Some(action.to_owned()),
+            ..AuditFilter::default()
+        };
+        assert_eq!(filter("tool.*").action_pattern().unwrap(), "tool.%");
+        assert_eq!(filter("tool_x").action_pattern().unwrap(), "tool\\_x");
+    }
+
+    #[test]
+    fn a_chain_breaks_at_the_first_altered_deleted_or_missing_link() {
+        let org_id = OrgId::new();
+        let events: Vec<AuditRecord> = ["a", "b", "c", "d"]
+            .iter()
+            .map(|subject| AuditRecord {
+                org_id,
+                ..record(subject)
+            })
+            .collect();
+        let links = link_events(vec![], &events);
+        let stored = |alter: &dyn Fn(usize, &mut Option<AuditRecord>)| {
+            links
+                .iter()
+                .enumerate()
+                .map(|(index, link)| {
+                    let mut event = Some(events[index].clone());
+                    alter(index, &mut event);
+                    (link.seq, link.hash.clone(), event)
+                })
+                .collect::<Vec<_>>()
+        };
+        let intact = verify_links(&mut (0, GENESIS.to_vec()), stored(&|_, _| {}));
+        assert_eq!(intact, Ok(4));
+
+        let edited = stored(&|index, event| {
+            if index == 2 {
+                event.as_mut().unwrap().outcome = "error".to_owned();
+            }
+        });
+        let broken = verify_links(&mut (0, GENESIS.to_vec()), edited).unwrap_err();
+        assert!(
+            matches!(broken, AuditVerification::Broken { seq: 3, .. }),
+            "{broken:?}"
+        );
+
+        let deleted = stored(&|index, event| {
+            if index == 1 {
+                *event = None;
+            }
+        });
+        let broken = verify_links(&mut (0, GENESIS.to_vec()), deleted).unwrap_err();
+        assert!(
+            matches!(broken, AuditVerification::Broken { seq: 2, .. }),
+            "{broken:?}"
+        );
+
+        let mut gap = stored(&|_, _| {});
+        gap.remove(0);
+        let broken = verify_links(&mut (0, GENESIS.to_vec()), gap).unwrap_err();
+        assert!(
+            matches!(broken, AuditVerification::Broken { seq: 1, .. }),
+            "{broken:?}"
+        );
+    }
+}
