@@ -296,6 +296,8 @@ def json_type_of(rust: str) -> tuple[str, bool]:
 
 
 def sample_of(json_type: str, name: str):
+    if name == "audit_retention_orgs":
+        return {"0190e7a4-0000-7000-8000-000000000000": 365}
     return {
         "integer": 4321,
         "string": {"log_format": "json", "capture_content": "full", "nats_prefix": "sample-prefix"}.get(name, f"sample-{name}"),
