@@ -87,7 +87,14 @@ async fn get(stack: &TestStack, path: &str, key: &str) -> anyhow::Result<(Status
 async fn admin_key(stack: &TestStack, name: &str) -> anyhow::Result<(String, String)> {
     let key = stack
         .sable(&[
-            "admin", "key", "create", "--org", &stack.org_id, "--admin", "--name", name,
+            "admin",
+            "key",
+            "create",
+            "--org",
+            &stack.org_id,
+            "--admin",
+            "--name",
+            name,
         ])
         .await?;
     let (id,): (uuid::Uuid,) = sqlx::query_as("SELECT id FROM api_keys WHERE name = $1")
@@ -126,11 +133,13 @@ fn count_by_action(events: &[Value]) -> BTreeMap<String, usize> {
     counts
 }
 
-#[tokio::test]
-async fn a_turn_with_a_failover_a_tool_round_and_an_approval_is_audited_step_by_step_without_its_content()
--> anyhow::Result<()> {
-    let stack = start(config()?).await?;
-    let (key, key_id) = admin_key(&stack, "auditor").await?;
+/// Runs one turn of `careful` whose default profile fails over, whose `memory` call waits
+/// for approval and is approved by `key` (with a request id); returns the ended turn and
+/// the approval's id.
+async fn an_approved_turn_after_a_failover(
+    stack: &TestStack,
+    key: &str,
+) -> anyhow::Result<(Value, String)> {
     stack.provider.fail_model("fake-model", 503);
     stack.provider.push(Script::ToolCalls {
         text: "Let me note that.".into(),
@@ -140,19 +149,21 @@ async fn a_turn_with_a_failover_a_tool_round_and_an_approval_is_audited_step_by_
             json!({"action": "append", "text": "likes oolong tea"}),
         )],
     });
-    stack.provider.push(Script::Reply("Noted, a quiet reply.".into()));
+    stack
+        .provider
+        .push(Script::Reply("Noted, a quiet reply.".into()));
     let (status, accepted) = stack
         .post_message_with_key(
             0,
-            &key,
+            key,
             &json!({"text": "remember my private preference", "agent": "careful",
                     "conversation": {"id": "chat-7", "user_id": "ada"}}),
         )
         .await?;
-    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    anyhow::ensure!(status == StatusCode::ACCEPTED, "{status}: {accepted}");
     let turn_id = accepted["turn_id"].as_str().unwrap().to_owned();
     let approval = sable_testkit::wait_for("the approval", TURN_TIMEOUT, || async {
-        let (_, list) = get(&stack, "/v1/approvals?status=pending", &key).await.ok()?;
+        let (_, list) = get(stack, "/v1/approvals?status=pending", key).await.ok()?;
         list["approvals"].as_array()?.first().cloned()
     })
     .await?;
@@ -160,25 +171,41 @@ async fn a_turn_with_a_failover_a_tool_round_and_an_approval_is_audited_step_by_
     let decided = stack
         .http
         .post(stack.url(0, &format!("/v1/approvals/{approval_id}")))
-        .bearer_auth(&key)
+        .bearer_auth(key)
         .header("x-request-id", "req-approve-1")
         .json(&json!({"decision": "approve"}))
         .send()
         .await?;
-    assert_eq!(decided.status(), StatusCode::OK);
+    anyhow::ensure!(decided.status() == StatusCode::OK, "decision refused");
     let turn = stack.wait_for_final_turn(&turn_id).await?;
-    assert_eq!(turn["status"], "done", "{turn}");
+    anyhow::ensure!(turn["status"] == "done", "{turn}");
+    Ok((turn, approval_id))
+}
 
+#[tokio::test]
+async fn a_turn_with_a_failover_a_tool_round_and_an_approval_is_audited_step_by_step_without_its_content()
+-> anyhow::Result<()> {
+    let stack = start(config()?).await?;
+    let (key, key_id) = admin_key(&stack, "auditor").await?;
+    let (turn, approval_id) = an_approved_turn_after_a_failover(&stack, &key).await?;
+    let turn_id = turn["turn_id"].as_str().unwrap().to_owned();
     // Every event of the turn, sealed.
     let events = sable_testkit::wait_for("the turn's events sealed", TURN_TIMEOUT, || async {
-        let events = every_event(&stack, &key, &format!("turn_id={turn_id}")).await.ok()?;
-        let finished = events.iter().any(|event| event["action"] == "turn.finished");
+        let events = every_event(&stack, &key, &format!("turn_id={turn_id}"))
+            .await
+            .ok()?;
+        let finished = events
+            .iter()
+            .any(|event| event["action"] == "turn.finished");
         (finished && events.iter().all(|event| event["seq"].is_i64())).then_some(events)
     })
     .await?;
     let counts = count_by_action(&events);
     let provider_calls = turn["provider_calls"].as_array().unwrap().len();
-    assert!(provider_calls >= 5, "three failures, the fallback, the answer: {turn}");
+    assert!(
+        provider_calls >= 5,
+        "three failures, the fallback, the answer: {turn}"
+    );
     let expected: BTreeMap<String, usize> = [
         ("message.accepted", 1),
         ("turn.started", 2),
@@ -207,7 +234,10 @@ async fn a_turn_with_a_failover_a_tool_round_and_an_approval_is_audited_step_by_
     let granted = by("approval.granted");
     assert_eq!(granted["actor"], actor);
     assert_eq!(granted["request_id"], "req-approve-1");
-    assert_eq!(granted["subject"], json!({"kind": "approval", "id": approval_id}));
+    assert_eq!(
+        granted["subject"],
+        json!({"kind": "approval", "id": approval_id})
+    );
     assert_eq!(by("turn.started")["actor"], "system");
     let tool = by("tool.completed");
     assert_eq!(tool["subject"], json!({"kind": "tool", "id": "memory"}));
@@ -248,27 +278,7 @@ async fn only_admin_keys_read_the_audit_each_org_its_own_and_pages_repeat_nothin
 -> anyhow::Result<()> {
     let stack = start(vec![(FAST_SEALING.0, FAST_SEALING.1.to_owned())]).await?;
     let (key, _) = admin_key(&stack, "auditor").await?;
-    // The stack's own key is a member key.
-    assert_error(
-        &get(&stack, "/v1/audit", &stack.key).await?,
-        StatusCode::FORBIDDEN,
-        "forbidden",
-    );
-    assert_error(
-        &get(&stack, "/v1/audit/export", &stack.key).await?,
-        StatusCode::FORBIDDEN,
-        "forbidden",
-    );
-    for bad in [
-        "/v1/audit?limit=0",
-        "/v1/audit?cursor=nonsense",
-        "/v1/audit?since=yesterday",
-        "/v1/audit?outcome=maybe",
-        "/v1/audit?turn_id=7",
-    ] {
-        let answer = get(&stack, bad, &key).await?;
-        assert_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "validation_failed");
-    }
+    refusals(&stack, &key).await?;
 
     let other_org = stack.sable(&["admin", "org", "create", "globex"]).await?;
     let other_key = stack
@@ -306,40 +316,30 @@ async fn only_admin_keys_read_the_audit_each_org_its_own_and_pages_repeat_nothin
             .post_message_with_key(0, &key, &json!({"text": "meanwhile"}))
             .await?;
         match page["next_cursor"].as_str() {
-            Some(cursor) => path = format!("/v1/audit?action=message.accepted&limit=3&cursor={cursor}"),
+            Some(cursor) => {
+                path = format!("/v1/audit?action=message.accepted&limit=3&cursor={cursor}")
+            }
             None => break,
         }
     }
     let unique: HashSet<String> = seen.iter().cloned().collect();
     assert_eq!(unique.len(), seen.len(), "an event came twice: {seen:?}");
-    assert!(present.is_subset(&unique), "an event that was there was skipped");
+    assert!(
+        present.is_subset(&unique),
+        "an event that was there was skipped"
+    );
 
     // The other org sees its own seven acceptances and nothing of this org's.
     let theirs = every_event(&stack, &other_key, "action=message.accepted").await?;
     assert_eq!(theirs.len(), 7);
-    assert!(theirs.iter().all(|event| !present.contains(event["id"].as_str().unwrap())));
+    assert!(
+        theirs
+            .iter()
+            .all(|event| !present.contains(event["id"].as_str().unwrap()))
+    );
 
     // The export streams the same events as NDJSON.
-    let export = stack
-        .http
-        .get(stack.url(0, "/v1/audit/export?action=message.accepted"))
-        .bearer_auth(&key)
-        .send()
-        .await?;
-    assert_eq!(export.status(), StatusCode::OK);
-    assert_eq!(
-        export.headers()["content-type"].to_str()?,
-        "application/x-ndjson"
-    );
-    let exported: HashSet<String> = export
-        .text()
-        .await?
-        .lines()
-        .map(|line| {
-            let event: Value = serde_json::from_str(line).expect("one JSON object per line");
-            event["id"].as_str().unwrap().to_owned()
-        })
-        .collect();
+    let exported = export_ids(&stack, &key, "action=message.accepted").await?;
     assert!(present.is_subset(&exported));
     Ok(())
 }
@@ -383,7 +383,10 @@ async fn sable_admin_audit_verify_names_the_first_sequence_number_an_owner_edite
 
     let broken = tokio::process::Command::new(crate::support::sable_binary())
         .args(verify)
-        .envs(env.iter().map(|(key, value)| (key.as_str(), value.as_str())))
+        .envs(
+            env.iter()
+                .map(|(key, value)| (key.as_str(), value.as_str())),
+        )
         .current_dir(workspace_root())
         .output()
         .await?;
@@ -395,4 +398,59 @@ async fn sable_admin_audit_verify_names_the_first_sequence_number_an_owner_edite
         String::from_utf8_lossy(&broken.stderr)
     );
     Ok(())
+}
+
+/// A member key is refused, and so is each malformed filter.
+async fn refusals(stack: &TestStack, key: &str) -> anyhow::Result<()> {
+    // The stack's own key is a member key.
+    assert_error(
+        &get(stack, "/v1/audit", &stack.key).await?,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    assert_error(
+        &get(stack, "/v1/audit/export", &stack.key).await?,
+        StatusCode::FORBIDDEN,
+        "forbidden",
+    );
+    for bad in [
+        "/v1/audit?limit=0",
+        "/v1/audit?cursor=nonsense",
+        "/v1/audit?since=yesterday",
+        "/v1/audit?outcome=maybe",
+        "/v1/audit?turn_id=7",
+    ] {
+        let answer = get(stack, bad, key).await?;
+        assert_error(
+            &answer,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation_failed",
+        );
+    }
+
+    Ok(())
+}
+
+/// The ids of the events `GET /v1/audit/export` streams under `query`.
+async fn export_ids(stack: &TestStack, key: &str, query: &str) -> anyhow::Result<HashSet<String>> {
+    let export = stack
+        .http
+        .get(stack.url(0, &format!("/v1/audit/export?{query}")))
+        .bearer_auth(key)
+        .send()
+        .await?;
+    assert_eq!(export.status(), StatusCode::OK);
+    assert_eq!(
+        export.headers()["content-type"].to_str()?,
+        "application/x-ndjson"
+    );
+    Ok(export
+        .text()
+        .await?
+        .lines()
+        .map(|line| {
+            let event: Value = serde_json::from_str(line).expect("one JSON object per line");
+            event["id"].as_str().unwrap().to_owned()
+        })
+        .collect())
 }

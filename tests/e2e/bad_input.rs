@@ -112,7 +112,16 @@ async fn malformed_bodies_and_bad_keys_get_clear_errors_and_change_nothing() -> 
         "a refused request changed the database"
     );
     // What it does leave is the audit of the two keys that failed (a missing header is
-    // not an attempt): written off the request's path, so polled for.
+    // not an attempt).
+    assert_failed_authentications_audited(&stack, 2).await
+}
+
+/// Waits for `expected` failed authentications on record (written off the request's
+/// path, so polled for), and no more.
+async fn assert_failed_authentications_audited(
+    stack: &TestStack,
+    expected: i64,
+) -> anyhow::Result<()> {
     let failed_authentications = || async {
         let (count,): (i64,) =
             sqlx::query_as("SELECT count(*) FROM audit_events WHERE action = 'auth.failed'")
@@ -120,14 +129,18 @@ async fn malformed_bodies_and_bad_keys_get_clear_errors_and_change_nothing() -> 
                 .await?;
         anyhow::Ok(count)
     };
-    sable_testkit::wait_for("two failed authentications audited", READY_TIMEOUT, || async {
-        failed_authentications()
-            .await
-            .ok()
-            .filter(|count| *count >= 2)
-    })
+    sable_testkit::wait_for(
+        "the failed authentications audited",
+        READY_TIMEOUT,
+        || async {
+            failed_authentications()
+                .await
+                .ok()
+                .filter(|count| *count >= expected)
+        },
+    )
     .await?;
-    assert_eq!(failed_authentications().await?, 2);
+    assert_eq!(failed_authentications().await?, expected);
     Ok(())
 }
 

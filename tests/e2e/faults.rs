@@ -255,7 +255,10 @@ async fn report(
     );
     print_report(&line)?;
     anyhow::ensure!(received.without_key == 0, "every webhook carries its key");
-    anyhow::ensure!(audit.is_empty(), "committed work without exactly one audit event: {audit:?}");
+    anyhow::ensure!(
+        audit.is_empty(),
+        "committed work without exactly one audit event: {audit:?}"
+    );
     Ok(Received { duplicates, losses })
 }
 

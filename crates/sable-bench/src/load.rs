@@ -361,6 +361,7 @@ impl Report {
             "mode": mode,
             "concurrency": args.concurrency,
             "workers": args.workers,
+            "audit": args.audit == crate::Switch::On,
             "provider_latency_ms": args.provider_latency_ms,
             "duration_s": self.elapsed.as_secs_f64(),
             "turns": self.turns,

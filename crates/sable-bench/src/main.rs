@@ -36,6 +36,13 @@ enum Mode {
     Mcp,
 }
 
+/// A feature a run measures with and without.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Switch {
+    On,
+    Off,
+}
+
 /// Measures Sable under load. With no SABLE_NATS_URL it starts a private nats-server; with
 /// no SABLE_DATABASE_URL it creates a fresh database on the Postgres at
 /// SABLE_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres), or, when
@@ -84,6 +91,10 @@ struct Args {
     /// more local hop per round trip): `round_trips_per_turn` is then null.
     #[arg(long)]
     direct_database: bool,
+    /// `--mode distributed`: write audit events with each turn (`off` measures what they
+    /// cost; the embedded store always writes them).
+    #[arg(long, value_enum, default_value = "on")]
+    audit: Switch,
     /// Where the `sable` binary is (default: beside this one).
     #[arg(long)]
     sable_binary: Option<std::path::PathBuf>,

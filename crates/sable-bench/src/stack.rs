@@ -10,7 +10,7 @@ use sable_testkit::{
 };
 
 use crate::meter::{Members, Meter, ProcessGroup};
-use crate::{Args, Mode};
+use crate::{Args, Mode, Switch};
 
 const READY: Duration = Duration::from_secs(60);
 
@@ -161,6 +161,10 @@ async fn start_distributed(
         (
             "SABLE_DB_MAX_CONNECTIONS".to_owned(),
             args.db_max_connections.to_string(),
+        ),
+        (
+            "SABLE_AUDIT_ENABLED".to_owned(),
+            (args.audit == Switch::On).to_string(),
         ),
     ]);
     sable_testkit::run_to_completion(sable, &["migrate"], &env).await?;
