@@ -100,7 +100,8 @@ impl AuditQuery {
 fn parse_uuid(name: &str, value: Option<String>) -> Result<Option<Uuid>, ApiError> {
     value
         .map(|value| {
-            Uuid::parse_str(&value).map_err(|_| ApiError::Validation(format!("{name}: not an id")))
+            Uuid::parse_str(&value)
+                .map_err(|error| ApiError::Validation(format!("{name}: not an id ({error})")))
         })
         .transpose()
 }
@@ -110,9 +111,9 @@ fn parse_time(name: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>
         .map(|value| {
             DateTime::parse_from_rfc3339(&value)
                 .map(|time| time.with_timezone(&Utc))
-                .map_err(|_| {
+                .map_err(|error| {
                     ApiError::Validation(format!(
-                        "{name}: an RFC 3339 time such as 2026-01-31T09:00:00Z"
+                        "{name}: an RFC 3339 time such as 2026-01-31T09:00:00Z ({error})"
                     ))
                 })
         })
