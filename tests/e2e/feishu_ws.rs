@@ -260,6 +260,16 @@ async fn a_dropped_connection_reconnects_through_a_fresh_endpoint_and_later_even
     let push = ws.server.push_event(&ws.event(&after))?;
     assert_eq!(ws.acked(&push, 1).await?, [Some(200)]);
     assert_eq!(ws.replies_to(&after.message_id).await?, 1);
+
+    // A removed app is disconnected, cleanly, at the next reread.
+    ws.stack
+        .sable(&["admin", "feishu", "remove", "--app-id", APP_ID])
+        .await?;
+    eventually("the connection to be closed", READY_TIMEOUT, || async {
+        ws.server.open_connections() == 0
+    })
+    .await?;
+    assert!(ws.server.connections()[2].closed_by_client);
     Ok(())
 }
 

@@ -304,37 +304,36 @@ enum Target {
 async fn serve_connection(server: Arc<Mutex<Server>>, stream: TcpStream) {
     let mut device_id = String::new();
     let checked = server.clone();
-    let upgraded = tokio_tungstenite::accept_hdr_async(
-        stream,
-        |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
-            let query: Vec<(String, String)> = request
-                .uri()
-                .query()
-                .map(|query| {
-                    query
-                        .split('&')
-                        .filter_map(|pair| pair.split_once('='))
-                        .map(|(key, value)| (key.to_owned(), value.to_owned()))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let value = |name: &str| {
+    // The signature (and so the size of the refusal) is tungstenite's.
+    #[allow(clippy::result_large_err)]
+    let check_ticket = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
+        let query: Vec<(String, String)> = request
+            .uri()
+            .query()
+            .map(|query| {
                 query
-                    .iter()
-                    .find(|(key, _)| key == name)
-                    .map(|(_, value)| value.clone())
-            };
-            let mut server = checked.lock().expect("fake feishu ws lock");
-            let fresh = value("ticket").is_some_and(|ticket| server.tickets.remove(&ticket));
-            if !fresh {
-                server.refused_handshakes += 1;
-                return Err(refusal());
-            }
-            device_id = value("device_id").unwrap_or_default();
-            Ok(response)
-        },
-    )
-    .await;
+                    .split('&')
+                    .filter_map(|pair| pair.split_once('='))
+                    .map(|(key, value)| (key.to_owned(), value.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let value = |name: &str| {
+            query
+                .iter()
+                .find(|(key, _)| key == name)
+                .map(|(_, value)| value.clone())
+        };
+        let mut server = checked.lock().expect("fake feishu ws lock");
+        let fresh = value("ticket").is_some_and(|ticket| server.tickets.remove(&ticket));
+        if !fresh {
+            server.refused_handshakes += 1;
+            return Err(refusal());
+        }
+        device_id = value("device_id").unwrap_or_default();
+        Ok(response)
+    };
+    let upgraded = tokio_tungstenite::accept_hdr_async(stream, check_ticket).await;
     let Ok(mut socket) = upgraded else {
         return;
     };
