@@ -12,7 +12,7 @@ use futures::{SinkExt, StreamExt};
 use sable_store::{FeishuApp, FeishuSecrets};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
-use tokio::task::JoinSet;
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
@@ -362,23 +362,43 @@ fn query_params(url: &str) -> HashMap<String, String> {
         .unwrap_or_default()
 }
 
-/// One live connection: reads frames, pings, runs handlers and writes their ACKs.
+/// An event handed to the intake: the frame to ACK and the whole payload.
+type Pushed = (Frame, Vec<u8>);
+/// An event taken (or not): the frame to ACK, the ACK's code, the time it took.
+type Handled = (Frame, u16, Duration);
+
+/// One live connection: reads frames, pings, and writes the ACKs of what its intake
+/// task took.
 struct Session<'a> {
     connection: &'a AppConnection,
     service: i32,
     ping_interval: Duration,
     reassembly: Reassembly,
-    handlers: JoinSet<(Frame, u16, Duration)>,
+    /// Events in arrival order; `None` once draining.
+    events: Option<mpsc::UnboundedSender<Pushed>>,
+    handled: mpsc::UnboundedReceiver<Handled>,
+    intake: tokio::task::JoinHandle<()>,
 }
 
 impl<'a> Session<'a> {
     fn new(connection: &'a AppConnection, service: i32, config: ClientConfig) -> Self {
+        let (events, pushed) = mpsc::unbounded_channel();
+        let (done, handled) = mpsc::unbounded_channel();
+        let intake = tokio::spawn(take_in_order(
+            connection.state.clone(),
+            connection.app.clone(),
+            connection.secrets.clone(),
+            pushed,
+            done,
+        ));
         Self {
             connection,
             service,
             ping_interval: config.ping_interval,
             reassembly: Reassembly::default(),
-            handlers: JoinSet::new(),
+            events: Some(events),
+            handled,
+            intake,
         }
     }
 
@@ -390,7 +410,7 @@ impl<'a> Session<'a> {
         let ended = loop {
             tokio::select! {
                 () = self.connection.stop.cancelled() => break Ended::Stopped,
-                Some(done) = self.handlers.join_next() => {
+                Some(done) = self.handled.recv() => {
                     if let Err(reason) = self.acknowledge(&mut socket, done).await {
                         break Ended::Dropped(reason);
                     }
@@ -464,34 +484,15 @@ impl<'a> Session<'a> {
         let Some(payload) = self.reassembly.add(&chunk, payload, Instant::now()) else {
             return;
         };
-        let (state, app, secrets) = (
-            self.connection.state.clone(),
-            self.connection.app.clone(),
-            self.connection.secrets.clone(),
-        );
-        self.handlers.spawn(async move {
-            let started = Instant::now();
-            let code = match ingress::accept_pushed_event(&state, &app, &secrets, &payload).await {
-                Ok(()) => 200,
-                Err(error) => {
-                    tracing::warn!(app_id = %app.app_id, %error, "feishu long connection: event not taken");
-                    error.status().as_u16()
-                }
-            };
-            (frame, code, started.elapsed())
-        });
+        if let Some(events) = &self.events {
+            // The intake ends only after this sender is dropped.
+            let _queued = events.send((frame, payload));
+        }
     }
 
     /// ACKs a handled event (its frame echoed; the completing frame of a chunked one).
-    async fn acknowledge(
-        &self,
-        socket: &mut Socket,
-        done: Result<(Frame, u16, Duration), tokio::task::JoinError>,
-    ) -> Result<(), String> {
-        let Ok((frame, code, elapsed)) = done else {
-            tracing::error!(app_id = %self.connection.app.app_id, "a feishu event handler panicked");
-            return Ok(());
-        };
+    async fn acknowledge(&self, socket: &mut Socket, done: Handled) -> Result<(), String> {
+        let (frame, code, elapsed) = done;
         let ack = pbbp2::encode(&frame.ack(code, elapsed));
         socket
             .send(Message::Binary(ack.into()))
@@ -499,18 +500,42 @@ impl<'a> Session<'a> {
             .map_err(|error| format!("ACK failed: {error}"))
     }
 
-    /// Lets running handlers commit and ACKs them (within a limit), then closes.
+    /// Lets the intake take the events already received and ACKs them (within a
+    /// limit), then closes.
     async fn drain(&mut self, socket: &mut Socket) {
+        self.events = None;
         let deadline = tokio::time::Instant::now() + DRAIN_LIMIT;
-        while let Ok(Some(done)) =
-            tokio::time::timeout_at(deadline, self.handlers.join_next()).await
-        {
+        while let Ok(Some(done)) = tokio::time::timeout_at(deadline, self.handled.recv()).await {
             if self.acknowledge(socket, done).await.is_err() {
                 break;
             }
         }
-        self.handlers.abort_all();
+        self.intake.abort();
         let _closed = socket.close(None).await;
+    }
+}
+
+/// Takes a connection's events one at a time, in the order they arrived, so one user's
+/// messages become turns in the order Feishu pushed them (as its SDKs handle them).
+async fn take_in_order(
+    state: AppState,
+    app: FeishuApp,
+    secrets: FeishuSecrets,
+    mut pushed: mpsc::UnboundedReceiver<Pushed>,
+    done: mpsc::UnboundedSender<Handled>,
+) {
+    while let Some((frame, payload)) = pushed.recv().await {
+        let started = Instant::now();
+        let code = match ingress::accept_pushed_event(&state, &app, &secrets, &payload).await {
+            Ok(()) => 200,
+            Err(error) => {
+                tracing::warn!(app_id = %app.app_id, %error, "feishu long connection: event not taken");
+                error.status().as_u16()
+            }
+        };
+        if done.send((frame, code, started.elapsed())).is_err() {
+            return;
+        }
     }
 }
 
