@@ -14,6 +14,7 @@ mod diagnostics;
 mod embedded;
 mod faults;
 mod feishu;
+mod feishu_ws;
 mod hostile_clients;
 mod idempotency;
 mod mcp;

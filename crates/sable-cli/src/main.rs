@@ -655,6 +655,7 @@ pub(crate) fn gateway_config(
                 .context("cannot build the Feishu HTTP client")?,
             rate_limit_backoff: Settings::millis(settings.feishu_rate_limit_backoff_ms),
             max_rate_limit_retries: 3,
+            apps_refresh: Settings::millis(settings.feishu_apps_refresh_ms),
         },
         faults: faults::from_settings(settings),
         langfuse_host: settings

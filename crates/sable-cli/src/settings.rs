@@ -78,6 +78,9 @@ pub struct Settings {
     pub feishu_timeout_ms: u64,
     /// First wait after a Feishu rate-limit answer without a reset header (then x3).
     pub feishu_rate_limit_backoff_ms: u64,
+    /// How often a gateway rereads the Feishu apps, so `long-connection` apps added or
+    /// removed later connect or disconnect.
+    pub feishu_apps_refresh_ms: u64,
     /// A turn started this many times without ending fails instead of running again.
     pub max_turn_attempts: i32,
     /// Fault points to stop at (comma-separated names), for fault-injection tests.
@@ -173,6 +176,7 @@ impl Default for Settings {
             secrets_key: None,
             feishu_timeout_ms: 10_000,
             feishu_rate_limit_backoff_ms: 500,
+            feishu_apps_refresh_ms: 30_000,
             fault_pause_at: String::new(),
             fault_hits_to_pass: 0,
             environment: "development".into(),

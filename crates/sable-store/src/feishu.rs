@@ -204,6 +204,16 @@ impl PgStore {
         Ok(rows.into_iter().map(FeishuApp::from).collect())
     }
 
+    pub async fn feishu_apps_in_mode(&self, mode: &str) -> Result<Vec<FeishuApp>, StoreError> {
+        let rows: Vec<AppRow> = sqlx::query_as(&format!(
+            "SELECT {APP_COLUMNS} FROM feishu_apps WHERE mode = $1 ORDER BY created_at, app_id"
+        ))
+        .bind(mode)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(FeishuApp::from).collect())
+    }
+
     pub async fn feishu_app(&self, app_id: &str) -> Result<Option<FeishuApp>, StoreError> {
         let row: Option<AppRow> = sqlx::query_as(&format!(
             "SELECT {APP_COLUMNS} FROM feishu_apps WHERE app_id = $1"

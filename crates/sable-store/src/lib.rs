@@ -219,6 +219,8 @@ store_contract! {
     fn create_feishu_app(&self, app: &FeishuApp, actor: &Actor) -> bool;
     /// The org's Feishu apps, oldest first.
     fn feishu_apps(&self, org_id: OrgId) -> Vec<FeishuApp>;
+    /// Every org's apps of one mode, oldest first (for the gateway's long connections).
+    fn feishu_apps_in_mode(&self, mode: &str) -> Vec<FeishuApp>;
     /// The app with this id, in whichever org (ingress knows only the app id).
     fn feishu_app(&self, app_id: &str) -> Option<FeishuApp>;
     /// Removes an app, within `org_id` when given; `None` when there is none.

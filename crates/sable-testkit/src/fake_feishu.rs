@@ -69,6 +69,7 @@ struct Platform {
     created_by_uuid: HashMap<String, String>,
     rate_limit_next: usize,
     rate_limited: usize,
+    long_connection: Option<crate::fake_feishu_ws::Discovery>,
 }
 
 /// A running fake on 127.0.0.1 (port chosen by the OS), for one app.
@@ -102,6 +103,7 @@ impl FakeFeishu {
             .route("/open-apis/bot/v3/info", get(bot_info))
             .route("/open-apis/im/v1/messages/{message_id}/reply", post(reply))
             .route("/open-apis/im/v1/messages", post(send))
+            .route("/callback/ws/endpoint", post(discover_long_connection))
             .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found") })
             .with_state(platform.clone());
         tokio::spawn(async move {
@@ -159,6 +161,29 @@ impl FakeFeishu {
     /// Requests refused by the injected rate limit so far.
     pub fn rate_limited(&self) -> usize {
         self.lock().rate_limited
+    }
+
+    /// Endpoint discovery answers with this long-connection server (see `FakeFeishuWs`).
+    pub(crate) fn serve_long_connection(&self, discovery: crate::fake_feishu_ws::Discovery) {
+        self.lock().long_connection = Some(discovery);
+    }
+}
+
+/// `POST /callback/ws/endpoint`: the long connection's URL and `ClientConfig`, for the
+/// app's credentials (PascalCase keys, as the real endpoint has them).
+async fn discover_long_connection(
+    State(platform): State<Arc<Mutex<Platform>>>,
+    Json(body): Json<Value>,
+) -> Json<Value> {
+    let platform = platform.lock().expect("lock");
+    if body["AppID"].as_str() != Some(&platform.app_id)
+        || body["AppSecret"].as_str() != Some(&platform.app_secret)
+    {
+        return Json(json!({"code": 10003, "msg": "invalid param", "data": {}}));
+    }
+    match &platform.long_connection {
+        Some(discovery) => Json(json!({"code": 0, "msg": "ok", "data": discovery.answer()})),
+        None => Json(json!({"code": 1000040343, "msg": "no long connection here", "data": {}})),
     }
 }
 

@@ -9,6 +9,7 @@ mod commit_counter;
 mod database;
 mod fake_anthropic;
 mod fake_feishu;
+mod fake_feishu_ws;
 pub mod fake_mcp;
 mod fake_provider;
 mod fake_webhook;
@@ -25,6 +26,7 @@ pub use database::{TestDatabase, shared_admin_url};
 pub use fake_feishu::{
     FakeFeishu, FeishuCallback, FeishuEventSender, FeishuMessage, FeishuRequest,
 };
+pub use fake_feishu_ws::{FakeFeishuWs, FeishuWsAck, FeishuWsConnection};
 pub use fake_mcp::{FakeMcpServer, FakeMcpState, fake_mcp_binary};
 pub use fake_provider::{FakeProvider, FakeToolCall, Script};
 pub use fake_webhook::{FakeWebhook, WebhookLog};

@@ -1,9 +1,10 @@
-//! The gateway role: Sable's HTTP API and the reply dispatcher.
+//! The gateway role: Sable's HTTP API, the reply dispatcher and Feishu's long connections.
 //!
 //! Accepts messages (writing message + queued turn in one Postgres transaction, then
 //! publishing a wake-up), answers waiting clients from live events or Postgres, serves
-//! turn and history reads, and dispatches pending deliveries to their channels. Holds no
-//! state of its own: any number of gateways can run side by side.
+//! turn and history reads, holds a WebSocket per Feishu `long-connection` app, and
+//! dispatches pending deliveries to their channels. Holds no state of its own: any
+//! number of gateways can run side by side.
 //!
 //! Depends on the store, bus, core, runtime, tools (the registry and the MCP sidecar's
 //! client, for the tool views) and telemetry crates; never on another service.
@@ -100,8 +101,8 @@ pub(crate) struct AppState {
     pub auth_cache: Arc<auth::AuthCache>,
 }
 
-/// Serves the API on `listener` and runs the dispatcher until `shutdown` is cancelled,
-/// then drains in-flight requests.
+/// Serves the API on `listener` and runs the dispatcher and the Feishu long connections
+/// until `shutdown` is cancelled, then drains in-flight requests.
 pub async fn run(
     config: GatewayConfig,
     store: Store,
@@ -121,6 +122,10 @@ pub async fn run(
         state.config.audit.clone(),
         shutdown.clone(),
     ));
+    let feishu_connections = tokio::spawn(feishu::long_connection::run(
+        state.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(addr = %listener.local_addr()?, "gateway serving");
     let limits = state.config.http.clone();
     serve::serve(listener, router(state), &limits, shutdown.clone()).await;
@@ -128,6 +133,7 @@ pub async fn run(
     dispatcher.await?;
     sweeper.await?;
     sealer.await?;
+    feishu_connections.await?;
     Ok(())
 }
 

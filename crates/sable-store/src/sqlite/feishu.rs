@@ -98,6 +98,19 @@ pub(crate) async fn feishu_apps(
     Ok(rows.into_iter().map(FeishuApp::from).collect())
 }
 
+pub(crate) async fn feishu_apps_in_mode(
+    pool: &SqlitePool,
+    mode: &str,
+) -> Result<Vec<FeishuApp>, StoreError> {
+    let rows: Vec<AppRow> = sqlx::query_as(&format!(
+        "SELECT {APP_COLUMNS} FROM feishu_apps WHERE mode = $1 ORDER BY created_at, app_id"
+    ))
+    .bind(mode)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows.into_iter().map(FeishuApp::from).collect())
+}
+
 pub(crate) async fn feishu_app(
     pool: &SqlitePool,
     app_id: &str,

@@ -3,6 +3,7 @@
 //! post message into a queued turn through the same intake as `POST /v1/messages`,
 //! answering within Feishu's 3 s budget (the turn runs on a worker, never inline).
 //! Events are deduplicated by `event_id` and messages by `message_id`, in the store.
+//! The long connection hands its events to the same intake ([`accept_pushed_event`]).
 
 use axum::Json;
 use axum::Router;
@@ -136,21 +137,36 @@ async fn receive(
     if header.app_id.as_deref().is_some_and(|id| id != app.app_id) {
         return Err(refused("the event is for another app"));
     }
+    accept_event(&state, &app, &secrets, header, callback.event).await?;
+    Ok(success())
+}
+
+/// Takes a verified v2 event, pushed by webhook or over the long connection: a message
+/// event becomes a queued turn, any event is recorded once. Safe to run for the same
+/// event on any number of gateways at once: the turn is keyed by the message id in the
+/// store, the record by the event id, so a redelivery or a racing copy adds nothing.
+/// Returns once both are committed.
+async fn accept_event(
+    state: &AppState,
+    app: &FeishuApp,
+    secrets: &FeishuSecrets,
+    header: EventHeader,
+    event: Option<Value>,
+) -> Result<(), ApiError> {
     if state
         .store
         .feishu_event_seen(&app.app_id, &header.event_id)
         .await?
     {
-        return Ok(success());
+        return Ok(());
     }
     let turn_id = if header.event_type == MESSAGE_EVENT {
-        let event: MessageEvent = callback
-            .event
+        let event: MessageEvent = event
             .map(serde_json::from_value)
             .transpose()
             .map_err(|error| ApiError::BadRequest(format!("malformed message event: {error}")))?
             .unwrap_or_default();
-        accept_message(&state, &app, &secrets, event).await?
+        accept_message(state, app, secrets, event).await?
     } else {
         None
     };
@@ -164,7 +180,27 @@ async fn receive(
             turn_id,
         })
         .await?;
-    Ok(success())
+    Ok(())
+}
+
+/// Takes an event pushed over the long connection: the plaintext v2 JSON a webhook
+/// would carry (the connection itself is authenticated, so there is no token,
+/// signature or encryption to check).
+pub(crate) async fn accept_pushed_event(
+    state: &AppState,
+    app: &FeishuApp,
+    secrets: &FeishuSecrets,
+    payload: &[u8],
+) -> Result<(), ApiError> {
+    let callback: Callback = serde_json::from_slice(payload)
+        .map_err(|error| ApiError::InvalidJson(error.to_string()))?;
+    let header = callback
+        .header
+        .ok_or_else(|| ApiError::BadRequest("not a v2 event (no header)".into()))?;
+    if header.app_id.as_deref().is_some_and(|id| id != app.app_id) {
+        return Err(refused("the event is for another app"));
+    }
+    accept_event(state, app, secrets, header, callback.event).await
 }
 
 fn success() -> Response {

@@ -1,10 +1,13 @@
-//! The Feishu / Lark channel: apps per org (admin routes), webhook ingress that turns
-//! `im.message.receive_v1` into queued turns, and replies sent by the dispatcher.
+//! The Feishu / Lark channel: apps per org (admin routes), webhook and long-connection
+//! ingress that turn `im.message.receive_v1` into queued turns, and replies sent by the
+//! dispatcher.
 
 mod api;
 pub(crate) mod apps;
 mod crypto;
 pub(crate) mod ingress;
+pub(crate) mod long_connection;
+mod pbbp2;
 pub(crate) mod reply;
 
 use std::sync::Arc;
@@ -29,6 +32,9 @@ pub struct FeishuConfig {
     pub rate_limit_backoff: Duration,
     /// Rate-limit answers retried within one delivery attempt.
     pub max_rate_limit_retries: u32,
+    /// How often the apps are reread, so `long-connection` apps added or removed later
+    /// connect or disconnect.
+    pub apps_refresh: Duration,
 }
 
 /// The Feishu half of the gateway's shared state.

@@ -350,6 +350,7 @@ pub fn test_config() -> anyhow::Result<GatewayConfig> {
             client: reqwest::Client::builder().build()?,
             rate_limit_backoff: Duration::from_millis(10),
             max_rate_limit_retries: 0,
+            apps_refresh: Duration::from_secs(1),
         },
         audit: sable_gateway::AuditConfig::default(),
     })
