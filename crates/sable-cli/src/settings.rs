@@ -78,6 +78,8 @@ pub struct Settings {
     pub feishu_timeout_ms: u64,
     /// First wait after a Feishu rate-limit answer without a reset header (then x3).
     pub feishu_rate_limit_backoff_ms: u64,
+    /// A streamed Feishu reply card is updated at most once per this many ms.
+    pub feishu_stream_interval_ms: u64,
     /// A turn started this many times without ending fails instead of running again.
     pub max_turn_attempts: i32,
     /// Fault points to stop at (comma-separated names), for fault-injection tests.
@@ -164,6 +166,7 @@ impl Default for Settings {
             secrets_key: None,
             feishu_timeout_ms: 10_000,
             feishu_rate_limit_backoff_ms: 500,
+            feishu_stream_interval_ms: 400,
             fault_pause_at: String::new(),
             fault_hits_to_pass: 0,
             environment: "development".into(),

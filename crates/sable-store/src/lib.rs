@@ -40,7 +40,8 @@ pub use cron::{
 };
 pub use error::StoreError;
 pub use feishu::{
-    FeishuApp, FeishuEventRecord, FeishuReplyTarget, FeishuSecrets, SealedFeishuSecrets,
+    FeishuApp, FeishuCard, FeishuCardClaim, FeishuCardKind, FeishuEventRecord, FeishuReplyTarget,
+    FeishuSecrets, SealedFeishuSecrets,
 };
 pub use intake::{AcceptedTurn, NewMessage, SessionTarget};
 pub use keys::{ApiKeyRecord, ApiKeySecret, AuthenticatedKey, LAST_USED_RESOLUTION, OrgRecord};
@@ -170,6 +171,7 @@ store_contract! {
     /// Parks the turn on a new approval; false when the attempt was fenced out.
     fn park_turn(&self, turn: &RunnableTurn, attempt: i32, approval: &NewApproval) -> bool;
     fn approvals(&self, org_id: OrgId, status: Option<&str>) -> Vec<ApprovalRecord>;
+    fn approval(&self, org_id: OrgId, approval_id: uuid::Uuid) -> Option<ApprovalRecord>;
     /// Records a decision and queues the parked turn again, atomically.
     fn decide_approval(&self, decision: ApprovalDecision) -> DecisionOutcome;
     /// Expires overdue approvals as denials; returns the turns to wake.
@@ -220,6 +222,13 @@ store_contract! {
     /// Records which Feishu message a turn answers (first write wins).
     fn record_feishu_reply_target(&self, target: &FeishuReplyTarget) -> ();
     fn feishu_reply_target(&self, org_id: OrgId, turn_id: TurnId) -> Option<FeishuReplyTarget>;
+    /// Claims a card slot (first claim wins) and returns it as it now is.
+    fn claim_feishu_card(&self, claim: &FeishuCardClaim) -> FeishuCard;
+    fn feishu_card(&self, card_key: &str) -> Option<FeishuCard>;
+    /// Records the card's Feishu message; the first recorded stays.
+    fn record_feishu_card_message(&self, card_key: &str, message_id: &str) -> ();
+    /// Marks a reply card final: streamed updates stop, the final text is written.
+    fn finalize_feishu_card(&self, card_key: &str) -> ();
 }
 
 /// The shared handle on whichever backend a deployment uses; cheap to clone.

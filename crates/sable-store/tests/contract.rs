@@ -14,7 +14,10 @@ use sable_store::{
     NewMessage, NewToolCall, NextTurn, ProviderCallRecord, RunnableTurn, SessionTarget,
     StaleWakeup, Store, StoreError, StoreOptions, ToolCallRecord, ToolCallResult, TurnOutcome,
 };
-use sable_store::{FeishuApp, FeishuEventRecord, FeishuReplyTarget, FeishuSecrets, SecretsKey};
+use sable_store::{
+    FeishuApp, FeishuCard, FeishuCardClaim, FeishuCardKind, FeishuEventRecord, FeishuReplyTarget,
+    FeishuSecrets, SecretsKey,
+};
 
 /// Generates `postgres::<name>` and `sqlite::<name>` for each test body.
 macro_rules! contract_tests {
@@ -84,6 +87,7 @@ contract_tests!(
     a_named_lease_has_one_owner_until_it_expires_or_is_released,
     feishu_apps_are_per_org_unique_and_keep_their_secrets_sealed,
     feishu_events_and_reply_targets_are_recorded_once,
+    a_feishu_card_slot_is_claimed_once_and_keeps_its_first_message,
 );
 
 const WORKER: &str = "worker-a";
@@ -1060,6 +1064,7 @@ fn decision(
         approve,
         scope: scope.to_owned(),
         comment: Some("looks fine".to_owned()),
+        decided_by: Some("feishu:ou_approver".to_owned()),
     }
 }
 
@@ -1311,6 +1316,13 @@ async fn deciding_an_approval_requeues_the_turn_once(store: Store) -> anyhow::Re
         (Some("session"), Some("looks fine"))
     );
     assert!(decided.decided_at.is_some());
+    assert_eq!(decided.decided_by.as_deref(), Some("feishu:ou_approver"));
+    assert_eq!(
+        store.approval(org_id, approval.id).await?.as_ref(),
+        Some(decided)
+    );
+    let stranger = store.create_org("globex").await?;
+    assert_eq!(store.approval(stranger, approval.id).await?, None);
     let call = &store.tool_calls(org_id, turn.id).await?[0];
     assert_eq!(
         (
@@ -1868,6 +1880,7 @@ fn feishu_app(org_id: OrgId, app_id: &str, key: &SecretsKey) -> FeishuApp {
         base_url: "https://open.feishu.cn".into(),
         agent: Some("assistant".into()),
         require_mention: true,
+        stream_replies: app_id != "cli_b",
         secrets: FeishuSecrets {
             app_secret: "app-secret-value".into(),
             verification_token: "verification-token-value".into(),
@@ -1912,6 +1925,14 @@ async fn feishu_apps_are_per_org_unique_and_keep_their_secrets_sealed(
     let found = store.feishu_app("cli_a").await?.expect("found");
     assert_eq!(found.org_id, org);
     assert!(found.require_mention);
+    assert!(found.stream_replies);
+    assert!(
+        !store
+            .feishu_app("cli_b")
+            .await?
+            .expect("found")
+            .stream_replies
+    );
     assert_eq!(found.agent.as_deref(), Some("assistant"));
     for sealed in [&found.secrets.app_secret, &found.secrets.verification_token] {
         assert!(
@@ -1984,5 +2005,59 @@ async fn feishu_events_and_reply_targets_are_recorded_once(store: Store) -> anyh
         store.feishu_reply_target(other, accepted.turn_id).await?,
         None
     );
+    Ok(())
+}
+
+async fn a_feishu_card_slot_is_claimed_once_and_keeps_its_first_message(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org = store.create_org("acme").await?;
+    let accepted = accept(&store, org, SessionTarget::New, "hi").await?;
+    let key = FeishuCard::reply_key(accepted.turn_id);
+    assert_eq!(store.feishu_card(&key).await?, None);
+    let claim = FeishuCardClaim {
+        card_key: key.clone(),
+        org_id: org,
+        turn_id: accepted.turn_id,
+        app_id: "cli_a".into(),
+        kind: FeishuCardKind::Card,
+    };
+    let (first, second) = tokio::join!(
+        store.claim_feishu_card(&claim),
+        store.claim_feishu_card(&FeishuCardClaim {
+            kind: FeishuCardKind::Post,
+            ..claim.clone()
+        })
+    );
+    let (first, second) = (first?, second?);
+    assert_eq!(first, second, "both claimants see the one winner");
+    assert_eq!(first.message_id, None);
+    assert!(!first.finalized);
+    let winner = first.kind;
+
+    store.record_feishu_card_message(&key, "om_card").await?;
+    store.record_feishu_card_message(&key, "om_other").await?;
+    store.finalize_feishu_card(&key).await?;
+    let stored = store.feishu_card(&key).await?.expect("claimed");
+    assert_eq!(
+        stored,
+        FeishuCard {
+            card_key: key.clone(),
+            org_id: org,
+            turn_id: accepted.turn_id,
+            app_id: "cli_a".into(),
+            kind: winner,
+            message_id: Some("om_card".into()),
+            finalized: true,
+        },
+        "the first message stays"
+    );
+    let again = store
+        .claim_feishu_card(&FeishuCardClaim {
+            kind: FeishuCardKind::Post,
+            ..claim
+        })
+        .await?;
+    assert_eq!(again, stored, "a later claim changes nothing");
     Ok(())
 }

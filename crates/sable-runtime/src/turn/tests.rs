@@ -336,6 +336,7 @@ impl Harness {
                 approve,
                 scope: "once".into(),
                 comment: comment.map(str::to_owned),
+                decided_by: None,
             })
             .await
             .unwrap();

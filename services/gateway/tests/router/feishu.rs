@@ -299,6 +299,7 @@ async fn without_a_secrets_key_the_feishu_routes_are_503() -> anyhow::Result<()>
         base_url: None,
         agent: None,
         require_mention: None,
+        stream_replies: None,
         secrets: sable_store::FeishuSecrets {
             app_secret: "app-secret".to_owned(),
             verification_token: "verification-token".to_owned(),
