@@ -814,16 +814,36 @@ async fn an_approval_card_press_resumes_the_call_once_and_the_card_shows_who_dec
     let (_, listed) = feishu.stack.get(0, "/v1/approvals?status=approved").await?;
     assert_eq!(listed["approvals"][0]["decided_by"], "feishu:ou_judy");
 
-    // A second press, and a Deny on the decided approval, change nothing and say so.
+    later_presses_change_nothing(&feishu, &turn, &card_id, &card.content).await?;
+    assert_eq!(
+        feishu
+            .stack
+            .scalar("SELECT count(*) FROM memory_notes WHERE content = 'likes green tea'")
+            .await?,
+        1,
+        "the call ran once"
+    );
+    assert_eq!(feishu.stack.provider.request_count(), 2);
+    one_reply_besides_the_card(&feishu, &message.message_id, &turn, &approval_id, "Noted.");
+    std::fs::remove_dir_all(&agents).ok();
+    Ok(())
+}
+
+/// A second Approve, and a Deny, on the decided approval: 200 with an info toast, the
+/// card says they changed nothing and still names the approver, the store is unchanged.
+async fn later_presses_change_nothing(
+    feishu: &FeishuStack,
+    turn: &str,
+    card_id: &str,
+    card: &Value,
+) -> anyhow::Result<()> {
     for label in ["Approve", "Deny"] {
-        let (status, answer) = feishu
-            .press("ou_mallory", &card_id, &card.content, label)
-            .await?;
+        let (status, answer) = feishu.press("ou_mallory", card_id, card, label).await?;
         assert_eq!(status, StatusCode::OK, "{answer}");
         assert_eq!(answer["toast"]["type"], "info", "{answer}");
         let shown = feishu
             .fake
-            .updates_of(&card_id)
+            .updates_of(card_id)
             .last()
             .expect("updated")
             .text();
@@ -837,27 +857,28 @@ async fn an_approval_card_press_resumes_the_call_once_and_the_card_shows_who_dec
     assert_eq!(listed["approvals"][0]["decided_by"], "feishu:ou_judy");
     let (_, again) = feishu.stack.get(0, &format!("/v1/turns/{turn}")).await?;
     assert_eq!(again["tool_calls"].as_array().map(Vec::len), Some(1));
-    assert_eq!(
-        feishu
-            .stack
-            .scalar("SELECT count(*) FROM memory_notes WHERE content = 'likes green tea'")
-            .await?,
-        1,
-        "the call ran once"
-    );
-    assert_eq!(feishu.stack.provider.request_count(), 2);
+    Ok(())
+}
 
-    // One reply to the user's message besides the approval card, ending with "Noted.".
+/// The chat shows one reply to `message_id` besides the approval card, ending with
+/// `expected` (in the reply card's last update, or the post).
+fn one_reply_besides_the_card(
+    feishu: &FeishuStack,
+    message_id: &str,
+    turn: &str,
+    approval_id: &str,
+    expected: &str,
+) {
     let replies: Vec<_> = feishu
         .fake
         .messages()
         .into_iter()
         .filter(|request| {
-            request.target == message.message_id && request.uuid.as_deref() != Some(&approval_id)
+            request.target == message_id && request.uuid.as_deref() != Some(approval_id)
         })
         .collect();
     assert_eq!(replies.len(), 1, "{replies:?}");
-    let final_text = match feishu.fake.message_id_of(&turn) {
+    let final_text = match feishu.fake.message_id_of(turn) {
         Some(reply_card) => feishu
             .fake
             .updates_of(&reply_card)
@@ -866,7 +887,5 @@ async fn an_approval_card_press_resumes_the_call_once_and_the_card_shows_who_dec
             .unwrap_or_default(),
         None => replies[0].text(),
     };
-    assert_eq!(final_text, "Noted.");
-    std::fs::remove_dir_all(&agents).ok();
-    Ok(())
+    assert_eq!(final_text, expected);
 }

@@ -2022,12 +2022,13 @@ async fn a_feishu_card_slot_is_claimed_once_and_keeps_its_first_message(
         app_id: "cli_a".into(),
         kind: FeishuCardKind::Card,
     };
+    let rival = FeishuCardClaim {
+        kind: FeishuCardKind::Post,
+        ..claim.clone()
+    };
     let (first, second) = tokio::join!(
         store.claim_feishu_card(&claim),
-        store.claim_feishu_card(&FeishuCardClaim {
-            kind: FeishuCardKind::Post,
-            ..claim.clone()
-        })
+        store.claim_feishu_card(&rival)
     );
     let (first, second) = (first?, second?);
     assert_eq!(first, second, "both claimants see the one winner");
@@ -2052,12 +2053,7 @@ async fn a_feishu_card_slot_is_claimed_once_and_keeps_its_first_message(
         },
         "the first message stays"
     );
-    let again = store
-        .claim_feishu_card(&FeishuCardClaim {
-            kind: FeishuCardKind::Post,
-            ..claim
-        })
-        .await?;
+    let again = store.claim_feishu_card(&rival).await?;
     assert_eq!(again, stored, "a later claim changes nothing");
     Ok(())
 }
