@@ -13,6 +13,9 @@ use super::cards;
 use crate::routes::approvals::decide_and_wake;
 use crate::{ApiError, AppState};
 
+/// The longest wait for the card update inside a callback (Feishu allows 3 s in all).
+const CARD_UPDATE_BUDGET: std::time::Duration = std::time::Duration::from_millis(1500);
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct CardAction {
@@ -133,13 +136,20 @@ pub(crate) async fn press(
             app_id: &app.app_id,
             app_secret,
         };
-        if let Err(reason) = state
+        // Bounded: the callback must be answered within Feishu's 3 s, and its answer
+        // carries the same card, which Feishu shows even if this update is late.
+        let update = state
             .feishu
             .api
-            .patch_card(&credentials, &message_id, &card)
-            .await
-        {
-            tracing::warn!(app_id = %app.app_id, %approval_id, %reason, "feishu approval card not updated");
+            .patch_card(&credentials, &message_id, &card);
+        match tokio::time::timeout(CARD_UPDATE_BUDGET, update).await {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => {
+                tracing::warn!(app_id = %app.app_id, %approval_id, %reason, "feishu approval card not updated");
+            }
+            Err(_elapsed) => {
+                tracing::warn!(app_id = %app.app_id, %approval_id, "feishu approval card update took too long");
+            }
         }
     }
     Ok(answer(kind, &toast, Some(&card)))
