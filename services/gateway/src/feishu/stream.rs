@@ -5,6 +5,7 @@
 //! it to the same card (see `reply.rs`), and an update that may have landed after it is
 //! followed by the final text again.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
 use sable_bus::EventSubscription;
@@ -12,6 +13,7 @@ use sable_core::{TurnId, TurnStatus};
 use sable_proto::v1::turn_event::Kind;
 use sable_store::{FeishuApp, FeishuCard, FeishuCardClaim, FeishuCardKind, FeishuReplyTarget};
 use tokio::time::Instant;
+use uuid::Uuid;
 
 use super::api::Credentials;
 use super::{cards, reply};
@@ -39,6 +41,8 @@ struct Watch {
     card: Option<String>,
     streaming: bool,
     failed_updates: u32,
+    /// Approvals whose card this watch posted (or found posted).
+    carded: HashSet<Uuid>,
 }
 
 /// Starts watching `target.turn_id` on `subscription` (taken before the turn's wake-up
@@ -59,6 +63,7 @@ pub(crate) fn watch(
         text: String::new(),
         card: None,
         failed_updates: 0,
+        carded: HashSet::new(),
     };
     tokio::spawn(watch.run(subscription));
 }
@@ -82,7 +87,10 @@ impl Watch {
         self.target.turn_id
     }
 
-    async fn run(mut self, mut subscription: EventSubscription) {
+    async fn run(mut self, subscription: EventSubscription) {
+        // A subscription that ends (the bus went away, or it lagged) leaves the store
+        // look: approval cards still go out, streaming just stops being fed.
+        let mut events = Some(subscription);
         let turn_id = self.turn_id().to_string();
         let interval = self.state.feishu.stream_interval;
         let give_up = Instant::now() + MAX_WATCH;
@@ -93,8 +101,8 @@ impl Watch {
         loop {
             let update_at = due.unwrap_or(give_up);
             tokio::select! {
-                event = subscription.next() => match event {
-                    None => return,
+                event = next_event(&mut events) => match event {
+                    None => events = None,
                     Some(event) if event.turn_id != turn_id => {}
                     Some(event) => match event.kind {
                         Some(Kind::Delta(delta)) if self.streaming => {
@@ -239,7 +247,7 @@ impl Watch {
 
     /// Posts a card for each pending approval of the turn that has none yet (claimed in
     /// the store first, `uuid` = the approval id).
-    async fn post_approval_cards(&self) {
+    async fn post_approval_cards(&mut self) {
         let pending = match self
             .state
             .store
@@ -253,10 +261,17 @@ impl Watch {
             }
         };
         let turn = self.turn_id().as_uuid();
-        for approval in pending.iter().filter(|approval| approval.turn_id == turn) {
+        let new = pending
+            .iter()
+            .filter(|approval| approval.turn_id == turn && !self.carded.contains(&approval.id));
+        let mut posted = Vec::new();
+        for approval in new {
             for attempt in 1..=APPROVAL_CARD_ATTEMPTS {
                 match self.post_approval_card(approval).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        posted.push(approval.id);
+                        break;
+                    }
                     Err(reason) => {
                         tracing::warn!(app_id = %self.app.app_id, approval_id = %approval.id, attempt, %reason, "feishu approval card not posted");
                         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -264,6 +279,7 @@ impl Watch {
                 }
             }
         }
+        self.carded.extend(posted);
     }
 
     async fn post_approval_card(
@@ -306,5 +322,12 @@ impl Watch {
             .record_feishu_card_message(&key, &message_id)
             .await
             .map_err(|error| error.to_string())
+    }
+}
+
+async fn next_event(events: &mut Option<EventSubscription>) -> Option<sable_proto::v1::TurnEvent> {
+    match events {
+        Some(events) => events.next().await,
+        None => std::future::pending().await,
     }
 }
