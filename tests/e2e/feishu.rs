@@ -1,9 +1,15 @@
 //! The Feishu channel end to end: apps added with `sable admin feishu add`, callbacks
 //! encrypted and signed by the fake open platform's event sender, turns run by a real
-//! worker, replies sent by the gateway's dispatcher to the fake, exactly once.
+//! worker, replies sent by the gateway's dispatcher to the fake, exactly once; streamed
+//! replies filling one card, and approval cards pressed through card action callbacks.
+
+use std::time::Duration;
 
 use reqwest::StatusCode;
-use sable_testkit::{FakeFeishu, FeishuCallback, FeishuEventSender, FeishuMessage, eventually};
+use sable_testkit::{
+    FakeFeishu, FakeToolCall, FeishuCallback, FeishuEventSender, FeishuMessage, Script,
+    button_value, eventually, workspace_root,
+};
 use serde_json::{Value, json};
 
 use crate::support::{
@@ -22,18 +28,32 @@ struct FeishuStack {
     sender: FeishuEventSender,
 }
 
-/// A stack with one worker and no gateway yet, and the app added through the CLI.
+/// A stack with one worker and no gateway yet, and the app added through the CLI with
+/// replies sent as posts (`--stream-replies false`): the tests of the plain reply path.
 async fn start(extra_add_args: &[&str]) -> anyhow::Result<FeishuStack> {
+    let mut args = vec!["--stream-replies", "false"];
+    args.extend_from_slice(extra_add_args);
+    start_with(&args, Vec::new()).await
+}
+
+/// A stack with one worker and no gateway yet, `env` for every role, and the app added
+/// through the CLI with `extra_add_args` (streaming replies unless they say otherwise).
+async fn start_with(
+    extra_add_args: &[&str],
+    env: Vec<(&'static str, String)>,
+) -> anyhow::Result<FeishuStack> {
+    let mut stack_env = vec![
+        (
+            "SABLE_SECRETS_KEY",
+            sable_store::SecretsKey::generate_base64(),
+        ),
+        ("SABLE_FEISHU_RATE_LIMIT_BACKOFF_MS", "100".into()),
+    ];
+    stack_env.extend(env);
     let stack = TestStack::start(StackOptions {
         gateways: 0,
         workers: 1,
-        env: vec![
-            (
-                "SABLE_SECRETS_KEY",
-                sable_store::SecretsKey::generate_base64(),
-            ),
-            ("SABLE_FEISHU_RATE_LIMIT_BACKOFF_MS", "100".into()),
-        ],
+        env: stack_env,
         ..StackOptions::default()
     })
     .await?;
@@ -100,6 +120,33 @@ impl FeishuStack {
 
     async fn push(&self, callback: &FeishuCallback) -> anyhow::Result<(StatusCode, Value)> {
         self.push_to(&self.stack.gateways[0].url, callback).await
+    }
+
+    /// Presses the button labelled `label` on the card message `card_id` as `open_id`,
+    /// through the card callback URL.
+    async fn press(
+        &self,
+        open_id: &str,
+        card_id: &str,
+        card: &Value,
+        label: &str,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let value = button_value(card, label).expect("the card has the button");
+        let callback = self
+            .sender
+            .callback(&self.sender.card_action(open_id, card_id, &value));
+        let url = &self.stack.gateways[0].url;
+        let mut request = self
+            .stack
+            .http
+            .post(format!("{url}/v1/channels/feishu/{APP_ID}/card"))
+            .body(callback.body.clone());
+        for (name, value) in &callback.headers {
+            request = request.header(name, value);
+        }
+        let response = request.send().await?;
+        let status = response.status();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
     }
 
     async fn push_message(&self, message: &FeishuMessage) -> anyhow::Result<()> {
@@ -252,7 +299,7 @@ async fn apps_are_managed_by_admin_keys_and_never_show_their_secrets() -> anyhow
     .await?;
     assert!(
         listed.contains(&format!(
-            "{APP_ID}\twebhook\t{}\t-\tfalse\t/v1/channels/feishu/{APP_ID}/events",
+            "{APP_ID}\twebhook\t{}\t-\tfalse\t/v1/channels/feishu/{APP_ID}/events\tfalse",
             feishu.fake.base_url
         )),
         "{listed}"
@@ -291,6 +338,11 @@ async fn apps_are_managed_by_admin_keys_and_never_show_their_secrets() -> anyhow
         "/v1/channels/feishu/cli_b000000000000001/events"
     );
     assert_eq!(created["require_mention"], true);
+    assert_eq!(created["stream_replies"], true, "streaming is the default");
+    assert_eq!(
+        created["card_callback_path"],
+        "/v1/channels/feishu/cli_b000000000000001/card"
+    );
     let again = http
         .post(&url)
         .bearer_auth(&admin)
@@ -569,4 +621,271 @@ async fn assert_secrets_hidden(feishu: &FeishuStack, listing: &str) -> anyhow::R
         .await?;
     assert_eq!(stored, 0, "secrets are sealed at rest");
     Ok(())
+}
+
+/// Waits until the turn's reply was delivered (its delivery recorded).
+async fn delivered(feishu: &FeishuStack, turn_id: &str) -> anyhow::Result<()> {
+    eventually("the reply to be delivered", TURN_TIMEOUT, || async {
+        feishu
+            .stack
+            .scalar(&format!(
+                "SELECT count(*) FROM deliveries WHERE turn_id = '{turn_id}' AND status = 'delivered'"
+            ))
+            .await
+            .is_ok_and(|count| count == 1)
+    })
+    .await
+    .map_err(|error| error.context(feishu.stack.logs()))
+}
+
+/// What a streaming card adds under its text.
+const WRITING_NOTE: &str = "\nWriting…";
+
+#[tokio::test]
+async fn a_slow_streamed_reply_fills_one_card_whose_last_update_is_the_stored_reply()
+-> anyhow::Result<()> {
+    let interval_ms = 300;
+    let mut feishu = start_with(
+        &[],
+        vec![("SABLE_FEISHU_STREAM_INTERVAL_MS", interval_ms.to_string())],
+    )
+    .await?;
+    feishu.stack.spawn_gateway().await?;
+    // One word every 120 ms: two or three words per allowed update.
+    feishu
+        .stack
+        .provider
+        .set_chunk_gap(Duration::from_millis(120));
+    let text = "tell me slowly how a card fills with words while they arrive one after another";
+    let message = FeishuMessage::p2p("ou_ivy", text);
+    feishu.push_message(&message).await?;
+    let turn = feishu.turn_of(&message.message_id).await?;
+    delivered(&feishu, &turn).await?;
+    let (_, record) = feishu.stack.get(0, &format!("/v1/turns/{turn}")).await?;
+    let stored = record["reply"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(stored, format!("echo: {text}"), "{record}");
+
+    // One message in the chat for the reply: a card, created once (uuid = the turn id).
+    let to_user: Vec<_> = feishu
+        .fake
+        .requests()
+        .into_iter()
+        .filter(|request| request.target == message.message_id && request.accepted)
+        .collect();
+    assert_eq!(to_user.len(), 1, "one message for one reply: {to_user:?}");
+    assert_eq!(to_user[0].msg_type, "interactive");
+    assert_eq!(to_user[0].uuid.as_deref(), Some(turn.as_str()));
+    let card_id = feishu
+        .fake
+        .message_id_of(&turn)
+        .expect("the card's message");
+
+    // Updated as the text arrived, at a bounded rate, and last with the stored reply.
+    let updates = feishu.fake.updates_of(&card_id);
+    assert!(updates.len() >= 3, "several updates: {updates:?}");
+    let (last, streamed) = updates.split_last().expect("updates");
+    // Streamed updates are an interval apart at least (less a margin for the clock).
+    let at_least = Duration::from_millis(interval_ms - 60);
+    for pair in streamed.windows(2) {
+        let gap = pair[1].received_at - pair[0].received_at;
+        assert!(gap >= at_least, "updates {gap:?} apart: {updates:?}");
+    }
+    assert_eq!(last.text(), stored, "the final update is exact");
+    let mut previous = to_user[0].text();
+    for update in streamed {
+        let partial = update.text();
+        let partial = partial.strip_suffix(WRITING_NOTE).unwrap_or(&partial);
+        assert!(
+            stored.starts_with(partial)
+                && partial.len() >= previous.trim_end_matches(WRITING_NOTE).len(),
+            "a growing prefix of the reply: {partial:?} after {previous:?}"
+        );
+        previous = partial.to_owned();
+    }
+    assert!(
+        feishu
+            .fake
+            .card_updates()
+            .iter()
+            .all(|update| update.accepted),
+        "every update was of a shared card the bot sent"
+    );
+    Ok(())
+}
+
+/// An agents folder whose default agent may keep notes only with a person's approval.
+fn careful_agents() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!(
+        "sable-feishu-agents-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let agent = dir.join("default");
+    std::fs::create_dir_all(&agent)?;
+    let source = workspace_root().join("agents/default");
+    let toml = std::fs::read_to_string(source.join("agent.toml"))?
+        .replace("require_approval = []", "require_approval = [\"memory\"]");
+    anyhow::ensure!(
+        toml.contains("\"memory\"]"),
+        "the default agent's tools changed"
+    );
+    std::fs::write(agent.join("agent.toml"), toml)?;
+    std::fs::copy(source.join("AGENT.md"), agent.join("AGENT.md"))?;
+    Ok(dir)
+}
+
+#[tokio::test]
+async fn an_approval_card_press_resumes_the_call_once_and_the_card_shows_who_decided()
+-> anyhow::Result<()> {
+    let agents = careful_agents()?;
+    let mut feishu = start_with(
+        &[],
+        vec![("SABLE_AGENTS_DIR", agents.display().to_string())],
+    )
+    .await?;
+    feishu.stack.spawn_gateway().await?;
+    feishu.stack.provider.push(Script::ToolCalls {
+        text: "Let me note that.".into(),
+        calls: vec![FakeToolCall::new(
+            "m1",
+            "memory",
+            json!({"action": "append", "text": "likes green tea"}),
+        )],
+    });
+    feishu.stack.provider.push(Script::Reply("Noted.".into()));
+    let message = FeishuMessage::p2p("ou_judy", "remember I like green tea");
+    feishu.push_message(&message).await?;
+    let turn = feishu.turn_of(&message.message_id).await?;
+
+    // The approval card arrives in the chat, in reply to the user's message.
+    let card = sable_testkit::wait_for("the approval card", TURN_TIMEOUT, || async {
+        feishu.fake.messages().into_iter().find(|request| {
+            request.target == message.message_id
+                && button_value(&request.content, "Approve").is_some()
+        })
+    })
+    .await
+    .map_err(|error| error.context(feishu.stack.logs()))?;
+    let approval_id = button_value(&card.content, "Approve").expect("a button")["approval_id"]
+        .as_str()
+        .expect("the approval id")
+        .to_owned();
+    assert_eq!(card.uuid.as_deref(), Some(approval_id.as_str()));
+    assert!(card.text().contains("memory"), "{}", card.text());
+    let (_, pending) = feishu.stack.get(0, "/v1/approvals?status=pending").await?;
+    assert_eq!(pending["approvals"][0]["approval_id"], approval_id.as_str());
+    assert_eq!(pending["approvals"][0]["turn_id"], turn.as_str());
+    let card_id = feishu
+        .fake
+        .message_id_of(&approval_id)
+        .expect("the card's id");
+    assert_eq!(
+        feishu
+            .stack
+            .scalar("SELECT count(*) FROM memory_notes")
+            .await?,
+        0,
+        "nothing ran before the decision"
+    );
+
+    let (status, answer) = feishu
+        .press("ou_judy", &card_id, &card.content, "Approve")
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["toast"]["type"], "success", "{answer}");
+    let done = feishu.stack.wait_for_final_turn(&turn).await?;
+    assert_eq!(done["status"], "done", "{done}");
+    assert_eq!(done["reply"]["text"], "Noted.");
+    let calls = done["tool_calls"].as_array().expect("tool calls");
+    assert_eq!(calls.len(), 1, "{done}");
+    assert_eq!(calls[0]["status"], "ok");
+    assert_eq!(calls[0]["approval"]["status"], "approved");
+    delivered(&feishu, &turn).await?;
+
+    // The card shows the decision and who made it; the store names the approver.
+    let decided = feishu.fake.updates_of(&card_id);
+    let shown = decided.last().expect("the card was updated").text();
+    assert!(
+        shown.contains("Approved") && shown.contains("ou_judy"),
+        "{shown}"
+    );
+    let (_, listed) = feishu.stack.get(0, "/v1/approvals?status=approved").await?;
+    assert_eq!(listed["approvals"][0]["decided_by"], "feishu:ou_judy");
+
+    later_presses_change_nothing(&feishu, &turn, &card_id, &card.content).await?;
+    assert_eq!(
+        feishu
+            .stack
+            .scalar("SELECT count(*) FROM memory_notes WHERE content = 'likes green tea'")
+            .await?,
+        1,
+        "the call ran once"
+    );
+    assert_eq!(feishu.stack.provider.request_count(), 2);
+    one_reply_besides_the_card(&feishu, &message.message_id, &turn, &approval_id, "Noted.");
+    std::fs::remove_dir_all(&agents).ok();
+    Ok(())
+}
+
+/// A second Approve, and a Deny, on the decided approval: 200 with an info toast, the
+/// card says they changed nothing and still names the approver, the store is unchanged.
+async fn later_presses_change_nothing(
+    feishu: &FeishuStack,
+    turn: &str,
+    card_id: &str,
+    card: &Value,
+) -> anyhow::Result<()> {
+    for label in ["Approve", "Deny"] {
+        let (status, answer) = feishu.press("ou_mallory", card_id, card, label).await?;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["toast"]["type"], "info", "{answer}");
+        let shown = feishu
+            .fake
+            .updates_of(card_id)
+            .last()
+            .expect("updated")
+            .text();
+        assert!(
+            shown.contains("changed nothing") && shown.contains("ou_judy"),
+            "{shown}"
+        );
+    }
+    let (_, listed) = feishu.stack.get(0, "/v1/approvals?status=approved").await?;
+    assert_eq!(listed["approvals"].as_array().map(Vec::len), Some(1));
+    assert_eq!(listed["approvals"][0]["decided_by"], "feishu:ou_judy");
+    let (_, again) = feishu.stack.get(0, &format!("/v1/turns/{turn}")).await?;
+    assert_eq!(again["tool_calls"].as_array().map(Vec::len), Some(1));
+    Ok(())
+}
+
+/// The chat shows one reply to `message_id` besides the approval card, ending with
+/// `expected` (in the reply card's last update, or the post).
+fn one_reply_besides_the_card(
+    feishu: &FeishuStack,
+    message_id: &str,
+    turn: &str,
+    approval_id: &str,
+    expected: &str,
+) {
+    let replies: Vec<_> = feishu
+        .fake
+        .messages()
+        .into_iter()
+        .filter(|request| {
+            request.target == message_id && request.uuid.as_deref() != Some(approval_id)
+        })
+        .collect();
+    assert_eq!(replies.len(), 1, "{replies:?}");
+    let final_text = match feishu.fake.message_id_of(turn) {
+        Some(reply_card) => feishu
+            .fake
+            .updates_of(&reply_card)
+            .last()
+            .map(sable_testkit::FeishuCardUpdate::text)
+            .unwrap_or_default(),
+        None => replies[0].text(),
+    };
+    assert_eq!(final_text, expected);
 }

@@ -129,8 +129,12 @@ enum FeishuCommand {
         /// Group chats answer only when the bot is mentioned (default true).
         #[arg(long = "require-mention", action = clap::ArgAction::Set)]
         require_mention: Option<bool>,
+        /// Replies stream into one card updated as text arrives (default true).
+        #[arg(long = "stream-replies", action = clap::ArgAction::Set)]
+        stream_replies: Option<bool>,
     },
-    /// List an org's apps: app id, mode, base URL, agent, require mention, webhook path.
+    /// List an org's apps: app id, mode, base URL, agent, require mention, webhook path,
+    /// stream replies.
     List {
         #[arg(long = "org")]
         org_id: String,
@@ -388,6 +392,7 @@ async fn run_feishu_admin(
             base_url,
             agent,
             require_mention,
+            stream_replies,
         } => {
             let org_id: OrgId = org_id.parse()?;
             anyhow::ensure!(store.org_exists(org_id).await?, "no org {org_id}");
@@ -413,6 +418,7 @@ async fn run_feishu_admin(
                 base_url,
                 agent,
                 require_mention,
+                stream_replies,
                 secrets,
             };
             let app = sable_gateway::build_feishu_app(input, &key, &agents)
@@ -429,16 +435,19 @@ async fn run_feishu_admin(
         FeishuCommand::List { org_id } => {
             let org_id: OrgId = org_id.parse()?;
             anyhow::ensure!(store.org_exists(org_id).await?, "no org {org_id}");
-            println!("app_id\tmode\tbase_url\tagent\trequire_mention\twebhook_path");
+            println!(
+                "app_id\tmode\tbase_url\tagent\trequire_mention\twebhook_path\tstream_replies"
+            );
             for app in store.feishu_apps(org_id).await? {
                 println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     app.app_id,
                     app.mode,
                     app.base_url,
                     app.agent.as_deref().unwrap_or("-"),
                     app.require_mention,
-                    sable_gateway::feishu_webhook_path(&app.app_id)
+                    sable_gateway::feishu_webhook_path(&app.app_id),
+                    app.stream_replies
                 );
             }
         }
@@ -656,6 +665,7 @@ pub(crate) fn gateway_config(
             rate_limit_backoff: Settings::millis(settings.feishu_rate_limit_backoff_ms),
             max_rate_limit_retries: 3,
             apps_refresh: Settings::millis(settings.feishu_apps_refresh_ms),
+            stream_interval: Settings::millis(settings.feishu_stream_interval_ms),
         },
         faults: faults::from_settings(settings),
         langfuse_host: settings

@@ -91,6 +91,8 @@ pub struct FeishuApp {
     pub agent: Option<String>,
     /// Group chats start a turn only when the bot is mentioned.
     pub require_mention: bool,
+    /// Replies stream into one card updated as text arrives (default on).
+    pub stream_replies: bool,
     pub secrets: SealedFeishuSecrets,
     /// Set by the store when the app is created (ignored on create).
     pub created_at: DateTime<Utc>,
@@ -117,6 +119,100 @@ pub struct FeishuReplyTarget {
     pub chat_id: String,
 }
 
+/// What a card slot holds: a card the bot posted (updated in place), or a reply that
+/// went out as a plain post because no card existed when it was final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FeishuCardKind {
+    Card,
+    Post,
+}
+
+impl FeishuCardKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Card => "card",
+            Self::Post => "post",
+        }
+    }
+
+    pub(crate) fn parse(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "card" => Ok(Self::Card),
+            "post" => Ok(Self::Post),
+            other => Err(StoreError::Database(sqlx::Error::Decode(
+                format!("unknown feishu card kind '{other}'").into(),
+            ))),
+        }
+    }
+}
+
+/// A claim on a card slot: `reply:<turn_id>` (the turn's one reply) or
+/// `approval:<approval_id>` (the card of one approval). The first claim wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeishuCardClaim {
+    pub card_key: String,
+    pub org_id: OrgId,
+    pub turn_id: TurnId,
+    pub app_id: String,
+    pub kind: FeishuCardKind,
+}
+
+/// A card slot as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeishuCard {
+    pub card_key: String,
+    pub org_id: OrgId,
+    pub turn_id: TurnId,
+    pub app_id: String,
+    pub kind: FeishuCardKind,
+    /// The card's Feishu message, once created.
+    pub message_id: Option<String>,
+    /// The final reply text was written to it: streamed updates stop.
+    pub finalized: bool,
+}
+
+impl FeishuCard {
+    /// The slot of a turn's reply.
+    pub fn reply_key(turn_id: TurnId) -> String {
+        format!("reply:{turn_id}")
+    }
+
+    /// The slot of an approval's card.
+    pub fn approval_key(approval_id: Uuid) -> String {
+        format!("approval:{approval_id}")
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct CardRow {
+    card_key: String,
+    org_id: Uuid,
+    turn_id: Uuid,
+    app_id: String,
+    kind: String,
+    message_id: Option<String>,
+    #[sqlx(rename = "final")]
+    finalized: bool,
+}
+
+impl TryFrom<CardRow> for FeishuCard {
+    type Error = StoreError;
+
+    fn try_from(row: CardRow) -> Result<Self, StoreError> {
+        Ok(Self {
+            card_key: row.card_key,
+            org_id: row.org_id.into(),
+            turn_id: row.turn_id.into(),
+            app_id: row.app_id,
+            kind: FeishuCardKind::parse(&row.kind)?,
+            message_id: row.message_id,
+            finalized: row.finalized,
+        })
+    }
+}
+
+pub(crate) const CARD_COLUMNS: &str = "card_key, org_id, turn_id, app_id, kind, message_id, final";
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct AppRow {
     pub app_id: String,
@@ -125,6 +221,7 @@ pub(crate) struct AppRow {
     pub base_url: String,
     pub agent_id: Option<String>,
     pub require_mention: bool,
+    pub stream_replies: bool,
     pub app_secret_sealed: Vec<u8>,
     pub verification_token_sealed: Vec<u8>,
     pub encrypt_key_sealed: Option<Vec<u8>>,
@@ -140,6 +237,7 @@ impl From<AppRow> for FeishuApp {
             base_url: row.base_url,
             agent: row.agent_id,
             require_mention: row.require_mention,
+            stream_replies: row.stream_replies,
             secrets: SealedFeishuSecrets {
                 app_secret: row.app_secret_sealed,
                 verification_token: row.verification_token_sealed,
@@ -150,7 +248,7 @@ impl From<AppRow> for FeishuApp {
     }
 }
 
-pub(crate) const APP_COLUMNS: &str = "app_id, org_id, mode, base_url, agent_id, require_mention, \
+pub(crate) const APP_COLUMNS: &str = "app_id, org_id, mode, base_url, agent_id, require_mention, stream_replies, \
      app_secret_sealed, verification_token_sealed, encrypt_key_sealed, created_at";
 
 #[derive(sqlx::FromRow)]
@@ -172,8 +270,8 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO feishu_apps (app_id, org_id, mode, base_url, agent_id, require_mention, \
-             app_secret_sealed, verification_token_sealed, encrypt_key_sealed) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (app_id) DO NOTHING",
+             app_secret_sealed, verification_token_sealed, encrypt_key_sealed, stream_replies) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (app_id) DO NOTHING",
         )
         .bind(&app.app_id)
         .bind(app.org_id.as_uuid())
@@ -184,6 +282,7 @@ impl PgStore {
         .bind(&app.secrets.app_secret)
         .bind(&app.secrets.verification_token)
         .bind(&app.secrets.encrypt_key)
+        .bind(app.stream_replies)
         .execute(&mut *tx)
         .await?;
         if inserted.rows_affected() == 1 {
@@ -316,6 +415,62 @@ impl PgStore {
             message_id: row.message_id,
             chat_id: row.chat_id,
         }))
+    }
+
+    /// Claims a card slot unless claimed before, and returns the slot as it now is.
+    pub async fn claim_feishu_card(
+        &self,
+        claim: &FeishuCardClaim,
+    ) -> Result<FeishuCard, StoreError> {
+        sqlx::query(
+            "INSERT INTO feishu_cards (card_key, org_id, turn_id, app_id, kind) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (card_key) DO NOTHING",
+        )
+        .bind(&claim.card_key)
+        .bind(claim.org_id.as_uuid())
+        .bind(claim.turn_id.as_uuid())
+        .bind(&claim.app_id)
+        .bind(claim.kind.as_str())
+        .execute(&self.pool)
+        .await?;
+        self.feishu_card(&claim.card_key)
+            .await?
+            .ok_or(StoreError::NotFound("feishu card"))
+    }
+
+    pub async fn feishu_card(&self, card_key: &str) -> Result<Option<FeishuCard>, StoreError> {
+        let row: Option<CardRow> = sqlx::query_as(&format!(
+            "SELECT {CARD_COLUMNS} FROM feishu_cards WHERE card_key = $1"
+        ))
+        .bind(card_key)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(FeishuCard::try_from).transpose()
+    }
+
+    /// Records the card's Feishu message (the first recorded stays).
+    pub async fn record_feishu_card_message(
+        &self,
+        card_key: &str,
+        message_id: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE feishu_cards SET message_id = $2 WHERE card_key = $1 AND message_id IS NULL",
+        )
+        .bind(card_key)
+        .bind(message_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Marks the card final: its reply text is about to be (or was) written to it.
+    pub async fn finalize_feishu_card(&self, card_key: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE feishu_cards SET final = true WHERE card_key = $1")
+            .bind(card_key)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 }
 

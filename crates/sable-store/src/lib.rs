@@ -45,7 +45,8 @@ pub use cron::{
 };
 pub use error::StoreError;
 pub use feishu::{
-    FeishuApp, FeishuEventRecord, FeishuReplyTarget, FeishuSecrets, SealedFeishuSecrets,
+    FeishuApp, FeishuCard, FeishuCardClaim, FeishuCardKind, FeishuEventRecord, FeishuReplyTarget,
+    FeishuSecrets, SealedFeishuSecrets,
 };
 pub use intake::{AcceptedTurn, NewMessage, SessionTarget};
 pub use keys::{ApiKeyRecord, ApiKeySecret, AuthenticatedKey, LAST_USED_RESOLUTION, OrgRecord};
@@ -180,6 +181,7 @@ store_contract! {
     /// Parks the turn on a new approval; false when the attempt was fenced out.
     fn park_turn(&self, turn: &RunnableTurn, attempt: i32, approval: &NewApproval) -> bool;
     fn approvals(&self, org_id: OrgId, status: Option<&str>) -> Vec<ApprovalRecord>;
+    fn approval(&self, org_id: OrgId, approval_id: uuid::Uuid) -> Option<ApprovalRecord>;
     /// Records a decision and queues the parked turn again, atomically.
     fn decide_approval(&self, decision: ApprovalDecision) -> DecisionOutcome;
     /// Expires overdue approvals as denials; returns the turns to wake.
@@ -242,6 +244,13 @@ store_contract! {
     fn verify_audit(&self, org_id: OrgId) -> AuditVerification;
     /// Drops the org's oldest sealed events stamped before `before` behind a checkpoint.
     fn drop_sealed_audit(&self, org_id: OrgId, before: DateTime<Utc>) -> u64;
+    /// Claims a card slot (first claim wins) and returns it as it now is.
+    fn claim_feishu_card(&self, claim: &FeishuCardClaim) -> FeishuCard;
+    fn feishu_card(&self, card_key: &str) -> Option<FeishuCard>;
+    /// Records the card's Feishu message; the first recorded stays.
+    fn record_feishu_card_message(&self, card_key: &str, message_id: &str) -> ();
+    /// Marks a reply card final: streamed updates stop, the final text is written.
+    fn finalize_feishu_card(&self, card_key: &str) -> ();
 }
 
 /// The shared handle on whichever backend a deployment uses; cheap to clone.

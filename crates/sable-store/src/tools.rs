@@ -85,6 +85,8 @@ pub struct ApprovalRecord {
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub decided_at: Option<DateTime<Utc>>,
+    /// Who decided, when known (`feishu:<open_id>` for a press on an approval card).
+    pub decided_by: Option<String>,
 }
 
 /// Someone's answer to a pending approval.
@@ -96,7 +98,7 @@ pub struct ApprovalDecision {
     /// `once` or `session`.
     pub scope: String,
     pub comment: Option<String>,
-    /// Who decided.
+    /// Who decided (its id is recorded with the decision as `decided_by`).
     pub actor: Actor,
 }
 
@@ -114,7 +116,7 @@ pub(crate) const TOOL_CALL_COLUMNS: &str = "c.turn_attempt, c.round, c.position,
      a.id AS approval_id, a.status AS approval_status, a.comment AS approval_comment";
 
 pub(crate) const APPROVAL_COLUMNS: &str = "id, session_id, turn_id, tool, arguments, status, scope, comment, \
-     created_at, expires_at, decided_at";
+     created_at, expires_at, decided_at, decided_by";
 
 impl PgStore {
     /// Writes a round's calls as `running` before any of them runs. A round written by an
@@ -298,6 +300,20 @@ impl PgStore {
             .await?)
     }
 
+    /// The org's approval with this id.
+    pub async fn approval(
+        &self,
+        org_id: OrgId,
+        approval_id: Uuid,
+    ) -> Result<Option<ApprovalRecord>, StoreError> {
+        let sql = format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1 AND org_id = $2");
+        Ok(sqlx::query_as(&sql)
+            .bind(approval_id)
+            .bind(org_id.as_uuid())
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     /// Records a decision on a pending approval and queues its turn again, atomically.
     pub async fn decide_approval(
         &self,
@@ -328,8 +344,8 @@ impl PgStore {
             "denied"
         };
         let wakeup: StaleWakeup = sqlx::query_as(
-            "UPDATE approvals SET status = $3, scope = $4, comment = $5, decided_at = now() \
-             WHERE id = $1 AND org_id = $2 RETURNING turn_id AS id, org_id, session_id",
+            "UPDATE approvals SET status = $3, scope = $4, comment = $5, decided_at = now(), \
+             decided_by = $6 WHERE id = $1 AND org_id = $2 RETURNING turn_id AS id, org_id, session_id",
         )
         .bind(decision.approval_id)
         .bind(decision.org_id.as_uuid())
@@ -341,6 +357,7 @@ impl PgStore {
                 .as_ref()
                 .map(|comment| comment.replace('\0', "")),
         )
+        .bind(decision.actor.id.replace('\0', ""))
         .fetch_one(&mut *tx)
         .await?;
         requeue_parked_turn(&mut tx, wakeup.id).await?;

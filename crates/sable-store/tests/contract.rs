@@ -15,7 +15,10 @@ use sable_store::{
     StaleWakeup, Store, StoreError, StoreOptions, ToolCallRecord, ToolCallResult, TurnOutcome,
 };
 use sable_store::{AuditCursor, AuditFilter, AuditRecord, AuditVerification};
-use sable_store::{FeishuApp, FeishuEventRecord, FeishuReplyTarget, FeishuSecrets, SecretsKey};
+use sable_store::{
+    FeishuApp, FeishuCard, FeishuCardClaim, FeishuCardKind, FeishuEventRecord, FeishuReplyTarget,
+    FeishuSecrets, SecretsKey,
+};
 use serde_json::json;
 
 /// Generates `postgres::<name>` and `sqlite::<name>` for each test body.
@@ -91,6 +94,7 @@ contract_tests!(
     approvals_and_tool_calls_are_audited_with_their_deciders,
     audit_pages_return_every_event_once_newest_first_and_only_the_orgs_own,
     retention_drops_sealed_ranges_behind_a_checkpoint_that_still_verifies,
+    a_feishu_card_slot_is_claimed_once_and_keeps_its_first_message,
 );
 
 const WORKER: &str = "worker-a";
@@ -1077,7 +1081,7 @@ fn decision(
         approve,
         scope: scope.to_owned(),
         comment: Some("looks fine".to_owned()),
-        actor: Actor::system(),
+        actor: Actor::feishu("ou_approver"),
     }
 }
 
@@ -1331,6 +1335,13 @@ async fn deciding_an_approval_requeues_the_turn_once(store: Store) -> anyhow::Re
         (Some("session"), Some("looks fine"))
     );
     assert!(decided.decided_at.is_some());
+    assert_eq!(decided.decided_by.as_deref(), Some("feishu:ou_approver"));
+    assert_eq!(
+        store.approval(org_id, approval.id).await?.as_ref(),
+        Some(decided)
+    );
+    let stranger = store.create_org("globex").await?;
+    assert_eq!(store.approval(stranger, approval.id).await?, None);
     let call = &store.tool_calls(org_id, turn.id).await?[0];
     assert_eq!(
         (
@@ -1896,6 +1907,7 @@ fn feishu_app(org_id: OrgId, app_id: &str, key: &SecretsKey) -> FeishuApp {
         base_url: "https://open.feishu.cn".into(),
         agent: Some("assistant".into()),
         require_mention: true,
+        stream_replies: app_id != "cli_b",
         secrets: FeishuSecrets {
             app_secret: "app-secret-value".into(),
             verification_token: "verification-token-value".into(),
@@ -1960,6 +1972,14 @@ async fn feishu_apps_are_per_org_unique_and_keep_their_secrets_sealed(
     let found = store.feishu_app("cli_a").await?.expect("found");
     assert_eq!(found.org_id, org);
     assert!(found.require_mention);
+    assert!(found.stream_replies);
+    assert!(
+        !store
+            .feishu_app("cli_b")
+            .await?
+            .expect("found")
+            .stream_replies
+    );
     assert_eq!(found.agent.as_deref(), Some("assistant"));
     for sealed in [&found.secrets.app_secret, &found.secrets.verification_token] {
         assert!(
@@ -2341,5 +2361,55 @@ async fn retention_drops_sealed_ranges_behind_a_checkpoint_that_still_verifies(
             .await?,
         0
     );
+    Ok(())
+}
+
+async fn a_feishu_card_slot_is_claimed_once_and_keeps_its_first_message(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org = store.create_org("acme").await?;
+    let accepted = accept(&store, org, SessionTarget::New, "hi").await?;
+    let key = FeishuCard::reply_key(accepted.turn_id);
+    assert_eq!(store.feishu_card(&key).await?, None);
+    let claim = FeishuCardClaim {
+        card_key: key.clone(),
+        org_id: org,
+        turn_id: accepted.turn_id,
+        app_id: "cli_a".into(),
+        kind: FeishuCardKind::Card,
+    };
+    let rival = FeishuCardClaim {
+        kind: FeishuCardKind::Post,
+        ..claim.clone()
+    };
+    let (first, second) = tokio::join!(
+        store.claim_feishu_card(&claim),
+        store.claim_feishu_card(&rival)
+    );
+    let (first, second) = (first?, second?);
+    assert_eq!(first, second, "both claimants see the one winner");
+    assert_eq!(first.message_id, None);
+    assert!(!first.finalized);
+    let winner = first.kind;
+
+    store.record_feishu_card_message(&key, "om_card").await?;
+    store.record_feishu_card_message(&key, "om_other").await?;
+    store.finalize_feishu_card(&key).await?;
+    let stored = store.feishu_card(&key).await?.expect("claimed");
+    assert_eq!(
+        stored,
+        FeishuCard {
+            card_key: key.clone(),
+            org_id: org,
+            turn_id: accepted.turn_id,
+            app_id: "cli_a".into(),
+            kind: winner,
+            message_id: Some("om_card".into()),
+            finalized: true,
+        },
+        "the first message stays"
+    );
+    let again = store.claim_feishu_card(&rival).await?;
+    assert_eq!(again, stored, "a later claim changes nothing");
     Ok(())
 }

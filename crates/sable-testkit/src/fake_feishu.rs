@@ -1,7 +1,8 @@
 //! A fake Feishu / Lark open platform: the token endpoint, bot info, and the reply and
-//! send endpoints (recording every request, honouring `uuid` as the real one does), with
-//! rate-limit and token-expiry injection; and an event sender that encrypts and signs
-//! callbacks exactly as Feishu does (AES-256-CBC, `X-Lark-Signature`).
+//! send endpoints (recording every request, honouring `uuid` as the real one does), the
+//! card update endpoint (`PATCH`, shared cards only, recorded), with rate-limit and
+//! token-expiry injection; and an event sender that encrypts and signs callbacks (events
+//! and card actions) exactly as Feishu does (AES-256-CBC, `X-Lark-Signature`).
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use serde_json::{Value, json};
@@ -37,8 +38,12 @@ pub struct FeishuRequest {
 }
 
 impl FeishuRequest {
-    /// The text of a `text` message, or of every text-like element of a `post`.
+    /// The text of a `text` message, of every text-like element of a `post`, or of an
+    /// interactive card's markdown.
     pub fn text(&self) -> String {
+        if self.msg_type == "interactive" {
+            return card_text(&self.content);
+        }
         if let Some(text) = self.content["text"].as_str() {
             return text.to_owned();
         }
@@ -70,6 +75,76 @@ struct Platform {
     rate_limit_next: usize,
     rate_limited: usize,
     long_connection: Option<crate::fake_feishu_ws::Discovery>,
+    /// Messages created, by id: their `msg_type` and whether they are shared cards.
+    created: HashMap<String, (String, bool)>,
+    card_updates: Vec<FeishuCardUpdate>,
+}
+
+/// One `PATCH` of a card message, as the fake received it.
+#[derive(Debug, Clone)]
+pub struct FeishuCardUpdate {
+    pub message_id: String,
+    /// The new card, parsed from the JSON string it must be.
+    pub content: Value,
+    /// False: refused (unknown message, not a shared card, bad token).
+    pub accepted: bool,
+    /// When the fake received it.
+    pub received_at: std::time::Instant,
+}
+
+impl FeishuCardUpdate {
+    /// The text of the card's markdown elements.
+    pub fn text(&self) -> String {
+        card_text(&self.content)
+    }
+}
+
+/// The markdown and plain text of a card 1.0 (`elements`) or 2.0 (`body.elements`), one
+/// element per line.
+pub fn card_text(card: &Value) -> String {
+    fn walk(value: &Value, lines: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                let tag = map.get("tag").and_then(Value::as_str).unwrap_or("");
+                if matches!(tag, "markdown" | "plain_text" | "lark_md")
+                    && let Some(text) = map.get("content").and_then(Value::as_str)
+                {
+                    lines.push(text.to_owned());
+                    return;
+                }
+                for (key, child) in map {
+                    if key != "header" && key != "value" {
+                        walk(child, lines);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| walk(item, lines)),
+            _ => {}
+        }
+    }
+    let mut lines = Vec::new();
+    walk(&card["elements"], &mut lines);
+    walk(&card["body"]["elements"], &mut lines);
+    lines.join("\n")
+}
+
+/// The `value` of the card's button labelled `label`.
+pub fn button_value(card: &Value, label: &str) -> Option<Value> {
+    fn find(value: &Value, label: &str) -> Option<Value> {
+        match value {
+            Value::Object(map) => {
+                if map.get("tag").and_then(Value::as_str) == Some("button")
+                    && map["text"]["content"].as_str() == Some(label)
+                {
+                    return map.get("value").cloned();
+                }
+                map.values().find_map(|child| find(child, label))
+            }
+            Value::Array(items) => items.iter().find_map(|item| find(item, label)),
+            _ => None,
+        }
+    }
+    find(card, label)
 }
 
 /// A running fake on 127.0.0.1 (port chosen by the OS), for one app.
@@ -104,6 +179,7 @@ impl FakeFeishu {
             .route("/open-apis/im/v1/messages/{message_id}/reply", post(reply))
             .route("/open-apis/im/v1/messages", post(send))
             .route("/callback/ws/endpoint", post(discover_long_connection))
+            .route("/open-apis/im/v1/messages/{message_id}", patch(update_card))
             .fallback(|| async { (StatusCode::NOT_FOUND, "404 page not found") })
             .with_state(platform.clone());
         tokio::spawn(async move {
@@ -141,6 +217,26 @@ impl FakeFeishu {
             })
             .cloned()
             .collect()
+    }
+
+    /// Every card `PATCH`, in arrival order (refused ones included).
+    pub fn card_updates(&self) -> Vec<FeishuCardUpdate> {
+        self.lock().card_updates.clone()
+    }
+
+    /// The accepted `PATCH`es of one message, in order.
+    pub fn updates_of(&self, message_id: &str) -> Vec<FeishuCardUpdate> {
+        self.lock()
+            .card_updates
+            .iter()
+            .filter(|update| update.accepted && update.message_id == message_id)
+            .cloned()
+            .collect()
+    }
+
+    /// The id of the message a request with this `uuid` created.
+    pub fn message_id_of(&self, uuid: &str) -> Option<String> {
+        self.lock().created_by_uuid.get(uuid).cloned()
     }
 
     /// How many tokens were asked for.
@@ -317,8 +413,70 @@ fn record(
             .clone(),
         None => new_message_id(),
     };
+    let shared = request.content["config"]["update_multi"] == json!(true);
+    platform
+        .created
+        .entry(created.clone())
+        .or_insert_with(|| (request.msg_type.clone(), shared));
     platform.requests.push(request);
     Json(json!({"code": 0, "msg": "success", "data": {"message_id": created}})).into_response()
+}
+
+/// `PATCH /open-apis/im/v1/messages/{message_id}`: only an interactive message this app
+/// sent as a shared card (`update_multi`), and the new card must be shared too.
+async fn update_card(
+    State(platform): State<Arc<Mutex<Platform>>>,
+    Path(message_id): Path<String>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> Response {
+    let mut platform = platform.lock().expect("lock");
+    let Some(content) = body["content"]
+        .as_str()
+        .and_then(|content| serde_json::from_str::<Value>(content).ok())
+    else {
+        return envelope_error(
+            StatusCode::BAD_REQUEST,
+            230001,
+            "content must be a JSON string",
+        );
+    };
+    let mut update = FeishuCardUpdate {
+        message_id: message_id.clone(),
+        content,
+        accepted: false,
+        received_at: std::time::Instant::now(),
+    };
+    let refusal = authorize(&platform, &headers).err().map(|refusal| *refusal);
+    let refusal = refusal.or_else(|| match platform.created.get(&message_id) {
+        Some((msg_type, true)) if msg_type == "interactive" => None,
+        Some(_) => Some(envelope_error(
+            StatusCode::BAD_REQUEST,
+            230001,
+            "only shared interactive cards can be updated",
+        )),
+        None => Some(envelope_error(
+            StatusCode::BAD_REQUEST,
+            230001,
+            "message not found",
+        )),
+    });
+    let refusal = refusal.or_else(|| {
+        (update.content["config"]["update_multi"] != json!(true)).then(|| {
+            envelope_error(
+                StatusCode::BAD_REQUEST,
+                230099,
+                "the new card must set config.update_multi",
+            )
+        })
+    });
+    if let Some(refusal) = refusal {
+        platform.card_updates.push(update);
+        return refusal;
+    }
+    update.accepted = true;
+    platform.card_updates.push(update);
+    Json(json!({"code": 0, "msg": "success", "data": {}})).into_response()
 }
 
 fn new_message_id() -> String {
@@ -440,6 +598,29 @@ impl FeishuEventSender {
                     "tenant_key": "736588c9260f175e",
                 },
                 "message": body,
+            },
+        })
+    }
+
+    /// The v2 `card.action.trigger` callback of `open_id` pressing a button whose value
+    /// is `value` on the card message `open_message_id` (a fresh event id each press).
+    pub fn card_action(&self, open_id: &str, open_message_id: &str, value: &Value) -> Value {
+        json!({
+            "schema": "2.0",
+            "header": {
+                "event_id": uuid::Uuid::new_v4().simple().to_string(),
+                "event_type": "card.action.trigger",
+                "create_time": "1752346851837",
+                "token": self.verification_token,
+                "app_id": self.app_id,
+                "tenant_key": "736588c9260f175e",
+            },
+            "event": {
+                "operator": {"tenant_key": "736588c9260f175e", "open_id": open_id, "union_id": "on_x", "user_id": null},
+                "token": format!("c-{}", uuid::Uuid::new_v4().simple()),
+                "action": {"value": value, "tag": "button"},
+                "host": "im_message",
+                "context": {"open_message_id": open_message_id, "open_chat_id": "oc_fake"},
             },
         })
     }

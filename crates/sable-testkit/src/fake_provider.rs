@@ -76,6 +76,8 @@ pub(crate) struct FakeState {
     scripts: Mutex<VecDeque<Script>>,
     requests: Mutex<Vec<Value>>,
     latency_ms: AtomicU64,
+    /// Pause between streamed chunks of chat-completion answers (0: none).
+    chunk_gap_ms: AtomicU64,
     failing_models: Mutex<HashMap<String, u16>>,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
@@ -124,6 +126,15 @@ impl FakeProvider {
     pub fn set_latency(&self, latency: Duration) {
         self.state.latency_ms.store(
             u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+            Ordering::SeqCst,
+        );
+    }
+
+    /// Pause between the streamed chunks (words, tool-call pieces) of every OpenAI-style
+    /// answer, for a slow, typewriter-like stream.
+    pub fn set_chunk_gap(&self, gap: Duration) {
+        self.state.chunk_gap_ms.store(
+            u64::try_from(gap.as_millis()).unwrap_or(u64::MAX),
             Ordering::SeqCst,
         );
     }
@@ -231,6 +242,17 @@ async fn chat_completions(
         .unwrap_or("fake-model")
         .to_owned();
     let prompt_tokens = count_words_in_messages(&request);
+    let gap = Duration::from_millis(state.chunk_gap_ms.load(Ordering::SeqCst));
+    let paced = |body: BoxStream<'static, Result<Bytes, std::io::Error>>| {
+        if gap.is_zero() {
+            return body;
+        }
+        body.then(move |chunk| async move {
+            tokio::time::sleep(gap).await;
+            chunk
+        })
+        .boxed()
+    };
     match script {
         Script::Fail {
             status,
@@ -251,10 +273,20 @@ async fn chat_completions(
             std::future::pending::<()>().await;
             unreachable!("pending never resolves")
         }
-        Script::Reply(text) => sse_response(reply_stream(&model, &text, &[], prompt_tokens, guard)),
-        Script::ToolCalls { text, calls } => {
-            sse_response(reply_stream(&model, &text, &calls, prompt_tokens, guard))
-        }
+        Script::Reply(text) => sse_response(paced(reply_stream(
+            &model,
+            &text,
+            &[],
+            prompt_tokens,
+            guard,
+        ))),
+        Script::ToolCalls { text, calls } => sse_response(paced(reply_stream(
+            &model,
+            &text,
+            &calls,
+            prompt_tokens,
+            guard,
+        ))),
         Script::StallAfter(text) => {
             let first = stream::iter([Ok(chunk_bytes(&model, json!({"content": text}), None))]);
             sse_response(first.chain(stream::pending()).boxed())

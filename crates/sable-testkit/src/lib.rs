@@ -26,6 +26,7 @@ pub use database::{TestDatabase, shared_admin_url};
 pub use fake_feishu::{
     FakeFeishu, FeishuCallback, FeishuEventSender, FeishuMessage, FeishuRequest,
 };
+pub use fake_feishu::{FeishuCardUpdate, button_value, card_text};
 pub use fake_feishu_ws::{FakeFeishuWs, FeishuWsAck, FeishuWsConnection};
 pub use fake_mcp::{FakeMcpServer, FakeMcpState, fake_mcp_binary};
 pub use fake_provider::{FakeProvider, FakeToolCall, Script};

@@ -7,9 +7,10 @@ use uuid::fmt::Hyphenated;
 
 use super::audit::insert_events;
 use super::{begin_write, stored_now};
-use crate::feishu::{APP_COLUMNS, app_event};
+use crate::feishu::{APP_COLUMNS, CARD_COLUMNS, app_event};
 use crate::{
-    Actor, FeishuApp, FeishuEventRecord, FeishuReplyTarget, SealedFeishuSecrets, StoreError,
+    Actor, FeishuApp, FeishuCard, FeishuCardClaim, FeishuCardKind, FeishuEventRecord,
+    FeishuReplyTarget, SealedFeishuSecrets, StoreError,
 };
 
 #[derive(sqlx::FromRow)]
@@ -20,6 +21,7 @@ struct AppRow {
     base_url: String,
     agent_id: Option<String>,
     require_mention: bool,
+    stream_replies: bool,
     app_secret_sealed: Vec<u8>,
     verification_token_sealed: Vec<u8>,
     encrypt_key_sealed: Option<Vec<u8>>,
@@ -35,6 +37,7 @@ impl From<AppRow> for FeishuApp {
             base_url: row.base_url,
             agent: row.agent_id,
             require_mention: row.require_mention,
+            stream_replies: row.stream_replies,
             secrets: SealedFeishuSecrets {
                 app_secret: row.app_secret_sealed,
                 verification_token: row.verification_token_sealed,
@@ -63,8 +66,8 @@ pub(crate) async fn create_feishu_app(
     let mut tx = begin_write(pool).await?;
     let inserted = sqlx::query(
         "INSERT INTO feishu_apps (app_id, org_id, mode, base_url, agent_id, require_mention, \
-         app_secret_sealed, verification_token_sealed, encrypt_key_sealed, created_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (app_id) DO NOTHING",
+         app_secret_sealed, verification_token_sealed, encrypt_key_sealed, created_at, stream_replies) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (app_id) DO NOTHING",
     )
     .bind(&app.app_id)
     .bind(app.org_id.as_uuid().hyphenated())
@@ -76,6 +79,7 @@ pub(crate) async fn create_feishu_app(
     .bind(&app.secrets.verification_token)
     .bind(&app.secrets.encrypt_key)
     .bind(&now)
+    .bind(app.stream_replies)
     .execute(&mut *tx)
     .await?;
     if inserted.rows_affected() == 1 {
@@ -219,4 +223,87 @@ pub(crate) async fn feishu_reply_target(
         message_id: row.message_id,
         chat_id: row.chat_id,
     }))
+}
+
+#[derive(sqlx::FromRow)]
+struct CardRow {
+    card_key: String,
+    org_id: Hyphenated,
+    turn_id: Hyphenated,
+    app_id: String,
+    kind: String,
+    message_id: Option<String>,
+    #[sqlx(rename = "final")]
+    finalized: bool,
+}
+
+pub(crate) async fn claim_feishu_card(
+    pool: &SqlitePool,
+    claim: &FeishuCardClaim,
+) -> Result<FeishuCard, StoreError> {
+    sqlx::query(
+        "INSERT INTO feishu_cards (card_key, org_id, turn_id, app_id, kind, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (card_key) DO NOTHING",
+    )
+    .bind(&claim.card_key)
+    .bind(claim.org_id.as_uuid().hyphenated())
+    .bind(claim.turn_id.as_uuid().hyphenated())
+    .bind(&claim.app_id)
+    .bind(claim.kind.as_str())
+    .bind(stored_now())
+    .execute(pool)
+    .await?;
+    feishu_card(pool, &claim.card_key)
+        .await?
+        .ok_or(StoreError::NotFound("feishu card"))
+}
+
+pub(crate) async fn feishu_card(
+    pool: &SqlitePool,
+    card_key: &str,
+) -> Result<Option<FeishuCard>, StoreError> {
+    let row: Option<CardRow> = sqlx::query_as(&format!(
+        "SELECT {CARD_COLUMNS} FROM feishu_cards WHERE card_key = $1"
+    ))
+    .bind(card_key)
+    .fetch_optional(pool)
+    .await?;
+    row.map(|row| {
+        Ok(FeishuCard {
+            card_key: row.card_key,
+            org_id: row.org_id.into_uuid().into(),
+            turn_id: row.turn_id.into_uuid().into(),
+            app_id: row.app_id,
+            kind: FeishuCardKind::parse(&row.kind)?,
+            message_id: row.message_id,
+            finalized: row.finalized,
+        })
+    })
+    .transpose()
+}
+
+pub(crate) async fn record_feishu_card_message(
+    pool: &SqlitePool,
+    card_key: &str,
+    message_id: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE feishu_cards SET message_id = $2 WHERE card_key = $1 AND message_id IS NULL",
+    )
+    .bind(card_key)
+    .bind(message_id)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn finalize_feishu_card(
+    pool: &SqlitePool,
+    card_key: &str,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE feishu_cards SET final = 1 WHERE card_key = $1")
+        .bind(card_key)
+        .execute(pool)
+        .await?;
+    Ok(())
 }

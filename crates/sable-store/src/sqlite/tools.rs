@@ -48,6 +48,26 @@ struct ApprovalRow {
     created_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
     decided_at: Option<DateTime<Utc>>,
+    decided_by: Option<String>,
+}
+
+impl From<ApprovalRow> for ApprovalRecord {
+    fn from(row: ApprovalRow) -> Self {
+        Self {
+            id: row.id.into_uuid(),
+            session_id: row.session_id.into_uuid(),
+            turn_id: row.turn_id.into_uuid(),
+            tool: row.tool,
+            arguments: row.arguments,
+            status: row.status,
+            scope: row.scope,
+            comment: row.comment,
+            created_at: row.created_at,
+            expires_at: row.expires_at,
+            decided_at: row.decided_at,
+            decided_by: row.decided_by,
+        }
+    }
 }
 
 pub(crate) async fn begin_tool_round(
@@ -239,22 +259,21 @@ pub(crate) async fn approvals(
         .bind(status)
         .fetch_all(pool)
         .await?;
-    Ok(rows
-        .into_iter()
-        .map(|row| ApprovalRecord {
-            id: row.id.into_uuid(),
-            session_id: row.session_id.into_uuid(),
-            turn_id: row.turn_id.into_uuid(),
-            tool: row.tool,
-            arguments: row.arguments,
-            status: row.status,
-            scope: row.scope,
-            comment: row.comment,
-            created_at: row.created_at,
-            expires_at: row.expires_at,
-            decided_at: row.decided_at,
-        })
-        .collect())
+    Ok(rows.into_iter().map(ApprovalRecord::from).collect())
+}
+
+pub(crate) async fn approval(
+    pool: &SqlitePool,
+    org_id: OrgId,
+    approval_id: Uuid,
+) -> Result<Option<ApprovalRecord>, StoreError> {
+    let sql = format!("SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = $1 AND org_id = $2");
+    let row: Option<ApprovalRow> = sqlx::query_as(&sql)
+        .bind(approval_id.hyphenated())
+        .bind(org_id.as_uuid().hyphenated())
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(ApprovalRecord::from))
 }
 
 pub(crate) async fn decide_approval(
@@ -287,8 +306,8 @@ pub(crate) async fn decide_approval(
         "denied"
     };
     let row: StaleTurnRow = sqlx::query_as(
-        "UPDATE approvals SET status = $3, scope = $4, comment = $5, decided_at = $6 \
-         WHERE id = $1 AND org_id = $2 RETURNING turn_id AS id, org_id, session_id",
+        "UPDATE approvals SET status = $3, scope = $4, comment = $5, decided_at = $6, \
+         decided_by = $7 WHERE id = $1 AND org_id = $2 RETURNING turn_id AS id, org_id, session_id",
     )
     .bind(decision.approval_id.hyphenated())
     .bind(decision.org_id.as_uuid().hyphenated())
@@ -301,6 +320,7 @@ pub(crate) async fn decide_approval(
             .map(|comment| comment.replace('\0', "")),
     )
     .bind(&now)
+    .bind(decision.actor.id.replace('\0', ""))
     .fetch_one(&mut *tx)
     .await?;
     let wakeup = StaleWakeup::from(row);

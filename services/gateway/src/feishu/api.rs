@@ -1,6 +1,6 @@
 //! A client of the Feishu / Lark open platform: `tenant_access_token` cached per app
 //! (refreshed before expiry and on the token-invalid codes), the bot's own identity, and
-//! replies. Rate-limit answers back off and retry; nothing here logs a secret or a token.
+//! replies and card updates. Rate-limit answers back off and retry; nothing here logs a secret or a token.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -204,7 +204,8 @@ impl FeishuApi {
         Ok(open_id)
     }
 
-    /// Replies to `message_id`; `uuid` makes a repeat of the same reply a no-op at Feishu.
+    /// Replies to `message_id` and returns the new message's id; `uuid` makes a repeat
+    /// of the same reply a no-op at Feishu (the repeat answers with the first message).
     pub(crate) async fn reply(
         &self,
         app: &Credentials<'_>,
@@ -212,14 +213,31 @@ impl FeishuApi {
         msg_type: &str,
         content: &Value,
         uuid: &str,
-    ) -> Result<(), String> {
+    ) -> Result<String, String> {
         let body = json!({
             "msg_type": msg_type,
             "content": content.to_string(),
             "uuid": uuid,
         });
         let path = format!("/open-apis/im/v1/messages/{message_id}/reply");
-        self.call(app, Method::POST, &path, Some(&body))
+        let answer = self.call(app, Method::POST, &path, Some(&body)).await?;
+        Ok(answer["data"]["message_id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    /// Replaces the content of an interactive card the app sent (`PATCH`, a shared card:
+    /// `update_multi` in both the old and the new card).
+    pub(crate) async fn patch_card(
+        &self,
+        app: &Credentials<'_>,
+        message_id: &str,
+        card: &Value,
+    ) -> Result<(), String> {
+        let body = json!({"content": card.to_string()});
+        let path = format!("/open-apis/im/v1/messages/{message_id}");
+        self.call(app, Method::PATCH, &path, Some(&body))
             .await
             .map(|_| ())
     }

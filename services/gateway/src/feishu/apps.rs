@@ -10,7 +10,7 @@ use sable_store::{FeishuApp, FeishuSecrets};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{FeishuAppInput, build_app, webhook_path};
+use super::{FeishuAppInput, build_app, card_callback_path, webhook_path};
 use crate::auth::Authenticated;
 use crate::body::ApiJson;
 use crate::{ApiError, AppState};
@@ -29,6 +29,7 @@ struct CreateAppBody {
     base_url: Option<String>,
     agent: Option<String>,
     require_mention: Option<bool>,
+    stream_replies: Option<bool>,
     app_secret: String,
     verification_token: String,
     encrypt_key: Option<String>,
@@ -63,6 +64,7 @@ async fn create_app(
         base_url: body.base_url,
         agent: body.agent,
         require_mention: body.require_mention,
+        stream_replies: body.stream_replies,
         secrets: FeishuSecrets {
             app_secret: body.app_secret,
             verification_token: body.verification_token,
@@ -106,8 +108,10 @@ pub(crate) fn app_json(app: &FeishuApp) -> Value {
         "base_url": app.base_url,
         "agent": app.agent,
         "require_mention": app.require_mention,
+        "stream_replies": app.stream_replies,
         "encrypted": app.secrets.encrypt_key.is_some(),
         "webhook_path": webhook_path(&app.app_id),
+        "card_callback_path": card_callback_path(&app.app_id),
         "created_at": app.created_at,
     })
 }

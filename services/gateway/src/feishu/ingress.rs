@@ -1,7 +1,9 @@
-//! `POST /v1/channels/feishu/{app_id}/events`: Feishu's callback. Verifies (signature,
-//! verification token), decrypts, answers the URL challenge, and turns a user's text or
-//! post message into a queued turn through the same intake as `POST /v1/messages`,
-//! answering within Feishu's 3 s budget (the turn runs on a worker, never inline).
+//! `POST /v1/channels/feishu/{app_id}/events` (and its twin `…/card`, for the card
+//! callback URL): Feishu's callback. Verifies (signature, verification token), decrypts,
+//! answers the URL challenge, turns a user's text or post message into a queued turn
+//! through the same intake as `POST /v1/messages`, and a card press into an approval
+//! decision, answering within Feishu's 3 s budget (the turn runs on a worker, never
+//! inline; this gateway watches its live events for streamed and approval cards).
 //! Events are deduplicated by `event_id` and messages by `message_id`, in the store.
 //! The long connection hands its events to the same intake ([`accept_pushed_event`]).
 
@@ -23,16 +25,19 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::api::Credentials;
-use super::crypto;
+use super::{actions, crypto, stream};
 use crate::{ApiError, AppState};
 
 const SIGNATURE_HEADER: &str = "x-lark-signature";
 const TIMESTAMP_HEADER: &str = "x-lark-request-timestamp";
 const NONCE_HEADER: &str = "x-lark-request-nonce";
 const MESSAGE_EVENT: &str = "im.message.receive_v1";
+const CARD_ACTION_EVENT: &str = "card.action.trigger";
 
 pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/v1/channels/feishu/{app_id}/events", post(receive))
+    Router::new()
+        .route("/v1/channels/feishu/{app_id}/events", post(receive))
+        .route("/v1/channels/feishu/{app_id}/card", post(receive))
 }
 
 /// The plaintext callback body: a v2 event or the URL-verification handshake.
@@ -137,28 +142,45 @@ async fn receive(
     if header.app_id.as_deref().is_some_and(|id| id != app.app_id) {
         return Err(refused("the event is for another app"));
     }
-    accept_event(&state, &app, &secrets, header, callback.event).await?;
-    Ok(success())
+    match accept_event(&state, &app, &secrets, header, callback.event).await? {
+        Some(answer) => Ok(Json(answer).into_response()),
+        None => Ok(success()),
+    }
 }
 
 /// Takes a verified v2 event, pushed by webhook or over the long connection: a message
 /// event becomes a queued turn, any event is recorded once. Safe to run for the same
 /// event on any number of gateways at once: the turn is keyed by the message id in the
 /// store, the record by the event id, so a redelivery or a racing copy adds nothing.
-/// Returns once both are committed.
+/// Returns once both are committed, with the answer a card press gets (its toast and
+/// updated card).
 async fn accept_event(
     state: &AppState,
     app: &FeishuApp,
     secrets: &FeishuSecrets,
     header: EventHeader,
     event: Option<Value>,
-) -> Result<(), ApiError> {
+) -> Result<Option<Value>, ApiError> {
     if state
         .store
         .feishu_event_seen(&app.app_id, &header.event_id)
         .await?
     {
-        return Ok(());
+        return Ok(None);
+    }
+    if header.event_type == CARD_ACTION_EVENT {
+        let answer = actions::press(state, app, &secrets.app_secret, event).await?;
+        state
+            .store
+            .record_feishu_event(&FeishuEventRecord {
+                org_id: app.org_id,
+                app_id: app.app_id.clone(),
+                event_id: header.event_id,
+                event_type: header.event_type,
+                turn_id: None,
+            })
+            .await?;
+        return Ok(Some(answer));
     }
     let turn_id = if header.event_type == MESSAGE_EVENT {
         let event: MessageEvent = event
@@ -180,7 +202,7 @@ async fn accept_event(
             turn_id,
         })
         .await?;
-    Ok(())
+    Ok(None)
 }
 
 /// Takes an event pushed over the long connection: the plaintext v2 JSON a webhook
@@ -200,7 +222,11 @@ pub(crate) async fn accept_pushed_event(
     if header.app_id.as_deref().is_some_and(|id| id != app.app_id) {
         return Err(refused("the event is for another app"));
     }
-    accept_event(state, app, secrets, header, callback.event).await
+    // A card press over the long connection is decided here too; its answer (the toast
+    // and the updated card) has no way back on this path, the card is updated by API.
+    accept_event(state, app, secrets, header, callback.event)
+        .await
+        .map(|_| ())
 }
 
 fn success() -> Response {
@@ -331,18 +357,28 @@ async fn accept_message(
     let trace = TraceContext::new_root();
     let new_message = new_message(state, app, group, &message, &sender, text, &trace)?;
     let accepted = state.store.accept_message(new_message).await?;
+    let target = FeishuReplyTarget {
+        org_id: app.org_id,
+        turn_id: accepted.turn_id,
+        app_id: app.app_id.clone(),
+        message_id: message.message_id,
+        chat_id: message.chat_id,
+    };
     // Recorded before the wake-up, so the delivery always finds where to reply.
-    state
-        .store
-        .record_feishu_reply_target(&FeishuReplyTarget {
-            org_id: app.org_id,
-            turn_id: accepted.turn_id,
-            app_id: app.app_id.clone(),
-            message_id: message.message_id,
-            chat_id: message.chat_id,
-        })
-        .await?;
+    state.store.record_feishu_reply_target(&target).await?;
     if accepted.created {
+        // Subscribed before the wake-up, so no event of the turn is missed.
+        let subscription = match state
+            .bus
+            .subscribe_events(app.org_id, accepted.session_id)
+            .await
+        {
+            Ok(subscription) => Some(subscription),
+            Err(error) => {
+                tracing::warn!(%error, "feishu turn not watched: no streamed or approval cards");
+                None
+            }
+        };
         let labels = TurnLabels {
             org_id: app.org_id.to_string(),
             session_id: accepted.session_id.to_string(),
@@ -354,6 +390,9 @@ async fn accept_message(
             .intake
             .publish_wakeup(app.org_id, &accepted, &labels, &trace)
             .await;
+        if let Some(subscription) = subscription {
+            stream::watch(state, app, &secrets.app_secret, target, subscription);
+        }
     }
     Ok(Some(accepted.turn_id))
 }

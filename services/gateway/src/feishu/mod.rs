@@ -1,14 +1,18 @@
 //! The Feishu / Lark channel: apps per org (admin routes), webhook and long-connection
-//! ingress that turn `im.message.receive_v1` into queued turns, and replies sent by the
-//! dispatcher.
+//! ingress that turn `im.message.receive_v1` into queued turns and card presses into
+//! approval decisions, replies sent by the dispatcher, streamed reply cards and approval
+//! cards.
 
+mod actions;
 mod api;
 pub(crate) mod apps;
+mod cards;
 mod crypto;
 pub(crate) mod ingress;
 pub(crate) mod long_connection;
 mod pbbp2;
 pub(crate) mod reply;
+mod stream;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,6 +39,8 @@ pub struct FeishuConfig {
     /// How often the apps are reread, so `long-connection` apps added or removed later
     /// connect or disconnect.
     pub apps_refresh: Duration,
+    /// A streamed reply card is updated at most once per this interval.
+    pub stream_interval: Duration,
 }
 
 /// The Feishu half of the gateway's shared state.
@@ -42,6 +48,7 @@ pub struct FeishuConfig {
 pub(crate) struct FeishuState {
     pub secrets_key: Option<SecretsKey>,
     pub api: Arc<FeishuApi>,
+    pub stream_interval: Duration,
 }
 
 impl FeishuState {
@@ -53,6 +60,7 @@ impl FeishuState {
                 config.rate_limit_backoff,
                 config.max_rate_limit_retries,
             )),
+            stream_interval: config.stream_interval,
         }
     }
 }
@@ -66,6 +74,8 @@ pub struct FeishuAppInput {
     pub base_url: Option<String>,
     pub agent: Option<String>,
     pub require_mention: Option<bool>,
+    /// Replies stream into a card (default on).
+    pub stream_replies: Option<bool>,
     pub secrets: FeishuSecrets,
 }
 
@@ -73,6 +83,12 @@ pub struct FeishuAppInput {
 /// public origin).
 pub fn webhook_path(app_id: &str) -> String {
     format!("/v1/channels/feishu/{app_id}/events")
+}
+
+/// The path that may be given as the app's card callback URL (the request URL works
+/// too: both take events and card actions).
+pub fn card_callback_path(app_id: &str) -> String {
+    format!("/v1/channels/feishu/{app_id}/card")
 }
 
 /// Validates an app and seals its secrets; the error says which field is wrong.
@@ -135,6 +151,7 @@ pub fn build_app(
         base_url,
         agent: input.agent,
         require_mention: input.require_mention.unwrap_or(true),
+        stream_replies: input.stream_replies.unwrap_or(true),
         created_at: chrono::Utc::now(),
     })
 }

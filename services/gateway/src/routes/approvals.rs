@@ -96,39 +96,26 @@ async fn decide(
             "comment: at most {MAX_COMMENT_CHARS} characters, no NUL"
         )));
     }
-    let outcome = state
-        .store
-        .decide_approval(ApprovalDecision {
+    let outcome = decide_and_wake(
+        &state,
+        ApprovalDecision {
             org_id: caller.org_id,
             approval_id,
             approve,
             scope: scope.clone(),
             comment: body.comment,
             actor: caller.actor.clone(),
-        })
-        .await?;
-    let wakeup = match outcome {
-        DecisionOutcome::Decided(wakeup) => wakeup,
+        },
+    )
+    .await?;
+    let turn_id = match outcome {
+        DecisionOutcome::Decided(wakeup) => wakeup.id.to_string(),
         DecisionOutcome::AlreadyDecided(status) => {
             return Err(ApiError::Conflict(format!(
                 "approval {approval_id} is already {status}"
             )));
         }
     };
-    let turn_id = wakeup.id.to_string();
-    // A fresh message id: the turn's own id is likely still in the duplicate window.
-    let message_id = format!("{turn_id}.approval.{approval_id}");
-    wake_turn(
-        &state,
-        TurnWakeup {
-            turn_id: turn_id.clone(),
-            org_id: wakeup.org_id.to_string(),
-            session_id: wakeup.session_id.to_string(),
-        },
-        &message_id,
-        None,
-    )
-    .await;
     let status = if approve { "approved" } else { "denied" };
     Ok(Json(json!({
         "approval_id": approval_id,
@@ -136,6 +123,34 @@ async fn decide(
         "scope": scope,
         "turn_id": turn_id,
     })))
+}
+
+/// Records a decision on a pending approval and wakes its parked turn, which resumes
+/// exactly the call that waited: the one path of `POST /v1/approvals/{id}` and of a press
+/// on a Feishu approval card. A decided (or expired) approval changes nothing.
+pub(crate) async fn decide_and_wake(
+    state: &AppState,
+    decision: ApprovalDecision,
+) -> Result<DecisionOutcome, ApiError> {
+    let approval_id = decision.approval_id;
+    let outcome = state.store.decide_approval(decision).await?;
+    if let DecisionOutcome::Decided(wakeup) = &outcome {
+        let turn_id = wakeup.id.to_string();
+        // A fresh message id: the turn's own id is likely still in the duplicate window.
+        let message_id = format!("{turn_id}.approval.{approval_id}");
+        wake_turn(
+            state,
+            TurnWakeup {
+                turn_id,
+                org_id: wakeup.org_id.to_string(),
+                session_id: wakeup.session_id.to_string(),
+            },
+            &message_id,
+            None,
+        )
+        .await;
+    }
+    Ok(outcome)
 }
 
 fn approval_json(approval: &ApprovalRecord) -> Value {
@@ -151,5 +166,6 @@ fn approval_json(approval: &ApprovalRecord) -> Value {
         "created_at": approval.created_at,
         "expires_at": approval.expires_at,
         "decided_at": approval.decided_at,
+        "decided_by": approval.decided_by,
     })
 }

@@ -1,7 +1,7 @@
 //! `GET/POST /v1/channels/feishu/apps`, `DELETE /v1/channels/feishu/apps/{app_id}`
 //! (`feishu/apps.rs`, admin keys) and Feishu's callback
 //! `POST /v1/channels/feishu/{app_id}/events` (`feishu/ingress.rs`, verified by the app's
-//! token and signature instead of a key).
+//! token and signature instead of a key), with its twin `…/card` for card actions.
 
 use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
@@ -285,6 +285,69 @@ async fn message_events_that_cannot_become_turns_are_refused_and_not_recorded() 
 }
 
 #[tokio::test]
+async fn card_actions_that_fail_verification_or_name_no_card_of_the_app_decide_nothing()
+-> anyhow::Result<()> {
+    let app = TestApp::spawn(Backend::Sqlite).await?;
+    let seeded = app.seed(&app.org).await?;
+    let feishu_app = seeded.feishu_app_id;
+    // The seed's turn was parked through the API: its approval has no card of this app.
+    let approval_id = seeded.approval_id;
+    let card = || Call::post(format!("/v1/channels/feishu/{feishu_app}/card"));
+    let press = |event_id: &str, token: &str, event: Value| {
+        json!({
+            "schema": "2.0",
+            "header": {"event_id": event_id, "event_type": "card.action.trigger", "token": token},
+            "event": event,
+        })
+    };
+    let approve = json!({
+        "operator": {"open_id": "ou_presser"},
+        "action": {"value": {"approval_id": approval_id, "decision": "approve"}, "tag": "button"},
+    });
+    app.assert_refused(vec![
+        refusal(
+            "a press with the wrong token",
+            card().json(press("p-token", "guess", approve.clone())),
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+        ),
+        refusal(
+            "a press of the wrong shape",
+            card().json(press("p-shape", "verification-token", json!({"action": 5}))),
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+        ),
+    ])
+    .await?;
+
+    for (event_id, event) in [
+        ("p-foreign", approve.clone()),
+        (
+            "p-no-value",
+            json!({"operator": {"open_id": "ou_presser"}, "action": {"value": {}}}),
+        ),
+        (
+            "p-decision",
+            json!({"operator": {"open_id": "ou_presser"},
+                   "action": {"value": {"approval_id": approval_id, "decision": "maybe"}}}),
+        ),
+    ] {
+        let answered = app
+            .accepted(card().json(press(event_id, "verification-token", event)))
+            .await?;
+        assert_eq!(answered.body["toast"]["type"], "error", "{}", answered.body);
+    }
+    let approval = app
+        .store
+        .approval(app.org.id, approval_id.parse()?)
+        .await?
+        .expect("the seeded approval");
+    assert_eq!(approval.status, "pending", "a press decided it");
+    assert_eq!(approval.decided_by, None);
+    Ok(())
+}
+
+#[tokio::test]
 async fn without_a_secrets_key_the_feishu_routes_are_503() -> anyhow::Result<()> {
     let app = TestApp::spawn_with(Backend::Sqlite, |config| {
         config.feishu.secrets_key = None;
@@ -299,6 +362,7 @@ async fn without_a_secrets_key_the_feishu_routes_are_503() -> anyhow::Result<()>
         base_url: None,
         agent: None,
         require_mention: None,
+        stream_replies: None,
         secrets: sable_store::FeishuSecrets {
             app_secret: "app-secret".to_owned(),
             verification_token: "verification-token".to_owned(),

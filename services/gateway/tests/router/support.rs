@@ -349,6 +349,7 @@ pub fn test_config() -> anyhow::Result<GatewayConfig> {
             secrets_key: Some(SecretsKey::from_base64(&SecretsKey::generate_base64())?),
             client: reqwest::Client::builder().build()?,
             rate_limit_backoff: Duration::from_millis(10),
+            stream_interval: Duration::from_millis(50),
             max_rate_limit_retries: 0,
             apps_refresh: Duration::from_secs(1),
         },
