@@ -358,3 +358,94 @@ async fn a_repeated_idempotency_key_answers_with_the_first_turn() -> anyhow::Res
     assert_eq!(stack.scalar("SELECT count(*) FROM turns").await?, 1);
     Ok(())
 }
+
+/// An agents folder of its own: `default`, and `careful`, whose `time` calls wait for a
+/// person's approval.
+fn agents_with_an_approval_gate() -> anyhow::Result<std::path::PathBuf> {
+    let dir = std::env::temp_dir().join(format!("sable-openai-{}", uuid::Uuid::new_v4().simple()));
+    for (relative, text) in [
+        ("default/agent.toml", "[tools]\nallow = [\"time\"]\n"),
+        ("default/AGENT.md", "You are default."),
+        (
+            "careful/agent.toml",
+            "[tools]\nallow = [\"time\"]\nrequire_approval = [\"time\"]\n",
+        ),
+        ("careful/AGENT.md", "You ask before reading the clock."),
+    ] {
+        let path = dir.join(relative);
+        std::fs::create_dir_all(path.parent().context("a parent")?)?;
+        std::fs::write(path, text)?;
+    }
+    Ok(dir)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_turn_waiting_for_approval_answers_409_and_its_answer_lands_in_the_session()
+-> anyhow::Result<()> {
+    let agents = agents_with_an_approval_gate()?;
+    let stack = TestStack::start(StackOptions {
+        gateways: 1,
+        workers: 1,
+        env: vec![("SABLE_AGENTS_DIR", agents.display().to_string())],
+        ..StackOptions::default()
+    })
+    .await?;
+    let chat = |text: &str| {
+        stack
+            .http
+            .post(stack.url(0, "/v1/chat/completions"))
+            .bearer_auth(&stack.key)
+            .header("X-Sable-Conversation", "gated-thread")
+            .json(
+                &json!({"model": "agent:careful", "messages": [{"role": "user", "content": text}]}),
+            )
+            .send()
+    };
+    let parked = chat("what time is it #tool=time").await?;
+    assert_eq!(parked.status(), StatusCode::CONFLICT);
+    assert_eq!(parked.headers()["x-should-retry"], "false");
+    let turn_id = parked.headers()["x-sable-turn-id"].to_str()?.to_owned();
+    let error: Value = parked.json().await?;
+    assert_eq!(error["error"]["code"], "approval_required", "{error}");
+
+    let approval =
+        sable_testkit::wait_for("the approval", crate::support::TURN_TIMEOUT, || async {
+            let (_, list) = stack.get(0, "/v1/approvals?status=pending").await.ok()?;
+            list["approvals"]
+                .as_array()?
+                .iter()
+                .find(|approval| approval["turn_id"] == turn_id.as_str())
+                .cloned()
+        })
+        .await?;
+    assert_eq!(approval["tool"], "time");
+    let decided = stack
+        .http
+        .post(stack.url(
+            0,
+            &format!(
+                "/v1/approvals/{}",
+                approval["approval_id"].as_str().unwrap_or_default()
+            ),
+        ))
+        .bearer_auth(&stack.key)
+        .json(&json!({"decision": "approve"}))
+        .send()
+        .await?;
+    assert_eq!(decided.status(), StatusCode::OK);
+    let done = stack.wait_for_final_turn(&turn_id).await?;
+    assert!(
+        done["reply"]["text"]
+            .as_str()
+            .is_some_and(|text| text.starts_with("tool said: ")),
+        "{done}"
+    );
+
+    let next = chat("thanks").await?;
+    assert_eq!(next.status(), StatusCode::OK);
+    let session = next.headers()["x-sable-session-id"].to_str()?.to_owned();
+    let answer: Value = next.json().await?;
+    assert_eq!(answer["choices"][0]["message"]["content"], "echo: thanks");
+    assert_eq!(done["session_id"], session.as_str());
+    Ok(())
+}
