@@ -66,6 +66,21 @@ ensure_mcp_server_time() {
     || fail "python3 cannot import mcp_server_time after installing it"
 }
 
+# The official OpenAI Python SDK, pinned, for tests/e2e/openai.rs (tests/e2e/openai_client.py
+# drives the gateway's OpenAI-compatible routes with it).
+SABLE_OPENAI_SDK="openai==3.57.0"
+ensure_openai_sdk() {
+  command -v python3 >/dev/null || apt_install python3 python3-pip
+  python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("openai") != "3.57.0")' 2>/dev/null && return 0
+  python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+  echo "installing $SABLE_OPENAI_SDK (PyPI) ..." >&2
+  python3 -m pip install --quiet "$SABLE_OPENAI_SDK" >&2 \
+    || python3 -m pip install --quiet --break-system-packages "$SABLE_OPENAI_SDK" >&2 \
+    || fail "pip install $SABLE_OPENAI_SDK failed (the OpenAI-compatible API tests drive it)"
+  python3 -c 'import openai, httpx2' 2>/dev/null \
+    || fail "python3 cannot import the openai SDK after installing it"
+}
+
 # The chart and Compose checks of tests/e2e/deploy.rs (helm/tests/chart.py): Helm v4's
 # engine as a library (helm-python-sdk), the Kubernetes schemas (kubernetes-validate)
 # and the Compose specification's schema (vendored by check-jsonschema), from PyPI at

@@ -19,6 +19,7 @@ mod hostile_clients;
 mod idempotency;
 mod mcp;
 mod metrics;
+mod openai;
 mod ordering;
 mod outages;
 mod provider_failures;

@@ -168,6 +168,7 @@ fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::health::router())
         .merge(routes::messages::router())
+        .merge(routes::openai::router())
         .merge(routes::turns::router())
         .merge(routes::sessions::router())
         .merge(routes::approvals::router())

@@ -15,7 +15,7 @@ use sable_core::{
 };
 use sable_proto::v1::TurnWakeup;
 use sable_runtime::Inbound;
-use sable_store::{AcceptedTurn, NewMessage, SessionTarget};
+use sable_store::{AcceptedTurn, SessionTarget};
 use sable_telemetry::TraceContext;
 use sable_telemetry::genai::{self, TurnLabels};
 use serde::Deserialize;
@@ -68,7 +68,6 @@ async fn post_message(
     headers: HeaderMap,
     ApiJson(body): ApiJson<PostMessageBody>,
 ) -> Result<Response, ApiError> {
-    let incoming = incoming_trace(&headers);
     let span = tracing::info_span!(
         "http.post_message",
         otel.name = "POST /v1/messages",
@@ -78,14 +77,21 @@ async fn post_message(
         org_id = %caller.org_id,
         turn_id = tracing::field::Empty,
     );
-    if let Some(parent) = &incoming {
-        genai::set_parent(&span, parent, &TurnLabels::default());
-    }
-    let trace = genai::trace_context_of(&span)
-        .unwrap_or_else(|| incoming.map_or_else(TraceContext::new_root, |parent| parent.child()));
+    let trace = continue_trace(&span, &headers);
     accept_and_reply(state, caller, headers, body, trace)
         .instrument(span)
         .await
+}
+
+/// The request's trace context: a child of the caller's `traceparent` when it sent one
+/// (made the parent of `span`), else a new root.
+pub(crate) fn continue_trace(span: &tracing::Span, headers: &HeaderMap) -> TraceContext {
+    let incoming = incoming_trace(headers);
+    if let Some(parent) = &incoming {
+        genai::set_parent(span, parent, &TurnLabels::default());
+    }
+    genai::trace_context_of(span)
+        .unwrap_or_else(|| incoming.map_or_else(TraceContext::new_root, |parent| parent.child()))
 }
 
 async fn accept_and_reply(
@@ -96,38 +102,10 @@ async fn accept_and_reply(
     trace: TraceContext,
 ) -> Result<Response, ApiError> {
     let mode = reply_mode(&headers, body.wait);
-    let user_id = body
-        .conversation
-        .as_ref()
-        .and_then(|conversation| conversation.user_id.clone());
-    let message = parse_message(&state, &caller, body, &trace)?;
-    let accepted = state.store.accept_message(message).await?;
-    let labels = TurnLabels {
-        org_id: caller.org_id.to_string(),
-        session_id: accepted.session_id.to_string(),
-        user_id,
-        // The worker names the trace after the agent, which it resolves.
-        trace_name: String::new(),
-        tags: vec!["channel:api".to_owned()],
-    };
-    let span = tracing::Span::current();
-    span.record("turn_id", tracing::field::display(accepted.turn_id));
-    labels.annotate(&span);
-    // Subscribe before the wake-up goes out so no event of this turn can be missed.
-    let subscription = match mode {
-        ReplyMode::Accepted => None,
-        ReplyMode::Wait | ReplyMode::Stream => state
-            .bus
-            .subscribe_events(caller.org_id, accepted.session_id)
-            .await
-            .ok(),
-    };
-    if accepted.created {
-        state
-            .intake
-            .publish_wakeup(caller.org_id, &accepted, &labels, &trace)
-            .await;
-    }
+    let inbound = parse_inbound(&state, &caller, body, &trace)?;
+    let subscribe = !matches!(mode, ReplyMode::Accepted);
+    let (accepted, subscription) =
+        accept(&state, inbound, subscribe, vec!["channel:api".to_owned()]).await?;
     match mode {
         ReplyMode::Accepted => Ok(accepted_response(&accepted, StatusCode::ACCEPTED)),
         ReplyMode::Wait => {
@@ -142,6 +120,55 @@ async fn accept_and_reply(
             subscription,
         )),
     }
+}
+
+/// The one intake path of the API's doors (`/v1/messages`, the OpenAI-compatible
+/// routes): routes and accepts the message (idempotency and audit happen in the store's
+/// statement), labels the request's span with the turn, subscribes to the session's
+/// live events when `subscribe` (before the wake-up goes out, so no event of this turn
+/// can be missed), and publishes the wake-up of a new turn.
+pub(crate) async fn accept(
+    state: &AppState,
+    inbound: Inbound,
+    subscribe: bool,
+    tags: Vec<String>,
+) -> Result<(AcceptedTurn, Option<sable_bus::EventSubscription>), ApiError> {
+    let (org_id, trace) = (inbound.org_id, inbound.trace);
+    let user_id = match &inbound.target {
+        SessionTarget::Conversation { user_id, .. } => user_id.clone(),
+        _ => None,
+    };
+    let accepted = state
+        .store
+        .accept_message(state.intake.route(inbound)?)
+        .await?;
+    let labels = TurnLabels {
+        org_id: org_id.to_string(),
+        session_id: accepted.session_id.to_string(),
+        user_id,
+        // The worker names the trace after the agent, which it resolves.
+        trace_name: String::new(),
+        tags,
+    };
+    let span = tracing::Span::current();
+    span.record("turn_id", tracing::field::display(accepted.turn_id));
+    labels.annotate(&span);
+    let subscription = if subscribe {
+        state
+            .bus
+            .subscribe_events(org_id, accepted.session_id)
+            .await
+            .ok()
+    } else {
+        None
+    };
+    if accepted.created {
+        state
+            .intake
+            .publish_wakeup(org_id, &accepted, &labels, &trace)
+            .await;
+    }
+    Ok((accepted, subscription))
 }
 
 fn reply_mode(headers: &HeaderMap, wait: bool) -> ReplyMode {
@@ -164,12 +191,12 @@ fn incoming_trace(headers: &HeaderMap) -> Option<TraceContext> {
 }
 
 /// Turns the body into a validated message, refusing anything malformed with 4xx.
-fn parse_message(
+fn parse_inbound(
     state: &AppState,
     caller: &Authenticated,
     body: PostMessageBody,
     trace: &TraceContext,
-) -> Result<NewMessage, ApiError> {
+) -> Result<Inbound, ApiError> {
     let invalid = |error: sable_core::InputError| ApiError::Validation(error.to_string());
     let target = match (body.session_id, body.conversation) {
         (Some(_), Some(_)) => {
@@ -188,7 +215,7 @@ fn parse_message(
         },
         (None, None) => SessionTarget::New,
     };
-    let inbound = Inbound {
+    Ok(Inbound {
         org_id: caller.org_id,
         channel: parse_channel(state, body.channel.as_deref())?,
         target,
@@ -205,8 +232,7 @@ fn parse_message(
             .map_err(invalid)?,
         trace: *trace,
         actor: caller.actor.clone(),
-    };
-    Ok(state.intake.route(inbound)?)
+    })
 }
 
 /// A channel the API may ask for; `webhook` only when this gateway has a webhook URL.
