@@ -1918,6 +1918,36 @@ fn feishu_app(org_id: OrgId, app_id: &str, key: &SecretsKey) -> FeishuApp {
     }
 }
 
+/// Adds a `long-connection` app to `org` and finds it (alone) among every org's apps of
+/// that mode.
+async fn assert_long_connection_apps_are_listed_across_orgs(
+    store: &Store,
+    org: OrgId,
+    key: &SecretsKey,
+) -> anyhow::Result<()> {
+    let long_connection = FeishuApp {
+        mode: "long-connection".into(),
+        ..feishu_app(org, "cli_c", key)
+    };
+    assert!(
+        store
+            .create_feishu_app(&long_connection, &Actor::system())
+            .await?
+    );
+    let in_mode: Vec<String> = store
+        .feishu_apps_in_mode("long-connection")
+        .await?
+        .into_iter()
+        .map(|app| app.app_id)
+        .collect();
+    assert_eq!(
+        in_mode,
+        ["cli_c"],
+        "every org's apps of that mode, no other"
+    );
+    Ok(())
+}
+
 async fn feishu_apps_are_per_org_unique_and_keep_their_secrets_sealed(
     store: Store,
 ) -> anyhow::Result<()> {
@@ -1948,26 +1978,7 @@ async fn feishu_apps_are_per_org_unique_and_keep_their_secrets_sealed(
         .collect();
     assert_eq!(listed, ["cli_a", "cli_b"]);
     assert!(store.feishu_apps(other).await?.is_empty());
-    let long_connection = FeishuApp {
-        mode: "long-connection".into(),
-        ..feishu_app(other, "cli_c", &key)
-    };
-    assert!(
-        store
-            .create_feishu_app(&long_connection, &Actor::system())
-            .await?
-    );
-    let in_mode: Vec<String> = store
-        .feishu_apps_in_mode("long-connection")
-        .await?
-        .into_iter()
-        .map(|app| app.app_id)
-        .collect();
-    assert_eq!(
-        in_mode,
-        ["cli_c"],
-        "every org's apps of that mode, no other"
-    );
+    assert_long_connection_apps_are_listed_across_orgs(&store, other, &key).await?;
 
     let found = store.feishu_app("cli_a").await?.expect("found");
     assert_eq!(found.org_id, org);
