@@ -19,7 +19,8 @@ CREATE TABLE audit_events (
     details       TEXT NOT NULL DEFAULT '{}'
 ) STRICT;
 CREATE INDEX audit_events_by_org_time ON audit_events (org_id, time DESC, id DESC);
-CREATE INDEX audit_events_by_turn ON audit_events (turn_id) WHERE turn_id IS NOT NULL;
+-- No index of its own on turn_id: each plain turn inserts four events, and turn or
+-- session filters read the org's time index (docs/BENCHMARKS.md, the audit's cost).
 
 CREATE TABLE audit_chain (
     org_id     TEXT NOT NULL,
