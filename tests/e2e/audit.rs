@@ -10,27 +10,11 @@ use reqwest::StatusCode;
 use sable_testkit::{FakeToolCall, Script, workspace_root};
 use serde_json::{Value, json};
 
+use crate::provider_layer::MODELS_WITH_FALLBACK;
 use crate::support::{StackOptions, TURN_TIMEOUT, TestStack, assert_error, run_sable};
 
 /// Seal every 100 ms so a test sees sequence numbers within moments.
 const FAST_SEALING: (&str, &str) = ("SABLE_AUDIT_SEAL_INTERVAL_MS", "100");
-
-const MODELS: &str = r#"
-[retry]
-max_retries = 2
-base_delay_ms = 10
-max_delay_ms = 50
-cooldown_ms = 60000
-
-[profiles.default]
-provider = "openai"
-model = "fake-model"
-fallbacks = ["backup"]
-
-[profiles.backup]
-provider = "openai"
-model = "backup-model"
-"#;
 
 /// Agents `default` and `careful` (whose `memory` calls need approval) and a models file
 /// whose default profile fails over to `backup`.
@@ -51,7 +35,7 @@ fn config() -> anyhow::Result<Vec<(&'static str, String)>> {
         std::fs::write(folder.join("agent.toml"), toml)?;
         std::fs::write(folder.join("AGENT.md"), format!("You are {agent}."))?;
     }
-    std::fs::write(dir.join("models.toml"), MODELS)?;
+    std::fs::write(dir.join("models.toml"), MODELS_WITH_FALLBACK)?;
     Ok(vec![
         ("SABLE_AGENTS_DIR", dir.join("agents").display().to_string()),
         (

@@ -44,7 +44,8 @@ fn copy_dir(from: &PathBuf, to: &PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-const MODELS_WITH_FALLBACK: &str = r#"
+/// A default profile that fails over to `backup` (shared with the audit tests).
+pub(crate) const MODELS_WITH_FALLBACK: &str = r#"
 [retry]
 max_retries = 2
 base_delay_ms = 10
