@@ -16,6 +16,7 @@ mod dispatcher;
 mod error;
 mod feishu;
 mod limits;
+pub mod permissions;
 mod routes;
 mod serve;
 #[doc(hidden)]
@@ -42,6 +43,7 @@ pub use feishu::{
     build_app as build_feishu_app, webhook_path as feishu_webhook_path,
 };
 pub use limits::{MAX_HEADER_BYTES, MAX_URI_BYTES};
+pub use routes::keys::DEFAULT_KEY_ROLE;
 pub use serve::HttpLimits;
 pub use webhook::WebhookChannel;
 
@@ -85,6 +87,8 @@ pub struct GatewayConfig {
     pub feishu: FeishuConfig,
     /// The audit trail's sealer and retention.
     pub audit: AuditConfig,
+    /// The platform administrator's bootstrap key (`SABLE_ADMIN_KEY`), if any.
+    pub admin_key: Option<sable_core::Secret>,
 }
 
 /// Shared by every request handler.
@@ -176,6 +180,7 @@ fn router(state: AppState) -> Router {
         .merge(routes::metrics::router())
         .merge(routes::diagnostics::router())
         .merge(routes::keys::router())
+        .merge(routes::orgs::router())
         .merge(routes::agents::router())
         .merge(routes::tools::router())
         .merge(routes::audit::router())
@@ -185,6 +190,10 @@ fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|method: axum::http::Method| async move {
             ApiError::MethodNotAllowed(method.to_string())
         })
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            permissions::enforce,
+        ))
         .route_layer(axum::middleware::from_fn(routes::metrics::record))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(limits::refuse_oversized))

@@ -39,7 +39,6 @@ async fn list_apps(
     State(state): State<AppState>,
     caller: Authenticated,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
     let apps = state.store.feishu_apps(caller.org_id).await?;
     Ok(Json(
         json!({"apps": apps.iter().map(app_json).collect::<Vec<_>>()}),
@@ -51,7 +50,6 @@ async fn create_app(
     caller: Authenticated,
     ApiJson(body): ApiJson<CreateAppBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    caller.require_admin()?;
     let key = state
         .feishu
         .secrets_key
@@ -91,7 +89,6 @@ async fn remove_app(
     caller: Authenticated,
     Path(app_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    caller.require_admin()?;
     let removed = state
         .store
         .remove_feishu_app(Some(caller.org_id), &app_id, &caller.actor)

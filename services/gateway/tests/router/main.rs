@@ -36,6 +36,7 @@ mod feishu;
 mod health;
 mod keys;
 mod messages;
+mod permissions;
 mod router;
 mod sessions;
 mod support;
