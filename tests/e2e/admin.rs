@@ -140,7 +140,7 @@ async fn admin_keys_manage_their_orgs_keys_through_the_api_and_no_other_orgs() -
         reqwest::Method::POST,
         "/v1/keys",
         &admin_key,
-        Some(json!({"name": "ci bot"})),
+        Some(json!({"name": "ci bot", "role": "member"})),
     )
     .await?;
     assert_eq!(status, StatusCode::CREATED, "{created}");

@@ -59,6 +59,8 @@ fn is_connection_loss(code: Option<&str>) -> bool {
 fn is_missing_schema(error: &dyn sqlx::error::DatabaseError) -> bool {
     matches!(error.code().as_deref(), Some("3D000" | "42P01"))
         || error.message().starts_with("no such table")
+        // The application's role is made by the first migration.
+        || error.message() == format!("role \"{}\" does not exist", crate::APP_ROLE)
 }
 
 impl StoreError {

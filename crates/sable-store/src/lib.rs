@@ -334,14 +334,27 @@ const IDLE_PING_AFTER: Duration = Duration::from_secs(10);
 pub struct PgStore {
     pool: PgPool,
     audit: bool,
+    /// How the table owner connects (migrations only); `None` for a store made from a
+    /// pool, which migrates through it.
+    owner: Option<Arc<PgConnectOptions>>,
 }
+
+/// The database role the application's connections act as: row-level security binds it
+/// (the migrations' `0013 row level security`).
+pub const APP_ROLE: &str = "sable_app";
 
 impl PgStore {
     pub fn connect_lazy(url: &str, options: &StoreOptions) -> Result<Self, StoreError> {
-        let connect_options: PgConnectOptions = url
+        let owner: PgConnectOptions = url
             .parse::<PgConnectOptions>()
             .map_err(StoreError::Config)?
             .log_statements(tracing::log::LevelFilter::Trace);
+        // Every pooled connection acts as the application's role, across orgs unless a
+        // transaction scopes it to one (`scoped`): set at connection start, so no query
+        // pays a round trip for it.
+        let connect_options = owner
+            .clone()
+            .options([("role", APP_ROLE), ("sable.org_id", "*")]);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
@@ -360,11 +373,30 @@ impl PgStore {
         Ok(Self {
             pool,
             audit: options.audit,
+            owner: Some(Arc::new(owner)),
         })
     }
 
     pub fn from_pool(pool: PgPool) -> Self {
-        Self { pool, audit: true }
+        Self {
+            pool,
+            audit: true,
+            owner: None,
+        }
+    }
+
+    /// A transaction that sees and writes only `org_id`'s rows, whatever its queries say
+    /// (row-level security); the API's reads run in one.
+    pub async fn scoped(
+        &self,
+        org_id: OrgId,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT set_config('sable.org_id', $1, true)")
+            .bind(org_id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -374,12 +406,22 @@ impl PgStore {
     pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
         use sqlx::migrate::Migrate;
         let migrator = sqlx::migrate!("./migrations");
-        let before = {
-            let mut connection = self.pool.acquire().await?;
-            connection.ensure_migrations_table().await?;
-            connection.list_applied_migrations().await?
+        // As the table owner: the application's role may not change the schema (and
+        // does not exist before the first migration).
+        let Some(owner) = &self.owner else {
+            let before = {
+                let mut connection = self.pool.acquire().await?;
+                connection.ensure_migrations_table().await?;
+                connection.list_applied_migrations().await?
+            };
+            migrator.run(&self.pool).await?;
+            return Ok(newly_applied(&migrator, &before));
         };
-        migrator.run(&self.pool).await?;
+        let mut connection = sqlx::ConnectOptions::connect(owner.as_ref()).await?;
+        connection.ensure_migrations_table().await?;
+        let before = connection.list_applied_migrations().await?;
+        migrator.run_direct(&mut connection).await?;
+        sqlx::Connection::close(connection).await?;
         Ok(newly_applied(&migrator, &before))
     }
 

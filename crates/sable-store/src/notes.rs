@@ -152,7 +152,9 @@ impl PgStore {
         org_id: OrgId,
         filter: &SessionFilter,
     ) -> Result<Vec<SessionInfo>, StoreError> {
-        Ok(sqlx::query_as(&list_sessions_sql("uuid"))
+        // An API read: row-level security holds it to the org whatever the SQL says.
+        let mut scoped = self.scoped(org_id).await?;
+        let sessions = sqlx::query_as(&list_sessions_sql("uuid"))
             .bind(org_id.as_uuid())
             .bind(filter.conversation.as_deref())
             .bind(filter.user_id.as_deref())
@@ -160,8 +162,10 @@ impl PgStore {
             .bind(filter.channel.as_deref())
             .bind(filter.before.map(|id| id.as_uuid()))
             .bind(filter.limit)
-            .fetch_all(&self.pool)
-            .await?)
+            .fetch_all(&mut *scoped)
+            .await?;
+        scoped.commit().await?;
+        Ok(sessions)
     }
 
     /// Moves the conversation `from` is bound to onto `to` (one of the same user's

@@ -149,14 +149,17 @@ impl PgStore {
         session_id: SessionId,
     ) -> Result<Vec<MessageRecord>, StoreError> {
         self.ensure_session_in_org(org_id, session_id).await?;
+        // An API read: row-level security holds it to the org whatever the SQL says.
+        let mut scoped = self.scoped(org_id).await?;
         let rows: Vec<MessageRow> = sqlx::query_as(
             "SELECT id, turn_id, role, content, created_at FROM messages \
              WHERE session_id = $1 AND org_id = $2 ORDER BY turn_seq, position",
         )
         .bind(session_id.as_uuid())
         .bind(org_id.as_uuid())
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *scoped)
         .await?;
+        scoped.commit().await?;
         rows.into_iter()
             .map(|row| {
                 Ok(MessageRecord {

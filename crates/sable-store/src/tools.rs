@@ -293,11 +293,15 @@ impl PgStore {
             "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE org_id = $1 AND ($2::text IS NULL OR status = $2) \
              ORDER BY created_at DESC LIMIT 500"
         );
-        Ok(sqlx::query_as(&sql)
+        // An API read: row-level security holds it to the org whatever the SQL says.
+        let mut scoped = self.scoped(org_id).await?;
+        let approvals = sqlx::query_as(&sql)
             .bind(org_id.as_uuid())
             .bind(status)
-            .fetch_all(&self.pool)
-            .await?)
+            .fetch_all(&mut *scoped)
+            .await?;
+        scoped.commit().await?;
+        Ok(approvals)
     }
 
     /// The org's approval with this id.
