@@ -2,8 +2,11 @@
 //! `/mcp` of a real gateway (with a worker and the fake provider), lists the org's agents
 //! as `ask_<agent>` tools and calls one, continues its session, reads the session as a
 //! resource and an agent's system prompt as a prompt; another org's key sees the same
-//! agents but none of the first org's sessions.
+//! agents but none of the first org's sessions. The same again with the official MCP
+//! Python SDK (`tests/e2e/mcp_client.py`, installed by `scripts/services.sh`), which
+//! negotiates an older protocol version than rmcp.
 
+use anyhow::Context;
 use reqwest::StatusCode;
 use rmcp::model::{
     CallToolRequestParams, CallToolResult, ClientCapabilities, ClientConfig,
@@ -350,6 +353,91 @@ async fn mcp_without_a_valid_key_is_refused_before_any_mcp_handling_and_any_host
     assert!(
         connect(&stack, "sk-not-a-key").await.is_err(),
         "rmcp's handshake fails"
+    );
+    Ok(())
+}
+
+/// Runs the Python SDK script against gateway 0 and returns what it printed.
+async fn run_python_sdk(stack: &TestStack, other_key: &str) -> anyhow::Result<Value> {
+    let script = sable_testkit::workspace_root().join("tests/e2e/mcp_client.py");
+    let output = tokio::process::Command::new("python3")
+        .arg(&script)
+        .arg(&stack.gateways[0].url)
+        .arg(&stack.key)
+        .arg(other_key)
+        .output()
+        .await
+        .context("python3 runs (scripts/services.sh installs it and the mcp SDK)")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        output.status.success(),
+        "the SDK script failed ({}):\n{}\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        stdout,
+        stack.logs()
+    );
+    serde_json::from_str(stdout.trim()).with_context(|| format!("not JSON: {stdout}"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_official_mcp_python_sdk_asks_an_agent_and_another_org_sees_only_its_own()
+-> anyhow::Result<()> {
+    let stack = TestStack::start(StackOptions {
+        gateways: 1,
+        workers: 1,
+        ..StackOptions::default()
+    })
+    .await?;
+    let other_key = second_org_key(&stack).await?;
+    let seen = run_python_sdk(&stack, &other_key).await?;
+    assert_eq!(seen["server"], "sable", "{seen}");
+    assert!(
+        seen["tools"]
+            .as_array()
+            .is_some_and(|tools| tools.contains(&json!("ask_default"))),
+        "{seen}"
+    );
+    assert_eq!(seen["first"]["is_error"], false, "{seen}");
+    assert_eq!(
+        seen["first"]["text"][0], "echo: hello from python",
+        "{seen}"
+    );
+    let session_id = seen["first"]["structured"]["session_id"]
+        .as_str()
+        .expect("a session");
+    assert_eq!(
+        seen["second"]["structured"]["session_id"], session_id,
+        "{seen}"
+    );
+    assert_eq!(
+        seen["second"]["structured"]["reply"], "echo: more",
+        "{seen}"
+    );
+    let uri = format!("sable://sessions/{session_id}");
+    assert_eq!(seen["resources"], json!([uri]), "{seen}");
+    assert_eq!(
+        seen["history"]["messages"].as_array().map(Vec::len),
+        Some(4),
+        "{seen}"
+    );
+    assert!(
+        seen["prompt"]
+            .as_str()
+            .is_some_and(|prompt| prompt.starts_with("You are")),
+        "{seen}"
+    );
+    assert_eq!(seen["other_tools"], seen["tools"], "{seen}");
+    assert_eq!(
+        seen["other_resources"],
+        json!([]),
+        "another org lists no session of the first: {seen}"
+    );
+    assert!(
+        seen["other_read"]
+            .as_str()
+            .is_some_and(|read| read.contains("no resource")),
+        "another org cannot read the session: {seen}"
     );
     Ok(())
 }
