@@ -66,6 +66,21 @@ ensure_mcp_server_time() {
     || fail "python3 cannot import mcp_server_time after installing it"
 }
 
+# The official MCP Python SDK, pinned, for tests/e2e/mcp_server.rs (tests/e2e/mcp_client.py
+# drives the gateway's /mcp with it; mcp-server-time accepts this version too).
+SABLE_MCP_SDK="mcp==2.3.0"
+ensure_mcp_sdk() {
+  command -v python3 >/dev/null || apt_install python3 python3-pip
+  python3 -c 'import importlib.metadata as m, sys; sys.exit(m.version("mcp") != "2.3.0")' 2>/dev/null && return 0
+  python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
+  echo "installing $SABLE_MCP_SDK (PyPI) ..." >&2
+  python3 -m pip install --quiet "$SABLE_MCP_SDK" >&2 \
+    || python3 -m pip install --quiet --break-system-packages "$SABLE_MCP_SDK" >&2 \
+    || fail "pip install $SABLE_MCP_SDK failed (the MCP server tests drive it)"
+  python3 -c 'import mcp.client.streamable_http' 2>/dev/null \
+    || fail "python3 cannot import the mcp SDK after installing it"
+}
+
 # The official OpenAI Python SDK, pinned, for tests/e2e/openai.rs (tests/e2e/openai_client.py
 # drives the gateway's OpenAI-compatible routes with it).
 SABLE_OPENAI_SDK="openai==3.57.0"

@@ -10,6 +10,7 @@ command -v psql >/dev/null || apt_install postgresql-client
 ensure_postgres
 ensure_nats_server_binary
 ensure_mcp_server_time
+ensure_mcp_sdk
 ensure_openai_sdk
 ensure_helm_tools
 

@@ -18,6 +18,7 @@ mod feishu_ws;
 mod hostile_clients;
 mod idempotency;
 mod mcp;
+mod mcp_server;
 mod metrics;
 mod openai;
 mod ordering;

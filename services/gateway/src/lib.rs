@@ -105,6 +105,18 @@ pub(crate) struct AppState {
     pub auth_cache: Arc<auth::AuthCache>,
 }
 
+impl AppState {
+    /// The agents `org_id`'s callers see and may name. Today every org sees the file
+    /// catalog; per-org agents replace this one function.
+    pub(crate) fn agents_of(
+        &self,
+        _org_id: sable_core::OrgId,
+    ) -> impl Iterator<Item = Arc<sable_runtime::AgentDefinition>> + '_ {
+        let catalog = &self.config.agents;
+        catalog.ids().filter_map(|id| catalog.get(id))
+    }
+}
+
 /// Serves the API on `listener` and runs the dispatcher and the Feishu long connections
 /// until `shutdown` is cancelled, then drains in-flight requests.
 pub async fn run(
@@ -184,6 +196,7 @@ fn router(state: AppState) -> Router {
         .merge(routes::agents::router())
         .merge(routes::tools::router())
         .merge(routes::audit::router())
+        .merge(routes::mcp::router(&state))
         .merge(feishu::apps::router())
         .merge(feishu::ingress::router())
         .fallback(|| async { ApiError::NotFound("route") })

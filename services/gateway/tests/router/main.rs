@@ -35,6 +35,7 @@ mod diagnostics;
 mod feishu;
 mod health;
 mod keys;
+mod mcp;
 mod messages;
 mod permissions;
 mod router;
