@@ -61,7 +61,11 @@ pub const RULES: &[Rule] = &[
     rule("POST", "/v1/messages", MEMBER),
     rule("POST", "/v1/chat/completions", MEMBER),
     rule("POST", "/v1/responses", MEMBER),
+    rule("GET", "/v1/responses/{response_id}", VIEWER),
     rule("GET", "/v1/models", VIEWER),
+    rule("GET", "/v1/models/{model}", VIEWER),
+    // Agents as MCP tools, sessions as resources (`routes::mcp`): asking an agent chats.
+    rule("POST", "/mcp", MEMBER),
     // Reading the org's conversations and their work.
     rule("GET", "/v1/sessions", VIEWER),
     rule("GET", "/v1/sessions/{session_id}/messages", VIEWER),
