@@ -12,6 +12,7 @@ ensure_nats_server_binary
 ensure_mcp_server_time
 ensure_openai_sdk
 ensure_helm_tools
+ensure_chromium_playwright
 
 log=$(mktemp)
 export SABLE_FAULT_REPORT

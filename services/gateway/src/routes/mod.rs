@@ -7,6 +7,7 @@ pub(crate) mod cron;
 pub(crate) mod diagnostics;
 pub(crate) mod health;
 pub(crate) mod keys;
+pub(crate) mod me;
 pub(crate) mod messages;
 pub(crate) mod metrics;
 pub(crate) mod openai;
