@@ -51,6 +51,16 @@ async function settled(page) {
 
 async function shoot(page, name) {
   await settled(page);
+  // Text outside JSON blocks never shows a value the page failed to render.
+  const leaked = await page.evaluate(() => {
+    const walker = document.createTreeWalker(document.getElementById('main'), NodeFilter.SHOW_TEXT);
+    const found = [];
+    for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      if (!node.parentElement.closest('pre') && /\bnull\b|\bundefined\b|\[object /.test(node.textContent)) found.push(node.textContent);
+    }
+    return found;
+  });
+  assert.deepEqual(leaked, [], `the ${name} page shows unrendered values`);
   const width = page.viewportSize().width;
   const path = join(config.shots, `${name}-${width}.png`);
   await page.screenshot({ path, fullPage: true });

@@ -59,7 +59,7 @@ async function fill(section, filters, cursor, rows = []) {
   const more = page.next_cursor
     ? h('button', { type: 'button', onclick: () => fill(section, filters, page.next_cursor, rows) }, 'Show older sessions')
     : null;
-  section.replaceChildren(heading, list, more);
+  section.replaceChildren(...[heading, list, more].filter(Boolean));
 }
 
 async function startForm(navigate) {
