@@ -1,7 +1,8 @@
 //! The web console in a real browser: `tests/e2e/console/browser.mjs` drives Debian's
 //! headless Chromium through playwright-core (installed by `scripts/services.sh`) against
 //! a real gateway and worker. It signs in, streams a reply, opens a turn's tool call,
-//! approves a parked call, creates and runs a cron task, filters and exports the audit,
+//! approves a parked call from a second tab while the first shows the resumed turn
+//! streaming (through `GET /v1/sessions/{id}/events`), creates and runs a cron task, filters and exports the audit,
 //! checks that a member key sees no admin page and that another org's key sees none of
 //! this org's data, and writes screenshots of every page at 1280 and 390 px into
 //! `docs/console/`. What it did is then checked through the API.

@@ -73,6 +73,20 @@ export async function download(path) {
 export async function streamMessage(body, onEvent, signal) {
   const response = await send('/v1/messages', { method: 'POST', body, accept: 'text/event-stream', signal });
   if (!response.ok) throw await refusal(response);
+  await readEvents(response, onEvent);
+}
+
+/**
+ * GET /v1/sessions/{id}/events: calls onEvent(name, data) for each live event of the
+ * session (`delta`, `parked`, `finished`) until the stream ends or `signal` aborts it.
+ */
+export async function streamSession(sessionId, onEvent, signal) {
+  const response = await send(`/v1/sessions/${encodeURIComponent(sessionId)}/events`, { accept: 'text/event-stream', signal });
+  if (!response.ok) throw await refusal(response);
+  await readEvents(response, onEvent);
+}
+
+async function readEvents(response, onEvent) {
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
   for (;;) {

@@ -1,7 +1,7 @@
 // Turns in progress: the text streamed to this tab (POST /v1/messages as SSE) and the
 // turn record polled for status and tool calls until the turn ends.
 
-import { api, streamMessage } from './api.js';
+import { api, streamMessage, streamSession } from './api.js';
 
 const FINAL = new Set(['done', 'failed']);
 const POLL_MS = 700;
@@ -85,4 +85,24 @@ export function pollTurn(turnId, onTurn, onError) {
   };
   tick();
   return () => { stopped = true; clearTimeout(timer); };
+}
+
+/**
+ * Follows a session's live events (turns this tab did not start, or resumed after an
+ * approval) until the returned function is called; reconnects after a dropped stream.
+ */
+export function followSession(sessionId, onEvent) {
+  const controller = new AbortController();
+  const run = async () => {
+    while (!controller.signal.aborted) {
+      try {
+        await streamSession(sessionId, onEvent, controller.signal);
+      } catch (error) {
+        if (controller.signal.aborted || error.status === 404 || error.status === 401) return;
+      }
+      await new Promise((resolve) => { setTimeout(resolve, 1000); });
+    }
+  };
+  run();
+  return () => controller.abort();
 }

@@ -181,6 +181,7 @@ fn router(state: AppState) -> Router {
         .merge(routes::tools::router())
         .merge(routes::audit::router())
         .merge(routes::me::router())
+        .merge(routes::session_events::router())
         .merge(console::router())
         .merge(feishu::apps::router())
         .merge(feishu::ingress::router())

@@ -167,8 +167,36 @@ async function approval(page) {
   await page.getByLabel('Agent').selectOption('careful');
   await page.getByRole('button', { name: 'Start' }).click();
   await page.locator('section.live[data-status=waiting_approval]').waitFor();
-  await page.getByRole('link', { name: 'Decide it on the approvals page' }).click();
-  step = 'approving the pending call with a comment';
+  await page.getByRole('link', { name: 'Decide it on the approvals page' }).waitFor();
+  seen.approval_session_id = page.url().split('/').at(-1);
+  // Decided in a second tab (signed in on its own: the key is per tab) while this one
+  // keeps the session open and must show the resumed turn's reply as it streams.
+  const other = await page.context().newPage();
+  await decideInAnotherTab(other);
+  step = 'the session page streams the resumed turn';
+  await page.waitForFunction(() => {
+    const live = document.querySelector('section.live');
+    return live && live.querySelector('.text').textContent.length > 0 && live.dataset.status !== 'done';
+  }, null, { polling: 'raf' });
+  await page.locator('section.live[data-status=done]').waitFor();
+  await page.locator('.message.assistant').filter({ hasText: 'tool said:' }).waitFor();
+  await page.bringToFront();
+  await go(page, '#/approvals');
+  step = 'the approved turn finishes';
+  const decided = page.locator(`article.card[data-approval="${seen.approval_id}"][data-status=approved]`);
+  await decided.waitFor();
+  await decided.getByText('fine by me').waitFor();
+  await decided.getByRole('link').first().click();
+  await page.waitForURL(/#\/turns\//);
+  seen.approval_turn_id = page.url().split('/').at(-1);
+  await page.locator('main [data-status=done]').waitFor();
+  await page.locator('article.tool-call[data-tool=memory] .badge.approved').waitFor();
+}
+
+async function decideInAnotherTab(page) {
+  step = 'approving the pending call with a comment, in another tab';
+  await signIn(page, config.admin_key);
+  await go(page, '#/approvals');
   const card = page.locator('article.card[data-status=pending]');
   await card.waitFor();
   assert.equal(await card.count(), 1);
@@ -176,15 +204,9 @@ async function approval(page) {
   await shoot(page, 'approvals');
   await card.getByLabel('Comment (optional)').fill('fine by me');
   await card.getByRole('button', { name: 'Approve' }).click();
-  const decided = page.locator(`article.card[data-approval="${seen.approval_id}"][data-status=approved]`);
-  await decided.waitFor();
+  await page.locator(`article.card[data-approval="${seen.approval_id}"][data-status=approved]`).waitFor();
   await page.locator('main').getByText('Nothing waits for a decision').waitFor();
-  step = 'the approved turn finishes';
-  await decided.getByRole('link').first().click();
-  await page.waitForURL(/#\/turns\//);
-  seen.approval_turn_id = page.url().split('/').at(-1);
-  await page.locator('main [data-status=done]').waitFor();
-  await page.locator('article.tool-call[data-tool=memory] .badge.approved').waitFor();
+  await page.close();
 }
 
 async function cronTask(page) {

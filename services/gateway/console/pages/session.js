@@ -2,13 +2,13 @@
 // as they run, a pending approval) and a chat box that sends the next message.
 
 import { api } from '../api.js';
-import { isFinal, onStreamChange, pollTurn, sendMessage, streamOf } from '../live.js';
+import { followSession, isFinal, onStreamChange, pollTurn, sendMessage, streamOf } from '../live.js';
 import { announce, badge, empty, errorBox, field, h, loading, render, shortId, time } from '../ui.js';
 
 export async function show({ args: [sessionId] }) {
   const list = h('section', { 'aria-labelledby': 'messages-h' }, h('h2', { id: 'messages-h' }, 'Messages'), loading('messages'));
   const liveSlot = h('div', {});
-  const page = { sessionId, list, liveSlot, live: null };
+  const page = { sessionId, list, liveSlot, live: null, watching: null, followed: new Map() };
   render(`Session ${shortId(sessionId)}`,
     h('p', {}, h('a', { href: '#/sessions' }, '← All sessions'), ' · ', h('span', { class: 'mono', title: 'Session id' }, sessionId)),
     list, liveSlot, chatBox(page));
@@ -17,7 +17,22 @@ export async function show({ args: [sessionId] }) {
   const stream = streamOf(sessionId);
   const pending = stream && !isFinal(stream.status) ? stream.turnId : await unfinishedTurn(messages);
   if (pending || stream) watch(page, stream?.turnId ?? pending);
-  return () => page.live?.stop();
+  const unfollow = followSession(sessionId, (name, data) => followed(page, name, data));
+  return () => { unfollow(); page.live?.stop(); };
+}
+
+/**
+ * A live event of the session: text of turns this tab is not streaming itself, and a
+ * turn started elsewhere is watched as it begins.
+ */
+function followed(page, name, data) {
+  const own = streamOf(page.sessionId);
+  if (own?.open && own.turnId === data.turn_id) return;
+  if (name === 'delta') {
+    page.followed.set(data.turn_id, (page.followed.get(data.turn_id) ?? '') + data.text);
+    if (page.watching !== data.turn_id && !page.live?.running()) watch(page, data.turn_id);
+  }
+  page.live?.refresh(data.turn_id);
 }
 
 async function loadMessages(page) {
@@ -59,6 +74,7 @@ async function unfinishedTurn(messages) {
 /** Shows the turn in progress: streamed text, status, tool calls, until it ends. */
 function watch(page, turnId) {
   page.live?.stop();
+  page.watching = turnId;
   const status = h('span', {}, badge('queued'));
   const text = h('div', { class: 'text' });
   const tools = h('ul', { 'aria-label': 'Tool calls of this turn' });
@@ -80,6 +96,10 @@ function watch(page, turnId) {
   };
   const current = streamOf(page.sessionId);
   if (current) fromStream(current);
+  const refresh = (id) => {
+    const followedText = page.followed.get(id);
+    if (id === turnId && followedText && !finished) text.textContent = followedText;
+  };
   const unsubscribe = onStreamChange(fromStream);
   let finished = false;
   const stopPolling = pollTurn(turnId, (turn) => {
@@ -101,7 +121,8 @@ function watch(page, turnId) {
       loadMessages(page);
     }
   }, (error) => note.replaceChildren(errorBox(error, 'The turn')));
-  page.live = { stop: () => { unsubscribe(); stopPolling(); } };
+  page.live = { stop: () => { unsubscribe(); stopPolling(); }, refresh, running: () => !finished };
+  refresh(turnId);
 }
 
 function chatBox(page) {

@@ -11,6 +11,7 @@ pub(crate) mod me;
 pub(crate) mod messages;
 pub(crate) mod metrics;
 pub(crate) mod openai;
+pub(crate) mod session_events;
 pub(crate) mod sessions;
 pub(crate) mod tools;
 pub(crate) mod turns;

@@ -1,8 +1,10 @@
-//! `GET /v1/me` (`routes/me.rs`) and the web console's files (`console.rs`).
+//! What the web console adds: `GET /v1/me` (`routes/me.rs`), a session's live events
+//! (`routes/session_events.rs`; the stream itself is driven in `tests/e2e/console.rs`)
+//! and the console's files (`console.rs`).
 
 use axum::http::{Method, StatusCode};
 
-use crate::support::{Backend, Call, TestApp, assert_error, unauthorized, wrong_method};
+use crate::support::{Backend, Call, TestApp, assert_error, refusal, unauthorized, wrong_method};
 
 #[tokio::test]
 async fn me_names_the_keys_org_and_role_and_refuses_bad_keys() -> anyhow::Result<()> {
@@ -65,4 +67,29 @@ async fn the_console_is_served_with_its_content_types_and_a_strict_policy() -> a
         assert_error(&reply, StatusCode::NOT_FOUND, "not_found");
     }
     Ok(())
+}
+
+#[tokio::test]
+async fn session_events_refuse_bad_keys_other_orgs_sessions_and_malformed_ids() -> anyhow::Result<()>
+{
+    let app = TestApp::spawn(Backend::Sqlite).await?;
+    let theirs = app.seed(&app.other_org).await?;
+    let path = format!("/v1/sessions/{}/events", theirs.session_id);
+    let mut refusals = unauthorized(&app, &Method::GET, &path, None);
+    refusals.extend([
+        refusal(
+            "another org's session",
+            Call::get(&path).key(&app.org.admin_key),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        refusal(
+            "a malformed session id",
+            Call::get("/v1/sessions/not-a-session/events").key(&app.org.admin_key),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
+        wrong_method(&app, Method::POST, &path),
+    ]);
+    app.assert_refused(refusals).await
 }
