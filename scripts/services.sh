@@ -137,3 +137,21 @@ ensure_crd_schemas() {
   (cd "$dir" && node -e 'import("@kubernetes-models/keda/keda.sh/v1alpha1/ScaledObject")' ) \
     || fail "node cannot load the CRD schemas of $dir"
 }
+
+# The web console's browser test (tests/e2e/console.rs): Debian's Chromium at
+# /usr/bin/chromium, driven by playwright-core from npm (pinned by
+# tests/e2e/console/package-lock.json; it downloads no browser of its own).
+ensure_chromium_playwright() {
+  local dir="tests/e2e/console"
+  [ -x /usr/bin/chromium ] || apt_install chromium
+  [ -x /usr/bin/chromium ] || fail "/usr/bin/chromium is missing after installing Debian's chromium package"
+  command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+  if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+    echo "installing playwright-core for $dir (npm ci) ..." >&2
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error >&2) \
+      || fail "npm ci in $dir failed (the console's browser test drives Chromium with playwright-core)"
+    touch "$dir/node_modules"
+  fi
+  (cd "$dir" && node -e 'import("playwright-core").then((p) => { if (!p.chromium) process.exit(1); })') \
+    || fail "node cannot load playwright-core from $dir"
+}

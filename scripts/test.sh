@@ -13,6 +13,7 @@ ensure_mcp_server_time
 ensure_mcp_sdk
 ensure_openai_sdk
 ensure_helm_tools
+ensure_chromium_playwright
 
 log=$(mktemp)
 export SABLE_FAULT_REPORT

@@ -7,6 +7,7 @@ mod admin;
 mod agent_runtime;
 mod audit;
 mod bad_input;
+mod console;
 mod crash_recovery;
 mod cron;
 mod deploy;

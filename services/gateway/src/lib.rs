@@ -12,6 +12,7 @@
 mod audit_sealer;
 mod auth;
 mod body;
+mod console;
 mod dispatcher;
 mod error;
 mod feishu;
@@ -197,6 +198,8 @@ fn router(state: AppState) -> Router {
         .merge(routes::tools::router())
         .merge(routes::audit::router())
         .merge(routes::mcp::router(&state))
+        .merge(routes::session_events::router())
+        .merge(console::router())
         .merge(feishu::apps::router())
         .merge(feishu::ingress::router())
         .fallback(|| async { ApiError::NotFound("route") })

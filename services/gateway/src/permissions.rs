@@ -55,6 +55,10 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/metrics", PUBLIC),
     rule("POST", "/v1/channels/feishu/{app_id}/events", PUBLIC),
     rule("POST", "/v1/channels/feishu/{app_id}/card", PUBLIC),
+    // The web console's assets (its calls are `/v1` routes with the signed-in key).
+    rule("GET", "/console", PUBLIC),
+    rule("GET", "/console/", PUBLIC),
+    rule("GET", "/console/{*path}", PUBLIC),
     // Who the caller is: every key may ask.
     rule("GET", "/v1/me", VIEWER),
     // Chat.
@@ -69,6 +73,7 @@ pub const RULES: &[Rule] = &[
     // Reading the org's conversations and their work.
     rule("GET", "/v1/sessions", VIEWER),
     rule("GET", "/v1/sessions/{session_id}/messages", VIEWER),
+    rule("GET", "/v1/sessions/{session_id}/events", VIEWER),
     rule("GET", "/v1/turns/{turn_id}", VIEWER),
     rule("GET", "/v1/agents", VIEWER),
     rule("GET", "/v1/tools", VIEWER),

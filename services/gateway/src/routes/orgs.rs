@@ -39,6 +39,10 @@ async fn me(caller: Authenticated) -> Json<Value> {
         "role": caller.role,
         "name": caller.key_name,
         "actor": caller.actor.id,
+        "key": {
+            "id": caller.actor.id.strip_prefix("key:"),
+            "name": caller.key_name,
+        },
     }))
 }
 

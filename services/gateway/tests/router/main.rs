@@ -30,6 +30,7 @@ macro_rules! on_both_backends {
 
 mod agents;
 mod approvals;
+mod console;
 mod cron;
 mod diagnostics;
 mod feishu;
