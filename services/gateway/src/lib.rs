@@ -16,6 +16,7 @@ mod dispatcher;
 mod error;
 mod feishu;
 mod limits;
+mod openapi;
 mod routes;
 mod serve;
 #[doc(hidden)]
@@ -165,22 +166,8 @@ fn app_state(
 }
 
 fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(routes::health::router())
-        .merge(routes::messages::router())
-        .merge(routes::openai::router())
-        .merge(routes::turns::router())
-        .merge(routes::sessions::router())
-        .merge(routes::approvals::router())
-        .merge(routes::cron::router())
-        .merge(routes::metrics::router())
-        .merge(routes::diagnostics::router())
-        .merge(routes::keys::router())
-        .merge(routes::agents::router())
-        .merge(routes::tools::router())
-        .merge(routes::audit::router())
-        .merge(feishu::apps::router())
-        .merge(feishu::ingress::router())
+    let (served, _document) = openapi::api().split_for_parts();
+    served
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|method: axum::http::Method| async move {
             ApiError::MethodNotAllowed(method.to_string())

@@ -2,51 +2,104 @@
 //! its admin keys. Secrets are shown once, at creation; listings carry prefixes only.
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
+use chrono::{DateTime, Utc};
 use sable_store::ApiKeyRecord;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Authenticated;
 use crate::body::ApiJson;
+use crate::error::ErrorBody;
 use crate::{ApiError, AppState};
 
 /// The longest key name accepted.
 const MAX_KEY_NAME_CHARS: usize = 100;
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/keys", get(list_keys).post(create_key))
-        .route("/v1/keys/{prefix}", delete(revoke_key))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_keys, create_key))
+        .routes(routes!(revoke_key))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateKeyBody {
+pub(crate) struct CreateKeyBody {
+    /// 1 to 100 characters.
     name: Option<String>,
     /// `"member"` (default) or `"admin"`.
     role: Option<String>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct KeyList {
+    keys: Vec<KeyView>,
+}
+
+/// An API key without its secret.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct KeyView {
+    /// Names the key in listings and revocation.
+    prefix: String,
+    name: Option<String>,
+    /// `admin` or `member`.
+    role: &'static str,
+    created_at: DateTime<Utc>,
+    last_used_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A new key, with its secret: shown this once.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct CreatedKey {
+    #[serde(flatten)]
+    record: KeyView,
+    /// The whole key (`sable_<prefix>_<secret>`), to send as `Authorization: Bearer`.
+    key: String,
+}
+
+/// The org's API keys, revoked ones included (admin keys only).
+#[utoipa::path(
+    get,
+    path = "/v1/keys",
+    tag = "keys",
+    security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The keys", body = KeyList),
+        (status = 403, description = "The key is not an admin key", body = ErrorBody),
+    ),
+)]
 async fn list_keys(
     State(state): State<AppState>,
     caller: Authenticated,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KeyList>, ApiError> {
     caller.require_admin()?;
     let keys = state.store.api_keys(caller.org_id).await?;
-    Ok(Json(
-        json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(KeyList {
+        keys: keys.iter().map(key_view).collect(),
+    }))
 }
 
+/// Makes a key; its secret is in this answer only (admin keys only).
+#[utoipa::path(
+    post,
+    path = "/v1/keys",
+    tag = "keys",
+    security(("api_key" = [])),
+    request_body = CreateKeyBody,
+    responses(
+        (status = 201, description = "The key, with its secret", body = CreatedKey),
+        (status = 403, description = "The key is not an admin key", body = ErrorBody),
+    ),
+)]
 async fn create_key(
     State(state): State<AppState>,
     caller: Authenticated,
     ApiJson(body): ApiJson<CreateKeyBody>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
     caller.require_admin()?;
     let admin = match body.role.as_deref() {
         None | Some("member") => false,
@@ -76,16 +129,32 @@ async fn create_key(
         .into_iter()
         .find(|key| key.id == created.id)
         .ok_or(ApiError::NotFound("key"))?;
-    let mut body = key_json(&record);
-    body["key"] = json!(created.key);
+    let body = CreatedKey {
+        record: key_view(&record),
+        key: created.key,
+    };
     Ok((StatusCode::CREATED, Json(body)))
 }
 
+/// Revokes a key: it stops working at once on this gateway, within seconds on others
+/// (admin keys only).
+#[utoipa::path(
+    delete,
+    path = "/v1/keys/{prefix}",
+    tag = "keys",
+    security(("api_key" = [])),
+    params(("prefix" = String, Path, description = "The key's prefix")),
+    responses(
+        (status = 200, description = "The revoked key", body = KeyView),
+        (status = 403, description = "The key is not an admin key", body = ErrorBody),
+        (status = 404, description = "No key of the caller's org has this prefix", body = ErrorBody),
+    ),
+)]
 async fn revoke_key(
     State(state): State<AppState>,
     caller: Authenticated,
     Path(prefix): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<KeyView>, ApiError> {
     caller.require_admin()?;
     let revoked = state
         .store
@@ -94,16 +163,16 @@ async fn revoke_key(
         .ok_or(ApiError::NotFound("key"))?;
     // Other gateways stop trusting the key within `AUTH_CACHE_TTL`; this one at once.
     state.auth_cache.clear();
-    Ok(Json(key_json(&revoked)))
+    Ok(Json(key_view(&revoked)))
 }
 
-fn key_json(key: &ApiKeyRecord) -> Value {
-    json!({
-        "prefix": key.prefix,
-        "name": key.name,
-        "role": key.role(),
-        "created_at": key.created_at,
-        "last_used_at": key.last_used_at,
-        "revoked_at": key.revoked_at,
-    })
+fn key_view(key: &ApiKeyRecord) -> KeyView {
+    KeyView {
+        prefix: key.prefix.clone(),
+        name: key.name.clone(),
+        role: key.role(),
+        created_at: key.created_at,
+        last_used_at: key.last_used_at,
+        revoked_at: key.revoked_at,
+    }
 }

@@ -36,6 +36,7 @@ mod feishu;
 mod health;
 mod keys;
 mod messages;
+mod openapi;
 mod router;
 mod sessions;
 mod support;
