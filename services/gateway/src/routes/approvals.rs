@@ -33,6 +33,7 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub(crate) struct ListQuery {
     /// `pending`, `approved`, `denied` or `expired`; every approval when absent.
+    #[param(pattern = "^(pending|approved|denied|expired)$")]
     status: Option<String>,
 }
 
@@ -99,9 +100,11 @@ async fn list_approvals(
 #[serde(deny_unknown_fields)]
 pub(crate) struct DecisionBody {
     /// `approve` or `deny`.
+    #[schema(pattern = "^(approve|deny)$")]
     decision: String,
     /// `once` (default: this call) or `session` (this tool, for the rest of the session).
     #[serde(default)]
+    #[schema(pattern = "^(once|session)$")]
     scope: Option<String>,
     /// Kept with the decision (at most 2000 characters).
     #[serde(default)]

@@ -53,7 +53,8 @@ pub(crate) struct CreateTaskBody {
     /// Where runs go: none (`{}` or `null`, a new session each run),
     /// `{"session_id"}` or `{"conversation":{"id","user_id"?}}`.
     target: Option<Value>,
-    /// `skip` (default), `run_once` or `run_all`: what a missed fire time becomes.
+    /// `skip` (default) or `run_once`: what a missed fire time becomes.
+    #[schema(pattern = "^(skip|run_once)$")]
     misfire: Option<String>,
     enabled: Option<bool>,
     timeout_ms: Option<i64>,
@@ -91,6 +92,7 @@ pub(crate) struct PreviewBody {
     /// An RFC 3339 time; now by default.
     after: Option<String>,
     /// 1 to 100 (5 by default).
+    #[schema(minimum = 1, maximum = 100)]
     count: Option<usize>,
 }
 
@@ -119,7 +121,7 @@ pub(crate) struct TaskView {
     agent: Option<String>,
     /// `{}`, `{"session_id"}` or `{"conversation":{"id","user_id"?}}`.
     target: Value,
-    /// `skip`, `run_once` or `run_all`.
+    /// `skip` or `run_once`.
     #[schema(value_type = String)]
     misfire: MisfirePolicy,
     enabled: bool,

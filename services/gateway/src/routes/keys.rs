@@ -31,6 +31,7 @@ pub(crate) struct CreateKeyBody {
     /// 1 to 100 characters.
     name: Option<String>,
     /// `"member"` (default) or `"admin"`.
+    #[schema(pattern = "^(member|admin)$")]
     role: Option<String>,
 }
 
@@ -112,10 +113,12 @@ async fn create_key(
     };
     let name = body.name.map(|name| name.trim().to_owned());
     if let Some(name) = &name
-        && (name.is_empty() || name.chars().count() > MAX_KEY_NAME_CHARS)
+        && (name.is_empty()
+            || name.chars().count() > MAX_KEY_NAME_CHARS
+            || name.chars().any(char::is_control))
     {
         return Err(ApiError::Validation(format!(
-            "name: must be 1 to {MAX_KEY_NAME_CHARS} characters"
+            "name: must be 1 to {MAX_KEY_NAME_CHARS} printable characters"
         )));
     }
     let created = state

@@ -50,6 +50,7 @@ pub(crate) struct PostMessageBody {
     /// A repeated key returns the first message's turn instead of making another.
     idempotency_key: Option<String>,
     /// `"api"` (default) or `"webhook"`: where a new session's replies go.
+    #[schema(pattern = "^(api|webhook)$")]
     channel: Option<String>,
     /// Answer when the turn ends (200) rather than at once (202).
     #[serde(default)]

@@ -118,6 +118,22 @@ async fn list_sessions(
             "limit: must be between 1 and {MAX_PAGE}"
         )));
     }
+    for (name, value) in [
+        ("conversation", &query.conversation),
+        ("user_id", &query.user_id),
+        ("agent", &query.agent),
+        ("channel", &query.channel),
+    ] {
+        // The store could not even compare such text (Postgres refuses NUL in text).
+        if value
+            .as_ref()
+            .is_some_and(|value| value.len() > 200 || value.contains('\0'))
+        {
+            return Err(ApiError::Validation(format!(
+                "{name}: at most 200 bytes, no NUL"
+            )));
+        }
+    }
     let before = query
         .cursor
         .map(|cursor| cursor.parse::<SessionId>())

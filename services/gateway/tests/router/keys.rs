@@ -43,6 +43,7 @@ async fn key_management_refuses_members_bad_bodies_and_other_orgs_prefixes(
         forbidden(&app, revoke(&foreign.key_prefix)),
         invalid("an unknown role", json!({"role": "owner"})),
         invalid("a blank name", json!({"name": "   "})),
+        invalid("a name with a NUL", json!({"name": "ci\u{0}bot"})),
         invalid(
             "a name over 100 characters",
             json!({"name": "n".repeat(101)}),

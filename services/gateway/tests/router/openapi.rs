@@ -37,7 +37,7 @@ fn concrete(path: &str) -> String {
             '{' => in_parameter = true,
             '}' => {
                 in_parameter = false;
-                out.push_str("x");
+                out.push('x');
             }
             _ if in_parameter => {}
             _ => out.push(character),
