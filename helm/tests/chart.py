@@ -262,6 +262,7 @@ DERIVED = {
     "models_file": "config.files[models.toml]",
     "mcp_file": "config.files[mcp.toml]",
     "secrets_key": "secrets.secretsKey",
+    "admin_key": "secrets.adminKey",
     "langfuse_public_key": "secrets.langfusePublicKey",
     "langfuse_secret_key": "secrets.langfuseSecretKey",
     "worker_id": "each pod's name (HOSTNAME): one id per replica",
@@ -369,7 +370,7 @@ def cmd_settings() -> None:
     derived_values = {
         "database": {"url": "postgres://u:p@db.example:5433/x"},
         "nats": {"url": "nats://nats.example:4223"},
-        "secrets": {"secretsKey": "a2V5", "langfusePublicKey": "pk-1", "langfuseSecretKey": "sk-1", "providerKeys": {"OPENAI_API_KEY": "sk-o"}},
+        "secrets": {"secretsKey": "a2V5", "adminKey": "platform-key-1", "langfusePublicKey": "pk-1", "langfuseSecretKey": "sk-1", "providerKeys": {"OPENAI_API_KEY": "sk-o"}},
         "gateway": {"port": 18080},
         "worker": {"metricsPort": 19464},
         "cron": {"metricsPort": 19465},
@@ -391,6 +392,7 @@ def cmd_settings() -> None:
         ("sidecar", "mcp_sidecar_addr"): "0.0.0.0:15051",
         ("worker", "mcp_sidecar_url"): "http://sable-mcp-sidecar:15052",
         ("gateway", "secrets_key"): "a2V5",
+        ("gateway", "admin_key"): "platform-key-1",
         ("worker", "langfuse_public_key"): "pk-1",
         ("worker", "langfuse_secret_key"): "sk-1",
     }

@@ -243,9 +243,7 @@ async fn welcome(store: &Store, database_url: &str) -> anyhow::Result<Welcome> {
     let org_id = store.create_org("default").await?;
     let key = store
         .create_api_key(
-            org_id,
-            true,
-            Some("sable dev"),
+            &sable_store::NewApiKey::new(org_id, sable_core::Role::Owner).named(Some("sable dev")),
             &sable_store::Actor::admin_cli(),
         )
         .await?;

@@ -159,18 +159,32 @@ enum OrgCommand {
 
 #[derive(Debug, Subcommand)]
 enum KeyCommand {
-    /// Create an API key for an org and print it (shown only once).
+    /// Create an API key for an org (or, with --platform, for the deployment's
+    /// administrator) and print it (shown only once).
     Create {
         /// The org's id, as printed by `sable admin org create`.
-        #[arg(long = "org")]
-        org_id: String,
-        /// The key may also manage the org's keys and read deployment-wide diagnostics
-        /// (`GET /v1/diagnostics/runtime`).
-        #[arg(long)]
+        #[arg(
+            long = "org",
+            required_unless_present = "platform",
+            conflicts_with = "platform"
+        )]
+        org_id: Option<String>,
+        /// viewer, member, operator (the default), admin or owner.
+        #[arg(long, conflicts_with_all = ["admin", "platform"])]
+        role: Option<String>,
+        /// The same as --role admin: also manages the org's keys and reads
+        /// deployment-wide diagnostics (`GET /v1/diagnostics/runtime`).
+        #[arg(long, conflicts_with = "platform")]
         admin: bool,
+        /// A platform administrator's key: manages every org (`/v1/orgs`).
+        #[arg(long)]
+        platform: bool,
         /// A name to tell the key apart in listings.
         #[arg(long)]
         name: Option<String>,
+        /// The key stops working after this long (90d, 12h, 30m).
+        #[arg(long = "expires-in")]
+        expires_in: Option<String>,
     },
     /// List an org's keys: prefix, name, role, created, last used, revoked.
     List {
@@ -306,7 +320,7 @@ async fn run_org_admin(store: &Store, command: OrgCommand) -> anyhow::Result<()>
         OrgCommand::Create { name } => {
             anyhow::ensure!(!name.trim().is_empty(), "the org name must not be empty");
             let org_id = store
-                .create_org(name.trim())
+                .create_org_as(name.trim(), &sable_store::Actor::admin_cli())
                 .await
                 .context("could not create the org")?;
             println!("{org_id}");
@@ -322,22 +336,67 @@ async fn run_org_admin(store: &Store, command: OrgCommand) -> anyhow::Result<()>
     Ok(())
 }
 
+/// The org and role `sable admin key create` was asked for.
+fn key_org_and_role(
+    org_id: Option<String>,
+    role: Option<&str>,
+    admin: bool,
+    platform: bool,
+) -> anyhow::Result<(OrgId, sable_core::Role)> {
+    use sable_core::Role;
+    if platform {
+        return Ok((sable_store::platform_org(), Role::Platform));
+    }
+    let org_id: OrgId = org_id.context("--org is required")?.parse()?;
+    let role = match (role, admin) {
+        (_, true) => Role::Admin,
+        (None, false) => sable_gateway::DEFAULT_KEY_ROLE,
+        (Some(text), false) => text
+            .parse()
+            .ok()
+            .filter(|role| Role::ORG_ROLES.contains(role))
+            .with_context(|| {
+                format!(
+                    "--role {text}: expected viewer, member, operator, admin or owner (--platform for a platform key)"
+                )
+            })?,
+    };
+    Ok((org_id, role))
+}
+
+/// When a key given `--expires-in` stops working.
+fn expiry(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    let lifetime = humantime::parse_duration(text).with_context(|| {
+        format!("--expires-in {text}: write a duration such as 90d, 12h or 30m")
+    })?;
+    anyhow::ensure!(
+        !lifetime.is_zero(),
+        "--expires-in {text}: must be longer than zero"
+    );
+    chrono::TimeDelta::from_std(lifetime)
+        .ok()
+        .and_then(|lifetime| chrono::Utc::now().checked_add_signed(lifetime))
+        .with_context(|| format!("--expires-in {text}: too long"))
+}
+
 #[allow(clippy::print_stdout)]
 async fn run_key_admin(store: &Store, command: KeyCommand) -> anyhow::Result<()> {
     match command {
         KeyCommand::Create {
             org_id,
+            role,
             admin,
+            platform,
             name,
+            expires_in,
         } => {
-            let org_id: OrgId = org_id.parse()?;
+            let (org_id, role) = key_org_and_role(org_id, role.as_deref(), admin, platform)?;
+            let expires_at = expires_in.as_deref().map(expiry).transpose()?;
+            let new = sable_store::NewApiKey::new(org_id, role)
+                .named(name.as_deref())
+                .expiring(expires_at);
             let key = store
-                .create_api_key(
-                    org_id,
-                    admin,
-                    name.as_deref(),
-                    &sable_store::Actor::admin_cli(),
-                )
+                .create_api_key(&new, &sable_store::Actor::admin_cli())
                 .await
                 .with_context(|| format!("could not create a key for org {org_id}"))?;
             println!("{}", key.key);
@@ -358,7 +417,7 @@ async fn run_key_admin(store: &Store, command: KeyCommand) -> anyhow::Result<()>
                     "{}\t{}\t{}\t{}\t{}\t{}",
                     key.prefix,
                     key.name.as_deref().unwrap_or("-"),
-                    key.role(),
+                    key.role,
                     key.created_at.to_rfc3339(),
                     time(key.last_used_at),
                     time(key.revoked_at)
@@ -682,6 +741,10 @@ pub(crate) fn gateway_config(
         },
         tools: load_capabilities(settings, agents)?.tools,
         audit: settings.audit_config()?,
+        admin_key: settings
+            .admin_key
+            .clone()
+            .filter(|key| !key.expose().trim().is_empty()),
     })
 }
 

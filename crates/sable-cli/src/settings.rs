@@ -74,6 +74,9 @@ pub struct Settings {
     /// The envelope key sealing channel secrets at rest (`SABLE_SECRETS_KEY`, base64 of
     /// 32 bytes). `sable dev` creates one in its data folder when unset.
     pub secrets_key: Option<Secret>,
+    /// The platform administrator's bootstrap key (`SABLE_ADMIN_KEY`): whoever presents
+    /// it may manage every org. Unset: only `sable admin key create --platform` keys.
+    pub admin_key: Option<Secret>,
     /// Timeout of each call to the Feishu / Lark open platform.
     pub feishu_timeout_ms: u64,
     /// First wait after a Feishu rate-limit answer without a reset header (then x3).
@@ -176,6 +179,7 @@ impl Default for Settings {
             webhook_url: None,
             webhook_timeout_ms: 10_000,
             secrets_key: None,
+            admin_key: None,
             feishu_timeout_ms: 10_000,
             feishu_rate_limit_backoff_ms: 500,
             feishu_apps_refresh_ms: 30_000,

@@ -8,6 +8,7 @@ mod error_text;
 mod fault;
 mod ids;
 mod input;
+mod role;
 mod schedule;
 mod secret;
 mod status;
@@ -18,6 +19,7 @@ pub use ids::{
     ApiKeyId, CronTaskId, DeliveryId, IdParseError, MessageId, OrgId, SessionId, TurnId,
 };
 pub use input::{AgentId, Channel, ConversationKey, IdempotencyKey, InputError, MessageText};
+pub use role::Role;
 pub use schedule::{MisfirePolicy, Schedule, cron_idempotency_key};
 pub use secret::Secret;
 pub use status::{DeliveryStatus, MessageRole, StatusParseError, TurnStatus};

@@ -19,7 +19,8 @@ use crate::{PgStore, RunnableTurn, StoreError};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Actor {
     /// `key:<api key id>`, `feishu:<open_id>`, `cron:<task id>`, `agent:<agent id>` (a
-    /// change an agent made through its tools) or `system`.
+    /// change an agent made through its tools), `platform_admin` (`SABLE_ADMIN_KEY`) or
+    /// `system`.
     pub id: String,
     /// The key's name, when it has one.
     pub name: Option<String>,
@@ -47,6 +48,11 @@ impl Actor {
     /// An agent acting through its tools, named by the turn's user when there is one.
     pub fn agent(agent_id: &str, user_id: Option<&str>) -> Self {
         Self::named(format!("agent:{agent_id}"), user_id.map(str::to_owned))
+    }
+
+    /// Whoever presented the deployment's bootstrap key (`SABLE_ADMIN_KEY`).
+    pub fn platform_admin() -> Self {
+        Self::named("platform_admin", Some("SABLE_ADMIN_KEY".to_owned()))
     }
 
     /// The admin CLI, named as such so its changes are told apart from the API's.

@@ -6,6 +6,9 @@ pub enum StoreError {
     /// The row does not exist, or belongs to another org (the two are indistinguishable).
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The request breaks a rule of the data (a platform key outside the platform org).
+    #[error("{0}")]
+    Rejected(&'static str),
     /// Postgres could not be reached or the pool had no connection in time; retry later.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),

@@ -4,7 +4,7 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 use rand::RngCore;
-use sable_core::{ApiKeyId, OrgId};
+use sable_core::{ApiKeyId, OrgId, Role};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -28,14 +28,48 @@ impl fmt::Debug for ApiKeySecret {
     }
 }
 
+/// A key to create: its org, role, name and, optionally, when it stops working.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewApiKey<'a> {
+    pub org_id: OrgId,
+    pub role: Role,
+    pub name: Option<&'a str>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> NewApiKey<'a> {
+    /// A key of `role` for `org_id`, unnamed, that does not expire.
+    pub fn new(org_id: OrgId, role: Role) -> Self {
+        Self {
+            org_id,
+            role,
+            name: None,
+            expires_at: None,
+        }
+    }
+
+    #[must_use]
+    pub fn named(mut self, name: Option<&'a str>) -> Self {
+        self.name = name;
+        self
+    }
+
+    #[must_use]
+    pub fn expiring(mut self, expires_at: Option<DateTime<Utc>>) -> Self {
+        self.expires_at = expires_at;
+        self
+    }
+}
+
 /// Who a valid key belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuthenticatedKey {
     pub key_id: ApiKeyId,
     pub org_id: OrgId,
     pub name: Option<String>,
-    /// May read deployment-wide diagnostics and manage its org's keys.
-    pub admin: bool,
+    pub role: Role,
+    /// When the key stops working, if ever.
+    pub expires_at: Option<DateTime<Utc>>,
     /// When the key was last recorded as used (at most once a minute, see
     /// [`LAST_USED_RESOLUTION`]).
     pub last_used_at: Option<DateTime<Utc>>,
@@ -46,6 +80,11 @@ impl AuthenticatedKey {
     pub fn last_use_is_stale(&self, now: DateTime<Utc>) -> bool {
         self.last_used_at
             .is_none_or(|used| now - used >= LAST_USED_RESOLUTION)
+    }
+
+    /// True once the key's expiry has passed (a cached key is checked again with this).
+    pub fn expired(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at.is_some_and(|expires| expires <= now)
     }
 }
 
@@ -70,17 +109,11 @@ pub struct ApiKeyRecord {
     /// revocation.
     pub prefix: String,
     pub name: Option<String>,
-    pub admin: bool,
+    pub role: Role,
     pub created_at: DateTime<Utc>,
     pub last_used_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
-}
-
-impl ApiKeyRecord {
-    /// `admin` or `member` (finer roles are not modelled yet).
-    pub fn role(&self) -> &'static str {
-        if self.admin { "admin" } else { "member" }
-    }
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -88,9 +121,10 @@ struct KeyRow {
     id: Uuid,
     org_id: Uuid,
     secret_hash: Vec<u8>,
-    admin: bool,
+    role: String,
     name: Option<String>,
     last_used_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -106,15 +140,16 @@ struct ApiKeyRow {
     org_id: Uuid,
     prefix: String,
     name: Option<String>,
-    admin: bool,
+    role: String,
     created_at: DateTime<Utc>,
     last_used_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
 }
 
 /// The columns of a key listing, in [`ApiKeyRow`]'s order (shared by both backends).
 pub(crate) const KEY_COLUMNS: &str =
-    "id, org_id, prefix, name, admin, created_at, last_used_at, revoked_at";
+    "id, org_id, prefix, name, role, created_at, last_used_at, revoked_at, expires_at";
 
 impl PgStore {
     pub async fn create_org(&self, name: &str) -> Result<OrgId, StoreError> {
@@ -127,6 +162,20 @@ impl PgStore {
         Ok(org_id)
     }
 
+    /// Creates an org and audits who did (`org.created`), in one transaction.
+    pub async fn create_org_as(&self, name: &str, actor: &Actor) -> Result<OrgId, StoreError> {
+        let org_id = OrgId::new();
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO orgs (id, name) VALUES ($1, $2)")
+            .bind(org_id.as_uuid())
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        pg_write_events(&mut tx, &self.audit_json(&[org_event(org_id, name, actor)])).await?;
+        tx.commit().await?;
+        Ok(org_id)
+    }
+
     pub async fn org_exists(&self, org_id: OrgId) -> Result<bool, StoreError> {
         let found: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM orgs WHERE id = $1")
             .bind(org_id.as_uuid())
@@ -135,15 +184,14 @@ impl PgStore {
         Ok(found.is_some())
     }
 
-    /// Creates a key for an existing org; an `admin` key may also read deployment-wide
-    /// diagnostics and manage the org's keys.
+    /// Creates a key for an existing org (platform keys for the platform org only).
     pub async fn create_api_key(
         &self,
-        org_id: OrgId,
-        admin: bool,
-        name: Option<&str>,
+        new: &NewApiKey<'_>,
         actor: &Actor,
     ) -> Result<ApiKeySecret, StoreError> {
+        let org_id = new.org_id;
+        check_key_org(new)?;
         if !self.org_exists(org_id).await? {
             return Err(StoreError::NotFound("org"));
         }
@@ -152,17 +200,26 @@ impl PgStore {
         let secret = random_hex(24);
         let mut tx = self.pool.begin().await?;
         sqlx::query(
-            "INSERT INTO api_keys (id, org_id, prefix, secret_hash, admin, name) VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO api_keys (id, org_id, prefix, secret_hash, role, name, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(id.as_uuid())
         .bind(org_id.as_uuid())
         .bind(&prefix)
         .bind(hash_secret(&secret))
-        .bind(admin)
-        .bind(name)
+        .bind(new.role.as_str())
+        .bind(new.name)
+        .bind(new.expires_at)
         .execute(&mut *tx)
         .await?;
-        let event = key_event(org_id, actor, "key.created", id, &prefix, admin, name);
+        let event = key_event(
+            org_id,
+            actor,
+            "key.created",
+            id,
+            &prefix,
+            new.role,
+            new.name,
+        );
         pg_write_events(&mut tx, &self.audit_json(&[event])).await?;
         tx.commit().await?;
         Ok(ApiKeySecret {
@@ -181,20 +238,24 @@ impl PgStore {
             return Ok(None);
         };
         let row: Option<KeyRow> = sqlx::query_as(
-            "SELECT id, org_id, secret_hash, admin, name, last_used_at FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
+            "SELECT id, org_id, secret_hash, role, name, last_used_at, expires_at FROM api_keys \
+             WHERE prefix = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
         )
         .bind(prefix)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row
-            .filter(|row| row.secret_hash == hash_secret(secret))
-            .map(|row| AuthenticatedKey {
-                key_id: ApiKeyId::from_uuid(row.id),
-                org_id: OrgId::from_uuid(row.org_id),
-                name: row.name,
-                admin: row.admin,
-                last_used_at: row.last_used_at,
-            }))
+        row.filter(|row| row.secret_hash == hash_secret(secret))
+            .map(|row| {
+                Ok(AuthenticatedKey {
+                    key_id: ApiKeyId::from_uuid(row.id),
+                    org_id: OrgId::from_uuid(row.org_id),
+                    name: row.name,
+                    role: parse_role(&row.role)?,
+                    expires_at: row.expires_at,
+                    last_used_at: row.last_used_at,
+                })
+            })
+            .transpose()
     }
 
     pub async fn record_key_use(&self, key_id: ApiKeyId) -> Result<(), StoreError> {
@@ -206,10 +267,12 @@ impl PgStore {
     }
 
     pub async fn list_orgs(&self) -> Result<Vec<OrgRecord>, StoreError> {
-        let rows: Vec<OrgRow> =
-            sqlx::query_as("SELECT id, name, created_at FROM orgs ORDER BY created_at, id")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows: Vec<OrgRow> = sqlx::query_as(
+            "SELECT id, name, created_at FROM orgs WHERE id <> $1 ORDER BY created_at, id",
+        )
+        .bind(Uuid::nil())
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows.into_iter().map(OrgRecord::from).collect())
     }
 
@@ -220,7 +283,7 @@ impl PgStore {
         .bind(org_id.as_uuid())
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(ApiKeyRecord::from).collect())
+        rows.into_iter().map(ApiKeyRecord::try_from).collect()
     }
 
     /// Revokes the key with `prefix` (of `org_id`, when given); `None` when there is no
@@ -240,7 +303,7 @@ impl PgStore {
         .bind(org_id.map(|org| org.as_uuid()))
         .fetch_optional(&mut *tx)
         .await?;
-        let key = row.map(ApiKeyRecord::from);
+        let key = row.map(ApiKeyRecord::try_from).transpose()?;
         if let Some(key) = &key {
             let event = key_event(
                 key.org_id,
@@ -248,7 +311,7 @@ impl PgStore {
                 "key.revoked",
                 key.id,
                 &key.prefix,
-                key.admin,
+                key.role,
                 key.name.as_deref(),
             );
             pg_write_events(&mut tx, &self.audit_json(&[event])).await?;
@@ -293,19 +356,50 @@ impl From<OrgRow> for OrgRecord {
     }
 }
 
-impl From<ApiKeyRow> for ApiKeyRecord {
-    fn from(row: ApiKeyRow) -> Self {
-        Self {
+impl TryFrom<ApiKeyRow> for ApiKeyRecord {
+    type Error = StoreError;
+
+    fn try_from(row: ApiKeyRow) -> Result<Self, StoreError> {
+        Ok(Self {
             id: ApiKeyId::from_uuid(row.id),
             org_id: OrgId::from_uuid(row.org_id),
             prefix: row.prefix,
             name: row.name,
-            admin: row.admin,
+            role: parse_role(&row.role)?,
             created_at: row.created_at,
             last_used_at: row.last_used_at,
             revoked_at: row.revoked_at,
-        }
+            expires_at: row.expires_at,
+        })
     }
+}
+
+/// A stored role text (the schema's CHECK allows only known ones).
+pub(crate) fn parse_role(text: &str) -> Result<Role, StoreError> {
+    crate::records::parse_stored(text)
+}
+
+/// Platform keys live in the platform org, and only they do.
+pub(crate) fn check_key_org(new: &NewApiKey<'_>) -> Result<(), StoreError> {
+    let platform_org = new.org_id == crate::platform_org();
+    if platform_org != (new.role == Role::Platform) {
+        return Err(StoreError::Rejected(
+            "platform keys belong to the platform org, and only they do",
+        ));
+    }
+    Ok(())
+}
+
+/// `org.created`, recorded in the new org.
+pub(crate) fn org_event(org_id: OrgId, name: &str, actor: &Actor) -> crate::AuditEvent {
+    record::change(
+        org_id,
+        actor,
+        "org.created",
+        "org",
+        org_id.to_string(),
+        serde_json::json!({ "name": name }),
+    )
 }
 
 /// `key.created` or `key.revoked`: the key's prefix and role, never its secret.
@@ -315,11 +409,10 @@ pub(crate) fn key_event(
     action: &'static str,
     key_id: ApiKeyId,
     prefix: &str,
-    admin: bool,
+    role: Role,
     name: Option<&str>,
 ) -> crate::AuditEvent {
-    let role = if admin { "admin" } else { "member" };
-    let details = serde_json::json!({ "key_prefix": prefix, "role": role, "name": name });
+    let details = serde_json::json!({ "key_prefix": prefix, "role": role.as_str(), "name": name });
     record::change(
         org_id,
         actor,

@@ -49,7 +49,9 @@ pub use feishu::{
     FeishuSecrets, SealedFeishuSecrets,
 };
 pub use intake::{AcceptedTurn, NewMessage, SessionTarget};
-pub use keys::{ApiKeyRecord, ApiKeySecret, AuthenticatedKey, LAST_USED_RESOLUTION, OrgRecord};
+pub use keys::{
+    ApiKeyRecord, ApiKeySecret, AuthenticatedKey, LAST_USED_RESOLUTION, NewApiKey, OrgRecord,
+};
 pub use notes::{MemoryEdit, SessionFilter, SessionInfo};
 pub use outbox::DeliveryRecord;
 pub use records::{HistoryEntry, MessageRecord, TurnRecord};
@@ -120,14 +122,17 @@ store_contract! {
     fn migrate(&self) -> Vec<String>;
     /// Succeeds when the database answers a trivial query.
     fn ping(&self) -> ();
+    /// Creates an org without an audit event: the embedded mode's first start and test
+    /// fixtures. Operators' paths (the API, `sable admin org create`) use `create_org_as`.
     fn create_org(&self, name: &str) -> OrgId;
+    /// Creates an org, audited (`org.created`) as `actor`'s change in the same transaction.
+    fn create_org_as(&self, name: &str, actor: &Actor) -> OrgId;
     fn org_exists(&self, org_id: OrgId) -> bool;
     /// Every org, oldest first (an operator's view: not scoped).
     fn list_orgs(&self) -> Vec<OrgRecord>;
-    /// Creates a key for an existing org; `admin` keys may read deployment diagnostics
-    /// and manage the org's keys.
-    fn create_api_key(&self, org_id: OrgId, admin: bool, name: Option<&str>, actor: &Actor) -> ApiKeySecret;
-    /// The key's org, or `None` when it is malformed, unknown or revoked.
+    /// Creates a key of a role for an existing org (platform keys: the platform org only).
+    fn create_api_key(&self, key: &NewApiKey<'_>, actor: &Actor) -> ApiKeySecret;
+    /// The key's org and role, or `None` when it is malformed, unknown, revoked or expired.
     fn authenticate(&self, presented: &str) -> Option<AuthenticatedKey>;
     /// Records that the key was used now (callers do so at most once a minute).
     fn record_key_use(&self, key_id: ApiKeyId) -> ();

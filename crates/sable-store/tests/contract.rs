@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, TimeZone, Utc};
 use sable_core::{
     AgentId, Channel, ConversationKey, CronTaskId, DeliveryStatus, IdempotencyKey, MessageRole,
-    MessageText, MisfirePolicy, OrgId, SessionId, TurnStatus,
+    MessageText, MisfirePolicy, OrgId, Role, SessionId, TurnStatus,
 };
 use sable_store::{
     AcceptedTurn, Actor, ApprovalDecision, ApprovalRecord, CronRunStatus, CronTarget, CronTask,
@@ -14,7 +14,7 @@ use sable_store::{
     NewMessage, NewToolCall, NextTurn, ProviderCallRecord, RunnableTurn, SessionTarget,
     StaleWakeup, Store, StoreError, StoreOptions, ToolCallRecord, ToolCallResult, TurnOutcome,
 };
-use sable_store::{AuditCursor, AuditFilter, AuditRecord, AuditVerification};
+use sable_store::{AuditCursor, AuditFilter, AuditRecord, AuditVerification, NewApiKey};
 use sable_store::{
     FeishuApp, FeishuCard, FeishuCardClaim, FeishuCardKind, FeishuEventRecord, FeishuReplyTarget,
     FeishuSecrets, SecretsKey,
@@ -48,6 +48,7 @@ macro_rules! contract_tests {
 
 contract_tests!(
     a_created_key_authenticates_to_its_own_org,
+    a_key_stops_working_when_it_expires_and_platform_keys_live_in_the_platform_org,
     a_heartbeat_makes_its_process_live_once_and_pool_stats_answer,
     a_wrong_secret_or_a_malformed_key_does_not_authenticate,
     a_key_needs_an_existing_org,
@@ -298,15 +299,15 @@ async fn a_heartbeat_makes_its_process_live_once_and_pool_stats_answer(
     Ok(())
 }
 
-/// An admin key says so; an ordinary one does not.
+/// A key authenticates with the role it was given.
 async fn a_created_key_authenticates_to_its_own_org(store: Store) -> anyhow::Result<()> {
     let first_org = store.create_org("first").await?;
     let second_org = store.create_org("second").await?;
     let first_key = store
-        .create_api_key(first_org, false, None, &Actor::system())
+        .create_api_key(&NewApiKey::new(first_org, Role::Member), &Actor::system())
         .await?;
     let second_key = store
-        .create_api_key(second_org, true, None, &Actor::system())
+        .create_api_key(&NewApiKey::new(second_org, Role::Admin), &Actor::system())
         .await?;
 
     let first = store
@@ -319,12 +320,76 @@ async fn a_created_key_authenticates_to_its_own_org(store: Store) -> anyhow::Res
         .expect("the key is valid");
 
     assert_eq!(
-        (first.org_id, first.key_id, first.admin),
-        (first_org, first_key.id, false)
+        (first.org_id, first.key_id, first.role),
+        (first_org, first_key.id, Role::Member)
     );
     assert_eq!(
-        (second.org_id, second.key_id, second.admin),
-        (second_org, second_key.id, true)
+        (second.org_id, second.key_id, second.role),
+        (second_org, second_key.id, Role::Admin)
+    );
+    let listed = store.api_keys(second_org).await?;
+    assert_eq!(
+        listed.iter().map(|key| key.role).collect::<Vec<_>>(),
+        [Role::Admin]
+    );
+    Ok(())
+}
+
+async fn a_key_stops_working_when_it_expires_and_platform_keys_live_in_the_platform_org(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let expired = store
+        .create_api_key(
+            &NewApiKey::new(org_id, Role::Viewer)
+                .expiring(Some(Utc::now() - TimeDelta::seconds(1))),
+            &Actor::system(),
+        )
+        .await?;
+    let later = Utc::now() + TimeDelta::hours(1);
+    let live = store
+        .create_api_key(
+            &NewApiKey::new(org_id, Role::Viewer).expiring(Some(later)),
+            &Actor::system(),
+        )
+        .await?;
+    assert_eq!(
+        store.authenticate(&expired.key).await?,
+        None,
+        "an expired key"
+    );
+    let authenticated = store.authenticate(&live.key).await?.expect("a live key");
+    assert!(!authenticated.expired(Utc::now()));
+    assert!(authenticated.expired(later));
+
+    let misplaced = store
+        .create_api_key(&NewApiKey::new(org_id, Role::Platform), &Actor::system())
+        .await;
+    assert!(
+        matches!(misplaced, Err(StoreError::Rejected(_))),
+        "{misplaced:?}"
+    );
+    let platform = store
+        .create_api_key(
+            &NewApiKey::new(sable_store::platform_org(), Role::Platform),
+            &Actor::system(),
+        )
+        .await?;
+    let admin = store
+        .authenticate(&platform.key)
+        .await?
+        .expect("a platform key");
+    assert_eq!(
+        (admin.org_id, admin.role),
+        (sable_store::platform_org(), Role::Platform)
+    );
+    assert!(
+        store
+            .list_orgs()
+            .await?
+            .iter()
+            .all(|org| org.id != sable_store::platform_org()),
+        "the platform org is not an org anyone lists"
     );
     Ok(())
 }
@@ -334,7 +399,7 @@ async fn a_wrong_secret_or_a_malformed_key_does_not_authenticate(
 ) -> anyhow::Result<()> {
     let org_id = store.create_org("acme").await?;
     let key = store
-        .create_api_key(org_id, false, None, &Actor::system())
+        .create_api_key(&NewApiKey::new(org_id, Role::Member), &Actor::system())
         .await?
         .key;
     let wrong_secret = format!(
@@ -351,7 +416,10 @@ async fn a_wrong_secret_or_a_malformed_key_does_not_authenticate(
 
 async fn a_key_needs_an_existing_org(store: Store) -> anyhow::Result<()> {
     let missing = store
-        .create_api_key(OrgId::new(), false, None, &Actor::system())
+        .create_api_key(
+            &NewApiKey::new(OrgId::new(), Role::Member),
+            &Actor::system(),
+        )
         .await;
 
     assert!(
@@ -2118,7 +2186,10 @@ async fn a_turn_is_audited_by_the_statements_that_run_it_and_sealed_into_a_chain
 ) -> anyhow::Result<()> {
     let org_id = store.create_org("acme").await?;
     let key = store
-        .create_api_key(org_id, false, Some("bot"), &Actor::system())
+        .create_api_key(
+            &NewApiKey::new(org_id, Role::Member).named(Some("bot")),
+            &Actor::system(),
+        )
         .await?;
     let mut sent = message(org_id, SessionTarget::New, "a secret prompt");
     sent.actor = Actor::key(key.id, Some("bot".to_owned())).with_request_id(Some("req-1".into()));
@@ -2197,7 +2268,7 @@ async fn a_repeated_message_is_audited_as_a_repeat_and_failed_keys_under_their_o
     let again = store.accept_message(sent).await?;
     assert_eq!(first.turn_id, again.turn_id);
     let key = store
-        .create_api_key(org_id, true, None, &Actor::system())
+        .create_api_key(&NewApiKey::new(org_id, Role::Admin), &Actor::system())
         .await?;
     let last = if key.key.ends_with('0') { "1" } else { "0" };
     let wrong = format!("{}{last}", &key.key[..key.key.len() - 1]);

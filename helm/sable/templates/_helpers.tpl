@@ -314,6 +314,9 @@ SABLE_NATS_URL: {{ . | quote }}
 {{- with .Values.secrets.secretsKey }}
 SABLE_SECRETS_KEY: {{ . | quote }}
 {{- end }}
+{{- with .Values.secrets.adminKey }}
+SABLE_ADMIN_KEY: {{ . | quote }}
+{{- end }}
 {{- range $name := keys .Values.secrets.providerKeys | sortAlpha }}
 {{ $name }}: {{ get $.Values.secrets.providerKeys $name | quote }}
 {{- end }}

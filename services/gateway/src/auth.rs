@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use sable_core::OrgId;
-use sable_store::{Actor, AuthenticatedKey};
+use sable_core::{OrgId, Role};
+use sable_store::{Actor, AuthenticatedKey, platform_org};
 use sha2::{Digest, Sha256};
 
 use crate::{ApiError, AppState};
@@ -70,10 +70,12 @@ impl AuthCache {
 #[derive(Debug, Clone)]
 pub(crate) struct Authenticated {
     pub org_id: OrgId,
-    /// May read deployment-wide diagnostics.
-    pub admin: bool,
+    /// What the key may do ([`crate::permissions`] checks it before the handler runs).
+    pub role: Role,
     /// The key and the request, as the audit names them.
     pub actor: Actor,
+    /// The key's name, as `GET /v1/me` shows it.
+    pub key_name: Option<String>,
 }
 
 impl FromRequestParts<AppState> for Authenticated {
@@ -83,6 +85,10 @@ impl FromRequestParts<AppState> for Authenticated {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // Already authenticated by the permission check of this route.
+        if let Some(caller) = parts.extensions.get::<Self>() {
+            return Ok(caller.clone());
+        }
         let presented = parts
             .headers
             .get(AUTHORIZATION)
@@ -91,6 +97,14 @@ impl FromRequestParts<AppState> for Authenticated {
             .map(str::trim)
             .ok_or(ApiError::Unauthorized)?;
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        if is_admin_key(state, &digest) {
+            return Ok(Self {
+                org_id: platform_org(),
+                role: Role::Platform,
+                actor: Actor::platform_admin().with_request_id(request_id(parts)),
+                key_name: Some("SABLE_ADMIN_KEY".to_owned()),
+            });
+        }
         let key = match state.auth_cache.get(&digest) {
             Some(key) => key,
             None => {
@@ -102,6 +116,10 @@ impl FromRequestParts<AppState> for Authenticated {
                 key
             }
         };
+        // A cached key is checked again: it may have expired since it was read.
+        if key.expired(chrono::Utc::now()) {
+            return Err(ApiError::Unauthorized);
+        }
         if key.last_use_is_stale(chrono::Utc::now()) {
             state.auth_cache.used_now(&digest);
             // Off the request's path: last use is a listing detail, never worth a
@@ -116,7 +134,8 @@ impl FromRequestParts<AppState> for Authenticated {
         let actor = Actor::key(key.key_id, key.name.clone()).with_request_id(request_id(parts));
         Ok(Self {
             org_id: key.org_id,
-            admin: key.admin,
+            role: key.role,
+            key_name: key.name.clone(),
             actor,
         })
     }
@@ -166,13 +185,28 @@ fn request_id(parts: &Parts) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// True when `digest` is the SHA-256 of the configured `SABLE_ADMIN_KEY`.
+fn is_admin_key(state: &AppState, digest: &[u8; 32]) -> bool {
+    state.config.admin_key.as_ref().is_some_and(|key| {
+        let expected: [u8; 32] = Sha256::digest(key.expose().trim().as_bytes()).into();
+        // Digests of a secret: comparing them in constant time leaks nothing either way,
+        // but costs nothing.
+        expected
+            .iter()
+            .zip(digest)
+            .fold(0u8, |differ, (a, b)| differ | (a ^ b))
+            == 0
+    })
+}
+
 impl Authenticated {
-    /// Admin keys only: `Forbidden` for the others.
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        if self.admin {
-            Ok(())
+    /// The org a route names, when the caller may act in it: its own, or any for the
+    /// platform admin. Another org is as unknown as a missing one (404).
+    pub fn org_scope(&self, org_id: OrgId) -> Result<OrgId, ApiError> {
+        if self.role == Role::Platform || self.org_id == org_id {
+            Ok(org_id)
         } else {
-            Err(ApiError::Forbidden)
+            Err(ApiError::NotFound("org"))
         }
     }
 }

@@ -48,8 +48,10 @@ pub enum ApiError {
     /// A channel's callback failed its verification (token, signature).
     #[error("{0}")]
     ChannelUnauthorized(&'static str),
-    #[error("this route needs an admin key")]
-    Forbidden,
+    #[error("this route needs a key with role '{0}' or above")]
+    Forbidden(sable_core::Role),
+    #[error("this route has no permission rule; nobody may call it")]
+    NoRule,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("request body is not valid JSON: {0}")]
@@ -90,7 +92,7 @@ impl ApiError {
         match self {
             Self::Unauthorized => (StatusCode::UNAUTHORIZED, "unauthorized"),
             Self::ChannelUnauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
-            Self::Forbidden => (StatusCode::FORBIDDEN, "forbidden"),
+            Self::Forbidden(_) | Self::NoRule => (StatusCode::FORBIDDEN, "forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
             Self::InvalidJson(_) => (StatusCode::BAD_REQUEST, "invalid_json"),
             Self::Validation(_) => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
@@ -118,6 +120,7 @@ impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         match error {
             StoreError::NotFound(what) => Self::NotFound(what),
+            StoreError::Rejected(why) => Self::Validation(why.to_owned()),
             StoreError::Unavailable(_) => {
                 tracing::warn!(error = %error_chain(&error), "database unavailable");
                 Self::Unavailable("database")

@@ -17,6 +17,7 @@ mod error;
 mod feishu;
 mod limits;
 mod openapi;
+pub mod permissions;
 mod routes;
 mod serve;
 #[doc(hidden)]
@@ -43,6 +44,7 @@ pub use feishu::{
     build_app as build_feishu_app, webhook_path as feishu_webhook_path,
 };
 pub use limits::{MAX_HEADER_BYTES, MAX_URI_BYTES};
+pub use routes::keys::DEFAULT_KEY_ROLE;
 pub use serve::HttpLimits;
 pub use webhook::WebhookChannel;
 
@@ -86,6 +88,8 @@ pub struct GatewayConfig {
     pub feishu: FeishuConfig,
     /// The audit trail's sealer and retention.
     pub audit: AuditConfig,
+    /// The platform administrator's bootstrap key (`SABLE_ADMIN_KEY`), if any.
+    pub admin_key: Option<sable_core::Secret>,
 }
 
 /// Shared by every request handler.
@@ -172,6 +176,10 @@ fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|method: axum::http::Method| async move {
             ApiError::MethodNotAllowed(method.to_string())
         })
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            permissions::enforce,
+        ))
         .route_layer(axum::middleware::from_fn(routes::metrics::record))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn(limits::refuse_oversized))

@@ -73,6 +73,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .merge(routes::metrics::router())
         .merge(routes::diagnostics::router())
         .merge(routes::keys::router())
+        .merge(routes::orgs::router())
         .merge(routes::agents::router())
         .merge(routes::tools::router())
         .merge(routes::audit::router())
@@ -140,7 +141,14 @@ fn add_common_errors(operation: &mut Operation) {
     });
     let mut statuses: Vec<(&str, &str)> = vec![("500", "A bug: the details are in the log")];
     if secured {
-        statuses.push(("401", "No API key, or one that is unknown or revoked"));
+        statuses.push((
+            "401",
+            "No API key, or one that is unknown, expired or revoked",
+        ));
+        statuses.push((
+            "403",
+            "The key's role may not use this route (`permissions.rs`)",
+        ));
         statuses.push(("503", "The database is unreachable; retry later"));
     }
     if has_body || has_query {

@@ -3,22 +3,29 @@
 use chrono::{DateTime, Utc};
 use sable_core::{ApiKeyId, OrgId};
 use sqlx::SqlitePool;
+use uuid::Uuid;
 use uuid::fmt::Hyphenated;
 
 use super::audit::insert_events;
-use super::{begin_write, stored_now};
+use super::{begin_write, stored_now, stored_time};
 use crate::audit::record;
-use crate::keys::{KEY_COLUMNS, KEY_SCHEME, hash_secret, key_event, random_hex, split_key};
-use crate::{Actor, ApiKeyRecord, ApiKeySecret, AuthenticatedKey, OrgRecord, StoreError};
+use crate::keys::{
+    KEY_COLUMNS, KEY_SCHEME, check_key_org, hash_secret, key_event, org_event, parse_role,
+    random_hex, split_key,
+};
+use crate::{
+    Actor, ApiKeyRecord, ApiKeySecret, AuthenticatedKey, NewApiKey, OrgRecord, StoreError,
+};
 
 #[derive(sqlx::FromRow)]
 struct KeyRow {
     id: Hyphenated,
     org_id: Hyphenated,
     secret_hash: Vec<u8>,
-    admin: bool,
+    role: String,
     name: Option<String>,
     last_used_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -34,10 +41,11 @@ struct ApiKeyRow {
     org_id: Hyphenated,
     prefix: String,
     name: Option<String>,
-    admin: bool,
+    role: String,
     created_at: DateTime<Utc>,
     last_used_at: Option<DateTime<Utc>>,
     revoked_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
 }
 
 pub(crate) async fn create_org(pool: &SqlitePool, name: &str) -> Result<OrgId, StoreError> {
@@ -51,6 +59,26 @@ pub(crate) async fn create_org(pool: &SqlitePool, name: &str) -> Result<OrgId, S
     Ok(org_id)
 }
 
+/// Creates an org and audits who did, in one transaction.
+pub(crate) async fn create_org_as(
+    pool: &SqlitePool,
+    name: &str,
+    actor: &Actor,
+) -> Result<OrgId, StoreError> {
+    let org_id = OrgId::new();
+    let now = stored_now();
+    let mut tx = begin_write(pool).await?;
+    sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
+        .bind(org_id.as_uuid().hyphenated())
+        .bind(name)
+        .bind(&now)
+        .execute(&mut *tx)
+        .await?;
+    insert_events(&mut tx, &[org_event(org_id, name, actor)], &now).await?;
+    tx.commit().await?;
+    Ok(org_id)
+}
+
 pub(crate) async fn org_exists(pool: &SqlitePool, org_id: OrgId) -> Result<bool, StoreError> {
     let found: Option<(Hyphenated,)> = sqlx::query_as("SELECT id FROM orgs WHERE id = $1")
         .bind(org_id.as_uuid().hyphenated())
@@ -59,15 +87,14 @@ pub(crate) async fn org_exists(pool: &SqlitePool, org_id: OrgId) -> Result<bool,
     Ok(found.is_some())
 }
 
-/// Creates a key for an existing org; an `admin` key may also read deployment-wide
-/// diagnostics.
+/// Creates a key for an existing org (platform keys for the platform org only).
 pub(crate) async fn create_api_key(
     pool: &SqlitePool,
-    org_id: OrgId,
-    admin: bool,
-    name: Option<&str>,
+    new: &NewApiKey<'_>,
     actor: &Actor,
 ) -> Result<ApiKeySecret, StoreError> {
+    let org_id = new.org_id;
+    check_key_org(new)?;
     if !org_exists(pool, org_id).await? {
         return Err(StoreError::NotFound("org"));
     }
@@ -77,18 +104,28 @@ pub(crate) async fn create_api_key(
     let now = stored_now();
     let mut tx = begin_write(pool).await?;
     sqlx::query(
-        "INSERT INTO api_keys (id, org_id, prefix, secret_hash, created_at, admin, name) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO api_keys (id, org_id, prefix, secret_hash, created_at, role, name, expires_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(id.as_uuid().hyphenated())
     .bind(org_id.as_uuid().hyphenated())
     .bind(&prefix)
     .bind(hash_secret(&secret))
     .bind(&now)
-    .bind(admin)
-    .bind(name)
+    .bind(new.role.as_str())
+    .bind(new.name)
+    .bind(new.expires_at.map(stored_time))
     .execute(&mut *tx)
     .await?;
-    let event = key_event(org_id, actor, "key.created", id, &prefix, admin, name);
+    let event = key_event(
+        org_id,
+        actor,
+        "key.created",
+        id,
+        &prefix,
+        new.role,
+        new.name,
+    );
     insert_events(&mut tx, &[event], &now).await?;
     tx.commit().await?;
     Ok(ApiKeySecret {
@@ -106,20 +143,25 @@ pub(crate) async fn authenticate(
         return Ok(None);
     };
     let row: Option<KeyRow> = sqlx::query_as(
-        "SELECT id, org_id, secret_hash, admin, name, last_used_at FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL",
+        "SELECT id, org_id, secret_hash, role, name, last_used_at, expires_at FROM api_keys \
+         WHERE prefix = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
     )
     .bind(prefix)
+    .bind(stored_now())
     .fetch_optional(pool)
     .await?;
-    Ok(row
-        .filter(|row| row.secret_hash == hash_secret(secret))
-        .map(|row| AuthenticatedKey {
-            key_id: ApiKeyId::from_uuid(row.id.into_uuid()),
-            org_id: OrgId::from_uuid(row.org_id.into_uuid()),
-            name: row.name,
-            admin: row.admin,
-            last_used_at: row.last_used_at,
-        }))
+    row.filter(|row| row.secret_hash == hash_secret(secret))
+        .map(|row| {
+            Ok(AuthenticatedKey {
+                key_id: ApiKeyId::from_uuid(row.id.into_uuid()),
+                org_id: OrgId::from_uuid(row.org_id.into_uuid()),
+                name: row.name,
+                role: parse_role(&row.role)?,
+                expires_at: row.expires_at,
+                last_used_at: row.last_used_at,
+            })
+        })
+        .transpose()
 }
 
 pub(crate) async fn record_key_use(pool: &SqlitePool, key_id: ApiKeyId) -> Result<(), StoreError> {
@@ -132,10 +174,12 @@ pub(crate) async fn record_key_use(pool: &SqlitePool, key_id: ApiKeyId) -> Resul
 }
 
 pub(crate) async fn list_orgs(pool: &SqlitePool) -> Result<Vec<OrgRecord>, StoreError> {
-    let rows: Vec<OrgRow> =
-        sqlx::query_as("SELECT id, name, created_at FROM orgs ORDER BY created_at, id")
-            .fetch_all(pool)
-            .await?;
+    let rows: Vec<OrgRow> = sqlx::query_as(
+        "SELECT id, name, created_at FROM orgs WHERE id <> $1 ORDER BY created_at, id",
+    )
+    .bind(Uuid::nil().hyphenated())
+    .fetch_all(pool)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|row| OrgRecord {
@@ -156,7 +200,7 @@ pub(crate) async fn api_keys(
     .bind(org_id.as_uuid().hyphenated())
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(ApiKeyRecord::from).collect())
+    rows.into_iter().map(ApiKeyRecord::try_from).collect()
 }
 
 pub(crate) async fn revoke_api_key(
@@ -176,7 +220,7 @@ pub(crate) async fn revoke_api_key(
     .bind(org_id.map(|org| org.as_uuid().hyphenated()))
     .fetch_optional(&mut *tx)
     .await?;
-    let key = row.map(ApiKeyRecord::from);
+    let key = row.map(ApiKeyRecord::try_from).transpose()?;
     if let Some(key) = &key {
         let event = key_event(
             key.org_id,
@@ -184,7 +228,7 @@ pub(crate) async fn revoke_api_key(
             "key.revoked",
             key.id,
             &key.prefix,
-            key.admin,
+            key.role,
             key.name.as_deref(),
         );
         insert_events(&mut tx, &[event], &now).await?;
@@ -215,17 +259,20 @@ pub(crate) async fn record_failed_authentication(
     super::audit::record_audit(pool, &[event]).await
 }
 
-impl From<ApiKeyRow> for ApiKeyRecord {
-    fn from(row: ApiKeyRow) -> Self {
-        Self {
+impl TryFrom<ApiKeyRow> for ApiKeyRecord {
+    type Error = StoreError;
+
+    fn try_from(row: ApiKeyRow) -> Result<Self, StoreError> {
+        Ok(Self {
             id: ApiKeyId::from_uuid(row.id.into_uuid()),
             org_id: OrgId::from_uuid(row.org_id.into_uuid()),
             prefix: row.prefix,
             name: row.name,
-            admin: row.admin,
+            role: parse_role(&row.role)?,
             created_at: row.created_at,
             last_used_at: row.last_used_at,
             revoked_at: row.revoked_at,
-        }
+            expires_at: row.expires_at,
+        })
     }
 }

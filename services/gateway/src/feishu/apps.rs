@@ -76,7 +76,6 @@ async fn list_apps(
     State(state): State<AppState>,
     caller: Authenticated,
 ) -> Result<Json<AppList>, ApiError> {
-    caller.require_admin()?;
     let apps = state.store.feishu_apps(caller.org_id).await?;
     Ok(Json(AppList {
         apps: apps.iter().map(app_json).collect(),
@@ -101,7 +100,6 @@ async fn create_app(
     caller: Authenticated,
     ApiJson(body): ApiJson<CreateAppBody>,
 ) -> Result<(StatusCode, Json<AppView>), ApiError> {
-    caller.require_admin()?;
     let key = state
         .feishu
         .secrets_key
@@ -154,7 +152,6 @@ async fn remove_app(
     caller: Authenticated,
     Path(app_id): Path<String>,
 ) -> Result<Json<AppView>, ApiError> {
-    caller.require_admin()?;
     let removed = state
         .store
         .remove_feishu_app(Some(caller.org_id), &app_id, &caller.actor)

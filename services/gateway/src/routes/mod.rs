@@ -10,6 +10,7 @@ pub(crate) mod keys;
 pub(crate) mod messages;
 pub(crate) mod metrics;
 pub(crate) mod openai;
+pub(crate) mod orgs;
 pub(crate) mod sessions;
 pub(crate) mod tools;
 pub(crate) mod turns;

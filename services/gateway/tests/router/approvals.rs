@@ -61,7 +61,7 @@ async fn bad_decisions_and_other_orgs_or_decided_approvals_are_refused(
 }
 
 fn decide(app: &TestApp, approval_id: &str) -> Call {
-    Call::post(format!("/v1/approvals/{approval_id}")).key(&app.org.member_key)
+    Call::post(format!("/v1/approvals/{approval_id}")).key(&app.org.operator_key)
 }
 
 /// Decisions on a pending approval that are no valid decision.

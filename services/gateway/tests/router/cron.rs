@@ -39,7 +39,7 @@ async fn bad_cron_requests_are_refused_and_change_no_task(backend: Backend) -> a
     let preview = app
         .accepted(
             Call::post("/v1/cron/preview")
-                .key(&app.org.member_key)
+                .key(&app.org.operator_key)
                 .json(
                     json!({"schedule": "0 9 * * *", "after": "2025-01-01T00:00:00Z", "count": 2}),
                 ),
@@ -87,7 +87,7 @@ fn keyless(app: &TestApp, task_id: &str) -> Vec<Refusal> {
 }
 
 fn invalid_creations(app: &TestApp, own: &Seeded, foreign: &Seeded) -> Vec<Refusal> {
-    let create = || Call::post("/v1/cron/tasks").key(&app.org.member_key);
+    let create = || Call::post("/v1/cron/tasks").key(&app.org.operator_key);
     let both_targets = json!({"session_id": own.session_id, "conversation": {"id": "c"}});
     let mut refusals: Vec<Refusal> = [
         ("no prompt", json!({"name": "n", "schedule": "0 9 * * *"})),
@@ -164,7 +164,7 @@ fn invalid_creations(app: &TestApp, own: &Seeded, foreign: &Seeded) -> Vec<Refus
 
 /// Edits of the caller's own task that must leave it as it was.
 fn invalid_edits(app: &TestApp, task_id: &str, foreign_session: &str) -> Vec<Refusal> {
-    let edit = || Call::patch(task_path(task_id, "")).key(&app.org.member_key);
+    let edit = || Call::patch(task_path(task_id, "")).key(&app.org.operator_key);
     let mut refusals: Vec<Refusal> = [
         (
             "a schedule that does not parse",
@@ -202,19 +202,19 @@ fn invalid_run_listings(app: &TestApp, task_id: &str) -> Vec<Refusal> {
     vec![
         refusal(
             "runs with a limit of 0",
-            runs("?limit=0").key(&app.org.member_key),
+            runs("?limit=0").key(&app.org.operator_key),
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
         ),
         refusal(
             "runs with a limit over 200",
-            runs("?limit=201").key(&app.org.member_key),
+            runs("?limit=201").key(&app.org.operator_key),
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
         ),
         refusal(
             "runs with a limit that is no number",
-            runs("?limit=all").key(&app.org.member_key),
+            runs("?limit=all").key(&app.org.operator_key),
             StatusCode::BAD_REQUEST,
             "bad_request",
         ),
@@ -250,7 +250,7 @@ fn invalid_previews(app: &TestApp) -> Vec<Refusal> {
         refusal(
             format!("preview with {what}"),
             Call::post("/v1/cron/preview")
-                .key(&app.org.member_key)
+                .key(&app.org.operator_key)
                 .json(body),
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation_failed",
@@ -275,7 +275,7 @@ fn unseen_task(app: &TestApp, what: &str, id: &str) -> Vec<Refusal> {
     .map(|(action, call)| {
         refusal(
             format!("{action} {what}"),
-            call.key(&app.org.member_key),
+            call.key(&app.org.operator_key),
             StatusCode::NOT_FOUND,
             "not_found",
         )

@@ -41,7 +41,10 @@ async fn key_management_refuses_members_bad_bodies_and_other_orgs_prefixes(
         forbidden(&app, Call::get("/v1/keys")),
         forbidden(&app, Call::post("/v1/keys").json(json!({"role": "admin"}))),
         forbidden(&app, revoke(&foreign.key_prefix)),
-        invalid("an unknown role", json!({"role": "owner"})),
+        invalid("an unknown role", json!({"role": "root"})),
+        invalid("a role above the admin's own", json!({"role": "owner"})),
+        invalid("a platform key from an org", json!({"role": "platform"})),
+        invalid("a key that never lives", json!({"expires_in_seconds": 0})),
         invalid("a blank name", json!({"name": "   "})),
         invalid("a name with a NUL", json!({"name": "ci\u{0}bot"})),
         invalid(
@@ -113,7 +116,10 @@ async fn a_key_revoked_through_the_api_stops_working_at_once() -> anyhow::Result
         )
         .await?;
     assert_eq!(created.status, StatusCode::CREATED);
-    assert_eq!(created.body["role"], "member");
+    assert_eq!(
+        created.body["role"], "operator",
+        "a key made without a role can do what every key could before roles"
+    );
     let key = text(&created.body["key"])?;
     let prefix = text(&created.body["prefix"])?;
     // Used once, so the gateway's key cache holds it.

@@ -37,6 +37,7 @@ mod health;
 mod keys;
 mod messages;
 mod openapi;
+mod permissions;
 mod router;
 mod sessions;
 mod support;

@@ -46,11 +46,14 @@ fn concrete(path: &str) -> String {
     out
 }
 
-/// The router's own answer for a path or method it does not serve (the fallbacks).
+/// The router's own answer for a path or method it does not serve: the fallbacks, or
+/// the permission table's refusal of a route it has no rule for (fail closed).
 fn unserved(reply: &crate::support::Reply) -> bool {
+    let message = &reply.body["error"]["message"];
     reply.status == StatusCode::METHOD_NOT_ALLOWED
-        || (reply.status == StatusCode::NOT_FOUND
-            && reply.body["error"]["message"] == "route not found")
+        || (reply.status == StatusCode::NOT_FOUND && message == "route not found")
+        || (reply.status == StatusCode::FORBIDDEN
+            && message == "this route has no permission rule; nobody may call it")
 }
 
 #[tokio::test]

@@ -11,11 +11,12 @@ use axum::body::Body;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::{HeaderMap, Method, Request, StatusCode};
 use sable_bus::Bus;
-use sable_core::{AgentId, OrgId, SessionId, TurnId};
+use sable_core::{AgentId, OrgId, Role, SessionId, TurnId};
 use sable_gateway::{FeishuConfig, GatewayConfig, HttpLimits};
 use sable_runtime::{AgentCatalog, Bindings};
 use sable_store::{
-    Actor, NewApproval, NewToolCall, NextTurn, SecretsKey, SessionFilter, Store, StoreOptions,
+    Actor, NewApiKey, NewApproval, NewToolCall, NextTurn, SecretsKey, SessionFilter, Store,
+    StoreOptions,
 };
 use sable_testkit::TestDatabase;
 use serde_json::{Value, json};
@@ -37,6 +38,9 @@ pub struct TestOrg {
     pub id: OrgId,
     pub admin_key: String,
     pub member_key: String,
+    pub operator_key: String,
+    /// One key of each org role, least first.
+    pub keys: Vec<(Role, String)>,
 }
 
 /// The gateway's router on real state, both served over HTTP and callable in-process.
@@ -53,6 +57,8 @@ pub struct TestApp {
     pub other_org: TestOrg,
     /// A key of `org` that was revoked before the app started.
     pub revoked_key: String,
+    /// A platform administrator's key (`sable admin key create --platform`).
+    pub platform_key: String,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
     _database: Database,
@@ -83,8 +89,18 @@ impl TestApp {
         let org = create_org(&store, "acme").await?;
         let other_org = create_org(&store, "globex").await?;
         let revoked = store
-            .create_api_key(org.id, false, Some("old"), &Actor::system())
+            .create_api_key(
+                &NewApiKey::new(org.id, Role::Member).named(Some("old")),
+                &Actor::system(),
+            )
             .await?;
+        let platform_key = store
+            .create_api_key(
+                &NewApiKey::new(sable_store::platform_org(), Role::Platform),
+                &Actor::system(),
+            )
+            .await?
+            .key;
         store
             .revoke_api_key(Some(org.id), key_prefix(&revoked.key), &Actor::system())
             .await?;
@@ -110,6 +126,7 @@ impl TestApp {
             org,
             other_org,
             revoked_key: revoked.key,
+            platform_key,
             shutdown,
             server,
             _database: database,
@@ -163,8 +180,8 @@ impl TestApp {
             lines.push(format!("{org:?}"));
             for key in self.store.api_keys(org.id).await? {
                 lines.push(format!(
-                    "key {} {:?} admin={} revoked={:?}",
-                    key.prefix, key.name, key.admin, key.revoked_at
+                    "key {} {:?} role={} revoked={:?}",
+                    key.prefix, key.name, key.role, key.revoked_at
                 ));
             }
             let every_session = SessionFilter {
@@ -209,7 +226,7 @@ impl TestApp {
         let task = self
             .accepted(
                 Call::post("/v1/cron/tasks")
-                    .key(&org.member_key)
+                    .key(&org.operator_key)
                     .json(json!({
                         "name": "daily digest",
                         "schedule": "0 9 * * *",
@@ -354,6 +371,7 @@ pub fn test_config() -> anyhow::Result<GatewayConfig> {
             apps_refresh: Duration::from_secs(1),
         },
         audit: sable_gateway::AuditConfig::default(),
+        admin_key: None,
     })
 }
 
@@ -621,16 +639,26 @@ fn key_prefix(key: &str) -> &str {
 
 async fn create_org(store: &Store, name: &str) -> anyhow::Result<TestOrg> {
     let id = store.create_org(name).await?;
+    let mut keys = Vec::new();
+    for role in Role::ORG_ROLES {
+        let new = NewApiKey::new(id, role).named(Some(role.as_str()));
+        keys.push((
+            role,
+            store.create_api_key(&new, &Actor::system()).await?.key,
+        ));
+    }
+    let key_of = |wanted: Role| {
+        keys.iter()
+            .find(|(role, _)| *role == wanted)
+            .map(|(_, key)| key.clone())
+            .unwrap_or_default()
+    };
     Ok(TestOrg {
         id,
-        admin_key: store
-            .create_api_key(id, true, Some("admin"), &Actor::system())
-            .await?
-            .key,
-        member_key: store
-            .create_api_key(id, false, Some("member"), &Actor::system())
-            .await?
-            .key,
+        admin_key: key_of(Role::Admin),
+        member_key: key_of(Role::Member),
+        operator_key: key_of(Role::Operator),
+        keys,
     })
 }
 

@@ -210,7 +210,9 @@ impl From<ApiError> for OpenAiError {
                 "invalid_request_error",
                 "invalid_api_key",
             ),
-            ApiError::Forbidden => (StatusCode::FORBIDDEN, "permission_error", "forbidden"),
+            ApiError::Forbidden(_) | ApiError::NoRule => {
+                (StatusCode::FORBIDDEN, "permission_error", "forbidden")
+            }
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "invalid_request_error", "not_found"),
             ApiError::UnknownAgent(_) => (
                 StatusCode::NOT_FOUND,
