@@ -204,3 +204,31 @@ async fn every_route_of_the_source_is_registered_with_its_document() -> anyhow::
     );
     Ok(())
 }
+
+/// Found by schemathesis after the permission table moved authentication in front of the
+/// handlers: the OpenAI-compatible routes refused a missing key in Sable's shape, not
+/// the OpenAI shape their document (and the SDKs) expect.
+#[tokio::test]
+async fn the_openai_routes_refuse_keys_in_openais_shape() -> anyhow::Result<()> {
+    let app = TestApp::spawn(Backend::Sqlite).await?;
+    for call in [
+        Call::get("/v1/models"),
+        Call::get("/v1/models/agent:default"),
+        Call::get("/v1/responses/resp_x").key("sable_nope_nope"),
+        Call::post("/v1/chat/completions").json(serde_json::json!({})),
+        Call::post("/v1/responses").json(serde_json::json!({})),
+    ] {
+        let reply = app.send(call).await;
+        assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{:?}", reply.body);
+        assert_eq!(
+            reply.body["error"]["type"], "invalid_request_error",
+            "{:?}",
+            reply.body
+        );
+        assert_eq!(reply.body["error"]["code"], "invalid_api_key");
+    }
+    // Sable's own routes keep their shape.
+    let reply = app.send(Call::get("/v1/agents")).await;
+    assert_eq!(reply.body["error"]["code"], "unauthorized");
+    Ok(())
+}

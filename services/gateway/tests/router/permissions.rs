@@ -50,7 +50,9 @@ fn call_with(rule: &Rule, seeded: &Seeded, org_id: &str, body: Value) -> Call {
 fn refused(reply: &Reply) -> bool {
     let code = reply.body["error"]["code"].as_str();
     (reply.status == StatusCode::FORBIDDEN && code == Some("forbidden"))
-        || (reply.status == StatusCode::UNAUTHORIZED && code == Some("unauthorized"))
+        // The OpenAI-compatible routes say it in OpenAI's words.
+        || (reply.status == StatusCode::UNAUTHORIZED
+            && matches!(code, Some("unauthorized" | "invalid_api_key")))
 }
 
 async fn every_role_gets_exactly_what_the_permission_table_says(

@@ -38,6 +38,13 @@ pub(crate) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(retrieve_model))
 }
 
+/// Whether a route template is one of this door's, whose errors take OpenAI's shape.
+pub(crate) fn is_openai_route(path: &str) -> bool {
+    ["/v1/chat/completions", "/v1/responses", "/v1/models"]
+        .iter()
+        .any(|prefix| path == *prefix || path.starts_with(&format!("{prefix}/")))
+}
+
 /// OpenAI's model list: the agents.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ModelList {
