@@ -96,6 +96,26 @@ ensure_openai_sdk() {
     || fail "python3 cannot import the openai SDK after installing it"
 }
 
+# schemathesis (PyPI, pinned), for tests/e2e/schemathesis.rs: fuzzes the gateway from its
+# own GET /v1/openapi.json. In a virtualenv of its own (its dependencies stay out of the
+# system Python the other tools share), at $SABLE_TOOLS_DIR/schemathesis-<version>, where
+# the test looks for it.
+SABLE_SCHEMATHESIS_VERSION="4.32.5"
+ensure_schemathesis() {
+  local dir="${SABLE_TOOLS_DIR:-$HOME/.cache/sable}/schemathesis-$SABLE_SCHEMATHESIS_VERSION"
+  "$dir/bin/schemathesis" --version 2>/dev/null | grep -q "$SABLE_SCHEMATHESIS_VERSION" && return 0
+  command -v python3 >/dev/null || apt_install python3 python3-pip
+  python3 -m venv --help >/dev/null 2>&1 || apt_install python3-venv
+  echo "installing schemathesis==$SABLE_SCHEMATHESIS_VERSION (PyPI) into $dir ..." >&2
+  rm -rf "$dir"
+  mkdir -p "$(dirname "$dir")"
+  python3 -m venv "$dir" >&2 || fail "python3 -m venv $dir failed (the schemathesis test needs it)"
+  "$dir/bin/python" -m pip install --quiet "schemathesis==$SABLE_SCHEMATHESIS_VERSION" >&2 \
+    || fail "pip install schemathesis==$SABLE_SCHEMATHESIS_VERSION failed (tests/e2e/schemathesis.rs runs it)"
+  "$dir/bin/schemathesis" --version 2>/dev/null | grep -q "$SABLE_SCHEMATHESIS_VERSION" \
+    || fail "schemathesis $SABLE_SCHEMATHESIS_VERSION does not run from $dir after installing it"
+}
+
 # The chart and Compose checks of tests/e2e/deploy.rs (helm/tests/chart.py): Helm v4's
 # engine as a library (helm-python-sdk), the Kubernetes schemas (kubernetes-validate)
 # and the Compose specification's schema (vendored by check-jsonschema), from PyPI at

@@ -12,6 +12,7 @@ ensure_nats_server_binary
 ensure_mcp_server_time
 ensure_mcp_sdk
 ensure_openai_sdk
+ensure_schemathesis
 ensure_helm_tools
 ensure_chromium_playwright
 
@@ -21,7 +22,8 @@ SABLE_FAULT_REPORT=$(mktemp)
 trap 'rm -f "$log" "$SABLE_FAULT_REPORT"' EXIT
 status=0
 cargo test --workspace --all-targets "$@" 2>&1 | tee "$log" || status=$?
-# The fault-injection scenarios' report: accepted, replies, duplicates, losses.
+# The fault-injection scenarios' report (accepted, replies, duplicates, losses) and the
+# schemathesis run's case count.
 cat "$SABLE_FAULT_REPORT"
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

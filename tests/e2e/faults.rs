@@ -338,7 +338,7 @@ async fn all_delivered(stack: &TestStack, count: usize) -> anyhow::Result<()> {
 
 /// Appends the line to `SABLE_FAULT_REPORT` (which `scripts/test.sh` prints after the
 /// run), or to stderr.
-fn print_report(line: &str) -> anyhow::Result<()> {
+pub(crate) fn print_report(line: &str) -> anyhow::Result<()> {
     use std::io::Write;
     match std::env::var_os("SABLE_FAULT_REPORT") {
         Some(path) => writeln!(

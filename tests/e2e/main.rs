@@ -28,5 +28,6 @@ mod provider_failures;
 mod provider_layer;
 mod quickstart;
 mod readme;
+mod schemathesis;
 mod shutdown;
 mod tracing;

@@ -8,7 +8,37 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sable_core::error_chain;
 use sable_store::StoreError;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The body of every error answer of Sable's own routes.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+/// What went wrong: a stable machine-readable `code` and a message for people.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ErrorDetail {
+    /// One of `unauthorized`, `forbidden`, `not_found`, `invalid_json`,
+    /// `validation_failed`, `unknown_agent`, `conflict`, `payload_too_large`,
+    /// `uri_too_long`, `headers_too_large`, `unsupported_media_type`, `request_timeout`,
+    /// `bad_request`, `method_not_allowed`, `unavailable`, `internal`, `not_ready`.
+    #[schema(example = "validation_failed")]
+    pub code: String,
+    pub message: String,
+}
+
+impl ErrorBody {
+    pub(crate) fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            error: ErrorDetail {
+                code: code.to_owned(),
+                message: message.into(),
+            },
+        }
+    }
+}
 
 /// Everything a handler can answer besides success.
 #[derive(Debug, thiserror::Error)]
@@ -124,8 +154,7 @@ impl IntoResponse for ApiError {
         if let Self::Internal(cause) = &self {
             tracing::error!(error = %format!("{cause:#}"), "request failed");
         }
-        let body = json!({"error": {"code": code, "message": self.to_string()}});
-        let mut response = (status, Json(body)).into_response();
+        let mut response = (status, Json(ErrorBody::new(code, self.to_string()))).into_response();
         if matches!(self, Self::Unauthorized) {
             // What to present instead (RFC 9110 §11.6.1): MCP hosts read it.
             response.headers_mut().insert(
@@ -170,7 +199,7 @@ pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
         _ => ApiError::BadRequest(text),
     };
     let (_, code) = error.status_and_code();
-    let body = json!({"error": {"code": code, "message": error.to_string()}});
+    let body = ErrorBody::new(code, error.to_string());
     parts.headers.remove(CONTENT_LENGTH);
     parts
         .headers

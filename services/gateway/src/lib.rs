@@ -17,6 +17,7 @@ mod dispatcher;
 mod error;
 mod feishu;
 mod limits;
+mod openapi;
 pub mod permissions;
 mod routes;
 mod serve;
@@ -182,26 +183,12 @@ fn app_state(
 }
 
 fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(routes::health::router())
-        .merge(routes::messages::router())
-        .merge(routes::openai::router())
-        .merge(routes::turns::router())
-        .merge(routes::sessions::router())
-        .merge(routes::approvals::router())
-        .merge(routes::cron::router())
-        .merge(routes::metrics::router())
-        .merge(routes::diagnostics::router())
-        .merge(routes::keys::router())
-        .merge(routes::orgs::router())
-        .merge(routes::agents::router())
-        .merge(routes::tools::router())
-        .merge(routes::audit::router())
+    let (served, _document) = openapi::api().split_for_parts();
+    served
+        // Not JSON APIs, so not in the document: the MCP endpoint (JSON-RPC) and the
+        // console's static assets.
         .merge(routes::mcp::router(&state))
-        .merge(routes::session_events::router())
         .merge(console::router())
-        .merge(feishu::apps::router())
-        .merge(feishu::ingress::router())
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|method: axum::http::Method| async move {
             ApiError::MethodNotAllowed(method.to_string())

@@ -53,6 +53,7 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/healthz", PUBLIC),
     rule("GET", "/readyz", PUBLIC),
     rule("GET", "/metrics", PUBLIC),
+    rule("GET", "/v1/openapi.json", PUBLIC),
     rule("POST", "/v1/channels/feishu/{app_id}/events", PUBLIC),
     rule("POST", "/v1/channels/feishu/{app_id}/card", PUBLIC),
     // The web console's assets (its calls are `/v1` routes with the signed-in key).
@@ -152,11 +153,22 @@ pub(crate) async fn enforce(
     let (mut parts, body) = request.into_parts();
     let caller = match Authenticated::from_request_parts(&mut parts, &state).await {
         Ok(caller) => caller,
-        Err(error) => return error.into_response(),
+        Err(error) => return refusal(&path, error),
     };
     if !caller.role.allows(needed) {
-        return ApiError::Forbidden(needed).into_response();
+        return refusal(&path, ApiError::Forbidden(needed));
     }
     parts.extensions.insert(caller);
     next.run(Request::from_parts(parts, body)).await
+}
+
+/// A refusal in the shape of the route's door: OpenAI's error object on the
+/// OpenAI-compatible routes (found by schemathesis: their 401 was Sable's shape), Sable's
+/// own everywhere else.
+fn refusal(path: &str, error: ApiError) -> Response {
+    if crate::routes::openai::is_openai_route(path) {
+        crate::routes::openai::OpenAiError::from(error).into_response()
+    } else {
+        error.into_response()
+    }
 }

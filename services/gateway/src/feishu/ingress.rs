@@ -8,12 +8,10 @@
 //! The long connection hands its events to the same intake ([`accept_pushed_event`]).
 
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use sable_core::{AgentId, Channel, ConversationKey, IdempotencyKey, MessageText, TurnId};
 use sable_runtime::BindingRequest;
 use sable_store::{
@@ -23,9 +21,12 @@ use sable_telemetry::TraceContext;
 use sable_telemetry::genai::TurnLabels;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::api::Credentials;
 use super::{actions, crypto, stream};
+use crate::error::ErrorBody;
 use crate::{ApiError, AppState};
 
 const SIGNATURE_HEADER: &str = "x-lark-signature";
@@ -34,10 +35,61 @@ const NONCE_HEADER: &str = "x-lark-request-nonce";
 const MESSAGE_EVENT: &str = "im.message.receive_v1";
 const CARD_ACTION_EVENT: &str = "card.action.trigger";
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/channels/feishu/{app_id}/events", post(receive))
-        .route("/v1/channels/feishu/{app_id}/card", post(receive))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(receive_event))
+        .routes(routes!(receive_card))
+}
+
+/// Feishu's event callback: the URL challenge, or a v2 event (plaintext, or
+/// `{"encrypt"}` for an app with an encrypt key, then signed with `X-Lark-Signature`).
+/// Verified by the app's verification token, not by an API key.
+#[utoipa::path(
+    post,
+    path = "/v1/channels/feishu/{app_id}/events",
+    tag = "feishu",
+    params(("app_id" = String, Path, description = "The app's `cli_…` id")),
+    request_body(content = Object, description = "Feishu's callback body"),
+    responses(
+        (status = 200, description = "`{\"challenge\"}` for the URL challenge, `{\"msg\":\"success\"}` for an event", body = Object),
+        (status = 400, description = "Not JSON, or not a v2 event", body = ErrorBody),
+        (status = 401, description = "The token or signature does not match", body = ErrorBody),
+        (status = 404, description = "No app has this id", body = ErrorBody),
+        (status = 503, description = "The secrets key is not set, or the database is unreachable", body = ErrorBody),
+    ),
+)]
+async fn receive_event(
+    state: State<AppState>,
+    app_id: Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    receive(state, app_id, headers, body).await
+}
+
+/// Feishu's card callback (a press on a card's button, such as an approval's): the same
+/// verification as the event callback; the answer is the toast and the updated card.
+#[utoipa::path(
+    post,
+    path = "/v1/channels/feishu/{app_id}/card",
+    tag = "feishu",
+    params(("app_id" = String, Path, description = "The app's `cli_…` id")),
+    request_body(content = Object, description = "Feishu's callback body"),
+    responses(
+        (status = 200, description = "The challenge, or the toast and updated card", body = Object),
+        (status = 400, description = "Not JSON, or not a v2 event", body = ErrorBody),
+        (status = 401, description = "The token or signature does not match", body = ErrorBody),
+        (status = 404, description = "No app has this id", body = ErrorBody),
+        (status = 503, description = "The secrets key is not set, or the database is unreachable", body = ErrorBody),
+    ),
+)]
+async fn receive_card(
+    state: State<AppState>,
+    app_id: Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    receive(state, app_id, headers, body).await
 }
 
 /// The plaintext callback body: a v2 event or the URL-verification handshake.

@@ -4,26 +4,91 @@
 use std::convert::Infallible;
 
 use axum::Json;
-use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use chrono::{DateTime, Utc};
 use sable_core::OrgId;
 use sable_store::{AuditCursor, AuditFilter, AuditRecord, Store};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::auth::Authenticated;
+use crate::error::ErrorBody;
 use crate::{ApiError, AppState};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/audit", get(list_events))
-        .route("/v1/audit/export", get(export_events))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_events))
+        .routes(routes!(export_events))
+}
+
+/// A page of audit events, newest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AuditPage {
+    events: Vec<AuditEvent>,
+    /// Pass as `cursor` for the next page; `null` on the last.
+    next_cursor: Option<String>,
+}
+
+/// One audit event (the same shape as `AuditRecord::to_json`, which the CLI prints).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AuditEvent {
+    id: Uuid,
+    /// Its place in the org's hash chain, once sealed.
+    seq: Option<i64>,
+    /// RFC 3339 with microseconds.
+    time: String,
+    actor: String,
+    actor_name: Option<String>,
+    action: String,
+    subject: AuditSubject,
+    /// `ok`, `error`, `denied` or `rejected`.
+    outcome: String,
+    severity: String,
+    request_id: Option<String>,
+    trace_id: Option<String>,
+    turn_id: Option<Uuid>,
+    session_id: Option<Uuid>,
+    /// What the action's kind records (never secrets or prompts).
+    details: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AuditSubject {
+    kind: String,
+    id: String,
+}
+
+impl From<&AuditRecord> for AuditEvent {
+    fn from(event: &AuditRecord) -> Self {
+        Self {
+            id: event.id,
+            seq: event.seq,
+            time: event
+                .time
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            actor: event.actor.clone(),
+            actor_name: event.actor_name.clone(),
+            action: event.action.clone(),
+            subject: AuditSubject {
+                kind: event.subject_kind.clone(),
+                id: event.subject_id.clone(),
+            },
+            outcome: event.outcome.clone(),
+            severity: event.severity.clone(),
+            request_id: event.request_id.clone(),
+            trace_id: event.trace_id.clone(),
+            turn_id: event.turn_id,
+            session_id: event.session_id,
+            details: serde_json::from_str(&event.details).unwrap_or(Value::Null),
+        }
+    }
 }
 
 /// Events per page unless `limit` says otherwise, and the most a page holds.
@@ -32,19 +97,32 @@ const MAX_PAGE: i64 = 500;
 /// Events an export reads from the store at a time.
 const EXPORT_BATCH: i64 = 500;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
-struct AuditQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct AuditQuery {
+    /// Only this action (`message.accepted`, `key.created`, ...).
     action: Option<String>,
+    /// Only this actor (`key:<prefix>`, `system`, ...).
     actor: Option<String>,
+    /// Only this subject id.
     subject: Option<String>,
+    /// `ok`, `error`, `denied` or `rejected`.
     outcome: Option<String>,
+    #[param(format = Uuid)]
     turn_id: Option<String>,
+    #[param(format = Uuid)]
     session_id: Option<String>,
+    /// An RFC 3339 time: events at or after it.
+    #[param(format = DateTime)]
     since: Option<String>,
+    /// An RFC 3339 time: events before it.
+    #[param(format = DateTime)]
     until: Option<String>,
-    /// The `next_cursor` of the previous page.
+    /// The `next_cursor` of the previous page (not for an export).
     cursor: Option<String>,
+    /// Events per page, 1 to 500 (50 by default; not for an export).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
 }
 
@@ -120,11 +198,23 @@ fn parse_time(name: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>
         .transpose()
 }
 
+/// The org's audit events, newest first, filtered, a page at a time (admin keys only).
+#[utoipa::path(
+    get,
+    path = "/v1/audit",
+    tag = "audit",
+    security(("api_key" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "A page of events", body = AuditPage),
+        (status = 403, description = "The key is not an admin key", body = ErrorBody),
+    ),
+)]
 async fn list_events(
     State(state): State<AppState>,
     caller: Authenticated,
     Query(query): Query<AuditQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AuditPage>, ApiError> {
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::Validation(format!(
@@ -139,13 +229,25 @@ async fn list_events(
     let next_cursor = more
         .then(|| events.last().map(|event| AuditCursor::of(event).encode()))
         .flatten();
-    Ok(Json(json!({
-        "events": events.iter().map(AuditRecord::to_json).collect::<Vec<_>>(),
-        "next_cursor": next_cursor,
-    })))
+    Ok(Json(AuditPage {
+        events: events.iter().map(AuditEvent::from).collect(),
+        next_cursor,
+    }))
 }
 
-/// Streams every matching event, newest first, one JSON object per line.
+/// Streams every matching event, newest first, one JSON object per line (admin keys
+/// only). A line `{"error":{...}}` ends an export cut short.
+#[utoipa::path(
+    get,
+    path = "/v1/audit/export",
+    tag = "audit",
+    security(("api_key" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "NDJSON, one `AuditEvent` a line", content_type = "application/x-ndjson", body = String),
+        (status = 403, description = "The key is not an admin key", body = ErrorBody),
+    ),
+)]
 async fn export_events(
     State(state): State<AppState>,
     caller: Authenticated,
@@ -197,7 +299,7 @@ fn export_stream(
             let full = batch.len() as i64 == filter.limit;
             let mut text = String::new();
             for event in &batch {
-                text.push_str(&event.to_json().to_string());
+                text.push_str(&serde_json::to_string(&AuditEvent::from(event)).unwrap_or_default());
                 text.push('\n');
             }
             // A short batch is the last: the next step finds nothing to send.
@@ -205,4 +307,36 @@ fn export_stream(
             Some((Ok(Bytes::from(text)), (next, filter)))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The API's event is the one the CLI prints (`AuditRecord::to_json`).
+    #[test]
+    fn an_event_has_the_shape_of_the_record_json() {
+        let record = AuditRecord {
+            id: Uuid::now_v7(),
+            org_id: OrgId::new(),
+            seq: Some(7),
+            time: Utc::now(),
+            actor: "key:abc".into(),
+            actor_name: None,
+            action: "key.created".into(),
+            subject_kind: "key".into(),
+            subject_id: "def".into(),
+            outcome: "ok".into(),
+            severity: "info".into(),
+            request_id: Some("r".into()),
+            trace_id: None,
+            turn_id: Some(Uuid::now_v7()),
+            session_id: None,
+            details: r#"{"role":"admin"}"#.into(),
+        };
+        assert_eq!(
+            serde_json::to_value(AuditEvent::from(&record)).unwrap(),
+            record.to_json()
+        );
+    }
 }

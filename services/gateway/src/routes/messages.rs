@@ -4,12 +4,10 @@
 use std::convert::Infallible;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
 use sable_core::{
     AgentId, Channel, ConversationKey, IdempotencyKey, MessageText, OrgId, SessionId,
 };
@@ -18,40 +16,101 @@ use sable_runtime::Inbound;
 use sable_store::{AcceptedTurn, SessionTarget};
 use sable_telemetry::TraceContext;
 use sable_telemetry::genai::{self, TurnLabels};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::Instrument;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Authenticated;
 use crate::body::ApiJson;
 use crate::waiter::{WaitOutcome, wait_for_turn};
 use crate::{ApiError, AppState};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/v1/messages", post(post_message))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(post_message))
 }
 
-#[derive(Debug, Deserialize)]
+/// A message for an agent: a new session, an existing one (`session_id`) or the session
+/// of a conversation (`conversation`, created on first use).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct PostMessageBody {
+pub(crate) struct PostMessageBody {
+    /// The message (1 to 32 KiB of text).
     text: String,
+    /// An existing session of the caller's org.
+    #[schema(format = Uuid)]
     session_id: Option<String>,
     conversation: Option<ConversationBody>,
+    /// The agent that answers (`GET /v1/agents`); the bindings' choice when absent.
     agent: Option<String>,
+    /// A repeated key returns the first message's turn instead of making another.
     idempotency_key: Option<String>,
     /// `"api"` (default) or `"webhook"`: where a new session's replies go.
+    #[schema(pattern = "^(api|webhook)$")]
     channel: Option<String>,
+    /// Answer when the turn ends (200) rather than at once (202).
     #[serde(default)]
     wait: bool,
 }
 
-#[derive(Debug, Deserialize)]
+/// A conversation of the caller's own naming, whose session is made on first use.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct ConversationBody {
+pub(crate) struct ConversationBody {
     id: String,
     user_id: Option<String>,
+}
+
+/// A turn as the message routes answer it: accepted (202), still running when the wait
+/// ended (202, and `retry_after_ms` with `hint` when this gateway is stopping), or
+/// finished (200, with its reply and, when it failed, its error).
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TurnAnswer {
+    #[schema(value_type = uuid::Uuid)]
+    turn_id: sable_core::TurnId,
+    #[schema(value_type = uuid::Uuid)]
+    session_id: SessionId,
+    /// `queued`, `running`, `waiting_approval`, `done`, `failed` or `cancelled`.
+    status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reply: Option<ReplyText>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<TurnError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hint: Option<&'static str>,
+}
+
+impl TurnAnswer {
+    fn new(accepted: &AcceptedTurn, status: String) -> Self {
+        Self {
+            turn_id: accepted.turn_id,
+            session_id: accepted.session_id,
+            status,
+            reply: None,
+            error: None,
+            retry_after_ms: None,
+            hint: None,
+        }
+    }
+}
+
+/// An agent's answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ReplyText {
+    pub text: String,
+}
+
+/// Why a turn ended without an answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct TurnError {
+    pub code: String,
+    pub message: Option<String>,
 }
 
 enum ReplyMode {
@@ -60,8 +119,27 @@ enum ReplyMode {
     Stream,
 }
 
+/// Sends a message to an agent: answers at once (202), when the turn ends (`"wait":
+/// true`), or as an SSE stream (`Accept: text/event-stream`) of `accepted`, `delta` and
+/// `final` events.
+///
 /// Runs the request in its own span, a child of the caller's `traceparent` when it sent
 /// one: the root of the turn's trace.
+#[utoipa::path(
+    post,
+    path = "/v1/messages",
+    tag = "messages",
+    security(("api_key" = [])),
+    request_body = PostMessageBody,
+    responses(
+        (status = 200, description = "The turn finished (`\"wait\": true`), or the SSE stream", content(
+            (TurnAnswer = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        (status = 202, description = "The turn is queued, or still running when the wait ended", body = TurnAnswer),
+        (status = 404, description = "`session_id` names no session of the caller's org", body = crate::error::ErrorBody),
+    ),
+)]
 async fn post_message(
     State(state): State<AppState>,
     caller: Authenticated,
@@ -279,35 +357,31 @@ pub(crate) async fn wake_turn(
 }
 
 fn accepted_response(accepted: &AcceptedTurn, status: StatusCode) -> Response {
-    let body = json!({"turn_id": accepted.turn_id, "session_id": accepted.session_id, "status": accepted.status});
+    let body = TurnAnswer::new(accepted, accepted.status.to_string());
     (status, Json(body)).into_response()
 }
 
-fn outcome_json(accepted: &AcceptedTurn, outcome: &WaitOutcome) -> serde_json::Value {
+fn outcome_json(accepted: &AcceptedTurn, outcome: &WaitOutcome) -> TurnAnswer {
     match outcome {
-        WaitOutcome::Finished(finished) => {
-            let mut body = json!({
-                "turn_id": accepted.turn_id,
-                "session_id": accepted.session_id,
-                "status": finished.status,
-                "reply": {"text": finished.reply_text},
-            });
-            if let Some(code) = &finished.error_code {
-                body["error"] = json!({"code": code, "message": finished.error_message});
-            }
-            body
-        }
-        WaitOutcome::StillRunning(status) => {
-            json!({"turn_id": accepted.turn_id, "session_id": accepted.session_id, "status": status})
-        }
-        WaitOutcome::Interrupted(status) => json!({
-            "turn_id": accepted.turn_id,
-            "session_id": accepted.session_id,
-            "status": status,
-            "retry_after_ms": RETRY_AFTER_SHUTDOWN_MS,
-            "hint": "this gateway is stopping; the turn goes on: read it with GET /v1/turns/{id}, \
-                     or send the message again with the same idempotency_key",
-        }),
+        WaitOutcome::Finished(finished) => TurnAnswer {
+            reply: Some(ReplyText {
+                text: finished.reply_text.clone(),
+            }),
+            error: finished.error_code.as_ref().map(|code| TurnError {
+                code: code.clone(),
+                message: finished.error_message.clone(),
+            }),
+            ..TurnAnswer::new(accepted, finished.status.clone())
+        },
+        WaitOutcome::StillRunning(status) => TurnAnswer::new(accepted, status.to_string()),
+        WaitOutcome::Interrupted(status) => TurnAnswer {
+            retry_after_ms: Some(RETRY_AFTER_SHUTDOWN_MS),
+            hint: Some(
+                "this gateway is stopping; the turn goes on: read it with GET /v1/turns/{id}, \
+                 or send the message again with the same idempotency_key",
+            ),
+            ..TurnAnswer::new(accepted, status.to_string())
+        },
     }
 }
 
@@ -337,10 +411,11 @@ fn stream_response(
     subscription: Option<sable_bus::EventSubscription>,
 ) -> Response {
     let (sender, receiver) = tokio::sync::mpsc::channel::<Event>(256);
-    let first = json!({"turn_id": accepted.turn_id, "session_id": accepted.session_id, "status": accepted.status});
+    let first = serde_json::to_string(&TurnAnswer::new(&accepted, accepted.status.to_string()))
+        .unwrap_or_default();
     tokio::spawn(async move {
         let _ = sender
-            .send(Event::default().event("accepted").data(first.to_string()))
+            .send(Event::default().event("accepted").data(first))
             .await;
         let delta_sender = sender.clone();
         let outcome = wait_for_turn(&state, org_id, &accepted, subscription, move |text| {
@@ -351,9 +426,9 @@ fn stream_response(
         })
         .await;
         let final_event = match outcome {
-            Ok(outcome) => Event::default()
-                .event("final")
-                .data(outcome_json(&accepted, &outcome).to_string()),
+            Ok(outcome) => Event::default().event("final").data(
+                serde_json::to_string(&outcome_json(&accepted, &outcome)).unwrap_or_default(),
+            ),
             Err(error) => Event::default()
                 .event("error")
                 .data(json!({"error": {"message": error.to_string()}}).to_string()),

@@ -6,24 +6,38 @@
 
 use std::convert::Infallible;
 
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use sable_core::SessionId;
 use sable_proto::v1::turn_event::Kind;
 use serde_json::json;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::auth::Authenticated;
+use crate::error::ErrorBody;
 use crate::{ApiError, AppState};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new().route("/v1/sessions/{session_id}/events", get(session_events))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(session_events))
 }
 
+/// The session's live events while connected.
+#[utoipa::path(
+    get,
+    path = "/v1/sessions/{session_id}/events",
+    tag = "sessions",
+    security(("api_key" = [])),
+    params(("session_id" = String, Path, description = "The session's id")),
+    responses(
+        (status = 200, description = "Server-sent events: `delta` {turn_id, text}, `parked` {turn_id, tool}, `finished` {turn_id, status, reply, error}", content_type = "text/event-stream", body = String),
+        (status = 404, description = "No session of the caller's org has this id", body = ErrorBody),
+    ),
+)]
 async fn session_events(
     State(state): State<AppState>,
     caller: Authenticated,

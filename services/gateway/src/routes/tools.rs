@@ -2,33 +2,93 @@
 //! and `GET /v1/mcp/servers` (the sidecar's servers and their health).
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Query, State};
-use axum::routing::get;
 use sable_proto::v1 as pb;
 use sable_tools::{ToolRisk, ToolSource};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Authenticated;
+use crate::error::ErrorBody;
 use crate::{ApiError, AppState};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/tools", get(list_tools))
-        .route("/v1/mcp/servers", get(list_servers))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_tools))
+        .routes(routes!(list_servers))
 }
 
-#[derive(Debug, Deserialize)]
-struct ToolsQuery {
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ToolsQuery {
+    /// The agent whose tools are listed; the default agent when absent.
     agent: Option<String>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ToolList {
+    tools: Vec<ToolView>,
+}
+
+/// A tool an agent is offered.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ToolView {
+    name: String,
+    /// `builtin`, `skill` or `mcp`.
+    #[schema(value_type = String)]
+    source: ToolSource,
+    description: String,
+    /// The JSON schema of the arguments object.
+    input_schema: Value,
+    idempotent: bool,
+    requires_approval: bool,
+    /// The MCP server of an MCP tool.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ServerList {
+    servers: Vec<ServerView>,
+}
+
+/// One MCP server of the sidecar, and its health.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ServerView {
+    name: String,
+    /// `stdio` or `http`.
+    transport: String,
+    /// `connecting`, `ready`, `degraded` or `down`.
+    state: String,
+    tools: u32,
+    calls: u64,
+    errors: u64,
+    p50_ms: f64,
+    p99_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+}
+
+/// What an agent is offered right now, MCP tools included.
+#[utoipa::path(
+    get,
+    path = "/v1/tools",
+    tag = "tools",
+    security(("api_key" = [])),
+    params(ToolsQuery),
+    responses(
+        (status = 200, description = "The agent's tools", body = ToolList),
+        (status = 422, description = "`agent` names no agent (`unknown_agent`)", body = ErrorBody),
+    ),
+)]
 async fn list_tools(
     State(state): State<AppState>,
     _caller: Authenticated,
     Query(query): Query<ToolsQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ToolList>, ApiError> {
     let agent_id = query
         .agent
         .unwrap_or_else(|| state.config.default_agent.as_str().to_owned());
@@ -43,45 +103,54 @@ async fn list_tools(
         !agent.skills.is_empty(),
         agent.allow_skill_scripts,
     );
-    let tools: Vec<Value> = names
+    let tools = names
         .into_iter()
         .filter_map(|name| registry.descriptor(name))
-        .map(|tool| {
-            let mut entry = json!({
-                "name": tool.name,
-                "source": tool.source,
-                "description": tool.description,
-                "input_schema": tool.parameters,
-                "idempotent": tool.idempotent,
-                "requires_approval": tool.risk == ToolRisk::High
-                    || agent.approval_required.contains(&tool.name),
-            });
-            if tool.source == ToolSource::Mcp
-                && let Some((server, _)) = tool
-                    .name
-                    .strip_prefix("mcp__")
-                    .and_then(|rest| rest.split_once("__"))
-            {
-                entry["server"] = json!(server);
-            }
-            entry
+        .map(|tool| ToolView {
+            name: tool.name.clone(),
+            source: tool.source,
+            description: tool.description.clone(),
+            input_schema: tool.parameters.clone(),
+            idempotent: tool.idempotent,
+            requires_approval: tool.risk == ToolRisk::High
+                || agent.approval_required.contains(&tool.name),
+            server: (tool.source == ToolSource::Mcp)
+                .then(|| {
+                    tool.name
+                        .strip_prefix("mcp__")
+                        .and_then(|rest| rest.split_once("__"))
+                        .map(|(server, _)| server.to_owned())
+                })
+                .flatten(),
         })
         .collect();
-    Ok(Json(json!({ "tools": tools })))
+    Ok(Json(ToolList { tools }))
 }
 
+/// The MCP sidecar's servers and their health (none when no sidecar is configured).
+#[utoipa::path(
+    get,
+    path = "/v1/mcp/servers",
+    tag = "tools",
+    security(("api_key" = [])),
+    responses((status = 200, description = "The servers", body = ServerList)),
+)]
 async fn list_servers(
     State(state): State<AppState>,
     _caller: Authenticated,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ServerList>, ApiError> {
     let Some(catalog) = state.config.tools.mcp() else {
-        return Ok(Json(json!({"servers": []})));
+        return Ok(Json(ServerList {
+            servers: Vec::new(),
+        }));
     };
     let status = sidecar_status(catalog).await.map_err(|status| {
         tracing::warn!(%status, "cannot read the MCP sidecar's status");
         ApiError::Unavailable("the MCP sidecar")
     })?;
-    Ok(Json(json!({"servers": servers_json(&status)})))
+    Ok(Json(ServerList {
+        servers: servers_json(&status),
+    }))
 }
 
 /// The sidecar's `Status`, within a short deadline.
@@ -99,25 +168,20 @@ pub(crate) async fn sidecar_status(
     Ok(answer.into_inner())
 }
 
-pub(crate) fn servers_json(status: &pb::StatusResponse) -> Vec<Value> {
+pub(crate) fn servers_json(status: &pb::StatusResponse) -> Vec<ServerView> {
     status
         .servers
         .iter()
-        .map(|server| {
-            let mut entry = json!({
-                "name": server.name,
-                "transport": server.transport,
-                "state": server.state,
-                "tools": server.tool_count,
-                "calls": server.calls,
-                "errors": server.errors,
-                "p50_ms": server.p50_ms,
-                "p99_ms": server.p99_ms,
-            });
-            if let Some(error) = &server.last_error {
-                entry["last_error"] = json!(error);
-            }
-            entry
+        .map(|server| ServerView {
+            name: server.name.clone(),
+            transport: server.transport.clone(),
+            state: server.state.clone(),
+            tools: server.tool_count,
+            calls: server.calls,
+            errors: server.errors,
+            p50_ms: server.p50_ms,
+            p99_ms: server.p99_ms,
+            last_error: server.last_error.clone(),
         })
         .collect()
 }

@@ -46,6 +46,7 @@ async fn key_management_refuses_members_bad_bodies_and_other_orgs_prefixes(
         invalid("a platform key from an org", json!({"role": "platform"})),
         invalid("a key that never lives", json!({"expires_in_seconds": 0})),
         invalid("a blank name", json!({"name": "   "})),
+        invalid("a name with a NUL", json!({"name": "ci\u{0}bot"})),
         invalid(
             "a name over 100 characters",
             json!({"name": "n".repeat(101)}),

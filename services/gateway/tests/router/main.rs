@@ -38,6 +38,7 @@ mod health;
 mod keys;
 mod mcp;
 mod messages;
+mod openapi;
 mod permissions;
 mod router;
 mod sessions;

@@ -64,7 +64,9 @@ fn refused(reply: &Reply) -> bool {
         reply.body["error"]["code"].as_str()
     };
     (reply.status == StatusCode::FORBIDDEN && code == Some("forbidden"))
-        || (reply.status == StatusCode::UNAUTHORIZED && code == Some("unauthorized"))
+        // The OpenAI-compatible routes say it in OpenAI's words.
+        || (reply.status == StatusCode::UNAUTHORIZED
+            && matches!(code, Some("unauthorized" | "invalid_api_key")))
 }
 
 async fn every_role_gets_exactly_what_the_permission_table_says(

@@ -10,24 +10,29 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use sable_core::OrgId;
 use sable_store::AcceptedTurn;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::Instrument;
+use utoipa::ToSchema;
 
 use super::{
-    Answer, ContextMessage, OpenAiError, TurnRequest, accept_turn, answer_of, conversation_of,
-    refuse_client_tools, refuse_unknown_fields, resolve_model, unix_now, unsent_rest,
-    with_turn_headers,
+    Answer, ChatUsage, ContextMessage, OpenAiError, OpenAiErrorBody, TurnRequest, accept_turn,
+    answer_of, conversation_of, refuse_client_tools, refuse_unknown_fields, resolve_model,
+    unix_now, unsent_rest, with_turn_headers,
 };
 use crate::auth::Authenticated;
 use crate::body::ApiJson;
 use crate::routes::messages::continue_trace;
 use crate::{ApiError, AppState};
 
-#[derive(Debug, Deserialize)]
-pub(super) struct ChatBody {
+/// A Chat Completions request. Sable reads `model` (an agent), `messages` (text only),
+/// `stream`, `stream_options.include_usage` and `user`; it ignores OpenAI's sampling
+/// fields and refuses client-side tools, `n` other than 1 and unknown fields.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct ChatBody {
+    /// `agent:<id>` or `<id>` (`GET /v1/models`).
     model: Option<String>,
     #[serde(default)]
     messages: Vec<ChatMessage>,
@@ -42,27 +47,82 @@ pub(super) struct ChatBody {
     function_call: Option<Value>,
     /// Everything else: known fields Sable ignores, or unknown ones it refuses.
     #[serde(flatten)]
+    #[schema(ignore)]
     rest: Map<String, Value>,
 }
 
-#[derive(Debug, Deserialize)]
-struct StreamOptions {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
 }
 
-#[derive(Debug, Deserialize)]
-struct ChatMessage {
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct ChatMessage {
+    /// `system`, `developer`, `user` or `assistant`.
     role: String,
+    /// A string, or an array of `text` parts.
     #[serde(default)]
     content: Value,
     tool_calls: Option<Value>,
     #[serde(flatten)]
+    #[schema(ignore)]
     _rest: Map<String, Value>,
 }
 
+/// OpenAI's `chat.completion`: the agent's reply as its one choice.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ChatCompletion {
+    /// `chatcmpl-<turn id>`.
+    id: String,
+    /// Always `chat.completion`.
+    object: &'static str,
+    created: i64,
+    model: String,
+    choices: Vec<ChatChoice>,
+    usage: ChatUsage,
+    system_fingerprint: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ChatChoice {
+    index: u32,
+    message: AssistantMessage,
+    /// Always `stop`.
+    finish_reason: &'static str,
+    logprobs: Option<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct AssistantMessage {
+    /// Always `assistant`.
+    role: &'static str,
+    content: String,
+    refusal: Option<String>,
+}
+
+/// One turn of the agent `model` names, answered as a `chat.completion` or streamed as
+/// `chat.completion.chunk` events ending `[DONE]` (`"stream": true`).
+///
 /// Runs the request in its own span, like `POST /v1/messages`: the root of the turn's
 /// trace, or a child of the caller's `traceparent`.
+#[utoipa::path(
+    post,
+    path = "/v1/chat/completions",
+    tag = "openai",
+    security(("api_key" = [])),
+    request_body = ChatBody,
+    responses(
+        (status = 200, description = "The completion, or its chunk stream", content(
+            (ChatCompletion = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        (status = 404, description = "The model names no agent", body = OpenAiErrorBody),
+        (status = 409, description = "The turn waits for a person's approval", body = OpenAiErrorBody),
+        (status = 502, description = "The turn ended without an answer", body = OpenAiErrorBody),
+        (status = 504, description = "The turn did not end in time; it goes on", body = OpenAiErrorBody),
+    ),
+)]
 pub(super) async fn create(
     State(state): State<AppState>,
     caller: Result<Authenticated, ApiError>,
@@ -228,21 +288,25 @@ impl Reply {
         format!("chatcmpl-{}", self.accepted.turn_id)
     }
 
-    fn completion(&self, answer: &Answer) -> Value {
-        json!({
-            "id": self.id(),
-            "object": "chat.completion",
-            "created": unix_now(),
-            "model": self.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": answer.text, "refusal": null},
-                "finish_reason": "stop",
-                "logprobs": null,
+    fn completion(&self, answer: &Answer) -> ChatCompletion {
+        ChatCompletion {
+            id: self.id(),
+            object: "chat.completion",
+            created: unix_now(),
+            model: self.model.clone(),
+            choices: vec![ChatChoice {
+                index: 0,
+                message: AssistantMessage {
+                    role: "assistant",
+                    content: answer.text.clone(),
+                    refusal: None,
+                },
+                finish_reason: "stop",
+                logprobs: None,
             }],
-            "usage": answer.usage.chat_json(),
-            "system_fingerprint": null,
-        })
+            usage: answer.usage.chat_json(),
+            system_fingerprint: None,
+        }
     }
 
     /// A `chat.completion.chunk`; with `include_usage`, each carries `"usage": null`
@@ -317,7 +381,7 @@ impl Reply {
                     let _ = sender.send(Event::default().data("[DONE]"));
                 }
                 Err(error) => {
-                    let _ = sender.send(Event::default().data(error.body().to_string()));
+                    let _ = sender.send(Event::default().data(json!(error.body()).to_string()));
                 }
             }
         });

@@ -6,10 +6,28 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sable_store::AcceptedTurn;
-use serde_json::{Value, json};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::ApiError;
 use crate::waiter::FinishedTurn;
+
+/// The body of an OpenAI route's error, in OpenAI's shape.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OpenAiErrorBody {
+    error: OpenAiErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct OpenAiErrorDetail {
+    message: String,
+    /// `invalid_request_error`, `permission_error` or `server_error`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    code: Option<String>,
+    /// The request parameter at fault, when one is.
+    param: Option<String>,
+}
 
 /// An answer of an OpenAI route other than success.
 #[derive(Debug)]
@@ -163,13 +181,15 @@ impl OpenAiError {
     }
 
     /// The `error` object, as a stream sends it too.
-    pub fn body(&self) -> Value {
-        json!({"error": {
-            "message": self.message,
-            "type": self.kind,
-            "code": self.code,
-            "param": self.param,
-        }})
+    pub fn body(&self) -> OpenAiErrorBody {
+        OpenAiErrorBody {
+            error: OpenAiErrorDetail {
+                message: self.message.clone(),
+                kind: self.kind,
+                code: self.code.clone(),
+                param: self.param.clone(),
+            },
+        }
     }
 
     pub fn code(&self) -> &str {

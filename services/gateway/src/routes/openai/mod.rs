@@ -7,33 +7,63 @@ mod error;
 mod responses;
 
 use axum::Json;
-use axum::Router;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::Response;
-use axum::routing::{get, post};
 use sable_core::{
     AgentId, Channel, ConversationKey, IdempotencyKey, MessageText, OrgId, SessionId, TurnId,
 };
 use sable_runtime::Inbound;
 use sable_store::{AcceptedTurn, SessionTarget};
 use sable_telemetry::TraceContext;
-use serde_json::{Map, Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::AppState;
 use crate::auth::Authenticated;
 use crate::routes::messages;
 use crate::waiter::{WaitOutcome, wait_for_turn};
 
-pub(crate) use error::OpenAiError;
+pub(crate) use error::{OpenAiError, OpenAiErrorBody};
 
-pub(crate) fn router() -> Router<AppState> {
-    Router::new()
-        .route("/v1/chat/completions", post(chat::create))
-        .route("/v1/responses", post(responses::create))
-        .route("/v1/responses/{response_id}", get(responses::retrieve))
-        .route("/v1/models", get(list_models))
-        .route("/v1/models/{model}", get(retrieve_model))
+pub(crate) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(chat::create))
+        .routes(routes!(responses::create))
+        .routes(routes!(responses::retrieve))
+        .routes(routes!(list_models))
+        .routes(routes!(retrieve_model))
+}
+
+/// Whether a route template is one of this door's, whose errors take OpenAI's shape.
+pub(crate) fn is_openai_route(path: &str) -> bool {
+    ["/v1/chat/completions", "/v1/responses", "/v1/models"]
+        .iter()
+        .any(|prefix| path == *prefix || path.starts_with(&format!("{prefix}/")))
+}
+
+/// OpenAI's model list: the agents.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct ModelList {
+    /// Always `list`.
+    object: &'static str,
+    data: Vec<Model>,
+}
+
+/// An agent as an OpenAI model.
+#[derive(Debug, Serialize, ToSchema)]
+pub(crate) struct Model {
+    /// `agent:<id>`.
+    id: String,
+    /// Always `model`.
+    object: &'static str,
+    /// Always 0: the catalog keeps no creation time.
+    created: i64,
+    /// Always `sable`.
+    owned_by: &'static str,
 }
 
 /// The header naming an existing session to continue.
@@ -47,29 +77,55 @@ const AGENT_PREFIX: &str = "agent:";
 const USER_CONVERSATION_PREFIX: &str = "user:";
 
 /// `GET /v1/models`: the agents a request may name, as OpenAI models.
+#[utoipa::path(
+    get,
+    path = "/v1/models",
+    tag = "openai",
+    security(("api_key" = [])),
+    responses((status = 200, description = "The agents, as models", body = ModelList)),
+)]
 async fn list_models(
     State(state): State<AppState>,
     caller: Result<Authenticated, crate::ApiError>,
-) -> Result<Json<Value>, OpenAiError> {
+) -> Result<Json<ModelList>, OpenAiError> {
     caller?;
-    let data: Vec<Value> = state.config.agents.ids().map(model_json).collect();
-    Ok(Json(json!({"object": "list", "data": data})))
+    let data = state.config.agents.ids().map(model_json).collect();
+    Ok(Json(ModelList {
+        object: "list",
+        data,
+    }))
 }
 
 /// `GET /v1/models/{model}`: one agent, by `agent:<id>` or its bare id.
+#[utoipa::path(
+    get,
+    path = "/v1/models/{model}",
+    tag = "openai",
+    security(("api_key" = [])),
+    params(("model" = String, Path, description = "`agent:<id>` or `<id>`")),
+    responses(
+        (status = 200, description = "The agent, as a model", body = Model),
+        (status = 404, description = "No agent has this id", body = OpenAiErrorBody),
+    ),
+)]
 async fn retrieve_model(
     State(state): State<AppState>,
     caller: Result<Authenticated, crate::ApiError>,
     Path(model): Path<String>,
-) -> Result<Json<Value>, OpenAiError> {
+) -> Result<Json<Model>, OpenAiError> {
     caller?;
     let agent = resolve_model(&state, Some(&model))?;
     Ok(Json(model_json(agent.as_str())))
 }
 
-fn model_json(agent_id: &str) -> Value {
+fn model_json(agent_id: &str) -> Model {
     // The catalog keeps no creation time; OpenAI's field is required, so it is 0.
-    json!({"id": format!("{AGENT_PREFIX}{agent_id}"), "object": "model", "created": 0, "owned_by": "sable"})
+    Model {
+        id: format!("{AGENT_PREFIX}{agent_id}"),
+        object: "model",
+        created: 0,
+        owned_by: "sable",
+    }
 }
 
 /// The agent a request's `model` names: `agent:<id>` or `<id>`, one of the catalog's.
@@ -335,24 +391,59 @@ impl Usage {
         }
     }
 
-    fn chat_json(self) -> Value {
-        json!({
-            "prompt_tokens": self.input,
-            "completion_tokens": self.output,
-            "total_tokens": self.input + self.output,
-            "prompt_tokens_details": {"cached_tokens": self.cached_input},
-        })
+    fn chat_json(self) -> ChatUsage {
+        ChatUsage {
+            prompt_tokens: self.input,
+            completion_tokens: self.output,
+            total_tokens: self.input + self.output,
+            prompt_tokens_details: CachedTokens {
+                cached_tokens: self.cached_input,
+            },
+        }
     }
 
-    fn responses_json(self) -> Value {
-        json!({
-            "input_tokens": self.input,
-            "output_tokens": self.output,
-            "total_tokens": self.input + self.output,
-            "input_tokens_details": {"cached_tokens": self.cached_input},
-            "output_tokens_details": {"reasoning_tokens": 0},
-        })
+    fn responses_json(self) -> ResponsesUsage {
+        ResponsesUsage {
+            input_tokens: self.input,
+            output_tokens: self.output,
+            total_tokens: self.input + self.output,
+            input_tokens_details: CachedTokens {
+                cached_tokens: self.cached_input,
+            },
+            output_tokens_details: ReasoningTokens {
+                reasoning_tokens: 0,
+            },
+        }
     }
+}
+
+/// A chat completion's tokens.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct ChatUsage {
+    prompt_tokens: i64,
+    completion_tokens: i64,
+    total_tokens: i64,
+    prompt_tokens_details: CachedTokens,
+}
+
+/// A response's tokens.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct ResponsesUsage {
+    input_tokens: i64,
+    output_tokens: i64,
+    total_tokens: i64,
+    input_tokens_details: CachedTokens,
+    output_tokens_details: ReasoningTokens,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct CachedTokens {
+    cached_tokens: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct ReasoningTokens {
+    reasoning_tokens: i64,
 }
 
 /// Waits for the turn and turns its end into an answer or an OpenAI error, calling

@@ -11,17 +11,18 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use sable_core::{OrgId, TurnId, TurnStatus};
 use sable_store::{AcceptedTurn, SessionTarget, TurnRecord};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tracing::Instrument;
+use utoipa::ToSchema;
 
 use super::chat::content_text;
 use super::{
-    AGENT_PREFIX, ContextMessage, Conversation, OpenAiError, TurnRequest, Usage, accept_turn,
-    answer_of, conversation_of, refuse_client_tools, refuse_unknown_fields, resolve_model,
-    unix_now, unsent_rest, with_turn_headers,
+    AGENT_PREFIX, ContextMessage, Conversation, OpenAiError, OpenAiErrorBody, ResponsesUsage,
+    TurnRequest, Usage, accept_turn, answer_of, conversation_of, refuse_client_tools,
+    refuse_unknown_fields, resolve_model, unix_now, unsent_rest, with_turn_headers,
 };
 use crate::auth::Authenticated;
 use crate::body::ApiJson;
@@ -31,11 +32,17 @@ use crate::{ApiError, AppState};
 /// A response id is `resp_` and its turn's id.
 const RESPONSE_PREFIX: &str = "resp_";
 
-#[derive(Debug, Deserialize)]
-pub(super) struct ResponsesBody {
+/// A Responses API request. Sable reads `model` (an agent), `input` (a string, or
+/// messages of text parts), `instructions`, `previous_response_id`, `stream` and `user`;
+/// it ignores OpenAI's sampling fields and refuses client-side tools and unknown fields.
+#[derive(Debug, Deserialize, ToSchema)]
+pub(crate) struct ResponsesBody {
+    /// `agent:<id>` or `<id>` (`GET /v1/models`).
     model: Option<String>,
+    /// A string, or an array of messages whose content is text.
     input: Option<Value>,
     instructions: Option<String>,
+    /// `resp_<turn id>`: continues that response's session.
     previous_response_id: Option<String>,
     #[serde(default)]
     stream: bool,
@@ -48,9 +55,86 @@ pub(super) struct ResponsesBody {
     stream_options: Option<Value>,
     /// Everything else: known fields Sable ignores, or unknown ones it refuses.
     #[serde(flatten)]
+    #[schema(ignore)]
     rest: Map<String, Value>,
 }
 
+/// OpenAI's response object; its one output item is the agent's reply.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct ResponseObject {
+    /// `resp_<turn id>`.
+    id: String,
+    /// Always `response`.
+    object: &'static str,
+    created_at: i64,
+    /// `queued`, `in_progress`, `completed`, `failed` or `cancelled`.
+    status: &'static str,
+    error: Option<ResponseError>,
+    incomplete_details: Option<Value>,
+    instructions: Option<String>,
+    model: String,
+    output: Vec<OutputMessage>,
+    parallel_tool_calls: bool,
+    previous_response_id: Option<String>,
+    tool_choice: &'static str,
+    tools: Vec<Value>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    metadata: Map<String, Value>,
+    text: Value,
+    truncation: &'static str,
+    usage: Option<ResponsesUsage>,
+}
+
+/// Why a response has no answer.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct ResponseError {
+    code: String,
+    message: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct OutputMessage {
+    /// `msg_<turn id>`.
+    id: String,
+    /// Always `message`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    status: &'static str,
+    /// Always `assistant`.
+    role: &'static str,
+    content: Vec<OutputText>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub(crate) struct OutputText {
+    /// Always `output_text`.
+    #[serde(rename = "type")]
+    kind: &'static str,
+    text: String,
+    annotations: Vec<Value>,
+    logprobs: Vec<Value>,
+}
+
+/// Creates a response: one turn of the agent `model` names, answered when it ends, or
+/// streamed as Responses API events (`"stream": true`).
+#[utoipa::path(
+    post,
+    path = "/v1/responses",
+    tag = "openai",
+    security(("api_key" = [])),
+    request_body = ResponsesBody,
+    responses(
+        (status = 200, description = "The response, or its event stream", content(
+            (ResponseObject = "application/json"),
+            (String = "text/event-stream"),
+        )),
+        (status = 404, description = "The model names no agent, or previous_response_id no response", body = OpenAiErrorBody),
+        (status = 409, description = "The turn waits for a person's approval", body = OpenAiErrorBody),
+        (status = 502, description = "The turn ended without an answer", body = OpenAiErrorBody),
+        (status = 504, description = "The turn did not end in time; it goes on", body = OpenAiErrorBody),
+    ),
+)]
 pub(super) async fn create(
     State(state): State<AppState>,
     caller: Result<Authenticated, ApiError>,
@@ -110,11 +194,22 @@ pub(super) async fn create(
 }
 
 /// `GET /v1/responses/{id}`: the response as its turn stands now.
+#[utoipa::path(
+    get,
+    path = "/v1/responses/{response_id}",
+    tag = "openai",
+    security(("api_key" = [])),
+    params(("response_id" = String, Path, description = "`resp_<turn id>`")),
+    responses(
+        (status = 200, description = "The response", body = ResponseObject),
+        (status = 404, description = "No response of the caller's org has this id", body = OpenAiErrorBody),
+    ),
+)]
 pub(super) async fn retrieve(
     State(state): State<AppState>,
     caller: Result<Authenticated, ApiError>,
     Path(response_id): Path<String>,
-) -> Result<Json<Value>, OpenAiError> {
+) -> Result<Json<ResponseObject>, OpenAiError> {
     let caller = caller?;
     let turn = turn_of_response(&state, caller.org_id, &response_id, "response_id").await?;
     let usage = Usage {
@@ -151,7 +246,10 @@ pub(super) async fn retrieve(
         turn.status.is_final().then_some(usage),
     );
     if let Some(code) = turn.error_code {
-        body["error"] = json!({"code": code, "message": turn.error_message});
+        body.error = Some(ResponseError {
+            code,
+            message: turn.error_message,
+        });
     }
     Ok(Json(body))
 }
@@ -292,43 +390,43 @@ impl Reply {
         format!("msg_{}", self.accepted.turn_id)
     }
 
-    fn message(&self, status: &str, text: &str) -> Value {
-        json!({
-            "id": self.message_id(),
-            "type": "message",
-            "status": status,
-            "role": "assistant",
-            "content": [output_text(text)],
-        })
+    fn message(&self, status: &'static str, text: &str) -> OutputMessage {
+        OutputMessage {
+            id: self.message_id(),
+            kind: "message",
+            status,
+            role: "assistant",
+            content: vec![output_text(text)],
+        }
     }
 
     /// The response object; its one output item is the reply (none while in progress).
-    fn response(&self, status: &str, text: &str, usage: Option<Usage>) -> Value {
+    fn response(&self, status: &'static str, text: &str, usage: Option<Usage>) -> ResponseObject {
         let output = match status {
             "completed" => vec![self.message("completed", text)],
             _ => Vec::new(),
         };
-        json!({
-            "id": self.id(),
-            "object": "response",
-            "created_at": self.created_at,
-            "status": status,
-            "error": null,
-            "incomplete_details": null,
-            "instructions": self.echo.instructions,
-            "model": self.echo.model,
-            "output": output,
-            "parallel_tool_calls": false,
-            "previous_response_id": self.echo.previous_response_id,
-            "tool_choice": "auto",
-            "tools": [],
-            "temperature": null,
-            "top_p": null,
-            "metadata": {},
-            "text": {"format": {"type": "text"}},
-            "truncation": "disabled",
-            "usage": usage.map(Usage::responses_json),
-        })
+        ResponseObject {
+            id: self.id(),
+            object: "response",
+            created_at: self.created_at,
+            status,
+            error: None,
+            incomplete_details: None,
+            instructions: self.echo.instructions.clone(),
+            model: self.echo.model.clone(),
+            output,
+            parallel_tool_calls: false,
+            previous_response_id: self.echo.previous_response_id.clone(),
+            tool_choice: "auto",
+            tools: Vec::new(),
+            temperature: None,
+            top_p: None,
+            metadata: Map::new(),
+            text: json!({"format": {"type": "text"}}),
+            truncation: "disabled",
+            usage: usage.map(Usage::responses_json),
+        }
     }
 
     /// Streams `response.created`, `response.in_progress`, the output item and its text
@@ -386,7 +484,10 @@ impl Reply {
                 }
                 Err(error) => {
                     let mut failed = self.response("failed", "", None);
-                    failed["error"] = json!({"code": error.code(), "message": error.message()});
+                    failed.error = Some(ResponseError {
+                        code: error.code().to_owned(),
+                        message: Some(error.message().to_owned()),
+                    });
                     events.send("response.failed", json!({"response": failed}));
                 }
             }
@@ -401,8 +502,13 @@ impl Reply {
     }
 }
 
-fn output_text(text: &str) -> Value {
-    json!({"type": "output_text", "text": text, "annotations": [], "logprobs": []})
+fn output_text(text: &str) -> OutputText {
+    OutputText {
+        kind: "output_text",
+        text: text.to_owned(),
+        annotations: Vec::new(),
+        logprobs: Vec::new(),
+    }
 }
 
 /// The stream's events, each named by its `type` and numbered in order.
