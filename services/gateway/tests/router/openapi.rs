@@ -216,7 +216,8 @@ async fn every_route_of_the_source_is_registered_with_its_document() -> anyhow::
 /// The permission table and the document name the same routes: a documented route
 /// without a rule would be refused to everyone, a rule without a route is stale.
 #[tokio::test]
-async fn every_documented_route_has_a_permission_rule_and_every_rule_a_route() -> anyhow::Result<()> {
+async fn every_documented_route_has_a_permission_rule_and_every_rule_a_route() -> anyhow::Result<()>
+{
     let app = TestApp::spawn(Backend::Sqlite).await?;
     let document = app.send(Call::get("/v1/openapi.json")).await.body;
     let documented = operations(&document);
@@ -224,7 +225,9 @@ async fn every_documented_route_has_a_permission_rule_and_every_rule_a_route() -
     for (method, path) in &documented {
         let method: axum::http::Method = method.to_uppercase().parse()?;
         if sable_gateway::permissions::find(&method, path).is_none() {
-            wrong.push(format!("{method} {path} is served but has no permission rule"));
+            wrong.push(format!(
+                "{method} {path} is served but has no permission rule"
+            ));
         }
     }
     // Outside the document by design: the MCP endpoint and the console's files.
@@ -232,7 +235,10 @@ async fn every_documented_route_has_a_permission_rule_and_every_rule_a_route() -
     for rule in sable_gateway::permissions::RULES {
         let key = (rule.method.to_lowercase(), rule.path.to_owned());
         if !documented.contains(&key) && !undocumented.contains(&rule.path) {
-            wrong.push(format!("{} {} has a rule but no route", rule.method, rule.path));
+            wrong.push(format!(
+                "{} {} has a rule but no route",
+                rule.method, rule.path
+            ));
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
