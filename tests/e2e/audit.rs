@@ -348,8 +348,8 @@ async fn sable_admin_audit_verify_names_the_first_sequence_number_an_owner_edite
     assert!(intact.starts_with("intact: "), "{intact}");
 
     // The table's owner turns the trigger off and rewrites the outcome of event 5.
-    let pool = stack.database.store.pool();
-    let mut tx = pool.begin().await?;
+    let owner = stack.database.owner_pool().await?;
+    let mut tx = owner.begin().await?;
     sqlx::query("ALTER TABLE audit_events DISABLE TRIGGER audit_events_append_only")
         .execute(&mut *tx)
         .await?;
@@ -387,17 +387,7 @@ async fn sable_admin_audit_verify_names_the_first_sequence_number_an_owner_edite
 /// A member key is refused (the audit is for operators and above), and so is each
 /// malformed filter.
 async fn refusals(stack: &TestStack, key: &str) -> anyhow::Result<()> {
-    let member = stack
-        .sable(&[
-            "admin",
-            "key",
-            "create",
-            "--org",
-            &stack.org_id,
-            "--role",
-            "member",
-        ])
-        .await?;
+    let member = stack.key_with_role("member").await?;
     assert_error(
         &get(stack, "/v1/audit", &member).await?,
         StatusCode::FORBIDDEN,

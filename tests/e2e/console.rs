@@ -59,19 +59,7 @@ async fn keys(stack: &TestStack) -> anyhow::Result<Keys> {
     let other_org = stack
         .sable(&["admin", "key", "create", "--org", &other_org, "--admin"])
         .await?;
-    let member = stack
-        .sable(&[
-            "admin",
-            "key",
-            "create",
-            "--org",
-            &stack.org_id,
-            "--role",
-            "member",
-            "--name",
-            "console member",
-        ])
-        .await?;
+    let member = stack.key_with_role("member").await?;
     Ok(Keys {
         admin,
         member,
@@ -101,16 +89,7 @@ async fn drive_browser(stack: &TestStack, keys: &Keys) -> anyhow::Result<Value> 
         .await
         .context("the browser test ran over five minutes")?
         .context("node runs (scripts/services.sh installs it, Chromium and playwright-core)")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    anyhow::ensure!(
-        output.status.success(),
-        "the browser test failed ({}):\n{}\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr),
-        stdout,
-        stack.logs()
-    );
-    serde_json::from_str(stdout.trim()).with_context(|| format!("not JSON: {stdout}"))
+    crate::support::printed_json(stack, "the browser test", &output)
 }
 
 async fn get(stack: &TestStack, key: &str, path: &str) -> anyhow::Result<Value> {

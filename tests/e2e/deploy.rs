@@ -669,7 +669,7 @@ async fn run_rendered_pods(scenario: Scenario) -> anyhow::Result<()> {
     let root = std::env::temp_dir().join(format!("sable-chart-{}", uuid::Uuid::new_v4().simple()));
     // An empty database, as on a first install: the migration Job must create the schema.
     sqlx::raw_sql("DROP SCHEMA public CASCADE; CREATE SCHEMA public")
-        .execute(database.store.pool())
+        .execute(&database.owner_pool().await?)
         .await?;
     run_migration_job(&objects, &hosts, &root.join("migrate")).await?;
 

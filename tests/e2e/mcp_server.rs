@@ -368,16 +368,7 @@ async fn run_python_sdk(stack: &TestStack, other_key: &str) -> anyhow::Result<Va
         .output()
         .await
         .context("python3 runs (scripts/services.sh installs it and the mcp SDK)")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    anyhow::ensure!(
-        output.status.success(),
-        "the SDK script failed ({}):\n{}\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr),
-        stdout,
-        stack.logs()
-    );
-    serde_json::from_str(stdout.trim()).with_context(|| format!("not JSON: {stdout}"))
+    crate::support::printed_json(stack, "the SDK script", &output)
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -20,16 +20,7 @@ async fn run_sdk_script(stack: &TestStack) -> anyhow::Result<Value> {
         .output()
         .await
         .context("python3 runs (scripts/services.sh installs it and the openai SDK)")?;
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    anyhow::ensure!(
-        output.status.success(),
-        "the SDK script failed ({}):\n{}\n{}\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr),
-        stdout,
-        stack.logs()
-    );
-    serde_json::from_str(stdout.trim()).with_context(|| format!("not JSON: {stdout}"))
+    crate::support::printed_json(stack, "the SDK script", &output)
 }
 
 /// The OpenAI error object of an SDK exception's body (the SDK may unwrap `error`).

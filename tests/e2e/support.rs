@@ -212,6 +212,13 @@ impl TestStack {
         run_sable(args, &self.env()).await
     }
 
+    /// A new key of the stack's org with `role` (`sable admin key create --role`).
+    pub async fn key_with_role(&self, role: &str) -> anyhow::Result<String> {
+        let org = self.org_id.clone();
+        self.sable(&["admin", "key", "create", "--org", &org, "--role", role])
+            .await
+    }
+
     pub async fn spawn_worker(&mut self) -> anyhow::Result<()> {
         self.spawn_worker_with(&[]).await.map(|_| ())
     }
@@ -394,6 +401,25 @@ async fn read_json(response: reqwest::Response) -> anyhow::Result<(StatusCode, V
 }
 
 /// Asserts the error shape `{"error":{"code","message"}}` with the given status and code.
+/// The one JSON line a client script (Python SDK, browser) printed, or an error with
+/// its output and the stack's logs when it failed.
+pub fn printed_json(
+    stack: &TestStack,
+    what: &str,
+    output: &std::process::Output,
+) -> anyhow::Result<Value> {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    anyhow::ensure!(
+        output.status.success(),
+        "{what} failed ({}):\n{}\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        stdout,
+        stack.logs()
+    );
+    serde_json::from_str(stdout.trim()).with_context(|| format!("not JSON: {stdout}"))
+}
+
 pub fn assert_error(actual: &(StatusCode, Value), status: StatusCode, code: &str) {
     assert_eq!(actual.0, status, "unexpected status, body {}", actual.1);
     assert_eq!(

@@ -53,6 +53,16 @@ impl TestDatabase {
         })
     }
 
+    /// A connection pool as the table owner: not bound by row-level security or the
+    /// application role's grants (for tests that tamper with the schema or its rows, as an
+    /// owner could). `store` connects as the application's role.
+    pub async fn owner_pool(&self) -> anyhow::Result<sqlx::PgPool> {
+        Ok(sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&self.url)
+            .await?)
+    }
+
     /// Every table's row count, by table name (sorted).
     pub async fn row_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
         Ok(self
