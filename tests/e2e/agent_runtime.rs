@@ -747,8 +747,13 @@ async fn a_turn_resumed_after_a_crash_mid_tool_keeps_finished_calls_and_does_not
         hits.load(Ordering::SeqCst) == 1
     })
     .await?;
-    let before = turn(&stack, &turn_id).await?;
-    assert_eq!(before["tool_calls"][0]["status"], "ok", "{before}");
+    // The round's calls run at once: the clock's result may be written just after the
+    // fetch reached the site.
+    let before = sable_testkit::wait_for("the clock's result recorded", TURN_TIMEOUT, || async {
+        let before = turn(&stack, &turn_id).await.ok()?;
+        (before["tool_calls"][0]["status"] == "ok").then_some(before)
+    })
+    .await?;
     assert_eq!(before["tool_calls"][1]["status"], "running", "{before}");
 
     stack.workers.remove(0).kill().await;
