@@ -30,4 +30,5 @@ mod quickstart;
 mod readme;
 mod schemathesis;
 mod shutdown;
+mod tenancy;
 mod tracing;

@@ -73,6 +73,10 @@ pub struct Seeded {
     pub approval_id: String,
     pub key_prefix: String,
     pub feishu_app_id: String,
+    /// The org's own agent, model profile and provider (per-org configuration).
+    pub agent_id: String,
+    pub profile_name: String,
+    pub provider_name: String,
 }
 
 impl TestApp {
@@ -248,7 +252,34 @@ impl TestApp {
                 .json(feishu_app_body(&app_id)),
         )
         .await?;
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let (agent_id, profile_name, provider_name) = (
+            format!("agent-{suffix}"),
+            format!("profile-{suffix}"),
+            format!("provider-{suffix}"),
+        );
+        self.accepted(
+            Call::put(format!("/v1/providers/{provider_name}"))
+                .key(&org.admin_key)
+                .json(json!({"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": "sk-seeded"})),
+        )
+        .await?;
+        self.accepted(
+            Call::put(format!("/v1/model-profiles/{profile_name}"))
+                .key(&org.admin_key)
+                .json(json!({"provider": provider_name, "model": "m"})),
+        )
+        .await?;
+        self.accepted(
+            Call::put(format!("/v1/agents/{agent_id}"))
+                .key(&org.admin_key)
+                .json(json!({"prompt": "You help.", "model": {"profile": profile_name}})),
+        )
+        .await?;
         Ok(Seeded {
+            agent_id,
+            profile_name,
+            provider_name,
             session_id: text(&message.body["session_id"])?,
             turn_id: text(&message.body["turn_id"])?,
             cron_task_id: text(&task.body["id"])?,
@@ -449,6 +480,10 @@ impl Call {
 
     pub fn patch(path: impl Into<String>) -> Self {
         Self::new(Method::PATCH, path)
+    }
+
+    pub fn put(path: impl Into<String>) -> Self {
+        Self::new(Method::PUT, path)
     }
 
     pub fn delete(path: impl Into<String>) -> Self {
