@@ -86,6 +86,9 @@ pub struct Settings {
     pub feishu_apps_refresh_ms: u64,
     /// A streamed Feishu reply card is updated at most once per this many ms.
     pub feishu_stream_interval_ms: u64,
+    /// Intake (gateway, cron) rechecks an org's configuration version at most this
+    /// often; workers see a change on the next turn whatever this is.
+    pub org_config_refresh_ms: u64,
     /// A turn started this many times without ending fails instead of running again.
     pub max_turn_attempts: i32,
     /// Fault points to stop at (comma-separated names), for fault-injection tests.
@@ -183,6 +186,7 @@ impl Default for Settings {
             feishu_timeout_ms: 10_000,
             feishu_rate_limit_backoff_ms: 500,
             feishu_apps_refresh_ms: 30_000,
+            org_config_refresh_ms: 1_000,
             feishu_stream_interval_ms: 400,
             fault_pause_at: String::new(),
             fault_hits_to_pass: 0,

@@ -15,6 +15,7 @@ mod feishu;
 mod intake;
 mod keys;
 mod notes;
+mod org_config;
 mod outbox;
 mod records;
 mod roles;
@@ -94,6 +95,7 @@ pub(crate) mod ops {
     pub(crate) use super::intake::*;
     pub(crate) use super::keys::*;
     pub(crate) use super::notes::*;
+    pub(crate) use super::org_config::*;
     pub(crate) use super::outbox::*;
     pub(crate) use super::records::*;
     pub(crate) use super::roles::*;

@@ -407,7 +407,8 @@ async fn accept_message(
         return Ok(None);
     };
     let trace = TraceContext::new_root();
-    let new_message = new_message(state, app, group, &message, &sender, text, &trace)?;
+    let routing = state.orgs().current(app.org_id).await?.routing.clone();
+    let new_message = new_message(&routing, app, group, &message, &sender, text, &trace)?;
     let accepted = state.store.accept_message(new_message).await?;
     let target = FeishuReplyTarget {
         org_id: app.org_id,
@@ -452,7 +453,7 @@ async fn accept_message(
 /// The message to accept: its session (per user in p2p, per chat or thread in groups),
 /// its agent (the app's, through the bindings) and its idempotency key (the message id).
 fn new_message(
-    state: &AppState,
+    routing: &sable_runtime::IntakeRouting,
     app: &FeishuApp,
     group: bool,
     message: &Message,
@@ -475,8 +476,8 @@ fn new_message(
     let default_agent = app
         .agent
         .clone()
-        .unwrap_or_else(|| state.config.default_agent.to_string());
-    let bound = state.config.bindings.resolve(
+        .unwrap_or_else(|| routing.default_agent.to_string());
+    let bound = routing.bindings.resolve(
         &BindingRequest {
             explicit_agent: None,
             channel: Channel::Feishu.as_str(),

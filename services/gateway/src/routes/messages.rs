@@ -218,7 +218,7 @@ pub(crate) async fn accept(
     };
     let accepted = state
         .store
-        .accept_message(state.intake.route(inbound)?)
+        .accept_message(state.intake.route(inbound).await?)
         .await?;
     let labels = TurnLabels {
         org_id: org_id.to_string(),

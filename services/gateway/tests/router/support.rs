@@ -346,15 +346,28 @@ pub fn feishu_app_body(app_id: &str) -> Value {
 pub fn test_config() -> anyhow::Result<GatewayConfig> {
     // reqwest is built without a crypto provider (`main` installs ring's).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let agents = AgentCatalog::load(&sable_testkit::workspace_root().join("agents"))?;
+    let root = sable_testkit::workspace_root();
+    let agents = AgentCatalog::load(&root.join("agents"))?;
+    let models = sable_llm::CatalogSpec::from_toml(
+        &std::fs::read_to_string(root.join("config/providers.toml"))?,
+        &std::fs::read_to_string(root.join("config/models.toml"))?,
+    )?;
     Ok(GatewayConfig {
-        default_agent: AgentId::parse("default")?,
-        agents,
+        org_base: sable_runtime::OrgConfigBase {
+            routing: sable_runtime::IntakeRouting {
+                default_agent: AgentId::parse("default")?,
+                agents: agents.ids().map(str::to_owned).collect(),
+                bindings: Bindings::default(),
+            },
+            agents,
+            models,
+            keys: Default::default(),
+        },
+        org_config_refresh: Duration::from_millis(200),
         wait_timeout: Duration::from_millis(200),
         wait_poll_interval: Duration::from_millis(50),
         sweep_interval: Duration::from_secs(1),
         sweep_after: Duration::from_secs(5),
-        bindings: Bindings::default(),
         webhook: None,
         faults: sable_core::FaultPoints::default(),
         langfuse_host: None,
