@@ -832,15 +832,14 @@ impl PgStore {
         let Some((through_seq, hash, through_xid, through_id)) = end else {
             return Ok(0);
         };
-        let dropped = sqlx::query(
-            "DELETE FROM audit_events WHERE org_id = $1 AND (xid, id) <= ($2, $3)",
-        )
-        .bind(org_id.as_uuid())
-        .bind(through_xid)
-        .bind(through_id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+        let dropped =
+            sqlx::query("DELETE FROM audit_events WHERE org_id = $1 AND (xid, id) <= ($2, $3)")
+                .bind(org_id.as_uuid())
+                .bind(through_xid)
+                .bind(through_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         sqlx::query("DELETE FROM audit_seals WHERE org_id = $1 AND last_seq <= $2")
             .bind(org_id.as_uuid())
             .bind(through_seq)
@@ -1074,7 +1073,10 @@ pub(crate) fn verify_seal<P: PartialEq + Clone>(
         other => other,
     })?;
     if stored_events > count {
-        return Err(broken(seal.last_seq, "an event was added to the sealed range"));
+        return Err(broken(
+            seal.last_seq,
+            "an event was added to the sealed range",
+        ));
     }
     *head = ChainHead {
         seq: previous.0,
@@ -1445,11 +1447,17 @@ mod tests {
             Err(AuditVerification::Broken { seq, .. }) => Some(seq),
             other => panic!("{other:?}"),
         };
-        assert_eq!(at(verify(&|stored| stored[2].outcome = "error".to_owned())), Some(3));
+        assert_eq!(
+            at(verify(&|stored| stored[2].outcome = "error".to_owned())),
+            Some(3)
+        );
         assert_eq!(at(verify(&|stored| drop(stored.remove(1)))), Some(2));
         assert_eq!(at(verify(&|stored| drop(stored.pop()))), Some(4));
         let extra = record("extra");
-        assert_eq!(at(verify(&|stored| stored.insert(0, extra.clone()))), Some(1));
+        assert_eq!(
+            at(verify(&|stored| stored.insert(0, extra.clone()))),
+            Some(1)
+        );
 
         // The next seal must start where this one ended, at the next number.
         let mut head = ChainHead::start(0);
@@ -1472,7 +1480,13 @@ mod tests {
             verify_seal(&mut head.clone(), &stored_later(5, 4), vec![fifth]),
             Ok(1)
         );
-        assert_eq!(at(verify_seal(&mut head.clone(), &stored_later(6, 4), vec![])), Some(5));
-        assert_eq!(at(verify_seal(&mut head.clone(), &stored_later(5, 3), vec![])), Some(5));
+        assert_eq!(
+            at(verify_seal(&mut head.clone(), &stored_later(6, 4), vec![])),
+            Some(5)
+        );
+        assert_eq!(
+            at(verify_seal(&mut head.clone(), &stored_later(5, 3), vec![])),
+            Some(5)
+        );
     }
 }

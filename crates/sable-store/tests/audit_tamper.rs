@@ -227,7 +227,10 @@ async fn postgres_seals_an_event_whose_transaction_commits_late_once_and_in_orde
     let later_at = events
         .iter()
         .position(|event| event.action == "message.accepted");
-    assert!(slow_at < later_at, "chained in transaction order: {events:?}");
+    assert!(
+        slow_at < later_at,
+        "chained in transaction order: {events:?}"
+    );
     let seqs: Vec<Option<i64>> = events.iter().map(|event| event.seq).collect();
     let expected: Vec<Option<i64>> = (1..=through_seq).map(Some).collect();
     assert_eq!(seqs, expected, "every event sealed once, gap-free");

@@ -2180,10 +2180,7 @@ async fn seal_everything(store: &Store, org_id: OrgId) -> anyhow::Result<u64> {
         if let AuditVerification::Intact { unsealed: 0, .. } = store.verify_audit(org_id).await? {
             return Ok(sealed);
         }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "events left unsealed"
-        );
+        anyhow::ensure!(std::time::Instant::now() < deadline, "events left unsealed");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

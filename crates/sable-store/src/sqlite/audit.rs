@@ -10,8 +10,8 @@ use uuid::fmt::Hyphenated;
 use super::{begin_write, stored_now, stored_time};
 use crate::StoreError;
 use crate::audit::{
-    AuditEvent, AuditFilter, AuditRecord, AuditVerification, ChainHead, NewSeal,
-    SealReport, StoredSeal, VERIFY_PAGE, events_json, retention_event, seal_pass, verify_seal,
+    AuditEvent, AuditFilter, AuditRecord, AuditVerification, ChainHead, NewSeal, SealReport,
+    StoredSeal, VERIFY_PAGE, events_json, retention_event, seal_pass, verify_seal,
 };
 
 /// Writes `events` on `connection`, stamped `now` (inside the caller's transaction).
@@ -248,11 +248,13 @@ async fn chain_head(
         Some(head) => Some(head),
         None => checkpoint(&mut *connection, org).await?,
     };
-    Ok(head.map_or(ChainHead::start(0), |(seq, hash, position)| ChainHead {
-        seq,
-        hash,
-        position,
-    }))
+    Ok(
+        head.map_or(ChainHead::start(0), |(seq, hash, position)| ChainHead {
+            seq,
+            hash,
+            position,
+        }),
+    )
 }
 
 async fn checkpoint(
