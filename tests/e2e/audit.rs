@@ -355,7 +355,8 @@ async fn sable_admin_audit_verify_names_the_first_sequence_number_an_owner_edite
         .await?;
     let edited = sqlx::query(
         "UPDATE audit_events SET outcome = 'error' WHERE id = \
-         (SELECT event_id FROM audit_chain c JOIN orgs o ON o.id = c.org_id WHERE c.seq = 5 AND o.name = 'acme')",
+         (SELECT e.id FROM audit_events e JOIN orgs o ON o.id = e.org_id WHERE o.name = 'acme' \
+          ORDER BY e.xid, e.id OFFSET 4 LIMIT 1)",
     )
     .execute(&mut *tx)
     .await?;

@@ -6,8 +6,6 @@
 //! policy: those stay in the tables of the turn they belong to. Details hold names,
 //! counts, codes and outcomes only.
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
 use sable_core::{ApiKeyId, CronTaskId, OrgId, SessionId, TurnId};
 use sha2::{Digest, Sha256};
@@ -371,20 +369,6 @@ pub struct SealReport {
     pub oldest_unsealed: Option<DateTime<Utc>>,
 }
 
-impl SealReport {
-    pub(crate) fn of(events: &[AuditRecord], oldest: DateTime<Utc>) -> Self {
-        let mut actions = std::collections::BTreeMap::new();
-        for event in events {
-            *actions.entry(event.action.clone()).or_insert(0) += 1;
-        }
-        Self {
-            sealed: events.len() as u64,
-            actions,
-            oldest_unsealed: Some(oldest),
-        }
-    }
-}
-
 /// What `sable admin audit verify` reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuditVerification {
@@ -405,12 +389,8 @@ pub enum AuditVerification {
     },
 }
 
-/// Sealed events are read this many at a time while verifying.
-pub(crate) const VERIFY_PAGE: i64 = 1000;
-
-/// The sealer looks for unsealed events this far behind the newest sealed one: an action's
-/// statement commits within moments of the `now()` it stamps.
-pub(crate) const SEAL_LOOKBEHIND: Duration = Duration::from_secs(600);
+/// Seals are read this many at a time while verifying.
+pub(crate) const VERIFY_PAGE: i64 = 50;
 
 /// Events as the JSON array both backends read rows from (`json_to_recordset`,
 /// `json_each`), each with a fresh id; `[]` when the audit is off.
@@ -460,7 +440,7 @@ const EVENT_COLUMNS: [(&str, &str); 14] = [
     ("trace_id", "text"),
     ("turn_id", "uuid"),
     ("session_id", "uuid"),
-    ("details", "jsonb"),
+    ("details", "json"),
 ];
 
 /// A Postgres statement part inserting the events of the JSON array bound as `param`,
@@ -494,7 +474,7 @@ pub(crate) fn pg_insert_events(
     )
 }
 
-#[derive(sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub(crate) struct AuditRow {
     id: Uuid,
     org_id: Uuid,
@@ -537,58 +517,6 @@ impl From<AuditRow> for AuditRecord {
     }
 }
 
-/// A sealed link read back for verification, with its event when the event still exists.
-#[derive(sqlx::FromRow)]
-struct LinkRow {
-    link_seq: i64,
-    link_hash: Vec<u8>,
-    #[sqlx(flatten)]
-    event: AuditRowOptional,
-}
-
-/// The event columns of a link, all nullable (a deleted event leaves them empty).
-#[derive(sqlx::FromRow)]
-struct AuditRowOptional {
-    id: Option<Uuid>,
-    org_id: Option<Uuid>,
-    time: Option<DateTime<Utc>>,
-    actor: Option<String>,
-    actor_name: Option<String>,
-    action: Option<String>,
-    subject_kind: Option<String>,
-    subject_id: Option<String>,
-    outcome: Option<String>,
-    severity: Option<String>,
-    request_id: Option<String>,
-    trace_id: Option<String>,
-    turn_id: Option<Uuid>,
-    session_id: Option<Uuid>,
-    details: Option<String>,
-}
-
-impl AuditRowOptional {
-    fn into_record(self) -> Option<AuditRecord> {
-        Some(AuditRecord {
-            id: self.id?,
-            org_id: self.org_id?.into(),
-            seq: None,
-            time: self.time?,
-            actor: self.actor?,
-            actor_name: self.actor_name,
-            action: self.action?,
-            subject_kind: self.subject_kind?,
-            subject_id: self.subject_id?,
-            outcome: self.outcome?,
-            severity: self.severity?,
-            request_id: self.request_id,
-            trace_id: self.trace_id,
-            turn_id: self.turn_id,
-            session_id: self.session_id,
-            details: self.details?,
-        })
-    }
-}
-
 /// Checks one page of links against the running hash; `Err` names the first broken one.
 /// `links` holds `(seq, stored hash, the event if it still exists)`.
 pub(crate) fn verify_links(
@@ -620,9 +548,63 @@ pub(crate) fn verify_links(
     Ok(checked)
 }
 
-/// The columns of a listed event, for `FROM audit_events e LEFT JOIN audit_chain c`.
-const RECORD_COLUMNS: &str = "e.id, e.org_id, c.seq, e.time, e.actor, e.actor_name, e.action, e.subject_kind, \
+/// The columns of a stored event, for `FROM audit_events e`.
+const EVENT_SELECT: &str = "e.id, e.org_id, e.time, e.actor, e.actor_name, e.action, e.subject_kind, \
      e.subject_id, e.outcome, e.severity, e.request_id, e.trace_id, e.turn_id, e.session_id, e.details::text AS details";
+
+/// A Postgres event's position in its org's chain: the writing transaction, then the id.
+type PgPosition = (i64, Uuid);
+
+/// Before every position: an org's chain starts after it.
+const PG_START: PgPosition = (i64::MIN, Uuid::nil());
+
+/// An event with its position, as the sealer and verification read it.
+#[derive(sqlx::FromRow)]
+struct PositionedRow {
+    xid: i64,
+    #[sqlx(flatten)]
+    event: AuditRow,
+}
+
+impl PositionedRow {
+    fn into_positioned(self) -> (PgPosition, AuditRecord) {
+        ((self.xid, self.event.id), AuditRecord::from(self.event))
+    }
+}
+
+/// An unsealed event with its org's chain head, as one sealer pass reads it.
+#[derive(sqlx::FromRow)]
+struct PendingRow {
+    head_seq: i64,
+    head_hash: Vec<u8>,
+    head_xid: i64,
+    head_id: Uuid,
+    #[sqlx(flatten)]
+    event: PositionedRow,
+}
+
+#[derive(sqlx::FromRow)]
+struct PgSealRow {
+    first_seq: i64,
+    last_seq: i64,
+    after_xid: i64,
+    after_id: Uuid,
+    through_xid: i64,
+    through_id: Uuid,
+    hashes: Vec<u8>,
+}
+
+impl From<PgSealRow> for StoredSeal<PgPosition> {
+    fn from(row: PgSealRow) -> Self {
+        Self {
+            first_seq: row.first_seq,
+            last_seq: row.last_seq,
+            after: (row.after_xid, row.after_id),
+            through: (row.through_xid, row.through_id),
+            hashes: row.hashes,
+        }
+    }
+}
 
 impl PgStore {
     /// Writes events of actions that have no other write (a failed authentication, an
@@ -635,21 +617,29 @@ impl PgStore {
         Ok(())
     }
 
-    /// The org's events matching `filter`, newest first.
+    /// The org's events matching `filter`, newest first, each with its sequence number
+    /// once sealed (its seal's first number plus the org's events before it in the seal).
     pub async fn audit_events(
         &self,
         org_id: OrgId,
         filter: &AuditFilter,
     ) -> Result<Vec<AuditRecord>, StoreError> {
         let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM audit_events e LEFT JOIN audit_chain c ON c.event_id = e.id \
-             WHERE e.org_id = $1 AND ($2::text IS NULL OR e.action LIKE $2) AND ($3::text IS NULL OR e.actor = $3) \
-               AND ($4::text IS NULL OR e.subject_id = $4 OR e.subject_kind || ':' || e.subject_id = $4) \
-               AND ($5::text IS NULL OR e.outcome = $5) AND ($6::uuid IS NULL OR e.turn_id = $6) \
-               AND ($7::uuid IS NULL OR e.session_id = $7) AND ($8::timestamptz IS NULL OR e.time >= $8) \
-               AND ($9::timestamptz IS NULL OR e.time < $9) \
-               AND ($10::timestamptz IS NULL OR (e.time, e.id) < ($10, $11)) \
-             ORDER BY e.time DESC, e.id DESC LIMIT $12"
+            "SELECT p.*, ( \
+                 SELECT s.first_seq + (SELECT count(*) FROM audit_events x WHERE x.org_id = p.org_id \
+                     AND (x.xid, x.id) > (s.after_xid, s.after_id) AND (x.xid, x.id) < (p.xid, p.id)) \
+                 FROM audit_seals s WHERE s.org_id = p.org_id AND (s.through_xid, s.through_id) >= (p.xid, p.id) \
+                 ORDER BY s.through_xid, s.through_id LIMIT 1 \
+             ) AS seq \
+             FROM (SELECT e.xid, {EVENT_SELECT} FROM audit_events e \
+                 WHERE e.org_id = $1 AND ($2::text IS NULL OR e.action LIKE $2) AND ($3::text IS NULL OR e.actor = $3) \
+                   AND ($4::text IS NULL OR e.subject_id = $4 OR e.subject_kind || ':' || e.subject_id = $4) \
+                   AND ($5::text IS NULL OR e.outcome = $5) AND ($6::uuid IS NULL OR e.turn_id = $6) \
+                   AND ($7::uuid IS NULL OR e.session_id = $7) AND ($8::timestamptz IS NULL OR e.time >= $8) \
+                   AND ($9::timestamptz IS NULL OR e.time < $9) \
+                   AND ($10::timestamptz IS NULL OR (e.time, e.id) < ($10, $11)) \
+                 ORDER BY e.time DESC, e.id DESC LIMIT $12) p \
+             ORDER BY p.time DESC, p.id DESC"
         );
         let rows: Vec<AuditRow> = sqlx::query_as(&sql)
             .bind(org_id.as_uuid())
@@ -669,112 +659,157 @@ impl PgStore {
         Ok(rows.into_iter().map(AuditRecord::from).collect())
     }
 
-    /// Chains up to `limit` unsealed events (of every org) onto their orgs' chains, in the
-    /// order they were stamped, in one transaction. A second sealer waits on the advisory
-    /// lock and then finds the events sealed.
+    /// Seals, for each org, up to `limit` of its events past its last seal whose
+    /// transactions are older than every transaction still running (so all of them are
+    /// visible now, and none can appear behind the seal later), in position order, in one
+    /// transaction. A second sealer waits on the advisory lock and then finds them sealed.
     pub async fn seal_audit(&self, limit: i64) -> Result<SealReport, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sable.audit_sealer'))")
             .execute(&mut *tx)
             .await?;
+        // The orgs with events, by a skip scan of the primary key; each org's head is its
+        // newest seal, else its retention checkpoint, else the start.
         let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM audit_events e LEFT JOIN audit_chain c ON c.event_id = e.id \
-             WHERE c.event_id IS NULL \
-               AND e.time >= coalesce((SELECT max(event_time) FROM audit_chain), '-infinity') - make_interval(secs => $2) \
-             ORDER BY e.time, e.id LIMIT $1"
+            "WITH RECURSIVE event_orgs AS ( \
+                 (SELECT org_id FROM audit_events ORDER BY org_id LIMIT 1) \
+                 UNION ALL \
+                 SELECT (SELECT e.org_id FROM audit_events e WHERE e.org_id > o.org_id ORDER BY e.org_id LIMIT 1) \
+                 FROM event_orgs o WHERE o.org_id IS NOT NULL \
+             ), horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xid), \
+             heads AS ( \
+                 SELECT o.org_id, coalesce(s.last_seq, k.through_seq, 0) AS head_seq, \
+                     coalesce(substr(s.hashes, length(s.hashes) - 31), k.hash, $2) AS head_hash, \
+                     coalesce(s.through_xid, k.through_xid, $3) AS head_xid, \
+                     coalesce(s.through_id, k.through_id, $4) AS head_id \
+                 FROM event_orgs o \
+                 LEFT JOIN LATERAL (SELECT last_seq, hashes, through_xid, through_id FROM audit_seals s \
+                     WHERE s.org_id = o.org_id ORDER BY s.first_seq DESC LIMIT 1) s ON true \
+                 LEFT JOIN audit_checkpoints k ON k.org_id = o.org_id \
+                 WHERE o.org_id IS NOT NULL \
+             ) \
+             SELECT h.head_seq, h.head_hash, h.head_xid, h.head_id, e.* FROM heads h CROSS JOIN horizon \
+             CROSS JOIN LATERAL (SELECT e.xid, NULL::bigint AS seq, {EVENT_SELECT} FROM audit_events e \
+                 WHERE e.org_id = h.org_id AND (e.xid, e.id) > (h.head_xid, h.head_id) AND e.xid < horizon.xid \
+                 ORDER BY e.xid, e.id LIMIT $1) e \
+             ORDER BY e.org_id, e.xid, e.id"
         );
-        let events: Vec<AuditRecord> = sqlx::query_as::<_, AuditRow>(&sql)
+        let rows: Vec<PendingRow> = sqlx::query_as(&sql)
             .bind(limit)
-            .bind(SEAL_LOOKBEHIND.as_secs_f64())
+            .bind(GENESIS.to_vec())
+            .bind(PG_START.0)
+            .bind(PG_START.1)
             .fetch_all(&mut *tx)
-            .await?
+            .await?;
+        let pending: Vec<(ChainHead<PgPosition>, PgPosition, AuditRecord)> = rows
             .into_iter()
-            .map(AuditRecord::from)
+            .map(|row| {
+                let head = ChainHead {
+                    seq: row.head_seq,
+                    hash: row.head_hash,
+                    position: (row.head_xid, row.head_id),
+                };
+                let (position, record) = row.event.into_positioned();
+                (head, position, record)
+            })
             .collect();
-        let Some(oldest) = events.first().map(|event| event.time) else {
-            return Ok(SealReport::default());
-        };
-        let orgs: Vec<Uuid> = unique_orgs(&events);
-        let heads: Vec<(Uuid, i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT o.org_id, coalesce(h.seq, k.through_seq, 0), coalesce(h.hash, k.hash, $2) \
-             FROM unnest($1::uuid[]) AS o(org_id) \
-             LEFT JOIN LATERAL (SELECT seq, hash FROM audit_chain c WHERE c.org_id = o.org_id ORDER BY seq DESC LIMIT 1) h ON true \
-             LEFT JOIN audit_checkpoints k ON k.org_id = o.org_id",
-        )
-        .bind(&orgs)
-        .bind(GENESIS.to_vec())
-        .fetch_all(&mut *tx)
-        .await?;
-        let links = link_events(heads, &events);
-        sqlx::query(
-            "INSERT INTO audit_chain (org_id, seq, event_id, event_time, hash) \
-             SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::uuid[], $4::timestamptz[], $5::bytea[])",
-        )
-        .bind(links.iter().map(|link| link.org_id).collect::<Vec<_>>())
-        .bind(links.iter().map(|link| link.seq).collect::<Vec<_>>())
-        .bind(links.iter().map(|link| link.event_id).collect::<Vec<_>>())
-        .bind(links.iter().map(|link| link.event_time).collect::<Vec<_>>())
-        .bind(links.iter().map(|link| link.hash.clone()).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
+        let (seals, report) = seal_pass(pending);
+        if seals.is_empty() {
+            return Ok(report);
+        }
+        insert_pg_seals(&mut tx, &seals).await?;
         tx.commit().await?;
-        Ok(SealReport::of(&events, oldest))
+        Ok(report)
     }
 
-    /// Walks the org's chain from its checkpoint and reports the first broken link.
+    /// Walks the org's seals from its checkpoint and reports the first broken link.
     pub async fn verify_audit(&self, org_id: OrgId) -> Result<AuditVerification, StoreError> {
-        let checkpoint: Option<(i64, Vec<u8>)> =
-            sqlx::query_as("SELECT through_seq, hash FROM audit_checkpoints WHERE org_id = $1")
-                .bind(org_id.as_uuid())
-                .fetch_optional(&self.pool)
-                .await?;
-        let dropped = checkpoint.as_ref().map_or(0, |(seq, _)| *seq);
-        let mut previous = checkpoint.unwrap_or((0, GENESIS.to_vec()));
+        let checkpoint: Option<(i64, Vec<u8>, i64, Uuid)> = sqlx::query_as(
+            "SELECT through_seq, hash, through_xid, through_id FROM audit_checkpoints WHERE org_id = $1",
+        )
+        .bind(org_id.as_uuid())
+        .fetch_optional(&self.pool)
+        .await?;
+        let dropped = checkpoint.as_ref().map_or(0, |(seq, ..)| *seq);
+        let mut head = checkpoint.map_or(ChainHead::start(PG_START), |(seq, hash, xid, id)| {
+            ChainHead {
+                seq,
+                hash,
+                position: (xid, id),
+            }
+        });
         let mut events = 0;
         loop {
-            let page: Vec<LinkRow> = sqlx::query_as(
-                "SELECT c.seq AS link_seq, c.hash AS link_hash, e.id, e.org_id, e.time, e.actor, e.actor_name, \
-                     e.action, e.subject_kind, e.subject_id, e.outcome, e.severity, e.request_id, e.trace_id, \
-                     e.turn_id, e.session_id, e.details::text AS details \
-                 FROM audit_chain c LEFT JOIN audit_events e ON e.id = c.event_id \
-                 WHERE c.org_id = $1 AND c.seq > $2 ORDER BY c.seq LIMIT $3",
+            let seals: Vec<StoredSeal<PgPosition>> = sqlx::query_as::<_, PgSealRow>(
+                "SELECT first_seq, last_seq, after_xid, after_id, through_xid, through_id, hashes \
+                 FROM audit_seals WHERE org_id = $1 AND first_seq > $2 ORDER BY first_seq LIMIT $3",
             )
             .bind(org_id.as_uuid())
-            .bind(previous.0)
+            .bind(head.seq)
             .bind(VERIFY_PAGE)
             .fetch_all(&self.pool)
-            .await?;
-            let done = (page.len() as i64) < VERIFY_PAGE;
-            let links = page.into_iter().map(|row| {
-                let event = row.event.into_record();
-                (row.link_seq, row.link_hash, event)
-            });
-            match verify_links(&mut previous, links) {
-                Ok(checked) => events += checked,
-                Err(broken) => return Ok(broken),
+            .await?
+            .into_iter()
+            .map(StoredSeal::from)
+            .collect();
+            let done = (seals.len() as i64) < VERIFY_PAGE;
+            for seal in &seals {
+                let stored = self.pg_events_in(org_id, seal.after, seal.through).await?;
+                match verify_seal(&mut head, seal, stored) {
+                    Ok(checked) => events += checked,
+                    Err(broken) => return Ok(broken),
+                }
             }
             if done {
                 break;
             }
         }
         let (unsealed,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM audit_events e WHERE e.org_id = $1 \
-             AND NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.event_id = e.id)",
+            "SELECT count(*) FROM audit_events e WHERE e.org_id = $1 AND (e.xid, e.id) > ($2, $3)",
         )
         .bind(org_id.as_uuid())
+        .bind(head.position.0)
+        .bind(head.position.1)
         .fetch_one(&self.pool)
         .await?;
         Ok(AuditVerification::Intact {
             events,
-            through_seq: previous.0,
+            through_seq: head.seq,
             dropped,
             unsealed,
         })
     }
 
-    /// Drops the org's oldest sealed events stamped before `before`, as one range from the
-    /// start of its chain, and moves its checkpoint to the range's last link; records the
-    /// drop as an event of its own. Returns how many events went.
+    /// The org's events after `after` through `through`, in position order.
+    async fn pg_events_in(
+        &self,
+        org_id: OrgId,
+        after: PgPosition,
+        through: PgPosition,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let sql = format!(
+            "SELECT e.xid, NULL::bigint AS seq, {EVENT_SELECT} FROM audit_events e \
+             WHERE e.org_id = $1 AND (e.xid, e.id) > ($2, $3) AND (e.xid, e.id) <= ($4, $5) \
+             ORDER BY e.xid, e.id"
+        );
+        let rows: Vec<PositionedRow> = sqlx::query_as(&sql)
+            .bind(org_id.as_uuid())
+            .bind(after.0)
+            .bind(after.1)
+            .bind(through.0)
+            .bind(through.1)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| row.into_positioned().1)
+            .collect())
+    }
+
+    /// Drops the org's oldest seals whose events are all stamped before `before`, as one
+    /// range from the start of its chain, with their events, and moves its checkpoint to
+    /// the range's last link; records the drop as an event of its own. Returns how many
+    /// events went.
     pub async fn drop_sealed_audit(
         &self,
         org_id: OrgId,
@@ -784,41 +819,44 @@ impl PgStore {
         sqlx::query("SET LOCAL sable.audit_retention = 'on'")
             .execute(&mut *tx)
             .await?;
-        let end: Option<(i64, Vec<u8>)> = sqlx::query_as(
-            "SELECT seq, hash FROM audit_chain WHERE org_id = $1 AND seq = \
-                 coalesce((SELECT min(seq) - 1 FROM audit_chain WHERE org_id = $1 AND event_time >= $2), \
-                          (SELECT max(seq) FROM audit_chain WHERE org_id = $1))",
+        let end: Option<(i64, Vec<u8>, i64, Uuid)> = sqlx::query_as(
+            "SELECT last_seq, substr(hashes, length(hashes) - 31), through_xid, through_id FROM audit_seals \
+             WHERE org_id = $1 AND last_seq = \
+                 coalesce((SELECT min(first_seq) - 1 FROM audit_seals WHERE org_id = $1 AND newest_time >= $2), \
+                          (SELECT max(last_seq) FROM audit_seals WHERE org_id = $1))",
         )
         .bind(org_id.as_uuid())
         .bind(before)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some((through_seq, hash)) = end else {
+        let Some((through_seq, hash, through_xid, through_id)) = end else {
             return Ok(0);
         };
-        let dropped = sqlx::query(
-            "DELETE FROM audit_events WHERE id IN \
-                 (SELECT event_id FROM audit_chain WHERE org_id = $1 AND seq <= $2)",
-        )
-        .bind(org_id.as_uuid())
-        .bind(through_seq)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        sqlx::query("DELETE FROM audit_chain WHERE org_id = $1 AND seq <= $2")
+        let dropped =
+            sqlx::query("DELETE FROM audit_events WHERE org_id = $1 AND (xid, id) <= ($2, $3)")
+                .bind(org_id.as_uuid())
+                .bind(through_xid)
+                .bind(through_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        sqlx::query("DELETE FROM audit_seals WHERE org_id = $1 AND last_seq <= $2")
             .bind(org_id.as_uuid())
             .bind(through_seq)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO audit_checkpoints (org_id, through_seq, hash, dropped) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO audit_checkpoints (org_id, through_seq, hash, dropped, through_xid, through_id) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
              ON CONFLICT (org_id) DO UPDATE SET through_seq = $2, hash = $3, \
-                 dropped = audit_checkpoints.dropped + $4, updated_at = now()",
+                 dropped = audit_checkpoints.dropped + $4, through_xid = $5, through_id = $6, updated_at = now()",
         )
         .bind(org_id.as_uuid())
         .bind(through_seq)
         .bind(&hash)
         .bind(dropped as i64)
+        .bind(through_xid)
+        .bind(through_id)
         .execute(&mut *tx)
         .await?;
         let event = retention_event(org_id, through_seq, dropped, before);
@@ -831,6 +869,31 @@ impl PgStore {
     pub(crate) fn audit_json(&self, events: &[AuditEvent]) -> String {
         events_json(self.audit, events)
     }
+}
+
+/// Appends the seals of one sealer pass.
+async fn insert_pg_seals(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    seals: &[NewSeal<PgPosition>],
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_seals (org_id, first_seq, last_seq, after_xid, after_id, through_xid, through_id, \
+             newest_time, hashes) \
+         SELECT * FROM unnest($1::uuid[], $2::bigint[], $3::bigint[], $4::bigint[], $5::uuid[], $6::bigint[], \
+             $7::uuid[], $8::timestamptz[], $9::bytea[])",
+    )
+    .bind(seals.iter().map(|seal| seal.org_id).collect::<Vec<_>>())
+    .bind(seals.iter().map(|seal| seal.first_seq).collect::<Vec<_>>())
+    .bind(seals.iter().map(|seal| seal.last_seq).collect::<Vec<_>>())
+    .bind(seals.iter().map(|seal| seal.after.0).collect::<Vec<_>>())
+    .bind(seals.iter().map(|seal| seal.after.1).collect::<Vec<_>>())
+    .bind(seals.iter().map(|seal| seal.through.0).collect::<Vec<_>>())
+    .bind(seals.iter().map(|seal| seal.through.1).collect::<Vec<_>>())
+    .bind(seals.iter().map(|seal| seal.newest_time).collect::<Vec<_>>())
+    .bind(seals.iter().map(|seal| seal.hashes.clone()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// Writes audit events (a JSON array from `audit_json`) inside the caller's transaction.
@@ -869,48 +932,158 @@ pub(crate) fn retention_event(
     }))
 }
 
-/// A link the sealer appends.
-pub(crate) struct NewLink {
-    pub org_id: Uuid,
+/// Where an org's chain stands: its newest sequence number and hash, and the position
+/// of its newest sealed event (`P`, the backend's position: `(xid, id)` or a row number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ChainHead<P> {
     pub seq: i64,
-    pub event_id: Uuid,
-    pub event_time: DateTime<Utc>,
     pub hash: Vec<u8>,
+    pub position: P,
 }
 
-/// The orgs of `events`, each once.
-pub(crate) fn unique_orgs(events: &[AuditRecord]) -> Vec<Uuid> {
-    let mut orgs: Vec<Uuid> = events.iter().map(|event| event.org_id.as_uuid()).collect();
-    orgs.sort_unstable();
-    orgs.dedup();
-    orgs
+impl<P> ChainHead<P> {
+    /// An org that has sealed nothing: sequence 0, the genesis hash, before every position.
+    pub(crate) fn start(position: P) -> Self {
+        Self {
+            seq: 0,
+            hash: GENESIS.to_vec(),
+            position,
+        }
+    }
 }
 
-/// Chains `events` (in sealing order) onto their orgs' `heads` (`org, seq, hash`).
-pub(crate) fn link_events(
-    heads: Vec<(Uuid, i64, Vec<u8>)>,
-    events: &[AuditRecord],
-) -> Vec<NewLink> {
-    let mut heads: std::collections::HashMap<Uuid, (i64, Vec<u8>)> = heads
-        .into_iter()
-        .map(|(org, seq, hash)| (org, (seq, hash)))
-        .collect();
-    events
-        .iter()
-        .map(|event| {
-            let org = event.org_id.as_uuid();
-            let head = heads.entry(org).or_insert_with(|| (0, GENESIS.to_vec()));
-            let hash = chain_hash(&head.1, event);
-            *head = (head.0 + 1, hash.clone());
-            NewLink {
-                org_id: org,
-                seq: head.0,
-                event_id: event.id,
-                event_time: event.time,
-                hash,
+/// A seal the sealer appends: the org's events after `after` through `through`, one hash
+/// each.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NewSeal<P> {
+    pub org_id: Uuid,
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub after: P,
+    pub through: P,
+    pub newest_time: DateTime<Utc>,
+    pub hashes: Vec<u8>,
+}
+
+/// Chains `events` (the org's next events, in position order) onto its `head`; `None`
+/// when there are none.
+pub(crate) fn seal_events<P: Clone>(
+    org_id: Uuid,
+    head: ChainHead<P>,
+    events: &[(P, AuditRecord)],
+) -> Option<NewSeal<P>> {
+    let (through, _) = events.last()?;
+    let newest_time = events.iter().map(|(_, event)| event.time).max()?;
+    let mut hash = head.hash;
+    let mut hashes = Vec::with_capacity(32 * events.len());
+    for (_, event) in events {
+        hash = chain_hash(&hash, event);
+        hashes.extend_from_slice(&hash);
+    }
+    Some(NewSeal {
+        org_id,
+        first_seq: head.seq + 1,
+        last_seq: head.seq + events.len() as i64,
+        after: head.position,
+        through: through.clone(),
+        newest_time,
+        hashes,
+    })
+}
+
+/// Seals one pass's events: `pending` holds each event with its position and its org's
+/// head, grouped by org, each org's events in position order.
+pub(crate) fn seal_pass<P: Clone>(
+    pending: Vec<(ChainHead<P>, P, AuditRecord)>,
+) -> (Vec<NewSeal<P>>, SealReport) {
+    let mut report = SealReport::default();
+    let mut seals = Vec::new();
+    for org in pending.chunk_by(|a, b| a.2.org_id == b.2.org_id) {
+        let head = org[0].0.clone();
+        let events: Vec<(P, AuditRecord)> = org
+            .iter()
+            .map(|(_, position, event)| (position.clone(), event.clone()))
+            .collect();
+        for (_, event) in &events {
+            report.sealed += 1;
+            *report.actions.entry(event.action.clone()).or_insert(0) += 1;
+            report.oldest_unsealed = Some(
+                report
+                    .oldest_unsealed
+                    .map_or(event.time, |oldest| oldest.min(event.time)),
+            );
+        }
+        seals.extend(seal_events(org[0].2.org_id.as_uuid(), head, &events));
+    }
+    (seals, report)
+}
+
+/// A stored seal read back for verification.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredSeal<P> {
+    pub first_seq: i64,
+    pub last_seq: i64,
+    pub after: P,
+    pub through: P,
+    pub hashes: Vec<u8>,
+}
+
+/// Checks one seal against the chain so far (`head`) and the events now stored in its
+/// range (in position order); `Err` names the first broken sequence number.
+pub(crate) fn verify_seal<P: PartialEq + Clone>(
+    head: &mut ChainHead<P>,
+    seal: &StoredSeal<P>,
+    events: Vec<AuditRecord>,
+) -> Result<u64, AuditVerification> {
+    let broken = |seq: i64, reason: &str| AuditVerification::Broken {
+        seq,
+        reason: reason.to_owned(),
+    };
+    if seal.first_seq != head.seq + 1 {
+        return Err(broken(
+            head.seq + 1,
+            "the sequence has a gap: this link is missing",
+        ));
+    }
+    let count = seal.last_seq - seal.first_seq + 1;
+    if count < 1 || seal.hashes.len() as i64 != 32 * count {
+        return Err(broken(seal.first_seq, "the seal was altered"));
+    }
+    if seal.after != head.position {
+        return Err(broken(
+            seal.first_seq,
+            "the seal does not start where the previous one ended",
+        ));
+    }
+    let stored_events = events.len() as i64;
+    let mut events = events.into_iter();
+    let links = seal
+        .hashes
+        .chunks(32)
+        .zip(seal.first_seq..)
+        .map(|(hash, seq)| (seq, hash.to_vec(), events.next()));
+    let mut previous = (head.seq, std::mem::take(&mut head.hash));
+    let checked = verify_links(&mut previous, links).map_err(|broken| match broken {
+        AuditVerification::Broken { seq, .. } if stored_events != count => {
+            AuditVerification::Broken {
+                seq,
+                reason: "an event was deleted from or added to the sealed range here".to_owned(),
             }
-        })
-        .collect()
+        }
+        other => other,
+    })?;
+    if stored_events > count {
+        return Err(broken(
+            seal.last_seq,
+            "an event was added to the sealed range",
+        ));
+    }
+    *head = ChainHead {
+        seq: previous.0,
+        hash: previous.1,
+        position: seal.through.clone(),
+    };
+    Ok(checked)
 }
 
 /// What each action records: the builders both backends use, so the two write the same
@@ -1242,58 +1415,78 @@ mod tests {
     }
 
     #[test]
-    fn a_chain_breaks_at_the_first_altered_deleted_or_missing_link() {
+    fn a_seal_breaks_at_the_first_altered_deleted_or_added_event_and_at_a_gap() {
         let org_id = OrgId::new();
-        let events: Vec<AuditRecord> = ["a", "b", "c", "d"]
+        let events: Vec<(i64, AuditRecord)> = ["a", "b", "c", "d"]
             .iter()
-            .map(|subject| AuditRecord {
-                org_id,
-                ..record(subject)
+            .zip(1..)
+            .map(|(subject, position)| {
+                let event = AuditRecord {
+                    org_id,
+                    ..record(subject)
+                };
+                (position, event)
             })
             .collect();
-        let links = link_events(vec![], &events);
-        let stored = |alter: &dyn Fn(usize, &mut Option<AuditRecord>)| {
-            links
-                .iter()
-                .enumerate()
-                .map(|(index, link)| {
-                    let mut event = Some(events[index].clone());
-                    alter(index, &mut event);
-                    (link.seq, link.hash.clone(), event)
-                })
-                .collect::<Vec<_>>()
+        let new = seal_events(org_id.as_uuid(), ChainHead::start(0), &events).unwrap();
+        assert_eq!((new.first_seq, new.last_seq, new.through), (1, 4, 4));
+        let seal = StoredSeal {
+            first_seq: new.first_seq,
+            last_seq: new.last_seq,
+            after: new.after,
+            through: new.through,
+            hashes: new.hashes.clone(),
         };
-        let intact = verify_links(&mut (0, GENESIS.to_vec()), stored(&|_, _| {}));
-        assert_eq!(intact, Ok(4));
-
-        let edited = stored(&|index, event| {
-            if index == 2 {
-                event.as_mut().unwrap().outcome = "error".to_owned();
-            }
-        });
-        let broken = verify_links(&mut (0, GENESIS.to_vec()), edited).unwrap_err();
-        assert!(
-            matches!(broken, AuditVerification::Broken { seq: 3, .. }),
-            "{broken:?}"
+        let verify = |alter: &dyn Fn(&mut Vec<AuditRecord>)| {
+            let mut stored: Vec<AuditRecord> = events.iter().map(|(_, e)| e.clone()).collect();
+            alter(&mut stored);
+            verify_seal(&mut ChainHead::start(0), &seal, stored)
+        };
+        assert_eq!(verify(&|_| {}), Ok(4));
+        let at = |result: Result<u64, AuditVerification>| match result {
+            Err(AuditVerification::Broken { seq, .. }) => Some(seq),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            at(verify(&|stored| stored[2].outcome = "error".to_owned())),
+            Some(3)
+        );
+        assert_eq!(at(verify(&|stored| drop(stored.remove(1)))), Some(2));
+        assert_eq!(at(verify(&|stored| drop(stored.pop()))), Some(4));
+        let extra = record("extra");
+        assert_eq!(
+            at(verify(&|stored| stored.insert(0, extra.clone()))),
+            Some(1)
         );
 
-        let deleted = stored(&|index, event| {
-            if index == 1 {
-                *event = None;
-            }
-        });
-        let broken = verify_links(&mut (0, GENESIS.to_vec()), deleted).unwrap_err();
-        assert!(
-            matches!(broken, AuditVerification::Broken { seq: 2, .. }),
-            "{broken:?}"
+        // The next seal must start where this one ended, at the next number.
+        let mut head = ChainHead::start(0);
+        let stored: Vec<AuditRecord> = events.iter().map(|(_, e)| e.clone()).collect();
+        verify_seal(&mut head, &seal, stored).unwrap();
+        assert_eq!(head.seq, 4);
+        let fifth = AuditRecord {
+            org_id,
+            ..record("e")
+        };
+        let later = seal_events(org_id.as_uuid(), head.clone(), &[(9, fifth.clone())]).unwrap();
+        let stored_later = |first_seq, after| StoredSeal {
+            first_seq,
+            last_seq: first_seq,
+            after,
+            through: 9,
+            hashes: later.hashes.clone(),
+        };
+        assert_eq!(
+            verify_seal(&mut head.clone(), &stored_later(5, 4), vec![fifth]),
+            Ok(1)
         );
-
-        let mut gap = stored(&|_, _| {});
-        gap.remove(0);
-        let broken = verify_links(&mut (0, GENESIS.to_vec()), gap).unwrap_err();
-        assert!(
-            matches!(broken, AuditVerification::Broken { seq: 1, .. }),
-            "{broken:?}"
+        assert_eq!(
+            at(verify_seal(&mut head.clone(), &stored_later(6, 4), vec![])),
+            Some(5)
+        );
+        assert_eq!(
+            at(verify_seal(&mut head.clone(), &stored_later(5, 3), vec![])),
+            Some(5)
         );
     }
 }

@@ -428,7 +428,7 @@ impl PgStore {
                      trace_id, turn_id, session_id, details) \
                  SELECT $6, started.org_id, 'system', 'turn.started', 'turn', started.id::text, 'ok', 'info', \
                      nullif(split_part(started.trace_parent, '-', 2), ''), started.id, started.session_id, \
-                     jsonb_build_object('attempt', started.attempt, 'agent', started.agent_id, 'worker', $3) \
+                     json_build_object('attempt', started.attempt, 'agent', started.agent_id, 'worker', $3) \
                  FROM started WHERE $7 \
              ) \
              SELECT started.id, started.org_id, started.session_id, started.seq, started.agent_id, \

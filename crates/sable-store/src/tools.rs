@@ -171,7 +171,7 @@ impl PgStore {
                 Some("finished"),
                 &[(
                     "details",
-                    "e.details || jsonb_build_object('attempt', finished.turn_attempt)"
+                    "(e.details::jsonb || jsonb_build_object('attempt', finished.turn_attempt))::json"
                 )]
             )
         );

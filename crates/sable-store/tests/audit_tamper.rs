@@ -26,7 +26,16 @@ async fn five_sealed_events(store: &Store) -> anyhow::Result<(OrgId, Vec<AuditRe
             })
             .await?;
     }
-    assert_eq!(store.seal_audit(100).await?.sealed, 5);
+    // The sealer takes an event once every older transaction has ended; tests running
+    // alongside keep some open for moments.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut sealed = 0;
+    while sealed < 5 {
+        sealed += store.seal_audit(100).await?.sealed;
+        anyhow::ensure!(std::time::Instant::now() < deadline, "{sealed} of 5 sealed");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(sealed, 5);
     let filter = AuditFilter {
         limit: 100,
         ..AuditFilter::default()
@@ -67,8 +76,8 @@ async fn postgres_refuses_edits_and_verify_names_the_first_link_an_owner_broke()
         "UPDATE audit_events SET outcome = 'error'",
         "DELETE FROM audit_events",
         "TRUNCATE audit_events",
-        "UPDATE audit_chain SET hash = ''",
-        "DELETE FROM audit_chain",
+        "UPDATE audit_seals SET hashes = ''",
+        "DELETE FROM audit_seals",
     ] {
         let refused = sqlx::query(statement).execute(pool).await.unwrap_err();
         assert!(
@@ -116,8 +125,8 @@ async fn sqlite_refuses_edits_and_verify_names_the_first_link_an_owner_broke() -
     for statement in [
         "UPDATE audit_events SET outcome = 'error'",
         "DELETE FROM audit_events",
-        "UPDATE audit_chain SET hash = x''",
-        "DELETE FROM audit_chain",
+        "UPDATE audit_seals SET hashes = x''",
+        "DELETE FROM audit_seals",
     ] {
         let refused = sqlx::query(statement).execute(&pool).await.unwrap_err();
         assert!(
@@ -146,5 +155,84 @@ async fn sqlite_refuses_edits_and_verify_names_the_first_link_an_owner_broke() -
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
     }
+    Ok(())
+}
+
+/// Seals until the org has nothing unsealed, and returns its verification.
+async fn seal_all_of(store: &Store, org_id: OrgId) -> anyhow::Result<AuditVerification> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        store.seal_audit(100).await?;
+        let verification = store.verify_audit(org_id).await?;
+        if let AuditVerification::Intact { unsealed: 0, .. } = verification {
+            return Ok(verification);
+        }
+        anyhow::ensure!(std::time::Instant::now() < deadline, "{verification:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_seals_an_event_whose_transaction_commits_late_once_and_in_order()
+-> anyhow::Result<()> {
+    let database = sable_testkit::TestDatabase::create().await?;
+    let store = Store::new(database.store.clone());
+    let owner = sqlx::PgPool::connect(&database.url).await?;
+    let org_id = store.create_org("acme").await?;
+    seal_all_of(&store, org_id).await?;
+
+    // An event written by a transaction that stays open while a later one commits.
+    let mut slow = owner.begin().await?;
+    sqlx::query(
+        "INSERT INTO audit_events (id, org_id, actor, action, subject_kind, subject_id, outcome, severity) \
+         VALUES ($1, $2, 'system', 'test.slow', 'test', 'slow', 'ok', 'info')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(org_id.as_uuid())
+    .execute(&mut *slow)
+    .await?;
+    store
+        .accept_message(NewMessage {
+            org_id,
+            channel: Channel::Api,
+            target: SessionTarget::New,
+            agent: AgentId::parse("assistant")?,
+            binding_rule: "default agent".into(),
+            text: MessageText::parse("later".to_owned())?,
+            idempotency_key: None,
+            trace_parent: None,
+            actor: Actor::system(),
+        })
+        .await?;
+    // The committed event waits: sealing it now would put the open one behind the seal.
+    store.seal_audit(100).await?;
+    let waiting = store.verify_audit(org_id).await?;
+    let AuditVerification::Intact { unsealed, .. } = waiting else {
+        anyhow::bail!("{waiting:?}");
+    };
+    assert!(unsealed >= 1, "{waiting:?}");
+
+    slow.commit().await?;
+    let sealed = seal_all_of(&store, org_id).await?;
+    let AuditVerification::Intact { through_seq, .. } = sealed else {
+        anyhow::bail!("{sealed:?}");
+    };
+    let filter = AuditFilter {
+        limit: 100,
+        ..AuditFilter::default()
+    };
+    let mut events = store.audit_events(org_id, &filter).await?;
+    events.sort_by_key(|event| event.seq);
+    let slow_at = events.iter().position(|event| event.action == "test.slow");
+    let later_at = events
+        .iter()
+        .position(|event| event.action == "message.accepted");
+    assert!(
+        slow_at < later_at,
+        "chained in transaction order: {events:?}"
+    );
+    let seqs: Vec<Option<i64>> = events.iter().map(|event| event.seq).collect();
+    let expected: Vec<Option<i64>> = (1..=through_seq).map(Some).collect();
+    assert_eq!(seqs, expected, "every event sealed once, gap-free");
     Ok(())
 }

@@ -23,7 +23,7 @@ const TENANT_TABLES: [(&str, &str); 14] = [
     ("cron_runs", "org_id"),
     ("feishu_apps", "org_id"),
     ("audit_events", "org_id"),
-    ("audit_chain", "org_id"),
+    ("audit_seals", "org_id"),
 ];
 
 async fn seed_org(store: &Store, name: &str) -> anyhow::Result<OrgId> {

@@ -34,7 +34,7 @@ impl Default for AuditConfig {
 
 /// The store lease that makes one gateway the sealer.
 const SEALER_LEASE: &str = "audit-sealer";
-/// Events chained per transaction.
+/// Events sealed per org and transaction.
 const SEAL_BATCH: i64 = 1000;
 
 /// Seals until `shutdown`, while this gateway holds the sealer's lease.

@@ -7,11 +7,11 @@ use sqlx::{SqliteConnection, SqlitePool};
 use uuid::Uuid;
 use uuid::fmt::Hyphenated;
 
-use super::{begin_write, earlier_by, stored_now, stored_time};
+use super::{begin_write, stored_now, stored_time};
 use crate::StoreError;
 use crate::audit::{
-    AuditEvent, AuditFilter, AuditRecord, AuditVerification, GENESIS, SEAL_LOOKBEHIND, SealReport,
-    VERIFY_PAGE, events_json, link_events, retention_event, unique_orgs, verify_links,
+    AuditEvent, AuditFilter, AuditRecord, AuditVerification, ChainHead, NewSeal, SealReport,
+    StoredSeal, VERIFY_PAGE, events_json, retention_event, seal_pass, verify_seal,
 };
 
 /// Writes `events` on `connection`, stamped `now` (inside the caller's transaction).
@@ -83,8 +83,38 @@ impl From<AuditRow> for AuditRecord {
     }
 }
 
-const RECORD_COLUMNS: &str = "e.id, e.org_id, c.seq, e.time, e.actor, e.actor_name, e.action, e.subject_kind, \
+/// The columns of a stored event, for `FROM audit_events e`.
+const EVENT_SELECT: &str = "e.id, e.org_id, e.time, e.actor, e.actor_name, e.action, e.subject_kind, \
      e.subject_id, e.outcome, e.severity, e.request_id, e.trace_id, e.turn_id, e.session_id, e.details";
+
+/// An event with its position (the row number commit order gave it).
+#[derive(sqlx::FromRow)]
+struct PositionedRow {
+    pos: i64,
+    #[sqlx(flatten)]
+    event: AuditRow,
+}
+
+#[derive(sqlx::FromRow)]
+struct SealRow {
+    first_seq: i64,
+    last_seq: i64,
+    after_pos: i64,
+    through_pos: i64,
+    hashes: Vec<u8>,
+}
+
+impl From<SealRow> for StoredSeal<i64> {
+    fn from(row: SealRow) -> Self {
+        Self {
+            first_seq: row.first_seq,
+            last_seq: row.last_seq,
+            after: row.after_pos,
+            through: row.through_pos,
+            hashes: row.hashes,
+        }
+    }
+}
 
 pub(crate) async fn record_audit(
     pool: &SqlitePool,
@@ -101,14 +131,21 @@ pub(crate) async fn audit_events(
 ) -> Result<Vec<AuditRecord>, StoreError> {
     let hyphenated = |id: Option<Uuid>| id.map(|id| id.hyphenated().to_string());
     let sql = format!(
-        "SELECT {RECORD_COLUMNS} FROM audit_events e LEFT JOIN audit_chain c ON c.event_id = e.id \
-         WHERE e.org_id = $1 AND ($2 IS NULL OR e.action LIKE $2 ESCAPE '\\') AND ($3 IS NULL OR e.actor = $3) \
-           AND ($4 IS NULL OR e.subject_id = $4 OR e.subject_kind || ':' || e.subject_id = $4) \
-           AND ($5 IS NULL OR e.outcome = $5) AND ($6 IS NULL OR e.turn_id = $6) \
-           AND ($7 IS NULL OR e.session_id = $7) AND ($8 IS NULL OR e.time >= $8) \
-           AND ($9 IS NULL OR e.time < $9) \
-           AND ($10 IS NULL OR e.time < $10 OR (e.time = $10 AND e.id < $11)) \
-         ORDER BY e.time DESC, e.id DESC LIMIT $12"
+        "SELECT p.*, ( \
+             SELECT s.first_seq + (SELECT count(*) FROM audit_events x WHERE x.org_id = p.org_id \
+                 AND x.pos > s.after_pos AND x.pos < p.pos) \
+             FROM audit_seals s WHERE s.org_id = p.org_id AND s.through_pos >= p.pos \
+             ORDER BY s.through_pos LIMIT 1 \
+         ) AS seq \
+         FROM (SELECT e.pos, {EVENT_SELECT} FROM audit_events e \
+             WHERE e.org_id = $1 AND ($2 IS NULL OR e.action LIKE $2 ESCAPE '\\') AND ($3 IS NULL OR e.actor = $3) \
+               AND ($4 IS NULL OR e.subject_id = $4 OR e.subject_kind || ':' || e.subject_id = $4) \
+               AND ($5 IS NULL OR e.outcome = $5) AND ($6 IS NULL OR e.turn_id = $6) \
+               AND ($7 IS NULL OR e.session_id = $7) AND ($8 IS NULL OR e.time >= $8) \
+               AND ($9 IS NULL OR e.time < $9) \
+               AND ($10 IS NULL OR e.time < $10 OR (e.time = $10 AND e.id < $11)) \
+             ORDER BY e.time DESC, e.id DESC LIMIT $12) p \
+         ORDER BY p.time DESC, p.id DESC"
     );
     let rows: Vec<AuditRow> = sqlx::query_as(&sql)
         .bind(org_id.as_uuid().hyphenated())
@@ -128,61 +165,81 @@ pub(crate) async fn audit_events(
     Ok(rows.into_iter().map(AuditRecord::from).collect())
 }
 
+/// Seals up to `limit` events past the newest sealed position, in position order: with
+/// one writer at a time, every event below a committed one is committed too, so none can
+/// appear behind a seal later.
 pub(crate) async fn seal_audit(pool: &SqlitePool, limit: i64) -> Result<SealReport, StoreError> {
     let mut tx = begin_write(pool).await?;
-    let newest: Option<(Option<DateTime<Utc>>,)> =
-        sqlx::query_as("SELECT max(event_time) FROM audit_chain")
-            .fetch_optional(&mut *tx)
-            .await?;
-    let low = newest.and_then(|(time,)| time).map_or_else(
-        || "0000".to_owned(),
-        |time| stored_time(earlier_by(time, SEAL_LOOKBEHIND)),
-    );
+    let (sealed_through,): (i64,) = sqlx::query_as(
+        "SELECT max(coalesce((SELECT max(through_pos) FROM audit_seals), 0), \
+                    coalesce((SELECT max(through_pos) FROM audit_checkpoints), 0))",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     let sql = format!(
-        "SELECT {RECORD_COLUMNS} FROM audit_events e LEFT JOIN audit_chain c ON c.event_id = e.id \
-         WHERE c.event_id IS NULL AND e.time >= $2 ORDER BY e.time, e.id LIMIT $1"
+        "SELECT e.pos, NULL AS seq, {EVENT_SELECT} FROM audit_events e WHERE e.pos > $2 \
+         ORDER BY e.pos LIMIT $1"
     );
-    let events: Vec<AuditRecord> = sqlx::query_as::<_, AuditRow>(&sql)
+    let mut rows: Vec<PositionedRow> = sqlx::query_as(&sql)
         .bind(limit)
-        .bind(low)
+        .bind(sealed_through)
         .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .map(AuditRecord::from)
-        .collect();
-    let Some(oldest) = events.first().map(|event| event.time) else {
-        return Ok(SealReport::default());
-    };
-    let mut heads = Vec::new();
-    for org in unique_orgs(&events) {
-        heads.push(chain_head(&mut tx, org).await?);
-    }
-    let links = link_events(heads, &events);
-    let now = stored_now();
-    for link in &links {
-        sqlx::query(
-            "INSERT INTO audit_chain (org_id, seq, event_id, event_time, hash, sealed_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        )
-        .bind(link.org_id.hyphenated())
-        .bind(link.seq)
-        .bind(link.event_id.hyphenated())
-        .bind(stored_time(link.event_time))
-        .bind(&link.hash)
-        .bind(&now)
-        .execute(&mut *tx)
         .await?;
+    // Grouped by org, each org's in position order.
+    rows.sort_by_key(|row| (row.event.org_id.into_uuid(), row.pos));
+    let mut pending = Vec::with_capacity(rows.len());
+    let mut current: Option<(Uuid, ChainHead<i64>)> = None;
+    for row in rows {
+        let org = row.event.org_id.into_uuid();
+        let head = match &current {
+            Some((current_org, head)) if *current_org == org => head.clone(),
+            _ => {
+                let head = chain_head(&mut tx, org).await?;
+                current = Some((org, head.clone()));
+                head
+            }
+        };
+        pending.push((head, row.pos, AuditRecord::from(row.event)));
+    }
+    let (seals, report) = seal_pass(pending);
+    let now = stored_now();
+    for seal in &seals {
+        insert_seal(&mut tx, seal, &now).await?;
     }
     tx.commit().await?;
-    Ok(SealReport::of(&events, oldest))
+    Ok(report)
 }
 
-/// The org's newest link, or its checkpoint, or the start of a chain.
+async fn insert_seal(
+    connection: &mut SqliteConnection,
+    seal: &NewSeal<i64>,
+    now: &str,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO audit_seals (org_id, first_seq, last_seq, after_pos, through_pos, newest_time, hashes, sealed_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(seal.org_id.hyphenated())
+    .bind(seal.first_seq)
+    .bind(seal.last_seq)
+    .bind(seal.after)
+    .bind(seal.through)
+    .bind(stored_time(seal.newest_time))
+    .bind(&seal.hashes)
+    .bind(now)
+    .execute(&mut *connection)
+    .await?;
+    Ok(())
+}
+
+/// The org's newest seal, or its checkpoint, or the start of a chain.
 async fn chain_head(
     connection: &mut SqliteConnection,
     org: Uuid,
-) -> Result<(Uuid, i64, Vec<u8>), StoreError> {
-    let head: Option<(i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT seq, hash FROM audit_chain WHERE org_id = $1 ORDER BY seq DESC LIMIT 1",
+) -> Result<ChainHead<i64>, StoreError> {
+    let head: Option<(i64, Vec<u8>, i64)> = sqlx::query_as(
+        "SELECT last_seq, substr(hashes, length(hashes) - 31), through_pos FROM audit_seals \
+         WHERE org_id = $1 ORDER BY first_seq DESC LIMIT 1",
     )
     .bind(org.hyphenated())
     .fetch_optional(&mut *connection)
@@ -191,67 +248,25 @@ async fn chain_head(
         Some(head) => Some(head),
         None => checkpoint(&mut *connection, org).await?,
     };
-    let (seq, hash) = head.unwrap_or((0, GENESIS.to_vec()));
-    Ok((org, seq, hash))
+    Ok(
+        head.map_or(ChainHead::start(0), |(seq, hash, position)| ChainHead {
+            seq,
+            hash,
+            position,
+        }),
+    )
 }
 
 async fn checkpoint(
     connection: &mut SqliteConnection,
     org: Uuid,
-) -> Result<Option<(i64, Vec<u8>)>, StoreError> {
-    Ok(
-        sqlx::query_as("SELECT through_seq, hash FROM audit_checkpoints WHERE org_id = $1")
-            .bind(org.hyphenated())
-            .fetch_optional(&mut *connection)
-            .await?,
+) -> Result<Option<(i64, Vec<u8>, i64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT through_seq, hash, through_pos FROM audit_checkpoints WHERE org_id = $1",
     )
-}
-
-#[derive(sqlx::FromRow)]
-struct LinkRow {
-    link_seq: i64,
-    link_hash: Vec<u8>,
-    id: Option<Hyphenated>,
-    org_id: Option<Hyphenated>,
-    time: Option<DateTime<Utc>>,
-    actor: Option<String>,
-    actor_name: Option<String>,
-    action: Option<String>,
-    subject_kind: Option<String>,
-    subject_id: Option<String>,
-    outcome: Option<String>,
-    severity: Option<String>,
-    request_id: Option<String>,
-    trace_id: Option<String>,
-    turn_id: Option<Hyphenated>,
-    session_id: Option<Hyphenated>,
-    details: Option<String>,
-}
-
-impl LinkRow {
-    fn into_link(self) -> (i64, Vec<u8>, Option<AuditRecord>) {
-        let event = (|| {
-            Some(AuditRecord {
-                id: self.id?.into_uuid(),
-                org_id: self.org_id?.into_uuid().into(),
-                seq: None,
-                time: self.time?,
-                actor: self.actor?,
-                actor_name: self.actor_name,
-                action: self.action?,
-                subject_kind: self.subject_kind?,
-                subject_id: self.subject_id?,
-                outcome: self.outcome?,
-                severity: self.severity?,
-                request_id: self.request_id,
-                trace_id: self.trace_id,
-                turn_id: self.turn_id.map(Hyphenated::into_uuid),
-                session_id: self.session_id.map(Hyphenated::into_uuid),
-                details: self.details?,
-            })
-        })();
-        (self.link_seq, self.link_hash, event)
-    }
+    .bind(org.hyphenated())
+    .fetch_optional(&mut *connection)
+    .await?)
 }
 
 pub(crate) async fn verify_audit(
@@ -261,41 +276,60 @@ pub(crate) async fn verify_audit(
     let org = org_id.as_uuid();
     let mut connection = pool.acquire().await?;
     let start = checkpoint(&mut connection, org).await?;
-    let dropped = start.as_ref().map_or(0, |(seq, _)| *seq);
-    let mut previous = start.unwrap_or((0, GENESIS.to_vec()));
+    let dropped = start.as_ref().map_or(0, |(seq, ..)| *seq);
+    let mut head = start.map_or(ChainHead::start(0), |(seq, hash, position)| ChainHead {
+        seq,
+        hash,
+        position,
+    });
     let mut events = 0;
     loop {
-        let page: Vec<LinkRow> = sqlx::query_as(
-            "SELECT c.seq AS link_seq, c.hash AS link_hash, e.id, e.org_id, e.time, e.actor, e.actor_name, \
-                 e.action, e.subject_kind, e.subject_id, e.outcome, e.severity, e.request_id, e.trace_id, \
-                 e.turn_id, e.session_id, e.details \
-             FROM audit_chain c LEFT JOIN audit_events e ON e.id = c.event_id \
-             WHERE c.org_id = $1 AND c.seq > $2 ORDER BY c.seq LIMIT $3",
+        let seals: Vec<StoredSeal<i64>> = sqlx::query_as::<_, SealRow>(
+            "SELECT first_seq, last_seq, after_pos, through_pos, hashes FROM audit_seals \
+             WHERE org_id = $1 AND first_seq > $2 ORDER BY first_seq LIMIT $3",
         )
         .bind(org.hyphenated())
-        .bind(previous.0)
+        .bind(head.seq)
         .bind(VERIFY_PAGE)
         .fetch_all(&mut *connection)
-        .await?;
-        let done = (page.len() as i64) < VERIFY_PAGE;
-        match verify_links(&mut previous, page.into_iter().map(LinkRow::into_link)) {
-            Ok(checked) => events += checked,
-            Err(broken) => return Ok(broken),
+        .await?
+        .into_iter()
+        .map(StoredSeal::from)
+        .collect();
+        let done = (seals.len() as i64) < VERIFY_PAGE;
+        for seal in &seals {
+            let sql = format!(
+                "SELECT e.pos, NULL AS seq, {EVENT_SELECT} FROM audit_events e \
+                 WHERE e.org_id = $1 AND e.pos > $2 AND e.pos <= $3 ORDER BY e.pos"
+            );
+            let stored: Vec<PositionedRow> = sqlx::query_as(&sql)
+                .bind(org.hyphenated())
+                .bind(seal.after)
+                .bind(seal.through)
+                .fetch_all(&mut *connection)
+                .await?;
+            let stored = stored
+                .into_iter()
+                .map(|row| AuditRecord::from(row.event))
+                .collect();
+            match verify_seal(&mut head, seal, stored) {
+                Ok(checked) => events += checked,
+                Err(broken) => return Ok(broken),
+            }
         }
         if done {
             break;
         }
     }
-    let (unsealed,): (i64,) = sqlx::query_as(
-        "SELECT count(*) FROM audit_events e WHERE e.org_id = $1 \
-         AND NOT EXISTS (SELECT 1 FROM audit_chain c WHERE c.event_id = e.id)",
-    )
-    .bind(org.hyphenated())
-    .fetch_one(&mut *connection)
-    .await?;
+    let (unsealed,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM audit_events WHERE org_id = $1 AND pos > $2")
+            .bind(org.hyphenated())
+            .bind(head.position)
+            .fetch_one(&mut *connection)
+            .await?;
     Ok(AuditVerification::Intact {
         events,
-        through_seq: previous.0,
+        through_seq: head.seq,
         dropped,
         unsealed,
     })
@@ -308,31 +342,29 @@ pub(crate) async fn drop_sealed_audit(
 ) -> Result<u64, StoreError> {
     let org = org_id.as_uuid().hyphenated();
     let mut tx = begin_write(pool).await?;
-    let end: Option<(i64, Vec<u8>)> = sqlx::query_as(
-        "SELECT seq, hash FROM audit_chain WHERE org_id = $1 AND seq = \
-             coalesce((SELECT min(seq) - 1 FROM audit_chain WHERE org_id = $1 AND event_time >= $2), \
-                      (SELECT max(seq) FROM audit_chain WHERE org_id = $1))",
+    let end: Option<(i64, Vec<u8>, i64)> = sqlx::query_as(
+        "SELECT last_seq, substr(hashes, length(hashes) - 31), through_pos FROM audit_seals \
+         WHERE org_id = $1 AND last_seq = \
+             coalesce((SELECT min(first_seq) - 1 FROM audit_seals WHERE org_id = $1 AND newest_time >= $2), \
+                      (SELECT max(last_seq) FROM audit_seals WHERE org_id = $1))",
     )
     .bind(org)
     .bind(stored_time(before))
     .fetch_optional(&mut *tx)
     .await?;
-    let Some((through_seq, hash)) = end else {
+    let Some((through_seq, hash, through_pos)) = end else {
         return Ok(0);
     };
     sqlx::query("INSERT INTO audit_retention_window (active) VALUES (1)")
         .execute(&mut *tx)
         .await?;
-    let dropped = sqlx::query(
-        "DELETE FROM audit_events WHERE id IN \
-             (SELECT event_id FROM audit_chain WHERE org_id = $1 AND seq <= $2)",
-    )
-    .bind(org)
-    .bind(through_seq)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    sqlx::query("DELETE FROM audit_chain WHERE org_id = $1 AND seq <= $2")
+    let dropped = sqlx::query("DELETE FROM audit_events WHERE org_id = $1 AND pos <= $2")
+        .bind(org)
+        .bind(through_pos)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    sqlx::query("DELETE FROM audit_seals WHERE org_id = $1 AND last_seq <= $2")
         .bind(org)
         .bind(through_seq)
         .execute(&mut *tx)
@@ -342,15 +374,17 @@ pub(crate) async fn drop_sealed_audit(
         .await?;
     let now = stored_now();
     sqlx::query(
-        "INSERT INTO audit_checkpoints (org_id, through_seq, hash, dropped, updated_at) VALUES ($1, $2, $3, $4, $5) \
+        "INSERT INTO audit_checkpoints (org_id, through_seq, hash, dropped, updated_at, through_pos) \
+         VALUES ($1, $2, $3, $4, $5, $6) \
          ON CONFLICT (org_id) DO UPDATE SET through_seq = $2, hash = $3, \
-             dropped = audit_checkpoints.dropped + $4, updated_at = $5",
+             dropped = audit_checkpoints.dropped + $4, updated_at = $5, through_pos = $6",
     )
     .bind(org)
     .bind(through_seq)
     .bind(&hash)
     .bind(dropped as i64)
     .bind(&now)
+    .bind(through_pos)
     .execute(&mut *tx)
     .await?;
     let event = retention_event(org_id, through_seq, dropped, before);
