@@ -9,7 +9,7 @@ use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 
 /// Every table that holds an org's rows, with the column naming the org.
-const TENANT_TABLES: [(&str, &str); 14] = [
+const TENANT_TABLES: [(&str, &str); 15] = [
     ("orgs", "id"),
     ("api_keys", "org_id"),
     ("sessions", "org_id"),
@@ -24,6 +24,7 @@ const TENANT_TABLES: [(&str, &str); 14] = [
     ("feishu_apps", "org_id"),
     ("audit_events", "org_id"),
     ("audit_seals", "org_id"),
+    ("org_config_items", "org_id"),
 ];
 
 async fn seed_org(store: &Store, name: &str) -> anyhow::Result<OrgId> {
@@ -43,6 +44,18 @@ async fn seed_org(store: &Store, name: &str) -> anyhow::Result<OrgId> {
             trace_parent: None,
             actor: Actor::system(),
         })
+        .await?;
+    store
+        .put_config_item(
+            &sable_store::PutConfigItem {
+                org_id,
+                kind: sable_store::ConfigKind::Agent,
+                name: "helper",
+                spec: r#"{"prompt":"You help."}"#,
+                secret_sealed: None,
+            },
+            &Actor::system(),
+        )
         .await?;
     Ok(org_id)
 }
@@ -73,9 +86,16 @@ async fn an_unscoped_query_sees_only_the_org_its_transaction_names_and_none_with
     let globex = seed_org(&store, "globex").await?;
     let mut connection = app_connection(&database).await?;
 
-    for (table, column) in ["sessions", "turns", "messages", "api_keys", "audit_events"]
-        .iter()
-        .filter_map(|table| TENANT_TABLES.iter().find(|(name, _)| name == table))
+    for (table, column) in [
+        "sessions",
+        "turns",
+        "messages",
+        "api_keys",
+        "audit_events",
+        "org_config_items",
+    ]
+    .iter()
+    .filter_map(|table| TENANT_TABLES.iter().find(|(name, _)| name == table))
     {
         let orgs = visible_orgs(&mut connection, table, column).await?;
         assert!(orgs.is_empty(), "{table} with no org set: {orgs:?}");
