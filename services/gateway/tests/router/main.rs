@@ -39,6 +39,7 @@ mod keys;
 mod mcp;
 mod messages;
 mod openapi;
+mod org_config;
 mod permissions;
 mod router;
 mod sessions;
