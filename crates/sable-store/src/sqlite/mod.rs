@@ -16,6 +16,7 @@ mod intake;
 mod keys;
 mod notes;
 mod outbox;
+mod quotas;
 mod records;
 mod roles;
 mod sessions;
@@ -95,6 +96,7 @@ pub(crate) mod ops {
     pub(crate) use super::keys::*;
     pub(crate) use super::notes::*;
     pub(crate) use super::outbox::*;
+    pub(crate) use super::quotas::*;
     pub(crate) use super::records::*;
     pub(crate) use super::roles::*;
     pub(crate) use super::sessions::*;
