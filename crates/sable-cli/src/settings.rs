@@ -86,6 +86,9 @@ pub struct Settings {
     pub feishu_apps_refresh_ms: u64,
     /// A streamed Feishu reply card is updated at most once per this many ms.
     pub feishu_stream_interval_ms: u64,
+    /// How long a gateway uses its copy of the orgs' quotas before checking for changes
+    /// (another gateway's `PUT /v1/orgs/{id}/quotas` applies within this long).
+    pub quota_cache_ms: u64,
     /// A turn started this many times without ending fails instead of running again.
     pub max_turn_attempts: i32,
     /// Fault points to stop at (comma-separated names), for fault-injection tests.
@@ -184,6 +187,7 @@ impl Default for Settings {
             feishu_rate_limit_backoff_ms: 500,
             feishu_apps_refresh_ms: 30_000,
             feishu_stream_interval_ms: 400,
+            quota_cache_ms: 1_000,
             fault_pause_at: String::new(),
             fault_hits_to_pass: 0,
             environment: "development".into(),

@@ -40,6 +40,7 @@ mod mcp;
 mod messages;
 mod openapi;
 mod permissions;
+mod quotas;
 mod router;
 mod sessions;
 mod support;
