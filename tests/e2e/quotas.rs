@@ -15,13 +15,17 @@ use crate::support::{StackOptions, TestStack};
 const TURNS_PER_CONDITION: usize = 200;
 /// The conditions alternate in blocks of this many turns, so that a machine getting
 /// busier or quieter during the run weighs on both alike.
-const BLOCK: usize = 25;
+const BLOCK: usize = 26;
 /// B's turns in flight at once.
 const B_CONCURRENCY: usize = 2;
 /// The fake provider's latency: most of a turn, as a real model's is.
 const PROVIDER_LATENCY: Duration = Duration::from_millis(40);
-/// The noisy org's clients sending at once, each as fast as it is answered.
+/// The noisy org's clients sending at once, each one request per `FLOOD_PACE` (about
+/// 400 requests a second in all, 10 times its per-minute limit every 15 ms). Unpaced,
+/// the flood saturates the machine's two cores whatever the gateway answers: that is
+/// load shedding's job, not a quota's.
 const FLOOD_CLIENTS: usize = 4;
+const FLOOD_PACE: Duration = Duration::from_millis(10);
 /// The noisy org's limits.
 const NOISY_RPM: i64 = 30;
 
@@ -40,17 +44,30 @@ async fn an_org_flooding_past_its_quotas_does_not_slow_another_org() -> anyhow::
     stack.provider.set_latency(PROVIDER_LATENCY);
     let noisy = stack.sable(&["admin", "org", "create", "noisy"]).await?;
     let noisy_key = stack
-        .sable(&["admin", "key", "create", "--org", &noisy, "--role", "member"])
+        .sable(&[
+            "admin", "key", "create", "--org", &noisy, "--role", "member",
+        ])
         .await?;
 
     set_quotas_with_the_cli(&stack, &noisy).await?;
     both_gateways_share_the_requests_per_minute(&stack, &noisy_key).await?;
     let printed = stack
-        .sable(&["admin", "org", "quota", "--org", &noisy, "--concurrent-turns", "1"])
+        .sable(&[
+            "admin",
+            "org",
+            "quota",
+            "--org",
+            &noisy,
+            "--concurrent-turns",
+            "1",
+        ])
         .await?;
     let quotas: Value = serde_json::from_str(&printed)?;
     assert_eq!(quotas["concurrent_turns"], 1, "{quotas}");
-    assert_eq!(quotas["requests_per_minute"], NOISY_RPM, "other flags keep their limit");
+    assert_eq!(
+        quotas["requests_per_minute"], NOISY_RPM,
+        "other flags keep their limit"
+    );
 
     // Warm up connections, caches and the worker before anything is measured.
     for _ in 0..10 {
@@ -85,7 +102,10 @@ async fn an_org_flooding_past_its_quotas_does_not_slow_another_org() -> anyhow::
         flood.admitted,
         flood.other,
     );
-    assert_eq!(flood.other, 0, "every flood request was admitted or refused for a quota");
+    assert_eq!(
+        flood.other, 0,
+        "every flood request was admitted or refused for a quota"
+    );
     assert!(
         flood.refused() >= 100 * flood.admitted.max(1) / 10,
         "the flood ran past its limits: {} refused, {} admitted",
@@ -105,8 +125,15 @@ async fn set_quotas_with_the_cli(stack: &TestStack, org: &str) -> anyhow::Result
     let rpm = NOISY_RPM.to_string();
     let printed = stack
         .sable(&[
-            "admin", "org", "quota", "--org", org, "--requests-per-minute", &rpm,
-            "--tokens-per-day", "5000000",
+            "admin",
+            "org",
+            "quota",
+            "--org",
+            org,
+            "--requests-per-minute",
+            &rpm,
+            "--tokens-per-day",
+            "5000000",
         ])
         .await?;
     let quotas: Value = serde_json::from_str(&printed)?;
@@ -115,7 +142,15 @@ async fn set_quotas_with_the_cli(stack: &TestStack, org: &str) -> anyhow::Result
     assert_eq!(quotas["tokens_per_day"], 5_000_000);
     assert_eq!(quotas["cron_tasks"], Value::Null);
     let printed = stack
-        .sable(&["admin", "org", "quota", "--org", org, "--tokens-per-day", "none"])
+        .sable(&[
+            "admin",
+            "org",
+            "quota",
+            "--org",
+            org,
+            "--tokens-per-day",
+            "none",
+        ])
         .await?;
     let quotas: Value = serde_json::from_str(&printed)?;
     assert_eq!(quotas["tokens_per_day"], Value::Null);
@@ -157,7 +192,10 @@ async fn both_gateways_share_the_requests_per_minute(
             // The window ended while counting: count again in the next one.
             continue;
         }
-        assert_eq!(admitted, NOISY_RPM, "both gateways together admit the limit");
+        assert_eq!(
+            admitted, NOISY_RPM,
+            "both gateways together admit the limit"
+        );
         let refusal = refusal.expect("a refusal after the limit");
         assert_eq!(refusal.status(), StatusCode::TOO_MANY_REQUESTS);
         let retry_after: u64 = refusal
@@ -223,8 +261,8 @@ impl FloodTally {
     }
 }
 
-/// `FLOOD_CLIENTS` clients of the noisy org sending messages to both gateways, each as
-/// soon as its last was answered, until `stop`.
+/// `FLOOD_CLIENTS` clients of the noisy org sending messages to both gateways, each
+/// `FLOOD_PACE` after its last was answered, until `stop`.
 fn start_flood(
     stack: &TestStack,
     key: &str,
@@ -255,6 +293,7 @@ fn start_flood(
                         }
                         _ => tally.other += 1,
                     }
+                    tokio::time::sleep(FLOOD_PACE).await;
                 }
                 Ok(tally)
             })

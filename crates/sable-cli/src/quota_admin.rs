@@ -7,11 +7,13 @@ use sable_store::{Actor, Quota, QuotaPatch, Store};
 
 /// The flags of `sable admin org quota`.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Each LIMIT is a whole number of 0 or more (0 refuses everything the \
+#[command(
+    after_help = "Each LIMIT is a whole number of 0 or more (0 refuses everything the \
     quota counts), or `none` for unlimited. Flags left out keep their limit; with none, the \
     org's quotas are printed unchanged. Over a limit the API answers 429 `quota_exceeded` \
     with `Retry-After` and the quota's name. Every gateway applies a change within \
-    `quota_cache_ms` (1 s by default).")]
+    `quota_cache_ms` (1 s by default)."
+)]
 pub(crate) struct QuotaArgs {
     /// The org's id, as printed by `sable admin org create`.
     #[arg(long = "org")]
@@ -78,7 +80,10 @@ pub(crate) async fn run(store: &Store, args: QuotaArgs) -> anyhow::Result<()> {
     let org_id: OrgId = args.org_id.parse().context("--org is not an org id")?;
     let patch = args.patch();
     let quotas = if patch.changes.is_empty() {
-        anyhow::ensure!(store.org_exists(org_id).await?, "no org has the id {org_id}");
+        anyhow::ensure!(
+            store.org_exists(org_id).await?,
+            "no org has the id {org_id}"
+        );
         store.org_quotas(org_id).await?
     } else {
         store

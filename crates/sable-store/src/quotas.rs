@@ -311,11 +311,10 @@ impl PgStore {
             sqlx::query_as("SELECT count(*), max(updated_at) FROM org_quotas")
                 .fetch_one(&mut *tx)
                 .await?;
-        let orgs: Vec<QuotaRow> = sqlx::query_as(&format!(
-            "SELECT org_id, {QUOTA_COLUMNS} FROM org_quotas"
-        ))
-        .fetch_all(&mut *tx)
-        .await?;
+        let orgs: Vec<QuotaRow> =
+            sqlx::query_as(&format!("SELECT org_id, {QUOTA_COLUMNS} FROM org_quotas"))
+                .fetch_all(&mut *tx)
+                .await?;
         tx.commit().await?;
         Ok(QuotaTable {
             version: QuotaVersion { rows, updated_at },
@@ -495,8 +494,14 @@ mod tests {
         assert_eq!(month, Utc.with_ymd_and_hms(2027, 1, 1, 0, 0, 0).unwrap());
         assert_eq!(seconds_until(now, day), 30);
         let (day_start, month_start) = day_and_month_start(now);
-        assert_eq!(day_start, Utc.with_ymd_and_hms(2026, 12, 31, 0, 0, 0).unwrap());
-        assert_eq!(month_start, Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
+        assert_eq!(
+            day_start,
+            Utc.with_ymd_and_hms(2026, 12, 31, 0, 0, 0).unwrap()
+        );
+        assert_eq!(
+            month_start,
+            Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap()
+        );
     }
 
     #[test]

@@ -82,15 +82,26 @@ async fn an_org_is_unlimited_until_given_quotas_and_each_change_is_audited(
     let before = store.quota_version().await?;
 
     let quotas = store
-        .set_org_quotas(org_id, &set(Quota::RequestsPerMinute, Some(10)), &Actor::system())
+        .set_org_quotas(
+            org_id,
+            &set(Quota::RequestsPerMinute, Some(10)),
+            &Actor::system(),
+        )
         .await?;
     assert_eq!(quotas.requests_per_minute, Some(10));
     let quotas = store
         .set_org_quotas(org_id, &set(Quota::CronTasks, Some(0)), &Actor::system())
         .await?;
-    assert_eq!((quotas.requests_per_minute, quotas.cron_tasks), (Some(10), Some(0)));
+    assert_eq!(
+        (quotas.requests_per_minute, quotas.cron_tasks),
+        (Some(10), Some(0))
+    );
     let cleared = store
-        .set_org_quotas(org_id, &set(Quota::RequestsPerMinute, None), &Actor::system())
+        .set_org_quotas(
+            org_id,
+            &set(Quota::RequestsPerMinute, None),
+            &Actor::system(),
+        )
         .await?;
     assert_eq!(cleared.requests_per_minute, None);
     assert_eq!(store.org_quotas(org_id).await?, cleared);
@@ -113,16 +124,30 @@ async fn an_org_is_unlimited_until_given_quotas_and_each_change_is_audited(
         )
         .await?;
     assert_eq!(events.len(), 3);
-    assert!(events.iter().all(|event| event.subject_id == org_id.to_string()));
+    assert!(
+        events
+            .iter()
+            .all(|event| event.subject_id == org_id.to_string())
+    );
 
     let refused = store
-        .set_org_quotas(OrgId::new(), &set(Quota::CronTasks, Some(1)), &Actor::system())
+        .set_org_quotas(
+            OrgId::new(),
+            &set(Quota::CronTasks, Some(1)),
+            &Actor::system(),
+        )
         .await;
-    assert!(matches!(refused, Err(StoreError::NotFound("org"))), "{refused:?}");
+    assert!(
+        matches!(refused, Err(StoreError::NotFound("org"))),
+        "{refused:?}"
+    );
     let negative = store
         .set_org_quotas(org_id, &set(Quota::CronTasks, Some(-1)), &Actor::system())
         .await;
-    assert!(matches!(negative, Err(StoreError::Rejected(_))), "{negative:?}");
+    assert!(
+        matches!(negative, Err(StoreError::Rejected(_))),
+        "{negative:?}"
+    );
     Ok(())
 }
 
@@ -137,7 +162,10 @@ async fn the_request_counter_admits_the_limit_per_minute_and_no_more(
         for _ in 0..4 {
             windows.push(store.take_request(org_id, 3).await?);
         }
-        if windows.iter().any(|window| window.window_start != windows[0].window_start) {
+        if windows
+            .iter()
+            .any(|window| window.window_start != windows[0].window_start)
+        {
             continue;
         }
         let admitted: Vec<bool> = windows.iter().map(|window| window.admitted).collect();
@@ -213,9 +241,7 @@ fn cron_task(org_id: OrgId, name: &str) -> CronTask {
     }
 }
 
-async fn a_cron_task_past_the_quota_is_refused_and_not_written(
-    store: Store,
-) -> anyhow::Result<()> {
+async fn a_cron_task_past_the_quota_is_refused_and_not_written(store: Store) -> anyhow::Result<()> {
     let org_id = store.create_org("acme").await?;
     let other = store.create_org("globex").await?;
     store

@@ -70,13 +70,19 @@ impl QuotaGuard {
     }
 
     fn cached(&self, org_id: OrgId) -> OrgQuotas {
-        let limits = self.limits.read().unwrap_or_else(|poison| poison.into_inner());
+        let limits = self
+            .limits
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner());
         limits.get(&org_id).copied().unwrap_or_default()
     }
 
     /// Records limits this gateway just wrote, so its next request sees them at once.
     pub(crate) fn remember(&self, org_id: OrgId, quotas: OrgQuotas) {
-        let mut limits = self.limits.write().unwrap_or_else(|poison| poison.into_inner());
+        let mut limits = self
+            .limits
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner());
         let mut updated = HashMap::clone(&limits);
         updated.insert(org_id, quotas);
         *limits = Arc::new(updated);
@@ -86,7 +92,8 @@ impl QuotaGuard {
         let checked = self.checked_at.load(Ordering::Relaxed);
         let now = self.elapsed_ms();
         let fresh = checked != u64::MAX
-            && now.saturating_sub(checked) < u64::try_from(self.cache_for.as_millis()).unwrap_or(u64::MAX);
+            && now.saturating_sub(checked)
+                < u64::try_from(self.cache_for.as_millis()).unwrap_or(u64::MAX);
         if fresh {
             return;
         }
@@ -119,7 +126,10 @@ impl QuotaGuard {
         }
         let table = self.store.quota_table().await?;
         let limits: HashMap<OrgId, OrgQuotas> = table.orgs.into_iter().collect();
-        *self.limits.write().unwrap_or_else(|poison| poison.into_inner()) = Arc::new(limits);
+        *self
+            .limits
+            .write()
+            .unwrap_or_else(|poison| poison.into_inner()) = Arc::new(limits);
         Ok(table.version)
     }
 
@@ -187,7 +197,10 @@ impl QuotaGuard {
             Some(usage) => usage,
             None => {
                 let usage = self.store.org_usage(org_id).await?;
-                let mut memo = self.memo.lock().unwrap_or_else(|poison| poison.into_inner());
+                let mut memo = self
+                    .memo
+                    .lock()
+                    .unwrap_or_else(|poison| poison.into_inner());
                 let entry = memo_of(&mut memo, org_id, quotas);
                 entry.tokens = Some((usage, Instant::now()));
                 usage
@@ -196,7 +209,12 @@ impl QuotaGuard {
         let now = Utc::now().max(usage.now);
         let (next_day, next_month) = next_day_and_month(now);
         let checks = [
-            (Quota::TokensPerDay, quotas.tokens_per_day, usage.tokens_today, next_day),
+            (
+                Quota::TokensPerDay,
+                quotas.tokens_per_day,
+                usage.tokens_today,
+                next_day,
+            ),
             (
                 Quota::TokensPerMonth,
                 quotas.tokens_per_month,
@@ -214,22 +232,25 @@ impl QuotaGuard {
     }
 
     fn cached_tokens(&self, org_id: OrgId, quotas: &OrgQuotas) -> Option<OrgUsage> {
-        let memo = self.memo.lock().unwrap_or_else(|poison| poison.into_inner());
+        let memo = self
+            .memo
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let entry = memo.get(&org_id).filter(|entry| entry.under == *quotas)?;
         let (usage, read_at) = entry.tokens?;
         (read_at.elapsed() < self.cache_for).then_some(usage)
     }
 
     fn remembered_refusal(&self, org_id: OrgId, quotas: &OrgQuotas) -> Option<QuotaExceeded> {
-        let memo = self.memo.lock().unwrap_or_else(|poison| poison.into_inner());
+        let memo = self
+            .memo
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let entry = memo.get(&org_id).filter(|entry| entry.under == *quotas)?;
         let (refused, until) = entry.refused?;
         let left = until.checked_duration_since(Instant::now())?;
         Some(QuotaExceeded {
-            retry_after_secs: refused
-                .retry_after_secs
-                .min(left.as_secs() + 1)
-                .max(1),
+            retry_after_secs: refused.retry_after_secs.min(left.as_secs() + 1).max(1),
             ..refused
         })
     }
@@ -241,7 +262,10 @@ impl QuotaGuard {
         refused: QuotaExceeded,
         holds_for: Duration,
     ) {
-        let mut memo = self.memo.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut memo = self
+            .memo
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
         let entry = memo_of(&mut memo, org_id, quotas);
         entry.refused = Some((refused, Instant::now() + holds_for));
     }

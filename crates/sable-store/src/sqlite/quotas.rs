@@ -51,11 +51,10 @@ pub(crate) async fn quota_version(pool: &SqlitePool) -> Result<QuotaVersion, Sto
 pub(crate) async fn quota_table(pool: &SqlitePool) -> Result<QuotaTable, StoreError> {
     let mut tx = pool.begin().await?;
     let version = version_on(&mut tx).await?;
-    let rows: Vec<QuotaRow> = sqlx::query_as(&format!(
-        "SELECT org_id, {QUOTA_COLUMNS} FROM org_quotas"
-    ))
-    .fetch_all(&mut *tx)
-    .await?;
+    let rows: Vec<QuotaRow> =
+        sqlx::query_as(&format!("SELECT org_id, {QUOTA_COLUMNS} FROM org_quotas"))
+            .fetch_all(&mut *tx)
+            .await?;
     tx.commit().await?;
     Ok(QuotaTable {
         version,
@@ -127,12 +126,11 @@ pub(crate) async fn take_request(
     let mut tx = begin_write(pool).await?;
     let now = Utc::now();
     let window_start = minute_start(now);
-    let current: Option<(DateTime<Utc>, i64)> = sqlx::query_as(
-        "SELECT window_start, requests FROM org_request_windows WHERE org_id = $1",
-    )
-    .bind(org)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let current: Option<(DateTime<Utc>, i64)> =
+        sqlx::query_as("SELECT window_start, requests FROM org_request_windows WHERE org_id = $1")
+            .bind(org)
+            .fetch_optional(&mut *tx)
+            .await?;
     let counted = match current {
         Some((start, requests)) if start == window_start => requests,
         _ => 0,

@@ -234,7 +234,10 @@ async fn usage(
 fn usage_view(org_id: OrgId, quotas: &OrgQuotas, usage: &OrgUsage) -> UsageView {
     let (day_start, month_start) = sable_store::day_and_month_start(usage.now);
     let (next_day, next_month) = next_day_and_month(usage.now);
-    let minute = (usage.minute_start, usage.minute_start + TimeDelta::minutes(1));
+    let minute = (
+        usage.minute_start,
+        usage.minute_start + TimeDelta::minutes(1),
+    );
     UsageView {
         org_id,
         now: usage.now,

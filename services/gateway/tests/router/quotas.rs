@@ -45,11 +45,23 @@ async fn set_quotas(app: &TestApp, org: &TestOrg, quotas: Value) -> anyhow::Resu
 /// Asserts the 429 of `quota`: Sable's error shape with the quota's name, and a
 /// `Retry-After` of 1 to `max_wait` seconds.
 fn assert_quota_refusal(reply: &Reply, quota: &str, max_wait: u64) {
-    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS, "{}", reply.body);
-    assert_eq!(reply.body["error"]["code"], "quota_exceeded", "{}", reply.body);
+    assert_eq!(
+        reply.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        reply.body
+    );
+    assert_eq!(
+        reply.body["error"]["code"], "quota_exceeded",
+        "{}",
+        reply.body
+    );
     assert_eq!(reply.body["error"]["quota"], quota, "{}", reply.body);
     let message = reply.body["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains(quota), "the message names the quota: {message}");
+    assert!(
+        message.contains(quota),
+        "the message names the quota: {message}"
+    );
     assert_retry_after(reply, max_wait);
 }
 
@@ -72,9 +84,7 @@ fn message(org: &TestOrg) -> Call {
         .json(json!({"text": "hello"}))
 }
 
-async fn bad_quota_requests_are_refused_and_change_nothing(
-    backend: Backend,
-) -> anyhow::Result<()> {
+async fn bad_quota_requests_are_refused_and_change_nothing(backend: Backend) -> anyhow::Result<()> {
     let app = TestApp::spawn(backend).await?;
     let path = quotas_path(&app.org);
     let platform = |body: Value| put(&path).key(&app.platform_key).json(body);
@@ -124,8 +134,13 @@ async fn bad_quota_requests_are_refused_and_change_nothing(
     ]);
     app.assert_refused(refusals).await?;
     let negative = app.send(platform(json!({"tokens_per_day": -5}))).await;
-    let message = negative.body["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("tokens_per_day"), "names the field: {message}");
+    let message = negative.body["error"]["message"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        message.contains("tokens_per_day"),
+        "names the field: {message}"
+    );
     Ok(())
 }
 
@@ -167,7 +182,11 @@ async fn the_platform_sets_quotas_audited_and_the_org_reads_them_and_its_usage(
         )
         .await?;
     assert_eq!(events.len(), 2, "each change is audited: {events:?}");
-    assert!(events[0].details.contains("\"before\""), "{}", events[0].details);
+    assert!(
+        events[0].details.contains("\"before\""),
+        "{}",
+        events[0].details
+    );
 
     app.accepted(message(&app.org)).await?;
     let viewer = &app.org.keys[0].1;
@@ -221,7 +240,12 @@ async fn requests_per_minute_refuses_past_its_limit_on_every_api_door(
                 .json(json!({"model": "default", "messages": [{"role": "user", "content": "hi"}]})),
         )
         .await;
-    assert_eq!(openai.status, StatusCode::TOO_MANY_REQUESTS, "{}", openai.body);
+    assert_eq!(
+        openai.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        openai.body
+    );
     assert_eq!(openai.body["error"]["code"], "quota_exceeded");
     assert_eq!(openai.body["error"]["type"], "rate_limit_error");
     assert_eq!(openai.body["error"]["quota"], "requests_per_minute");
@@ -233,7 +257,12 @@ async fn requests_per_minute_refuses_past_its_limit_on_every_api_door(
                 .json(json!({"model": "default", "input": "hi"})),
         )
         .await;
-    assert_eq!(responses.status, StatusCode::TOO_MANY_REQUESTS, "{}", responses.body);
+    assert_eq!(
+        responses.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        responses.body
+    );
     assert_eq!(responses.body["error"]["quota"], "requests_per_minute");
 
     // The other org has no quotas and is not slowed or refused.
@@ -282,7 +311,13 @@ async fn run_turn(
     let turn_id: TurnId = text(&accepted.body["turn_id"])?.parse()?;
     let NextTurn::Begun(begun) = app
         .store
-        .begin_next_turn(org.id, session_id, "router-test", Duration::from_secs(60), 10)
+        .begin_next_turn(
+            org.id,
+            session_id,
+            "router-test",
+            Duration::from_secs(60),
+            10,
+        )
         .await?
     else {
         anyhow::bail!("the turn did not begin");
@@ -307,7 +342,9 @@ async fn run_turn(
             output_tokens: Some(tokens - tokens / 2),
             cached_input_tokens: None,
         };
-        app.store.record_provider_calls(&begun.turn, &[call]).await?;
+        app.store
+            .record_provider_calls(&begun.turn, &[call])
+            .await?;
     }
     let finished = app
         .store
@@ -344,9 +381,14 @@ async fn token_quotas_refuse_once_the_day_or_month_is_consumed(
     let first = app.accepted(message(&app.org)).await?;
     run_turn(&app, &app.org, &first, 150).await?;
     // Token usage is read at most once per `quota_cache` (1 s here).
-    sable_testkit::wait_for("the day's tokens to refuse", Duration::from_secs(5), || async {
-        (app.send(message(&app.org)).await.status == StatusCode::TOO_MANY_REQUESTS).then_some(())
-    })
+    sable_testkit::wait_for(
+        "the day's tokens to refuse",
+        Duration::from_secs(5),
+        || async {
+            (app.send(message(&app.org)).await.status == StatusCode::TOO_MANY_REQUESTS)
+                .then_some(())
+        },
+    )
     .await?;
     let refused = app.send(message(&app.org)).await;
     assert_quota_refusal(&refused, "tokens_per_day", 86_400);
