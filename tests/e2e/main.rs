@@ -31,4 +31,5 @@ mod quotas;
 mod readme;
 mod schemathesis;
 mod shutdown;
+mod tenancy;
 mod tracing;

@@ -389,7 +389,7 @@ pub async fn run_sable(args: &[&str], env: &[(String, String)]) -> anyhow::Resul
     sable_testkit::run_to_completion(&sable_binary(), args, env).await
 }
 
-async fn read_json(response: reqwest::Response) -> anyhow::Result<(StatusCode, Value)> {
+pub async fn read_json(response: reqwest::Response) -> anyhow::Result<(StatusCode, Value)> {
     let status = response.status();
     let text = response.text().await?;
     let body = if text.is_empty() {

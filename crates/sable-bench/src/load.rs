@@ -32,7 +32,10 @@ pub struct Report {
 struct Target<'a> {
     http: reqwest::Client,
     endpoint: String,
-    key: &'a str,
+    /// The keys turns are sent with, each conversation its share in turn (one key
+    /// without `--orgs`; with it, one per org, whose agent is `tenant`).
+    keys: &'a [String],
+    agent: Option<&'static str>,
     text: String,
     stream: bool,
 }
@@ -47,16 +50,25 @@ pub async fn run(stack: &mut Stack, args: &Args) -> anyhow::Result<Report> {
         .iter()
         .map(|role| role.pid().and_then(processes::rss_kib).unwrap_or(0))
         .collect();
+    let single = [stack.key.clone()];
+    let tenants = !stack.tenants.is_empty();
     let target = Target {
         http,
         endpoint: format!("{}/v1/messages", stack.url),
-        key: &stack.key,
+        keys: if tenants { &stack.tenants } else { &single },
+        agent: tenants.then_some("tenant"),
         text: message_text(args),
         stream: args.stream,
     };
     let conversation_ids: Vec<String> = (0..args.concurrency)
         .map(|conversation| format!("bench-{conversation}-{}", uuid::Uuid::new_v4().simple()))
         .collect();
+    if tenants {
+        // Every org answers once (each conversation its own share of them), so the
+        // measured turns find every org's configuration cached and their sessions made.
+        let primed = prime(&target, &conversation_ids).await;
+        eprintln!("sable-bench: every org answered once ({primed} turns)");
+    }
     // Statement caches, pools and every conversation's session are in place before
     // anything is counted, and what the warm-up left behind is done.
     let warm_up = drive(&target, &conversation_ids, Instant::now() + args.warmup).await;
@@ -120,8 +132,51 @@ async fn drive(
 ) -> Vec<Conversation> {
     let conversations = conversation_ids
         .iter()
-        .map(|conversation_id| converse(target, conversation_id, deadline));
+        .enumerate()
+        .map(|(index, conversation_id)| {
+            converse(
+                target,
+                index,
+                conversation_ids.len(),
+                conversation_id,
+                deadline,
+            )
+        });
     futures::future::join_all(conversations).await
+}
+
+/// One turn for every key, each conversation sending its share; returns the turns.
+async fn prime(target: &Target<'_>, conversation_ids: &[String]) -> usize {
+    let shares = conversation_ids
+        .iter()
+        .enumerate()
+        .map(|(index, conversation_id)| async move {
+            let mut sent = 0;
+            for key in target
+                .keys
+                .iter()
+                .skip(index)
+                .step_by(conversation_ids.len())
+            {
+                let request = target
+                    .http
+                    .post(&target.endpoint)
+                    .bearer_auth(key)
+                    .json(&message_body(target, conversation_id, false));
+                sent += usize::from(waited_turn(request).await.is_some());
+            }
+            sent
+        });
+    futures::future::join_all(shares).await.into_iter().sum()
+}
+
+fn message_body(target: &Target<'_>, conversation_id: &str, stream: bool) -> serde_json::Value {
+    let mut body =
+        json!({"text": target.text, "conversation": {"id": conversation_id}, "wait": !stream});
+    if let Some(agent) = target.agent {
+        body["agent"] = agent.into();
+    }
+    body
 }
 
 /// Per role: name, idle RSS, RSS now, and the share of one core used since `cpu_before`.
@@ -163,15 +218,29 @@ struct Turn {
 }
 
 /// One conversation: each message is sent once the previous reply arrived.
-async fn converse(target: &Target<'_>, conversation_id: &str, deadline: Instant) -> Conversation {
+/// Conversation `index` of `count` sends with the keys `index`, `index + count`, … in
+/// turn (with one key: always it).
+async fn converse(
+    target: &Target<'_>,
+    index: usize,
+    count: usize,
+    conversation_id: &str,
+    deadline: Instant,
+) -> Conversation {
     let mut measured = Conversation::default();
+    let mut keys = target
+        .keys
+        .iter()
+        .skip(index % target.keys.len())
+        .step_by(count.max(1))
+        .cycle();
     while Instant::now() < deadline {
-        let body = json!({"text": target.text, "conversation": {"id": conversation_id}, "wait": !target.stream});
+        let key = keys.next().unwrap_or(&target.keys[0]);
         let request = target
             .http
             .post(&target.endpoint)
-            .bearer_auth(target.key)
-            .json(&body);
+            .bearer_auth(key)
+            .json(&message_body(target, conversation_id, target.stream));
         let turn = if target.stream {
             streamed_turn(request).await
         } else {

@@ -95,6 +95,12 @@ struct Args {
     /// cost; the embedded store always writes them).
     #[arg(long, value_enum, default_value = "on")]
     audit: Switch,
+    /// `--mode distributed`: spread the turns over this many orgs, each with its own
+    /// agent (`tenant`, its own prompt) and key, made through the API before the run;
+    /// every org answers one turn before the warm-up, so the run measures the per-org
+    /// configuration served from the caches. 0: the bench's one org and the files' agents.
+    #[arg(long, default_value_t = 0)]
+    orgs: usize,
     /// Where the `sable` binary is (default: beside this one).
     #[arg(long)]
     sable_binary: Option<std::path::PathBuf>,

@@ -18,6 +18,8 @@ const READY: Duration = Duration::from_secs(60);
 pub struct Stack {
     pub url: String,
     pub key: String,
+    /// `--orgs`: each org's key (its agent is `tenant`).
+    pub tenants: Vec<String>,
     pub roles: Vec<ChildProcess>,
     /// Probes for the measured window; in the distributed mode its round-trip counter sits
     /// between the roles and Postgres, so it lives as long as they do.
@@ -105,6 +107,7 @@ async fn start_embedded(sable: &std::path::Path, provider: FakeProvider) -> anyh
     Ok(Stack {
         url,
         key,
+        tenants: Vec::new(),
         roles: vec![dev],
         meter,
         _provider: provider,
@@ -205,7 +208,19 @@ async fn start_distributed(
         ],
     };
     roles.insert(0, gateway);
+    let tenants = if args.orgs > 0 {
+        let platform = sable_testkit::run_to_completion(
+            sable,
+            &["admin", "key", "create", "--platform"],
+            &env,
+        )
+        .await?;
+        create_tenants(&url, &platform, args.orgs).await?
+    } else {
+        Vec::new()
+    };
     Ok(Stack {
+        tenants,
         url,
         key,
         roles,
@@ -243,4 +258,62 @@ async fn fresh_database() -> anyhow::Result<(TestDatabase, Option<PostgresCluste
     })?;
     let database = TestDatabase::create_on(&cluster.admin_url()).await?;
     Ok((database, Some(cluster)))
+}
+
+/// Makes `count` orgs through the API (the platform key), each with an admin key and its
+/// own agent `tenant`; returns the keys in the orgs' order.
+async fn create_tenants(url: &str, platform: &str, count: usize) -> anyhow::Result<Vec<String>> {
+    use futures::StreamExt;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()?;
+    let started = std::time::Instant::now();
+    let keys: Vec<anyhow::Result<(usize, String)>> = futures::stream::iter(0..count)
+        .map(|index| {
+            let http = http.clone();
+            async move {
+                let org = post_json(&http, "POST", &format!("{url}/v1/orgs"), platform, serde_json::json!({"name": format!("tenant-{index}")})).await?;
+                let org_id = org["id"].as_str().context("org id")?;
+                let key = post_json(&http, "POST", &format!("{url}/v1/orgs/{org_id}/keys"), platform, serde_json::json!({"role": "admin"})).await?;
+                let key = key["key"].as_str().context("key")?.to_owned();
+                post_json(
+                    &http,
+                    "PUT",
+                    &format!("{url}/v1/agents/tenant"),
+                    &key,
+                    serde_json::json!({"prompt": format!("You are the assistant of tenant {index}.")}),
+                )
+                .await?;
+                anyhow::Ok((index, key))
+            }
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let mut keys = keys.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+    keys.sort_by_key(|(index, _)| *index);
+    eprintln!(
+        "sable-bench: {count} orgs with their own agent and key made in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(keys.into_iter().map(|(_, key)| key).collect())
+}
+
+async fn post_json(
+    http: &reqwest::Client,
+    method: &str,
+    url: &str,
+    key: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let response = http
+        .request(reqwest::Method::from_bytes(method.as_bytes())?, url)
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await?;
+    anyhow::ensure!(status.is_success(), "{method} {url}: {status} {body}");
+    Ok(body)
 }

@@ -160,7 +160,13 @@ async fn run_now(settings: &Settings, store: &Store, task: TaskArg) -> anyhow::R
         .context("no such task in that org")?;
     let bus = crate::connect_bus(settings, "sable-admin").await?;
     let agents = crate::load_agents(settings)?;
-    let intake = crate::turn_intake(settings, &agents, store, &bus)?;
+    let intake = crate::turn_intake(
+        settings,
+        &agents,
+        store,
+        &bus,
+        crate::models::ModelSource::Configured,
+    )?;
     let now = Utc::now();
     let scheduled = now.with_nanosecond(0).unwrap_or(now);
     let accepted = intake

@@ -36,7 +36,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", settings.gateway_addr))?;
     let addr = listener.local_addr()?;
-    let gateway_config = crate::gateway_config(&settings, &agents)?;
+    let gateway_config = crate::gateway_config(&settings, &agents, source)?;
     let worker_config = crate::worker_config(&settings);
     let vitals = crate::spawn_vitals(
         &settings,
@@ -53,7 +53,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         listener,
         shutdown.clone(),
     );
-    let intake = crate::turn_intake(&settings, &agents, &store, &bus)?;
+    let intake = crate::turn_intake(&settings, &agents, &store, &bus, source)?;
     let cron = sable_cron::run(
         crate::cron_config(&settings),
         store.clone(),
@@ -66,7 +66,7 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
         store.clone(),
         bus,
         models,
-        agents,
+        crate::worker_org_configs(&settings, &agents, &store, source)?,
         capabilities,
         shutdown.clone(),
     );

@@ -542,7 +542,7 @@ async fn run_gateway(settings: Settings) -> anyhow::Result<()> {
         "sable gateway listening on http://{}",
         listener.local_addr()?
     );
-    let config = gateway_config(&settings, &agents)?;
+    let config = gateway_config(&settings, &agents, models::ModelSource::Configured)?;
     let vitals = spawn_vitals(
         &settings,
         &store,
@@ -563,6 +563,7 @@ async fn run_worker(settings: Settings) -> anyhow::Result<()> {
     let bus = connect_bus(&settings, "sable-worker").await?;
     let agents = load_agents(&settings)?;
     let models = build_models(&settings, &agents, models::ModelSource::Configured)?;
+    let orgs = worker_org_configs(&settings, &agents, &store, models::ModelSource::Configured)?;
     let capabilities = load_capabilities(&settings, &agents)?;
     let config = worker_config(&settings);
     let metrics_listener = tokio::net::TcpListener::bind(&settings.metrics_addr)
@@ -592,8 +593,7 @@ async fn run_worker(settings: Settings) -> anyhow::Result<()> {
         config.worker_id.clone(),
         &shutdown,
     );
-    let result =
-        sable_worker::run(config, store, bus, models, agents, capabilities, shutdown).await;
+    let result = sable_worker::run(config, store, bus, models, orgs, capabilities, shutdown).await;
     metrics.abort();
     vitals.abort();
     result
@@ -605,7 +605,13 @@ async fn run_cron(settings: Settings) -> anyhow::Result<()> {
     let store = connect_store(&settings)?;
     let bus = connect_bus(&settings, "sable-cron").await?;
     let agents = load_agents(&settings)?;
-    let intake = turn_intake(&settings, &agents, &store, &bus)?;
+    let intake = turn_intake(
+        &settings,
+        &agents,
+        &store,
+        &bus,
+        models::ModelSource::Configured,
+    )?;
     let config = cron_config(&settings);
     let listener = tokio::net::TcpListener::bind(&settings.metrics_addr)
         .await
@@ -644,22 +650,69 @@ pub(crate) fn cron_config(settings: &Settings) -> sable_cron::CronConfig {
     }
 }
 
-/// The intake every producer of turns shares: the agents a message may name, the
-/// bindings and the default agent.
+/// The intake every producer of turns shares: each org's agents, bindings and default
+/// agent over the deployment's.
 pub(crate) fn turn_intake(
     settings: &Settings,
     agents: &AgentCatalog,
     store: &Store,
     bus: &Bus,
+    source: models::ModelSource,
 ) -> anyhow::Result<sable_runtime::TurnIntake> {
+    let base = org_config_base(settings, agents, source, false)?;
+    let orgs = sable_runtime::OrgConfigs::new(
+        store.clone(),
+        base,
+        secrets_key(settings)?,
+        false,
+        Settings::millis(settings.org_config_refresh_ms),
+    );
     Ok(sable_runtime::TurnIntake::new(
         store.clone(),
         bus.clone(),
-        sable_runtime::IntakeRouting {
+        orgs,
+    ))
+}
+
+/// What the deployment's files give every org: agents, bindings, the default agent, the
+/// model catalog and (`with_keys`: the worker, which calls providers) the providers' keys.
+pub(crate) fn org_config_base(
+    settings: &Settings,
+    agents: &AgentCatalog,
+    source: models::ModelSource,
+    with_keys: bool,
+) -> anyhow::Result<sable_runtime::OrgConfigBase> {
+    let catalog = models::model_catalog(settings, source)?;
+    let keys = if with_keys {
+        models::read_keys(&catalog)?
+    } else {
+        Default::default()
+    };
+    Ok(sable_runtime::OrgConfigBase {
+        agents: agents.clone(),
+        routing: sable_runtime::IntakeRouting {
             default_agent: AgentId::parse(settings.default_agent.clone())?,
             agents: agents.ids().map(str::to_owned).collect(),
             bindings: load_bindings(settings, agents)?,
         },
+        models: catalog,
+        keys,
+    })
+}
+
+/// The worker's per-org configurations: it builds each org's own model client.
+pub(crate) fn worker_org_configs(
+    settings: &Settings,
+    agents: &AgentCatalog,
+    store: &Store,
+    source: models::ModelSource,
+) -> anyhow::Result<sable_runtime::OrgConfigs> {
+    Ok(sable_runtime::OrgConfigs::new(
+        store.clone(),
+        org_config_base(settings, agents, source, true)?,
+        secrets_key(settings)?,
+        true,
+        Settings::millis(settings.org_config_refresh_ms),
     ))
 }
 
@@ -709,15 +762,15 @@ async fn serve_worker_http(
 pub(crate) fn gateway_config(
     settings: &Settings,
     agents: &AgentCatalog,
+    source: models::ModelSource,
 ) -> anyhow::Result<sable_gateway::GatewayConfig> {
     Ok(sable_gateway::GatewayConfig {
-        default_agent: AgentId::parse(settings.default_agent.clone())?,
-        agents: agents.clone(),
+        org_base: org_config_base(settings, agents, source, false)?,
+        org_config_refresh: Settings::millis(settings.org_config_refresh_ms),
         wait_timeout: Settings::millis(settings.wait_timeout_ms),
         wait_poll_interval: Settings::millis(settings.wait_poll_interval_ms),
         sweep_interval: Settings::millis(settings.sweep_interval_ms),
         sweep_after: Settings::millis(settings.sweep_after_ms),
-        bindings: load_bindings(settings, agents)?,
         webhook: webhook_channel(settings)?,
         feishu: sable_gateway::FeishuConfig {
             secrets_key: secrets_key(settings)?,

@@ -29,14 +29,7 @@ pub const PROVIDER_VARIABLES: [&str; 3] =
     ["OPENAI_BASE_URL", "OPENAI_API_KEY", "ANTHROPIC_API_KEY"];
 
 pub fn build_model_client(settings: &Settings, source: ModelSource) -> anyhow::Result<ModelClient> {
-    let mut catalog = CatalogSpec::new(
-        read_toml::<ProvidersFile>(&settings.providers_file)?,
-        read_toml::<ModelsFile>(&settings.models_file)?,
-    );
-    apply_overrides(&mut catalog, settings);
-    if source == ModelSource::Echo {
-        answer_everything_with_echo(&mut catalog);
-    }
+    let catalog = model_catalog(settings, source)?;
     let keys = read_keys(&catalog)?;
     ModelClient::new(&catalog, &keys).with_context(|| {
         format!(
@@ -45,6 +38,19 @@ pub fn build_model_client(settings: &Settings, source: ModelSource) -> anyhow::R
             settings.models_file.display()
         )
     })
+}
+
+/// The providers and profiles of the catalog files with the environment's overrides.
+pub fn model_catalog(settings: &Settings, source: ModelSource) -> anyhow::Result<CatalogSpec> {
+    let mut catalog = CatalogSpec::new(
+        read_toml::<ProvidersFile>(&settings.providers_file)?,
+        read_toml::<ModelsFile>(&settings.models_file)?,
+    );
+    apply_overrides(&mut catalog, settings);
+    if source == ModelSource::Echo {
+        answer_everything_with_echo(&mut catalog);
+    }
+    Ok(catalog)
 }
 
 fn read_toml<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
@@ -100,7 +106,7 @@ fn answer_everything_with_echo(catalog: &mut CatalogSpec) {
 
 /// Each provider's key, from its `api_key_env` variable or `api_key_file`. A provider
 /// without a key is allowed (local models); its calls go out unauthenticated.
-fn read_keys(catalog: &CatalogSpec) -> anyhow::Result<BTreeMap<String, Secret>> {
+pub fn read_keys(catalog: &CatalogSpec) -> anyhow::Result<BTreeMap<String, Secret>> {
     let mut keys = BTreeMap::new();
     for (name, provider) in &catalog.providers {
         let from_env = provider

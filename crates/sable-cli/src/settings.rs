@@ -89,6 +89,9 @@ pub struct Settings {
     /// How long a gateway uses its copy of the orgs' quotas before checking for changes
     /// (another gateway's `PUT /v1/orgs/{id}/quotas` applies within this long).
     pub quota_cache_ms: u64,
+    /// Intake (gateway, cron) rechecks an org's configuration version at most this
+    /// often; workers see a change on the next turn whatever this is.
+    pub org_config_refresh_ms: u64,
     /// A turn started this many times without ending fails instead of running again.
     pub max_turn_attempts: i32,
     /// Fault points to stop at (comma-separated names), for fault-injection tests.
@@ -186,6 +189,7 @@ impl Default for Settings {
             feishu_timeout_ms: 10_000,
             feishu_rate_limit_backoff_ms: 500,
             feishu_apps_refresh_ms: 30_000,
+            org_config_refresh_ms: 1_000,
             feishu_stream_interval_ms: 400,
             quota_cache_ms: 1_000,
             fault_pause_at: String::new(),

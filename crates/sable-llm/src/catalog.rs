@@ -138,6 +138,15 @@ impl CatalogSpec {
         }
     }
 
+    /// Reads `providers.toml` and `models.toml` given as text.
+    pub fn from_toml(providers: &str, models: &str) -> Result<Self, CatalogError> {
+        let providers: ProvidersFile = toml::from_str(providers)
+            .map_err(|error| CatalogError(format!("providers.toml: {error}")))?;
+        let models: ModelsFile = toml::from_str(models)
+            .map_err(|error| CatalogError(format!("models.toml: {error}")))?;
+        Ok(Self::new(providers, models))
+    }
+
     /// Every profile names a known provider and known fallbacks.
     pub fn validate(&self) -> Result<(), CatalogError> {
         for (name, profile) in &self.profiles {

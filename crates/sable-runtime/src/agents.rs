@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use sable_core::AgentId;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// An agent folder that could not be loaded; names the file and what is wrong.
 #[derive(Debug, thiserror::Error)]
@@ -64,66 +64,75 @@ impl AgentDefinition {
 }
 
 /// A routing rule: turns whose message is at most `max_input_chars` long use `profile`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteRule {
     pub profile: String,
     pub max_input_chars: Option<usize>,
 }
 
-#[derive(Deserialize)]
+/// An agent as written: `agent.toml` (with the prompt in `AGENT.md`) or, for an org's own
+/// agents, the JSON body of `PUT /v1/agents/{id}` (with the prompt in `prompt`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct AgentFile {
-    name: Option<String>,
+pub struct AgentSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The system prompt (an agent folder keeps it in `AGENT.md` instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
     #[serde(default)]
-    description: Option<String>,
+    pub model: ModelSection,
     #[serde(default)]
-    model: ModelSection,
+    pub limits: LimitsSection,
     #[serde(default)]
-    limits: LimitsSection,
+    pub tools: ToolsSection,
     #[serde(default)]
-    tools: ToolsSection,
-    #[serde(default)]
-    skills: SkillsSection,
+    pub skills: SkillsSection,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct ToolsSection {
+pub struct ToolsSection {
     #[serde(default)]
-    allow: Vec<String>,
+    pub allow: Vec<String>,
     #[serde(default)]
-    require_approval: Vec<String>,
+    pub require_approval: Vec<String>,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct SkillsSection {
+pub struct SkillsSection {
     #[serde(default)]
-    allow: Vec<String>,
+    pub allow: Vec<String>,
     #[serde(default)]
-    allow_scripts: bool,
+    pub allow_scripts: bool,
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct ModelSection {
-    profile: Option<String>,
-    max_output_tokens: Option<u32>,
-    temperature: Option<f32>,
+pub struct ModelSection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_output_tokens: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature: Option<f32>,
     #[serde(default)]
-    routes: Vec<RouteRule>,
+    pub routes: Vec<RouteRule>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-struct LimitsSection {
+pub struct LimitsSection {
     #[serde(default = "default_history_messages")]
-    history_messages: u32,
+    pub history_messages: u32,
     #[serde(default = "default_max_tool_rounds")]
-    max_tool_rounds: u32,
+    pub max_tool_rounds: u32,
     #[serde(default = "default_max_tool_result_chars")]
-    max_tool_result_chars: usize,
+    pub max_tool_result_chars: usize,
 }
 
 impl Default for LimitsSection {
@@ -146,6 +155,79 @@ fn default_max_tool_rounds() -> u32 {
 
 fn default_max_tool_result_chars() -> usize {
     16_000
+}
+
+/// The longest prompt an org's agent may have, in bytes.
+pub const MAX_PROMPT_BYTES: usize = 64 * 1024;
+
+impl AgentSpec {
+    /// The agent `id` this spec describes, with `prompt` as its system prompt; the error
+    /// names the field (`limits.history_messages must be at least 1`).
+    pub fn into_definition(self, id: AgentId, prompt: &str) -> Result<AgentDefinition, String> {
+        if self.limits.history_messages == 0 {
+            return Err("limits.history_messages must be at least 1".into());
+        }
+        if self.limits.max_tool_result_chars < 100 {
+            return Err("limits.max_tool_result_chars must be at least 100".into());
+        }
+        if let Some(temperature) = self.model.temperature
+            && !(0.0..=2.0).contains(&temperature)
+        {
+            return Err("model.temperature must be between 0 and 2".into());
+        }
+        Ok(AgentDefinition {
+            name: self.name.unwrap_or_else(|| id.as_str().to_owned()),
+            description: self.description.unwrap_or_default(),
+            id,
+            system_prompt: prompt.trim().to_owned(),
+            max_output_tokens: self.model.max_output_tokens,
+            temperature: self.model.temperature,
+            history_messages: self.limits.history_messages,
+            profile: self.model.profile.unwrap_or_else(|| "default".to_owned()),
+            routes: self.model.routes,
+            tools: self.tools.allow,
+            approval_required: self.tools.require_approval,
+            skills: self.skills.allow,
+            allow_skill_scripts: self.skills.allow_scripts,
+            max_tool_rounds: self.limits.max_tool_rounds,
+            max_tool_result_chars: self.limits.max_tool_result_chars,
+        })
+    }
+
+    /// Reads an org's agent from its JSON body; the error names the faulty field.
+    pub fn from_json(id: AgentId, json: &str) -> Result<AgentDefinition, String> {
+        let mut deserializer = serde_json::Deserializer::from_str(json);
+        let spec: Self = serde_path_to_error::deserialize(&mut deserializer)
+            .map_err(|error| field_error(&error))?;
+        let Some(prompt) = spec
+            .prompt
+            .clone()
+            .filter(|prompt| !prompt.trim().is_empty())
+        else {
+            return Err("prompt: an agent needs a non-empty prompt".into());
+        };
+        if prompt.len() > MAX_PROMPT_BYTES {
+            return Err(format!("prompt: longer than {MAX_PROMPT_BYTES} bytes"));
+        }
+        spec.into_definition(id, &prompt)
+    }
+}
+
+/// `path: message` for a JSON body that does not deserialise.
+pub fn field_error(error: &serde_path_to_error::Error<serde_json::Error>) -> String {
+    let path = error.path().to_string();
+    let inner = error.inner().to_string();
+    // serde_json appends the position; the field path says more.
+    let message = inner
+        .split(" at line ")
+        .next()
+        .unwrap_or(inner.as_str())
+        .to_owned();
+    if path == "." || path.is_empty() {
+        message
+    } else {
+        format!("{path}: {message}")
+    }
 }
 
 /// Every agent of a deployment, by id.
@@ -181,6 +263,15 @@ impl AgentCatalog {
         let agents = definitions
             .into_iter()
             .map(|agent| (agent.id.as_str().to_owned(), Arc::new(agent)))
+            .collect();
+        Self { agents }
+    }
+
+    /// A catalog of already shared definitions (an org's layered over the files').
+    pub fn from_shared(definitions: impl IntoIterator<Item = Arc<AgentDefinition>>) -> Self {
+        let agents = definitions
+            .into_iter()
+            .map(|agent| (agent.id.as_str().to_owned(), agent))
             .collect();
         Self { agents }
     }
@@ -275,18 +366,12 @@ fn load_agent(folder: &Path) -> Result<AgentDefinition, AgentError> {
         path: toml_path.clone(),
         source,
     })?;
-    let file: AgentFile =
+    let spec: AgentSpec =
         toml::from_str(&text).map_err(|error| invalid(&toml_path, error.to_string()))?;
-    if file.limits.history_messages == 0 {
+    if spec.prompt.is_some() {
         return Err(invalid(
             &toml_path,
-            "limits.history_messages must be at least 1".into(),
-        ));
-    }
-    if file.limits.max_tool_result_chars < 100 {
-        return Err(invalid(
-            &toml_path,
-            "limits.max_tool_result_chars must be at least 100".into(),
+            "prompt: an agent folder keeps its prompt in AGENT.md".into(),
         ));
     }
     let prompt_path = folder.join("AGENT.md");
@@ -295,24 +380,8 @@ fn load_agent(folder: &Path) -> Result<AgentDefinition, AgentError> {
             path: prompt_path,
             source,
         })?;
-    let _ = file.description;
-    Ok(AgentDefinition {
-        name: file.name.unwrap_or_else(|| id.as_str().to_owned()),
-        description: file.description.unwrap_or_default(),
-        id,
-        system_prompt: system_prompt.trim().to_owned(),
-        max_output_tokens: file.model.max_output_tokens,
-        temperature: file.model.temperature,
-        history_messages: file.limits.history_messages,
-        profile: file.model.profile.unwrap_or_else(|| "default".to_owned()),
-        routes: file.model.routes,
-        tools: file.tools.allow,
-        approval_required: file.tools.require_approval,
-        skills: file.skills.allow,
-        allow_skill_scripts: file.skills.allow_scripts,
-        max_tool_rounds: file.limits.max_tool_rounds,
-        max_tool_result_chars: file.limits.max_tool_result_chars,
-    })
+    spec.into_definition(id, &system_prompt)
+        .map_err(|message| invalid(&toml_path, message))
 }
 
 #[cfg(test)]

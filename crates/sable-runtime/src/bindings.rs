@@ -63,6 +63,11 @@ impl Bindings {
         Self { rules }
     }
 
+    /// The rules, in the order they are tried within each kind.
+    pub fn rules(&self) -> &[BindingRule] {
+        &self.rules
+    }
+
     /// Reads `path`; a missing file means no rules.
     pub fn load(path: &Path) -> Result<Self, AgentError> {
         let text = match std::fs::read_to_string(path) {

@@ -3,7 +3,6 @@
 //! (gateway) and each cron occurrence (cron service) both enqueue through here.
 
 use std::collections::BTreeSet;
-use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use sable_bus::Bus;
@@ -16,7 +15,7 @@ use sable_telemetry::TraceContext;
 use sable_telemetry::genai::{self, TurnLabels};
 use tracing::Instrument;
 
-use crate::{BindingRequest, Bindings};
+use crate::{BindingRequest, Bindings, OrgConfigError, OrgConfigs};
 
 /// How intake picks an agent: the agents a message may name, the binding rules, and the
 /// agent of last resort.
@@ -81,8 +80,20 @@ pub enum IntakeError {
     UnknownAgent(String),
     #[error(transparent)]
     Invalid(#[from] sable_core::InputError),
+    /// The org's stored configuration does not hold together (an operator must fix it).
+    #[error("the org's configuration is invalid: {0}")]
+    OrgConfig(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl From<OrgConfigError> for IntakeError {
+    fn from(error: OrgConfigError) -> Self {
+        match error {
+            OrgConfigError::Store(error) => Self::Store(error),
+            invalid => Self::OrgConfig(invalid.to_string()),
+        }
+    }
 }
 
 /// Shared by every producer of turns; cheap to clone.
@@ -90,22 +101,33 @@ pub enum IntakeError {
 pub struct TurnIntake {
     store: Store,
     bus: Bus,
-    routing: Arc<IntakeRouting>,
+    orgs: OrgConfigs,
 }
 
 impl TurnIntake {
-    pub fn new(store: Store, bus: Bus, routing: IntakeRouting) -> Self {
-        Self {
-            store,
-            bus,
-            routing: Arc::new(routing),
-        }
+    /// Routes by each org's configuration (`orgs`: its agents, bindings and default agent
+    /// over the deployment's).
+    pub fn new(store: Store, bus: Bus, orgs: OrgConfigs) -> Self {
+        Self { store, bus, orgs }
     }
 
-    /// The message to accept, with the agent the bindings chose (no I/O).
-    pub fn route(&self, inbound: Inbound) -> Result<NewMessage, IntakeError> {
+    /// The per-org configurations intake routes by.
+    pub fn orgs(&self) -> &OrgConfigs {
+        &self.orgs
+    }
+
+    /// The message to accept, with the agent the org's bindings chose.
+    pub async fn route(&self, inbound: Inbound) -> Result<NewMessage, IntakeError> {
+        let org = self.orgs.current(inbound.org_id).await?;
+        route_by(&org.routing, inbound)
+    }
+}
+
+/// The message to accept, with the agent `routing` chose (no I/O).
+fn route_by(routing: &IntakeRouting, inbound: Inbound) -> Result<NewMessage, IntakeError> {
+    {
         if let Some(agent) = &inbound.agent
-            && !self.routing.agents.contains(agent.as_str())
+            && !routing.agents.contains(agent.as_str())
         {
             return Err(IntakeError::UnknownAgent(agent.to_string()));
         }
@@ -115,14 +137,14 @@ impl TurnIntake {
             }
             _ => (None, None),
         };
-        let bound = self.routing.bindings.resolve(
+        let bound = routing.bindings.resolve(
             &BindingRequest {
                 explicit_agent: inbound.agent.as_ref().map(AgentId::as_str),
                 channel: inbound.channel.as_str(),
                 conversation,
                 user,
             },
-            self.routing.default_agent.as_str(),
+            routing.default_agent.as_str(),
         );
         let agent = AgentId::parse(bound.agent)?;
         Ok(NewMessage {
@@ -137,7 +159,9 @@ impl TurnIntake {
             actor: inbound.actor,
         })
     }
+}
 
+impl TurnIntake {
     /// Routes, accepts and (for a new turn) publishes its wake-up. A repeated
     /// idempotency key returns the first turn and publishes nothing.
     pub async fn enqueue(
@@ -150,7 +174,10 @@ impl TurnIntake {
             SessionTarget::Conversation { user_id, .. } => user_id.clone(),
             _ => None,
         };
-        let accepted = self.store.accept_message(self.route(inbound)?).await?;
+        let accepted = self
+            .store
+            .accept_message(self.route(inbound).await?)
+            .await?;
         if accepted.created {
             let labels = TurnLabels {
                 org_id: org_id.to_string(),

@@ -12,12 +12,19 @@ mod agents;
 mod bindings;
 mod context;
 mod intake;
+mod org_config;
 pub mod turn;
 
-pub use agents::{AgentCatalog, AgentDefinition, AgentError, RouteRule};
+pub use agents::{
+    AgentCatalog, AgentDefinition, AgentError, AgentSpec, MAX_PROMPT_BYTES, RouteRule,
+};
 pub use bindings::{BindingRequest, BindingRule, Bindings, BoundAgent};
 pub use context::{
     RouteDecision, SUMMARY_HEADING, SkillEntry, build_chat_request, build_summary_request,
     choose_profile, estimate_tokens, input_budget, skill_index,
 };
 pub use intake::{Inbound, IntakeError, IntakeRouting, TurnIntake};
+pub use org_config::{
+    OrgConfig, OrgConfigBase, OrgConfigError, OrgConfigs, OrgSettingsSpec, SETTINGS_ITEM,
+    item_label, parse_profile, parse_provider, parse_settings, provider_key_context,
+};

@@ -15,6 +15,7 @@ mod feishu;
 mod intake;
 mod keys;
 mod notes;
+mod org_config;
 mod outbox;
 mod quotas;
 mod records;
@@ -54,6 +55,7 @@ pub use keys::{
     ApiKeyRecord, ApiKeySecret, AuthenticatedKey, LAST_USED_RESOLUTION, NewApiKey, OrgRecord,
 };
 pub use notes::{MemoryEdit, SessionFilter, SessionInfo};
+pub use org_config::{ConfigItem, ConfigKind, ConfigWrite, OrgConfigSnapshot, PutConfigItem};
 pub use outbox::DeliveryRecord;
 pub use quotas::{
     COUNT_QUOTA_RETRY_SECS, OrgQuotas, OrgUsage, Quota, QuotaExceeded, QuotaPatch, QuotaTable,
@@ -278,6 +280,15 @@ store_contract! {
     /// `Err(StoreError::QuotaExceeded)` when the org holding `current` of what `quota`
     /// counts may not add one more (for MCP servers and other things counted elsewhere).
     fn quota_room(&self, org_id: OrgId, quota: Quota, current: i64) -> ();
+    /// Every configuration item of the org (agents, model profiles, providers, settings)
+    /// and the version they are at.
+    fn org_config(&self, org_id: OrgId) -> OrgConfigSnapshot;
+    /// The org's configuration version: it rises with every change of its items.
+    fn org_config_version(&self, org_id: OrgId) -> i64;
+    /// Creates or replaces an item, raises the version and audits the change, at once.
+    fn put_config_item(&self, item: &PutConfigItem<'_>, actor: &Actor) -> ConfigWrite;
+    /// Deletes an item (audited); the new version, or `None` when there was no such item.
+    fn delete_config_item(&self, org_id: OrgId, kind: ConfigKind, name: &str, actor: &Actor) -> Option<i64>;
 }
 
 /// The shared handle on whichever backend a deployment uses; cheap to clone.

@@ -108,6 +108,9 @@ pub struct BegunTurn {
     /// The newest user and assistant messages up to and including the turn and after the
     /// summary (at most the limit asked for), oldest first.
     pub history: Vec<HistoryEntry>,
+    /// The org's configuration version when the turn began (per-org configuration
+    /// caches compare it with theirs).
+    pub config_version: i64,
 }
 
 /// What `begin_next_turn` found.
@@ -164,6 +167,7 @@ struct BegunRow {
     summary_through_seq: i64,
     /// `[[role, content], …]`, oldest first.
     history: String,
+    config_version: i64,
 }
 
 impl BegunRow {
@@ -207,6 +211,7 @@ impl BegunRow {
                 through_seq: self.summary_through_seq,
             },
             history,
+            config_version: self.config_version,
         })))
     }
 }
@@ -429,6 +434,7 @@ impl PgStore {
              SELECT started.id, started.org_id, started.session_id, started.seq, started.agent_id, \
                     started.trace_parent, started.created_at, started.attempt, \
                     lease.channel, lease.user_id, lease.summary, lease.summary_through_seq, \
+                    coalesce((SELECT o.config_version FROM orgs o WHERE o.id = $2), 0) AS config_version, \
                     (SELECT coalesce(json_agg(json_build_array(h.role, h.content) ORDER BY h.turn_seq, h.position), '[]'::json)::text \
                      FROM (SELECT m.role, m.content, m.turn_seq, m.position FROM messages m \
                            WHERE m.session_id = $1 AND m.org_id = $2 AND m.turn_seq <= started.seq \

@@ -47,6 +47,7 @@ macro_rules! contract_tests {
 }
 
 contract_tests!(
+    an_orgs_configuration_items_are_versioned_audited_and_its_own,
     a_created_key_authenticates_to_its_own_org,
     a_key_stops_working_when_it_expires_and_platform_keys_live_in_the_platform_org,
     a_heartbeat_makes_its_process_live_once_and_pool_stats_answer,
@@ -2493,5 +2494,135 @@ async fn a_feishu_card_slot_is_claimed_once_and_keeps_its_first_message(
     );
     let again = store.claim_feishu_card(&rival).await?;
     assert_eq!(again, stored, "a later claim changes nothing");
+    Ok(())
+}
+
+async fn an_orgs_configuration_items_are_versioned_audited_and_its_own(
+    store: Store,
+) -> anyhow::Result<()> {
+    use sable_store::{ConfigKind, PutConfigItem};
+    let acme = store.create_org("acme").await?;
+    let globex = store.create_org("globex").await?;
+    let actor = Actor::admin_cli();
+    assert_eq!(store.org_config_version(acme).await?, 0);
+    let put = |org_id, kind, name: &'static str, spec: &'static str, secret: Option<Vec<u8>>| {
+        let store = store.clone();
+        let actor = actor.clone();
+        async move {
+            store
+                .put_config_item(
+                    &PutConfigItem {
+                        org_id,
+                        kind,
+                        name,
+                        spec,
+                        secret_sealed: secret,
+                    },
+                    &actor,
+                )
+                .await
+        }
+    };
+    let first = put(
+        acme,
+        ConfigKind::Agent,
+        "helper",
+        r#"{"prompt":"v1"}"#,
+        None,
+    )
+    .await?;
+    assert_eq!((first.created, first.version), (true, 1));
+    let sealed = put(
+        acme,
+        ConfigKind::Provider,
+        "openai",
+        r#"{"kind":"openai","base_url":"http://x"}"#,
+        Some(vec![2, 9, 9]),
+    )
+    .await?;
+    assert_eq!((sealed.created, sealed.version), (true, 2));
+    // Replacing keeps the sealed secret when none is given.
+    let replaced = put(
+        acme,
+        ConfigKind::Provider,
+        "openai",
+        r#"{"kind":"openai","base_url":"http://y"}"#,
+        None,
+    )
+    .await?;
+    assert_eq!((replaced.created, replaced.version), (false, 3));
+    let snapshot = store.org_config(acme).await?;
+    assert_eq!(snapshot.version, 3);
+    let provider = snapshot
+        .items
+        .iter()
+        .find(|item| item.kind == ConfigKind::Provider)
+        .expect("the provider");
+    assert_eq!(provider.secret_sealed.as_deref(), Some(&[2u8, 9, 9][..]));
+    let spec: serde_json::Value = serde_json::from_str(&provider.spec)?;
+    assert_eq!(spec["base_url"], "http://y");
+    // Another org sees none of it, and its version is its own.
+    assert_eq!(store.org_config(globex).await?.items, Vec::new());
+    assert_eq!(store.org_config_version(globex).await?, 0);
+    assert_eq!(
+        store
+            .delete_config_item(globex, ConfigKind::Agent, "helper", &actor)
+            .await?,
+        None
+    );
+    assert_eq!(store.org_config(acme).await?.items.len(), 2);
+    assert_eq!(
+        store
+            .delete_config_item(acme, ConfigKind::Agent, "helper", &actor)
+            .await?,
+        Some(4)
+    );
+    // The platform org has no configuration of its own.
+    assert!(matches!(
+        put(
+            sable_store::platform_org(),
+            ConfigKind::Agent,
+            "x",
+            "{}",
+            None
+        )
+        .await,
+        Err(StoreError::NotFound(_))
+    ));
+    // A turn begins with the org's version.
+    let accepted = accept(&store, acme, SessionTarget::New, "hello").await?;
+    let NextTurn::Begun(begun) = store
+        .begin_next_turn(acme, accepted.session_id, WORKER, LEASE, 10)
+        .await?
+    else {
+        anyhow::bail!("no turn begun");
+    };
+    assert_eq!(begun.config_version, 4);
+    // Audited by name, never with the spec or the secret.
+    let events = all_events(&store, acme).await?;
+    let changes: Vec<&str> = actions(&events)
+        .into_iter()
+        .filter(|action| action.starts_with("agent.") || action.starts_with("provider."))
+        .collect();
+    assert_eq!(
+        changes,
+        [
+            "agent.created",
+            "provider.created",
+            "provider.updated",
+            "agent.deleted"
+        ]
+    );
+    let provider_events: Vec<_> = events
+        .iter()
+        .filter(|event| event.action.starts_with("provider."))
+        .collect();
+    assert_eq!(detail(provider_events[0], "api_key_changed"), json!(true));
+    assert_eq!(detail(provider_events[1], "api_key_changed"), json!(false));
+    assert!(
+        events
+            .iter()
+            .all(|event| !event.details.contains("http://"))
+    );
     Ok(())
 }

@@ -24,10 +24,13 @@ enum Ending {
 
 pub(crate) async fn messages(
     State(state): State<Arc<FakeState>>,
+    headers: axum::http::HeaderMap,
     Json(request): Json<Value>,
 ) -> Response {
     let guard = InFlight::new(state.clone());
-    let script = state.next_script(&request, &last_user_text(&request)).await;
+    let script = state
+        .next_script(&headers, &request, &last_user_text(&request))
+        .await;
     let model = request
         .get("model")
         .and_then(Value::as_str)

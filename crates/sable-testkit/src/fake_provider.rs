@@ -8,7 +8,9 @@
 //! `#fail=<status>`, `#overflow` (context window exceeded), `#hang` (never answers), `#stall` (one chunk, then silence),
 //! `#drop` (one chunk, then the connection breaks), `#delay=<ms>`, `#tool` (call the `time`
 //! tool once, then echo after its result), `#tool=<name>` with optional `#args=<json>`
-//! (JSON without spaces: call that tool once, then answer `tool said: <its result>`).
+//! (JSON without spaces: call that tool once, then answer `tool said: <its result>`),
+//! `#system` (answer `system: <the first line of the system prompt>`). Each request's
+//! credential (`Authorization`, or Anthropic's `x-api-key`) is recorded with it.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -75,6 +77,8 @@ impl FakeToolCall {
 pub(crate) struct FakeState {
     scripts: Mutex<VecDeque<Script>>,
     requests: Mutex<Vec<Value>>,
+    /// The credential each request presented, in the order of `requests`.
+    credentials: Mutex<Vec<Option<String>>>,
     latency_ms: AtomicU64,
     /// Pause between streamed chunks of chat-completion answers (0: none).
     chunk_gap_ms: AtomicU64,
@@ -169,6 +173,13 @@ impl FakeProvider {
         self.state.requests.lock().expect("lock").clone()
     }
 
+    /// Each request's credential (`Authorization` or `x-api-key`) with its body, in order.
+    pub fn requests_with_credentials(&self) -> Vec<(Option<String>, Value)> {
+        let requests = self.state.requests.lock().expect("lock").clone();
+        let credentials = self.state.credentials.lock().expect("lock").clone();
+        credentials.into_iter().zip(requests).collect()
+    }
+
     pub fn request_count(&self) -> usize {
         self.state.requests.lock().expect("lock").len()
     }
@@ -182,8 +193,23 @@ impl FakeProvider {
 impl FakeState {
     /// Records the request and decides what it gets: the next queued script, else the
     /// directives in the last user message, else an echo. Waits out the latency first.
-    pub(crate) async fn next_script(&self, request: &Value, last_user: &str) -> Script {
-        self.requests.lock().expect("lock").push(request.clone());
+    pub(crate) async fn next_script(
+        &self,
+        headers: &axum::http::HeaderMap,
+        request: &Value,
+        last_user: &str,
+    ) -> Script {
+        {
+            // One lock order for both lists, so their entries stay paired.
+            let mut requests = self.requests.lock().expect("lock");
+            let credential = headers
+                .get(header::AUTHORIZATION)
+                .or_else(|| headers.get("x-api-key"))
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned);
+            self.credentials.lock().expect("lock").push(credential);
+            requests.push(request.clone());
+        }
         let mut delay = Duration::from_millis(self.latency_ms.load(Ordering::SeqCst));
         let model = request["model"].as_str().unwrap_or_default();
         if let Some(status) = self.failing_models.lock().expect("lock").get(model) {
@@ -204,6 +230,9 @@ impl FakeState {
                         .any(|word| word.starts_with("#tool=")) =>
                 {
                     Script::Reply(format!("tool said: {result}"))
+                }
+                _ if last_user.split_whitespace().any(|word| word == "#system") => {
+                    Script::Reply(format!("system: {}", first_system_line(request)))
                 }
                 _ => script,
             }
@@ -232,10 +261,13 @@ impl Drop for InFlight {
 
 async fn chat_completions(
     State(state): State<Arc<FakeState>>,
+    headers: axum::http::HeaderMap,
     Json(request): Json<Value>,
 ) -> Response {
     let guard = InFlight::new(state.clone());
-    let script = state.next_script(&request, &last_user_text(&request)).await;
+    let script = state
+        .next_script(&headers, &request, &last_user_text(&request))
+        .await;
     let model = request
         .get("model")
         .and_then(Value::as_str)
@@ -463,6 +495,27 @@ pub(crate) fn failure(
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
     response
+}
+
+/// The first line of the request's system prompt (OpenAI's system message, or
+/// Anthropic's `system`, text or blocks).
+fn first_system_line(request: &Value) -> String {
+    let openai = request["messages"].as_array().and_then(|messages| {
+        messages
+            .iter()
+            .find(|message| message["role"] == "system")
+            .and_then(|message| message["content"].as_str())
+    });
+    let anthropic = match &request["system"] {
+        Value::String(text) => Some(text.as_str()),
+        Value::Array(blocks) => blocks.first().and_then(|block| block["text"].as_str()),
+        _ => None,
+    };
+    openai
+        .or(anthropic)
+        .and_then(|text| text.lines().next())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn last_user_text(request: &Value) -> String {

@@ -87,6 +87,9 @@ pub enum ApiError {
     QuotaExceeded(sable_store::QuotaExceeded),
     #[error("{0} is unavailable; retry later")]
     Unavailable(&'static str),
+    /// The org's stored configuration does not build (an operator of the org fixes it).
+    #[error("the org's configuration is invalid: {0}")]
+    OrgConfig(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -121,6 +124,7 @@ impl ApiError {
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             Self::QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            Self::OrgConfig(_) => (StatusCode::INTERNAL_SERVER_ERROR, "org_config_invalid"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }
@@ -155,8 +159,15 @@ impl From<sable_runtime::IntakeError> for ApiError {
         match error {
             sable_runtime::IntakeError::UnknownAgent(agent) => Self::UnknownAgent(agent),
             sable_runtime::IntakeError::Invalid(error) => Self::Validation(error.to_string()),
+            sable_runtime::IntakeError::OrgConfig(message) => Self::OrgConfig(message),
             sable_runtime::IntakeError::Store(error) => error.into(),
         }
+    }
+}
+
+impl From<sable_runtime::OrgConfigError> for ApiError {
+    fn from(error: sable_runtime::OrgConfigError) -> Self {
+        sable_runtime::IntakeError::from(error).into()
     }
 }
 

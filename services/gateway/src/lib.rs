@@ -33,8 +33,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use sable_bus::Bus;
-use sable_core::AgentId;
-use sable_runtime::{AgentCatalog, Bindings, IntakeRouting, TurnIntake};
+use sable_runtime::TurnIntake;
 use sable_store::Store;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -56,10 +55,12 @@ pub const MAX_BODY_BYTES: usize = 256 * 1024;
 /// What a gateway needs to know beyond its connections.
 #[derive(Debug, Clone)]
 pub struct GatewayConfig {
-    /// The agent for sessions that name none.
-    pub default_agent: AgentId,
-    /// Agents a request may name (listed by `GET /v1/agents`).
-    pub agents: AgentCatalog,
+    /// What the deployment's files give every org (the agents a request may name, the
+    /// bindings, the default agent, the model catalog); each org's own configuration is
+    /// layered over it.
+    pub org_base: sable_runtime::OrgConfigBase,
+    /// How often intake rechecks an org's configuration version.
+    pub org_config_refresh: Duration,
     /// Longest a `"wait": true` request or SSE stream waits before answering 202.
     pub wait_timeout: Duration,
     /// How often a waiting request rechecks Postgres in case a live event was missed.
@@ -68,8 +69,6 @@ pub struct GatewayConfig {
     pub sweep_interval: Duration,
     /// A pending delivery untouched this long has its wake-up published again.
     pub sweep_after: Duration,
-    /// Which agent answers a message that names none.
-    pub bindings: Bindings,
     /// Where replies of the `webhook` channel are POSTed; `None` refuses that channel.
     pub webhook: Option<WebhookChannel>,
     /// Named places where fault-injection tests stop the process (disarmed in
@@ -113,14 +112,23 @@ pub(crate) struct AppState {
 }
 
 impl AppState {
-    /// The agents `org_id`'s callers see and may name. Today every org sees the file
-    /// catalog; per-org agents replace this one function.
-    pub(crate) fn agents_of(
+    /// The per-org configurations (shared with intake).
+    pub(crate) fn orgs(&self) -> &sable_runtime::OrgConfigs {
+        self.intake.orgs()
+    }
+
+    /// The agents `org_id`'s callers see and may name: the deployment's, with the org's
+    /// own layered over them.
+    pub(crate) async fn agents_of(
         &self,
-        _org_id: sable_core::OrgId,
-    ) -> impl Iterator<Item = Arc<sable_runtime::AgentDefinition>> + '_ {
-        let catalog = &self.config.agents;
-        catalog.ids().filter_map(|id| catalog.get(id))
+        org_id: sable_core::OrgId,
+    ) -> Result<Vec<Arc<sable_runtime::AgentDefinition>>, ApiError> {
+        let org = self.orgs().current(org_id).await?;
+        Ok(org
+            .agents
+            .ids()
+            .filter_map(|id| org.agents.get(id))
+            .collect())
     }
 }
 
@@ -167,15 +175,14 @@ fn app_state(
     bus: Bus,
     shutdown: CancellationToken,
 ) -> AppState {
-    let intake = TurnIntake::new(
+    let orgs = sable_runtime::OrgConfigs::new(
         store.clone(),
-        bus.clone(),
-        IntakeRouting {
-            default_agent: config.default_agent.clone(),
-            agents: config.agents.ids().map(str::to_owned).collect(),
-            bindings: config.bindings.clone(),
-        },
+        config.org_base.clone(),
+        config.feishu.secrets_key.clone(),
+        false,
+        config.org_config_refresh,
     );
+    let intake = TurnIntake::new(store.clone(), bus.clone(), orgs);
     AppState {
         quotas: Arc::new(quotas::QuotaGuard::new(store.clone(), config.quota_cache)),
         store,

@@ -77,6 +77,18 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/v1/sessions/{session_id}/events", VIEWER),
     rule("GET", "/v1/turns/{turn_id}", VIEWER),
     rule("GET", "/v1/agents", VIEWER),
+    // The org's own configuration: anyone reads it (providers: admins), admins change it.
+    rule("GET", "/v1/agents/{agent_id}", VIEWER),
+    rule("PUT", "/v1/agents/{agent_id}", ADMIN),
+    rule("DELETE", "/v1/agents/{agent_id}", ADMIN),
+    rule("GET", "/v1/model-profiles", VIEWER),
+    rule("PUT", "/v1/model-profiles/{name}", ADMIN),
+    rule("DELETE", "/v1/model-profiles/{name}", ADMIN),
+    rule("GET", "/v1/providers", ADMIN),
+    rule("PUT", "/v1/providers/{name}", ADMIN),
+    rule("DELETE", "/v1/providers/{name}", ADMIN),
+    rule("GET", "/v1/org-settings", VIEWER),
+    rule("PUT", "/v1/org-settings", ADMIN),
     rule("GET", "/v1/tools", VIEWER),
     rule("GET", "/v1/mcp/servers", VIEWER),
     // Approvals: anyone reads them, operators decide.

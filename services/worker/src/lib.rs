@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use sable_bus::Bus;
 use sable_llm::ModelClient;
-use sable_runtime::AgentCatalog;
 use sable_runtime::turn::{TurnEnv, TurnSettings};
+use sable_runtime::{AgentCatalog, OrgConfigs};
 use sable_store::Store;
 use sable_tools::{SkillCatalog, ToolRegistry};
 use tokio_util::sync::CancellationToken;
@@ -82,10 +82,11 @@ pub async fn run(
     store: Store,
     bus: Bus,
     models: ModelClient,
-    agents: AgentCatalog,
+    orgs: OrgConfigs,
     capabilities: Capabilities,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    let agents = orgs.base().agents.clone();
     bus.ensure_topology_patiently(&shutdown).await?;
     let turns = TurnEnv {
         config: TurnSettings {
@@ -104,7 +105,7 @@ pub async fn run(
             skills: capabilities.skills,
             store: store.clone(),
         }),
-        agents: agents.clone(),
+        orgs,
     };
     let context = Arc::new(WorkerContext {
         local_sessions: Default::default(),

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use crate::{
-    AgentCatalog, AgentDefinition, RouteDecision, SkillEntry, build_chat_request,
+    AgentDefinition, OrgConfigError, OrgConfigs, RouteDecision, SkillEntry, build_chat_request,
     build_summary_request, choose_profile, estimate_tokens, input_budget,
 };
 use agent_loop::{RoundEnd, Rounds, Scope, resume_rounds, run_round};
@@ -45,7 +45,9 @@ pub struct TurnEnv {
     pub bus: Bus,
     pub models: Arc<dyn Models>,
     pub capabilities: Arc<dyn Capabilities>,
-    pub agents: AgentCatalog,
+    /// Each org's agents and models over the deployment's (`models` answers orgs
+    /// without models of their own).
+    pub orgs: OrgConfigs,
 }
 
 /// How turns run.
@@ -181,7 +183,34 @@ async fn answer(
     spend: &mut Spend,
 ) -> Result<Step, StoreError> {
     let turn = &begun.turn;
-    let Some(agent) = context.agents.get(&turn.agent_id) else {
+    let org = match context
+        .orgs
+        .at_version(turn.org_id, begun.config_version)
+        .await
+    {
+        Ok(org) => org,
+        Err(OrgConfigError::Store(error)) => return Err(error),
+        Err(invalid) => {
+            tracing::warn!(error = %invalid, "the org's configuration does not build");
+            return Ok(Step::Finish(failed(failure(
+                "org_config_invalid",
+                invalid.to_string(),
+            ))));
+        }
+    };
+    // An org with models of its own runs its turns with them (its providers, its keys).
+    let scoped;
+    let context = match &org.models {
+        Some(models) => {
+            scoped = TurnEnv {
+                models: models.clone(),
+                ..context.clone()
+            };
+            &scoped
+        }
+        None => context,
+    };
+    let Some(agent) = org.agents.get(&turn.agent_id) else {
         return Ok(Step::Finish(failed(failure(
             "unknown_agent",
             format!("agent '{}' is not configured", turn.agent_id),
@@ -244,7 +273,13 @@ async fn agent_loop(
     };
     // The session's summary and history, read with the turn's start and again only after
     // a compaction changed them; tool rounds add to the request, not to the store's view.
-    let mut view = SessionView::begun(begun, agent);
+    // The turn began with as much history as the deployment's agents read; an org's
+    // agent that reads more reads it again.
+    let mut view = if agent.history_messages > context.orgs.base().agents.max_history_messages() {
+        SessionView::load(context, turn, agent).await?
+    } else {
+        SessionView::begun(begun, agent)
+    };
     loop {
         match next {
             RoundEnd::Continue => {}

@@ -253,6 +253,23 @@ impl Harness {
             requests: Mutex::default(),
         });
         let tools = Arc::new(FakeTools::default());
+        let agents = AgentCatalog::from_definitions([agent]);
+        let orgs = crate::OrgConfigs::new(
+            store.clone(),
+            crate::OrgConfigBase {
+                routing: crate::IntakeRouting {
+                    default_agent: AgentId::parse("helper").unwrap(),
+                    agents: agents.ids().map(str::to_owned).collect(),
+                    bindings: crate::Bindings::default(),
+                },
+                agents,
+                models: sable_llm::CatalogSpec::default(),
+                keys: Default::default(),
+            },
+            None,
+            false,
+            Duration::from_secs(1),
+        );
         let env = TurnEnv {
             config: TurnSettings {
                 worker_id: WORKER.into(),
@@ -266,7 +283,7 @@ impl Harness {
             bus: Bus::local(),
             models: model.clone(),
             capabilities: tools.clone(),
-            agents: AgentCatalog::from_definitions([agent]),
+            orgs,
         };
         Self {
             env,

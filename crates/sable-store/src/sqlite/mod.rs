@@ -15,6 +15,7 @@ mod feishu;
 mod intake;
 mod keys;
 mod notes;
+mod org_config;
 mod outbox;
 mod quotas;
 mod records;
@@ -95,6 +96,7 @@ pub(crate) mod ops {
     pub(crate) use super::intake::*;
     pub(crate) use super::keys::*;
     pub(crate) use super::notes::*;
+    pub(crate) use super::org_config::*;
     pub(crate) use super::outbox::*;
     pub(crate) use super::quotas::*;
     pub(crate) use super::records::*;

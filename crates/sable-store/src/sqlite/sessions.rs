@@ -243,6 +243,10 @@ pub(crate) async fn begin_next_turn(
         created_at: next.created_at,
     };
     let history = history_on(&mut tx, &turn, history_limit).await?;
+    let (config_version,): (i64,) = sqlx::query_as("SELECT config_version FROM orgs WHERE id = $1")
+        .bind(org_id.as_uuid().hyphenated())
+        .fetch_one(&mut *tx)
+        .await?;
     let event = record::turn_started(&turn, attempt, owner);
     insert_events(&mut tx, &[event], &stored_time(now)).await?;
     tx.commit().await?;
@@ -254,6 +258,7 @@ pub(crate) async fn begin_next_turn(
             through_seq: summary_through_seq,
         },
         history,
+        config_version,
     })))
 }
 

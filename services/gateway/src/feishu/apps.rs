@@ -119,7 +119,8 @@ async fn create_app(
             encrypt_key: body.encrypt_key,
         },
     };
-    let app = build_app(input, key, &state.config.agents).map_err(ApiError::Validation)?;
+    let org = state.orgs().current(caller.org_id).await?;
+    let app = build_app(input, key, &org.agents).map_err(ApiError::Validation)?;
     if !state.store.create_feishu_app(&app, &caller.actor).await? {
         return Err(ApiError::Conflict(format!(
             "a feishu app with app_id '{}' exists already",

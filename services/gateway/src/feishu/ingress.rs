@@ -407,7 +407,8 @@ async fn accept_message(
         return Ok(None);
     };
     let trace = TraceContext::new_root();
-    let new_message = new_message(state, app, group, &message, &sender, text, &trace)?;
+    let routing = state.orgs().current(app.org_id).await?.routing.clone();
+    let new_message = new_message(&routing, app, group, &message, &sender, text, &trace)?;
     if let Err(refused) = state.quotas.admit(app.org_id).await {
         // Acknowledged (Feishu would redeliver a refused event for hours) and recorded
         // without a turn: the org is over its quota, the message is dropped.
@@ -459,7 +460,7 @@ async fn accept_message(
 /// The message to accept: its session (per user in p2p, per chat or thread in groups),
 /// its agent (the app's, through the bindings) and its idempotency key (the message id).
 fn new_message(
-    state: &AppState,
+    routing: &sable_runtime::IntakeRouting,
     app: &FeishuApp,
     group: bool,
     message: &Message,
@@ -482,8 +483,8 @@ fn new_message(
     let default_agent = app
         .agent
         .clone()
-        .unwrap_or_else(|| state.config.default_agent.to_string());
-    let bound = state.config.bindings.resolve(
+        .unwrap_or_else(|| routing.default_agent.to_string());
+    let bound = routing.bindings.resolve(
         &BindingRequest {
             explicit_agent: None,
             channel: Channel::Feishu.as_str(),

@@ -44,9 +44,10 @@ pub(crate) struct AgentView {
 )]
 async fn list_agents(
     State(state): State<AppState>,
-    _caller: Authenticated,
+    caller: Authenticated,
 ) -> Result<Json<AgentList>, ApiError> {
-    let catalog = &state.config.agents;
+    let org = state.orgs().current(caller.org_id).await?;
+    let catalog = &org.agents;
     let agents = catalog
         .ids()
         .filter_map(|id| catalog.get(id))
@@ -58,7 +59,7 @@ async fn list_agents(
             tools: agent.tools.clone(),
             requires_approval: agent.approval_required.clone(),
             skills: agent.skills.clone(),
-            default: agent.id == state.config.default_agent,
+            default: agent.id == org.routing.default_agent,
         })
         .collect();
     Ok(Json(AgentList { agents }))

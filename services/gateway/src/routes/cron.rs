@@ -214,7 +214,7 @@ async fn create_task(
         creator: None,
     };
     let (task, schedule) = CronTask::from_spec(caller.org_id, spec, Utc::now()).map_err(invalid)?;
-    check_agent(&state, &task)?;
+    check_agent(&state, &task).await?;
     state.store.create_cron_task(&task, &caller.actor).await?;
     Ok((StatusCode::CREATED, Json(task_view(&task, Some(&schedule)))).into_response())
 }
@@ -299,7 +299,7 @@ async fn edit_task(
         task.misfire = MisfirePolicy::parse(&misfire).map_err(invalid)?;
     }
     let schedule = task.apply_edit(&before, Utc::now()).map_err(invalid)?;
-    check_agent(&state, &task)?;
+    check_agent(&state, &task).await?;
     state.store.update_cron_task(&task, &caller.actor).await?;
     let task = state.store.cron_task(caller.org_id, task.id).await?;
     Ok(Json(task_view(&task, Some(&schedule))))
@@ -506,9 +506,16 @@ async fn parse_target(
     }
 }
 
-fn check_agent(state: &AppState, task: &CronTask) -> Result<(), ApiError> {
+async fn check_agent(state: &AppState, task: &CronTask) -> Result<(), ApiError> {
     match &task.agent {
-        Some(agent) if !state.config.agents.contains(agent) => {
+        Some(agent)
+            if !state
+                .orgs()
+                .current(task.org_id)
+                .await?
+                .agents
+                .contains(agent) =>
+        {
             Err(ApiError::UnknownAgent(agent.clone()))
         }
         _ => Ok(()),

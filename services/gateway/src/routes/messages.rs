@@ -218,7 +218,7 @@ pub(crate) async fn accept(
         SessionTarget::Conversation { user_id, .. } => user_id.clone(),
         _ => None,
     };
-    let routed = state.intake.route(inbound)?;
+    let routed = state.intake.route(inbound).await?;
     state
         .quotas
         .admit(org_id)

@@ -11,6 +11,7 @@ pub(crate) mod mcp;
 pub(crate) mod messages;
 pub(crate) mod metrics;
 pub(crate) mod openai;
+pub(crate) mod org_config;
 pub(crate) mod orgs;
 pub(crate) mod quotas;
 pub(crate) mod session_events;

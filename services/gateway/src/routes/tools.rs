@@ -86,14 +86,14 @@ pub(crate) struct ServerView {
 )]
 async fn list_tools(
     State(state): State<AppState>,
-    _caller: Authenticated,
+    caller: Authenticated,
     Query(query): Query<ToolsQuery>,
 ) -> Result<Json<ToolList>, ApiError> {
+    let org = state.orgs().current(caller.org_id).await?;
     let agent_id = query
         .agent
-        .unwrap_or_else(|| state.config.default_agent.as_str().to_owned());
-    let agent = state
-        .config
+        .unwrap_or_else(|| org.routing.default_agent.as_str().to_owned());
+    let agent = org
         .agents
         .get(&agent_id)
         .ok_or(ApiError::UnknownAgent(agent_id))?;

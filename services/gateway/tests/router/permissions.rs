@@ -33,22 +33,33 @@ fn call_with(rule: &Rule, seeded: &Seeded, org_id: &str, body: Value) -> Call {
         .replace("{prefix}", &seeded.key_prefix)
         .replace("{app_id}", &seeded.feishu_app_id)
         .replace("{org_id}", org_id)
+        .replace("{agent_id}", &seeded.agent_id)
+        .replace("{name}", name_of(rule, seeded))
         .replace("{*path}", "app.js")
         .replace("{response_id}", &format!("resp_{}", seeded.turn_id))
-        .replace("{model}", "agent:default");
+        .replace("{model}", &format!("agent:{}", seeded.agent_id));
     let call = match rule.method {
         // A live event stream never ends: HEAD answers its status without the stream.
         "GET" if path.ends_with("/events") => Call::new(axum::http::Method::HEAD, path),
         "GET" => Call::get(path),
         "POST" => Call::post(path),
         "PATCH" => Call::patch(path),
-        "PUT" => Call::new(axum::http::Method::PUT, path),
+        "PUT" => Call::put(path),
         "DELETE" => Call::delete(path),
         other => panic!("the table names a method the test cannot send: {other}"),
     };
     match rule.method {
         "POST" | "PATCH" | "PUT" => call.json(body),
         _ => call,
+    }
+}
+
+/// The `{name}` of a rule's route: the org's model profile or provider.
+fn name_of<'a>(rule: &Rule, seeded: &'a Seeded) -> &'a str {
+    if rule.path.starts_with("/v1/providers") {
+        &seeded.provider_name
+    } else {
+        &seeded.profile_name
     }
 }
 
@@ -149,6 +160,9 @@ async fn a_key_of_one_org_finds_nothing_of_another_org_on_any_route(
         &theirs.cron_task_id,
         &theirs.key_prefix,
         &theirs.feishu_app_id,
+        &theirs.agent_id,
+        &theirs.profile_name,
+        &theirs.provider_name,
     ];
     let their_org = app.other_org.id.to_string();
     let before = app.fingerprint().await?;
@@ -172,8 +186,16 @@ async fn a_key_of_one_org_finds_nothing_of_another_org_on_any_route(
             }
             continue;
         }
-        // Agents (the `{model}` of the OpenAI door) are one catalog for every org so far.
-        if rule.path.contains('{') && !rule.path.contains("{model}") {
+        // Names of configuration items are per org: a PUT names the caller's own item
+        // (B's of that name is out of reach, and the body here is refused).
+        if rule.method == "PUT" {
+            if reply.status != StatusCode::UNPROCESSABLE_ENTITY {
+                wrong.push(format!(
+                    "PUT {}: {} {} (expected 422 for the invalid body)",
+                    rule.path, reply.status, reply.body
+                ));
+            }
+        } else if rule.path.contains('{') {
             reaching += 1;
             if reply.status != StatusCode::NOT_FOUND {
                 wrong.push(format!(

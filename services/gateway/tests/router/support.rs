@@ -73,6 +73,10 @@ pub struct Seeded {
     pub approval_id: String,
     pub key_prefix: String,
     pub feishu_app_id: String,
+    /// The org's own agent, model profile and provider (per-org configuration).
+    pub agent_id: String,
+    pub profile_name: String,
+    pub provider_name: String,
 }
 
 impl TestApp {
@@ -249,7 +253,34 @@ impl TestApp {
                 .json(feishu_app_body(&app_id)),
         )
         .await?;
+        let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
+        let (agent_id, profile_name, provider_name) = (
+            format!("agent-{suffix}"),
+            format!("profile-{suffix}"),
+            format!("provider-{suffix}"),
+        );
+        self.accepted(
+            Call::put(format!("/v1/providers/{provider_name}"))
+                .key(&org.admin_key)
+                .json(json!({"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": "sk-seeded"})),
+        )
+        .await?;
+        self.accepted(
+            Call::put(format!("/v1/model-profiles/{profile_name}"))
+                .key(&org.admin_key)
+                .json(json!({"provider": provider_name, "model": "m"})),
+        )
+        .await?;
+        self.accepted(
+            Call::put(format!("/v1/agents/{agent_id}"))
+                .key(&org.admin_key)
+                .json(json!({"prompt": "You help.", "model": {"profile": profile_name}})),
+        )
+        .await?;
         Ok(Seeded {
+            agent_id,
+            profile_name,
+            provider_name,
             session_id: text(&message.body["session_id"])?,
             turn_id: text(&message.body["turn_id"])?,
             cron_task_id: text(&task.body["id"])?,
@@ -347,15 +378,28 @@ pub fn feishu_app_body(app_id: &str) -> Value {
 pub fn test_config() -> anyhow::Result<GatewayConfig> {
     // reqwest is built without a crypto provider (`main` installs ring's).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let agents = AgentCatalog::load(&sable_testkit::workspace_root().join("agents"))?;
+    let root = sable_testkit::workspace_root();
+    let agents = AgentCatalog::load(&root.join("agents"))?;
+    let models = sable_llm::CatalogSpec::from_toml(
+        &std::fs::read_to_string(root.join("config/providers.toml"))?,
+        &std::fs::read_to_string(root.join("config/models.toml"))?,
+    )?;
     Ok(GatewayConfig {
-        default_agent: AgentId::parse("default")?,
-        agents,
+        org_base: sable_runtime::OrgConfigBase {
+            routing: sable_runtime::IntakeRouting {
+                default_agent: AgentId::parse("default")?,
+                agents: agents.ids().map(str::to_owned).collect(),
+                bindings: Bindings::default(),
+            },
+            agents,
+            models,
+            keys: Default::default(),
+        },
+        org_config_refresh: Duration::from_millis(200),
         wait_timeout: Duration::from_millis(200),
         wait_poll_interval: Duration::from_millis(50),
         sweep_interval: Duration::from_secs(1),
         sweep_after: Duration::from_secs(5),
-        bindings: Bindings::default(),
         webhook: None,
         faults: sable_core::FaultPoints::default(),
         langfuse_host: None,
@@ -438,6 +482,10 @@ impl Call {
 
     pub fn patch(path: impl Into<String>) -> Self {
         Self::new(Method::PATCH, path)
+    }
+
+    pub fn put(path: impl Into<String>) -> Self {
+        Self::new(Method::PUT, path)
     }
 
     pub fn delete(path: impl Into<String>) -> Self {

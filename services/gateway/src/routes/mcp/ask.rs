@@ -94,7 +94,7 @@ pub(super) async fn call(
     request: CallToolRequestParams,
     context: &RequestContext<RoleServer>,
 ) -> Result<CallToolResult, ErrorData> {
-    let agent = agent_of_tool(state, &caller, &request.name)?;
+    let agent = agent_of_tool(state, &caller, &request.name).await?;
     let span = tracing::info_span!(
         "mcp.call_tool",
         otel.name = %format!("MCP tools/call {}", request.name),
@@ -138,19 +138,19 @@ pub(super) async fn call(
 }
 
 /// The agent an `ask_<agent>` name asks, when the caller's org sees it.
-fn agent_of_tool(
+async fn agent_of_tool(
     state: &AppState,
     caller: &Authenticated,
     name: &str,
 ) -> Result<sable_core::AgentId, ErrorData> {
-    name.strip_prefix(TOOL_PREFIX)
-        .and_then(|id| {
-            state
-                .agents_of(caller.org_id)
-                .find(|agent| agent.id.as_str() == id)
-        })
+    let unknown = || ErrorData::invalid_params(format!("no tool named '{name}'"), None);
+    let id = name.strip_prefix(TOOL_PREFIX).ok_or_else(unknown)?;
+    super::agents_of(state, caller.org_id)
+        .await?
+        .into_iter()
+        .find(|agent| agent.id.as_str() == id)
         .map(|agent| agent.id.clone())
-        .ok_or_else(|| ErrorData::invalid_params(format!("no tool named '{name}'"), None))
+        .ok_or_else(unknown)
 }
 
 /// The call's arguments as the message to accept, or why they are refused.

@@ -138,10 +138,10 @@ impl ServerHandler for SableMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let caller = caller_of(&context)?;
-        let tools = self
-            .state
-            .agents_of(caller.org_id)
-            .map(|agent| ask::tool(&agent))
+        let tools = agents_of(&self.state, caller.org_id)
+            .await?
+            .iter()
+            .map(|agent| ask::tool(agent))
             .collect();
         Ok(ListToolsResult::with_all_items(tools))
     }
@@ -195,9 +195,9 @@ impl ServerHandler for SableMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
         let caller = caller_of(&context)?;
-        let prompts = self
-            .state
-            .agents_of(caller.org_id)
+        let prompts = agents_of(&self.state, caller.org_id)
+            .await?
+            .into_iter()
             .map(|agent| {
                 Prompt::new(
                     agent.id.as_str(),
@@ -216,9 +216,9 @@ impl ServerHandler for SableMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         let caller = caller_of(&context)?;
-        let agent = self
-            .state
-            .agents_of(caller.org_id)
+        let agent = agents_of(&self.state, caller.org_id)
+            .await?
+            .into_iter()
             .find(|agent| agent.id.as_str() == request.name)
             .ok_or_else(|| {
                 ErrorData::invalid_params(format!("no prompt named '{}'", request.name), None)
@@ -241,4 +241,15 @@ fn agent_summary(agent: &sable_runtime::AgentDefinition) -> String {
     } else {
         agent.description.clone()
     }
+}
+
+/// The agents the caller's org sees, as MCP answers them.
+pub(super) async fn agents_of(
+    state: &AppState,
+    org_id: sable_core::OrgId,
+) -> Result<Vec<std::sync::Arc<sable_runtime::AgentDefinition>>, ErrorData> {
+    state
+        .agents_of(org_id)
+        .await
+        .map_err(|error| ErrorData::internal_error(error.to_string(), None))
 }

@@ -150,7 +150,7 @@ pub(super) async fn create(
                 .is_some_and(|options| options.include_usage),
             body.model.clone().unwrap_or_default(),
         );
-        let request = parse(&state, &headers, body)?;
+        let request = parse(&state, caller.org_id, &headers, body).await?;
         let retry_is_safe = request.idempotency_key.is_some();
         let (accepted, subscription) =
             accept_turn(&state, &caller, request, trace, "chat_completions").await?;
@@ -185,8 +185,9 @@ pub(super) async fn create(
 }
 
 /// Checks the body and finds the agent, the session and the turn's text.
-fn parse(
+async fn parse(
     state: &AppState,
+    org_id: sable_core::OrgId,
     headers: &HeaderMap,
     body: ChatBody,
 ) -> Result<TurnRequest, OpenAiError> {
@@ -201,7 +202,7 @@ fn parse(
             Some("n"),
         ));
     }
-    let agent = resolve_model(state, body.model.as_deref())?;
+    let agent = resolve_model(state, org_id, body.model.as_deref()).await?;
     if body.messages.is_empty() {
         return Err(OpenAiError::missing("messages"));
     }

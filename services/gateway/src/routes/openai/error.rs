@@ -277,6 +277,11 @@ impl From<ApiError> for OpenAiError {
                 "server_error",
                 "unavailable",
             ),
+            ApiError::OrgConfig(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "org_config_invalid",
+            ),
             ApiError::Internal(cause) => {
                 // Details stay in the log; the caller gets the generic message.
                 tracing::error!(error = %format!("{cause:#}"), "request failed");

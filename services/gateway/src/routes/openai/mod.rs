@@ -88,8 +88,13 @@ async fn list_models(
     State(state): State<AppState>,
     caller: Result<Authenticated, crate::ApiError>,
 ) -> Result<Json<ModelList>, OpenAiError> {
-    caller?;
-    let data = state.config.agents.ids().map(model_json).collect();
+    let caller = caller?;
+    let org = state
+        .orgs()
+        .current(caller.org_id)
+        .await
+        .map_err(crate::ApiError::from)?;
+    let data = org.agents.ids().map(model_json).collect();
     Ok(Json(ModelList {
         object: "list",
         data,
@@ -113,8 +118,8 @@ async fn retrieve_model(
     caller: Result<Authenticated, crate::ApiError>,
     Path(model): Path<String>,
 ) -> Result<Json<Model>, OpenAiError> {
-    caller?;
-    let agent = resolve_model(&state, Some(&model))?;
+    let caller = caller?;
+    let agent = resolve_model(&state, caller.org_id, Some(&model)).await?;
     Ok(Json(model_json(agent.as_str())))
 }
 
@@ -128,13 +133,20 @@ fn model_json(agent_id: &str) -> Model {
     }
 }
 
-/// The agent a request's `model` names: `agent:<id>` or `<id>`, one of the catalog's.
-fn resolve_model(state: &AppState, model: Option<&str>) -> Result<AgentId, OpenAiError> {
+/// The agent a request's `model` names: `agent:<id>` or `<id>`, one of the org's.
+async fn resolve_model(
+    state: &AppState,
+    org_id: sable_core::OrgId,
+    model: Option<&str>,
+) -> Result<AgentId, OpenAiError> {
     let model = model.ok_or_else(|| OpenAiError::missing("model"))?;
     let id = model.strip_prefix(AGENT_PREFIX).unwrap_or(model);
-    state
-        .config
-        .agents
+    let org = state
+        .orgs()
+        .current(org_id)
+        .await
+        .map_err(crate::ApiError::from)?;
+    org.agents
         .get(id)
         .map(|agent| agent.id.clone())
         .ok_or_else(|| OpenAiError::model_not_found(model))

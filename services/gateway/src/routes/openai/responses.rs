@@ -297,7 +297,7 @@ async fn parse(
             .with_code("unsupported_parameter"));
         }
     }
-    let agent = resolve_model(state, body.model.as_deref())?;
+    let agent = resolve_model(state, caller.org_id, body.model.as_deref()).await?;
     let input = body
         .input
         .as_ref()
