@@ -218,12 +218,14 @@ pub(crate) async fn accept(
         SessionTarget::Conversation { user_id, .. } => user_id.clone(),
         _ => None,
     };
-    let routed = state.intake.route(inbound).await?;
+    // Before routing: a refused request (a flood past its limits) costs no lookup of the
+    // org's configuration.
     state
         .quotas
         .admit(org_id)
         .await
         .map_err(ApiError::QuotaExceeded)?;
+    let routed = state.intake.route(inbound).await?;
     let accepted = state.store.accept_message(routed).await?;
     let labels = TurnLabels {
         org_id: org_id.to_string(),
