@@ -27,6 +27,7 @@ mod outages;
 mod provider_failures;
 mod provider_layer;
 mod quickstart;
+mod quotas;
 mod readme;
 mod schemathesis;
 mod shutdown;

@@ -10,6 +10,7 @@ mod cron_admin;
 mod dev;
 mod faults;
 mod models;
+mod quota_admin;
 mod settings;
 mod telemetry;
 mod vitals;
@@ -155,6 +156,8 @@ enum OrgCommand {
     },
     /// List every org: id, name, created (tab-separated, with a header).
     List,
+    /// Set an org's quotas (`none` clears a limit) and print them as JSON.
+    Quota(quota_admin::QuotaArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -332,6 +335,7 @@ async fn run_org_admin(store: &Store, command: OrgCommand) -> anyhow::Result<()>
                 println!("{}\t{}\t{}", org.id, org.name, org.created_at.to_rfc3339());
             }
         }
+        OrgCommand::Quota(args) => quota_admin::run(store, args).await?,
     }
     Ok(())
 }
@@ -798,6 +802,7 @@ pub(crate) fn gateway_config(
             .admin_key
             .clone()
             .filter(|key| !key.expose().trim().is_empty()),
+        quota_cache: Settings::millis(settings.quota_cache_ms),
     })
 }
 

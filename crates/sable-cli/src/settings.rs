@@ -86,6 +86,9 @@ pub struct Settings {
     pub feishu_apps_refresh_ms: u64,
     /// A streamed Feishu reply card is updated at most once per this many ms.
     pub feishu_stream_interval_ms: u64,
+    /// How long a gateway uses its copy of the orgs' quotas before checking for changes
+    /// (another gateway's `PUT /v1/orgs/{id}/quotas` applies within this long).
+    pub quota_cache_ms: u64,
     /// Intake (gateway, cron) rechecks an org's configuration version at most this
     /// often; workers see a change on the next turn whatever this is.
     pub org_config_refresh_ms: u64,
@@ -188,6 +191,7 @@ impl Default for Settings {
             feishu_apps_refresh_ms: 30_000,
             org_config_refresh_ms: 1_000,
             feishu_stream_interval_ms: 400,
+            quota_cache_ms: 1_000,
             fault_pause_at: String::new(),
             fault_hits_to_pass: 0,
             environment: "development".into(),

@@ -296,6 +296,7 @@ pub(crate) const PRUNE_RUNS: &str = "DELETE FROM cron_runs WHERE task_id = $1 AN
 impl PgStore {
     pub async fn create_cron_task(&self, task: &CronTask, actor: &Actor) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        PgStore::check_cron_room(&mut tx, task.org_id).await?;
         sqlx::query(&format!(
             "INSERT INTO cron_tasks ({TASK_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"

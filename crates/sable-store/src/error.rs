@@ -9,6 +9,9 @@ pub enum StoreError {
     /// The request breaks a rule of the data (a platform key outside the platform org).
     #[error("{0}")]
     Rejected(&'static str),
+    /// An org's quota has no room for what was asked (a cron task, an MCP server).
+    #[error("{0}")]
+    QuotaExceeded(crate::QuotaExceeded),
     /// Postgres could not be reached or the pool had no connection in time; retry later.
     #[error("database unavailable: {0}")]
     Unavailable(#[source] sqlx::Error),

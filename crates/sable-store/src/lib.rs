@@ -17,6 +17,7 @@ mod keys;
 mod notes;
 mod org_config;
 mod outbox;
+mod quotas;
 mod records;
 mod roles;
 mod secrets;
@@ -56,6 +57,10 @@ pub use keys::{
 pub use notes::{MemoryEdit, SessionFilter, SessionInfo};
 pub use org_config::{ConfigItem, ConfigKind, ConfigWrite, OrgConfigSnapshot, PutConfigItem};
 pub use outbox::DeliveryRecord;
+pub use quotas::{
+    COUNT_QUOTA_RETRY_SECS, OrgQuotas, OrgUsage, Quota, QuotaExceeded, QuotaPatch, QuotaTable,
+    QuotaVersion, RequestWindow, day_and_month_start, next_day_and_month, seconds_until,
+};
 pub use records::{HistoryEntry, MessageRecord, TurnRecord};
 pub use roles::{PoolStats, RoleInstance};
 pub use secrets::{SecretsError, SecretsKey};
@@ -258,6 +263,23 @@ store_contract! {
     fn record_feishu_card_message(&self, card_key: &str, message_id: &str) -> ();
     /// Marks a reply card final: streamed updates stop, the final text is written.
     fn finalize_feishu_card(&self, card_key: &str) -> ();
+    /// The org's quotas (every limit unlimited when it was never given any).
+    fn org_quotas(&self, org_id: OrgId) -> OrgQuotas;
+    /// Changes whenever any org's quotas change (gateways poll it to refresh their cache).
+    fn quota_version(&self) -> QuotaVersion;
+    /// Every org that has quotas, with the version they were read at.
+    fn quota_table(&self) -> QuotaTable;
+    /// Applies a patch to the org's quotas, audited (`org.quotas_updated`).
+    fn set_org_quotas(&self, org_id: OrgId, patch: &QuotaPatch, actor: &Actor) -> OrgQuotas;
+    /// Counts one request in the org's current UTC minute unless `limit` were counted.
+    fn take_request(&self, org_id: OrgId, limit: i64) -> RequestWindow;
+    /// The org's turns queued, running or waiting for approval.
+    fn live_turns(&self, org_id: OrgId) -> i64;
+    /// Every counter the org's quotas are measured against.
+    fn org_usage(&self, org_id: OrgId) -> OrgUsage;
+    /// `Err(StoreError::QuotaExceeded)` when the org holding `current` of what `quota`
+    /// counts may not add one more (for MCP servers and other things counted elsewhere).
+    fn quota_room(&self, org_id: OrgId, quota: Quota, current: i64) -> ();
     /// Every configuration item of the org (agents, model profiles, providers, settings)
     /// and the version they are at.
     fn org_config(&self, org_id: OrgId) -> OrgConfigSnapshot;

@@ -210,6 +210,11 @@ const METRICS: &[(Kind, &str, &str)] = &[
         "sable_deliveries_total",
         "Deliveries dispatched, by channel and outcome.",
     ),
+    (
+        Kind::Counter,
+        "sable_quota_rejections_total",
+        "Requests refused because an org's quota was reached, by quota.",
+    ),
 ];
 
 fn describe() {

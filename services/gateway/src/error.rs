@@ -23,10 +23,15 @@ pub(crate) struct ErrorDetail {
     /// One of `unauthorized`, `forbidden`, `not_found`, `invalid_json`,
     /// `validation_failed`, `unknown_agent`, `conflict`, `payload_too_large`,
     /// `uri_too_long`, `headers_too_large`, `unsupported_media_type`, `request_timeout`,
-    /// `bad_request`, `method_not_allowed`, `unavailable`, `internal`, `not_ready`.
+    /// `bad_request`, `method_not_allowed`, `quota_exceeded`, `unavailable`, `internal`,
+    /// `not_ready`.
     #[schema(example = "validation_failed")]
     pub code: String,
     pub message: String,
+    /// With `quota_exceeded`: which quota (`requests_per_minute`, `concurrent_turns`,
+    /// `tokens_per_day`, `tokens_per_month`, `cron_tasks`, `mcp_servers`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<String>,
 }
 
 impl ErrorBody {
@@ -35,6 +40,7 @@ impl ErrorBody {
             error: ErrorDetail {
                 code: code.to_owned(),
                 message: message.into(),
+                quota: None,
             },
         }
     }
@@ -76,6 +82,9 @@ pub enum ApiError {
     MethodNotAllowed(String),
     #[error("{0}")]
     Conflict(String),
+    /// An org's quota has no room: 429 with `Retry-After`.
+    #[error("{0}")]
+    QuotaExceeded(sable_store::QuotaExceeded),
     #[error("{0} is unavailable; retry later")]
     Unavailable(&'static str),
     /// The org's stored configuration does not build (an operator of the org fixes it).
@@ -113,6 +122,7 @@ impl ApiError {
             Self::RequestTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
             Self::MethodNotAllowed(_) => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
+            Self::QuotaExceeded(_) => (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded"),
             Self::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             Self::OrgConfig(_) => (StatusCode::INTERNAL_SERVER_ERROR, "org_config_invalid"),
             Self::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
@@ -125,6 +135,9 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound(what) => Self::NotFound(what),
             StoreError::Rejected(why) => Self::Validation(why.to_owned()),
+            StoreError::QuotaExceeded(refused) => {
+                Self::QuotaExceeded(crate::quotas::rejected(refused))
+            }
             StoreError::Unavailable(_) => {
                 tracing::warn!(error = %error_chain(&error), "database unavailable");
                 Self::Unavailable("database")
@@ -165,7 +178,17 @@ impl IntoResponse for ApiError {
         if let Self::Internal(cause) = &self {
             tracing::error!(error = %format!("{cause:#}"), "request failed");
         }
-        let mut response = (status, Json(ErrorBody::new(code, self.to_string()))).into_response();
+        let mut body = ErrorBody::new(code, self.to_string());
+        if let Self::QuotaExceeded(refused) = &self {
+            body.error.quota = Some(refused.quota.as_str().to_owned());
+        }
+        let mut response = (status, Json(body)).into_response();
+        if let Self::QuotaExceeded(refused) = &self {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from(refused.retry_after_secs),
+            );
+        }
         if matches!(self, Self::Unauthorized) {
             // What to present instead (RFC 9110 §11.6.1): MCP hosts read it.
             response.headers_mut().insert(

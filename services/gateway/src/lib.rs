@@ -19,6 +19,7 @@ mod feishu;
 mod limits;
 mod openapi;
 pub mod permissions;
+mod quotas;
 mod routes;
 mod serve;
 #[doc(hidden)]
@@ -90,6 +91,9 @@ pub struct GatewayConfig {
     pub audit: AuditConfig,
     /// The platform administrator's bootstrap key (`SABLE_ADMIN_KEY`), if any.
     pub admin_key: Option<sable_core::Secret>,
+    /// How long this gateway uses its copy of the orgs' quotas before checking the table
+    /// again (`quota_cache_ms`): another gateway's change applies within this long.
+    pub quota_cache: Duration,
 }
 
 /// Shared by every request handler.
@@ -104,6 +108,7 @@ pub(crate) struct AppState {
     pub intake: TurnIntake,
     pub feishu: feishu::FeishuState,
     pub auth_cache: Arc<auth::AuthCache>,
+    pub quotas: Arc<quotas::QuotaGuard>,
 }
 
 impl AppState {
@@ -179,6 +184,7 @@ fn app_state(
     );
     let intake = TurnIntake::new(store.clone(), bus.clone(), orgs);
     AppState {
+        quotas: Arc::new(quotas::QuotaGuard::new(store.clone(), config.quota_cache)),
         store,
         bus,
         feishu: feishu::FeishuState::new(&config.feishu),

@@ -75,6 +75,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .merge(routes::diagnostics::router())
         .merge(routes::keys::router())
         .merge(routes::orgs::router())
+        .merge(routes::quotas::router())
         .merge(routes::agents::router())
         .merge(routes::org_config::router())
         .merge(routes::tools::router())

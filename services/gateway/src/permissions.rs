@@ -120,6 +120,11 @@ pub const RULES: &[Rule] = &[
     rule("GET", "/v1/orgs/{org_id}/keys", ADMIN),
     rule("POST", "/v1/orgs/{org_id}/keys", ADMIN),
     rule("DELETE", "/v1/orgs/{org_id}/keys/{prefix}", ADMIN),
+    // Quotas: an org reads its own limits and usage; only the platform sets limits (an
+    // org's owner must not raise its own).
+    rule("GET", "/v1/orgs/{org_id}/quotas", VIEWER),
+    rule("PUT", "/v1/orgs/{org_id}/quotas", PLATFORM),
+    rule("GET", "/v1/usage", VIEWER),
     // The deployment's processes and queues.
     rule("GET", "/v1/diagnostics/runtime", ADMIN),
 ];

@@ -78,6 +78,7 @@ pub(crate) async fn create_cron_task(
     actor: &Actor,
 ) -> Result<(), StoreError> {
     let mut tx = begin_write(pool).await?;
+    super::quotas::check_cron_room(&mut tx, task.org_id).await?;
     sqlx::query(&format!(
         "INSERT INTO cron_tasks ({TASK_COLUMNS}) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"

@@ -17,6 +17,7 @@ mod keys;
 mod notes;
 mod org_config;
 mod outbox;
+mod quotas;
 mod records;
 mod roles;
 mod sessions;
@@ -97,6 +98,7 @@ pub(crate) mod ops {
     pub(crate) use super::notes::*;
     pub(crate) use super::org_config::*;
     pub(crate) use super::outbox::*;
+    pub(crate) use super::quotas::*;
     pub(crate) use super::records::*;
     pub(crate) use super::roles::*;
     pub(crate) use super::sessions::*;

@@ -130,7 +130,11 @@ async fn create(context: &ToolContext, arguments: &Value) -> Result<String, Tool
         .store
         .create_cron_task(&task, &context.actor())
         .await
-        .map_err(|error| store_failed(&error))?;
+        .map_err(|error| match error {
+            // The model is told which limit it met, so it can tell the user.
+            StoreError::QuotaExceeded(refused) => ToolError::Refused(refused.to_string()),
+            other => store_failed(&other),
+        })?;
     Ok(describe(&task).to_string())
 }
 

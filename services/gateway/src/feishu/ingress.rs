@@ -409,6 +409,13 @@ async fn accept_message(
     let trace = TraceContext::new_root();
     let routing = state.orgs().current(app.org_id).await?.routing.clone();
     let new_message = new_message(&routing, app, group, &message, &sender, text, &trace)?;
+    if let Err(refused) = state.quotas.admit(app.org_id).await {
+        // Acknowledged (Feishu would redeliver a refused event for hours) and recorded
+        // without a turn: the org is over its quota, the message is dropped.
+        tracing::warn!(org_id = %app.org_id, app_id = %app.app_id, quota = %refused.quota,
+            "feishu message dropped: the org's quota is reached");
+        return Ok(None);
+    }
     let accepted = state.store.accept_message(new_message).await?;
     let target = FeishuReplyTarget {
         org_id: app.org_id,

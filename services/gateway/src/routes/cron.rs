@@ -183,7 +183,10 @@ where
     tag = "cron",
     security(("api_key" = [])),
     request_body = CreateTaskBody,
-    responses((status = 201, description = "The task", body = TaskView)),
+    responses(
+        (status = 201, description = "The task", body = TaskView),
+        (status = 429, description = "The org's `cron_tasks` quota is reached", body = crate::error::ErrorBody),
+    ),
 )]
 async fn create_task(
     State(state): State<AppState>,

@@ -90,6 +90,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         error: ErrorDetail {
             code: "not_ready".to_owned(),
             message: "a dependency is unreachable".to_owned(),
+            quota: None,
         },
         checks,
     };

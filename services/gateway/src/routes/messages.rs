@@ -138,6 +138,7 @@ enum ReplyMode {
         )),
         (status = 202, description = "The turn is queued, or still running when the wait ended", body = TurnAnswer),
         (status = 404, description = "`session_id` names no session of the caller's org", body = crate::error::ErrorBody),
+        (status = 429, description = "One of the org's quotas is reached (`quota_exceeded`, with `quota` and `Retry-After`)", body = crate::error::ErrorBody),
     ),
 )]
 async fn post_message(
@@ -201,7 +202,8 @@ async fn accept_and_reply(
 }
 
 /// The one intake path of the API's doors (`/v1/messages`, the OpenAI-compatible
-/// routes): routes and accepts the message (idempotency and audit happen in the store's
+/// routes, the MCP server's ask tools): routes the message, admits it under the org's
+/// quotas (429 `quota_exceeded` when one is reached), accepts it (idempotency and audit happen in the store's
 /// statement), labels the request's span with the turn, subscribes to the session's
 /// live events when `subscribe` (before the wake-up goes out, so no event of this turn
 /// can be missed), and publishes the wake-up of a new turn.
@@ -216,10 +218,15 @@ pub(crate) async fn accept(
         SessionTarget::Conversation { user_id, .. } => user_id.clone(),
         _ => None,
     };
-    let accepted = state
-        .store
-        .accept_message(state.intake.route(inbound).await?)
-        .await?;
+    // Before routing: a refused request (a flood past its limits) costs no lookup of the
+    // org's configuration.
+    state
+        .quotas
+        .admit(org_id)
+        .await
+        .map_err(ApiError::QuotaExceeded)?;
+    let routed = state.intake.route(inbound).await?;
+    let accepted = state.store.accept_message(routed).await?;
     let labels = TurnLabels {
         org_id: org_id.to_string(),
         session_id: accepted.session_id.to_string(),

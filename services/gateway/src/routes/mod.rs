@@ -13,6 +13,7 @@ pub(crate) mod metrics;
 pub(crate) mod openai;
 pub(crate) mod org_config;
 pub(crate) mod orgs;
+pub(crate) mod quotas;
 pub(crate) mod session_events;
 pub(crate) mod sessions;
 pub(crate) mod tools;

@@ -41,6 +41,7 @@ mod messages;
 mod openapi;
 mod org_config;
 mod permissions;
+mod quotas;
 mod router;
 mod sessions;
 mod support;

@@ -201,6 +201,7 @@ impl TestApp {
                 let messages = self.store.session_messages(org.id, session_id).await?;
                 lines.push(format!("{} messages", messages.len()));
             }
+            lines.push(format!("quotas {:?}", self.store.org_quotas(org.id).await?));
             for task in self.store.cron_tasks(org.id).await? {
                 lines.push(format!("{task:?}"));
                 for run in self.store.cron_runs(org.id, task.id, 1_000).await? {
@@ -416,6 +417,7 @@ pub fn test_config() -> anyhow::Result<GatewayConfig> {
         },
         audit: sable_gateway::AuditConfig::default(),
         admin_key: None,
+        quota_cache: Duration::from_millis(1_000),
     })
 }
 

@@ -119,6 +119,7 @@ pub(crate) struct AssistantMessage {
         )),
         (status = 404, description = "The model names no agent", body = OpenAiErrorBody),
         (status = 409, description = "The turn waits for a person's approval", body = OpenAiErrorBody),
+        (status = 429, description = "One of the org's quotas is reached (`quota_exceeded`, with `quota` and `Retry-After`)", body = OpenAiErrorBody),
         (status = 502, description = "The turn ended without an answer", body = OpenAiErrorBody),
         (status = 504, description = "The turn did not end in time; it goes on", body = OpenAiErrorBody),
     ),

@@ -21,12 +21,15 @@ pub(crate) struct OpenAiErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct OpenAiErrorDetail {
     message: String,
-    /// `invalid_request_error`, `permission_error` or `server_error`.
+    /// `invalid_request_error`, `permission_error`, `rate_limit_error` or `server_error`.
     #[serde(rename = "type")]
     kind: &'static str,
     code: Option<String>,
     /// The request parameter at fault, when one is.
     param: Option<String>,
+    /// With `quota_exceeded` (a Sable addition): which of the org's quotas is reached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    quota: Option<String>,
 }
 
 /// An answer of an OpenAI route other than success.
@@ -39,6 +42,8 @@ pub(crate) struct OpenAiError {
     param: Option<String>,
     /// `x-should-retry`; `None` leaves the decision to the client's status rules.
     retry: Option<bool>,
+    /// An org's quota that refused the request, and `Retry-After`.
+    quota: Option<sable_store::QuotaExceeded>,
 }
 
 impl OpenAiError {
@@ -50,6 +55,7 @@ impl OpenAiError {
             message: message.into(),
             param: None,
             retry: None,
+            quota: None,
         }
     }
 
@@ -188,6 +194,7 @@ impl OpenAiError {
                 kind: self.kind,
                 code: self.code.clone(),
                 param: self.param.clone(),
+                quota: self.quota.map(|refused| refused.quota.as_str().to_owned()),
             },
         }
     }
@@ -255,6 +262,16 @@ impl From<ApiError> for OpenAiError {
                 "method_not_allowed",
             ),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "invalid_request_error", "conflict"),
+            ApiError::QuotaExceeded(refused) => {
+                let mut answer = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limit_error",
+                    "quota_exceeded",
+                    message,
+                );
+                answer.quota = Some(*refused);
+                return answer;
+            }
             ApiError::Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
@@ -282,6 +299,12 @@ impl From<ApiError> for OpenAiError {
 impl IntoResponse for OpenAiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
+        if let Some(refused) = self.quota {
+            response.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                HeaderValue::from(refused.retry_after_secs),
+            );
+        }
         if let Some(retry) = self.retry {
             response.headers_mut().insert(
                 "x-should-retry",
