@@ -258,50 +258,8 @@ async fn an_orgs_provider_key_goes_only_to_its_own_turns_and_is_shown_nowhere() 
     }
     assert_eq!(sent, 9, "every turn's provider call was recorded");
 
-    // What an admin of the org can read back: the provider (without its key), the
-    // turns, the audit of the change.
     for (_, org, _) in &orgs {
-        for path in [
-            "/v1/providers",
-            "/v1/audit",
-            "/v1/sessions",
-            "/v1/org-settings",
-        ] {
-            let (status, body) = send(&stack, &org.key, "GET", path, None).await?;
-            assert_eq!(status, StatusCode::OK, "{path}: {body}");
-            seen.push(body);
-        }
-        let (_, sessions) = send(&stack, &org.key, "GET", "/v1/sessions", None).await?;
-        for session in sessions["sessions"].as_array().context("sessions")? {
-            let id = session["id"].as_str().context("session id")?;
-            let (_, messages) = send(
-                &stack,
-                &org.key,
-                "GET",
-                &format!("/v1/sessions/{id}/messages"),
-                None,
-            )
-            .await?;
-            for turn_id in messages["messages"]
-                .as_array()
-                .context("messages")?
-                .iter()
-                .filter_map(|message| message["turn_id"].as_str())
-            {
-                seen.push(
-                    send(
-                        &stack,
-                        &org.key,
-                        "GET",
-                        &format!("/v1/turns/{turn_id}"),
-                        None,
-                    )
-                    .await?
-                    .1,
-                );
-            }
-            seen.push(messages);
-        }
+        seen.extend(readable_by(&stack, &org.key).await?);
     }
     let (_, providers) = send(&stack, &orgs[0].1.key, "GET", "/v1/providers", None).await?;
     let openai = providers["providers"]
@@ -370,4 +328,37 @@ async fn a_change_to_an_orgs_agent_is_seen_by_its_next_turn() -> anyhow::Result<
         .await?;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
     Ok(())
+}
+
+/// What an admin of an org can read back: its providers (without their keys), audit,
+/// sessions, settings, every session's messages and every turn.
+async fn readable_by(stack: &TestStack, key: &str) -> anyhow::Result<Vec<Value>> {
+    let mut seen = Vec::new();
+    for path in [
+        "/v1/providers",
+        "/v1/audit",
+        "/v1/sessions",
+        "/v1/org-settings",
+    ] {
+        let (status, body) = send(stack, key, "GET", path, None).await?;
+        anyhow::ensure!(status == StatusCode::OK, "{path}: {status} {body}");
+        seen.push(body);
+    }
+    let (_, sessions) = send(stack, key, "GET", "/v1/sessions", None).await?;
+    for session in sessions["sessions"].as_array().context("sessions")? {
+        let id = session["id"].as_str().context("session id")?;
+        let path = format!("/v1/sessions/{id}/messages");
+        let (_, messages) = send(stack, key, "GET", &path, None).await?;
+        for turn_id in messages["messages"]
+            .as_array()
+            .context("messages")?
+            .iter()
+            .filter_map(|message| message["turn_id"].as_str())
+        {
+            let path = format!("/v1/turns/{turn_id}");
+            seen.push(send(stack, key, "GET", &path, None).await?.1);
+        }
+        seen.push(messages);
+    }
+    Ok(seen)
 }

@@ -208,17 +208,7 @@ async fn start_distributed(
         ],
     };
     roles.insert(0, gateway);
-    let tenants = if args.orgs > 0 {
-        let platform = sable_testkit::run_to_completion(
-            sable,
-            &["admin", "key", "create", "--platform"],
-            &env,
-        )
-        .await?;
-        create_tenants(&url, &platform, args.orgs).await?
-    } else {
-        Vec::new()
-    };
+    let tenants = tenants(sable, &env, &url, args.orgs).await?;
     Ok(Stack {
         tenants,
         url,
@@ -258,6 +248,22 @@ async fn fresh_database() -> anyhow::Result<(TestDatabase, Option<PostgresCluste
     })?;
     let database = TestDatabase::create_on(&cluster.admin_url()).await?;
     Ok((database, Some(cluster)))
+}
+
+/// `--orgs`: the orgs' keys (none without it).
+async fn tenants(
+    sable: &std::path::Path,
+    env: &[(String, String)],
+    url: &str,
+    count: usize,
+) -> anyhow::Result<Vec<String>> {
+    if count == 0 {
+        return Ok(Vec::new());
+    }
+    let platform =
+        sable_testkit::run_to_completion(sable, &["admin", "key", "create", "--platform"], env)
+            .await?;
+    create_tenants(url, &platform, count).await
 }
 
 /// Makes `count` orgs through the API (the platform key), each with an admin key and its

@@ -7,6 +7,9 @@ use serde_json::json;
 
 use crate::support::{Backend, Call, TestApp, refusal};
 
+/// Makes the same call again (a body is sent once).
+type CallOf = Box<dyn Fn() -> Call>;
+
 on_both_backends!(
     invalid_configuration_is_refused_naming_the_field_and_changes_nothing,
     a_providers_key_is_write_only,
@@ -29,11 +32,11 @@ async fn invalid_configuration_is_refused_naming_the_field_and_changes_nothing(
             .json(json!({"prompt": "You help.", "model": {"profile": "fast"}})),
     )
     .await?;
-    let put = |path: &'static str, body: serde_json::Value| -> Box<dyn Fn() -> Call> {
+    let put = |path: &'static str, body: serde_json::Value| -> CallOf {
         let admin = admin.clone();
         Box::new(move || Call::put(path).key(&admin).json(body.clone()))
     };
-    let cases: Vec<(&str, Box<dyn Fn() -> Call>, &str)> = vec![
+    let cases: Vec<(&str, CallOf, &str)> = vec![
         (
             "an unknown profile",
             put(
