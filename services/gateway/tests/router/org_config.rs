@@ -123,7 +123,7 @@ async fn a_providers_key_is_write_only(backend: Backend) -> anyhow::Result<()> {
     let secret = "sk-write-only-0123456789";
     let created = app
         .accepted(Call::put("/v1/providers/openai").key(&admin).json(
-            json!({"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": secret}),
+            json!({"kind": "openai", "base_url": "http://provider.invalid/v1", "api_key": secret}),
         ))
         .await?;
     assert_eq!(created.status, StatusCode::CREATED);
@@ -131,7 +131,7 @@ async fn a_providers_key_is_write_only(backend: Backend) -> anyhow::Result<()> {
     app.accepted(
         Call::put("/v1/providers/openai")
             .key(&admin)
-            .json(json!({"kind": "openai", "base_url": "http://127.0.0.1:10/v1"})),
+            .json(json!({"kind": "openai", "base_url": "http://provider2.invalid/v1"})),
     )
     .await?;
     let listed = app.accepted(Call::get("/v1/providers").key(&admin)).await?;
@@ -146,7 +146,7 @@ async fn a_providers_key_is_write_only(backend: Backend) -> anyhow::Result<()> {
         .unwrap_or_default();
     assert_eq!(openai["source"], "org", "{}", listed.body);
     assert_eq!(openai["api_key_set"], true, "{}", listed.body);
-    assert_eq!(openai["base_url"], "http://127.0.0.1:10/v1");
+    assert_eq!(openai["base_url"], "http://provider2.invalid/v1");
     let audit = app.accepted(Call::get("/v1/audit").key(&admin)).await?;
     for body in [&created.body, &listed.body, &audit.body] {
         assert!(!body.to_string().contains(secret), "{body}");

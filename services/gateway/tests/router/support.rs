@@ -262,7 +262,7 @@ impl TestApp {
         self.accepted(
             Call::put(format!("/v1/providers/{provider_name}"))
                 .key(&org.admin_key)
-                .json(json!({"kind": "openai", "base_url": "http://127.0.0.1:9/v1", "api_key": "sk-seeded"})),
+                .json(json!({"kind": "openai", "base_url": "http://provider.invalid/v1", "api_key": "sk-seeded"})),
         )
         .await?;
         self.accepted(
