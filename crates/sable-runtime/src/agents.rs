@@ -194,22 +194,57 @@ impl AgentSpec {
         })
     }
 
-    /// Reads an org's agent from its JSON body; the error names the faulty field.
-    pub fn from_json(id: AgentId, json: &str) -> Result<AgentDefinition, String> {
+    /// Reads an org's agent spec from its JSON body (a non-empty `prompt` included); the
+    /// error names the faulty field.
+    pub fn parse_json(json: &str) -> Result<Self, String> {
         let mut deserializer = serde_json::Deserializer::from_str(json);
         let spec: Self = serde_path_to_error::deserialize(&mut deserializer)
             .map_err(|error| field_error(&error))?;
-        let Some(prompt) = spec
-            .prompt
-            .clone()
-            .filter(|prompt| !prompt.trim().is_empty())
-        else {
+        let prompt = spec.prompt.as_deref().unwrap_or_default();
+        if prompt.trim().is_empty() {
             return Err("prompt: an agent needs a non-empty prompt".into());
-        };
+        }
         if prompt.len() > MAX_PROMPT_BYTES {
             return Err(format!("prompt: longer than {MAX_PROMPT_BYTES} bytes"));
         }
+        Ok(spec)
+    }
+
+    /// Reads an org's agent from its JSON body; the error names the faulty field.
+    pub fn from_json(id: AgentId, json: &str) -> Result<AgentDefinition, String> {
+        let spec = Self::parse_json(json)?;
+        let prompt = spec.prompt.clone().unwrap_or_default();
         spec.into_definition(id, &prompt)
+    }
+}
+
+impl From<&AgentDefinition> for AgentSpec {
+    /// The spec that defines `agent` (an agent folder's, as the API shows it).
+    fn from(agent: &AgentDefinition) -> Self {
+        Self {
+            name: Some(agent.name.clone()),
+            description: Some(agent.description.clone()),
+            prompt: Some(agent.system_prompt.clone()),
+            model: ModelSection {
+                profile: Some(agent.profile.clone()),
+                max_output_tokens: agent.max_output_tokens,
+                temperature: agent.temperature,
+                routes: agent.routes.clone(),
+            },
+            limits: LimitsSection {
+                history_messages: agent.history_messages,
+                max_tool_rounds: agent.max_tool_rounds,
+                max_tool_result_chars: agent.max_tool_result_chars,
+            },
+            tools: ToolsSection {
+                allow: agent.tools.clone(),
+                require_approval: agent.approval_required.clone(),
+            },
+            skills: SkillsSection {
+                allow: agent.skills.clone(),
+                allow_scripts: agent.allow_skill_scripts,
+            },
+        }
     }
 }
 

@@ -160,24 +160,8 @@ async fn get_agent(
     Ok(Json(AgentConfigView {
         id: agent_id,
         source: Source::Deployment,
-        spec: serde_json::json!({
-            "name": agent.name,
-            "description": agent.description,
-            "prompt": agent.system_prompt,
-            "model": {
-                "profile": agent.profile,
-                "max_output_tokens": agent.max_output_tokens,
-                "temperature": agent.temperature,
-                "routes": agent.routes,
-            },
-            "limits": {
-                "history_messages": agent.history_messages,
-                "max_tool_rounds": agent.max_tool_rounds,
-                "max_tool_result_chars": agent.max_tool_result_chars,
-            },
-            "tools": { "allow": agent.tools, "require_approval": agent.approval_required },
-            "skills": { "allow": agent.skills, "allow_scripts": agent.allow_skill_scripts },
-        }),
+        spec: serde_json::to_value(AgentSpec::from(&*agent))
+            .map_err(|error| ApiError::Internal(error.into()))?,
         updated_at: None,
         version: snapshot.version,
     }))
@@ -210,9 +194,11 @@ async fn put_agent(
     let id = AgentId::parse(agent_id.clone())
         .map_err(|error| ApiError::Validation(format!("agent_id: {error}")))?;
     let text = object_text(&body)?;
-    AgentSpec::from_json(id, &text).map_err(ApiError::Validation)?;
-    let spec: AgentSpec =
-        serde_json::from_str(&text).map_err(|error| ApiError::Validation(error.to_string()))?;
+    let spec = AgentSpec::parse_json(&text).map_err(ApiError::Validation)?;
+    let prompt = spec.prompt.clone().unwrap_or_default();
+    spec.clone()
+        .into_definition(id, &prompt)
+        .map_err(ApiError::Validation)?;
     let normalized =
         serde_json::to_string(&spec).map_err(|error| ApiError::Internal(error.into()))?;
     put(
