@@ -440,6 +440,26 @@ impl OrgConfigs {
         self.load(org_id).await
     }
 
+    /// Notes that the org's version is `version` now (read with something else, such as
+    /// the caller's key), so `current` need not read it for another `refresh`: a cached
+    /// configuration of that version counts as just checked, an older one is dropped.
+    pub fn saw_version(&self, org_id: OrgId, version: i64) {
+        let current = self.cached(org_id, |cached| cached.config.version == version);
+        if current.is_some() {
+            self.touch(org_id);
+        } else if version == 0 {
+            self.remember(org_id, self.deployment());
+        } else {
+            let mut cache = self.inner.cache.write().expect("org config cache lock");
+            if cache
+                .get(&org_id)
+                .is_some_and(|cached| cached.config.version < version)
+            {
+                cache.remove(&org_id);
+            }
+        }
+    }
+
     /// Drops what is cached of the org (after this process changed it).
     pub fn forget(&self, org_id: OrgId) {
         self.inner

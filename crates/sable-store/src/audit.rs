@@ -6,6 +6,8 @@
 //! policy: those stay in the tables of the turn they belong to. Details hold names,
 //! counts, codes and outcomes only.
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use sable_core::{ApiKeyId, CronTaskId, OrgId, SessionId, TurnId};
 use sha2::{Digest, Sha256};
@@ -579,6 +581,8 @@ struct PendingRow {
     head_hash: Vec<u8>,
     head_xid: i64,
     head_id: Uuid,
+    /// The pass's horizon: every transaction below it has ended.
+    horizon_xid: i64,
     #[sqlx(flatten)]
     event: PositionedRow,
 }
@@ -663,20 +667,32 @@ impl PgStore {
     /// transactions are older than every transaction still running (so all of them are
     /// visible now, and none can appear behind the seal later), in position order, in one
     /// transaction. A second sealer waits on the advisory lock and then finds them sealed.
+    ///
+    /// Only orgs with events at or past the sealer's watermark are visited (every event
+    /// below it is sealed); the watermark moves to this pass's horizon when no org hit
+    /// `limit`, i.e. when every event below the horizon is sealed by this pass.
     pub async fn seal_audit(&self, limit: i64) -> Result<SealReport, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sable.audit_sealer'))")
             .execute(&mut *tx)
             .await?;
-        // The orgs with events, by a skip scan of the primary key; each org's head is its
-        // newest seal, else its retention checkpoint, else the start.
+        // The planner's JIT compiles this query afresh each pass, for far longer than it
+        // runs.
+        sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
+        // Read first and bound as a value: under row-level security a subquery for it
+        // keeps the planner from the `(xid, org_id)` index.
+        let (watermark,): (i64,) =
+            sqlx::query_as("SELECT watermark_xid FROM audit_sealer_state WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await?;
+        // The orgs with events in [watermark, horizon); each org's head is its newest
+        // seal, else its retention checkpoint, else the start.
         let sql = format!(
-            "WITH RECURSIVE event_orgs AS ( \
-                 (SELECT org_id FROM audit_events ORDER BY org_id LIMIT 1) \
-                 UNION ALL \
-                 SELECT (SELECT e.org_id FROM audit_events e WHERE e.org_id > o.org_id ORDER BY e.org_id LIMIT 1) \
-                 FROM event_orgs o WHERE o.org_id IS NOT NULL \
-             ), horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xid), \
+            "WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xid), \
+             event_orgs AS ( \
+                 SELECT DISTINCT e.org_id FROM audit_events e, horizon \
+                 WHERE e.xid >= $5 AND e.xid < horizon.xid \
+             ), \
              heads AS ( \
                  SELECT o.org_id, coalesce(s.last_seq, k.through_seq, 0) AS head_seq, \
                      coalesce(substr(s.hashes, length(s.hashes) - 31), k.hash, $2) AS head_hash, \
@@ -686,9 +702,9 @@ impl PgStore {
                  LEFT JOIN LATERAL (SELECT last_seq, hashes, through_xid, through_id FROM audit_seals s \
                      WHERE s.org_id = o.org_id ORDER BY s.first_seq DESC LIMIT 1) s ON true \
                  LEFT JOIN audit_checkpoints k ON k.org_id = o.org_id \
-                 WHERE o.org_id IS NOT NULL \
              ) \
-             SELECT h.head_seq, h.head_hash, h.head_xid, h.head_id, e.* FROM heads h CROSS JOIN horizon \
+             SELECT h.head_seq, h.head_hash, h.head_xid, h.head_id, horizon.xid AS horizon_xid, e.* \
+             FROM heads h CROSS JOIN horizon \
              CROSS JOIN LATERAL (SELECT e.xid, NULL::bigint AS seq, {EVENT_SELECT} FROM audit_events e \
                  WHERE e.org_id = h.org_id AND (e.xid, e.id) > (h.head_xid, h.head_id) AND e.xid < horizon.xid \
                  ORDER BY e.xid, e.id LIMIT $1) e \
@@ -699,8 +715,15 @@ impl PgStore {
             .bind(GENESIS.to_vec())
             .bind(PG_START.0)
             .bind(PG_START.1)
+            .bind(watermark)
             .fetch_all(&mut *tx)
             .await?;
+        let horizon = rows.first().map(|row| row.horizon_xid);
+        let mut per_org: HashMap<Uuid, i64> = HashMap::new();
+        for row in &rows {
+            *per_org.entry(row.event.event.org_id).or_default() += 1;
+        }
+        let complete = per_org.values().all(|&taken| taken < limit);
         let pending: Vec<(ChainHead<PgPosition>, PgPosition, AuditRecord)> = rows
             .into_iter()
             .map(|row| {
@@ -718,6 +741,12 @@ impl PgStore {
             return Ok(report);
         }
         insert_pg_seals(&mut tx, &seals).await?;
+        if let Some(horizon) = horizon.filter(|_| complete) {
+            sqlx::query("UPDATE audit_sealer_state SET watermark_xid = $1 WHERE id = 1")
+                .bind(horizon)
+                .execute(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
         Ok(report)
     }

@@ -73,6 +73,9 @@ pub struct AuthenticatedKey {
     /// When the key was last recorded as used (at most once a minute, see
     /// [`LAST_USED_RESOLUTION`]).
     pub last_used_at: Option<DateTime<Utc>>,
+    /// The key's org's configuration version when the key was read (0: the deployment's
+    /// files only), so intake need not read it again.
+    pub config_version: i64,
 }
 
 impl AuthenticatedKey {
@@ -125,6 +128,7 @@ struct KeyRow {
     name: Option<String>,
     last_used_at: Option<DateTime<Utc>>,
     expires_at: Option<DateTime<Utc>>,
+    config_version: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -238,7 +242,10 @@ impl PgStore {
             return Ok(None);
         };
         let row: Option<KeyRow> = sqlx::query_as(
-            "SELECT id, org_id, secret_hash, role, name, last_used_at, expires_at FROM api_keys \
+            "SELECT id, org_id, secret_hash, role, name, last_used_at, expires_at, \
+                    coalesce((SELECT o.config_version FROM orgs o WHERE o.id = api_keys.org_id), 0) \
+                    AS config_version \
+             FROM api_keys \
              WHERE prefix = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > now())",
         )
         .bind(prefix)
@@ -253,14 +260,19 @@ impl PgStore {
                     role: parse_role(&row.role)?,
                     expires_at: row.expires_at,
                     last_used_at: row.last_used_at,
+                    config_version: row.config_version,
                 })
             })
             .transpose()
     }
 
-    pub async fn record_key_use(&self, key_id: ApiKeyId) -> Result<(), StoreError> {
-        sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = $1")
-            .bind(key_id.as_uuid())
+    pub async fn record_key_uses(&self, key_ids: &[ApiKeyId]) -> Result<(), StoreError> {
+        if key_ids.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = key_ids.iter().map(|id| id.as_uuid()).collect();
+        sqlx::query("UPDATE api_keys SET last_used_at = now() WHERE id = ANY($1)")
+            .bind(&ids)
             .execute(&self.pool)
             .await?;
         Ok(())

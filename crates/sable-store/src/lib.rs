@@ -141,8 +141,9 @@ store_contract! {
     fn create_api_key(&self, key: &NewApiKey<'_>, actor: &Actor) -> ApiKeySecret;
     /// The key's org and role, or `None` when it is malformed, unknown, revoked or expired.
     fn authenticate(&self, presented: &str) -> Option<AuthenticatedKey>;
-    /// Records that the key was used now (callers do so at most once a minute).
-    fn record_key_use(&self, key_id: ApiKeyId) -> ();
+    /// Records that the keys were used now, in one statement (callers do so at most once
+    /// a minute per key, and batch them).
+    fn record_key_uses(&self, key_ids: &[ApiKeyId]) -> ();
     /// The org's keys (revoked ones included), oldest first; never their secrets.
     fn api_keys(&self, org_id: OrgId) -> Vec<ApiKeyRecord>;
     /// Revokes a key by prefix, within `org_id` when given; `None` when there is none.

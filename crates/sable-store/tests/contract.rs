@@ -92,6 +92,7 @@ contract_tests!(
     feishu_apps_are_per_org_unique_and_keep_their_secrets_sealed,
     feishu_events_and_reply_targets_are_recorded_once,
     a_turn_is_audited_by_the_statements_that_run_it_and_sealed_into_a_chain,
+    the_sealer_takes_every_orgs_events_in_passes_smaller_than_their_backlog,
     a_repeated_message_is_audited_as_a_repeat_and_failed_keys_under_their_org,
     approvals_and_tool_calls_are_audited_with_their_deciders,
     audit_pages_return_every_event_once_newest_first_and_only_the_orgs_own,
@@ -2184,6 +2185,64 @@ async fn seal_everything(store: &Store, org_id: OrgId) -> anyhow::Result<u64> {
         anyhow::ensure!(std::time::Instant::now() < deadline, "events left unsealed");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// A pass seals at most its batch limit of each org's events; what it leaves is taken by
+/// later passes, in every org, and none twice (the sealer must not skip past an org that
+/// hit the limit while it moves on for the others).
+async fn the_sealer_takes_every_orgs_events_in_passes_smaller_than_their_backlog(
+    store: Store,
+) -> anyhow::Result<()> {
+    let busy = store.create_org("busy").await?;
+    let quiet = store.create_org("quiet").await?;
+    for (org_id, count) in [(busy, 7), (quiet, 1)] {
+        for n in 0..count {
+            store
+                .accept_message(message(org_id, SessionTarget::New, &format!("m{n}")))
+                .await?;
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut sealed = 0;
+    let mut passes = 0;
+    loop {
+        let report = store.seal_audit(2).await?;
+        sealed += report.sealed;
+        if report.sealed > 0 {
+            passes += 1;
+        }
+        let (busy_state, quiet_state) = (
+            store.verify_audit(busy).await?,
+            store.verify_audit(quiet).await?,
+        );
+        if let (
+            AuditVerification::Intact {
+                unsealed: 0,
+                events: busy_events,
+                ..
+            },
+            AuditVerification::Intact {
+                unsealed: 0,
+                events: quiet_events,
+                ..
+            },
+        ) = (&busy_state, &quiet_state)
+        {
+            assert_eq!((*busy_events, *quiet_events), (7, 1));
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "events left unsealed: {busy_state:?} {quiet_state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sealed, 8, "every event sealed once");
+    assert!(
+        passes >= 4,
+        "seven events in passes of two: {passes} passes"
+    );
+    Ok(())
 }
 
 async fn a_turn_is_audited_by_the_statements_that_run_it_and_sealed_into_a_chain(

@@ -3,16 +3,21 @@
 //! Keys found valid are remembered for [`AUTH_CACHE_TTL`], so a request costs no database
 //! round trip: a key revoked elsewhere stops working on every gateway within that time
 //! (on the gateway that revoked it, at once). Unknown keys are never remembered.
+//!
+//! A key's last use is recorded at most once a minute per key, and the uses of every key
+//! seen within [`KEY_USE_BATCH`] go to the store in one statement ([`KeyUses`]): with
+//! many orgs each turn may present a key not seen for a minute, and one write per such
+//! turn would cost more than the turn's own writes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use sable_core::{OrgId, Role};
-use sable_store::{Actor, AuthenticatedKey, platform_org};
+use sable_core::{ApiKeyId, OrgId, Role};
+use sable_store::{Actor, AuthenticatedKey, Store, platform_org};
 use sha2::{Digest, Sha256};
 
 use crate::{ApiError, AppState};
@@ -23,6 +28,38 @@ pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(5);
 
 /// More distinct live keys than this and the cache starts afresh.
 const AUTH_CACHE_CAPACITY: usize = 10_000;
+
+/// How long key uses gather before they are written, in one statement for all of them.
+/// A gateway that stops loses at most this long of last-use times (a listing detail).
+const KEY_USE_BATCH: Duration = Duration::from_secs(1);
+
+/// Key uses not yet written: the first use of a batch schedules its write.
+#[derive(Debug, Default)]
+pub(crate) struct KeyUses {
+    pending: Mutex<HashSet<ApiKeyId>>,
+}
+
+impl KeyUses {
+    /// Records `key_id`'s use within [`KEY_USE_BATCH`], off the request's path: last use
+    /// is never worth a slower answer or a failed one.
+    fn record(self: &std::sync::Arc<Self>, store: &Store, key_id: ApiKeyId) {
+        let first = {
+            let mut pending = self.pending.lock().expect("key use lock");
+            pending.insert(key_id) && pending.len() == 1
+        };
+        if !first {
+            return;
+        }
+        let (uses, store) = (self.clone(), store.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(KEY_USE_BATCH).await;
+            let keys: Vec<ApiKeyId> = uses.pending.lock().expect("key use lock").drain().collect();
+            if let Err(error) = store.record_key_uses(&keys).await {
+                tracing::debug!(%error, keys = keys.len(), "cannot record the keys' last use");
+            }
+        });
+    }
+}
 
 /// Keys authenticated in the last [`AUTH_CACHE_TTL`], by the SHA-256 of what was
 /// presented (the secret itself is not kept).
@@ -112,6 +149,9 @@ impl FromRequestParts<AppState> for Authenticated {
                     record_failed_authentication(state, presented, source_address(parts));
                     return Err(ApiError::Unauthorized);
                 };
+                // The org's configuration version came with the key: intake need not
+                // read it again for the next `org_config_refresh`.
+                state.orgs().saw_version(key.org_id, key.config_version);
                 state.auth_cache.put(digest, key.clone());
                 key
             }
@@ -122,14 +162,7 @@ impl FromRequestParts<AppState> for Authenticated {
         }
         if key.last_use_is_stale(chrono::Utc::now()) {
             state.auth_cache.used_now(&digest);
-            // Off the request's path: last use is a listing detail, never worth a
-            // slower answer or a failed one.
-            let (store, key_id) = (state.store.clone(), key.key_id);
-            tokio::spawn(async move {
-                if let Err(error) = store.record_key_use(key_id).await {
-                    tracing::debug!(%error, "cannot record the key's last use");
-                }
-            });
+            state.key_uses.record(&state.store, key.key_id);
         }
         let actor = Actor::key(key.key_id, key.name.clone()).with_request_id(request_id(parts));
         Ok(Self {

@@ -108,6 +108,8 @@ pub(crate) struct AppState {
     pub intake: TurnIntake,
     pub feishu: feishu::FeishuState,
     pub auth_cache: Arc<auth::AuthCache>,
+    /// Key uses waiting for their batched write.
+    pub key_uses: Arc<auth::KeyUses>,
     pub quotas: Arc<quotas::QuotaGuard>,
 }
 
@@ -192,6 +194,7 @@ fn app_state(
         shutdown,
         intake,
         auth_cache: Arc::default(),
+        key_uses: Arc::default(),
     }
 }
 

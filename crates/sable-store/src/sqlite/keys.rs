@@ -26,6 +26,7 @@ struct KeyRow {
     name: Option<String>,
     last_used_at: Option<DateTime<Utc>>,
     expires_at: Option<DateTime<Utc>>,
+    config_version: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -143,7 +144,10 @@ pub(crate) async fn authenticate(
         return Ok(None);
     };
     let row: Option<KeyRow> = sqlx::query_as(
-        "SELECT id, org_id, secret_hash, role, name, last_used_at, expires_at FROM api_keys \
+        "SELECT id, org_id, secret_hash, role, name, last_used_at, expires_at, \
+                coalesce((SELECT o.config_version FROM orgs o WHERE o.id = api_keys.org_id), 0) \
+                AS config_version \
+         FROM api_keys \
          WHERE prefix = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2)",
     )
     .bind(prefix)
@@ -159,17 +163,30 @@ pub(crate) async fn authenticate(
                 role: parse_role(&row.role)?,
                 expires_at: row.expires_at,
                 last_used_at: row.last_used_at,
+                config_version: row.config_version,
             })
         })
         .transpose()
 }
 
-pub(crate) async fn record_key_use(pool: &SqlitePool, key_id: ApiKeyId) -> Result<(), StoreError> {
-    sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
-        .bind(stored_now())
-        .bind(key_id.as_uuid().hyphenated())
-        .execute(pool)
-        .await?;
+pub(crate) async fn record_key_uses(
+    pool: &SqlitePool,
+    key_ids: &[ApiKeyId],
+) -> Result<(), StoreError> {
+    // SQLite binds at most 32,766 parameters a statement; a batch is one gateway's keys
+    // of one second, so chunks of 1,000 are one statement in practice.
+    for chunk in key_ids.chunks(1000) {
+        let placeholders: Vec<String> = (0..chunk.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = format!(
+            "UPDATE api_keys SET last_used_at = $1 WHERE id IN ({})",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(stored_now());
+        for id in chunk {
+            query = query.bind(id.as_uuid().hyphenated());
+        }
+        query.execute(pool).await?;
+    }
     Ok(())
 }
 

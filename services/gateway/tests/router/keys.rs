@@ -7,7 +7,10 @@ use crate::support::{
     Backend, Call, TestApp, assert_error, forbidden, refusal, text, unauthorized, wrong_method,
 };
 
-on_both_backends!(key_management_refuses_members_bad_bodies_and_other_orgs_prefixes);
+on_both_backends!(
+    key_management_refuses_members_bad_bodies_and_other_orgs_prefixes,
+    the_listing_shows_when_each_key_was_last_used
+);
 
 async fn key_management_refuses_members_bad_bodies_and_other_orgs_prefixes(
     backend: Backend,
@@ -133,4 +136,55 @@ async fn a_key_revoked_through_the_api_stops_working_at_once() -> anyhow::Result
     let after = app.send(Call::get("/v1/agents").key(&key)).await;
     assert_error(&after, StatusCode::UNAUTHORIZED, "unauthorized");
     Ok(())
+}
+
+/// Last use is written in batches off the request's path: every key used shows its use
+/// in the listing soon after, the unused one none.
+async fn the_listing_shows_when_each_key_was_last_used(backend: Backend) -> anyhow::Result<()> {
+    let app = TestApp::spawn(backend).await?;
+    let mut used = Vec::new();
+    for name in ["first", "second", "unused"] {
+        let created = app
+            .accepted(
+                Call::post("/v1/keys")
+                    .key(&app.org.admin_key)
+                    .json(json!({"name": name})),
+            )
+            .await?;
+        let key = text(&created.body["key"])?;
+        if name != "unused" {
+            app.accepted(Call::get("/v1/agents").key(&key)).await?;
+        }
+        used.push((name, text(&created.body["prefix"])?));
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let listing = app
+            .accepted(Call::get("/v1/keys").key(&app.org.admin_key))
+            .await?;
+        let last_used = |prefix: &str| {
+            listing.body["keys"]
+                .as_array()
+                .and_then(|keys| keys.iter().find(|key| key["prefix"] == prefix))
+                .map(|key| key["last_used_at"].clone())
+                .unwrap_or_default()
+        };
+        let seen: Vec<(&str, bool)> = used
+            .iter()
+            .map(|(name, prefix)| (*name, last_used(prefix).is_string()))
+            .collect();
+        assert!(
+            last_used(&used[2].1).is_null(),
+            "a key never used has no last use: {}",
+            listing.body
+        );
+        if seen[..2].iter().all(|(_, recorded)| *recorded) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "last uses not recorded: {seen:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
