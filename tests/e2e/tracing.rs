@@ -12,7 +12,7 @@ use anyhow::Context;
 use sable_testkit::{ExportedSpan, OtlpReceiver, rss_kib, wait_for};
 use serde_json::json;
 
-use crate::support::{StackOptions, TURN_TIMEOUT, TestStack};
+use crate::support::{StackOptions, TURN_TIMEOUT, TestStack, read_json};
 
 const CALLER_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
@@ -266,6 +266,77 @@ async fn content_reaches_spans_only_for_orgs_whose_policy_allows_it_and_never_lo
             "{marker} reached a log line:\n{logs}"
         );
     }
+    Ok(())
+}
+
+/// An org's own settings choose its capture policy (`PUT /v1/org-settings` with
+/// `capture`), and the next turn after a change follows it.
+#[tokio::test]
+async fn an_org_chooses_its_own_capture_policy_and_its_next_turn_follows_it() -> anyhow::Result<()>
+{
+    let receiver = OtlpReceiver::start().await?;
+    let mut stack = exporting_stack(&receiver).await?;
+    let org = stack.sable(&["admin", "org", "create", "chooser"]).await?;
+    let key = stack
+        .sable(&["admin", "key", "create", "--org", &org, "--role", "admin"])
+        .await?;
+    stack.spawn_worker().await?;
+    stack.spawn_gateway().await?;
+    let put_capture = |policy: &'static str| {
+        let request = stack
+            .http
+            .put(stack.url(0, "/v1/org-settings"))
+            .bearer_auth(&key)
+            .json(&json!({"capture": policy}));
+        async move { read_json(request.send().await?).await }
+    };
+
+    let mut turns = Vec::new();
+    for (policy, marker) in [("full", "chosen-full-51d2"), ("off", "chosen-off-7a0c")] {
+        let (status, change) = put_capture(policy).await?;
+        anyhow::ensure!(status.is_success(), "{status} {change}");
+        let (_, answer) = stack
+            .post_message_with_key(
+                0,
+                &key,
+                &json!({"text": format!("say {marker}"), "wait": true}),
+            )
+            .await?;
+        assert_eq!(answer["status"], "done", "{answer}");
+        let session_id = answer["session_id"].as_str().context("session id")?;
+        spans_of_one_turn(&receiver, session_id, 1).await?;
+        turns.push((policy, marker));
+    }
+    let (_, settings) = read_json(
+        stack
+            .http
+            .get(stack.url(0, "/v1/org-settings"))
+            .bearer_auth(&key)
+            .send()
+            .await?,
+    )
+    .await?;
+    assert_eq!(settings["capture"], "off", "{settings}");
+    assert!(
+        receiver.any_export_contains(turns[0].1),
+        "the org chose full, and its turn exported no content"
+    );
+    assert!(
+        !receiver.any_export_contains(turns[1].1),
+        "the org chose off, and its next turn's content reached a span"
+    );
+    let (status, refused) = put_capture("loud").await?;
+    assert_eq!(
+        status,
+        reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+        "{refused}"
+    );
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("capture")),
+        "{refused}"
+    );
     Ok(())
 }
 

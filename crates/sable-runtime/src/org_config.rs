@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use sable_core::{AgentId, OrgId, Secret};
 use sable_llm::{CatalogSpec, ModelClient, ProfileSpec, ProviderSpec};
 use sable_store::{ConfigItem, ConfigKind, OrgConfigSnapshot, SecretsKey, Store, StoreError};
+use sable_telemetry::CapturePolicy;
 use serde::Deserialize;
 
 use crate::agents::field_error;
@@ -72,6 +73,11 @@ pub struct OrgSettingsSpec {
     /// The org's binding rules, tried before the deployment's.
     #[serde(default)]
     pub bindings: Vec<BindingRule>,
+    /// Whether the org's prompts, replies and tool payloads may enter its turns' spans
+    /// (`off`, `redacted`, `full`), over the deployment's `capture_content`; an
+    /// operator's `capture_content_orgs` entry for the org still decides over it.
+    #[serde(default)]
+    pub capture: Option<CapturePolicy>,
 }
 
 /// What an org's turns and messages run with.
@@ -85,6 +91,8 @@ pub struct OrgConfig {
     /// The org's own model client, when it has providers or profiles of its own (and
     /// models were built); `None`: the deployment's.
     pub models: Option<Arc<dyn Models>>,
+    /// The org's own content capture policy (its settings' `capture`), if it set one.
+    pub capture: Option<CapturePolicy>,
 }
 
 impl std::fmt::Debug for OrgConfig {
@@ -161,6 +169,7 @@ impl OrgConfig {
             routing: Arc::new(base.routing.clone()),
             profiles: base.models.profiles.keys().cloned().collect(),
             models: None,
+            capture: None,
         }
     }
 
@@ -225,7 +234,16 @@ impl OrgConfig {
                     message: other.to_string(),
                 },
             })?;
-        let routing = routing(base, &agents, of(ConfigKind::Settings).next())?;
+        let settings = of(ConfigKind::Settings).next();
+        let routing = routing(base, &agents, settings)?;
+        let capture = match settings {
+            Some(item) => {
+                parse_settings(&item.spec)
+                    .map_err(|message| OrgConfigError::invalid(item.kind, &item.name, message))?
+                    .capture
+            }
+            None => None,
+        };
         let models = if own_models && build_models {
             let client =
                 ModelClient::new(&catalog, &keys).map_err(|error| OrgConfigError::Invalid {
@@ -242,6 +260,7 @@ impl OrgConfig {
             routing: Arc::new(routing),
             profiles: catalog.profiles.keys().cloned().collect(),
             models,
+            capture,
         })
     }
 }
@@ -458,6 +477,13 @@ impl OrgConfigs {
                 cache.remove(&org_id);
             }
         }
+    }
+
+    /// The org's own capture policy as cached (at the version of the org's latest turn
+    /// on this process, or newer); `None` when it set none or nothing is cached.
+    pub fn capture_of(&self, org_id: OrgId) -> Option<CapturePolicy> {
+        self.cached(org_id, |_| true)
+            .and_then(|config| config.capture)
     }
 
     /// Drops what is cached of the org (after this process changed it).

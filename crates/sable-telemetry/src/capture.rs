@@ -22,6 +22,16 @@ pub enum CapturePolicy {
     Full,
 }
 
+impl CapturePolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Off => "off",
+            Self::Redacted => "redacted",
+            Self::Full => "full",
+        }
+    }
+}
+
 /// The deployment's policy, the orgs that differ from it, and the extra patterns
 /// `redacted` masks.
 #[derive(Debug, Clone, Default)]
@@ -69,12 +79,28 @@ impl ContentCapture {
 
     /// The policy that applies to `org_id`.
     pub fn policy_for(&self, org_id: &str) -> CapturePolicy {
-        self.per_org.get(org_id).copied().unwrap_or(self.default)
+        self.policy_with(org_id, None)
+    }
+
+    /// The policy that applies to `org_id` when the org chose `own` in its settings: the
+    /// operator's entry for the org first, then the org's own choice, then the
+    /// deployment's default.
+    pub fn policy_with(&self, org_id: &str, own: Option<CapturePolicy>) -> CapturePolicy {
+        self.per_org
+            .get(org_id)
+            .copied()
+            .or(own)
+            .unwrap_or(self.default)
     }
 
     /// The text as `org_id`'s policy lets it into a span: nothing, masked, or whole.
     pub fn apply(&self, org_id: &str, text: &str) -> Option<String> {
-        match self.policy_for(org_id) {
+        self.apply_policy(self.policy_for(org_id), text)
+    }
+
+    /// The text as `policy` lets it into a span.
+    pub fn apply_policy(&self, policy: CapturePolicy, text: &str) -> Option<String> {
+        match policy {
             CapturePolicy::Off => None,
             CapturePolicy::Redacted => Some(self.redact(text)),
             CapturePolicy::Full => Some(text.to_owned()),
@@ -94,6 +120,20 @@ impl ContentCapture {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_operators_entry_decides_over_the_orgs_own_choice_which_decides_over_the_default() {
+        let capture = capture(CapturePolicy::Off);
+        assert_eq!(
+            capture.policy_with("quiet", Some(CapturePolicy::Full)),
+            CapturePolicy::Full
+        );
+        assert_eq!(capture.policy_with("quiet", None), CapturePolicy::Off);
+        assert_eq!(
+            capture.policy_with("loud", Some(CapturePolicy::Off)),
+            CapturePolicy::Full
+        );
+    }
 
     fn capture(default: CapturePolicy) -> ContentCapture {
         let per_org = HashMap::from([("loud".to_owned(), CapturePolicy::Full)]);

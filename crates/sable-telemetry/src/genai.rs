@@ -10,7 +10,7 @@ use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, Tra
 use opentelemetry::{Array, KeyValue, StringValue, Value};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::{ContentCapture, TraceContext};
+use crate::{CapturePolicy, ContentCapture, TraceContext};
 
 pub const LANGFUSE_SESSION_ID: &str = "langfuse.session.id";
 pub const LANGFUSE_USER_ID: &str = "langfuse.user.id";
@@ -132,18 +132,19 @@ pub enum ContentRole {
 }
 
 /// Puts content (a prompt, a completion, a tool payload) on `span` as Langfuse's
-/// observation input or output, if `org_id`'s capture policy allows it. With
-/// `trace_level`, also as the trace's input or output. Content becomes an OpenTelemetry
-/// attribute only, never a `tracing` field, so no log line can carry it.
+/// observation input or output, if `policy` (the org's, from
+/// [`ContentCapture::policy_with`]) allows it. With `trace_level`, also as the trace's
+/// input or output. Content becomes an OpenTelemetry attribute only, never a `tracing`
+/// field, so no log line can carry it.
 pub fn record_content(
     span: &tracing::Span,
     capture: &ContentCapture,
-    org_id: &str,
+    policy: CapturePolicy,
     role: ContentRole,
     text: &str,
     trace_level: bool,
 ) {
-    let Some(text) = capture.apply(org_id, text) else {
+    let Some(text) = capture.apply_policy(policy, text) else {
         return;
     };
     let (observation, trace) = match role {

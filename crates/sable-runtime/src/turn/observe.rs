@@ -85,19 +85,28 @@ pub(crate) fn record_tool_payloads(
     arguments: &str,
     result: &str,
 ) {
-    let org_id = turn.org_id.to_string();
     let capture = &context.config.content_capture;
-    genai::record_content(span, capture, &org_id, ContentRole::Input, arguments, false);
-    genai::record_content(span, capture, &org_id, ContentRole::Output, result, false);
+    let policy = capture_policy(context, turn);
+    genai::record_content(span, capture, policy, ContentRole::Input, arguments, false);
+    genai::record_content(span, capture, policy, ContentRole::Output, result, false);
 }
 
 fn record(context: &TurnEnv, turn: &RunnableTurn, role: ContentRole, text: &str) {
     genai::record_content(
         &tracing::Span::current(),
         &context.config.content_capture,
-        &turn.org_id.to_string(),
+        capture_policy(context, turn),
         role,
         text,
         true,
     );
+}
+
+/// The org's capture policy: the operator's entry for it, else its own settings'
+/// `capture` (from the configuration its turn runs with), else the deployment's.
+fn capture_policy(context: &TurnEnv, turn: &RunnableTurn) -> sable_telemetry::CapturePolicy {
+    context.config.content_capture.policy_with(
+        &turn.org_id.to_string(),
+        context.orgs.capture_of(turn.org_id),
+    )
 }

@@ -121,6 +121,10 @@ pub(crate) struct SettingsView {
     /// The org's binding rules (tried before the deployment's).
     #[schema(value_type = Vec<Object>)]
     bindings: Value,
+    /// The org's own content capture policy for its turns' spans (`off`, `redacted`,
+    /// `full`); `null`: the deployment's. An operator's `capture_content_orgs` entry for
+    /// the org decides over it.
+    capture: Option<&'static str>,
     version: i64,
 }
 
@@ -426,7 +430,7 @@ async fn delete_provider(
     delete(&state, &caller, ConfigKind::Provider, &name).await
 }
 
-/// The org's settings: its default agent and binding rules.
+/// The org's settings: its default agent, binding rules and content capture policy.
 #[utoipa::path(
     get,
     path = "/v1/org-settings",
@@ -443,8 +447,10 @@ async fn get_settings(
 }
 
 /// Replaces the org's settings. Body: `default_agent` (an agent of the org; omitted:
-/// the deployment's) and `bindings` (`[{agent, channel?, conversation?, user?}]`, tried
-/// before the deployment's).
+/// the deployment's), `bindings` (`[{agent, channel?, conversation?, user?}]`, tried
+/// before the deployment's) and `capture` (`off`, `redacted` or `full`: whether the
+/// org's prompts, replies and tool payloads enter its turns' spans; omitted: the
+/// deployment's policy).
 #[utoipa::path(
     put,
     path = "/v1/org-settings",
@@ -590,6 +596,7 @@ fn settings_view(
     Ok(Json(SettingsView {
         default_agent: built.routing.default_agent.to_string(),
         bindings,
+        capture: built.capture.map(sable_telemetry::CapturePolicy::as_str),
         version: snapshot.version,
     }))
 }
