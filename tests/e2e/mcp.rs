@@ -567,7 +567,10 @@ async fn send_as(
     path: &str,
     body: Option<Value>,
 ) -> anyhow::Result<(StatusCode, Value)> {
-    let mut request = stack.http.request(method, stack.url(0, path)).bearer_auth(key);
+    let mut request = stack
+        .http
+        .request(method, stack.url(0, path))
+        .bearer_auth(key);
     if let Some(body) = body {
         request = request.json(&body);
     }
@@ -638,14 +641,29 @@ async fn an_orgs_own_mcp_server_serves_only_its_turns_and_a_change_is_seen_by_th
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
     // The very next turn of the org is offered the server's tools and calls one.
-    let reply = ask_as(&stack, &ours, "helper", r##"#tool=mcp__docs__echo #args={"text":"mine"}"##).await?;
+    let reply = ask_as(
+        &stack,
+        &ours,
+        "helper",
+        r##"#tool=mcp__docs__echo #args={"text":"mine"}"##,
+    )
+    .await?;
     assert_eq!(reply, "tool said: echo: mine");
     let offered = offered_tools(&stack.provider);
-    assert!(offered.contains(&"mcp__docs__echo".to_owned()), "{offered:?}");
+    assert!(
+        offered.contains(&"mcp__docs__echo".to_owned()),
+        "{offered:?}"
+    );
     assert_eq!(first.state.calls(), 1);
 
     // The other org's turn is not offered it, and its call of the name reaches nothing.
-    let reply = ask_as(&stack, &theirs, "helper", r##"#tool=mcp__docs__echo #args={"text":"theirs"}"##).await?;
+    let reply = ask_as(
+        &stack,
+        &theirs,
+        "helper",
+        r##"#tool=mcp__docs__echo #args={"text":"theirs"}"##,
+    )
+    .await?;
     assert!(
         reply.starts_with("tool said: error (unknown_tool)"),
         "{reply}"
@@ -655,14 +673,32 @@ async fn an_orgs_own_mcp_server_serves_only_its_turns_and_a_change_is_seen_by_th
         !offered.iter().any(|name| name.starts_with("mcp__docs__")),
         "{offered:?}"
     );
-    assert_eq!(first.state.calls(), 1, "the other org's turn reached no server");
-    let (_, tools) = send_as(&stack, &theirs, reqwest::Method::GET, "/v1/tools?agent=helper", None).await?;
+    assert_eq!(
+        first.state.calls(),
+        1,
+        "the other org's turn reached no server"
+    );
+    let (_, tools) = send_as(
+        &stack,
+        &theirs,
+        reqwest::Method::GET,
+        "/v1/tools?agent=helper",
+        None,
+    )
+    .await?;
     assert_eq!(tools["tools"], json!([]), "{tools}");
-    let (_, tools) = send_as(&stack, &ours, reqwest::Method::GET, "/v1/tools?agent=helper", None).await?;
+    let (_, tools) = send_as(
+        &stack,
+        &ours,
+        reqwest::Method::GET,
+        "/v1/tools?agent=helper",
+        None,
+    )
+    .await?;
     assert!(
-        tools["tools"]
-            .as_array()
-            .is_some_and(|tools| tools.iter().any(|tool| tool["name"] == "mcp__docs__echo" && tool["server"] == "docs")),
+        tools["tools"].as_array().is_some_and(|tools| tools
+            .iter()
+            .any(|tool| tool["name"] == "mcp__docs__echo" && tool["server"] == "docs")),
         "{tools}"
     );
 
@@ -676,15 +712,37 @@ async fn an_orgs_own_mcp_server_serves_only_its_turns_and_a_change_is_seen_by_th
     )
     .await?;
     assert_eq!(status, StatusCode::OK, "{body}");
-    let reply = ask_as(&stack, &ours, "helper", r##"#tool=mcp__docs__echo #args={"text":"moved"}"##).await?;
+    let reply = ask_as(
+        &stack,
+        &ours,
+        "helper",
+        r##"#tool=mcp__docs__echo #args={"text":"moved"}"##,
+    )
+    .await?;
     assert_eq!(reply, "tool said: echo: moved");
     assert_eq!((first.state.calls(), second.state.calls()), (1, 1));
 
     // Removed: the next turn is offered nothing of it, and the sidecar closes it.
-    let (status, body) = send_as(&stack, &ours, reqwest::Method::DELETE, "/v1/mcp-servers/docs", None).await?;
+    let (status, body) = send_as(
+        &stack,
+        &ours,
+        reqwest::Method::DELETE,
+        "/v1/mcp-servers/docs",
+        None,
+    )
+    .await?;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
-    let reply = ask_as(&stack, &ours, "helper", r##"#tool=mcp__docs__echo #args={"text":"gone"}"##).await?;
-    assert!(reply.starts_with("tool said: error (unknown_tool)"), "{reply}");
+    let reply = ask_as(
+        &stack,
+        &ours,
+        "helper",
+        r##"#tool=mcp__docs__echo #args={"text":"gone"}"##,
+    )
+    .await?;
+    assert!(
+        reply.starts_with("tool said: error (unknown_tool)"),
+        "{reply}"
+    );
     assert_eq!(second.state.calls(), 1);
     let status = McpSidecarClient::connect(sidecar.url.clone())
         .await?

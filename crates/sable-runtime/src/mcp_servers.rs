@@ -166,7 +166,9 @@ pub fn check_mcp_headers(headers: &serde_json::Value) -> Result<BTreeMap<String,
         let at = |message: &str| format!("headers.{name}: {message}");
         check_header_name(name).map_err(|message| at(&message))?;
         let value = value.as_str().ok_or_else(|| at("must be a string"))?;
-        let visible = value.bytes().all(|byte| byte == b'\t' || (32..127).contains(&byte));
+        let visible = value
+            .bytes()
+            .all(|byte| byte == b'\t' || (32..127).contains(&byte));
         if value.is_empty() || value.len() > MAX_MCP_HEADER_VALUE_BYTES || !visible {
             return Err(at(&format!(
                 "a value of 1 to {MAX_MCP_HEADER_VALUE_BYTES} visible ASCII characters"
@@ -232,13 +234,15 @@ fn open_headers_of(
     sealed: &[u8],
     secrets: Option<&SecretsKey>,
 ) -> Result<BTreeMap<String, String>, OrgConfigError> {
-    let invalid = |message: &str| OrgConfigError::invalid(ConfigKind::McpServer, &item.name, message);
+    let invalid =
+        |message: &str| OrgConfigError::invalid(ConfigKind::McpServer, &item.name, message);
     let key = secrets.ok_or_else(|| {
         invalid("headers: the deployment has no secrets key (SABLE_SECRETS_KEY) to open them")
     })?;
     let opened = key
         .open(sealed, &mcp_headers_context(org_id, &item.name))
         .map_err(|error| invalid(&format!("headers: {error}")))?;
+    // The parser's error could quote a header value: it is left out.
     serde_json::from_str(&opened).map_err(|_not_a_map| invalid("headers: not a map of strings"))
 }
 
@@ -257,15 +261,36 @@ mod tests {
     #[test]
     fn mistakes_name_the_field_and_stdio_is_refused() {
         let cases = [
-            (r#"{"transport":"stdio","command":"sh"}"#, "command: an org's MCP server must be streamable HTTP"),
-            (r#"{"transport":"stdio","url":"http://x"}"#, "transport: an org's MCP server must be streamable HTTP"),
-            (r#"{"transport":"tcp","url":"http://x"}"#, "transport: 'tcp'"),
-            (r#"{"url":"ftp://x"}"#, "url: must start with http:// or https://"),
+            (
+                r#"{"transport":"stdio","command":"sh"}"#,
+                "command: an org's MCP server must be streamable HTTP",
+            ),
+            (
+                r#"{"transport":"stdio","url":"http://x"}"#,
+                "transport: an org's MCP server must be streamable HTTP",
+            ),
+            (
+                r#"{"transport":"tcp","url":"http://x"}"#,
+                "transport: 'tcp'",
+            ),
+            (
+                r#"{"url":"ftp://x"}"#,
+                "url: must start with http:// or https://",
+            ),
             (r#"{}"#, "missing field `url`"),
             (r#"{"url":"http://x","timeout_ms":0}"#, "timeout_ms: 1 to"),
-            (r#"{"url":"http://x","max_concurrent_calls":1000}"#, "max_concurrent_calls: 1 to"),
-            (r#"{"url":"http://x","colour":"red"}"#, "unknown field `colour`"),
-            (r#"{"url":"http://x","allow_tools":"all"}"#, "allow_tools: invalid type"),
+            (
+                r#"{"url":"http://x","max_concurrent_calls":1000}"#,
+                "max_concurrent_calls: 1 to",
+            ),
+            (
+                r#"{"url":"http://x","colour":"red"}"#,
+                "unknown field `colour`",
+            ),
+            (
+                r#"{"url":"http://x","allow_tools":"all"}"#,
+                "allow_tools: invalid type",
+            ),
         ];
         for (json, expected) in cases {
             let error = parse_mcp_server(json).unwrap_err();
@@ -278,10 +303,22 @@ mod tests {
         let headers = serde_json::json!({"Authorization": "Bearer t", "X-Team": "a"});
         assert_eq!(check_mcp_headers(&headers).unwrap().len(), 2);
         let cases = [
-            (serde_json::json!({"Bad Name": "x"}), "headers.Bad Name: not a valid"),
-            (serde_json::json!({"X-A": "line\nbreak"}), "headers.X-A: a value"),
-            (serde_json::json!({"X-A": 5}), "headers.X-A: must be a string"),
-            (serde_json::json!({"Host": "evil"}), "headers.Host: set by the MCP transport"),
+            (
+                serde_json::json!({"Bad Name": "x"}),
+                "headers.Bad Name: not a valid",
+            ),
+            (
+                serde_json::json!({"X-A": "line\nbreak"}),
+                "headers.X-A: a value",
+            ),
+            (
+                serde_json::json!({"X-A": 5}),
+                "headers.X-A: must be a string",
+            ),
+            (
+                serde_json::json!({"Host": "evil"}),
+                "headers.Host: set by the MCP transport",
+            ),
             (serde_json::json!(["x"]), "headers: an object"),
         ];
         for (headers, expected) in cases {

@@ -163,29 +163,32 @@ impl McpCatalog {
             known_revision: known,
             org: Some(org.to_proto()),
         };
-        let answer = self.list(request, ORG_LIST_TIMEOUT).await;
-        let mut orgs = self.orgs.write().expect("lock");
-        match answer {
-            Ok(answer) if !answer.unchanged => {
-                let tools = Arc::new(self.build(answer.tools, Some(org)));
-                if orgs.len() >= MAX_CACHED_ORGS && !orgs.contains_key(&org.org_id) {
-                    forget_least_recently_used(&mut orgs);
-                }
-                orgs.insert(
-                    org.org_id,
-                    OrgCached {
-                        config_version: org.config_version,
-                        revision: answer.revision,
-                        tools: tools.clone(),
-                        used: Instant::now(),
-                    },
-                );
-                return tools;
-            }
-            Ok(_) => {}
+        let fresh = match self.list(request, ORG_LIST_TIMEOUT).await {
+            Ok(answer) if !answer.unchanged => Some((
+                answer.revision,
+                Arc::new(self.build(answer.tools, Some(org))),
+            )),
+            Ok(_) => None,
             Err(status) => {
                 tracing::warn!(code = ?status.code(), message = status.message(), "cannot list the MCP sidecar's tools for the org; using the cached catalog");
+                None
             }
+        };
+        let mut orgs = self.orgs.write().expect("lock");
+        if let Some((revision, tools)) = fresh {
+            if orgs.len() >= MAX_CACHED_ORGS && !orgs.contains_key(&org.org_id) {
+                forget_least_recently_used(&mut orgs);
+            }
+            orgs.insert(
+                org.org_id,
+                OrgCached {
+                    config_version: org.config_version,
+                    revision,
+                    tools: tools.clone(),
+                    used: Instant::now(),
+                },
+            );
+            return tools;
         }
         if let Some(cached) = orgs
             .get_mut(&org.org_id)

@@ -621,7 +621,11 @@ headers = { Authorization = "Bearer ${DOCS_TOKEN}" }
                 },
             ]
         );
-        assert!(McpConfig::summaries(&dir.join("missing.toml")).unwrap().is_empty());
+        assert!(
+            McpConfig::summaries(&dir.join("missing.toml"))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

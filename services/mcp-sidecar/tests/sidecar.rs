@@ -252,9 +252,9 @@ async fn list_changed_refreshes_the_catalog_and_bumps_its_revision() -> anyhow::
             .client
             .clone()
             .list_tools(pb::ListToolsRequest {
-            known_revision: 0,
-            org: None,
-        })
+                known_revision: 0,
+                org: None,
+            })
             .await?
             .into_inner();
         let added = format!("late_{server}");
@@ -539,7 +539,10 @@ async fn an_orgs_own_server_is_served_to_that_org_alone_opened_on_demand_and_clo
     let shared = FakeMcpServer::start_http().await?;
     let theirs = FakeMcpServer::start_http().await?;
     let sidecar = Sidecar::start_with(
-        &format!("[servers.remote]\ntransport = \"http\"\nurl = \"{}\"\n", shared.url),
+        &format!(
+            "[servers.remote]\ntransport = \"http\"\nurl = \"{}\"\n",
+            shared.url
+        ),
         |config| config.org_idle_timeout = Duration::from_secs(2),
     )
     .await?;
@@ -551,19 +554,34 @@ async fn an_orgs_own_server_is_served_to_that_org_alone_opened_on_demand_and_clo
         idempotent_tools: vec!["echo".into()],
         ..Default::default()
     };
-    assert_eq!(org_connections(&sidecar).await, 0, "nothing is opened before it is asked for");
+    assert_eq!(
+        org_connections(&sidecar).await,
+        0,
+        "nothing is opened before it is asked for"
+    );
 
     // Org A's listing opens its server and offers its tools, marked as the org's.
     let listed = listed_for(&sidecar, Some(org_servers("org-a", 1, &[docs.clone()]))).await?;
-    assert!(listed.contains(&("docs".into(), "echo".into(), true)), "{listed:?}");
-    assert!(listed.contains(&("remote".into(), "echo".into(), false)), "{listed:?}");
+    assert!(
+        listed.contains(&("docs".into(), "echo".into(), true)),
+        "{listed:?}"
+    );
+    assert!(
+        listed.contains(&("remote".into(), "echo".into(), false)),
+        "{listed:?}"
+    );
     assert_eq!(theirs.state.initializations(), 1);
     assert_eq!(org_connections(&sidecar).await, 1);
 
     // Org B, and a listing for no org, never see it; B's call to that name finds nothing.
     for org in [Some(org_servers("org-b", 3, &[])), None] {
         let listed = listed_for(&sidecar, org).await?;
-        assert!(listed.iter().all(|(server, _, org)| server == "remote" && !org), "{listed:?}");
+        assert!(
+            listed
+                .iter()
+                .all(|(server, _, org)| server == "remote" && !org),
+            "{listed:?}"
+        );
     }
     let mut client = sidecar.client.clone();
     let call = |org_id: &str, org_server: Option<pb::McpServerSpec>| pb::CallToolRequest {
@@ -583,7 +601,11 @@ async fn an_orgs_own_server_is_served_to_that_org_alone_opened_on_demand_and_clo
         .into_inner();
     assert_eq!(text_of(&answered), "echo: hi");
     assert_eq!(theirs.state.calls(), 1);
-    assert_eq!(theirs.state.initializations(), 1, "the call used the listed connection");
+    assert_eq!(
+        theirs.state.initializations(),
+        1,
+        "the call used the listed connection"
+    );
 
     // A spec named like a shared server is ignored: the shared one answers.
     let impostor = pb::McpServerSpec {
@@ -610,11 +632,23 @@ async fn an_orgs_own_server_is_served_to_that_org_alone_opened_on_demand_and_clo
     };
     listed_for(&sidecar, Some(org_servers("org-a", 2, &[changed.clone()]))).await?;
     assert_eq!(theirs.state.initializations(), 2);
-    assert_eq!(org_connections(&sidecar).await, 1, "the old connection was closed");
+    assert_eq!(
+        org_connections(&sidecar).await,
+        1,
+        "the old connection was closed"
+    );
     let stale = client.call_tool(call("org-a", Some(docs.clone()))).await?;
-    assert_eq!(text_of(stale.get_ref()), "echo: hi", "a turn of the old version still gets its call");
+    assert_eq!(
+        text_of(stale.get_ref()),
+        "echo: hi",
+        "a turn of the old version still gets its call"
+    );
     listed_for(&sidecar, Some(org_servers("org-a", 5, &[]))).await?;
-    assert_eq!(org_connections(&sidecar).await, 0, "a newer version without it closes it");
+    assert_eq!(
+        org_connections(&sidecar).await,
+        0,
+        "a newer version without it closes it"
+    );
 
     // Opened again, then left unused: closed after the idle time.
     listed_for(&sidecar, Some(org_servers("org-a", 6, &[changed]))).await?;

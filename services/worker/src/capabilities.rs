@@ -26,7 +26,10 @@ impl Capabilities for WorkerCapabilities {
     ) -> Box<dyn Toolbox> {
         // The builtin tools and the MCP tools of servers connected when the turn started:
         // the shared ones and the org's own at the turn's configuration version.
-        let registry = self.tools.for_turn(org_mcp_servers(turn, org).as_ref()).await;
+        let registry = self
+            .tools
+            .for_turn(org_mcp_servers(turn, org).as_ref())
+            .await;
         let names = registry.offered(
             &agent.tools,
             !agent.skills.is_empty(),
@@ -46,6 +49,11 @@ impl Capabilities for WorkerCapabilities {
             specs,
             skills,
             registry,
+            org_tool_prefixes: org
+                .mcp_servers
+                .iter()
+                .map(|server| format!("mcp__{}__", server.name))
+                .collect(),
             context: ToolContext {
                 store: self.store.clone(),
                 org_id: turn.org_id,
@@ -74,6 +82,8 @@ struct TurnTools {
     specs: Vec<ToolSpec>,
     skills: Vec<SkillEntry>,
     registry: ToolRegistry,
+    /// `mcp__<server>__` of each of the org's own MCP servers.
+    org_tool_prefixes: Vec<String>,
     context: ToolContext,
 }
 
@@ -101,6 +111,22 @@ impl Toolbox for TurnTools {
         self.registry
             .descriptor(name)
             .is_some_and(|descriptor| descriptor.risk == ToolRisk::High)
+    }
+
+    /// An org's own MCP tools share one label: their names are the org's to choose, so
+    /// they would grow the series without bound across orgs.
+    fn metric_label<'a>(&self, name: &'a str) -> &'a str {
+        if !self.knows(name) {
+            "unknown"
+        } else if self
+            .org_tool_prefixes
+            .iter()
+            .any(|prefix| name.starts_with(prefix.as_str()))
+        {
+            "mcp__(org)"
+        } else {
+            name
+        }
     }
 
     async fn call(&self, name: &str, arguments: &str) -> Result<String, ToolFailure> {

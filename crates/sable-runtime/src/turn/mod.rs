@@ -222,7 +222,16 @@ async fn answer(
         context.config.faults.reach("mid_stream");
     };
     let mut route: Option<RouteDecision> = None;
-    let step = agent_loop(context, begun, (&org, &agent), spend, &mut route, &mut on_delta).await;
+    let step = agent_loop(
+        context,
+        begun,
+        &org,
+        &agent,
+        spend,
+        &mut route,
+        &mut on_delta,
+    )
+    .await;
     drop(deltas);
     let _ = forwarder.await;
     let outcome = match step? {
@@ -249,7 +258,8 @@ async fn answer(
 async fn agent_loop(
     context: &TurnEnv,
     begun: &BegunTurn,
-    (org, agent): (&crate::OrgConfig, &AgentDefinition),
+    org: &crate::OrgConfig,
+    agent: &AgentDefinition,
     spend: &mut Spend,
     route: &mut Option<RouteDecision>,
     on_delta: &mut (dyn FnMut(&str) + Send),

@@ -69,6 +69,12 @@ pub trait Toolbox: Send + Sync {
     fn offers(&self, name: &str) -> bool {
         self.specs().iter().any(|spec| spec.name == name)
     }
+
+    /// The `tool` label of a call's metrics, from a bounded set: the name when the
+    /// deployment has the tool, `unknown` otherwise.
+    fn metric_label<'a>(&self, name: &'a str) -> &'a str {
+        if self.knows(name) { name } else { "unknown" }
+    }
 }
 
 /// A tool call that did not succeed.

@@ -177,14 +177,14 @@ pub(crate) async fn org_usage(pool: &SqlitePool, org_id: OrgId) -> Result<OrgUsa
     let now = Utc::now();
     let minute = minute_start(now);
     let (day, month) = day_and_month_start(now);
-    let (requests_this_minute, live_turns, tokens_today, tokens_this_month, cron_tasks, mcp_servers): (
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-    ) = sqlx::query_as(
+    let (
+        requests_this_minute,
+        live_turns,
+        tokens_today,
+        tokens_this_month,
+        cron_tasks,
+        mcp_servers,
+    ): (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
         "SELECT coalesce((SELECT requests FROM org_request_windows \
                  WHERE org_id = $1 AND window_start = $2), 0), \
              (SELECT count(*) FROM turns WHERE org_id = $1 \

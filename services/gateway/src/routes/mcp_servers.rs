@@ -167,7 +167,13 @@ async fn put_mcp_server(
 ) -> Result<(StatusCode, Json<ConfigChange>), ApiError> {
     let invalid = |message: String| ApiError::Validation(format!("mcp server '{name}': {message}"));
     check_mcp_server_name(&name).map_err(|message| invalid(format!("name: {message}")))?;
-    if state.orgs().base().mcp_servers.iter().any(|shared| shared.name == name) {
+    if state
+        .orgs()
+        .base()
+        .mcp_servers
+        .iter()
+        .any(|shared| shared.name == name)
+    {
         return Err(invalid(
             "name: the deployment has a shared MCP server of this name; choose another".into(),
         ));

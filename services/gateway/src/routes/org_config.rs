@@ -597,7 +597,10 @@ fn settings_view(
     }))
 }
 
-pub(crate) fn items(snapshot: &OrgConfigSnapshot, kind: ConfigKind) -> impl Iterator<Item = &ConfigItem> {
+pub(crate) fn items(
+    snapshot: &OrgConfigSnapshot,
+    kind: ConfigKind,
+) -> impl Iterator<Item = &ConfigItem> {
     snapshot.items.iter().filter(move |item| item.kind == kind)
 }
 

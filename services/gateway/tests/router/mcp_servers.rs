@@ -67,7 +67,9 @@ async fn an_orgs_mcp_servers_are_listed_with_the_shared_ones_never_with_header_v
         )
         .await?;
     assert_eq!(replaced.status, StatusCode::OK);
-    let listed = app.accepted(Call::get("/v1/mcp-servers").key(&admin)).await?;
+    let listed = app
+        .accepted(Call::get("/v1/mcp-servers").key(&admin))
+        .await?;
     let docs = server(&listed.body, "docs", false).expect("the org's server");
     assert_eq!(docs["source"], "org", "{}", listed.body);
     assert_eq!(docs["url"], "http://docs2.invalid/mcp");
@@ -78,8 +80,14 @@ async fn an_orgs_mcp_servers_are_listed_with_the_shared_ones_never_with_header_v
         (&time["source"], &time["transport"]),
         (&json!("deployment"), &json!("stdio"))
     );
-    assert!(time.get("url").is_none(), "a shared server's address stays private");
-    assert_eq!(server(&listed.body, "search", true).expect("shared")["enabled"], false);
+    assert!(
+        time.get("url").is_none(),
+        "a shared server's address stays private"
+    );
+    assert_eq!(
+        server(&listed.body, "search", true).expect("shared")["enabled"],
+        false
+    );
     // The header is sealed at rest.
     let stored = app.store.org_config(app.org.id).await?;
     let item = stored
@@ -89,13 +97,21 @@ async fn an_orgs_mcp_servers_are_listed_with_the_shared_ones_never_with_header_v
         .expect("the stored item");
     let sealed = item.secret_sealed.as_deref().unwrap_or_default();
     assert!(!sealed.is_empty());
-    assert!(!sealed.windows(SECRET.len()).any(|window| window == SECRET.as_bytes()));
+    assert!(
+        !sealed
+            .windows(SECRET.len())
+            .any(|window| window == SECRET.as_bytes())
+    );
     assert!(!item.spec.contains(SECRET));
     // Another org sees only the shared ones, and cannot delete this one.
     let theirs = app
         .accepted(Call::get("/v1/mcp-servers").key(&app.other_org.admin_key))
         .await?;
-    assert!(server(&theirs.body, "docs", false).is_none(), "{}", theirs.body);
+    assert!(
+        server(&theirs.body, "docs", false).is_none(),
+        "{}",
+        theirs.body
+    );
     let not_theirs = app
         .send(Call::delete("/v1/mcp-servers/docs").key(&app.other_org.admin_key))
         .await;
@@ -112,7 +128,9 @@ async fn an_orgs_mcp_servers_are_listed_with_the_shared_ones_never_with_header_v
             .json(json!({"url": "http://docs2.invalid/mcp", "headers": {}})),
     )
     .await?;
-    let cleared = app.accepted(Call::get("/v1/mcp-servers").key(&admin)).await?;
+    let cleared = app
+        .accepted(Call::get("/v1/mcp-servers").key(&admin))
+        .await?;
     assert_eq!(
         server(&cleared.body, "docs", false).expect("docs")["header_names"],
         json!([])
@@ -165,7 +183,11 @@ async fn invalid_mcp_servers_are_refused_naming_the_field_and_change_nothing(
 ) -> anyhow::Result<()> {
     let app = app_with_shared_servers(backend).await?;
     let admin = app.org.admin_key.clone();
-    let put = |name: &str, body: Value| Call::put(format!("/v1/mcp-servers/{name}")).key(&admin).json(body);
+    let put = |name: &str, body: Value| {
+        Call::put(format!("/v1/mcp-servers/{name}"))
+            .key(&admin)
+            .json(body)
+    };
     let cases: Vec<(&str, &str, Value, &str)> = vec![
         (
             "a stdio server",
@@ -274,11 +296,19 @@ async fn the_mcp_servers_quota_refuses_a_new_server_and_usage_counts_the_orgs_ow
     app.accepted(put("docs", "http://docs.invalid/mcp")).await?;
     let before = app.fingerprint().await?;
     let refused = app.send(put("wiki", "http://wiki.invalid/mcp")).await;
-    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS, "{}", refused.body);
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.body
+    );
     assert_eq!(refused.body["error"]["code"], "quota_exceeded");
     assert_eq!(refused.body["error"]["quota"], "mcp_servers");
     assert_eq!(
-        refused.headers.get("retry-after").and_then(|value| value.to_str().ok()),
+        refused
+            .headers
+            .get("retry-after")
+            .and_then(|value| value.to_str().ok()),
         Some("60")
     );
     assert_eq!(
@@ -287,7 +317,8 @@ async fn the_mcp_servers_quota_refuses_a_new_server_and_usage_counts_the_orgs_ow
         "a refused server writes nothing"
     );
     // Replacing the one it has is not a new server.
-    app.accepted(put("docs", "http://docs2.invalid/mcp")).await?;
+    app.accepted(put("docs", "http://docs2.invalid/mcp"))
+        .await?;
     let usage = app.accepted(Call::get("/v1/usage").key(&admin)).await?;
     assert_eq!(
         usage.body["mcp_servers"],
