@@ -13,7 +13,7 @@ impl std::fmt::Debug for v1::McpServerSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("McpServerSpec")
             .field("name", &self.name)
-            .field("origin", &origin(&self.url))
+            .field("origin", &url_origin(&self.url))
             .field("header_names", &self.headers.keys().collect::<Vec<_>>())
             .field("timeout_ms", &self.timeout_ms)
             .field("allow_tools", &self.allow_tools)
@@ -24,8 +24,9 @@ impl std::fmt::Debug for v1::McpServerSpec {
     }
 }
 
-/// `scheme://host[:port]` of a URL: its path and query may carry a token too.
-fn origin(url: &str) -> &str {
+/// `scheme://host[:port]` of a URL (without user info): its path and query may carry a
+/// token, so logs of an org's MCP server name only this.
+pub fn url_origin(url: &str) -> &str {
     let after_scheme = url.find("://").map_or(0, |at| at + 3);
     let end = url[after_scheme..]
         .find(['/', '?', '#'])

@@ -169,6 +169,17 @@ impl Server {
         }
     }
 
+    /// `message` with an org's server's URL cut to its origin: an org's URL may carry a
+    /// token in its path or query, and errors (reqwest's among them) quote the URL.
+    fn redacted(&self, message: String) -> String {
+        match (&self.org_id, &self.config.transport) {
+            (Some(_), TransportConfig::Http { url, .. }) => {
+                message.replace(url.as_str(), sable_proto::url_origin(url))
+            }
+            _ => message,
+        }
+    }
+
     /// Waits, at most `limit`, for the first connection attempt to end (at once when it
     /// did): a server opened for this request is listed with its tools when it answers.
     pub(crate) async fn first_attempt(&self, limit: Duration) {
@@ -305,7 +316,7 @@ impl Server {
     fn failed(&self, error: &rmcp::ServiceError) -> CallError {
         CallError::Failed {
             server: self.config.name.clone(),
-            message: error.to_string(),
+            message: self.redacted(error.to_string()),
         }
     }
 
@@ -389,6 +400,7 @@ pub(crate) async fn supervise(server: Arc<Server>, backoff: Backoff, shutdown: C
                 Err(error) => error,
             },
         };
+        let error = server.redacted(error);
         tracing::warn!(server = %server.name(), org_id = server.org_id.as_deref(), %error, "MCP server connection is down");
         server.set_state(ConnectionState::Down, Some(error));
         failures = failures.saturating_add(1);
