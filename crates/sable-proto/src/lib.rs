@@ -1,7 +1,9 @@
 //! Protobuf payloads of the Sable bus and the MCP sidecar's gRPC service (client and
 //! server stubs), generated from `proto/sable/v1`.
 //!
-//! Owns only generated types; depends on nothing of ours.
+//! Owns the generated types, and by hand only the `Debug` of `McpServerSpec` (which
+//! carries header values: it prints their names) with `url_origin`; depends on nothing of
+//! ours.
 
 /// Version 1 of the bus payloads and the sidecar service.
 #[allow(clippy::all, clippy::pedantic)]
