@@ -10,7 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // and print in one order.
     tonic_prost_build::configure()
         .skip_debug(["sable.v1.McpServerSpec"])
-        .btree_map(["sable.v1.McpServerSpec.headers"])
+        .btree_map("sable.v1.McpServerSpec.headers")
         .compile_fds(descriptors)?;
     Ok(())
 }

@@ -561,7 +561,11 @@ async fn an_orgs_own_server_is_served_to_that_org_alone_opened_on_demand_and_clo
     );
 
     // Org A's listing opens its server and offers its tools, marked as the org's.
-    let listed = listed_for(&sidecar, Some(org_servers("org-a", 1, &[docs.clone()]))).await?;
+    let listed = listed_for(
+        &sidecar,
+        Some(org_servers("org-a", 1, std::slice::from_ref(&docs))),
+    )
+    .await?;
     assert!(
         listed.contains(&("docs".into(), "echo".into(), true)),
         "{listed:?}"
@@ -612,7 +616,11 @@ async fn an_orgs_own_server_is_served_to_that_org_alone_opened_on_demand_and_clo
         name: "remote".into(),
         ..docs.clone()
     };
-    let listed = listed_for(&sidecar, Some(org_servers("org-b", 4, &[impostor.clone()]))).await?;
+    let listed = listed_for(
+        &sidecar,
+        Some(org_servers("org-b", 4, std::slice::from_ref(&impostor))),
+    )
+    .await?;
     assert!(listed.iter().all(|(_, _, org)| !org), "{listed:?}");
     let to_shared = client
         .call_tool(pb::CallToolRequest {
@@ -630,7 +638,11 @@ async fn an_orgs_own_server_is_served_to_that_org_alone_opened_on_demand_and_clo
         timeout_ms: 20_000,
         ..docs.clone()
     };
-    listed_for(&sidecar, Some(org_servers("org-a", 2, &[changed.clone()]))).await?;
+    listed_for(
+        &sidecar,
+        Some(org_servers("org-a", 2, std::slice::from_ref(&changed))),
+    )
+    .await?;
     assert_eq!(theirs.state.initializations(), 2);
     assert_eq!(
         org_connections(&sidecar).await,

@@ -43,6 +43,8 @@ fn server<'a>(list: &'a Value, name: &str, shared: bool) -> Option<&'a Value> {
         .find(|server| server["name"] == name && server["shared"] == shared)
 }
 
+// One server followed from creation to deletion; its steps read in order.
+#[allow(clippy::too_many_lines)]
 async fn an_orgs_mcp_servers_are_listed_with_the_shared_ones_never_with_header_values_and_audited(
     backend: Backend,
 ) -> anyhow::Result<()> {
