@@ -655,6 +655,8 @@ async fn an_orgs_own_mcp_server_serves_only_its_turns_and_a_change_is_seen_by_th
         "{offered:?}"
     );
     assert_eq!(first.state.calls(), 1);
+    // The sealed header was opened by the worker and sent by the sidecar.
+    assert_eq!(first.state.authorizations(), ["Bearer ours"]);
 
     // The other org's turn is not offered it, and its call of the name reaches nothing.
     let reply = ask_as(
