@@ -310,7 +310,10 @@ async fn the_third_party_mcp_server_time_is_listed_and_called_through_a_full_tur
     sidecar.wait_connected(&["time"]).await?;
     let tools = McpSidecarClient::connect(sidecar.url.clone())
         .await?
-        .list_tools(pb::ListToolsRequest { known_revision: 0 })
+        .list_tools(pb::ListToolsRequest {
+            known_revision: 0,
+            org: None,
+        })
         .await?
         .into_inner();
     let names: Vec<&str> = tools.tools.iter().map(|tool| tool.name.as_str()).collect();
@@ -537,5 +540,217 @@ async fn the_turns_trace_continues_across_the_grpc_hop_into_the_sidecars_span() 
     .await?;
     assert_eq!(call.parent_span_id, tool.span_id, "{call:#?}");
     assert_eq!(call.str("sable.mcp.outcome"), Some("ok"), "{call:#?}");
+    Ok(())
+}
+
+/// Sends `text` to `agent` of the org whose key is `key` and waits for the reply.
+async fn ask_as(stack: &TestStack, key: &str, agent: &str, text: &str) -> anyhow::Result<String> {
+    let (status, answer) = stack
+        .post_message_with_key(0, key, &json!({"text": text, "agent": agent, "wait": true}))
+        .await?;
+    anyhow::ensure!(
+        status == StatusCode::OK,
+        "{status}: {answer}\n{}",
+        stack.logs()
+    );
+    Ok(answer["reply"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// `method path` with `key`; the answer's status and body.
+async fn send_as(
+    stack: &TestStack,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> anyhow::Result<(StatusCode, Value)> {
+    let mut request = stack
+        .http
+        .request(method, stack.url(0, path))
+        .bearer_auth(key);
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    crate::support::read_json(request.send().await?).await
+}
+
+#[tokio::test]
+// One story across two orgs: the server added, used, hidden from the other org, changed
+// and removed, each step seen by the next turn.
+#[allow(clippy::too_many_lines)]
+async fn an_orgs_own_mcp_server_serves_only_its_turns_and_a_change_is_seen_by_the_next_turn()
+-> anyhow::Result<()> {
+    let first = FakeMcpServer::start_http().await?;
+    let second = FakeMcpServer::start_http().await?;
+    // No shared servers: everything here is the orgs' own.
+    let config = McpConfig::new("")?;
+    let (stack, sidecar) = stack_with_sidecar_and(
+        &config,
+        vec![(
+            "SABLE_SECRETS_KEY",
+            sable_store::SecretsKey::generate_base64(),
+        )],
+    )
+    .await?;
+    let ours = stack.key_with_role("admin").await?;
+    let platform = stack
+        .sable(&["admin", "key", "create", "--platform"])
+        .await?;
+    let (status, org) = send_as(
+        &stack,
+        &platform,
+        reqwest::Method::POST,
+        "/v1/orgs",
+        Some(json!({"name": "globex"})),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::CREATED, "{org}");
+    let (status, key) = send_as(
+        &stack,
+        &platform,
+        reqwest::Method::POST,
+        &format!("/v1/orgs/{}/keys", org["id"].as_str().unwrap_or_default()),
+        Some(json!({"name": "admin", "role": "admin"})),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::CREATED, "{key}");
+    let theirs = key["key"].as_str().unwrap_or_default().to_owned();
+    // Both orgs have an agent that allows every tool of a server named `docs`.
+    for key in [&ours, &theirs] {
+        let (status, body) = send_as(
+            &stack,
+            key,
+            reqwest::Method::PUT,
+            "/v1/agents/helper",
+            Some(json!({"prompt": "You use tools.", "tools": {"allow": ["mcp__docs__*"]}})),
+        )
+        .await?;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+    }
+    let (status, body) = send_as(
+        &stack,
+        &ours,
+        reqwest::Method::PUT,
+        "/v1/mcp-servers/docs",
+        Some(json!({"url": first.url, "headers": {"Authorization": "Bearer ours"}})),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+
+    // The very next turn of the org is offered the server's tools and calls one.
+    let reply = ask_as(
+        &stack,
+        &ours,
+        "helper",
+        r##"#tool=mcp__docs__echo #args={"text":"mine"}"##,
+    )
+    .await?;
+    assert_eq!(reply, "tool said: echo: mine");
+    let offered = offered_tools(&stack.provider);
+    assert!(
+        offered.contains(&"mcp__docs__echo".to_owned()),
+        "{offered:?}"
+    );
+    assert_eq!(first.state.calls(), 1);
+    // The sealed header was opened by the worker and sent by the sidecar.
+    assert_eq!(first.state.authorizations(), ["Bearer ours"]);
+
+    // The other org's turn is not offered it, and its call of the name reaches nothing.
+    let reply = ask_as(
+        &stack,
+        &theirs,
+        "helper",
+        r##"#tool=mcp__docs__echo #args={"text":"theirs"}"##,
+    )
+    .await?;
+    assert!(
+        reply.starts_with("tool said: error (unknown_tool)"),
+        "{reply}"
+    );
+    let offered = offered_tools(&stack.provider);
+    assert!(
+        !offered.iter().any(|name| name.starts_with("mcp__docs__")),
+        "{offered:?}"
+    );
+    assert_eq!(
+        first.state.calls(),
+        1,
+        "the other org's turn reached no server"
+    );
+    let (_, tools) = send_as(
+        &stack,
+        &theirs,
+        reqwest::Method::GET,
+        "/v1/tools?agent=helper",
+        None,
+    )
+    .await?;
+    assert_eq!(tools["tools"], json!([]), "{tools}");
+    let (_, tools) = send_as(
+        &stack,
+        &ours,
+        reqwest::Method::GET,
+        "/v1/tools?agent=helper",
+        None,
+    )
+    .await?;
+    assert!(
+        tools["tools"].as_array().is_some_and(|tools| tools
+            .iter()
+            .any(|tool| tool["name"] == "mcp__docs__echo" && tool["server"] == "docs")),
+        "{tools}"
+    );
+
+    // Moved to another address: the next turn's call goes there.
+    let (status, body) = send_as(
+        &stack,
+        &ours,
+        reqwest::Method::PUT,
+        "/v1/mcp-servers/docs",
+        Some(json!({"url": second.url})),
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let reply = ask_as(
+        &stack,
+        &ours,
+        "helper",
+        r##"#tool=mcp__docs__echo #args={"text":"moved"}"##,
+    )
+    .await?;
+    assert_eq!(reply, "tool said: echo: moved");
+    assert_eq!((first.state.calls(), second.state.calls()), (1, 1));
+
+    // Removed: the next turn is offered nothing of it, and the sidecar closes it.
+    let (status, body) = send_as(
+        &stack,
+        &ours,
+        reqwest::Method::DELETE,
+        "/v1/mcp-servers/docs",
+        None,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let reply = ask_as(
+        &stack,
+        &ours,
+        "helper",
+        r##"#tool=mcp__docs__echo #args={"text":"gone"}"##,
+    )
+    .await?;
+    assert!(
+        reply.starts_with("tool said: error (unknown_tool)"),
+        "{reply}"
+    );
+    assert_eq!(second.state.calls(), 1);
+    let status = McpSidecarClient::connect(sidecar.url.clone())
+        .await?
+        .status(pb::StatusRequest {})
+        .await?
+        .into_inner();
+    assert_eq!(status.org_connections, 0, "{status:?}");
     Ok(())
 }

@@ -228,6 +228,7 @@ async fn connection_facts(
             arguments_json: "{}".into(),
             deadline_ms: 0,
             org_id: "bench".into(),
+            ..Default::default()
         })
         .await?
         .into_inner();
@@ -355,6 +356,7 @@ impl Caller {
                     arguments_json: arguments.to_string(),
                     deadline_ms: 0,
                     org_id: "bench".into(),
+                    ..Default::default()
                 };
                 let response = client
                     .clone()

@@ -85,14 +85,15 @@ pub async fn run(mut settings: Settings) -> anyhow::Result<()> {
 }
 
 /// Runs the MCP sidecar in this process, from the same `config/mcp.toml`, on a loopback
-/// port of its own, and points the worker and gateway at it. Not started when the file
-/// names no server or `SABLE_MCP_SIDECAR_URL` points at a sidecar running elsewhere.
+/// port of its own, and points the worker and gateway at it (even when the file names no
+/// server: orgs may add their own). Not started when `SABLE_MCP_SIDECAR_URL` points at a
+/// sidecar running elsewhere.
 async fn start_sidecar(
     settings: &mut Settings,
     shutdown: &tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<()>>>> {
     let mcp = crate::load_mcp(settings)?;
-    if settings.mcp_sidecar_url.is_some() || mcp.servers.is_empty() {
+    if settings.mcp_sidecar_url.is_some() {
         return Ok(None);
     }
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0")

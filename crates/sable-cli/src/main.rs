@@ -697,7 +697,21 @@ pub(crate) fn org_config_base(
         },
         models: catalog,
         keys,
+        mcp_servers: shared_mcp_servers(settings)?,
     })
+}
+
+/// The MCP sidecar's shared servers as the other roles know them (names and transports
+/// from `config/mcp.toml`, without the sidecar's `${VAR}` secrets).
+fn shared_mcp_servers(settings: &Settings) -> anyhow::Result<Vec<sable_runtime::SharedMcpServer>> {
+    Ok(sable_mcp_sidecar::McpConfig::summaries(&settings.mcp_file)?
+        .into_iter()
+        .map(|server| sable_runtime::SharedMcpServer {
+            name: server.name,
+            transport: server.transport,
+            enabled: server.enabled,
+        })
+        .collect())
 }
 
 /// The worker's per-org configurations: it builds each org's own model client.

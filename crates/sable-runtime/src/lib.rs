@@ -12,6 +12,7 @@ mod agents;
 mod bindings;
 mod context;
 mod intake;
+mod mcp_servers;
 mod org_config;
 pub mod turn;
 
@@ -24,6 +25,10 @@ pub use context::{
     choose_profile, estimate_tokens, input_budget, skill_index,
 };
 pub use intake::{Inbound, IntakeError, IntakeRouting, TurnIntake};
+pub use mcp_servers::{
+    MAX_MCP_HEADERS, McpServerSpec, SharedMcpServer, check_mcp_headers, check_mcp_server_name,
+    mcp_headers_context, parse_mcp_server,
+};
 pub use org_config::{
     OrgConfig, OrgConfigBase, OrgConfigError, OrgConfigs, OrgSettingsSpec, SETTINGS_ITEM,
     item_label, parse_profile, parse_provider, parse_settings, provider_key_context,

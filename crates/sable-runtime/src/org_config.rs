@@ -1,7 +1,8 @@
 //! Per-org configuration: an org's own agents, model profiles, providers (with their API
-//! keys) and settings, stored as items in the database and layered over the
-//! deployment's files (the files are every org's defaults; an org's item of the same
-//! name replaces the file's for that org only).
+//! keys), MCP servers (with their headers) and settings, stored as items in the database
+//! and layered over the deployment's files (the files are every org's defaults; an org's
+//! item of the same name replaces the file's for that org only; an org's MCP servers are
+//! added to the deployment's shared ones, never in place of one).
 //!
 //! `OrgConfig::build` turns the stored items into what turns run with, validating every
 //! reference and naming the item and field at fault; the gateway runs it on a change
@@ -15,11 +16,13 @@ use std::time::{Duration, Instant};
 
 use sable_core::{AgentId, OrgId, Secret};
 use sable_llm::{CatalogSpec, ModelClient, ProfileSpec, ProviderSpec};
+use sable_proto::v1 as pb;
 use sable_store::{ConfigItem, ConfigKind, OrgConfigSnapshot, SecretsKey, Store, StoreError};
 use sable_telemetry::CapturePolicy;
 use serde::Deserialize;
 
 use crate::agents::field_error;
+use crate::mcp_servers::{SharedMcpServer, build_servers};
 use crate::turn::Models;
 use crate::{AgentCatalog, AgentSpec, BindingRule, Bindings, IntakeRouting};
 
@@ -34,6 +37,8 @@ pub struct OrgConfigBase {
     /// The providers and profiles of the files and the providers' keys.
     pub models: CatalogSpec,
     pub keys: BTreeMap<String, Secret>,
+    /// The MCP sidecar's shared servers (`config/mcp.toml`), by name and transport.
+    pub mcp_servers: Vec<SharedMcpServer>,
 }
 
 /// An org's stored configuration that does not hold together; names the item and field.
@@ -46,7 +51,7 @@ pub enum OrgConfigError {
 }
 
 impl OrgConfigError {
-    fn invalid(kind: ConfigKind, name: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(kind: ConfigKind, name: &str, message: impl Into<String>) -> Self {
         Self::Invalid {
             item: item_label(kind, name),
             message: message.into(),
@@ -59,6 +64,7 @@ pub fn item_label(kind: ConfigKind, name: &str) -> String {
     match kind {
         ConfigKind::Settings => "settings".to_owned(),
         ConfigKind::ModelProfile => format!("model profile '{name}'"),
+        ConfigKind::McpServer => format!("mcp server '{name}'"),
         other => format!("{} '{name}'", other.as_str()),
     }
 }
@@ -93,6 +99,9 @@ pub struct OrgConfig {
     pub models: Option<Arc<dyn Models>>,
     /// The org's own content capture policy (its settings' `capture`), if it set one.
     pub capture: Option<CapturePolicy>,
+    /// The org's own enabled MCP servers as the sidecar takes them (their headers only
+    /// when built by the worker); the shared ones are not here.
+    pub mcp_servers: Arc<Vec<pb::McpServerSpec>>,
 }
 
 impl std::fmt::Debug for OrgConfig {
@@ -102,6 +111,7 @@ impl std::fmt::Debug for OrgConfig {
             .field("agents", &self.agents.ids().collect::<Vec<_>>())
             .field("profiles", &self.profiles)
             .field("own_models", &self.models.is_some())
+            .field("mcp_servers", &self.mcp_servers)
             .finish()
     }
 }
@@ -132,7 +142,7 @@ pub fn parse_provider(json: &str) -> Result<ProviderSpec, String> {
 }
 
 /// An `http(s)://host…` URL, checked without a URL crate (the runtime has none).
-fn check_base_url(url: &str) -> Result<(), String> {
+pub(crate) fn check_base_url(url: &str) -> Result<(), String> {
     let rest = url
         .strip_prefix("https://")
         .or_else(|| url.strip_prefix("http://"))
@@ -170,13 +180,15 @@ impl OrgConfig {
             profiles: base.models.profiles.keys().cloned().collect(),
             models: None,
             capture: None,
+            mcp_servers: Arc::default(),
         }
     }
 
     /// Builds an org's configuration from its stored items over the deployment's files.
-    /// `secrets` opens providers' keys (needed when one has a key and models are
-    /// built); `build_models` builds the org's model client (the worker does; the
-    /// gateway, which only validates and routes, does not).
+    /// `secrets` opens providers' keys (needed when one has a key and models are built)
+    /// and MCP servers' headers (opened whenever `secrets` is given, and required when
+    /// models are built); `build_models` builds the org's model client (the worker does;
+    /// the gateway, which only validates and routes, does not).
     pub fn build(
         base: &OrgConfigBase,
         org_id: OrgId,
@@ -244,6 +256,10 @@ impl OrgConfig {
             }
             None => None,
         };
+        // The worker sends the headers; a gateway with the secrets key opens them too, so
+        // its `GET /v1/tools` asks the sidecar for the very connections turns use.
+        let open_headers = build_models || secrets.is_some();
+        let mcp_servers = build_servers(org_id, of(ConfigKind::McpServer), secrets, open_headers)?;
         let models = if own_models && build_models {
             let client =
                 ModelClient::new(&catalog, &keys).map_err(|error| OrgConfigError::Invalid {
@@ -261,6 +277,7 @@ impl OrgConfig {
             profiles: catalog.profiles.keys().cloned().collect(),
             models,
             capture,
+            mcp_servers: Arc::new(mcp_servers),
         })
     }
 }

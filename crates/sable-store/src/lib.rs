@@ -279,14 +279,15 @@ store_contract! {
     /// Every counter the org's quotas are measured against.
     fn org_usage(&self, org_id: OrgId) -> OrgUsage;
     /// `Err(StoreError::QuotaExceeded)` when the org holding `current` of what `quota`
-    /// counts may not add one more (for MCP servers and other things counted elsewhere).
+    /// counts may not add one more (for things counted outside the store).
     fn quota_room(&self, org_id: OrgId, quota: Quota, current: i64) -> ();
-    /// Every configuration item of the org (agents, model profiles, providers, settings)
-    /// and the version they are at.
+    /// Every configuration item of the org (agents, model profiles, providers, MCP
+    /// servers, settings) and the version they are at.
     fn org_config(&self, org_id: OrgId) -> OrgConfigSnapshot;
     /// The org's configuration version: it rises with every change of its items.
     fn org_config_version(&self, org_id: OrgId) -> i64;
-    /// Creates or replaces an item, raises the version and audits the change, at once.
+    /// Creates or replaces an item, raises the version and audits the change, at once; a
+    /// new MCP server meets the org's `mcp_servers` quota in the same transaction.
     fn put_config_item(&self, item: &PutConfigItem<'_>, actor: &Actor) -> ConfigWrite;
     /// Deletes an item (audited); the new version, or `None` when there was no such item.
     fn delete_config_item(&self, org_id: OrgId, kind: ConfigKind, name: &str, actor: &Actor) -> Option<i64>;

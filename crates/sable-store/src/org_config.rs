@@ -1,8 +1,9 @@
-//! Per-org configuration items (agents, model profiles, providers, the org's settings),
-//! layered by the runtime over the deployment's files. The store keeps each item's spec
-//! as the JSON the runtime validated, and a provider's API key sealed; every change
-//! raises `orgs.config_version` and is audited in the same transaction, so a cache keyed
-//! by the version sees the change on the next turn.
+//! Per-org configuration items (agents, model profiles, providers, MCP servers, the org's
+//! settings), layered by the runtime over the deployment's files. The store keeps each
+//! item's spec as the JSON the runtime validated, and a provider's API key or an MCP
+//! server's headers sealed; every change raises `orgs.config_version` and is audited in
+//! the same transaction, so a cache keyed by the version sees the change on the next
+//! turn. Adding an MCP server meets the org's `mcp_servers` quota in that transaction.
 
 use chrono::{DateTime, Utc};
 use sable_core::OrgId;
@@ -19,14 +20,17 @@ pub enum ConfigKind {
     Provider,
     /// The org's settings: one item, named `org`.
     Settings,
+    /// One of the org's own MCP servers (streamable HTTP; its headers sealed).
+    McpServer,
 }
 
 impl ConfigKind {
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::Agent,
         Self::ModelProfile,
         Self::Provider,
         Self::Settings,
+        Self::McpServer,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -35,6 +39,7 @@ impl ConfigKind {
             Self::ModelProfile => "model_profile",
             Self::Provider => "provider",
             Self::Settings => "settings",
+            Self::McpServer => "mcp_server",
         }
     }
 
@@ -56,6 +61,9 @@ impl ConfigKind {
             (Self::Provider, Deleted) => "provider.deleted",
             (Self::Settings, Created | Updated) => "org_settings.updated",
             (Self::Settings, Deleted) => "org_settings.deleted",
+            (Self::McpServer, Created) => "mcp_server.created",
+            (Self::McpServer, Updated) => "mcp_server.updated",
+            (Self::McpServer, Deleted) => "mcp_server.deleted",
         }
     }
 }
@@ -74,7 +82,8 @@ pub struct ConfigItem {
     pub name: String,
     /// JSON text of the item's spec.
     pub spec: String,
-    /// A provider's sealed API key; only the runtime's configuration loader opens it.
+    /// A provider's sealed API key or an MCP server's sealed headers; only the runtime's
+    /// configuration loader opens it.
     pub secret_sealed: Option<Vec<u8>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -109,7 +118,7 @@ pub struct ConfigWrite {
 }
 
 /// The audit event of a change: names and whether a secret changed, never the spec (an
-/// agent's prompt is content).
+/// agent's prompt is content) and never a secret.
 pub(crate) fn change_event(
     org_id: OrgId,
     kind: ConfigKind,
@@ -119,8 +128,12 @@ pub(crate) fn change_event(
     actor: &Actor,
 ) -> AuditEvent {
     let mut details = serde_json::json!({ "name": name });
-    if kind == ConfigKind::Provider && !matches!(change, Change::Deleted) {
-        details["api_key_changed"] = secret_changed.into();
+    if !matches!(change, Change::Deleted) {
+        match kind {
+            ConfigKind::Provider => details["api_key_changed"] = secret_changed.into(),
+            ConfigKind::McpServer => details["headers_changed"] = secret_changed.into(),
+            _ => {}
+        }
     }
     record::change(
         org_id,
@@ -201,7 +214,8 @@ impl PgStore {
     }
 
     /// Creates or replaces an item, raises the org's version and audits the change, in
-    /// one transaction.
+    /// one transaction. A new MCP server is refused (`StoreError::QuotaExceeded`) when the
+    /// org's `mcp_servers` quota is full.
     pub async fn put_config_item(
         &self,
         item: &PutConfigItem<'_>,
@@ -211,6 +225,9 @@ impl PgStore {
         let Some((version,)) = bump_version(&mut tx, item.org_id).await? else {
             return Err(StoreError::NotFound("org"));
         };
+        if item.kind == ConfigKind::McpServer {
+            PgStore::check_mcp_server_room(&mut tx, item.org_id, item.name).await?;
+        }
         let (inserted,): (bool,) = sqlx::query_as(
             "INSERT INTO org_config_items (org_id, kind, name, spec, secret_sealed) \
              VALUES ($1, $2, $3, $4::jsonb, $5) \

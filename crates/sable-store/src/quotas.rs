@@ -24,7 +24,7 @@ pub enum Quota {
     TokensPerMonth,
     /// The org's cron tasks, checked when one is created.
     CronTasks,
-    /// The org's own MCP servers, checked (through [`PgStore::quota_room`]) when one is added.
+    /// The org's own MCP servers (not the platform's shared ones), checked when one is added.
     McpServers,
 }
 
@@ -207,6 +207,8 @@ pub struct OrgUsage {
     pub tokens_today: i64,
     pub tokens_this_month: i64,
     pub cron_tasks: i64,
+    /// The org's own MCP servers.
+    pub mcp_servers: i64,
 }
 
 /// The start of the UTC day and month of `now`.
@@ -439,7 +441,9 @@ impl PgStore {
                      WHERE org_id = $1 AND started_at >= clock.day_start), 0)::bigint AS tokens_today, \
                  coalesce((SELECT sum(coalesce(input_tokens, 0) + coalesce(output_tokens, 0)) FROM provider_calls \
                      WHERE org_id = $1 AND started_at >= clock.month_start), 0)::bigint AS tokens_this_month, \
-                 (SELECT count(*) FROM cron_tasks WHERE org_id = $1) AS cron_tasks \
+                 (SELECT count(*) FROM cron_tasks WHERE org_id = $1) AS cron_tasks, \
+                 (SELECT count(*) FROM org_config_items \
+                     WHERE org_id = $1 AND kind = 'mcp_server') AS mcp_servers \
              FROM clock",
         )
         .bind(org_id.as_uuid())
@@ -450,7 +454,7 @@ impl PgStore {
 
     /// Whether the org may add one more of what `quota` counts, holding `current` now:
     /// `Err(StoreError::QuotaExceeded)` when that would pass its limit. The check for
-    /// count quotas whose things live outside the store's own tables (MCP servers).
+    /// count quotas whose things live outside the store's own tables.
     pub async fn quota_room(
         &self,
         org_id: OrgId,
@@ -479,6 +483,32 @@ impl PgStore {
             .fetch_one(&mut **tx)
             .await?;
         room(Quota::CronTasks, Some(limit), count)
+    }
+
+    /// Within a configuration write that already raised the org's version (and so holds
+    /// the org's row lock, which orders the org's writes): refuses a new MCP server named
+    /// `name` when the org's `mcp_servers` quota is full. Replacing one never counts.
+    pub(crate) async fn check_mcp_server_room(
+        tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+        org_id: OrgId,
+        name: &str,
+    ) -> Result<(), StoreError> {
+        let row: Option<(Option<i64>, i64, bool)> = sqlx::query_as(
+            "SELECT quota.mcp_servers, \
+                 (SELECT count(*) FROM org_config_items \
+                     WHERE org_id = $1 AND kind = 'mcp_server'), \
+                 EXISTS (SELECT 1 FROM org_config_items \
+                     WHERE org_id = $1 AND kind = 'mcp_server' AND name = $2) \
+             FROM org_quotas quota WHERE quota.org_id = $1",
+        )
+        .bind(org_id.as_uuid())
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?;
+        match row {
+            Some((Some(limit), count, false)) => room(Quota::McpServers, Some(limit), count),
+            _ => Ok(()),
+        }
     }
 }
 

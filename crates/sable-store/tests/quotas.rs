@@ -1,6 +1,7 @@
 //! The quota part of the store contract on both backends: limits and their audited
 //! changes, the shared requests-per-minute counter, the counters usage is measured by,
-//! and the count quotas the store enforces itself (`cron_tasks`, `quota_room`).
+//! and the count quotas the store enforces itself (`cron_tasks`, `mcp_servers`,
+//! `quota_room`).
 
 use chrono::Utc;
 use sable_core::{AgentId, Channel, CronTaskId, MessageText, MisfirePolicy, OrgId};
@@ -40,6 +41,7 @@ quota_tests!(
     usage_counts_live_turns_and_consumed_tokens_of_the_org_only,
     a_cron_task_past_the_quota_is_refused_and_not_written,
     quota_room_says_whether_one_more_fits,
+    a_new_mcp_server_past_the_quota_is_refused_but_a_replacement_is_not,
 );
 
 struct SqliteFile {
@@ -284,5 +286,57 @@ async fn quota_room_says_whether_one_more_fits(store: Store) -> anyhow::Result<(
         matches!(&full, Err(StoreError::QuotaExceeded(exceeded)) if exceeded.quota == Quota::McpServers),
         "{full:?}"
     );
+    Ok(())
+}
+
+async fn a_new_mcp_server_past_the_quota_is_refused_but_a_replacement_is_not(
+    store: Store,
+) -> anyhow::Result<()> {
+    use sable_store::{ConfigKind, PutConfigItem};
+    let org_id = store.create_org("acme").await?;
+    let other = store.create_org("globex").await?;
+    let put = |org_id, name: &'static str, spec: &'static str| {
+        let store = store.clone();
+        async move {
+            store
+                .put_config_item(
+                    &PutConfigItem {
+                        org_id,
+                        kind: ConfigKind::McpServer,
+                        name,
+                        spec,
+                        secret_sealed: None,
+                    },
+                    &Actor::system(),
+                )
+                .await
+        }
+    };
+    store
+        .set_org_quotas(org_id, &set(Quota::McpServers, Some(1)), &Actor::system())
+        .await?;
+    put(org_id, "docs", r#"{"url":"http://a"}"#).await?;
+    assert_eq!(store.org_usage(org_id).await?.mcp_servers, 1);
+    let version = store.org_config_version(org_id).await?;
+    let refused = put(org_id, "search", r#"{"url":"http://b"}"#).await;
+    match refused {
+        Err(StoreError::QuotaExceeded(exceeded)) => {
+            assert_eq!((exceeded.quota, exceeded.limit), (Quota::McpServers, 1));
+        }
+        other => anyhow::bail!("expected quota_exceeded, got {other:?}"),
+    }
+    assert_eq!(
+        store.org_config_version(org_id).await?,
+        version,
+        "a refused server changes nothing"
+    );
+    // Replacing the one it has is not a new server.
+    let replaced = put(org_id, "docs", r#"{"url":"http://c"}"#).await?;
+    assert!(!replaced.created);
+    assert_eq!(store.org_usage(org_id).await?.mcp_servers, 1);
+    // Another org's count is its own.
+    put(other, "search", r#"{"url":"http://b"}"#).await?;
+    assert_eq!(store.org_usage(other).await?.mcp_servers, 1);
+    assert_eq!(store.org_usage(org_id).await?.mcp_servers, 1);
     Ok(())
 }

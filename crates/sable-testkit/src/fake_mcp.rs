@@ -32,6 +32,7 @@ pub struct FakeMcpState {
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
     extra_tools: Mutex<Vec<String>>,
+    authorizations: Mutex<Vec<String>>,
 }
 
 impl FakeMcpState {
@@ -53,6 +54,20 @@ impl FakeMcpState {
     /// The most tool calls that were running at the same moment.
     pub fn peak_in_flight(&self) -> u64 {
         self.peak_in_flight.load(Ordering::SeqCst)
+    }
+
+    /// Each distinct `Authorization` header the HTTP server received, in order of first
+    /// arrival (streamable HTTP only).
+    pub fn authorizations(&self) -> Vec<String> {
+        self.authorizations.lock().expect("lock").clone()
+    }
+
+    fn record_authorization(&self, value: Option<&str>) {
+        let Some(value) = value else { return };
+        let mut seen = self.authorizations.lock().expect("lock");
+        if !seen.iter().any(|known| known == value) {
+            seen.push(value.to_owned());
+        }
     }
 
     /// The counters as the `counters` tool reports them.
@@ -327,7 +342,24 @@ impl FakeMcpServer {
             Arc::new(LocalSessionManager::default()),
             StreamableHttpServerConfig::default(),
         );
-        let app = axum::Router::new().nest_service("/mcp", service);
+        let seen = state.clone();
+        let app =
+            axum::Router::new()
+                .nest_service("/mcp", service)
+                .layer(axum::middleware::from_fn(
+                    move |request: axum::extract::Request, next: axum::middleware::Next| {
+                        let seen = seen.clone();
+                        async move {
+                            seen.record_authorization(
+                                request
+                                    .headers()
+                                    .get("authorization")
+                                    .and_then(|value| value.to_str().ok()),
+                            );
+                            next.run(request).await
+                        }
+                    },
+                ));
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });

@@ -18,7 +18,7 @@ mod skills;
 
 pub use builtin::{Automation, Memory, SessionTool, SkillScript, SkillTool, Time, builtin_tools};
 pub use http_fetch::{HttpFetch, HttpFetchConfig, HttpFetchSetupError, InvalidAllowEntry};
-pub use mcp::{InvalidSidecarUrl, McpCatalog, tool_name as mcp_tool_name};
+pub use mcp::{InvalidSidecarUrl, McpCatalog, OrgMcpServers, tool_name as mcp_tool_name};
 pub use registry::{
     Tool, ToolContext, ToolDescriptor, ToolError, ToolRegistry, ToolRisk, ToolSource,
 };

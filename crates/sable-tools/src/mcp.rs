@@ -1,10 +1,14 @@
 //! MCP tools in the registry: a gRPC client of the MCP sidecar that caches its catalog
-//! by revision and offers each tool as `mcp__<server>__<tool>`.
+//! by revision and offers each tool as `mcp__<server>__<tool>`. A turn of an org with
+//! MCP servers of its own sends them with its listing and with each call to them, as its
+//! configuration version has them; the sidecar answers with the shared servers' tools and
+//! that org's, never another org's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use sable_core::OrgId;
 use sable_proto::v1 as pb;
 use sable_proto::v1::mcp_sidecar_client::McpSidecarClient;
 use serde_json::Value;
@@ -17,6 +21,30 @@ use crate::{Tool, ToolContext, ToolDescriptor, ToolError, ToolRisk, ToolSource};
 const MAX_NAME_LEN: usize = 64;
 /// How long asking the sidecar for its catalog may take before the cached one is used.
 const LIST_TIMEOUT: Duration = Duration::from_secs(2);
+/// The same with servers of an org's own: the sidecar waits up to 5 s for one it opens
+/// for the listing to answer its handshake.
+const ORG_LIST_TIMEOUT: Duration = Duration::from_secs(8);
+/// Orgs whose catalogs are cached at most (the least recently used goes first).
+const MAX_CACHED_ORGS: usize = 1024;
+
+/// One org's own MCP servers as a turn's configuration version has them (header values
+/// included: the spec's `Debug` prints their names only).
+#[derive(Debug, Clone)]
+pub struct OrgMcpServers {
+    pub org_id: OrgId,
+    pub config_version: i64,
+    pub servers: Arc<Vec<pb::McpServerSpec>>,
+}
+
+impl OrgMcpServers {
+    fn to_proto(&self) -> pb::OrgServers {
+        pb::OrgServers {
+            org_id: self.org_id.to_string(),
+            config_version: self.config_version,
+            servers: self.servers.to_vec(),
+        }
+    }
+}
 /// The registry's bound on a call is the server's timeout plus this, so the sidecar's
 /// own deadline (which cancels the MCP request) fires first.
 const CALL_MARGIN: Duration = Duration::from_secs(2);
@@ -26,7 +54,10 @@ const CALL_MARGIN: Duration = Duration::from_secs(2);
 #[derive(Clone)]
 pub struct McpCatalog {
     client: McpSidecarClient<Channel>,
+    /// The shared servers' catalog.
     cached: Arc<RwLock<Cached>>,
+    /// Orgs with servers of their own: the shared tools and theirs, per org.
+    orgs: Arc<RwLock<HashMap<OrgId, OrgCached>>>,
 }
 
 impl std::fmt::Debug for McpCatalog {
@@ -40,6 +71,16 @@ struct Cached {
     revision: u64,
     tools: Arc<BTreeMap<String, Arc<Registered>>>,
 }
+
+/// An org's catalog, valid for one configuration version.
+struct OrgCached {
+    config_version: i64,
+    revision: u64,
+    tools: Arc<BTreeMap<String, Arc<Registered>>>,
+    used: Instant,
+}
+
+type Catalog = Arc<BTreeMap<String, Arc<Registered>>>;
 
 /// The sidecar's URL was not a URL.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +104,7 @@ impl McpCatalog {
         Ok(Self {
             client: McpSidecarClient::new(endpoint.connect_lazy()),
             cached: Arc::default(),
+            orgs: Arc::default(),
         })
     }
 
@@ -72,23 +114,28 @@ impl McpCatalog {
         self.client.clone()
     }
 
-    /// The MCP tools as of the sidecar's current revision; asks the sidecar whether its
-    /// catalog changed and keeps the cached one when it did not or cannot answer.
-    pub(crate) async fn current(&self) -> Arc<BTreeMap<String, Arc<Registered>>> {
+    /// The MCP tools as of the sidecar's current revision, for `org` (the shared servers'
+    /// and the org's own); asks the sidecar whether its catalog changed and keeps the
+    /// cached one when it did not or cannot answer.
+    pub(crate) async fn current(&self, org: Option<&OrgMcpServers>) -> Catalog {
+        match org {
+            Some(org) if !org.servers.is_empty() => self.current_for_org(org).await,
+            // An org without servers of its own still names itself, so the sidecar closes
+            // what the org's earlier versions opened.
+            _ => self.current_shared(org).await,
+        }
+    }
+
+    async fn current_shared(&self, org: Option<&OrgMcpServers>) -> Catalog {
         let known = self.cached.read().expect("lock").revision;
-        let mut request = tonic::Request::new(pb::ListToolsRequest {
+        let request = pb::ListToolsRequest {
             known_revision: known,
-        });
-        request.set_timeout(LIST_TIMEOUT);
-        let answer = tokio::time::timeout(LIST_TIMEOUT, self.client.clone().list_tools(request))
-            .await
-            .map_err(|_elapsed| tonic::Status::deadline_exceeded("no answer"))
-            .and_then(|answer| answer);
-        match answer {
+            org: org.map(OrgMcpServers::to_proto),
+        };
+        match self.list(request, LIST_TIMEOUT).await {
             Ok(answer) => {
-                let answer = answer.into_inner();
                 if !answer.unchanged {
-                    let tools = Arc::new(self.build(answer.tools));
+                    let tools = Arc::new(self.build(answer.tools, None));
                     let mut cached = self.cached.write().expect("lock");
                     cached.revision = answer.revision;
                     cached.tools = tools;
@@ -101,7 +148,79 @@ impl McpCatalog {
         self.cached.read().expect("lock").tools.clone()
     }
 
-    fn build(&self, mut tools: Vec<pb::McpTool>) -> BTreeMap<String, Arc<Registered>> {
+    /// The shared tools and the org's own, cached per org for one configuration version:
+    /// a turn of a newer version starts from revision 0, so it never sees the servers of
+    /// an older one.
+    async fn current_for_org(&self, org: &OrgMcpServers) -> Catalog {
+        let known = self
+            .orgs
+            .read()
+            .expect("lock")
+            .get(&org.org_id)
+            .filter(|cached| cached.config_version == org.config_version)
+            .map_or(0, |cached| cached.revision);
+        let request = pb::ListToolsRequest {
+            known_revision: known,
+            org: Some(org.to_proto()),
+        };
+        let fresh = match self.list(request, ORG_LIST_TIMEOUT).await {
+            Ok(answer) if !answer.unchanged => Some((
+                answer.revision,
+                Arc::new(self.build(answer.tools, Some(org))),
+            )),
+            Ok(_) => None,
+            Err(status) => {
+                tracing::warn!(code = ?status.code(), message = status.message(), "cannot list the MCP sidecar's tools for the org; using the cached catalog");
+                None
+            }
+        };
+        let mut orgs = self.orgs.write().expect("lock");
+        if let Some((revision, tools)) = fresh {
+            if orgs.len() >= MAX_CACHED_ORGS && !orgs.contains_key(&org.org_id) {
+                forget_least_recently_used(&mut orgs);
+            }
+            orgs.insert(
+                org.org_id,
+                OrgCached {
+                    config_version: org.config_version,
+                    revision,
+                    tools: tools.clone(),
+                    used: Instant::now(),
+                },
+            );
+            return tools;
+        }
+        if let Some(cached) = orgs
+            .get_mut(&org.org_id)
+            .filter(|cached| cached.config_version == org.config_version)
+        {
+            cached.used = Instant::now();
+            return cached.tools.clone();
+        }
+        drop(orgs);
+        // Nothing of this version is cached: the shared tools only, never an older
+        // version's servers.
+        self.cached.read().expect("lock").tools.clone()
+    }
+
+    async fn list(
+        &self,
+        request: pb::ListToolsRequest,
+        timeout: Duration,
+    ) -> Result<pb::ListToolsResponse, tonic::Status> {
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(timeout);
+        tokio::time::timeout(timeout, self.client.clone().list_tools(request))
+            .await
+            .map_err(|_elapsed| tonic::Status::deadline_exceeded("no answer"))?
+            .map(tonic::Response::into_inner)
+    }
+
+    fn build(
+        &self,
+        mut tools: Vec<pb::McpTool>,
+        org: Option<&OrgMcpServers>,
+    ) -> BTreeMap<String, Arc<Registered>> {
         tools.sort_by(|a, b| (&a.server, &a.name).cmp(&(&b.server, &b.name)));
         let mut registered = BTreeMap::new();
         for tool in tools {
@@ -122,12 +241,30 @@ impl McpCatalog {
                 idempotent: tool.idempotent,
                 timeout: Duration::from_millis(tool.timeout_ms) + CALL_MARGIN,
             };
+            // A tool of the org's own server carries the server's spec to every call.
+            let org_server = match (tool.org, org) {
+                (false, _) => None,
+                (true, Some(org)) => {
+                    let Some(spec) = org.servers.iter().find(|spec| spec.name == tool.server)
+                    else {
+                        tracing::warn!(server = %tool.server, tool = %tool.name, "the sidecar listed an org tool of a server the org does not have");
+                        continue;
+                    };
+                    Some(OrgServer {
+                        org_id: org.org_id,
+                        config_version: org.config_version,
+                        spec: spec.clone(),
+                    })
+                }
+                (true, None) => continue,
+            };
             let mcp_tool = McpTool {
                 descriptor,
                 server: tool.server.clone(),
                 tool: tool.name.clone(),
                 timeout_ms: tool.timeout_ms,
                 client: self.client.clone(),
+                org_server,
             };
             match Registered::new(Arc::new(mcp_tool)) {
                 Ok(entry) => {
@@ -139,6 +276,16 @@ impl McpCatalog {
             }
         }
         registered
+    }
+}
+
+fn forget_least_recently_used(orgs: &mut HashMap<OrgId, OrgCached>) {
+    if let Some(oldest) = orgs
+        .iter()
+        .min_by_key(|(_, cached)| cached.used)
+        .map(|(org_id, _)| *org_id)
+    {
+        orgs.remove(&oldest);
     }
 }
 
@@ -195,6 +342,15 @@ struct McpTool {
     tool: String,
     timeout_ms: u64,
     client: McpSidecarClient<Channel>,
+    /// Set for a tool of the org's own server.
+    org_server: Option<OrgServer>,
+}
+
+/// The org's server a tool belongs to, as the turn's configuration has it.
+struct OrgServer {
+    org_id: OrgId,
+    config_version: i64,
+    spec: pb::McpServerSpec,
 }
 
 #[async_trait::async_trait]
@@ -204,12 +360,21 @@ impl Tool for McpTool {
     }
 
     async fn call(&self, context: &ToolContext, arguments: Value) -> Result<String, ToolError> {
+        let org_id = self
+            .org_server
+            .as_ref()
+            .map_or(context.org_id, |server| server.org_id);
         let mut request = tonic::Request::new(pb::CallToolRequest {
             server: self.server.clone(),
             tool: self.tool.clone(),
             arguments_json: arguments.to_string(),
             deadline_ms: self.timeout_ms,
-            org_id: context.org_id.to_string(),
+            org_id: org_id.to_string(),
+            org_server: self.org_server.as_ref().map(|server| server.spec.clone()),
+            org_config_version: self
+                .org_server
+                .as_ref()
+                .map_or(0, |server| server.config_version),
         });
         // The sidecar's span for the call joins the turn's trace.
         if let Some(parent) = sable_telemetry::genai::trace_context_of(&tracing::Span::current())
@@ -336,9 +501,10 @@ mod tests {
             idempotent: false,
             timeout_ms: 1000,
             output_schema_json: None,
+            org: false,
         };
-        let forwards = catalog.build(vec![tool("a", "x.y"), tool("a", "x_y")]);
-        let backwards = catalog.build(vec![tool("a", "x_y"), tool("a", "x.y")]);
+        let forwards = catalog.build(vec![tool("a", "x.y"), tool("a", "x_y")], None);
+        let backwards = catalog.build(vec![tool("a", "x_y"), tool("a", "x.y")], None);
         let names: Vec<&String> = forwards.keys().collect();
         assert_eq!(names, ["mcp__a__x_y", "mcp__a__x_y_2"]);
         assert_eq!(

@@ -176,11 +176,12 @@ impl ToolRegistry {
     }
 
     /// The registry one turn uses: these tools plus the MCP tools of servers connected
-    /// now (the sidecar's catalog, cached by revision). Without a sidecar, a copy.
-    pub async fn for_turn(&self) -> ToolRegistry {
+    /// now (the sidecar's catalog, cached by revision): the shared servers' and those of
+    /// `org`'s own servers, never another org's. Without a sidecar, a copy.
+    pub async fn for_turn(&self, org: Option<&crate::OrgMcpServers>) -> ToolRegistry {
         let mut registry = self.clone();
         if let Some(catalog) = &self.mcp {
-            for (name, entry) in catalog.current().await.iter() {
+            for (name, entry) in catalog.current(org).await.iter() {
                 registry
                     .tools
                     .entry(name.clone())

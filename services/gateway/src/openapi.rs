@@ -78,6 +78,7 @@ pub(crate) fn api() -> OpenApiRouter<AppState> {
         .merge(routes::quotas::router())
         .merge(routes::agents::router())
         .merge(routes::org_config::router())
+        .merge(routes::mcp_servers::router())
         .merge(routes::tools::router())
         .merge(routes::audit::router())
         .merge(feishu::apps::router())

@@ -91,6 +91,10 @@ pub const RULES: &[Rule] = &[
     rule("PUT", "/v1/org-settings", ADMIN),
     rule("GET", "/v1/tools", VIEWER),
     rule("GET", "/v1/mcp/servers", VIEWER),
+    // The org's own MCP servers: admins only (a server's URL may carry a token).
+    rule("GET", "/v1/mcp-servers", ADMIN),
+    rule("PUT", "/v1/mcp-servers/{name}", ADMIN),
+    rule("DELETE", "/v1/mcp-servers/{name}", ADMIN),
     // Approvals: anyone reads them, operators decide.
     rule("GET", "/v1/approvals", VIEWER),
     rule("POST", "/v1/approvals/{approval_id}", OPERATOR),

@@ -1,5 +1,6 @@
 //! `config/mcp.toml`: which MCP servers the sidecar connects to, parsed strictly so a
-//! mistake stops start-up naming the server and the field.
+//! mistake stops start-up naming the server and the field; and an org's own server, as a
+//! request carries it (streamable HTTP only).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -84,6 +85,15 @@ pub enum ConfigError {
     },
 }
 
+/// A shared server as the other roles see it: its name, transport and whether it is on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSummary {
+    pub name: String,
+    /// `stdio` or `http` (as written; checked only by the sidecar).
+    pub transport: String,
+    pub enabled: bool,
+}
+
 const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 const DEFAULT_MAX_CONCURRENT_CALLS: usize = 32;
 const FIELDS: &[&str] = &[
@@ -160,6 +170,94 @@ impl McpConfig {
         }
         Ok(Self { servers: parsed })
     }
+}
+
+impl McpConfig {
+    /// The servers `path` names, without resolving `${VAR}` or checking their fields: what
+    /// a gateway needs to list them and refuse an org's server of a shared name, in a
+    /// process that has none of the sidecar's secrets. A missing file names none.
+    pub fn summaries(path: &Path) -> Result<Vec<ServerSummary>, ConfigError> {
+        let file = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Vec::new());
+            }
+            Err(error) => {
+                return Err(ConfigError::Unreadable {
+                    file,
+                    message: error.to_string(),
+                });
+            }
+        };
+        let table: toml::Table =
+            text.parse()
+                .map_err(|error: toml::de::Error| ConfigError::Syntax {
+                    file: file.clone(),
+                    message: error.message().to_owned(),
+                })?;
+        let Some(servers) = table.get("servers").and_then(toml::Value::as_table) else {
+            return Ok(Vec::new());
+        };
+        Ok(servers
+            .iter()
+            .map(|(name, value)| ServerSummary {
+                name: name.clone(),
+                transport: value
+                    .get("transport")
+                    .and_then(toml::Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+                enabled: value
+                    .get("enabled")
+                    .and_then(toml::Value::as_bool)
+                    .unwrap_or(true),
+            })
+            .collect())
+    }
+}
+
+/// An org's own server from the spec a request carries: streamable HTTP at `url` (the
+/// spec has no command, so an org can never start a process here), checked as the file's
+/// `http` servers are. The message names the field.
+pub(crate) fn org_server(spec: &sable_proto::v1::McpServerSpec) -> Result<ServerConfig, String> {
+    if !valid_server_name(&spec.name) {
+        return Err("name: 1 to 32 letters, digits, '-' or '_', without '__'".into());
+    }
+    let parsed = url::Url::parse(&spec.url).map_err(|error| format!("url: {error}"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err("url: must be an http:// or https:// URL".into());
+    }
+    for (name, value) in &spec.headers {
+        let valid_name = http::HeaderName::from_bytes(name.as_bytes()).is_ok();
+        if !valid_name || http::HeaderValue::from_str(value).is_err() {
+            return Err(format!(
+                "headers.{name}: is not a valid HTTP header name and value"
+            ));
+        }
+    }
+    let timeout_ms = if spec.timeout_ms == 0 {
+        DEFAULT_TIMEOUT_MS
+    } else {
+        spec.timeout_ms
+    };
+    let max_concurrent_calls = match spec.max_concurrent_calls {
+        0 => DEFAULT_MAX_CONCURRENT_CALLS,
+        calls => usize::try_from(calls).unwrap_or(DEFAULT_MAX_CONCURRENT_CALLS),
+    };
+    Ok(ServerConfig {
+        name: spec.name.clone(),
+        transport: TransportConfig::Http {
+            url: spec.url.clone(),
+            headers: spec.headers.clone(),
+        },
+        timeout: Duration::from_millis(timeout_ms),
+        enabled: true,
+        allow_tools: spec.allow_tools.clone(),
+        deny_tools: spec.deny_tools.clone(),
+        idempotent_tools: spec.idempotent_tools.clone(),
+        max_concurrent_calls,
+    })
 }
 
 struct ServerParser<'a> {
@@ -452,6 +550,82 @@ headers = { Authorization = "Bearer ${DOCS_TOKEN}" }
                 "{error} should contain {expected}"
             );
         }
+    }
+
+    #[test]
+    fn an_orgs_server_is_http_with_valid_headers_and_defaults() {
+        let spec = sable_proto::v1::McpServerSpec {
+            name: "docs".into(),
+            url: "https://docs.example/mcp".into(),
+            headers: [("X-Token".to_owned(), "t".to_owned())].into(),
+            ..Default::default()
+        };
+        let server = org_server(&spec).unwrap();
+        assert_eq!(server.transport.kind(), "http");
+        assert_eq!(server.timeout, Duration::from_millis(DEFAULT_TIMEOUT_MS));
+        assert_eq!(server.max_concurrent_calls, DEFAULT_MAX_CONCURRENT_CALLS);
+        let cases = [
+            (
+                sable_proto::v1::McpServerSpec {
+                    url: "file:///etc/passwd".into(),
+                    ..spec.clone()
+                },
+                "url:",
+            ),
+            (
+                sable_proto::v1::McpServerSpec {
+                    name: "a__b".into(),
+                    ..spec.clone()
+                },
+                "name:",
+            ),
+            (
+                sable_proto::v1::McpServerSpec {
+                    headers: [("X-Token".to_owned(), "line\nbreak".to_owned())].into(),
+                    ..spec.clone()
+                },
+                "headers.X-Token:",
+            ),
+        ];
+        for (spec, expected) in cases {
+            let error = org_server(&spec).unwrap_err();
+            assert!(error.starts_with(expected), "{error}");
+        }
+    }
+
+    #[test]
+    fn summaries_need_no_environment() {
+        let dir = std::env::temp_dir().join(format!("sable-mcp-summary-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("mcp.toml");
+        std::fs::write(
+            &path,
+            "[servers.docs]\ntransport = \"http\"\nurl = \"${UNSET_IN_THIS_PROCESS}\"\n\
+             [servers.time]\ntransport = \"stdio\"\ncommand = \"x\"\nenabled = false\n",
+        )
+        .unwrap();
+        let summaries = McpConfig::summaries(&path).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            summaries,
+            [
+                ServerSummary {
+                    name: "docs".into(),
+                    transport: "http".into(),
+                    enabled: true
+                },
+                ServerSummary {
+                    name: "time".into(),
+                    transport: "stdio".into(),
+                    enabled: false
+                },
+            ]
+        );
+        assert!(
+            McpConfig::summaries(&dir.join("missing.toml"))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! One long-lived connection per MCP server: opened at start, reconnected with backoff
-//! and jitter when it drops, its tool list refreshed on `notifications/tools/list_changed`,
-//! and every call bounded by a deadline (passing it sends the server a cancellation).
+//! One long-lived connection per MCP server: opened at start (a shared server) or on the
+//! first request that needs it (an org's), reconnected with backoff and jitter when it
+//! drops, its tool list refreshed on `notifications/tools/list_changed`, and every call
+//! bounded by a deadline (passing it sends the server a cancellation).
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,7 +19,7 @@ use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
 use tokio::io::AsyncBufReadExt;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{ServerConfig, TransportConfig};
@@ -84,12 +85,21 @@ pub(crate) struct ServerView {
 /// One configured server and its connection.
 pub(crate) struct Server {
     pub config: ServerConfig,
+    /// The org whose own server this is; `None`: a shared server of `config/mcp.toml`.
+    pub org_id: Option<String>,
     live: RwLock<Live>,
     stats: Mutex<CallStats>,
     slots: Semaphore,
     refresh: Arc<Notify>,
     revision: Arc<AtomicU64>,
+    /// True once the first connection attempt ended, either way.
+    settled: watch::Sender<bool>,
 }
+
+/// The `server` label of an org's server in metrics: one value for all of them, so the
+/// number of series does not grow with orgs (and no org's server name is exported). Not
+/// a valid server name, so it never meets a shared server's.
+const ORG_SERVER_LABEL: &str = "(org)";
 
 /// Tells the supervisor when the server's tool list changed.
 #[derive(Clone)]
@@ -112,6 +122,15 @@ impl ClientHandler for Handler {
 
 impl Server {
     pub(crate) fn new(config: ServerConfig, revision: Arc<AtomicU64>) -> Self {
+        Self::of(config, None, revision)
+    }
+
+    /// One of `org_id`'s own servers.
+    pub(crate) fn for_org(config: ServerConfig, org_id: &str, revision: Arc<AtomicU64>) -> Self {
+        Self::of(config, Some(org_id.to_owned()), revision)
+    }
+
+    fn of(config: ServerConfig, org_id: Option<String>, revision: Arc<AtomicU64>) -> Self {
         let state = if config.enabled {
             ConnectionState::Connecting
         } else {
@@ -120,6 +139,8 @@ impl Server {
         let slots = Semaphore::new(config.max_concurrent_calls);
         Self {
             config,
+            org_id,
+            settled: watch::Sender::new(false),
             live: RwLock::new(Live {
                 state,
                 peer: None,
@@ -137,6 +158,39 @@ impl Server {
 
     pub(crate) fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// The `server` label of this server's metrics.
+    fn label(&self) -> String {
+        if self.org_id.is_some() {
+            ORG_SERVER_LABEL.to_owned()
+        } else {
+            self.config.name.clone()
+        }
+    }
+
+    /// `message` with an org's server's URL cut to its origin: an org's URL may carry a
+    /// token in its path or query, and errors (reqwest's among them) quote the URL.
+    fn redacted(&self, message: String) -> String {
+        match (&self.org_id, &self.config.transport) {
+            (Some(_), TransportConfig::Http { url, .. }) => {
+                message.replace(url.as_str(), sable_proto::url_origin(url))
+            }
+            _ => message,
+        }
+    }
+
+    /// Waits, at most `limit`, for the first connection attempt to end (at once when it
+    /// did): a server opened for this request is listed with its tools when it answers.
+    pub(crate) async fn first_attempt(&self, limit: Duration) {
+        let mut settled = self.settled.subscribe();
+        let _ = tokio::time::timeout(limit, settled.wait_for(|settled| *settled)).await;
+    }
+
+    /// Closes the connection for good (an org's server that is idle or was removed):
+    /// calls still holding the server fail as not connected.
+    pub(crate) fn close(&self, why: &str) {
+        self.set_state(ConnectionState::Disabled, Some(why.to_owned()));
     }
 
     pub(crate) fn view(&self) -> ServerView {
@@ -182,14 +236,19 @@ impl Server {
             live.last_error = error;
         }
         drop(live);
+        if state != ConnectionState::Connecting {
+            self.settled.send_replace(true);
+        }
         self.revision.fetch_add(1, Ordering::SeqCst);
-        metrics::gauge!("sable_mcp_server_up", "server" => self.config.name.clone()).set(
-            if state == ConnectionState::Connected {
-                1.0
-            } else {
-                0.0
-            },
-        );
+        if self.org_id.is_none() {
+            metrics::gauge!("sable_mcp_server_up", "server" => self.config.name.clone()).set(
+                if state == ConnectionState::Connected {
+                    1.0
+                } else {
+                    0.0
+                },
+            );
+        }
     }
 
     /// Runs `tools/call` within `deadline` (the server's timeout when shorter). Dropping
@@ -215,9 +274,9 @@ impl Server {
             Err(CallError::UnknownTool { .. }) => "unknown_tool",
             Err(CallError::Failed { .. }) => "failed",
         };
-        metrics::counter!("sable_mcp_calls_total", "server" => self.config.name.clone(), "outcome" => outcome)
+        metrics::counter!("sable_mcp_calls_total", "server" => self.label(), "outcome" => outcome)
             .increment(1);
-        metrics::histogram!("sable_mcp_call_duration_seconds", "server" => self.config.name.clone())
+        metrics::histogram!("sable_mcp_call_duration_seconds", "server" => self.label())
             .record(started.elapsed().as_secs_f64());
         result
     }
@@ -257,7 +316,7 @@ impl Server {
     fn failed(&self, error: &rmcp::ServiceError) -> CallError {
         CallError::Failed {
             server: self.config.name.clone(),
-            message: error.to_string(),
+            message: self.redacted(error.to_string()),
         }
     }
 
@@ -341,7 +400,8 @@ pub(crate) async fn supervise(server: Arc<Server>, backoff: Backoff, shutdown: C
                 Err(error) => error,
             },
         };
-        tracing::warn!(server = %server.name(), %error, "MCP server connection is down");
+        let error = server.redacted(error);
+        tracing::warn!(server = %server.name(), org_id = server.org_id.as_deref(), %error, "MCP server connection is down");
         server.set_state(ConnectionState::Down, Some(error));
         failures = failures.saturating_add(1);
         tokio::select! {
@@ -452,7 +512,7 @@ async fn connect(server: &Server) -> Result<RunningService<RoleClient, Handler>,
     let (running, pid, tools) = tokio::time::timeout(server.config.timeout, open)
         .await
         .map_err(|_elapsed| format!("no answer within {:?}", server.config.timeout))??;
-    tracing::info!(server = %server.name(), transport = server.config.transport.kind(), tools = tools.len(), ?pid, "MCP server connected");
+    tracing::info!(server = %server.name(), org_id = server.org_id.as_deref(), transport = server.config.transport.kind(), tools = tools.len(), ?pid, "MCP server connected");
     {
         let mut live = server.live.write().expect("lock");
         live.peer = Some(running.peer().clone());

@@ -1,10 +1,11 @@
 //! The gRPC service workers call: `sable.v1.McpSidecar`, mapping MCP results and errors
-//! onto the proto contract.
+//! onto the proto contract. A request for an org is served the shared servers and the
+//! org's own servers it carries (`orgs.rs`), never another org's.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rmcp::model::JsonObject;
 use sable_proto::v1 as pb;
@@ -14,11 +15,19 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 
 use crate::connection::{CallError, Server};
+use crate::orgs::OrgConnections;
+
+/// How long a listing waits for an org's servers opened for it to answer their first
+/// handshake, so the first turn after a change is offered their tools.
+const FIRST_ATTEMPT_WAIT: Duration = Duration::from_secs(5);
 
 /// Every server, shared by the supervisors and the gRPC handlers.
 pub(crate) struct Servers {
+    /// The shared servers of `config/mcp.toml`.
     pub by_name: BTreeMap<String, Arc<Server>>,
     pub revision: Arc<AtomicU64>,
+    /// Orgs' own servers, by org.
+    pub orgs: Arc<OrgConnections>,
 }
 
 impl Servers {
@@ -26,6 +35,51 @@ impl Servers {
         self.by_name
             .get(name)
             .ok_or_else(|| Status::not_found(format!("no MCP server named '{name}'")))
+    }
+
+    /// The server a call goes to: the org's own when the call carries its spec (and no
+    /// shared server has that name), else the shared one of that name.
+    fn for_call(&self, call: &pb::CallToolRequest) -> Result<(Arc<Server>, bool), Status> {
+        match &call.org_server {
+            Some(spec)
+                if spec.name == call.server
+                    && !call.org_id.is_empty()
+                    && !self.by_name.contains_key(&spec.name) =>
+            {
+                let server = self
+                    .orgs
+                    .server_for_call(&call.org_id, spec)
+                    .map_err(|error| Status::invalid_argument(error.to_string()))?;
+                Ok((server, true))
+            }
+            _ => Ok((self.get(&call.server)?.clone(), false)),
+        }
+    }
+}
+
+/// Waits for the first handshake of each server, all within one bound.
+async fn first_attempts(servers: &[Arc<Server>], limit: Duration) {
+    let until = Instant::now() + limit;
+    for server in servers {
+        let left = until.saturating_duration_since(Instant::now());
+        server.first_attempt(left.min(server.config.timeout)).await;
+    }
+}
+
+/// The proto view of one tool of `server`.
+fn tool_of(server: &Server, tool: &rmcp::model::Tool, org: bool) -> pb::McpTool {
+    pb::McpTool {
+        server: server.name().to_owned(),
+        name: tool.name.to_string(),
+        description: tool.description.as_deref().unwrap_or_default().to_owned(),
+        input_schema_json: Value::Object((*tool.input_schema).clone()).to_string(),
+        idempotent: server.config.is_idempotent(&tool.name),
+        timeout_ms: u64::try_from(server.config.timeout.as_millis()).unwrap_or(u64::MAX),
+        output_schema_json: tool
+            .output_schema
+            .as_ref()
+            .map(|schema| Value::Object((**schema).clone()).to_string()),
+        org,
     }
 }
 
@@ -128,7 +182,21 @@ impl McpSidecar for SidecarService {
         &self,
         request: Request<pb::ListToolsRequest>,
     ) -> Result<Response<pb::ListToolsResponse>, Status> {
-        // Read the revision first: a change racing this listing makes the caller ask again.
+        // The org's servers first: opening one moves the revision.
+        let org_servers = match &request.get_ref().org {
+            Some(org) => {
+                let shared = &self.servers.by_name;
+                let servers = self
+                    .servers
+                    .orgs
+                    .servers_for(org, |name| shared.contains_key(name));
+                first_attempts(&servers, FIRST_ATTEMPT_WAIT).await;
+                servers
+            }
+            None => Vec::new(),
+        };
+        // Read the revision before the tools: a change racing this listing makes the
+        // caller ask again.
         let revision = self.servers.revision.load(Ordering::SeqCst);
         if request.get_ref().known_revision == revision {
             return Ok(Response::new(pb::ListToolsResponse {
@@ -140,19 +208,12 @@ impl McpSidecar for SidecarService {
         let mut tools = Vec::new();
         for server in self.servers.by_name.values() {
             for tool in server.tools().iter() {
-                tools.push(pb::McpTool {
-                    server: server.name().to_owned(),
-                    name: tool.name.to_string(),
-                    description: tool.description.as_deref().unwrap_or_default().to_owned(),
-                    input_schema_json: Value::Object((*tool.input_schema).clone()).to_string(),
-                    idempotent: server.config.is_idempotent(&tool.name),
-                    timeout_ms: u64::try_from(server.config.timeout.as_millis())
-                        .unwrap_or(u64::MAX),
-                    output_schema_json: tool
-                        .output_schema
-                        .as_ref()
-                        .map(|schema| Value::Object((**schema).clone()).to_string()),
-                });
+                tools.push(tool_of(server, tool, false));
+            }
+        }
+        for server in &org_servers {
+            for tool in server.tools().iter() {
+                tools.push(tool_of(server, tool, true));
             }
         }
         Ok(Response::new(pb::ListToolsResponse {
@@ -168,9 +229,14 @@ impl McpSidecar for SidecarService {
     ) -> Result<Response<pb::CallToolResponse>, Status> {
         let span = call_span(&request, &request.get_ref().server, &request.get_ref().tool);
         let call = request.into_inner();
-        let server = self.servers.get(&call.server)?.clone();
+        let (server, is_org_server) = self.servers.for_call(&call)?;
         let arguments = json_object(&call.arguments_json)?;
         let deadline = (call.deadline_ms > 0).then(|| Duration::from_millis(call.deadline_ms));
+        if is_org_server {
+            // A call may reach a replica that has not opened the org's server yet.
+            let limit = deadline.unwrap_or(server.config.timeout);
+            server.first_attempt(limit).await;
+        }
         let outcome = server
             .call_tool(&call.tool, arguments, deadline)
             .instrument(span.clone())
@@ -333,6 +399,7 @@ impl McpSidecar for SidecarService {
         Ok(Response::new(pb::StatusResponse {
             servers,
             revision: self.servers.revision.load(Ordering::SeqCst),
+            org_connections: u32::try_from(self.servers.orgs.count()).unwrap_or(u32::MAX),
         }))
     }
 }

@@ -2,11 +2,14 @@
 //! processes and streamable HTTP sessions) and serves them to workers over gRPC
 //! (`proto/sable/v1/mcp.proto`).
 //!
-//! Connections are opened at start and kept: one per server, never one per call. A
-//! dropped connection is reconnected with backoff and jitter; a server's
-//! `notifications/tools/list_changed` refreshes its tools and bumps the catalog revision
-//! workers cache by; every call has a deadline, and passing it sends the MCP server a
-//! cancellation. `config/mcp.toml` is parsed strictly ([`McpConfig`]).
+//! Connections to the shared servers of `config/mcp.toml` are opened at start and kept:
+//! one per server, never one per call. An org's own servers (streamable HTTP only) come
+//! with the requests made for that org; their connections are kept apart per org, opened
+//! on demand and closed when idle or superseded (`orgs.rs`). A dropped connection is
+//! reconnected with backoff and jitter; a server's `notifications/tools/list_changed`
+//! refreshes its tools and bumps the catalog revision workers cache by; every call has a
+//! deadline, and passing it sends the MCP server a cancellation. `config/mcp.toml` is
+//! parsed strictly ([`McpConfig`]).
 //!
 //! Depends on `sable-proto` (the gRPC contract), `sable-telemetry` (spans, metrics) and
 //! rmcp; never on the store, the bus or another service. The worker-side client lives in
@@ -15,6 +18,7 @@
 mod config;
 mod connection;
 mod grpc;
+mod orgs;
 mod stats;
 
 use std::collections::BTreeMap;
@@ -27,17 +31,20 @@ use sable_proto::v1::mcp_sidecar_server::McpSidecarServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ConfigError, McpConfig, ServerConfig, TransportConfig};
+pub use config::{ConfigError, McpConfig, ServerConfig, ServerSummary, TransportConfig};
 pub use connection::{Backoff, ConnectionState};
 
 use crate::connection::Server;
 use crate::grpc::{Servers, SidecarService};
+use crate::orgs::OrgConnections;
 
 /// What the sidecar serves and how it reconnects.
 #[derive(Debug, Clone)]
 pub struct SidecarConfig {
     pub mcp: McpConfig,
     pub reconnect: Backoff,
+    /// An org's server connection that no request used for this long is closed.
+    pub org_idle_timeout: Duration,
 }
 
 impl SidecarConfig {
@@ -48,6 +55,7 @@ impl SidecarConfig {
                 initial: Duration::from_millis(500),
                 max: Duration::from_secs(30),
             },
+            org_idle_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -87,7 +95,18 @@ pub async fn run(
             )
         })
         .collect();
-    let servers = Arc::new(Servers { by_name, revision });
+    let orgs = Arc::new(OrgConnections::new(
+        revision.clone(),
+        config.reconnect,
+        config.org_idle_timeout,
+        shutdown.clone(),
+    ));
+    let idle_closer = tokio::spawn(orgs.clone().close_idle_until_shutdown());
+    let servers = Arc::new(Servers {
+        by_name,
+        revision,
+        orgs,
+    });
     let supervisors: Vec<_> = servers
         .by_name
         .values()
@@ -120,6 +139,7 @@ pub async fn run(
     for supervisor in supervisors {
         let _ = supervisor.await;
     }
+    let _ = idle_closer.await;
     if let Some(http) = http {
         let _ = http.await;
     }

@@ -19,12 +19,20 @@ struct Sidecar {
 
 impl Sidecar {
     async fn start(config_text: &str) -> anyhow::Result<Self> {
+        Self::start_with(config_text, |_| {}).await
+    }
+
+    async fn start_with(
+        config_text: &str,
+        configure: impl FnOnce(&mut SidecarConfig),
+    ) -> anyhow::Result<Self> {
         // The binary installs one at start; the HTTP transport's reqwest client needs it.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let lookup = |_: &str| None;
         let mcp = McpConfig::parse(config_text, "mcp.toml", &lookup)?;
         let mut config = SidecarConfig::new(mcp);
         config.reconnect.initial = Duration::from_millis(300);
+        configure(&mut config);
         let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = grpc.local_addr()?;
         let shutdown = CancellationToken::new();
@@ -87,6 +95,7 @@ impl Sidecar {
                 arguments_json: arguments.to_string(),
                 deadline_ms,
                 org_id: "org".into(),
+                ..Default::default()
             })
             .await
             .map(tonic::Response::into_inner)
@@ -202,7 +211,10 @@ async fn tools_results_errors_resources_and_prompts_map_through_grpc_on_both_tra
     let tools = sidecar
         .client
         .clone()
-        .list_tools(pb::ListToolsRequest { known_revision: 0 })
+        .list_tools(pb::ListToolsRequest {
+            known_revision: 0,
+            org: None,
+        })
         .await?
         .into_inner();
     let local_echo = tools
@@ -218,6 +230,7 @@ async fn tools_results_errors_resources_and_prompts_map_through_grpc_on_both_tra
         .clone()
         .list_tools(pb::ListToolsRequest {
             known_revision: tools.revision,
+            org: None,
         })
         .await?
         .into_inner();
@@ -238,7 +251,10 @@ async fn list_changed_refreshes_the_catalog_and_bumps_its_revision() -> anyhow::
         let before = sidecar
             .client
             .clone()
-            .list_tools(pb::ListToolsRequest { known_revision: 0 })
+            .list_tools(pb::ListToolsRequest {
+                known_revision: 0,
+                org: None,
+            })
             .await?
             .into_inner();
         let added = format!("late_{server}");
@@ -252,6 +268,7 @@ async fn list_changed_refreshes_the_catalog_and_bumps_its_revision() -> anyhow::
                 let tools = client
                     .list_tools(pb::ListToolsRequest {
                         known_revision: before.revision,
+                        org: None,
                     })
                     .await
                     .ok()?
@@ -377,6 +394,7 @@ async fn echo_from_workers(
                                 arguments_json: arguments.to_string(),
                                 deadline_ms: 0,
                                 org_id: format!("org-{worker}"),
+                                ..Default::default()
                             })
                             .await
                             .map(tonic::Response::into_inner);
@@ -470,5 +488,188 @@ async fn two_hundred_concurrent_calls_from_three_workers_get_their_own_results_o
             .await?,
     );
     assert_eq!(pid, pid_after, "one long-lived child served every call");
+    sidecar.stop().await
+}
+
+/// `org_id`'s servers at `config_version`.
+fn org_servers(org_id: &str, config_version: i64, servers: &[pb::McpServerSpec]) -> pb::OrgServers {
+    pb::OrgServers {
+        org_id: org_id.into(),
+        config_version,
+        servers: servers.to_vec(),
+    }
+}
+
+/// `(server, tool, org)` of every tool a listing for `org` offers.
+async fn listed_for(
+    sidecar: &Sidecar,
+    org: Option<pb::OrgServers>,
+) -> anyhow::Result<Vec<(String, String, bool)>> {
+    let tools = sidecar
+        .client
+        .clone()
+        .list_tools(pb::ListToolsRequest {
+            known_revision: 0,
+            org,
+        })
+        .await?
+        .into_inner();
+    Ok(tools
+        .tools
+        .into_iter()
+        .map(|tool| (tool.server, tool.name, tool.org))
+        .collect())
+}
+
+async fn org_connections(sidecar: &Sidecar) -> u32 {
+    sidecar
+        .client
+        .clone()
+        .status(pb::StatusRequest {})
+        .await
+        .map(|status| status.into_inner().org_connections)
+        .unwrap_or(u32::MAX)
+}
+
+#[tokio::test]
+// One org's servers followed through opening, isolation, a change, removal and idleness.
+#[allow(clippy::too_many_lines)]
+async fn an_orgs_own_server_is_served_to_that_org_alone_opened_on_demand_and_closed_when_changed_or_idle()
+-> anyhow::Result<()> {
+    let shared = FakeMcpServer::start_http().await?;
+    let theirs = FakeMcpServer::start_http().await?;
+    let sidecar = Sidecar::start_with(
+        &format!(
+            "[servers.remote]\ntransport = \"http\"\nurl = \"{}\"\n",
+            shared.url
+        ),
+        |config| config.org_idle_timeout = Duration::from_secs(2),
+    )
+    .await?;
+    sidecar.wait_connected("remote").await?;
+    let docs = pb::McpServerSpec {
+        name: "docs".into(),
+        url: theirs.url.clone(),
+        headers: [("Authorization".to_owned(), "Bearer a".to_owned())].into(),
+        idempotent_tools: vec!["echo".into()],
+        ..Default::default()
+    };
+    assert_eq!(
+        org_connections(&sidecar).await,
+        0,
+        "nothing is opened before it is asked for"
+    );
+
+    // Org A's listing opens its server and offers its tools, marked as the org's.
+    let listed = listed_for(
+        &sidecar,
+        Some(org_servers("org-a", 1, std::slice::from_ref(&docs))),
+    )
+    .await?;
+    assert!(
+        listed.contains(&("docs".into(), "echo".into(), true)),
+        "{listed:?}"
+    );
+    assert!(
+        listed.contains(&("remote".into(), "echo".into(), false)),
+        "{listed:?}"
+    );
+    assert_eq!(theirs.state.initializations(), 1);
+    assert_eq!(org_connections(&sidecar).await, 1);
+
+    // Org B, and a listing for no org, never see it; B's call to that name finds nothing.
+    for org in [Some(org_servers("org-b", 3, &[])), None] {
+        let listed = listed_for(&sidecar, org).await?;
+        assert!(
+            listed
+                .iter()
+                .all(|(server, _, org)| server == "remote" && !org),
+            "{listed:?}"
+        );
+    }
+    let mut client = sidecar.client.clone();
+    let call = |org_id: &str, org_server: Option<pb::McpServerSpec>| pb::CallToolRequest {
+        server: "docs".into(),
+        tool: "echo".into(),
+        arguments_json: r#"{"text":"hi"}"#.into(),
+        org_id: org_id.into(),
+        org_server,
+        org_config_version: 1,
+        ..Default::default()
+    };
+    let unknown = client.call_tool(call("org-b", None)).await.unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound, "{unknown:?}");
+    let answered = client
+        .call_tool(call("org-a", Some(docs.clone())))
+        .await?
+        .into_inner();
+    assert_eq!(text_of(&answered), "echo: hi");
+    assert_eq!(theirs.state.calls(), 1);
+    assert_eq!(
+        theirs.state.initializations(),
+        1,
+        "the call used the listed connection"
+    );
+
+    // A spec named like a shared server is ignored: the shared one answers.
+    let impostor = pb::McpServerSpec {
+        name: "remote".into(),
+        ..docs.clone()
+    };
+    let listed = listed_for(
+        &sidecar,
+        Some(org_servers("org-b", 4, std::slice::from_ref(&impostor))),
+    )
+    .await?;
+    assert!(listed.iter().all(|(_, _, org)| !org), "{listed:?}");
+    let to_shared = client
+        .call_tool(pb::CallToolRequest {
+            server: "remote".into(),
+            ..call("org-b", Some(impostor))
+        })
+        .await?
+        .into_inner();
+    assert_eq!(text_of(&to_shared), "echo: hi");
+    assert_eq!(shared.state.calls(), 1);
+    assert_eq!(theirs.state.initializations(), 1);
+
+    // A changed spec at a newer version replaces the connection; removing it closes it.
+    let changed = pb::McpServerSpec {
+        timeout_ms: 20_000,
+        ..docs.clone()
+    };
+    listed_for(
+        &sidecar,
+        Some(org_servers("org-a", 2, std::slice::from_ref(&changed))),
+    )
+    .await?;
+    assert_eq!(theirs.state.initializations(), 2);
+    assert_eq!(
+        org_connections(&sidecar).await,
+        1,
+        "the old connection was closed"
+    );
+    let stale = client.call_tool(call("org-a", Some(docs.clone()))).await?;
+    assert_eq!(
+        text_of(stale.get_ref()),
+        "echo: hi",
+        "a turn of the old version still gets its call"
+    );
+    listed_for(&sidecar, Some(org_servers("org-a", 5, &[]))).await?;
+    assert_eq!(
+        org_connections(&sidecar).await,
+        0,
+        "a newer version without it closes it"
+    );
+
+    // Opened again, then left unused: closed after the idle time.
+    listed_for(&sidecar, Some(org_servers("org-a", 6, &[changed]))).await?;
+    assert_eq!(org_connections(&sidecar).await, 1);
+    eventually(
+        "the idle org connection to close",
+        Duration::from_secs(20),
+        || async { org_connections(&sidecar).await == 0 },
+    )
+    .await?;
     sidecar.stop().await
 }

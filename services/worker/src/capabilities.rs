@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use sable_llm::ToolSpec;
 use sable_runtime::turn::{Capabilities, ToolFailure, Toolbox};
-use sable_runtime::{AgentDefinition, SkillEntry};
+use sable_runtime::{AgentDefinition, OrgConfig, SkillEntry};
 use sable_store::{RunnableTurn, Store};
-use sable_tools::{SkillCatalog, ToolContext, ToolRegistry, ToolRisk};
+use sable_tools::{OrgMcpServers, SkillCatalog, ToolContext, ToolRegistry, ToolRisk};
 
 /// Builds each turn's toolbox from the registry as of the turn's start.
 pub(crate) struct WorkerCapabilities {
@@ -18,9 +18,18 @@ pub(crate) struct WorkerCapabilities {
 
 #[async_trait::async_trait]
 impl Capabilities for WorkerCapabilities {
-    async fn for_turn(&self, turn: &RunnableTurn, agent: &AgentDefinition) -> Box<dyn Toolbox> {
-        // The builtin tools and the MCP tools of servers connected when the turn started.
-        let registry = self.tools.for_turn().await;
+    async fn for_turn(
+        &self,
+        turn: &RunnableTurn,
+        agent: &AgentDefinition,
+        org: &OrgConfig,
+    ) -> Box<dyn Toolbox> {
+        // The builtin tools and the MCP tools of servers connected when the turn started:
+        // the shared ones and the org's own at the turn's configuration version.
+        let registry = self
+            .tools
+            .for_turn(org_mcp_servers(turn, org).as_ref())
+            .await;
         let names = registry.offered(
             &agent.tools,
             !agent.skills.is_empty(),
@@ -40,6 +49,11 @@ impl Capabilities for WorkerCapabilities {
             specs,
             skills,
             registry,
+            org_tool_prefixes: org
+                .mcp_servers
+                .iter()
+                .map(|server| format!("mcp__{}__", server.name))
+                .collect(),
             context: ToolContext {
                 store: self.store.clone(),
                 org_id: turn.org_id,
@@ -53,11 +67,23 @@ impl Capabilities for WorkerCapabilities {
     }
 }
 
+/// The org's own MCP servers for the sidecar; `None` for an org that configured nothing
+/// (it can have none to close either).
+pub(crate) fn org_mcp_servers(turn: &RunnableTurn, org: &OrgConfig) -> Option<OrgMcpServers> {
+    (org.version > 0).then(|| OrgMcpServers {
+        org_id: turn.org_id,
+        config_version: org.version,
+        servers: org.mcp_servers.clone(),
+    })
+}
+
 /// The tools offered to one turn's agent and what it takes to run them.
 struct TurnTools {
     specs: Vec<ToolSpec>,
     skills: Vec<SkillEntry>,
     registry: ToolRegistry,
+    /// `mcp__<server>__` of each of the org's own MCP servers.
+    org_tool_prefixes: Vec<String>,
     context: ToolContext,
 }
 
@@ -85,6 +111,22 @@ impl Toolbox for TurnTools {
         self.registry
             .descriptor(name)
             .is_some_and(|descriptor| descriptor.risk == ToolRisk::High)
+    }
+
+    /// An org's own MCP tools share one label: their names are the org's to choose, so
+    /// they would grow the series without bound across orgs.
+    fn metric_label<'a>(&self, name: &'a str) -> &'a str {
+        if !self.knows(name) {
+            "unknown"
+        } else if self
+            .org_tool_prefixes
+            .iter()
+            .any(|prefix| name.starts_with(prefix.as_str()))
+        {
+            "mcp__(org)"
+        } else {
+            name
+        }
     }
 
     async fn call(&self, name: &str, arguments: &str) -> Result<String, ToolFailure> {

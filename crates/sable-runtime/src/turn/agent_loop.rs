@@ -353,11 +353,7 @@ async fn execute(
     span.record("sable.tool.outcome", code.unwrap_or("ok"));
     super::observe::record_tool_payloads(context, scope.turn, &span, &call.arguments, &content);
     // Label values are bounded by the registry: a name it does not know is `unknown`.
-    let label = if tools.knows(&call.name) {
-        call.name.as_str()
-    } else {
-        "unknown"
-    };
+    let label = tools.metric_label(&call.name);
     sable_telemetry::record_tool_call(label, code.unwrap_or("ok"), elapsed);
     let result = finished(
         call,

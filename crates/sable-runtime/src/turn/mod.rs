@@ -222,7 +222,16 @@ async fn answer(
         context.config.faults.reach("mid_stream");
     };
     let mut route: Option<RouteDecision> = None;
-    let step = agent_loop(context, begun, &agent, spend, &mut route, &mut on_delta).await;
+    let step = agent_loop(
+        context,
+        begun,
+        &org,
+        &agent,
+        spend,
+        &mut route,
+        &mut on_delta,
+    )
+    .await;
     drop(deltas);
     let _ = forwarder.await;
     let outcome = match step? {
@@ -249,6 +258,7 @@ async fn answer(
 async fn agent_loop(
     context: &TurnEnv,
     begun: &BegunTurn,
+    org: &crate::OrgConfig,
     agent: &AgentDefinition,
     spend: &mut Spend,
     route: &mut Option<RouteDecision>,
@@ -260,7 +270,7 @@ async fn agent_loop(
         turn,
         attempt,
         agent,
-        tools: context.capabilities.for_turn(turn, agent).await,
+        tools: context.capabilities.for_turn(turn, agent, org).await,
     };
     let skills = scope.tools.skills().to_vec();
     let mut rounds = Rounds::default();

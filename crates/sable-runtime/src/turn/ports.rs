@@ -5,7 +5,7 @@
 use sable_llm::{CallReport, ChatRequest, DeltaSink, ModelClient, ProfileSpec, ToolSpec};
 use sable_store::RunnableTurn;
 
-use crate::{AgentDefinition, SkillEntry};
+use crate::{AgentDefinition, OrgConfig, SkillEntry};
 
 /// Asks models for completions, by profile (with the profile's fallbacks).
 #[async_trait::async_trait]
@@ -39,8 +39,14 @@ impl Models for ModelClient {
 /// Where a turn's tools come from.
 #[async_trait::async_trait]
 pub trait Capabilities: Send + Sync {
-    /// The tools and skills `agent` may use in `turn`, as of now.
-    async fn for_turn(&self, turn: &RunnableTurn, agent: &AgentDefinition) -> Box<dyn Toolbox>;
+    /// The tools and skills `agent` may use in `turn`, as of now: the deployment's and
+    /// those of the org's own MCP servers as `org` (the turn's configuration) has them.
+    async fn for_turn(
+        &self,
+        turn: &RunnableTurn,
+        agent: &AgentDefinition,
+        org: &OrgConfig,
+    ) -> Box<dyn Toolbox>;
 }
 
 /// The tools one turn may call.
@@ -62,6 +68,12 @@ pub trait Toolbox: Send + Sync {
 
     fn offers(&self, name: &str) -> bool {
         self.specs().iter().any(|spec| spec.name == name)
+    }
+
+    /// The `tool` label of a call's metrics, from a bounded set: the name when the
+    /// deployment has the tool, `unknown` otherwise.
+    fn metric_label<'a>(&self, name: &'a str) -> &'a str {
+        if self.knows(name) { name } else { "unknown" }
     }
 }
 

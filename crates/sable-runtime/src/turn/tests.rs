@@ -146,6 +146,7 @@ impl Capabilities for FakeTools {
         &self,
         _turn: &sable_store::RunnableTurn,
         agent: &AgentDefinition,
+        _org: &crate::OrgConfig,
     ) -> Box<dyn Toolbox> {
         let specs = ["echo", "send", "delete"]
             .into_iter()
@@ -265,6 +266,7 @@ impl Harness {
                 agents,
                 models: sable_llm::CatalogSpec::default(),
                 keys: Default::default(),
+                mcp_servers: Vec::new(),
             },
             None,
             false,

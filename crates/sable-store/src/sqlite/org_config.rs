@@ -57,6 +57,9 @@ pub(crate) async fn put_config_item(
     let now = stored_now();
     let mut tx = begin_write(pool).await?;
     let version = bump_version(&mut tx, item.org_id).await?;
+    if item.kind == ConfigKind::McpServer {
+        super::quotas::check_mcp_server_room(&mut tx, item.org_id, item.name).await?;
+    }
     let existed: Option<(i64,)> = sqlx::query_as(
         "SELECT 1 FROM org_config_items WHERE org_id = $1 AND kind = $2 AND name = $3",
     )

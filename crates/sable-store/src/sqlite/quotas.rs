@@ -177,13 +177,14 @@ pub(crate) async fn org_usage(pool: &SqlitePool, org_id: OrgId) -> Result<OrgUsa
     let now = Utc::now();
     let minute = minute_start(now);
     let (day, month) = day_and_month_start(now);
-    let (requests_this_minute, live_turns, tokens_today, tokens_this_month, cron_tasks): (
-        i64,
-        i64,
-        i64,
-        i64,
-        i64,
-    ) = sqlx::query_as(
+    let (
+        requests_this_minute,
+        live_turns,
+        tokens_today,
+        tokens_this_month,
+        cron_tasks,
+        mcp_servers,
+    ): (i64, i64, i64, i64, i64, i64) = sqlx::query_as(
         "SELECT coalesce((SELECT requests FROM org_request_windows \
                  WHERE org_id = $1 AND window_start = $2), 0), \
              (SELECT count(*) FROM turns WHERE org_id = $1 \
@@ -192,7 +193,8 @@ pub(crate) async fn org_usage(pool: &SqlitePool, org_id: OrgId) -> Result<OrgUsa
                  FROM provider_calls WHERE org_id = $1 AND started_at >= $3), 0), \
              coalesce((SELECT sum(coalesce(input_tokens, 0) + coalesce(output_tokens, 0)) \
                  FROM provider_calls WHERE org_id = $1 AND started_at >= $4), 0), \
-             (SELECT count(*) FROM cron_tasks WHERE org_id = $1)",
+             (SELECT count(*) FROM cron_tasks WHERE org_id = $1), \
+             (SELECT count(*) FROM org_config_items WHERE org_id = $1 AND kind = 'mcp_server')",
     )
     .bind(org_id.as_uuid().hyphenated())
     .bind(stored_time(minute))
@@ -208,6 +210,7 @@ pub(crate) async fn org_usage(pool: &SqlitePool, org_id: OrgId) -> Result<OrgUsa
         tokens_today,
         tokens_this_month,
         cron_tasks,
+        mcp_servers,
     })
 }
 
@@ -240,4 +243,28 @@ pub(super) async fn check_cron_room(
         .fetch_one(&mut *connection)
         .await?;
     room(Quota::CronTasks, Some(limit), count)
+}
+
+/// Within a configuration write (holding the write lock): refuses a new MCP server named
+/// `name` when the org's `mcp_servers` quota is full. Replacing one never counts.
+pub(super) async fn check_mcp_server_room(
+    connection: &mut SqliteConnection,
+    org_id: OrgId,
+    name: &str,
+) -> Result<(), StoreError> {
+    let row: Option<(Option<i64>, i64, bool)> = sqlx::query_as(
+        "SELECT quota.mcp_servers, \
+             (SELECT count(*) FROM org_config_items WHERE org_id = $1 AND kind = 'mcp_server'), \
+             EXISTS (SELECT 1 FROM org_config_items \
+                 WHERE org_id = $1 AND kind = 'mcp_server' AND name = $2) \
+         FROM org_quotas quota WHERE quota.org_id = $1",
+    )
+    .bind(org_id.as_uuid().hyphenated())
+    .bind(name)
+    .fetch_optional(&mut *connection)
+    .await?;
+    match row {
+        Some((Some(limit), count, false)) => room(Quota::McpServers, Some(limit), count),
+        _ => Ok(()),
+    }
 }

@@ -8,6 +8,7 @@ pub(crate) mod diagnostics;
 pub(crate) mod health;
 pub(crate) mod keys;
 pub(crate) mod mcp;
+pub(crate) mod mcp_servers;
 pub(crate) mod messages;
 pub(crate) mod metrics;
 pub(crate) mod openai;

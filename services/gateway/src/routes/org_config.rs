@@ -1,6 +1,8 @@
 //! The caller's org's own configuration, layered over the deployment's files:
 //! `/v1/agents/{agent_id}`, `/v1/model-profiles[/{name}]`, `/v1/providers[/{name}]` and
-//! `/v1/org-settings`. Reads need `viewer` (providers: `admin`), changes `admin`.
+//! `/v1/org-settings`. Reads need `viewer` (providers: `admin`), changes `admin`. The
+//! org's MCP servers (`mcp_servers.rs`) are stored and checked through the same `put` and
+//! `delete`.
 //!
 //! A change is built together with the org's other items before it is stored (an agent
 //! naming a profile nobody defines is refused, naming the item and field), stored with
@@ -104,7 +106,7 @@ pub(crate) struct ProviderView {
 /// What a change did.
 #[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ConfigChange {
-    /// `agent`, `model_profile`, `provider` or `settings`.
+    /// `agent`, `model_profile`, `provider`, `mcp_server` or `settings`.
     kind: &'static str,
     name: String,
     /// False when an item of the org was replaced.
@@ -482,7 +484,7 @@ async fn put_settings(
 }
 
 /// Builds the org's configuration with the item replaced, then stores it.
-async fn put(
+pub(crate) async fn put(
     state: &AppState,
     caller: &Authenticated,
     kind: ConfigKind,
@@ -536,7 +538,7 @@ async fn put(
 }
 
 /// Builds the org's configuration without the item, then deletes it.
-async fn delete(
+pub(crate) async fn delete(
     state: &AppState,
     caller: &Authenticated,
     kind: ConfigKind,
@@ -577,6 +579,7 @@ fn not_found_label(kind: ConfigKind) -> &'static str {
         ConfigKind::ModelProfile => "org model profile",
         ConfigKind::Provider => "org provider",
         ConfigKind::Settings => "org settings",
+        ConfigKind::McpServer => "org MCP server",
     }
 }
 
@@ -601,11 +604,14 @@ fn settings_view(
     }))
 }
 
-fn items(snapshot: &OrgConfigSnapshot, kind: ConfigKind) -> impl Iterator<Item = &ConfigItem> {
+pub(crate) fn items(
+    snapshot: &OrgConfigSnapshot,
+    kind: ConfigKind,
+) -> impl Iterator<Item = &ConfigItem> {
     snapshot.items.iter().filter(move |item| item.kind == kind)
 }
 
-fn find<'a>(
+pub(crate) fn find<'a>(
     snapshot: &'a OrgConfigSnapshot,
     kind: ConfigKind,
     name: &str,
@@ -618,7 +624,7 @@ fn stored_spec(item: &ConfigItem) -> Result<Value, ApiError> {
 }
 
 /// The body as JSON text, when it is an object.
-fn object_text(body: &Value) -> Result<String, ApiError> {
+pub(crate) fn object_text(body: &Value) -> Result<String, ApiError> {
     if !body.is_object() {
         return Err(ApiError::Validation(
             "the body must be a JSON object".into(),

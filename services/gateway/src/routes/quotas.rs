@@ -261,7 +261,7 @@ fn usage_view(org_id: OrgId, quotas: &OrgQuotas, usage: &OrgUsage) -> UsageView 
             (month_start, next_month),
         ),
         cron_tasks: QuotaUsage::count(quotas.cron_tasks, usage.cron_tasks),
-        // Orgs have no MCP servers of their own yet: the platform's shared ones do not count.
-        mcp_servers: QuotaUsage::count(quotas.mcp_servers, 0),
+        // The org's own servers; the deployment's shared ones do not count.
+        mcp_servers: QuotaUsage::count(quotas.mcp_servers, usage.mcp_servers),
     }
 }

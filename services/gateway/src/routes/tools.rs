@@ -97,7 +97,12 @@ async fn list_tools(
         .agents
         .get(&agent_id)
         .ok_or(ApiError::UnknownAgent(agent_id))?;
-    let registry = state.config.tools.for_turn().await;
+    let own_servers = (org.version > 0).then(|| sable_tools::OrgMcpServers {
+        org_id: caller.org_id,
+        config_version: org.version,
+        servers: org.mcp_servers.clone(),
+    });
+    let registry = state.config.tools.for_turn(own_servers.as_ref()).await;
     let names = registry.offered(
         &agent.tools,
         !agent.skills.is_empty(),

@@ -37,6 +37,7 @@ mod feishu;
 mod health;
 mod keys;
 mod mcp;
+mod mcp_servers;
 mod messages;
 mod openapi;
 mod org_config;

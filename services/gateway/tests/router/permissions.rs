@@ -54,10 +54,12 @@ fn call_with(rule: &Rule, seeded: &Seeded, org_id: &str, body: Value) -> Call {
     }
 }
 
-/// The `{name}` of a rule's route: the org's model profile or provider.
+/// The `{name}` of a rule's route: the org's model profile, provider or MCP server.
 fn name_of<'a>(rule: &Rule, seeded: &'a Seeded) -> &'a str {
     if rule.path.starts_with("/v1/providers") {
         &seeded.provider_name
+    } else if rule.path.starts_with("/v1/mcp-servers") {
+        &seeded.mcp_server_name
     } else {
         &seeded.profile_name
     }
@@ -163,6 +165,7 @@ async fn a_key_of_one_org_finds_nothing_of_another_org_on_any_route(
         &theirs.agent_id,
         &theirs.profile_name,
         &theirs.provider_name,
+        &theirs.mcp_server_name,
     ];
     let their_org = app.other_org.id.to_string();
     let before = app.fingerprint().await?;

@@ -73,10 +73,12 @@ pub struct Seeded {
     pub approval_id: String,
     pub key_prefix: String,
     pub feishu_app_id: String,
-    /// The org's own agent, model profile and provider (per-org configuration).
+    /// The org's own agent, model profile, provider and MCP server (per-org
+    /// configuration).
     pub agent_id: String,
     pub profile_name: String,
     pub provider_name: String,
+    pub mcp_server_name: String,
 }
 
 impl TestApp {
@@ -254,11 +256,19 @@ impl TestApp {
         )
         .await?;
         let suffix = &uuid::Uuid::new_v4().simple().to_string()[..8];
-        let (agent_id, profile_name, provider_name) = (
+        let (agent_id, profile_name, provider_name, mcp_server_name) = (
             format!("agent-{suffix}"),
             format!("profile-{suffix}"),
             format!("provider-{suffix}"),
+            format!("mcp-{suffix}"),
         );
+        // Never dialled: the router tests run no sidecar.
+        self.accepted(
+            Call::put(format!("/v1/mcp-servers/{mcp_server_name}"))
+                .key(&org.admin_key)
+                .json(json!({"url": "http://mcp.invalid/mcp", "headers": {"Authorization": "Bearer seeded"}})),
+        )
+        .await?;
         self.accepted(
             Call::put(format!("/v1/providers/{provider_name}"))
                 .key(&org.admin_key)
@@ -281,6 +291,7 @@ impl TestApp {
             agent_id,
             profile_name,
             provider_name,
+            mcp_server_name,
             session_id: text(&message.body["session_id"])?,
             turn_id: text(&message.body["turn_id"])?,
             cron_task_id: text(&task.body["id"])?,
@@ -394,6 +405,7 @@ pub fn test_config() -> anyhow::Result<GatewayConfig> {
             agents,
             models,
             keys: Default::default(),
+            mcp_servers: Vec::new(),
         },
         org_config_refresh: Duration::from_millis(200),
         wait_timeout: Duration::from_millis(200),
