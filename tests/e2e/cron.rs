@@ -209,32 +209,6 @@ async fn three_replicas_fire_every_second_exactly_once_while_the_leader_is_kille
     Ok(())
 }
 
-/// Sends `method path` with `key` and an optional JSON body.
-async fn call(
-    stack: &TestStack,
-    key: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<(StatusCode, Value)> {
-    let mut request = stack
-        .http
-        .request(method, stack.url(0, path))
-        .bearer_auth(key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await?;
-    let status = response.status();
-    let text = response.text().await?;
-    let body = if text.is_empty() {
-        Value::Null
-    } else {
-        serde_json::from_str(&text).with_context(|| format!("not JSON: {text}"))?
-    };
-    Ok((status, body))
-}
-
 async fn task_rows(stack: &TestStack) -> anyhow::Result<i64> {
     stack.scalar("SELECT count(*) FROM cron_tasks").await
 }
@@ -301,14 +275,14 @@ async fn bad_cron_input_gets_422_naming_the_faulty_part_and_creates_nothing() ->
     let key = stack.key.clone();
     let cases = bad_task_bodies();
     for (body, part) in cases {
-        let answer = call(
-            &stack,
-            &key,
-            reqwest::Method::POST,
-            "/v1/cron/tasks",
-            Some(body.clone()),
-        )
-        .await?;
+        let answer = stack
+            .send(
+                &key,
+                reqwest::Method::POST,
+                "/v1/cron/tasks",
+                Some(body.clone()),
+            )
+            .await?;
         assert_error(
             &answer,
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -322,23 +296,23 @@ async fn bad_cron_input_gets_422_naming_the_faulty_part_and_creates_nothing() ->
     }
     let unknown_agent =
         json!({"name": "x", "schedule": "@daily", "prompt": "p", "agent": "nobody"});
-    let answer = call(
-        &stack,
-        &key,
-        reqwest::Method::POST,
-        "/v1/cron/tasks",
-        Some(unknown_agent),
-    )
-    .await?;
+    let answer = stack
+        .send(
+            &key,
+            reqwest::Method::POST,
+            "/v1/cron/tasks",
+            Some(unknown_agent),
+        )
+        .await?;
     assert_error(&answer, StatusCode::UNPROCESSABLE_ENTITY, "unknown_agent");
-    let answer = call(
-        &stack,
-        &key,
-        reqwest::Method::POST,
-        "/v1/cron/preview",
-        Some(json!({"schedule": "61 * * * *"})),
-    )
-    .await?;
+    let answer = stack
+        .send(
+            &key,
+            reqwest::Method::POST,
+            "/v1/cron/preview",
+            Some(json!({"schedule": "61 * * * *"})),
+        )
+        .await?;
     assert_error(
         &answer,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -347,7 +321,7 @@ async fn bad_cron_input_gets_422_naming_the_faulty_part_and_creates_nothing() ->
     assert_eq!(task_rows(&stack).await?, 0, "nothing was created");
 
     // A valid task, then edits that are refused leave it as it was.
-    let created = call(&stack, &key, reqwest::Method::POST, "/v1/cron/tasks", Some(json!({
+    let created = stack.send(&key, reqwest::Method::POST, "/v1/cron/tasks", Some(json!({
         "name": "standup", "schedule": "0 9 * * MON-FRI", "timezone": "Europe/Berlin", "prompt": "standup time"
     }))).await?;
     assert_eq!(created.0, StatusCode::CREATED, "{}", created.1);
@@ -355,20 +329,20 @@ async fn bad_cron_input_gets_422_naming_the_faulty_part_and_creates_nothing() ->
         "/v1/cron/tasks/{}",
         created.1["id"].as_str().context("an id")?
     );
-    let refused = call(
-        &stack,
-        &key,
-        reqwest::Method::PATCH,
-        &path,
-        Some(json!({"schedule": "0 9 * * FUNDAY"})),
-    )
-    .await?;
+    let refused = stack
+        .send(
+            &key,
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"schedule": "0 9 * * FUNDAY"})),
+        )
+        .await?;
     assert_error(
         &refused,
         StatusCode::UNPROCESSABLE_ENTITY,
         "validation_failed",
     );
-    let (_, unchanged) = call(&stack, &key, reqwest::Method::GET, &path, None).await?;
+    let (_, unchanged) = stack.send(&key, reqwest::Method::GET, &path, None).await?;
     assert_eq!(unchanged["schedule"], "0 9 * * MON-FRI");
     Ok(())
 }
@@ -387,18 +361,18 @@ async fn cron_tasks_are_created_listed_paused_run_and_deleted_and_invisible_to_a
         .sable(&["admin", "key", "create", "--org", &other_org])
         .await?;
 
-    let (status, task) = call(
-        &stack,
-        &key,
-        reqwest::Method::POST,
-        "/v1/cron/tasks",
-        Some(json!({
-            "name": "nightly", "schedule": "30 2 * * *", "timezone": "America/New_York",
-            "prompt": "summarise the day", "misfire": "run_once", "max_retries": 2,
-            "target": {"conversation": {"id": "ops-room", "user_id": "ada"}}
-        })),
-    )
-    .await?;
+    let (status, task) = stack
+        .send(
+            &key,
+            reqwest::Method::POST,
+            "/v1/cron/tasks",
+            Some(json!({
+                "name": "nightly", "schedule": "30 2 * * *", "timezone": "America/New_York",
+                "prompt": "summarise the day", "misfire": "run_once", "max_retries": 2,
+                "target": {"conversation": {"id": "ops-room", "user_id": "ada"}}
+            })),
+        )
+        .await?;
     assert_eq!(status, StatusCode::CREATED, "{task}");
     let fires = task["next_fires"].as_array().context("next_fires")?;
     assert_eq!(fires.len(), 5);
@@ -415,37 +389,34 @@ async fn cron_tasks_are_created_listed_paused_run_and_deleted_and_invisible_to_a
     let id = task["id"].as_str().context("an id")?.to_owned();
     let path = format!("/v1/cron/tasks/{id}");
 
-    let (_, listed) = call(&stack, &key, reqwest::Method::GET, "/v1/cron/tasks", None).await?;
+    let (_, listed) = stack
+        .send(&key, reqwest::Method::GET, "/v1/cron/tasks", None)
+        .await?;
     assert_eq!(listed["tasks"].as_array().map(Vec::len), Some(1));
-    let (status, paused) = call(
-        &stack,
-        &key,
-        reqwest::Method::PATCH,
-        &path,
-        Some(json!({"enabled": false})),
-    )
-    .await?;
+    let (status, paused) = stack
+        .send(
+            &key,
+            reqwest::Method::PATCH,
+            &path,
+            Some(json!({"enabled": false})),
+        )
+        .await?;
     assert_eq!(status, StatusCode::OK, "{paused}");
     assert_eq!(paused["enabled"], false);
     assert_eq!(paused["next_fires"], json!([]));
 
-    let (status, run) = call(
-        &stack,
-        &key,
-        reqwest::Method::POST,
-        &format!("{path}/run"),
-        None,
-    )
-    .await?;
+    let (status, run) = stack
+        .send(&key, reqwest::Method::POST, &format!("{path}/run"), None)
+        .await?;
     assert_eq!(status, StatusCode::ACCEPTED, "{run}");
-    let (_, runs) = call(
-        &stack,
-        &key,
-        reqwest::Method::GET,
-        &format!("{path}/runs?limit=5"),
-        None,
-    )
-    .await?;
+    let (_, runs) = stack
+        .send(
+            &key,
+            reqwest::Method::GET,
+            &format!("{path}/runs?limit=5"),
+            None,
+        )
+        .await?;
     let runs = runs["runs"].as_array().context("runs")?.clone();
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0]["turn_id"], run["turn_id"]);
@@ -459,7 +430,7 @@ async fn cron_tasks_are_created_listed_paused_run_and_deleted_and_invisible_to_a
             .is_some_and(|time| time.ends_with('Z'))
     );
 
-    let (_, preview) = call(&stack, &key, reqwest::Method::POST, "/v1/cron/preview", Some(json!({
+    let (_, preview) = stack.send(&key, reqwest::Method::POST, "/v1/cron/preview", Some(json!({
         "schedule": "30 2 * * *", "timezone": "America/New_York", "after": "2026-03-07T12:00:00Z", "count": 2
     }))).await?;
     assert_eq!(
@@ -468,15 +439,17 @@ async fn cron_tasks_are_created_listed_paused_run_and_deleted_and_invisible_to_a
     );
 
     another_org_finds_nothing(&stack, &other_key, &path).await?;
-    let (_, still) = call(&stack, &key, reqwest::Method::GET, &path, None).await?;
+    let (_, still) = stack.send(&key, reqwest::Method::GET, &path, None).await?;
     assert_eq!(
         still["enabled"], false,
         "the other org's PATCH changed nothing"
     );
 
-    let (status, _) = call(&stack, &key, reqwest::Method::DELETE, &path, None).await?;
+    let (status, _) = stack
+        .send(&key, reqwest::Method::DELETE, &path, None)
+        .await?;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    let gone = call(&stack, &key, reqwest::Method::GET, &path, None).await?;
+    let gone = stack.send(&key, reqwest::Method::GET, &path, None).await?;
     assert_error(&gone, StatusCode::NOT_FOUND, "not_found");
     Ok(())
 }
@@ -499,17 +472,12 @@ async fn another_org_finds_nothing(
         (reqwest::Method::GET, format!("{path}/runs"), None),
         (reqwest::Method::DELETE, path.to_owned(), None),
     ] {
-        let answer = call(stack, other_key, method.clone(), &route, body).await?;
+        let answer = stack.send(other_key, method.clone(), &route, body).await?;
         assert_error(&answer, StatusCode::NOT_FOUND, "not_found");
     }
-    let (_, theirs) = call(
-        stack,
-        other_key,
-        reqwest::Method::GET,
-        "/v1/cron/tasks",
-        None,
-    )
-    .await?;
+    let (_, theirs) = stack
+        .send(other_key, reqwest::Method::GET, "/v1/cron/tasks", None)
+        .await?;
     assert_eq!(theirs["tasks"], json!([]));
     Ok(())
 }
@@ -660,14 +628,9 @@ async fn a_task_the_automation_tool_creates_from_a_chat_turn_answers_in_that_con
         .to_owned();
     let chat_turn = answer["turn_id"].clone();
 
-    let (_, tasks) = call(
-        &stack,
-        &stack.key,
-        reqwest::Method::GET,
-        "/v1/cron/tasks",
-        None,
-    )
-    .await?;
+    let (_, tasks) = stack
+        .send(&stack.key, reqwest::Method::GET, "/v1/cron/tasks", None)
+        .await?;
     let tasks = tasks["tasks"].as_array().context("tasks")?.clone();
     assert_eq!(tasks.len(), 1, "the tool created one task: {tasks:?}");
     assert_eq!(tasks[0]["target"], json!({"session_id": session_id}));
@@ -695,7 +658,9 @@ async fn a_task_the_automation_tool_creates_from_a_chat_turn_answers_in_that_con
         "/v1/cron/tasks/{}/runs",
         tasks[0]["id"].as_str().context("an id")?
     );
-    let (_, runs) = call(&stack, &stack.key, reqwest::Method::GET, &task_path, None).await?;
+    let (_, runs) = stack
+        .send(&stack.key, reqwest::Method::GET, &task_path, None)
+        .await?;
     assert!(
         runs["runs"]
             .as_array()

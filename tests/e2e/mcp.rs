@@ -559,24 +559,6 @@ async fn ask_as(stack: &TestStack, key: &str, agent: &str, text: &str) -> anyhow
         .to_owned())
 }
 
-/// `method path` with `key`; the answer's status and body.
-async fn send_as(
-    stack: &TestStack,
-    key: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> anyhow::Result<(StatusCode, Value)> {
-    let mut request = stack
-        .http
-        .request(method, stack.url(0, path))
-        .bearer_auth(key);
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    crate::support::read_json(request.send().await?).await
-}
-
 #[tokio::test]
 // One story across two orgs: the server added, used, hidden from the other org, changed
 // and removed, each step seen by the next turn.
@@ -599,45 +581,45 @@ async fn an_orgs_own_mcp_server_serves_only_its_turns_and_a_change_is_seen_by_th
     let platform = stack
         .sable(&["admin", "key", "create", "--platform"])
         .await?;
-    let (status, org) = send_as(
-        &stack,
-        &platform,
-        reqwest::Method::POST,
-        "/v1/orgs",
-        Some(json!({"name": "globex"})),
-    )
-    .await?;
+    let (status, org) = stack
+        .send(
+            &platform,
+            reqwest::Method::POST,
+            "/v1/orgs",
+            Some(json!({"name": "globex"})),
+        )
+        .await?;
     assert_eq!(status, StatusCode::CREATED, "{org}");
-    let (status, key) = send_as(
-        &stack,
-        &platform,
-        reqwest::Method::POST,
-        &format!("/v1/orgs/{}/keys", org["id"].as_str().unwrap_or_default()),
-        Some(json!({"name": "admin", "role": "admin"})),
-    )
-    .await?;
+    let (status, key) = stack
+        .send(
+            &platform,
+            reqwest::Method::POST,
+            &format!("/v1/orgs/{}/keys", org["id"].as_str().unwrap_or_default()),
+            Some(json!({"name": "admin", "role": "admin"})),
+        )
+        .await?;
     assert_eq!(status, StatusCode::CREATED, "{key}");
     let theirs = key["key"].as_str().unwrap_or_default().to_owned();
     // Both orgs have an agent that allows every tool of a server named `docs`.
     for key in [&ours, &theirs] {
-        let (status, body) = send_as(
-            &stack,
-            key,
-            reqwest::Method::PUT,
-            "/v1/agents/helper",
-            Some(json!({"prompt": "You use tools.", "tools": {"allow": ["mcp__docs__*"]}})),
-        )
-        .await?;
+        let (status, body) = stack
+            .send(
+                key,
+                reqwest::Method::PUT,
+                "/v1/agents/helper",
+                Some(json!({"prompt": "You use tools.", "tools": {"allow": ["mcp__docs__*"]}})),
+            )
+            .await?;
         assert_eq!(status, StatusCode::CREATED, "{body}");
     }
-    let (status, body) = send_as(
-        &stack,
-        &ours,
-        reqwest::Method::PUT,
-        "/v1/mcp-servers/docs",
-        Some(json!({"url": first.url, "headers": {"Authorization": "Bearer ours"}})),
-    )
-    .await?;
+    let (status, body) = stack
+        .send(
+            &ours,
+            reqwest::Method::PUT,
+            "/v1/mcp-servers/docs",
+            Some(json!({"url": first.url, "headers": {"Authorization": "Bearer ours"}})),
+        )
+        .await?;
     assert_eq!(status, StatusCode::CREATED, "{body}");
 
     // The very next turn of the org is offered the server's tools and calls one.
@@ -680,23 +662,18 @@ async fn an_orgs_own_mcp_server_serves_only_its_turns_and_a_change_is_seen_by_th
         1,
         "the other org's turn reached no server"
     );
-    let (_, tools) = send_as(
-        &stack,
-        &theirs,
-        reqwest::Method::GET,
-        "/v1/tools?agent=helper",
-        None,
-    )
-    .await?;
+    let (_, tools) = stack
+        .send(
+            &theirs,
+            reqwest::Method::GET,
+            "/v1/tools?agent=helper",
+            None,
+        )
+        .await?;
     assert_eq!(tools["tools"], json!([]), "{tools}");
-    let (_, tools) = send_as(
-        &stack,
-        &ours,
-        reqwest::Method::GET,
-        "/v1/tools?agent=helper",
-        None,
-    )
-    .await?;
+    let (_, tools) = stack
+        .send(&ours, reqwest::Method::GET, "/v1/tools?agent=helper", None)
+        .await?;
     assert!(
         tools["tools"].as_array().is_some_and(|tools| tools
             .iter()
@@ -705,14 +682,14 @@ async fn an_orgs_own_mcp_server_serves_only_its_turns_and_a_change_is_seen_by_th
     );
 
     // Moved to another address: the next turn's call goes there.
-    let (status, body) = send_as(
-        &stack,
-        &ours,
-        reqwest::Method::PUT,
-        "/v1/mcp-servers/docs",
-        Some(json!({"url": second.url})),
-    )
-    .await?;
+    let (status, body) = stack
+        .send(
+            &ours,
+            reqwest::Method::PUT,
+            "/v1/mcp-servers/docs",
+            Some(json!({"url": second.url})),
+        )
+        .await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     let reply = ask_as(
         &stack,
@@ -725,14 +702,9 @@ async fn an_orgs_own_mcp_server_serves_only_its_turns_and_a_change_is_seen_by_th
     assert_eq!((first.state.calls(), second.state.calls()), (1, 1));
 
     // Removed: the next turn is offered nothing of it, and the sidecar closes it.
-    let (status, body) = send_as(
-        &stack,
-        &ours,
-        reqwest::Method::DELETE,
-        "/v1/mcp-servers/docs",
-        None,
-    )
-    .await?;
+    let (status, body) = stack
+        .send(&ours, reqwest::Method::DELETE, "/v1/mcp-servers/docs", None)
+        .await?;
     assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
     let reply = ask_as(
         &stack,

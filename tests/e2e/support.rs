@@ -329,6 +329,25 @@ impl TestStack {
         read_json(response).await
     }
 
+    /// `method path` on the first gateway with `key` and an optional JSON body: the
+    /// answer's status and body (`null` when empty).
+    pub async fn send(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> anyhow::Result<(StatusCode, Value)> {
+        let mut request = self
+            .http
+            .request(method, self.url(0, path))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        read_json(request.send().await?).await
+    }
+
     pub async fn get(&self, gateway: usize, path: &str) -> anyhow::Result<(StatusCode, Value)> {
         let response = self
             .http

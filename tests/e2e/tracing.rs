@@ -12,7 +12,7 @@ use anyhow::Context;
 use sable_testkit::{ExportedSpan, OtlpReceiver, rss_kib, wait_for};
 use serde_json::json;
 
-use crate::support::{StackOptions, TURN_TIMEOUT, TestStack, read_json};
+use crate::support::{StackOptions, TURN_TIMEOUT, TestStack};
 
 const CALLER_TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN_ID: &str = "00f067aa0ba902b7";
@@ -283,12 +283,12 @@ async fn an_org_chooses_its_own_capture_policy_and_its_next_turn_follows_it() ->
     stack.spawn_worker().await?;
     stack.spawn_gateway().await?;
     let put_capture = |policy: &'static str| {
-        let request = stack
-            .http
-            .put(stack.url(0, "/v1/org-settings"))
-            .bearer_auth(&key)
-            .json(&json!({"capture": policy}));
-        async move { read_json(request.send().await?).await }
+        stack.send(
+            &key,
+            reqwest::Method::PUT,
+            "/v1/org-settings",
+            Some(json!({"capture": policy})),
+        )
     };
 
     let mut turns = Vec::new();
@@ -307,15 +307,9 @@ async fn an_org_chooses_its_own_capture_policy_and_its_next_turn_follows_it() ->
         spans_of_one_turn(&receiver, session_id, 1).await?;
         turns.push((policy, marker));
     }
-    let (_, settings) = read_json(
-        stack
-            .http
-            .get(stack.url(0, "/v1/org-settings"))
-            .bearer_auth(&key)
-            .send()
-            .await?,
-    )
-    .await?;
+    let (_, settings) = stack
+        .send(&key, reqwest::Method::GET, "/v1/org-settings", None)
+        .await?;
     assert_eq!(settings["capture"], "off", "{settings}");
     assert!(
         receiver.any_export_contains(turns[0].1),
