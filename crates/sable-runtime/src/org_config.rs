@@ -246,16 +246,15 @@ impl OrgConfig {
                     message: other.to_string(),
                 },
             })?;
-        let settings = of(ConfigKind::Settings).next();
-        let routing = routing(base, &agents, settings)?;
-        let capture = match settings {
-            Some(item) => {
+        let settings = of(ConfigKind::Settings)
+            .next()
+            .map(|item| {
                 parse_settings(&item.spec)
-                    .map_err(|message| OrgConfigError::invalid(item.kind, &item.name, message))?
-                    .capture
-            }
-            None => None,
-        };
+                    .map_err(|message| OrgConfigError::invalid(item.kind, &item.name, message))
+            })
+            .transpose()?;
+        let capture = settings.as_ref().and_then(|spec| spec.capture);
+        let routing = routing(base, &agents, settings)?;
         // The worker sends the headers; a gateway with the secrets key opens them too, so
         // its `GET /v1/tools` asks the sidecar for the very connections turns use.
         let open_headers = build_models || secrets.is_some();
@@ -338,17 +337,16 @@ fn open_key(
 fn routing(
     base: &OrgConfigBase,
     agents: &AgentCatalog,
-    settings: Option<&ConfigItem>,
+    settings: Option<OrgSettingsSpec>,
 ) -> Result<IntakeRouting, OrgConfigError> {
     let ids: BTreeSet<String> = agents.ids().map(str::to_owned).collect();
-    let Some(item) = settings else {
+    let Some(spec) = settings else {
         return Ok(IntakeRouting {
             agents: ids,
             ..base.routing.clone()
         });
     };
     let invalid = |message: String| OrgConfigError::invalid(ConfigKind::Settings, "", message);
-    let spec = parse_settings(&item.spec).map_err(invalid)?;
     let default_agent = match spec.default_agent {
         Some(agent) if !ids.contains(&agent) => {
             return Err(invalid(format!("default_agent: no agent named '{agent}'")));

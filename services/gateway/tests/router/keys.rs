@@ -157,34 +157,30 @@ async fn the_listing_shows_when_each_key_was_last_used(backend: Backend) -> anyh
         }
         used.push((name, text(&created.body["prefix"])?));
     }
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let listing = app
-            .accepted(Call::get("/v1/keys").key(&app.org.admin_key))
-            .await?;
-        let last_used = |prefix: &str| {
-            listing.body["keys"]
-                .as_array()
-                .and_then(|keys| keys.iter().find(|key| key["prefix"] == prefix))
-                .map(|key| key["last_used_at"].clone())
-                .unwrap_or_default()
-        };
-        let seen: Vec<(&str, bool)> = used
-            .iter()
-            .map(|(name, prefix)| (*name, last_used(prefix).is_string()))
-            .collect();
-        assert!(
-            last_used(&used[2].1).is_null(),
-            "a key never used has no last use: {}",
-            listing.body
-        );
-        if seen[..2].iter().all(|(_, recorded)| *recorded) {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            std::time::Instant::now() < deadline,
-            "last uses not recorded: {seen:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let recorded = |listing: &Value, prefix: &str| {
+        listing["keys"]
+            .as_array()
+            .and_then(|keys| keys.iter().find(|key| key["prefix"] == prefix))
+            .is_some_and(|key| key["last_used_at"].is_string())
+    };
+    let listing = sable_testkit::wait_for(
+        "the used keys' last use in the listing",
+        std::time::Duration::from_secs(10),
+        || async {
+            let listing = app
+                .accepted(Call::get("/v1/keys").key(&app.org.admin_key))
+                .await
+                .ok()?;
+            used[..2]
+                .iter()
+                .all(|(_, prefix)| recorded(&listing.body, prefix))
+                .then_some(listing.body)
+        },
+    )
+    .await?;
+    assert!(
+        !recorded(&listing, &used[2].1),
+        "a key never used has no last use: {listing}"
+    );
+    Ok(())
 }
