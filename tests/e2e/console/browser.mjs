@@ -73,6 +73,16 @@ async function go(page, hash) {
   await settled(page);
 }
 
+/**
+ * After a click that changes the hash: waits until the router has shown the page of the
+ * new hash. The URL changes before the router runs, so the previous page is still in
+ * the DOM, settled, when the URL already matches; reading it then races the new render.
+ */
+async function arrived(page) {
+  await page.waitForFunction(() => document.getElementById('main').dataset.shown === location.hash);
+  await settled(page);
+}
+
 async function signIn(page, key, shot) {
   step = 'signing in';
   await page.goto(`${config.url}/console/`);
@@ -226,7 +236,7 @@ async function cronTask(page) {
   await page.waitForURL(/#\/cron\/[0-9a-f-]{36}$/);
   seen.cron_task_id = page.url().split('/').at(-1);
   await page.getByRole('heading', { name: 'Cron task: morning digest' }).waitFor();
-  await settled(page);
+  await arrived(page);
   const fires = await page.locator('dl.facts .fires time').allTextContents();
   assert.equal(fires.length, 5, 'the task shows its next five fires');
   step = 'running the task now and seeing its run';
@@ -249,13 +259,14 @@ async function cronTask(page) {
 async function audit(page) {
   step = 'filtering the audit';
   await page.getByRole('link', { name: 'Audit', exact: true }).click();
-  await settled(page);
+  await page.waitForURL(/#\/audit$/);
+  await arrived(page);
   const all = await page.locator('tbody code.action').allTextContents();
   assert.ok(all.some((action) => !action.startsWith('approval.')), 'unfiltered, more than approvals');
   await page.getByLabel('Action').fill('approval.*');
   await page.getByRole('button', { name: 'Filter' }).click();
   await page.waitForURL(/action=approval/);
-  await settled(page);
+  await arrived(page);
   const filtered = await page.locator('tbody code.action').allTextContents();
   assert.ok(filtered.length >= 2, `approval requested and granted, saw ${filtered}`);
   assert.ok(filtered.every((action) => action.startsWith('approval.')), `only approvals: ${filtered}`);
