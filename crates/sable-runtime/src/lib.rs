@@ -10,6 +10,7 @@
 
 mod agents;
 mod bindings;
+mod change_feed;
 mod context;
 mod intake;
 mod mcp_servers;
@@ -20,6 +21,7 @@ pub use agents::{
     AgentCatalog, AgentDefinition, AgentError, AgentSpec, MAX_PROMPT_BYTES, RouteRule,
 };
 pub use bindings::{BindingRequest, BindingRule, Bindings, BoundAgent};
+pub use change_feed::{CHANGE_POLL, ChangeFeed, TRUST_FOR};
 pub use context::{
     RouteDecision, SUMMARY_HEADING, SkillEntry, build_chat_request, build_summary_request,
     choose_profile, estimate_tokens, input_budget, skill_index,

@@ -11,7 +11,7 @@
 //! turn, exactly), intake asks for one checked at most `refresh` ago.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 use sable_core::{AgentId, OrgId, Secret};
@@ -24,7 +24,7 @@ use serde::Deserialize;
 use crate::agents::field_error;
 use crate::mcp_servers::{SharedMcpServer, build_servers};
 use crate::turn::Models;
-use crate::{AgentCatalog, AgentSpec, BindingRule, Bindings, IntakeRouting};
+use crate::{AgentCatalog, AgentSpec, BindingRule, Bindings, ChangeFeed, IntakeRouting};
 
 /// The one settings item of an org is stored under this name.
 pub const SETTINGS_ITEM: &str = "org";
@@ -390,11 +390,14 @@ struct Inner {
     secrets: Option<SecretsKey>,
     build_models: bool,
     refresh: Duration,
+    /// The deployment's change count, when this process polls it ([`OrgConfigs::follow`]).
+    feed: OnceLock<Arc<ChangeFeed>>,
     cache: RwLock<HashMap<OrgId, Cached>>,
 }
 
 struct Cached {
     config: Arc<OrgConfig>,
+    /// When the read that last found this version current began.
     checked: Instant,
 }
 
@@ -423,9 +426,17 @@ impl OrgConfigs {
                 secrets,
                 build_models,
                 refresh,
+                feed: OnceLock::new(),
                 cache: RwLock::default(),
             }),
         }
+    }
+
+    /// Lets `current` keep a checked version for as long as `feed` confirms it, instead
+    /// of reading the version again every `refresh`; a change the feed sees makes every
+    /// version checked before it stale at once. The first feed given is the one kept.
+    pub fn follow(&self, feed: Arc<ChangeFeed>) {
+        let _ = self.inner.feed.set(feed);
     }
 
     /// The deployment's files alone.
@@ -457,32 +468,44 @@ impl OrgConfigs {
         self.load(org_id).await
     }
 
-    /// The org's configuration as of at most `refresh` ago (intake: the gateway, cron).
+    /// The org's configuration as of at most `refresh` ago, or as long as the change feed
+    /// confirms it (intake: the gateway, cron).
     pub async fn current(&self, org_id: OrgId) -> Result<Arc<OrgConfig>, OrgConfigError> {
-        let refresh = self.inner.refresh;
-        if let Some(config) = self.cached(org_id, |cached| cached.checked.elapsed() < refresh) {
+        if let Some(config) = self.cached(org_id, |cached| self.still_holds(cached.checked)) {
             return Ok(config);
         }
+        let read_at = Instant::now();
         let version = self.inner.store.org_config_version(org_id).await?;
         if let Some(config) = self.cached(org_id, |cached| cached.config.version == version) {
-            self.touch(org_id);
+            self.touch(org_id, read_at);
             return Ok(config);
         }
         if version == 0 {
-            return Ok(self.remember(org_id, self.deployment()));
+            return Ok(self.remember(org_id, self.deployment(), read_at));
         }
         self.load(org_id).await
     }
 
-    /// Notes that the org's version is `version` now (read with something else, such as
-    /// the caller's key), so `current` need not read it for another `refresh`: a cached
-    /// configuration of that version counts as just checked, an older one is dropped.
-    pub fn saw_version(&self, org_id: OrgId, version: i64) {
+    /// Whether a version checked by a read begun at `checked` may be used without reading
+    /// it again.
+    fn still_holds(&self, checked: Instant) -> bool {
+        match self.inner.feed.get() {
+            Some(feed) if feed.trusts(checked) => true,
+            Some(feed) if feed.changed_since(checked) => false,
+            _ => checked.elapsed() < self.inner.refresh,
+        }
+    }
+
+    /// Notes that the org's version is `version` as of a read begun at `read_at` (of
+    /// something else, such as the caller's key), so `current` need not read it again: a
+    /// cached configuration of that version counts as checked then, an older one is
+    /// dropped.
+    pub fn saw_version(&self, org_id: OrgId, version: i64, read_at: Instant) {
         let current = self.cached(org_id, |cached| cached.config.version == version);
         if current.is_some() {
-            self.touch(org_id);
+            self.touch(org_id, read_at);
         } else if version == 0 {
-            self.remember(org_id, self.deployment());
+            self.remember(org_id, self.deployment(), read_at);
         } else {
             let mut cache = self.inner.cache.write().expect("org config cache lock");
             if cache
@@ -521,6 +544,7 @@ impl OrgConfigs {
     }
 
     async fn load(&self, org_id: OrgId) -> Result<Arc<OrgConfig>, OrgConfigError> {
+        let read_at = Instant::now();
         let snapshot = self.inner.store.org_config(org_id).await?;
         let started = Instant::now();
         let config = Arc::new(OrgConfig::build(
@@ -531,7 +555,7 @@ impl OrgConfigs {
             self.inner.build_models,
         )?);
         metrics::histogram!("sable_org_config_build_seconds").record(started.elapsed());
-        Ok(self.remember(org_id, config))
+        Ok(self.remember(org_id, config, read_at))
     }
 
     fn cached(&self, org_id: OrgId, fresh: impl Fn(&Cached) -> bool) -> Option<Arc<OrgConfig>> {
@@ -542,7 +566,7 @@ impl OrgConfigs {
             .map(|cached| cached.config.clone())
     }
 
-    fn touch(&self, org_id: OrgId) {
+    fn touch(&self, org_id: OrgId, read_at: Instant) {
         if let Some(cached) = self
             .inner
             .cache
@@ -550,20 +574,21 @@ impl OrgConfigs {
             .expect("org config cache lock")
             .get_mut(&org_id)
         {
-            cached.checked = Instant::now();
+            cached.checked = cached.checked.max(read_at);
         }
     }
 
-    /// Keeps `config` unless a newer one is already cached; returns the one kept.
-    fn remember(&self, org_id: OrgId, config: Arc<OrgConfig>) -> Arc<OrgConfig> {
+    /// Keeps `config`, read by a read begun at `read_at`, unless a newer one is already
+    /// cached; returns the one kept.
+    fn remember(&self, org_id: OrgId, config: Arc<OrgConfig>, read_at: Instant) -> Arc<OrgConfig> {
         let mut cache = self.inner.cache.write().expect("org config cache lock");
         let entry = cache.entry(org_id).or_insert_with(|| Cached {
             config: config.clone(),
-            checked: Instant::now(),
+            checked: read_at,
         });
         if entry.config.version <= config.version {
             entry.config = config;
-            entry.checked = Instant::now();
+            entry.checked = entry.checked.max(read_at);
         }
         entry.config.clone()
     }

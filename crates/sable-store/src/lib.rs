@@ -286,6 +286,10 @@ store_contract! {
     fn org_config(&self, org_id: OrgId) -> OrgConfigSnapshot;
     /// The org's configuration version: it rises with every change of its items.
     fn org_config_version(&self, org_id: OrgId) -> i64;
+    /// The deployment's change count: it rises when a change a cached key or org
+    /// configuration must not outlive commits (a key revoked or altered, an org's
+    /// configuration version raised); counted by triggers, whatever path made the change.
+    fn change_count(&self) -> i64;
     /// Creates or replaces an item, raises the version and audits the change, at once; a
     /// new MCP server meets the org's `mcp_servers` quota in the same transaction.
     fn put_config_item(&self, item: &PutConfigItem<'_>, actor: &Actor) -> ConfigWrite;

@@ -203,6 +203,14 @@ impl PgStore {
         })
     }
 
+    /// The deployment's change count (migration 0019): what caches poll.
+    pub async fn change_count(&self) -> Result<i64, StoreError> {
+        let (changes,): (i64,) = sqlx::query_as("SELECT changes FROM change_count WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(changes)
+    }
+
     /// The org's configuration version (0: never configured).
     pub async fn org_config_version(&self, org_id: OrgId) -> Result<i64, StoreError> {
         let row: Option<(i64,)> = sqlx::query_as("SELECT config_version FROM orgs WHERE id = $1")

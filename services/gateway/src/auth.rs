@@ -1,8 +1,14 @@
 //! Bearer API keys: every `/v1` route takes an [`Authenticated`] caller.
 //!
-//! Keys found valid are remembered for [`AUTH_CACHE_TTL`], so a request costs no database
-//! round trip: a key revoked elsewhere stops working on every gateway within that time
-//! (on the gateway that revoked it, at once). Unknown keys are never remembered.
+//! Keys found valid are remembered, so a request costs no database round trip. While the
+//! gateway's change feed (`sable_runtime::ChangeFeed`, the deployment's change count
+//! polled every second) confirms that no key changed since a key was read, the key is
+//! kept for up to [`AUTH_CACHE_MAX_AGE`]; once the feed sees any change, every key read
+//! before it is read again. A key revoked elsewhere so stops working within about a
+//! second, and at most [`AUTH_CACHE_TTL`] when the feed cannot poll (on the gateway that
+//! revoked it, at once). With thousands of orgs each key comes back less often than any
+//! short time limit, and a time limit alone would cost a read per turn. Unknown keys are
+//! never remembered.
 //!
 //! A key's last use is recorded at most once a minute per key, and the uses of every key
 //! seen within [`KEY_USE_BATCH`] go to the store in one statement ([`KeyUses`]): with
@@ -10,24 +16,30 @@
 //! turn would cost more than the turn's own writes.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use sable_core::{ApiKeyId, OrgId, Role};
+use sable_runtime::{CHANGE_POLL, ChangeFeed};
 use sable_store::{Actor, AuthenticatedKey, Store, platform_org};
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use crate::{ApiError, AppState};
 
-/// How long a gateway trusts a key it authenticated, and so the longest a revoked key
-/// keeps working on another gateway.
+/// How long a gateway trusts a key it authenticated when its change feed cannot confirm
+/// the key (the feed's polls fail), and so the longest a revoked key keeps working on
+/// another gateway.
 pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(5);
 
-/// More distinct live keys than this and the cache starts afresh.
-const AUTH_CACHE_CAPACITY: usize = 10_000;
+/// The longest a gateway keeps a key its change feed confirms.
+pub const AUTH_CACHE_MAX_AGE: Duration = Duration::from_secs(600);
+
+/// More distinct live keys than this and the cache starts afresh (about 200 bytes each).
+const AUTH_CACHE_CAPACITY: usize = 100_000;
 
 /// How long key uses gather before they are written, in one statement for all of them.
 /// A gateway that stops loses at most this long of last-use times (a listing detail).
@@ -42,7 +54,7 @@ pub(crate) struct KeyUses {
 impl KeyUses {
     /// Records `key_id`'s use within [`KEY_USE_BATCH`], off the request's path: last use
     /// is never worth a slower answer or a failed one.
-    fn record(self: &std::sync::Arc<Self>, store: &Store, key_id: ApiKeyId) {
+    fn record(self: &Arc<Self>, store: &Store, key_id: ApiKeyId) {
         let first = {
             let mut pending = self.pending.lock().expect("key use lock");
             pending.insert(key_id) && pending.len() == 1
@@ -61,31 +73,49 @@ impl KeyUses {
     }
 }
 
-/// Keys authenticated in the last [`AUTH_CACHE_TTL`], by the SHA-256 of what was
-/// presented (the secret itself is not kept).
-#[derive(Debug, Default)]
+/// Keys authenticated by this gateway, by the SHA-256 of what was presented (the secret
+/// itself is not kept), each with the instant its read began.
+#[derive(Debug)]
 pub(crate) struct AuthCache {
     entries: Mutex<HashMap<[u8; 32], (AuthenticatedKey, Instant)>>,
+    feed: Arc<ChangeFeed>,
 }
 
 impl AuthCache {
+    pub(crate) fn new(feed: Arc<ChangeFeed>) -> Self {
+        Self {
+            entries: Mutex::default(),
+            feed,
+        }
+    }
+
     fn get(&self, digest: &[u8; 32]) -> Option<AuthenticatedKey> {
         let entries = self.entries.lock().expect("auth cache lock");
         entries
             .get(digest)
-            .filter(|(_, at)| at.elapsed() < AUTH_CACHE_TTL)
+            .filter(|(_, read_at)| self.holds(*read_at))
             .map(|(key, _)| key.clone())
     }
 
-    fn put(&self, digest: [u8; 32], key: AuthenticatedKey) {
+    /// Whether a key read by a read begun at `read_at` may be used without reading it
+    /// again.
+    fn holds(&self, read_at: Instant) -> bool {
+        if self.feed.trusts(read_at) {
+            read_at.elapsed() < AUTH_CACHE_MAX_AGE
+        } else {
+            !self.feed.changed_since(read_at) && read_at.elapsed() < AUTH_CACHE_TTL
+        }
+    }
+
+    fn put(&self, digest: [u8; 32], key: AuthenticatedKey, read_at: Instant) {
         let mut entries = self.entries.lock().expect("auth cache lock");
         if entries.len() >= AUTH_CACHE_CAPACITY {
-            entries.retain(|_, (_, at)| at.elapsed() < AUTH_CACHE_TTL);
+            entries.retain(|_, (_, at)| self.holds(*at));
             if entries.len() >= AUTH_CACHE_CAPACITY {
                 entries.clear();
             }
         }
-        entries.insert(digest, (key, Instant::now()));
+        entries.insert(digest, (key, read_at));
     }
 
     /// Notes that the key's use was just recorded, so the next requests do not record it
@@ -145,14 +175,18 @@ impl FromRequestParts<AppState> for Authenticated {
         let key = match state.auth_cache.get(&digest) {
             Some(key) => key,
             None => {
+                // Before the read: a change the feed sees later may have raced it.
+                let read_at = Instant::now();
                 let Some(key) = state.store.authenticate(presented).await? else {
                     record_failed_authentication(state, presented, source_address(parts));
                     return Err(ApiError::Unauthorized);
                 };
                 // The org's configuration version came with the key: intake need not
-                // read it again for the next `org_config_refresh`.
-                state.orgs().saw_version(key.org_id, key.config_version);
-                state.auth_cache.put(digest, key.clone());
+                // read it again while it holds.
+                state
+                    .orgs()
+                    .saw_version(key.org_id, key.config_version, read_at);
+                state.auth_cache.put(digest, key.clone(), read_at);
                 key
             }
         };
@@ -171,6 +205,37 @@ impl FromRequestParts<AppState> for Authenticated {
             key_name: key.name.clone(),
             actor,
         })
+    }
+}
+
+/// Polls the deployment's change count every [`CHANGE_POLL`] until `shutdown`, for the
+/// key cache and intake's org configurations. A failing poll is logged once until polls
+/// succeed again; meanwhile the caches fall back to their time limits.
+pub(crate) async fn follow_changes(
+    store: Store,
+    feed: Arc<ChangeFeed>,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(CHANGE_POLL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match feed.poll(&store).await {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("the change count is read again; caches follow it");
+            }
+            Ok(()) => {}
+            Err(error) if !failing => {
+                failing = true;
+                tracing::warn!(%error, "cannot read the change count; cached keys and org configurations fall back to their time limits");
+            }
+            Err(error) => tracing::debug!(%error, "cannot read the change count"),
+        }
     }
 }
 

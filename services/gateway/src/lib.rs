@@ -108,6 +108,9 @@ pub(crate) struct AppState {
     pub intake: TurnIntake,
     pub feishu: feishu::FeishuState,
     pub auth_cache: Arc<auth::AuthCache>,
+    /// The deployment's change count as this gateway last polled it (the key cache and
+    /// intake's org configurations follow it).
+    pub change_feed: Arc<sable_runtime::ChangeFeed>,
     /// Key uses waiting for their batched write.
     pub key_uses: Arc<auth::KeyUses>,
     pub quotas: Arc<quotas::QuotaGuard>,
@@ -145,6 +148,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     bus.ensure_topology_patiently(&shutdown).await?;
     let state = app_state(config, store, bus, shutdown.clone());
+    let changes = tokio::spawn(auth::follow_changes(
+        state.store.clone(),
+        state.change_feed.clone(),
+        shutdown.clone(),
+    ));
     let dispatcher = tokio::spawn(dispatcher::run(state.clone(), shutdown.clone()));
     let sweeper = tokio::spawn(dispatcher::sweep_deliveries(
         state.clone(),
@@ -167,6 +175,7 @@ pub async fn run(
     sweeper.await?;
     sealer.await?;
     feishu_connections.await?;
+    changes.await?;
     Ok(())
 }
 
@@ -184,6 +193,8 @@ fn app_state(
         false,
         config.org_config_refresh,
     );
+    let change_feed = Arc::new(sable_runtime::ChangeFeed::default());
+    orgs.follow(change_feed.clone());
     let intake = TurnIntake::new(store.clone(), bus.clone(), orgs);
     AppState {
         quotas: Arc::new(quotas::QuotaGuard::new(store.clone(), config.quota_cache)),
@@ -193,7 +204,8 @@ fn app_state(
         config: Arc::new(config),
         shutdown,
         intake,
-        auth_cache: Arc::default(),
+        auth_cache: Arc::new(auth::AuthCache::new(change_feed.clone())),
+        change_feed,
         key_uses: Arc::default(),
     }
 }

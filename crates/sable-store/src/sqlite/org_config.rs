@@ -29,6 +29,13 @@ pub(crate) async fn org_config(
     })
 }
 
+pub(crate) async fn change_count(pool: &SqlitePool) -> Result<i64, StoreError> {
+    let (changes,): (i64,) = sqlx::query_as("SELECT changes FROM change_count WHERE id = 1")
+        .fetch_one(pool)
+        .await?;
+    Ok(changes)
+}
+
 pub(crate) async fn org_config_version(
     pool: &SqlitePool,
     org_id: OrgId,

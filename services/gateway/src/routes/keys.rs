@@ -311,7 +311,7 @@ async fn revoke_key(
         .revoke_api_key(Some(org_id), prefix, &caller.actor)
         .await?
         .ok_or(ApiError::NotFound("key"))?;
-    // Other gateways stop trusting the key within `AUTH_CACHE_TTL`; this one at once.
+    // Other gateways stop trusting the key at their next change poll; this one at once.
     state.auth_cache.clear();
     Ok(Json(key_json(&revoked)))
 }

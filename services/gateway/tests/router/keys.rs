@@ -4,12 +4,14 @@ use axum::http::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::support::{
-    Backend, Call, TestApp, assert_error, forbidden, refusal, text, unauthorized, wrong_method,
+    Backend, Call, TestApp, assert_error, forbidden, key_prefix, refusal, text, unauthorized,
+    wrong_method,
 };
 
 on_both_backends!(
     key_management_refuses_members_bad_bodies_and_other_orgs_prefixes,
-    the_listing_shows_when_each_key_was_last_used
+    the_listing_shows_when_each_key_was_last_used,
+    a_key_revoked_past_this_gateway_stops_at_its_next_change_poll
 );
 
 async fn key_management_refuses_members_bad_bodies_and_other_orgs_prefixes(
@@ -182,5 +184,35 @@ async fn the_listing_shows_when_each_key_was_last_used(backend: Backend) -> anyh
         !recorded(&listing, &used[2].1),
         "a key never used has no last use: {listing}"
     );
+    Ok(())
+}
+
+/// A key revoked where this gateway cannot see it (`sable admin key revoke`, another
+/// gateway: the store directly) keeps working only from the cache, and only until the
+/// gateway's next poll of the change count: the poll that sees the count move makes the
+/// gateway read the key again.
+async fn a_key_revoked_past_this_gateway_stops_at_its_next_change_poll(
+    backend: Backend,
+) -> anyhow::Result<()> {
+    let app = TestApp::spawn(backend).await?;
+    let me = || Call::get("/v1/me").key(&app.org.member_key);
+    // The first poll distrusts every read before it; the key is read again after it, and
+    // a second poll that sees no change confirms that read.
+    app.accepted(me()).await?;
+    app.change_feed.poll(&app.store).await?;
+    app.accepted(me()).await?;
+    app.change_feed.poll(&app.store).await?;
+    app.store
+        .revoke_api_key(
+            None,
+            key_prefix(&app.org.member_key),
+            &sable_store::Actor::system(),
+        )
+        .await?;
+    // Not polled yet: the cached key is all this gateway knows.
+    app.accepted(me()).await?;
+    app.change_feed.poll(&app.store).await?;
+    let refused = app.send(me()).await;
+    assert_error(&refused, StatusCode::UNAUTHORIZED, "unauthorized");
     Ok(())
 }

@@ -59,6 +59,8 @@ pub struct TestApp {
     pub revoked_key: String,
     /// A platform administrator's key (`sable admin key create --platform`).
     pub platform_key: String,
+    /// The change feed the app's caches follow; nothing polls it unless a test does.
+    pub change_feed: std::sync::Arc<sable_runtime::ChangeFeed>,
     shutdown: CancellationToken,
     server: JoinHandle<()>,
     _database: Database,
@@ -116,8 +118,12 @@ impl TestApp {
         let bus = Bus::local();
         bus.ensure_topology().await?;
         let shutdown = CancellationToken::new();
-        let router =
-            sable_gateway::testing::router(config, store.clone(), bus.clone(), shutdown.clone());
+        let (router, change_feed) = sable_gateway::testing::router_and_feed(
+            config,
+            store.clone(),
+            bus.clone(),
+            shutdown.clone(),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
         let server = tokio::spawn({
@@ -133,6 +139,7 @@ impl TestApp {
             other_org,
             revoked_key: revoked.key,
             platform_key,
+            change_feed,
             shutdown,
             server,
             _database: database,
@@ -695,7 +702,7 @@ pub fn text(value: &Value) -> anyhow::Result<String> {
 }
 
 /// The public part of a key, `sable_<prefix>_<secret>`.
-fn key_prefix(key: &str) -> &str {
+pub fn key_prefix(key: &str) -> &str {
     key.split('_').nth(1).unwrap_or_default()
 }
 
