@@ -59,6 +59,13 @@ impl ChangeFeed {
         state.changed.is_some_and(|changed| read_at <= changed)
     }
 
+    /// Whether a read begun at `read_at` may be used without reading again: the feed
+    /// trusts it, or, when the feed cannot confirm it (its polls fail or never ran), it is
+    /// younger than `fallback` and no change was seen since it began.
+    pub fn holds(&self, read_at: Instant, fallback: Duration) -> bool {
+        self.trusts(read_at) || (!self.changed_since(read_at) && read_at.elapsed() < fallback)
+    }
+
     /// Reads the change count once. The first poll counts as a change: what was read
     /// before it cannot be confirmed by it.
     pub async fn poll(&self, store: &Store) -> Result<(), StoreError> {
@@ -96,9 +103,17 @@ mod tests {
         let feed = feed(1, Instant::now(), changed);
         assert!(feed.trusts(after));
         assert!(!feed.changed_since(after));
+        assert!(
+            feed.holds(after, Duration::ZERO),
+            "trusted: no fallback needed"
+        );
         let before = changed.checked_sub(Duration::from_millis(1)).unwrap();
         assert!(!feed.trusts(before));
         assert!(feed.changed_since(before));
+        assert!(
+            !feed.holds(before, TRUST_FOR),
+            "a seen change beats the fallback"
+        );
     }
 
     #[test]
@@ -109,5 +124,10 @@ mod tests {
         assert!(!feed.changed_since(Instant::now()));
         assert!(!ChangeFeed::default().changed_since(Instant::now()));
         assert!(!ChangeFeed::default().trusts(Instant::now()));
+        assert!(
+            feed.holds(Instant::now(), TRUST_FOR),
+            "the fallback decides"
+        );
+        assert!(!feed.holds(long_ago, TRUST_FOR), "too old for the fallback");
     }
 }

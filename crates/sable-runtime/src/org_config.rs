@@ -8,7 +8,8 @@
 //! reference and naming the item and field at fault; the gateway runs it on a change
 //! before storing it. `OrgConfigs` caches built configurations by the org's version: the
 //! worker asks for the version its turn began with (so a change is seen by the next
-//! turn, exactly), intake asks for one checked at most `refresh` ago.
+//! turn, exactly), intake asks for one checked at most `refresh` ago, or still confirmed
+//! by the change feed it follows ([`ChangeFeed`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock, RwLock};
@@ -489,11 +490,13 @@ impl OrgConfigs {
     /// Whether a version checked by a read begun at `checked` may be used without reading
     /// it again.
     fn still_holds(&self, checked: Instant) -> bool {
-        match self.inner.feed.get() {
-            Some(feed) if feed.trusts(checked) => true,
-            Some(feed) if feed.changed_since(checked) => false,
-            _ => checked.elapsed() < self.inner.refresh,
-        }
+        let refresh = self.inner.refresh;
+        self.inner
+            .feed
+            .get()
+            .map_or(checked.elapsed() < refresh, |feed| {
+                feed.holds(checked, refresh)
+            })
     }
 
     /// Notes that the org's version is `version` as of a read begun at `read_at` (of

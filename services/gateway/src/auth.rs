@@ -100,11 +100,7 @@ impl AuthCache {
     /// Whether a key read by a read begun at `read_at` may be used without reading it
     /// again.
     fn holds(&self, read_at: Instant) -> bool {
-        if self.feed.trusts(read_at) {
-            read_at.elapsed() < AUTH_CACHE_MAX_AGE
-        } else {
-            !self.feed.changed_since(read_at) && read_at.elapsed() < AUTH_CACHE_TTL
-        }
+        read_at.elapsed() < AUTH_CACHE_MAX_AGE && self.feed.holds(read_at, AUTH_CACHE_TTL)
     }
 
     fn put(&self, digest: [u8; 32], key: AuthenticatedKey, read_at: Instant) {
