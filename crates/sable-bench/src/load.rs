@@ -28,19 +28,45 @@ pub struct Report {
     pub costs: Costs,
 }
 
+/// A window's latency percentiles (ms): end to end, and added by Sable.
+struct Latency {
+    p50: f64,
+    p95: f64,
+    p99: f64,
+    max: f64,
+    added_p50: f64,
+    added_p99: f64,
+}
+
 /// Where and what the conversations send.
-struct Target<'a> {
+struct Target {
     http: reqwest::Client,
     endpoint: String,
     /// The keys turns are sent with, each conversation its share in turn (one key
     /// without `--orgs`; with it, one per org, whose agent is `tenant`).
-    keys: &'a [String],
+    keys: Vec<String>,
     agent: Option<&'static str>,
     text: String,
     stream: bool,
 }
 
+/// A deployment ready to be measured: its conversations have answered (the warm-up), and
+/// what the warm-up left behind is done.
+pub struct Prepared {
+    target: Target,
+    conversation_ids: Vec<String>,
+    /// Each role's RSS before any load (KiB).
+    idle_rss: Vec<u64>,
+}
+
+/// One measured window after a warm-up.
 pub async fn run(stack: &mut Stack, args: &Args) -> anyhow::Result<Report> {
+    let prepared = prepare(stack, args).await?;
+    measure(stack, &prepared, args).await
+}
+
+/// Primes every org (`--orgs`) and runs the warm-up, which counts in no figure.
+pub async fn prepare(stack: &Stack, args: &Args) -> anyhow::Result<Prepared> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency)
         .timeout(Duration::from_secs(60))
@@ -50,12 +76,15 @@ pub async fn run(stack: &mut Stack, args: &Args) -> anyhow::Result<Report> {
         .iter()
         .map(|role| role.pid().and_then(processes::rss_kib).unwrap_or(0))
         .collect();
-    let single = [stack.key.clone()];
     let tenants = !stack.tenants.is_empty();
     let target = Target {
         http,
         endpoint: format!("{}/v1/messages", stack.url),
-        keys: if tenants { &stack.tenants } else { &single },
+        keys: if tenants {
+            stack.tenants.clone()
+        } else {
+            vec![stack.key.clone()]
+        },
         agent: tenants.then_some("tenant"),
         text: message_text(args),
         stream: args.stream,
@@ -85,6 +114,20 @@ pub async fn run(stack: &mut Stack, args: &Args) -> anyhow::Result<Report> {
             .sum::<usize>(),
         settled.as_millis()
     );
+    Ok(Prepared {
+        target,
+        conversation_ids,
+        idle_rss,
+    })
+}
+
+/// One measured window of `--duration` on a prepared deployment; it closes once the
+/// deployment is quiet again.
+pub async fn measure(
+    stack: &mut Stack,
+    prepared: &Prepared,
+    args: &Args,
+) -> anyhow::Result<Report> {
     let opened = stack.meter.open().await?;
     let cpu_before: Vec<u64> = stack
         .roles
@@ -92,9 +135,14 @@ pub async fn run(stack: &mut Stack, args: &Args) -> anyhow::Result<Report> {
         .map(|role| role.pid().and_then(processes::cpu_ticks).unwrap_or(0))
         .collect();
     let started = Instant::now();
-    let conversations = drive(&target, &conversation_ids, started + args.duration).await;
+    let conversations = drive(
+        &prepared.target,
+        &prepared.conversation_ids,
+        started + args.duration,
+    )
+    .await;
     let elapsed = started.elapsed();
-    let roles = role_usage(stack, &idle_rss, &cpu_before, elapsed);
+    let roles = role_usage(stack, &prepared.idle_rss, &cpu_before, elapsed);
     // The window closes once the deployment has finished the measured turns' trailing
     // work (deliveries, lease releases), which their cost includes.
     let settled = stack.meter.settle().await;
@@ -126,7 +174,7 @@ fn message_text(args: &Args) -> String {
 
 /// Runs every conversation until `deadline` (each finishes the turn it is in).
 async fn drive(
-    target: &Target<'_>,
+    target: &Target,
     conversation_ids: &[String],
     deadline: Instant,
 ) -> Vec<Conversation> {
@@ -146,7 +194,7 @@ async fn drive(
 }
 
 /// One turn for every key, each conversation sending its share; returns the turns.
-async fn prime(target: &Target<'_>, conversation_ids: &[String]) -> usize {
+async fn prime(target: &Target, conversation_ids: &[String]) -> usize {
     let shares = conversation_ids
         .iter()
         .enumerate()
@@ -170,7 +218,7 @@ async fn prime(target: &Target<'_>, conversation_ids: &[String]) -> usize {
     futures::future::join_all(shares).await.into_iter().sum()
 }
 
-fn message_body(target: &Target<'_>, conversation_id: &str, stream: bool) -> serde_json::Value {
+fn message_body(target: &Target, conversation_id: &str, stream: bool) -> serde_json::Value {
     let mut body =
         json!({"text": target.text, "conversation": {"id": conversation_id}, "wait": !stream});
     if let Some(agent) = target.agent {
@@ -221,7 +269,7 @@ struct Turn {
 /// Conversation `index` of `count` sends with the keys `index`, `index + count`, … in
 /// turn (with one key: always it).
 async fn converse(
-    target: &Target<'_>,
+    target: &Target,
     index: usize,
     count: usize,
     conversation_id: &str,
@@ -350,8 +398,15 @@ impl Report {
         report
     }
 
-    fn percentile(&self, fraction: f64) -> f64 {
-        percentile(&self.latencies_ms, fraction)
+    fn latency(&self) -> Latency {
+        Latency {
+            p50: percentile(&self.latencies_ms, 0.50),
+            p95: percentile(&self.latencies_ms, 0.95),
+            p99: percentile(&self.latencies_ms, 0.99),
+            max: self.latencies_ms.last().copied().unwrap_or(0.0),
+            added_p50: percentile(&self.added_ms, 0.50),
+            added_p99: percentile(&self.added_ms, 0.99),
+        }
     }
 
     /// `amount` per completed turn; `None` when it was not measured or no turn completed.
@@ -389,19 +444,36 @@ impl Report {
         by_process
     }
 
+    #[allow(clippy::cast_precision_loss)]
+    pub fn turns_per_sec(&self) -> f64 {
+        self.turns as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Postgres's CPU ms per completed turn (every `postgres` process of the machine).
+    pub fn postgres_cpu_ms_per_turn(&self) -> Option<f64> {
+        self.cpu_ms_per_turn()
+            .into_iter()
+            .find(|(name, _)| *name == "postgres")
+            .and_then(|(_, millis)| millis)
+    }
+
+    /// Sable's CPU ms per completed turn, every role and Postgres and NATS (not the load
+    /// generator).
+    pub fn total_cpu_ms_per_turn(&self) -> Option<f64> {
+        self.per_turn(Some(self.costs.cpu_ms_total))
+    }
+
     #[allow(clippy::print_stdout, clippy::cast_precision_loss)]
     pub fn print(&self, args: &Args) {
-        let turns_per_sec = self.turns as f64 / self.elapsed.as_secs_f64();
-        let (p50, p95, p99) = (
-            self.percentile(0.50),
-            self.percentile(0.95),
-            self.percentile(0.99),
-        );
-        let (added_p50, added_p99) = (
-            percentile(&self.added_ms, 0.50),
-            percentile(&self.added_ms, 0.99),
-        );
-        let max = self.latencies_ms.last().copied().unwrap_or(0.0);
+        let turns_per_sec = self.turns_per_sec();
+        let Latency {
+            p50,
+            p95,
+            p99,
+            max,
+            added_p50,
+            added_p99,
+        } = self.latency();
         for (name, idle, loaded, cpu) in &self.roles {
             println!(
                 "{name:>9}: idle RSS {:.1} MiB, under load {:.1} MiB, CPU {:.0}% of a core",
@@ -416,6 +488,22 @@ impl Report {
             "| {mode} | {} | {} | {} ms | {turns_per_sec:.0} | {p50:.1} | {p95:.1} | {p99:.1} | {max:.1} | {} |",
             args.concurrency, args.workers, args.provider_latency_ms, self.errors
         );
+        println!("{}", self.summary(args));
+    }
+
+    /// The figures of the window as one JSON object (the last line `print` prints).
+    #[allow(clippy::cast_precision_loss)]
+    pub fn summary(&self, args: &Args) -> serde_json::Value {
+        let turns_per_sec = self.turns_per_sec();
+        let Latency {
+            p50,
+            p95,
+            p99,
+            max,
+            added_p50,
+            added_p99,
+        } = self.latency();
+        let mode = format!("{:?}", args.mode).to_lowercase();
         let roles: Vec<serde_json::Value> = self
             .roles
             .iter()
@@ -426,7 +514,7 @@ impl Report {
             .into_iter()
             .map(|(name, millis)| (name.to_owned(), json!(millis)))
             .collect();
-        let summary = json!({
+        json!({
             "mode": mode,
             "concurrency": args.concurrency,
             "workers": args.workers,
@@ -454,8 +542,7 @@ impl Report {
             "commits_per_turn": self.commits_per_turn(),
             "cpu_ms_per_turn": cpu_ms_per_turn,
             "turns_per_sec_by_window": self.turns_per_sec_by_window,
-        });
-        println!("{summary}");
+        })
     }
 
     /// The lines of the added latency, the per-turn costs and the per-window throughput.

@@ -11,9 +11,13 @@
 //! `errors`, `added_p50_ms`, `round_trips_per_turn`, `cpu_ms_per_turn`, …) for scripts;
 //! the line before it is a markdown table row.
 //!
+//! `--audit compare` measures two deployments of this build in one run, audit off and on,
+//! in alternating windows (see `compare.rs`).
+//!
 //! `--mode mcp` measures the MCP sidecar instead: tool calls to one stdio MCP server,
 //! direct and through `sable mcp-sidecar` (see `mcp.rs`).
 
+mod compare;
 mod load;
 mod mcp;
 mod meter;
@@ -41,6 +45,9 @@ enum Mode {
 enum Switch {
     On,
     Off,
+    /// Both in one run: a deployment with the feature and one without, side by side,
+    /// measured in alternating windows (`--rounds` pairs of `--duration` each).
+    Compare,
 }
 
 /// Measures Sable under load. With no SABLE_NATS_URL it starts a private nats-server; with
@@ -48,7 +55,7 @@ enum Switch {
 /// SABLE_TEST_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres), or, when
 /// that is unreachable, on a private cluster it starts (initdb from SABLE_TEST_PG_BIN,
 /// default /usr/lib/postgresql/15/bin).
-#[derive(Debug, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "sable-bench", version)]
 struct Args {
     #[arg(long, value_enum, default_value = "distributed")]
@@ -92,9 +99,12 @@ struct Args {
     #[arg(long)]
     direct_database: bool,
     /// `--mode distributed`: write audit events with each turn (`off` measures what they
-    /// cost; the embedded store always writes them).
+    /// cost; `compare` measures both in one run; the embedded store always writes them).
     #[arg(long, value_enum, default_value = "on")]
     audit: Switch,
+    /// `--audit compare`: pairs of measured windows (one off, one on, adjacent in time).
+    #[arg(long, default_value_t = 6)]
+    rounds: usize,
     /// `--mode distributed`: spread the turns over this many orgs, each with its own
     /// agent (`tenant`, its own prompt) and key, made through the API before the run;
     /// every org answers one turn before the warm-up, so the run measures the per-org
@@ -129,6 +139,13 @@ async fn main() -> anyhow::Result<()> {
     if args.mode == Mode::Mcp {
         mcp::run(&args).await?.print(&args);
         return Ok(());
+    }
+    if args.audit == Switch::Compare {
+        anyhow::ensure!(
+            args.mode == Mode::Distributed,
+            "--audit compare needs --mode distributed"
+        );
+        return compare::run(&args).await;
     }
     let mut stack = stack::start(&args).await?;
     let report = load::run(&mut stack, &args).await?;
