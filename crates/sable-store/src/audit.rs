@@ -686,7 +686,11 @@ impl PgStore {
                 .fetch_one(&mut *tx)
                 .await?;
         // The orgs with events in [watermark, horizon); each org's head is its newest
-        // seal, else its retention checkpoint, else the start.
+        // seal, else its retention checkpoint, else the start. An org's unsealed events
+        // are all at or past the watermark, and saying so bounds the scan of each org's
+        // key: the head's row comparison alone is not an index condition under row-level
+        // security, so without `e.xid >= $5` every pass read all of an org's events (a
+        // pass's cost grew with the org's history: docs/BENCHMARKS.md).
         let sql = format!(
             "WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xid), \
              event_orgs AS ( \
@@ -707,6 +711,7 @@ impl PgStore {
              FROM heads h CROSS JOIN horizon \
              CROSS JOIN LATERAL (SELECT e.xid, NULL::bigint AS seq, {EVENT_SELECT} FROM audit_events e \
                  WHERE e.org_id = h.org_id AND (e.xid, e.id) > (h.head_xid, h.head_id) AND e.xid < horizon.xid \
+                     AND e.xid >= $5 \
                  ORDER BY e.xid, e.id LIMIT $1) e \
              ORDER BY e.org_id, e.xid, e.id"
         );
