@@ -466,14 +466,7 @@ impl Report {
     #[allow(clippy::print_stdout, clippy::cast_precision_loss)]
     pub fn print(&self, args: &Args) {
         let turns_per_sec = self.turns_per_sec();
-        let Latency {
-            p50,
-            p95,
-            p99,
-            max,
-            added_p50,
-            added_p99,
-        } = self.latency();
+        let latency = self.latency();
         for (name, idle, loaded, cpu) in &self.roles {
             println!(
                 "{name:>9}: idle RSS {:.1} MiB, under load {:.1} MiB, CPU {:.0}% of a core",
@@ -482,11 +475,18 @@ impl Report {
                 cpu * 100.0
             );
         }
-        self.print_costs(args, added_p50, added_p99);
+        self.print_costs(args, latency.added_p50, latency.added_p99);
         let mode = format!("{:?}", args.mode).to_lowercase();
         println!(
-            "| {mode} | {} | {} | {} ms | {turns_per_sec:.0} | {p50:.1} | {p95:.1} | {p99:.1} | {max:.1} | {} |",
-            args.concurrency, args.workers, args.provider_latency_ms, self.errors
+            "| {mode} | {} | {} | {} ms | {turns_per_sec:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
+            args.concurrency,
+            args.workers,
+            args.provider_latency_ms,
+            latency.p50,
+            latency.p95,
+            latency.p99,
+            latency.max,
+            self.errors
         );
         println!("{}", self.summary(args));
     }
@@ -495,14 +495,7 @@ impl Report {
     #[allow(clippy::cast_precision_loss)]
     pub fn summary(&self, args: &Args) -> serde_json::Value {
         let turns_per_sec = self.turns_per_sec();
-        let Latency {
-            p50,
-            p95,
-            p99,
-            max,
-            added_p50,
-            added_p99,
-        } = self.latency();
+        let latency = self.latency();
         let mode = format!("{:?}", args.mode).to_lowercase();
         let roles: Vec<serde_json::Value> = self
             .roles
@@ -523,10 +516,10 @@ impl Report {
             "duration_s": self.elapsed.as_secs_f64(),
             "turns": self.turns,
             "turns_per_sec": turns_per_sec,
-            "p50_ms": p50,
-            "p95_ms": p95,
-            "p99_ms": p99,
-            "max_ms": max,
+            "p50_ms": latency.p50,
+            "p95_ms": latency.p95,
+            "p99_ms": latency.p99,
+            "max_ms": latency.max,
             "errors": self.errors,
             "stream": args.stream,
             "tool_round": args.tool_round,
@@ -535,8 +528,8 @@ impl Report {
             "roles": roles,
             "warmup_s": args.warmup.as_secs_f64(),
             "window_s": args.window.as_secs_f64(),
-            "added_p50_ms": added_p50,
-            "added_p99_ms": added_p99,
+            "added_p50_ms": latency.added_p50,
+            "added_p99_ms": latency.added_p99,
             "round_trips_per_turn": self.round_trips_per_turn(),
             "pings_per_turn": self.pings_per_turn(),
             "commits_per_turn": self.commits_per_turn(),
