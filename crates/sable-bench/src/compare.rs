@@ -24,47 +24,43 @@ pub async fn run(args: &Args) -> anyhow::Result<()> {
         prepared.push(load::prepare(&stack, side).await?);
         stacks.push(stack);
     }
-    let mut pairs: Vec<[Option<Report>; 2]> = Vec::new();
+    // Each side's windows in round order: `windows[0][r]` and `windows[1][r]` are a pair.
+    let mut windows: [Vec<Report>; 2] = [Vec::new(), Vec::new()];
     for round in 0..args.rounds {
         let order = if round % 2 == 0 { [0, 1] } else { [1, 0] };
-        let mut pair = [None, None];
         for side in order {
             let report = load::measure(&mut stacks[side], &prepared[side], &sides[side]).await?;
             eprintln!(
                 "sable-bench: round {} audit {}: {:.1} turns/s",
                 round + 1,
-                label(side),
+                LABELS[side],
                 report.turns_per_sec()
             );
-            pair[side] = Some(report);
+            windows[side].push(report);
         }
-        pairs.push(pair);
     }
-    let pairs: Vec<(Report, Report)> = pairs
-        .into_iter()
-        .filter_map(|[off, on]| Some((off?, on?)))
-        .collect();
-    print(&pairs, &sides);
-    drop(stacks);
+    print(&windows, &sides);
     Ok(())
 }
 
-fn label(side: usize) -> &'static str {
-    if side == 0 { "off" } else { "on" }
-}
+/// The sides' names, in the order of `sides`.
+const LABELS: [&str; 2] = ["off", "on"];
 
 /// One markdown row per round, then the whole run as one JSON object (the last line).
 #[allow(clippy::print_stdout)]
-fn print(pairs: &[(Report, Report)], sides: &[Args; 2]) {
+fn print(windows: &[Vec<Report>; 2], sides: &[Args; 2]) {
+    let [off_windows, on_windows] = windows;
+    let pairs: Vec<(&Report, &Report)> = off_windows.iter().zip(on_windows).collect();
     println!(
         "| round | off turns/s | on turns/s | on vs off | CPU ms/turn off (Postgres) | on (Postgres) |"
     );
     println!("|---|---|---|---|---|---|");
     let or_dash = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
-    let mut changes = Vec::new();
-    for (round, (off, on)) in pairs.iter().enumerate() {
-        let change = change_pct(off.turns_per_sec(), on.turns_per_sec());
-        changes.push(change);
+    let changes: Vec<f64> = pairs
+        .iter()
+        .map(|(off, on)| change_pct(off.turns_per_sec(), on.turns_per_sec()))
+        .collect();
+    for (round, ((off, on), change)) in pairs.iter().zip(&changes).enumerate() {
         println!(
             "| {} | {:.1} | {:.1} | {change:+.1} % | {} ({}) | {} ({}) |",
             round + 1,
@@ -76,16 +72,7 @@ fn print(pairs: &[(Report, Report)], sides: &[Args; 2]) {
             or_dash(on.postgres_cpu_ms_per_turn()),
         );
     }
-    let total = |side: usize| -> f64 {
-        let (turns, seconds) = pairs.iter().fold((0usize, 0.0), |(turns, seconds), pair| {
-            let report = if side == 0 { &pair.0 } else { &pair.1 };
-            (turns + report.turns, seconds + report.elapsed.as_secs_f64())
-        });
-        #[allow(clippy::cast_precision_loss)]
-        let rate = turns as f64 / seconds;
-        rate
-    };
-    let (off_total, on_total) = (total(0), total(1));
+    let (off_total, on_total) = (overall_rate(off_windows), overall_rate(on_windows));
     let median = median(&changes);
     println!(
         "audit on vs off: median {median:+.1} % over {} rounds, all windows together {:+.1} % ({off_total:.1} against {on_total:.1} turns/s)",
@@ -105,14 +92,26 @@ fn print(pairs: &[(Report, Report)], sides: &[Args; 2]) {
         "on_turns_per_sec": on_total,
         "pairs": pairs
             .iter()
-            .map(|(off, on)| json!({
-                "on_vs_off_pct": change_pct(off.turns_per_sec(), on.turns_per_sec()),
+            .zip(&changes)
+            .map(|((off, on), change)| json!({
+                "on_vs_off_pct": change,
                 "off": off.summary(&sides[0]),
                 "on": on.summary(&sides[1]),
             }))
             .collect::<Vec<_>>(),
     });
     println!("{summary}");
+}
+
+/// Turns per second over all of one side's windows together.
+#[allow(clippy::cast_precision_loss)]
+fn overall_rate(windows: &[Report]) -> f64 {
+    let turns: usize = windows.iter().map(|report| report.turns).sum();
+    let seconds: f64 = windows
+        .iter()
+        .map(|report| report.elapsed.as_secs_f64())
+        .sum();
+    turns as f64 / seconds
 }
 
 /// How much `on` differs from `off`, in percent of `off`.
