@@ -307,8 +307,18 @@ async fn two_replicas_on_one_app_answer_each_event_once_though_both_receive_it_a
     };
     pushes.push((ws.server.push_event_to_all(&ws.event(&renamed))?, 2));
 
-    // A later message of the same user queues behind any duplicate turn in the same
-    // session, so once it is answered every duplicate would have been answered too.
+    for (push, copies) in &pushes {
+        let codes = ws.acked(push, *copies).await?;
+        assert_eq!(
+            codes,
+            vec![Some(200); *copies],
+            "every copy is ACKed with 200"
+        );
+    }
+    // Every copy is ACKed, so every turn they made is committed: a later message of the
+    // same user queues behind all of them in the same session, so once it is answered
+    // every one (and every duplicate) would have been answered too. (Sent before the
+    // ACKs, two replicas could commit it before a slower copy of an earlier message.)
     let later = in_chat("and the last one");
     ws.server.push_event_to_all(&ws.event(&later))?;
     assert_eq!(ws.replies_to(&later.message_id).await?, 1);
@@ -336,14 +346,6 @@ async fn two_replicas_on_one_app_answer_each_event_once_though_both_receive_it_a
         i64::try_from(messages.len() + 1)?
     );
 
-    for (push, copies) in &pushes {
-        let codes = ws.acked(push, *copies).await?;
-        assert_eq!(
-            codes,
-            vec![Some(200); *copies],
-            "every copy is ACKed with 200"
-        );
-    }
     let connections: std::collections::HashSet<u64> =
         ws.server.acks().iter().map(|ack| ack.connection).collect();
     assert_eq!(connections.len(), 2, "both replicas took events");
