@@ -52,17 +52,18 @@ fn print(windows: &[Vec<Report>; 2], sides: &[Args; 2]) {
     let [off_windows, on_windows] = windows;
     let pairs: Vec<(&Report, &Report)> = off_windows.iter().zip(on_windows).collect();
     println!(
-        "| round | off turns/s | on turns/s | on vs off | CPU ms/turn off (Postgres) | on (Postgres) |"
+        "| round | off turns/s | on turns/s | on vs off | CPU ms/turn off (Postgres) | on (Postgres) | WAL bytes/turn off | on |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     let or_dash = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
     let changes: Vec<f64> = pairs
         .iter()
         .map(|(off, on)| change_pct(off.turns_per_sec(), on.turns_per_sec()))
         .collect();
+    let bytes = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
     for (round, ((off, on), change)) in pairs.iter().zip(&changes).enumerate() {
         println!(
-            "| {} | {:.1} | {:.1} | {change:+.1} % | {} ({}) | {} ({}) |",
+            "| {} | {:.1} | {:.1} | {change:+.1} % | {} ({}) | {} ({}) | {} | {} |",
             round + 1,
             off.turns_per_sec(),
             on.turns_per_sec(),
@@ -70,15 +71,12 @@ fn print(windows: &[Vec<Report>; 2], sides: &[Args; 2]) {
             or_dash(off.postgres_cpu_ms_per_turn()),
             or_dash(on.total_cpu_ms_per_turn()),
             or_dash(on.postgres_cpu_ms_per_turn()),
+            bytes(off.wal_bytes_per_turn()),
+            bytes(on.wal_bytes_per_turn()),
         );
     }
-    let (off_total, on_total) = (overall_rate(off_windows), overall_rate(on_windows));
-    let median = median(&changes);
-    println!(
-        "audit on vs off: median {median:+.1} % over {} rounds, all windows together {:+.1} % ({off_total:.1} against {on_total:.1} turns/s)",
-        pairs.len(),
-        change_pct(off_total, on_total)
-    );
+    let totals = Totals::of(windows, &changes);
+    totals.print(pairs.len());
     let summary = json!({
         "mode": "distributed",
         "audit": "compare",
@@ -86,10 +84,13 @@ fn print(windows: &[Vec<Report>; 2], sides: &[Args; 2]) {
         "workers": sides[0].workers,
         "provider_latency_ms": sides[0].provider_latency_ms,
         "rounds": pairs.len(),
-        "on_vs_off_pct_median": median,
-        "on_vs_off_pct_total": change_pct(off_total, on_total),
-        "off_turns_per_sec": off_total,
-        "on_turns_per_sec": on_total,
+        "on_vs_off_pct_median": totals.median_change,
+        "on_vs_off_pct_median_interval95": totals.interval.map(|(low, high)| [low, high]),
+        "off_wal_bytes_per_turn": totals.off_wal,
+        "on_wal_bytes_per_turn": totals.on_wal,
+        "on_vs_off_pct_total": change_pct(totals.off_rate, totals.on_rate),
+        "off_turns_per_sec": totals.off_rate,
+        "on_turns_per_sec": totals.on_rate,
         "pairs": pairs
             .iter()
             .zip(&changes)
@@ -101,6 +102,60 @@ fn print(windows: &[Vec<Report>; 2], sides: &[Args; 2]) {
             .collect::<Vec<_>>(),
     });
     println!("{summary}");
+}
+
+/// The run's figures over all rounds.
+struct Totals {
+    /// Turns per second over all windows of each side.
+    off_rate: f64,
+    on_rate: f64,
+    /// The rounds' median change in throughput, and its 95 % interval.
+    median_change: f64,
+    interval: Option<(f64, f64)>,
+    /// Each side's median write-ahead log per turn.
+    off_wal: Option<f64>,
+    on_wal: Option<f64>,
+}
+
+impl Totals {
+    fn of(windows: &[Vec<Report>; 2], changes: &[f64]) -> Self {
+        let wal = |windows: &[Report]| {
+            let per_turn: Vec<f64> = windows
+                .iter()
+                .filter_map(Report::wal_bytes_per_turn)
+                .collect();
+            (!per_turn.is_empty()).then(|| median(&per_turn))
+        };
+        Self {
+            off_rate: overall_rate(&windows[0]),
+            on_rate: overall_rate(&windows[1]),
+            median_change: median(changes),
+            interval: median_interval(changes),
+            off_wal: wal(&windows[0]),
+            on_wal: wal(&windows[1]),
+        }
+    }
+
+    #[allow(clippy::print_stdout)]
+    fn print(&self, rounds: usize) {
+        let (off, on) = (self.off_rate, self.on_rate);
+        println!(
+            "audit on vs off: median {:+.1} % over {rounds} rounds, all windows together {:+.1} % ({off:.1} against {on:.1} turns/s)",
+            self.median_change,
+            change_pct(off, on)
+        );
+        if let Some((low, high)) = self.interval {
+            println!(
+                "the median's 95 % interval (distribution-free, from the rounds' order): {low:+.1} … {high:+.1} %"
+            );
+        }
+        if let (Some(off_wal), Some(on_wal)) = (self.off_wal, self.on_wal) {
+            println!(
+                "write-ahead log per turn, median: off {off_wal:.0} bytes, on {on_wal:.0} bytes ({:+.1} %)",
+                change_pct(off_wal, on_wal)
+            );
+        }
+    }
 }
 
 /// Turns per second over all of one side's windows together.
@@ -130,6 +185,29 @@ fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// A 95 % confidence interval for the median of `values`, from their order alone (no
+/// assumption about their distribution): the `k`-th smallest and `k`-th largest, for the
+/// largest `k` with P(Binomial(n, ½) < k) ≤ 2.5 %. `None` below six values, where even
+/// the smallest and largest do not cover 95 %.
+fn median_interval(values: &[f64]) -> Option<(f64, f64)> {
+    let n = values.len();
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    // P(X = i) for X ~ Binomial(n, 1/2), summed while the lower tail stays under 2.5 %.
+    let mut probability = 0.5_f64.powi(i32::try_from(n).ok()?);
+    let mut below = 0.0;
+    let mut k = 0;
+    while k < n / 2 && below + probability <= 0.025 {
+        below += probability;
+        k += 1;
+        #[allow(clippy::cast_precision_loss)]
+        {
+            probability *= (n - k + 1) as f64 / k as f64;
+        }
+    }
+    (k > 0).then(|| (sorted[k - 1], sorted[n - k]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,5 +217,16 @@ mod tests {
         assert!((median(&[-7.0, 2.0, -1.0, -3.0]) - -2.0).abs() < 1e-9);
         assert!((median(&[5.0, -1.0, 0.0]) - 0.0).abs() < 1e-9);
         assert!((change_pct(500.0, 475.0) - -5.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_median_interval_takes_the_order_statistics_of_the_binomial_tail() {
+        // n = 6: P(X = 0) = 1/64 ≤ 2.5 % < P(X ≤ 1): the smallest and the largest.
+        let six = [3.0, -1.0, 2.0, 0.0, 5.0, -4.0];
+        assert_eq!(median_interval(&six), Some((-4.0, 5.0)));
+        assert_eq!(median_interval(&six[..5]), None);
+        // n = 30: P(X ≤ 9) ≈ 2.1 % ≤ 2.5 % < P(X ≤ 10) ≈ 4.9 %: the 10th and the 21st.
+        let thirty: Vec<f64> = (1..=30).map(f64::from).collect();
+        assert_eq!(median_interval(&thirty), Some((10.0, 21.0)));
     }
 }

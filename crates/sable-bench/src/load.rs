@@ -432,6 +432,12 @@ impl Report {
         self.per_turn(self.costs.commits.map(|count| count as f64))
     }
 
+    /// Bytes of write-ahead log per completed turn (distributed mode).
+    #[allow(clippy::cast_precision_loss)]
+    pub fn wal_bytes_per_turn(&self) -> Option<f64> {
+        self.per_turn(self.costs.wal_bytes.map(|bytes| bytes as f64))
+    }
+
     /// CPU ms per completed turn by process group, then `total` (Sable's processes only).
     fn cpu_ms_per_turn(&self) -> Vec<(&'static str, Option<f64>)> {
         let mut by_process: Vec<(&'static str, Option<f64>)> = self
@@ -533,6 +539,7 @@ impl Report {
             "round_trips_per_turn": self.round_trips_per_turn(),
             "pings_per_turn": self.pings_per_turn(),
             "commits_per_turn": self.commits_per_turn(),
+            "wal_bytes_per_turn": self.wal_bytes_per_turn(),
             "cpu_ms_per_turn": cpu_ms_per_turn,
             "turns_per_sec_by_window": self.turns_per_sec_by_window,
         })
@@ -549,10 +556,12 @@ impl Report {
             value.map_or_else(|| "-".to_owned(), |value| format!("{value:.1}"))
         };
         println!(
-            "per turn: {} database round trips ({} of them pool pings), {} writing transactions",
+            "per turn: {} database round trips ({} of them pool pings), {} writing transactions, {} bytes of write-ahead log",
             or_none(self.round_trips_per_turn()),
             or_none(self.pings_per_turn()),
             or_none(self.commits_per_turn()),
+            self.wal_bytes_per_turn()
+                .map_or_else(|| "-".to_owned(), |bytes| format!("{bytes:.0}")),
         );
         let cpu: Vec<String> = self
             .cpu_ms_per_turn()

@@ -53,6 +53,8 @@ pub struct Costs {
     /// Of the round trips, those that carried no statement (sqlx's pool pings).
     pub pings: Option<u64>,
     pub commits: Option<u64>,
+    /// Bytes of write-ahead log Postgres wrote (server-wide, like `commits`).
+    pub wal_bytes: Option<u64>,
     /// CPU milliseconds by group name, in the order of [`Meter::processes`]; `None` for
     /// a group with no process to read (NATS that the bench did not start).
     pub cpu_ms: Vec<(&'static str, Option<f64>)>,
@@ -136,9 +138,12 @@ impl Meter {
     pub async fn close(&mut self, opened: Opened) -> anyhow::Result<Costs> {
         let round_trips = self.round_trips.as_ref().map(RoundTripCounter::round_trips);
         let pings = self.round_trips.as_ref().map(RoundTripCounter::pings);
-        let commits = match &mut self.commits {
-            Some(commits) => Some(commits.commits().await?),
-            None => None,
+        let (commits, wal_bytes) = match &mut self.commits {
+            Some(commits) => (
+                Some(commits.commits().await?),
+                Some(commits.wal_bytes().await?),
+            ),
+            None => (None, None),
         };
         let mut cpu_ms = Vec::new();
         let mut cpu_ms_total = 0.0;
@@ -156,6 +161,7 @@ impl Meter {
             round_trips,
             pings,
             commits,
+            wal_bytes,
             cpu_ms,
             cpu_ms_total,
         })

@@ -152,7 +152,7 @@ async fn start_distributed(
         || database_url.clone(),
         |counter| counter.proxied_url(&database_url),
     );
-    let commits = CommitCounter::connect(&database_url).await?;
+    let commits = commit_counter(&database_url).await?;
     let mut env = base_env(&provider);
     env.extend([
         ("SABLE_NATS_URL".to_owned(), nats_url),
@@ -231,6 +231,20 @@ fn load_generator() -> ProcessGroup {
         members: Members::These(vec![std::process::id()]),
         in_total: false,
     }
+}
+
+/// The counter of the Postgres measured; says so when that server is set up unlike a
+/// deployment's.
+async fn commit_counter(database_url: &str) -> anyhow::Result<CommitCounter> {
+    let mut commits = CommitCounter::connect(database_url).await?;
+    let unusual = commits.unusual_settings().await?;
+    if !unusual.is_empty() {
+        eprintln!(
+            "sable-bench: warning: this Postgres runs with {}, unlike a deployment's: its figures (throughput, the audit's cost) are not a deployment's",
+            unusual.join(", ")
+        );
+    }
+    Ok(commits)
 }
 
 /// A fresh database on the local Postgres (`SABLE_TEST_POSTGRES_URL`), or, when none is

@@ -1,4 +1,5 @@
-//! Counts the writing transactions a Postgres server runs, from its transaction ids.
+//! Counts the writing transactions a Postgres server runs, from its transaction ids, and
+//! the write-ahead log it writes.
 
 use sqlx::Connection;
 use sqlx::postgres::PgConnection;
@@ -26,6 +27,8 @@ pub struct CommitCounter {
     start: u64,
     /// Transaction ids this counter has used since then.
     own_reads: u64,
+    /// The write-ahead log's insert position at the last reset.
+    wal_start: String,
 }
 
 impl CommitCounter {
@@ -34,10 +37,12 @@ impl CommitCounter {
     pub async fn connect(database_url: &str) -> anyhow::Result<Self> {
         let mut connection = PgConnection::connect(database_url).await?;
         let start = current_transaction_id(&mut connection).await?;
+        let wal_start = wal_position(&mut connection).await?;
         Ok(Self {
             connection,
             start,
             own_reads: 0,
+            wal_start,
         })
     }
 
@@ -45,7 +50,38 @@ impl CommitCounter {
     pub async fn reset(&mut self) -> anyhow::Result<()> {
         self.start = current_transaction_id(&mut self.connection).await?;
         self.own_reads = 0;
+        self.wal_start = wal_position(&mut self.connection).await?;
         Ok(())
+    }
+
+    /// Bytes of write-ahead log the server wrote since the connect or the last reset,
+    /// server-wide like the count (this counter's own reads write none).
+    pub async fn wal_bytes(&mut self) -> anyhow::Result<u64> {
+        let (bytes,): (i64,) = sqlx::query_as(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), $1::pg_lsn)::bigint",
+        )
+        .bind(&self.wal_start)
+        .fetch_one(&mut self.connection)
+        .await?;
+        Ok(u64::try_from(bytes).unwrap_or(0))
+    }
+
+    /// The server's settings that make its figures unlike a deployment's, as
+    /// `name=value`: autovacuum off (dead tuples pile up and every read slows through a
+    /// run), fsync or synchronous commit off (commits stop waiting for the disk).
+    pub async fn unusual_settings(&mut self) -> anyhow::Result<Vec<String>> {
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT name, setting FROM pg_settings \
+             WHERE (name IN ('autovacuum', 'fsync') AND setting = 'off') \
+                OR (name = 'synchronous_commit' AND setting IN ('off', 'local')) \
+             ORDER BY name",
+        )
+        .fetch_all(&mut self.connection)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(name, setting)| format!("{name}={setting}"))
+            .collect())
     }
 
     /// Writing transactions on the server since the connect or the last reset.
@@ -60,6 +96,14 @@ impl CommitCounter {
 
 /// `pg_current_xact_id()` gives the calling transaction an id (the next one) and returns
 /// it, as a 64-bit id that never wraps.
+/// Where the server inserts write-ahead log next.
+async fn wal_position(connection: &mut PgConnection) -> anyhow::Result<String> {
+    let (position,): (String,) = sqlx::query_as("SELECT pg_current_wal_insert_lsn()::text")
+        .fetch_one(connection)
+        .await?;
+    Ok(position)
+}
+
 async fn current_transaction_id(connection: &mut PgConnection) -> anyhow::Result<u64> {
     let (id,): (String,) = sqlx::query_as("SELECT pg_current_xact_id()::text")
         .fetch_one(connection)

@@ -210,3 +210,43 @@ async fn a_store_ping_through_the_counter_is_two_round_trips() -> anyhow::Result
     assert_eq!(counter.round_trips(), 2, "the statement, return (ping)");
     Ok(())
 }
+
+#[tokio::test]
+async fn the_write_ahead_log_count_covers_a_row_written_in_between() -> anyhow::Result<()> {
+    let database = sable_testkit::TestDatabase::create().await?;
+    let mut connection = PgConnection::connect(&database.url).await?;
+    // Stored as written (no compression): the row puts at least its bytes in the log.
+    connection
+        .execute(
+            "CREATE TABLE written (body text); ALTER TABLE written ALTER body SET STORAGE EXTERNAL",
+        )
+        .await?;
+    let mut commits = CommitCounter::connect(&database.url).await?;
+    commits.reset().await?;
+    connection
+        .execute("INSERT INTO written SELECT string_agg(md5(n::text), '') FROM generate_series(1, 4000) n")
+        .await?;
+    let bytes = commits.wal_bytes().await?;
+    assert!(
+        bytes >= 4000 * 32,
+        "{bytes} bytes of log for a 128,000-byte row"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn unusual_settings_name_autovacuum_exactly_when_the_server_has_it_off() -> anyhow::Result<()>
+{
+    let mut connection = PgConnection::connect(&admin_url()).await?;
+    let (autovacuum,): (String,) = sqlx::query_as("SHOW autovacuum")
+        .fetch_one(&mut connection)
+        .await?;
+    let mut commits = CommitCounter::connect(&admin_url()).await?;
+    let unusual = commits.unusual_settings().await?;
+    assert_eq!(
+        unusual.contains(&"autovacuum=off".to_owned()),
+        autovacuum == "off",
+        "SHOW autovacuum says {autovacuum}, the list {unusual:?}"
+    );
+    Ok(())
+}
