@@ -341,3 +341,67 @@ async fn agents_are_listed_with_their_profile_tools_and_description() -> anyhow:
     );
     Ok(())
 }
+
+/// Each gateway caches the keys it authenticated; a key revoked through one gateway is
+/// refused there at once, and by every other gateway (which cached it too) from its next
+/// poll of the change count (each second). Without the poll the other gateway would serve
+/// the cached key until the fallback lifetime ran out (`TRUST_FOR`, 3 s, after the last
+/// poll, then `AUTH_CACHE_TTL`, 5 s, after the read): the 3 s allowed tell the two apart.
+#[tokio::test]
+async fn a_key_revoked_through_one_gateway_is_refused_by_the_other_within_its_change_poll()
+-> anyhow::Result<()> {
+    let stack = TestStack::start(StackOptions {
+        gateways: 2,
+        workers: 1,
+        ..Default::default()
+    })
+    .await?;
+    let admin_key = stack.key_with_role("admin").await?;
+    let member_key = stack.key_with_role("member").await?;
+    let me = |gateway: usize| {
+        let request = stack
+            .http
+            .get(stack.url(gateway, "/v1/me"))
+            .bearer_auth(&member_key);
+        async move { request.send().await.map(|response| response.status()) }
+    };
+    // Both gateways authenticate the key, and cache it, before it is revoked.
+    for gateway in [0, 1] {
+        assert_eq!(me(gateway).await?, StatusCode::OK, "gateway {gateway}");
+        assert_eq!(me(gateway).await?, StatusCode::OK, "gateway {gateway}");
+    }
+    let prefix = member_key
+        .split('_')
+        .nth(1)
+        .expect("sable_<prefix>_<secret>");
+    let (status, revoked) = request(
+        &stack,
+        reqwest::Method::DELETE,
+        &format!("/v1/keys/{prefix}"),
+        &admin_key,
+        None,
+    )
+    .await?;
+    assert_eq!(status, StatusCode::OK, "{revoked}");
+    assert_eq!(
+        me(0).await?,
+        StatusCode::UNAUTHORIZED,
+        "the revoking gateway"
+    );
+    let revoked_at = std::time::Instant::now();
+    sable_testkit::eventually(
+        "the other gateway refuses the revoked key",
+        std::time::Duration::from_secs(3),
+        || async { matches!(me(1).await, Ok(StatusCode::UNAUTHORIZED)) },
+    )
+    .await?;
+    // Once refused, refused for good: the other gateway does not serve it from a cache.
+    for _ in 0..3 {
+        assert_eq!(me(1).await?, StatusCode::UNAUTHORIZED);
+    }
+    eprintln!(
+        "the other gateway refused the key {} ms after its revocation",
+        revoked_at.elapsed().as_millis()
+    );
+    Ok(())
+}
