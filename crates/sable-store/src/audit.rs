@@ -673,48 +673,8 @@ impl PgStore {
     /// `limit`, i.e. when every event below the horizon is sealed by this pass.
     pub async fn seal_audit(&self, limit: i64) -> Result<SealReport, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sable.audit_sealer'))")
-            .execute(&mut *tx)
-            .await?;
-        // The planner's JIT compiles this query afresh each pass, for far longer than it
-        // runs.
-        sqlx::query("SET LOCAL jit = off").execute(&mut *tx).await?;
-        // Read first and bound as a value: under row-level security a subquery for it
-        // keeps the planner from the `(xid, org_id)` index.
-        let (watermark,): (i64,) =
-            sqlx::query_as("SELECT watermark_xid FROM audit_sealer_state WHERE id = 1")
-                .fetch_one(&mut *tx)
-                .await?;
-        // The orgs with events in [watermark, horizon); each org's head is its newest
-        // seal, else its retention checkpoint, else the start. An org's unsealed events
-        // are all at or past the watermark, and saying so bounds the scan of each org's
-        // key: the head's row comparison alone is not an index condition under row-level
-        // security, so without `e.xid >= $5` every pass read all of an org's events (a
-        // pass's cost grew with the org's history: docs/BENCHMARKS.md).
-        let sql = format!(
-            "WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xid), \
-             event_orgs AS ( \
-                 SELECT DISTINCT e.org_id FROM audit_events e, horizon \
-                 WHERE e.xid >= $5 AND e.xid < horizon.xid \
-             ), \
-             heads AS ( \
-                 SELECT o.org_id, coalesce(s.last_seq, k.through_seq, 0) AS head_seq, \
-                     coalesce(substr(s.hashes, length(s.hashes) - 31), k.hash, $2) AS head_hash, \
-                     coalesce(s.through_xid, k.through_xid, $3) AS head_xid, \
-                     coalesce(s.through_id, k.through_id, $4) AS head_id \
-                 FROM event_orgs o \
-                 LEFT JOIN LATERAL (SELECT last_seq, hashes, through_xid, through_id FROM audit_seals s \
-                     WHERE s.org_id = o.org_id ORDER BY s.first_seq DESC LIMIT 1) s ON true \
-                 LEFT JOIN audit_checkpoints k ON k.org_id = o.org_id \
-             ) \
-             SELECT h.head_seq, h.head_hash, h.head_xid, h.head_id, horizon.xid AS horizon_xid, e.* \
-             FROM heads h CROSS JOIN horizon \
-             CROSS JOIN LATERAL (SELECT e.xid, NULL::bigint AS seq, {EVENT_SELECT} FROM audit_events e \
-                 WHERE e.org_id = h.org_id AND (e.xid, e.id) > (h.head_xid, h.head_id) AND e.xid < horizon.xid \
-                     AND e.xid >= $5 \
-                 ORDER BY e.xid, e.id LIMIT $1) e \
-             ORDER BY e.org_id, e.xid, e.id"
-        );
+        let watermark = begin_seal_pass(&mut tx).await?;
+        let sql = seal_pass_sql();
         let rows: Vec<PendingRow> = sqlx::query_as(&sql)
             .bind(limit)
             .bind(GENESIS.to_vec())
@@ -754,6 +714,25 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(report)
+    }
+
+    /// One sealer pass's read as `EXPLAIN (ANALYZE)` prints its plan, run as the sealer
+    /// runs it, in a transaction rolled back after: for tests of what a pass reads.
+    #[doc(hidden)]
+    pub async fn explain_seal_pass(&self, limit: i64) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let watermark = begin_seal_pass(&mut tx).await?;
+        let plan: Vec<(String,)> =
+            sqlx::query_as(&format!("EXPLAIN (ANALYZE) {}", seal_pass_sql()))
+                .bind(limit)
+                .bind(GENESIS.to_vec())
+                .bind(PG_START.0)
+                .bind(PG_START.1)
+                .bind(watermark)
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.rollback().await?;
+        Ok(plan.into_iter().map(|(line,)| line).collect())
     }
 
     /// Walks the org's seals from its checkpoint and reports the first broken link.
@@ -903,6 +882,61 @@ impl PgStore {
     pub(crate) fn audit_json(&self, events: &[AuditEvent]) -> String {
         events_json(self.audit, events)
     }
+}
+
+/// Opens a sealer pass in `tx`: takes the sealers' lock and returns the watermark.
+async fn begin_seal_pass(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+) -> Result<i64, StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sable.audit_sealer'))")
+        .execute(&mut **tx)
+        .await?;
+    // The planner's JIT compiles this query afresh each pass, for far longer than it
+    // runs.
+    sqlx::query("SET LOCAL jit = off")
+        .execute(&mut **tx)
+        .await?;
+    // Read first and bound as a value: under row-level security a subquery for it
+    // keeps the planner from the `(xid, org_id)` index.
+    let (watermark,): (i64,) =
+        sqlx::query_as("SELECT watermark_xid FROM audit_sealer_state WHERE id = 1")
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(watermark)
+}
+
+/// One sealer pass's read: the orgs with events in [watermark, horizon); each org's head
+/// is its newest seal, else its retention checkpoint, else the start. An org's unsealed
+/// events are all at or past the watermark, and saying so bounds the scan of each org's
+/// key: the head's row comparison alone is not an index condition under row-level
+/// security, so without `e.xid >= $5` every pass read all of an org's events (a pass's
+/// cost grew with the org's history: docs/BENCHMARKS.md). Binds: the per-org limit, the
+/// genesis hash, the start position (xid, id), the watermark.
+fn seal_pass_sql() -> String {
+    format!(
+        "WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xid), \
+         event_orgs AS ( \
+             SELECT DISTINCT e.org_id FROM audit_events e, horizon \
+             WHERE e.xid >= $5 AND e.xid < horizon.xid \
+         ), \
+         heads AS ( \
+             SELECT o.org_id, coalesce(s.last_seq, k.through_seq, 0) AS head_seq, \
+                 coalesce(substr(s.hashes, length(s.hashes) - 31), k.hash, $2) AS head_hash, \
+                 coalesce(s.through_xid, k.through_xid, $3) AS head_xid, \
+                 coalesce(s.through_id, k.through_id, $4) AS head_id \
+             FROM event_orgs o \
+             LEFT JOIN LATERAL (SELECT last_seq, hashes, through_xid, through_id FROM audit_seals s \
+                 WHERE s.org_id = o.org_id ORDER BY s.first_seq DESC LIMIT 1) s ON true \
+             LEFT JOIN audit_checkpoints k ON k.org_id = o.org_id \
+         ) \
+         SELECT h.head_seq, h.head_hash, h.head_xid, h.head_id, horizon.xid AS horizon_xid, e.* \
+         FROM heads h CROSS JOIN horizon \
+         CROSS JOIN LATERAL (SELECT e.xid, NULL::bigint AS seq, {EVENT_SELECT} FROM audit_events e \
+             WHERE e.org_id = h.org_id AND (e.xid, e.id) > (h.head_xid, h.head_id) AND e.xid < horizon.xid \
+                 AND e.xid >= $5 \
+             ORDER BY e.xid, e.id LIMIT $1) e \
+         ORDER BY e.org_id, e.xid, e.id"
+    )
 }
 
 /// Appends the seals of one sealer pass.

@@ -236,3 +236,110 @@ async fn postgres_seals_an_event_whose_transaction_commits_late_once_and_in_orde
     assert_eq!(seqs, expected, "every event sealed once, gap-free");
     Ok(())
 }
+
+/// From a plan `EXPLAIN (ANALYZE)` printed: the rows the query returned, and the rows
+/// of `audit_events` its scans read (returned, plus those a filter or a recheck removed).
+fn rows_in_plan(plan: &[String]) -> (u64, u64) {
+    let actual = |line: &str| -> Option<(u64, u64)> {
+        let tail = &line[line.find("(actual ")?..];
+        let rows = tail
+            .split("rows=")
+            .nth(1)?
+            .split(' ')
+            .next()?
+            .parse()
+            .ok()?;
+        let loops = tail
+            .split("loops=")
+            .nth(1)?
+            .trim_end_matches(')')
+            .parse()
+            .ok()?;
+        Some((rows, loops))
+    };
+    let returned = plan
+        .first()
+        .and_then(|line| actual(line))
+        .map_or(0, |(rows, _)| rows);
+    let mut read = 0;
+    // The loops of the scan of `audit_events` whose lines are being read, if it is one.
+    let mut scan: Option<u64> = None;
+    for line in plan {
+        if let Some((rows, loops)) = actual(line) {
+            scan = line.contains(" on audit_events ").then_some(loops);
+            read += scan.map_or(0, |loops| rows * loops);
+        } else if let (Some(loops), Some(removed)) =
+            (scan, line.trim().strip_prefix("Rows Removed by "))
+        {
+            let count = removed.rsplit(": ").next().unwrap_or_default();
+            read += count.trim().parse::<u64>().unwrap_or(0) * loops;
+        }
+    }
+    (returned, read)
+}
+
+async fn one_new_event(store: &Store, org_id: OrgId, name: &'static str) -> anyhow::Result<()> {
+    store
+        .record_audit(&[sable_store::AuditEvent::new(
+            org_id,
+            &Actor::system(),
+            name,
+            "test",
+            "new",
+        )])
+        .await?;
+    Ok(())
+}
+
+/// A sealer pass reads the events it seals, not the org's history: with thousands of the
+/// org's events sealed, a pass that finds one new event reads a handful of rows. (Each
+/// org's scan is bounded below by the watermark; bounded by its chain head alone, a row
+/// comparison that row-level security leaves as a filter, it read every event the org
+/// ever had, on every pass.)
+#[tokio::test]
+async fn postgres_a_seal_pass_reads_the_new_events_not_the_orgs_sealed_history()
+-> anyhow::Result<()> {
+    let database = sable_testkit::TestDatabase::create().await?;
+    let store = Store::new(database.store.clone());
+    let owner = sqlx::PgPool::connect(&database.url).await?;
+    let org_id = store.create_org("acme").await?;
+    sqlx::query(
+        "INSERT INTO audit_events (id, org_id, actor, action, subject_kind, subject_id, outcome, severity) \
+         SELECT gen_random_uuid(), $1, 'system', 'test.history', 'test', n::text, 'ok', 'info' \
+         FROM generate_series(1, 2000) n",
+    )
+    .bind(org_id.as_uuid())
+    .execute(&owner)
+    .await?;
+    seal_all_of(&store, org_id).await?;
+    // A pass that seals everything it found moves the watermark past it, as the sealer's
+    // passes do while events keep coming.
+    one_new_event(&store, org_id, "test.first").await?;
+    let AuditVerification::Intact { events, .. } = seal_all_of(&store, org_id).await? else {
+        anyhow::bail!("not intact");
+    };
+    assert_eq!(events, 2001, "the history and the first new event");
+
+    one_new_event(&store, org_id, "test.second").await?;
+    // The pass sees the new event once every older transaction (other tests') has ended.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let (plan, (pending, read)) = loop {
+        let plan = database.store.explain_seal_pass(5000).await?;
+        let rows = rows_in_plan(&plan);
+        if rows.0 > 0 {
+            break (plan, rows);
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the new event never became sealable"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let plan = plan.join("\n");
+    assert_eq!(pending, 1, "one unsealed event:\n{plan}");
+    assert!(
+        read <= 10,
+        "a pass for one new event read {read} rows:\n{plan}"
+    );
+    Ok(())
+}
