@@ -675,12 +675,7 @@ impl PgStore {
         let mut tx = self.pool.begin().await?;
         let watermark = begin_seal_pass(&mut tx).await?;
         let sql = seal_pass_sql();
-        let rows: Vec<PendingRow> = sqlx::query_as(&sql)
-            .bind(limit)
-            .bind(GENESIS.to_vec())
-            .bind(PG_START.0)
-            .bind(PG_START.1)
-            .bind(watermark)
+        let rows: Vec<PendingRow> = seal_pass_query(&sql, limit, watermark)
             .fetch_all(&mut *tx)
             .await?;
         let horizon = rows.first().map(|row| row.horizon_xid);
@@ -722,15 +717,10 @@ impl PgStore {
     pub async fn explain_seal_pass(&self, limit: i64) -> Result<Vec<String>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let watermark = begin_seal_pass(&mut tx).await?;
-        let plan: Vec<(String,)> =
-            sqlx::query_as(&format!("EXPLAIN (ANALYZE) {}", seal_pass_sql()))
-                .bind(limit)
-                .bind(GENESIS.to_vec())
-                .bind(PG_START.0)
-                .bind(PG_START.1)
-                .bind(watermark)
-                .fetch_all(&mut *tx)
-                .await?;
+        let sql = format!("EXPLAIN (ANALYZE) {}", seal_pass_sql());
+        let plan: Vec<(String,)> = seal_pass_query(&sql, limit, watermark)
+            .fetch_all(&mut *tx)
+            .await?;
         tx.rollback().await?;
         Ok(plan.into_iter().map(|(line,)| line).collect())
     }
@@ -937,6 +927,23 @@ fn seal_pass_sql() -> String {
              ORDER BY e.xid, e.id LIMIT $1) e \
          ORDER BY e.org_id, e.xid, e.id"
     )
+}
+
+/// `sql` (the pass's read, or a statement around it) with the pass's binds.
+fn seal_pass_query<'q, O>(
+    sql: &'q str,
+    limit: i64,
+    watermark: i64,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>
+where
+    O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+{
+    sqlx::query_as(sql)
+        .bind(limit)
+        .bind(GENESIS.to_vec())
+        .bind(PG_START.0)
+        .bind(PG_START.1)
+        .bind(watermark)
 }
 
 /// Appends the seals of one sealer pass.
