@@ -97,8 +97,12 @@ async fn a_wakeup_dropped_without_an_ack_is_delivered_again(bus: Bus) -> anyhow:
         .expect("stream open")?;
     again.ack().await?;
 
+    // What a worker relies on: the wake-up comes back. Not its delivery count: under load
+    // NATS 2.9 gave it back with a count of 1 (CI, twice in one day, redelivered 38 s in
+    // instead of at the 30 s ack wait), consistent with a redelivery that first went to
+    // the dropped stream's still-open pull request, found nobody listening, and was not
+    // counted. The count only feeds a metric and the retry backoff.
     assert_eq!(again.payload.turn_id, "retry-me");
-    assert!(again.delivery_count() >= 2);
     Ok(())
 }
 
