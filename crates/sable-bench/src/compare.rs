@@ -9,7 +9,7 @@
 use serde_json::json;
 
 use crate::load::{self, Report};
-use crate::{Args, Switch, stack};
+use crate::{Args, Switch, figure, stack};
 
 pub async fn run(args: &Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
@@ -55,24 +55,22 @@ fn print(windows: &[Vec<Report>; 2], sides: &[Args; 2]) {
         "| round | off turns/s | on turns/s | on vs off | CPU ms/turn off (Postgres) | on (Postgres) | WAL bytes/turn off | on |"
     );
     println!("|---|---|---|---|---|---|---|---|");
-    let or_dash = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
     let changes: Vec<f64> = pairs
         .iter()
         .map(|(off, on)| change_pct(off.turns_per_sec(), on.turns_per_sec()))
         .collect();
-    let bytes = |value: Option<f64>| value.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
     for (round, ((off, on), change)) in pairs.iter().zip(&changes).enumerate() {
         println!(
             "| {} | {:.1} | {:.1} | {change:+.1} % | {} ({}) | {} ({}) | {} | {} |",
             round + 1,
             off.turns_per_sec(),
             on.turns_per_sec(),
-            or_dash(off.total_cpu_ms_per_turn()),
-            or_dash(off.postgres_cpu_ms_per_turn()),
-            or_dash(on.total_cpu_ms_per_turn()),
-            or_dash(on.postgres_cpu_ms_per_turn()),
-            bytes(off.wal_bytes_per_turn()),
-            bytes(on.wal_bytes_per_turn()),
+            figure(off.total_cpu_ms_per_turn(), 2),
+            figure(off.postgres_cpu_ms_per_turn(), 2),
+            figure(on.total_cpu_ms_per_turn(), 2),
+            figure(on.postgres_cpu_ms_per_turn(), 2),
+            figure(off.wal_bytes_per_turn(), 0),
+            figure(on.wal_bytes_per_turn(), 0),
         );
     }
     let totals = Totals::of(windows, &changes);

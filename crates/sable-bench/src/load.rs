@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::meter::Costs;
 use crate::stack::Stack;
-use crate::{Args, processes};
+use crate::{Args, figure, processes};
 
 /// What one run measured, in its measured window only (never the warm-up).
 pub struct Report {
@@ -552,21 +552,17 @@ impl Report {
             "added by Sable (latency minus the provider's {} ms): p50 {added_p50:.1} ms, p99 {added_p99:.1} ms",
             provider_ms_per_turn(args)
         );
-        let or_none = |value: Option<f64>| {
-            value.map_or_else(|| "-".to_owned(), |value| format!("{value:.1}"))
-        };
         println!(
             "per turn: {} database round trips ({} of them pool pings), {} writing transactions, {} bytes of write-ahead log",
-            or_none(self.round_trips_per_turn()),
-            or_none(self.pings_per_turn()),
-            or_none(self.commits_per_turn()),
-            self.wal_bytes_per_turn()
-                .map_or_else(|| "-".to_owned(), |bytes| format!("{bytes:.0}")),
+            figure(self.round_trips_per_turn(), 1),
+            figure(self.pings_per_turn(), 1),
+            figure(self.commits_per_turn(), 1),
+            figure(self.wal_bytes_per_turn(), 0),
         );
         let cpu: Vec<String> = self
             .cpu_ms_per_turn()
             .into_iter()
-            .map(|(name, millis)| format!("{name} {}", or_none(millis)))
+            .map(|(name, millis)| format!("{name} {}", figure(millis, 1)))
             .collect();
         println!("CPU ms per turn: {}", cpu.join(", "));
         let windows: Vec<String> = self

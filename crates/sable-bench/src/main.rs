@@ -153,3 +153,18 @@ async fn main() -> anyhow::Result<()> {
     drop(stack);
     Ok(())
 }
+
+/// A measured figure with `decimals` places, or `-` when it was not measured.
+fn figure(value: Option<f64>, decimals: usize) -> String {
+    value.map_or_else(|| "-".to_owned(), |value| format!("{value:.decimals$}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_figure_has_its_places_and_a_missing_one_is_a_dash() {
+        assert_eq!(super::figure(Some(1.25), 1), "1.2");
+        assert_eq!(super::figure(Some(7263.9), 0), "7264");
+        assert_eq!(super::figure(None, 2), "-");
+    }
+}

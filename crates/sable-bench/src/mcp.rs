@@ -21,9 +21,9 @@ use sable_testkit::{ChildProcess, wait_for, workspace_root};
 use serde_json::json;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::Args;
 use crate::load::{millis, percentile};
 use crate::processes;
+use crate::{Args, figure};
 
 /// The server's name in the sidecar's `mcp.toml`.
 const SERVER: &str = "fake";
@@ -411,8 +411,7 @@ impl Measured {
             self.p99(),
             self.errors,
             self.mixed_up,
-            self.load_generator_cpu_ms_per_call
-                .map_or_else(|| "-".to_owned(), |millis| format!("{millis:.3}")),
+            figure(self.load_generator_cpu_ms_per_call, 3),
             self.first_error
                 .as_ref()
                 .map_or_else(String::new, |error| format!("; first: {error}"))
@@ -431,8 +430,7 @@ impl McpReport {
         let facts = &self.connection;
         println!(
             "added by the sidecar: p50 {added_p50:.3} ms, p99 {added_p99:.3} ms; sidecar CPU {} ms per call",
-            self.sidecar_cpu_ms_per_call
-                .map_or_else(|| "-".to_owned(), |millis| format!("{millis:.3}"))
+            figure(self.sidecar_cpu_ms_per_call, 3)
         );
         println!(
             "sidecar's connection: {} reconnects; the server answered {} initialize and {} of the {} calls sent through the sidecar, at most {} at once",
