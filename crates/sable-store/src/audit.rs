@@ -240,6 +240,10 @@ pub struct AuditRecord {
     pub session_id: Option<Uuid>,
     /// The details as JSON text, as stored.
     pub details: String,
+    /// Where the event stands in its org's listing, newest first: the transaction that
+    /// wrote it on Postgres, its row number on SQLite (0 where a read does not need it).
+    /// Not part of the event: the chain does not hash it.
+    pub position: i64,
 }
 
 impl AuditRecord {
@@ -299,30 +303,31 @@ pub(crate) fn chain_hash(previous: &[u8], record: &AuditRecord) -> Vec<u8> {
 /// The hash an org's chain starts from.
 pub(crate) const GENESIS: [u8; 32] = [0; 32];
 
-/// Where a page of `GET /v1/audit` ends: the next page starts after this event.
+/// Where a page of `GET /v1/audit` ends: the next page starts after this event, in the
+/// order the events were written (`AuditRecord::position`, then the id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuditCursor {
-    pub time: DateTime<Utc>,
+    pub position: i64,
     pub id: Uuid,
 }
 
 impl AuditCursor {
     pub fn of(record: &AuditRecord) -> Self {
         Self {
-            time: record.time,
+            position: record.position,
             id: record.id,
         }
     }
 
-    /// `<microseconds since the epoch>_<event id>`.
+    /// `<position>_<event id>`.
     pub fn encode(&self) -> String {
-        format!("{}_{}", self.time.timestamp_micros(), self.id)
+        format!("{}_{}", self.position, self.id)
     }
 
     pub fn decode(text: &str) -> Option<Self> {
-        let (micros, id) = text.split_once('_')?;
+        let (position, id) = text.split_once('_')?;
         Some(Self {
-            time: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            position: position.parse().ok()?,
             id: Uuid::parse_str(id).ok()?,
         })
     }
@@ -494,6 +499,8 @@ pub(crate) struct AuditRow {
     turn_id: Option<Uuid>,
     session_id: Option<Uuid>,
     details: String,
+    #[sqlx(default)]
+    position: i64,
 }
 
 impl From<AuditRow> for AuditRecord {
@@ -515,6 +522,7 @@ impl From<AuditRow> for AuditRecord {
             turn_id: row.turn_id,
             session_id: row.session_id,
             details: row.details,
+            position: row.position,
         }
     }
 }
@@ -581,8 +589,6 @@ struct PendingRow {
     head_hash: Vec<u8>,
     head_xid: i64,
     head_id: Uuid,
-    /// The pass's horizon: every transaction below it has ended.
-    horizon_xid: i64,
     #[sqlx(flatten)]
     event: PositionedRow,
 }
@@ -621,13 +627,26 @@ impl PgStore {
         Ok(())
     }
 
-    /// The org's events matching `filter`, newest first, each with its sequence number
-    /// once sealed (its seal's first number plus the org's events before it in the seal).
+    /// The org's events matching `filter`, newest first in the order they were written
+    /// (their position: the writing transaction, then the id), each with its sequence
+    /// number once sealed (its seal's first number plus the org's events before it in the
+    /// seal).
+    ///
+    /// The read walks the primary key `(org_id, xid, id)` down from the cursor; there is
+    /// no index of event times (one more entry and log record per event: the audit's
+    /// cost, docs/BENCHMARKS.md). `until` is a filter on that walk, and `since` also
+    /// bounds it below: every event stamped at or after `since` was written by a
+    /// transaction begun then or later, so its `xid` is above that of every event in a
+    /// seal written before `since`.
     pub async fn audit_events(
         &self,
         org_id: OrgId,
         filter: &AuditFilter,
     ) -> Result<Vec<AuditRecord>, StoreError> {
+        let lowest = match filter.since {
+            Some(since) => self.pg_position_before(org_id, since).await?,
+            None => i64::MIN,
+        };
         let sql = format!(
             "SELECT p.*, ( \
                  SELECT s.first_seq + (SELECT count(*) FROM audit_events x WHERE x.org_id = p.org_id \
@@ -635,15 +654,14 @@ impl PgStore {
                  FROM audit_seals s WHERE s.org_id = p.org_id AND (s.through_xid, s.through_id) >= (p.xid, p.id) \
                  ORDER BY s.through_xid, s.through_id LIMIT 1 \
              ) AS seq \
-             FROM (SELECT e.xid, {EVENT_SELECT} FROM audit_events e \
-                 WHERE e.org_id = $1 AND ($2::text IS NULL OR e.action LIKE $2) AND ($3::text IS NULL OR e.actor = $3) \
+             FROM (SELECT e.xid, e.xid AS position, {EVENT_SELECT} FROM audit_events e \
+                 WHERE e.org_id = $1 AND e.xid >= $13 AND e.xid <= $10 AND (e.xid, e.id) < ($10, $11) AND ($2::text IS NULL OR e.action LIKE $2) AND ($3::text IS NULL OR e.actor = $3) \
                    AND ($4::text IS NULL OR e.subject_id = $4 OR e.subject_kind || ':' || e.subject_id = $4) \
                    AND ($5::text IS NULL OR e.outcome = $5) AND ($6::uuid IS NULL OR e.turn_id = $6) \
                    AND ($7::uuid IS NULL OR e.session_id = $7) AND ($8::timestamptz IS NULL OR e.time >= $8) \
                    AND ($9::timestamptz IS NULL OR e.time < $9) \
-                   AND ($10::timestamptz IS NULL OR (e.time, e.id) < ($10, $11)) \
-                 ORDER BY e.time DESC, e.id DESC LIMIT $12) p \
-             ORDER BY p.time DESC, p.id DESC"
+                 ORDER BY e.xid DESC, e.id DESC LIMIT $12) p \
+             ORDER BY p.xid DESC, p.id DESC"
         );
         let rows: Vec<AuditRow> = sqlx::query_as(&sql)
             .bind(org_id.as_uuid())
@@ -655,12 +673,34 @@ impl PgStore {
             .bind(filter.session_id)
             .bind(filter.since)
             .bind(filter.until)
-            .bind(filter.before.map(|cursor| cursor.time))
-            .bind(filter.before.map(|cursor| cursor.id))
+            .bind(filter.before.map_or(i64::MAX, |cursor| cursor.position))
+            .bind(filter.before.map_or(Uuid::max(), |cursor| cursor.id))
             .bind(filter.limit)
+            .bind(lowest)
             .fetch_all(&self.pool)
             .await?;
         Ok(rows.into_iter().map(AuditRecord::from).collect())
+    }
+
+    /// A position at or below every event of the org stamped at or after `since`: the end
+    /// of its newest seal written before `since`, or of its retention checkpoint,
+    /// whichever is later; the start when there is neither.
+    async fn pg_position_before(
+        &self,
+        org_id: OrgId,
+        since: DateTime<Utc>,
+    ) -> Result<i64, StoreError> {
+        let (lowest,): (Option<i64>,) = sqlx::query_as(
+            "SELECT greatest( \
+                 (SELECT through_xid FROM audit_seals WHERE org_id = $1 \
+                      AND written_at < $2 ORDER BY written_at DESC LIMIT 1), \
+                 (SELECT through_xid FROM audit_checkpoints WHERE org_id = $1))",
+        )
+        .bind(org_id.as_uuid())
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(lowest.unwrap_or(i64::MIN))
     }
 
     /// Seals, for each org, up to `limit` of its events past its last seal whose
@@ -672,13 +712,16 @@ impl PgStore {
     /// below it is sealed); the watermark moves to this pass's horizon when no org hit
     /// `limit`, i.e. when every event below the horizon is sealed by this pass.
     pub async fn seal_audit(&self, limit: i64) -> Result<SealReport, StoreError> {
+        summarize_full_ranges(&self.pool).await?;
         let mut tx = self.pool.begin().await?;
-        let watermark = begin_seal_pass(&mut tx).await?;
+        let scope = begin_seal_pass(&mut tx).await?;
+        if scope.orgs.is_empty() {
+            return Ok(SealReport::default());
+        }
         let sql = seal_pass_sql();
-        let rows: Vec<PendingRow> = seal_pass_query(&sql, limit, watermark)
+        let rows: Vec<PendingRow> = seal_pass_query(&sql, limit, &scope)
             .fetch_all(&mut *tx)
             .await?;
-        let horizon = rows.first().map(|row| row.horizon_xid);
         let mut per_org: HashMap<Uuid, i64> = HashMap::new();
         for row in &rows {
             *per_org.entry(row.event.event.org_id).or_default() += 1;
@@ -701,9 +744,9 @@ impl PgStore {
             return Ok(report);
         }
         insert_pg_seals(&mut tx, &seals).await?;
-        if let Some(horizon) = horizon.filter(|_| complete) {
+        if complete {
             sqlx::query("UPDATE audit_sealer_state SET watermark_xid = $1 WHERE id = 1")
-                .bind(horizon)
+                .bind(scope.horizon)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -711,18 +754,25 @@ impl PgStore {
         Ok(report)
     }
 
-    /// One sealer pass's read as `EXPLAIN (ANALYZE)` prints its plan, run as the sealer
-    /// runs it, in a transaction rolled back after: for tests of what a pass reads.
+    /// One sealer pass's two reads as `EXPLAIN (ANALYZE)` prints their plans (finding
+    /// the orgs, then reading their events; the second empty when no org has any), run as
+    /// the sealer runs them, in a transaction rolled back after: for tests of what a pass
+    /// reads.
     #[doc(hidden)]
-    pub async fn explain_seal_pass(&self, limit: i64) -> Result<Vec<String>, StoreError> {
+    pub async fn explain_seal_pass(&self, limit: i64) -> Result<[Vec<String>; 2], StoreError> {
+        summarize_full_ranges(&self.pool).await?;
         let mut tx = self.pool.begin().await?;
-        let watermark = begin_seal_pass(&mut tx).await?;
+        let (scope, discovery) = open_seal_pass(&mut tx, true).await?;
         let sql = format!("EXPLAIN (ANALYZE) {}", seal_pass_sql());
-        let plan: Vec<(String,)> = seal_pass_query(&sql, limit, watermark)
-            .fetch_all(&mut *tx)
-            .await?;
+        let read: Vec<(String,)> = if scope.orgs.is_empty() {
+            Vec::new()
+        } else {
+            seal_pass_query(&sql, limit, &scope)
+                .fetch_all(&mut *tx)
+                .await?
+        };
         tx.rollback().await?;
-        Ok(plan.into_iter().map(|(line,)| line).collect())
+        Ok([discovery, read.into_iter().map(|(line,)| line).collect()])
     }
 
     /// Walks the org's seals from its checkpoint and reports the first broken link.
@@ -874,55 +924,112 @@ impl PgStore {
     }
 }
 
-/// Opens a sealer pass in `tx`: takes the sealers' lock and returns the watermark.
+/// Summarizes the ranges of heap pages the sealer's BRIN index has filled since the last
+/// pass, so that the pass reads only the pages that can hold events past the watermark
+/// (migration 0021).
+async fn summarize_full_ranges(pool: &sqlx::PgPool) -> Result<(), StoreError> {
+    sqlx::query("SELECT sable_audit_summarize()")
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Where one sealer pass looks: the events in [watermark, horizon) of these orgs.
+struct PassScope {
+    watermark: i64,
+    /// Every transaction below it has ended.
+    horizon: i64,
+    orgs: Vec<Uuid>,
+}
+
+/// Opens a sealer pass in `tx`: takes the sealers' lock, reads the watermark and finds
+/// the orgs with events past it.
 async fn begin_seal_pass(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-) -> Result<i64, StoreError> {
+) -> Result<PassScope, StoreError> {
+    Ok(open_seal_pass(tx, false).await?.0)
+}
+
+/// `begin_seal_pass`, and with `explain` the plan of the read that found the orgs.
+async fn open_seal_pass(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    explain: bool,
+) -> Result<(PassScope, Vec<String>), StoreError> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sable.audit_sealer'))")
         .execute(&mut **tx)
         .await?;
-    // The planner's JIT compiles this query afresh each pass, for far longer than it
-    // runs.
-    sqlx::query("SET LOCAL jit = off")
-        .execute(&mut **tx)
-        .await?;
+    // The planner's JIT compiles the pass's read afresh each pass, for far longer than it
+    // runs. And the orgs are found through the BRIN index of `xid` only: without fresh
+    // statistics the planner prefers to read the whole table, or to walk the whole
+    // primary key `(org_id, xid, id)` for its `xid` condition (every event, each pass).
+    sqlx::query(
+        "SELECT set_config('jit', 'off', true), set_config('enable_seqscan', 'off', true), \
+             set_config('enable_indexscan', 'off', true), set_config('enable_indexonlyscan', 'off', true)",
+    )
+    .execute(&mut **tx)
+    .await?;
     // Read first and bound as a value: under row-level security a subquery for it
-    // keeps the planner from the `(xid, org_id)` index.
+    // keeps the planner from the index.
     let (watermark,): (i64,) =
         sqlx::query_as("SELECT watermark_xid FROM audit_sealer_state WHERE id = 1")
             .fetch_one(&mut **tx)
             .await?;
-    Ok(watermark)
+    let plan: Vec<(String,)> = if explain {
+        sqlx::query_as(&format!("EXPLAIN (ANALYZE) {PASS_SCOPE_SQL}"))
+            .bind(watermark)
+            .fetch_all(&mut **tx)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let (horizon, orgs): (i64, Vec<Uuid>) = sqlx::query_as(PASS_SCOPE_SQL)
+        .bind(watermark)
+        .fetch_one(&mut **tx)
+        .await?;
+    for setting in ["enable_seqscan", "enable_indexscan", "enable_indexonlyscan"] {
+        sqlx::query(&format!("SET LOCAL {setting} TO DEFAULT"))
+            .execute(&mut **tx)
+            .await?;
+    }
+    let scope = PassScope {
+        watermark,
+        horizon,
+        orgs,
+    };
+    Ok((scope, plan.into_iter().map(|(line,)| line).collect()))
 }
 
-/// One sealer pass's read: the orgs with events in [watermark, horizon); each org's head
-/// is its newest seal, else its retention checkpoint, else the start. An org's unsealed
-/// events are all at or past the watermark, and saying so bounds the scan of each org's
-/// key: the head's row comparison alone is not an index condition under row-level
-/// security, so without `e.xid >= $5` every pass read all of an org's events (a pass's
-/// cost grew with the org's history: docs/BENCHMARKS.md). Binds: the per-org limit, the
-/// genesis hash, the start position (xid, id), the watermark.
+/// The pass's horizon (every transaction below it has ended) and the orgs with events in
+/// [watermark, horizon). Bind: the watermark.
+const PASS_SCOPE_SQL: &str = "SELECT h.xid, \
+         coalesce(array_agg(DISTINCT e.org_id) FILTER (WHERE e.org_id IS NOT NULL), '{}') \
+     FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xid) h \
+     LEFT JOIN audit_events e ON e.xid >= $1 AND e.xid < h.xid \
+     GROUP BY h.xid";
+
+/// One sealer pass's read of the orgs of its scope: each org's head is its newest seal,
+/// else its retention checkpoint, else the start. An org's unsealed events are all at or
+/// past the watermark, and saying so bounds the scan of each org's key: the head's row
+/// comparison alone is not an index condition under row-level security, so without
+/// `e.xid >= $5` every pass read all of an org's events (a pass's cost grew with the
+/// org's history: docs/BENCHMARKS.md). Binds: the per-org limit, the genesis hash, the
+/// start position (xid, id), the watermark, the horizon, the orgs.
 fn seal_pass_sql() -> String {
     format!(
-        "WITH horizon AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xid), \
-         event_orgs AS ( \
-             SELECT DISTINCT e.org_id FROM audit_events e, horizon \
-             WHERE e.xid >= $5 AND e.xid < horizon.xid \
-         ), \
-         heads AS ( \
+        "WITH heads AS ( \
              SELECT o.org_id, coalesce(s.last_seq, k.through_seq, 0) AS head_seq, \
                  coalesce(substr(s.hashes, length(s.hashes) - 31), k.hash, $2) AS head_hash, \
                  coalesce(s.through_xid, k.through_xid, $3) AS head_xid, \
                  coalesce(s.through_id, k.through_id, $4) AS head_id \
-             FROM event_orgs o \
+             FROM unnest($7::uuid[]) AS o(org_id) \
              LEFT JOIN LATERAL (SELECT last_seq, hashes, through_xid, through_id FROM audit_seals s \
                  WHERE s.org_id = o.org_id ORDER BY s.first_seq DESC LIMIT 1) s ON true \
              LEFT JOIN audit_checkpoints k ON k.org_id = o.org_id \
          ) \
-         SELECT h.head_seq, h.head_hash, h.head_xid, h.head_id, horizon.xid AS horizon_xid, e.* \
-         FROM heads h CROSS JOIN horizon \
+         SELECT h.head_seq, h.head_hash, h.head_xid, h.head_id, e.* \
+         FROM heads h \
          CROSS JOIN LATERAL (SELECT e.xid, NULL::bigint AS seq, {EVENT_SELECT} FROM audit_events e \
-             WHERE e.org_id = h.org_id AND (e.xid, e.id) > (h.head_xid, h.head_id) AND e.xid < horizon.xid \
+             WHERE e.org_id = h.org_id AND (e.xid, e.id) > (h.head_xid, h.head_id) AND e.xid < $6 \
                  AND e.xid >= $5 \
              ORDER BY e.xid, e.id LIMIT $1) e \
          ORDER BY e.org_id, e.xid, e.id"
@@ -933,7 +1040,7 @@ fn seal_pass_sql() -> String {
 fn seal_pass_query<'q, O>(
     sql: &'q str,
     limit: i64,
-    watermark: i64,
+    scope: &PassScope,
 ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>
 where
     O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
@@ -943,7 +1050,9 @@ where
         .bind(GENESIS.to_vec())
         .bind(PG_START.0)
         .bind(PG_START.1)
-        .bind(watermark)
+        .bind(scope.watermark)
+        .bind(scope.horizon)
+        .bind(scope.orgs.clone())
 }
 
 /// Appends the seals of one sealer pass.
@@ -1451,6 +1560,7 @@ mod tests {
             turn_id: None,
             session_id: None,
             details: "{}".to_owned(),
+            position: 7_123_456,
         }
     }
 
@@ -1469,12 +1579,15 @@ mod tests {
     fn a_cursor_survives_its_text_form_and_refuses_garbage() {
         let cursor = AuditCursor::of(&record("a"));
         let round = AuditCursor::decode(&cursor.encode()).unwrap();
-        assert_eq!(round.id, cursor.id);
-        assert_eq!(
-            round.time.timestamp_micros(),
-            cursor.time.timestamp_micros()
-        );
-        for bad in ["", "12", "x_y", "12_not-a-uuid"] {
+        assert_eq!(round, cursor);
+        assert_eq!(round.position, 7_123_456);
+        for bad in [
+            "",
+            "12",
+            "x_y",
+            "12_not-a-uuid",
+            "1.5_00000000-0000-0000-0000-000000000000",
+        ] {
             assert_eq!(AuditCursor::decode(bad), None, "{bad}");
         }
     }

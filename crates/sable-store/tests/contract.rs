@@ -96,6 +96,7 @@ contract_tests!(
     a_repeated_message_is_audited_as_a_repeat_and_failed_keys_under_their_org,
     approvals_and_tool_calls_are_audited_with_their_deciders,
     audit_pages_return_every_event_once_newest_first_and_only_the_orgs_own,
+    audit_since_and_until_list_the_events_stamped_between_them_across_seals,
     retention_drops_sealed_ranges_behind_a_checkpoint_that_still_verifies,
     a_feishu_card_slot_is_claimed_once_and_keeps_its_first_message,
 );
@@ -2471,6 +2472,74 @@ async fn audit_pages_return_every_event_once_newest_first_and_only_the_orgs_own(
         ..AuditFilter::default()
     };
     assert!(store.audit_events(org_id, &none).await?.is_empty());
+    Ok(())
+}
+
+/// Time filters hold whether the events are sealed or not: on Postgres `since` also
+/// bounds the read by the newest seal written before it, which must leave in every event
+/// stamped at or after `since`.
+async fn audit_since_and_until_list_the_events_stamped_between_them_across_seals(
+    store: Store,
+) -> anyhow::Result<()> {
+    let org_id = store.create_org("acme").await?;
+    let turn_ids = |events: &[AuditRecord]| -> Vec<Option<uuid::Uuid>> {
+        events.iter().map(|event| event.turn_id).collect()
+    };
+    let mut turns = Vec::new();
+    for text in ["a", "b"] {
+        turns.push(
+            accept(&store, org_id, SessionTarget::New, text)
+                .await?
+                .turn_id,
+        );
+        seal_everything(&store, org_id).await?;
+    }
+    let since = chrono::Utc::now();
+    for text in ["c", "d"] {
+        turns.push(
+            accept(&store, org_id, SessionTarget::New, text)
+                .await?
+                .turn_id,
+        );
+        seal_everything(&store, org_id).await?;
+    }
+    let until = chrono::Utc::now();
+    turns.push(
+        accept(&store, org_id, SessionTarget::New, "e")
+            .await?
+            .turn_id,
+    );
+    let listed = |since, until| {
+        let filter = AuditFilter {
+            action: Some("message.accepted".to_owned()),
+            since,
+            until,
+            limit: 10,
+            ..AuditFilter::default()
+        };
+        let store = store.clone();
+        async move { store.audit_events(org_id, &filter).await }
+    };
+    let newest_first = |range: std::ops::Range<usize>| -> Vec<Option<uuid::Uuid>> {
+        turns[range]
+            .iter()
+            .rev()
+            .map(|id| Some(id.as_uuid()))
+            .collect()
+    };
+    assert_eq!(
+        turn_ids(&listed(Some(since), None).await?),
+        newest_first(2..5)
+    );
+    assert_eq!(
+        turn_ids(&listed(Some(since), Some(until)).await?),
+        newest_first(2..4)
+    );
+    assert_eq!(
+        turn_ids(&listed(None, Some(until)).await?),
+        newest_first(0..4)
+    );
+    assert_eq!(turn_ids(&listed(None, None).await?), newest_first(0..5));
     Ok(())
 }
 

@@ -58,6 +58,8 @@ struct AuditRow {
     turn_id: Option<Hyphenated>,
     session_id: Option<Hyphenated>,
     details: String,
+    #[sqlx(default)]
+    position: i64,
 }
 
 impl From<AuditRow> for AuditRecord {
@@ -79,6 +81,7 @@ impl From<AuditRow> for AuditRecord {
             turn_id: row.turn_id.map(Hyphenated::into_uuid),
             session_id: row.session_id.map(Hyphenated::into_uuid),
             details: row.details,
+            position: row.position,
         }
     }
 }
@@ -137,15 +140,15 @@ pub(crate) async fn audit_events(
              FROM audit_seals s WHERE s.org_id = p.org_id AND s.through_pos >= p.pos \
              ORDER BY s.through_pos LIMIT 1 \
          ) AS seq \
-         FROM (SELECT e.pos, {EVENT_SELECT} FROM audit_events e \
+         FROM (SELECT e.pos, e.pos AS position, {EVENT_SELECT} FROM audit_events e \
              WHERE e.org_id = $1 AND ($2 IS NULL OR e.action LIKE $2 ESCAPE '\\') AND ($3 IS NULL OR e.actor = $3) \
                AND ($4 IS NULL OR e.subject_id = $4 OR e.subject_kind || ':' || e.subject_id = $4) \
                AND ($5 IS NULL OR e.outcome = $5) AND ($6 IS NULL OR e.turn_id = $6) \
                AND ($7 IS NULL OR e.session_id = $7) AND ($8 IS NULL OR e.time >= $8) \
                AND ($9 IS NULL OR e.time < $9) \
-               AND ($10 IS NULL OR e.time < $10 OR (e.time = $10 AND e.id < $11)) \
-             ORDER BY e.time DESC, e.id DESC LIMIT $12) p \
-         ORDER BY p.time DESC, p.id DESC"
+               AND ($10 IS NULL OR e.pos < $10) \
+             ORDER BY e.pos DESC LIMIT $11) p \
+         ORDER BY p.pos DESC"
     );
     let rows: Vec<AuditRow> = sqlx::query_as(&sql)
         .bind(org_id.as_uuid().hyphenated())
@@ -157,8 +160,7 @@ pub(crate) async fn audit_events(
         .bind(hyphenated(filter.session_id))
         .bind(filter.since.map(stored_time))
         .bind(filter.until.map(stored_time))
-        .bind(filter.before.map(|cursor| stored_time(cursor.time)))
-        .bind(hyphenated(filter.before.map(|cursor| cursor.id)))
+        .bind(filter.before.map(|cursor| cursor.position))
         .bind(filter.limit)
         .fetch_all(pool)
         .await?;

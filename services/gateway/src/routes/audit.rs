@@ -333,6 +333,7 @@ mod tests {
             turn_id: Some(Uuid::now_v7()),
             session_id: None,
             details: r#"{"role":"admin"}"#.into(),
+            position: 0,
         };
         assert_eq!(
             serde_json::to_value(AuditEvent::from(&record)).unwrap(),
