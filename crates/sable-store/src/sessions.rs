@@ -399,6 +399,13 @@ impl PgStore {
     /// unfinished turn as a new attempt, in one statement that also returns the session's
     /// summary and its newest `history_limit` messages. The lease is taken only when a
     /// turn can run.
+    ///
+    /// Every turn has its user message, so those messages lie within the session's last
+    /// `history_limit` turns, and the read says so (`m.turn_seq > started.seq - $5`): it
+    /// then costs the same in a session of ten turns or ten thousand, whichever plan the
+    /// planner picks. Bounded by the summary alone, the planner took to a bitmap scan and
+    /// sort of the session's whole history after a statistics refresh, and a claim's cost
+    /// grew with the session (docs/BENCHMARKS.md, the audit's cost).
     pub async fn begin_next_turn(
         &self,
         org_id: OrgId,
@@ -439,6 +446,7 @@ impl PgStore {
                      FROM (SELECT m.role, m.content, m.turn_seq, m.position FROM messages m \
                            WHERE m.session_id = $1 AND m.org_id = $2 AND m.turn_seq <= started.seq \
                              AND m.role IN ('user', 'assistant') AND m.turn_seq > lease.summary_through_seq \
+                             AND m.turn_seq > started.seq - $5 \
                            ORDER BY m.turn_seq DESC, m.position DESC LIMIT $5) h) AS history \
              FROM lease LEFT JOIN started ON true",
         )
@@ -468,7 +476,7 @@ impl PgStore {
         let mut rows: Vec<HistoryRow> = sqlx::query_as(
             "SELECT role, content FROM messages \
              WHERE session_id = $1 AND org_id = $2 AND turn_seq <= $3 AND role IN ('user', 'assistant') \
-               AND turn_seq > (SELECT summary_through_seq FROM sessions WHERE id = $1) \
+               AND turn_seq > (SELECT summary_through_seq FROM sessions WHERE id = $1) AND turn_seq > $3 - $4 \
              ORDER BY turn_seq DESC, position DESC LIMIT $4",
         )
         .bind(turn.session_id.as_uuid())

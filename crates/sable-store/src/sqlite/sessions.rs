@@ -302,7 +302,7 @@ async fn history_on(
     let mut rows: Vec<HistoryRow> = sqlx::query_as(
         "SELECT role, content FROM messages \
          WHERE session_id = $1 AND org_id = $2 AND turn_seq <= $3 AND role IN ('user', 'assistant') \
-           AND turn_seq > (SELECT summary_through_seq FROM sessions WHERE id = $1) \
+           AND turn_seq > (SELECT summary_through_seq FROM sessions WHERE id = $1) AND turn_seq > $3 - $4 \
          ORDER BY turn_seq DESC, position DESC LIMIT $4",
     )
     .bind(turn.session_id.as_uuid().hyphenated())
