@@ -647,6 +647,8 @@ impl PgStore {
             Some(since) => self.pg_position_before(org_id, since).await?,
             None => i64::MIN,
         };
+        // The cursor is said twice: `e.xid <= $10` is what bounds the walk down the key,
+        // since row-level security leaves the row comparison, which is exact, a filter.
         let sql = format!(
             "SELECT p.*, ( \
                  SELECT s.first_seq + (SELECT count(*) FROM audit_events x WHERE x.org_id = p.org_id \
@@ -986,11 +988,13 @@ async fn open_seal_pass(
         .bind(watermark)
         .fetch_one(&mut **tx)
         .await?;
-    for setting in ["enable_seqscan", "enable_indexscan", "enable_indexonlyscan"] {
-        sqlx::query(&format!("SET LOCAL {setting} TO DEFAULT"))
-            .execute(&mut **tx)
-            .await?;
-    }
+    // The pass's read of each org's events wants its index scans back.
+    sqlx::query(
+        "SELECT set_config(name, reset_val, true) FROM pg_settings \
+         WHERE name IN ('enable_seqscan', 'enable_indexscan', 'enable_indexonlyscan')",
+    )
+    .execute(&mut **tx)
+    .await?;
     let scope = PassScope {
         watermark,
         horizon,

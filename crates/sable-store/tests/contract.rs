@@ -2485,25 +2485,23 @@ async fn audit_since_and_until_list_the_events_stamped_between_them_across_seals
     let turn_ids = |events: &[AuditRecord]| -> Vec<Option<uuid::Uuid>> {
         events.iter().map(|event| event.turn_id).collect()
     };
+    // Two sealed turns, then `since`; two more sealed, then `until`; then one unsealed.
     let mut turns = Vec::new();
-    for text in ["a", "b"] {
-        turns.push(
-            accept(&store, org_id, SessionTarget::New, text)
-                .await?
-                .turn_id,
-        );
-        seal_everything(&store, org_id).await?;
+    let mut bounds = Vec::new();
+    for texts in [["a", "b"], ["c", "d"]] {
+        for text in texts {
+            turns.push(
+                accept(&store, org_id, SessionTarget::New, text)
+                    .await?
+                    .turn_id,
+            );
+            seal_everything(&store, org_id).await?;
+        }
+        bounds.push(chrono::Utc::now());
     }
-    let since = chrono::Utc::now();
-    for text in ["c", "d"] {
-        turns.push(
-            accept(&store, org_id, SessionTarget::New, text)
-                .await?
-                .turn_id,
-        );
-        seal_everything(&store, org_id).await?;
-    }
-    let until = chrono::Utc::now();
+    let [since, until] = bounds[..] else {
+        unreachable!("two batches, two bounds")
+    };
     turns.push(
         accept(&store, org_id, SessionTarget::New, "e")
             .await?
