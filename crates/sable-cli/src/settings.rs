@@ -96,6 +96,9 @@ pub struct Settings {
     pub max_turn_attempts: i32,
     /// Fault points to stop at (comma-separated names), for fault-injection tests.
     pub fault_pause_at: String,
+    /// Fault points to panic at once (comma-separated names), for tests of a task that
+    /// panics mid-turn.
+    pub fault_panic_at: String,
     /// Hits of armed fault points that pass before the process stops at one.
     pub fault_hits_to_pass: u64,
     /// `deployment.environment.name` of exported spans and Langfuse's environment.
@@ -193,6 +196,7 @@ impl Default for Settings {
             feishu_stream_interval_ms: 400,
             quota_cache_ms: 1_000,
             fault_pause_at: String::new(),
+            fault_panic_at: String::new(),
             fault_hits_to_pass: 0,
             environment: "development".into(),
             capture_content: CapturePolicy::Off,

@@ -13,8 +13,8 @@
 //! | `delivery_sent_before_record` | gateway | the dispatcher sent a reply to its channel but has not marked it delivered |
 //!
 //! Armed points come from settings; what "stopping" means is the binary's business (it
-//! prints a marker and stops the whole process with SIGSTOP), so this crate stays free of
-//! I/O. Disarmed, `reach` is one empty-set check.
+//! prints a marker and stops the whole process with SIGSTOP, or, at a point armed to
+//! panic, panics there once), so this crate stays free of I/O. Disarmed, `reach` is one empty-set check.
 
 use std::collections::BTreeSet;
 use std::fmt;

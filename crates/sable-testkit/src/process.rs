@@ -148,11 +148,29 @@ impl ChildProcess {
         Ok(status.success())
     }
 
-    /// The end of the process's stderr log, for failure messages.
+    /// The end of the process's stderr log, for failure messages, after the warnings,
+    /// errors and panics logged before it: a flood of routine lines at the end (a
+    /// sweeper waking a stuck turn every second) would otherwise hide what went wrong.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
+        let (earlier, tail) = lines.split_at(lines.len().saturating_sub(40));
+        let troubles: Vec<&str> = earlier
+            .iter()
+            .filter(|line| {
+                line.contains(" WARN ") || line.contains(" ERROR ") || line.contains("panicked")
+            })
+            .take(20)
+            .copied()
+            .collect();
+        if troubles.is_empty() {
+            return tail.join("\n");
+        }
+        format!(
+            "[warnings and errors before the last 40 lines]\n{}\n[the last 40 lines]\n{}",
+            troubles.join("\n"),
+            tail.join("\n")
+        )
     }
 }
 

@@ -1,8 +1,10 @@
 //! Pulling turn wake-ups and handing each to a session task, bounded in number.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::FutureExt;
 use sable_bus::Delivered;
 use sable_core::{OrgId, SessionId};
 use sable_proto::v1::TurnWakeup;
@@ -83,22 +85,63 @@ async fn handle_wakeup(
     }
     // One drain per session per process: a second wake-up only asks the running drain
     // for another pass, which closes the gap between its last look and its release.
-    if !context.local_sessions.enter(session_id) {
+    let Some(mut draining) = context.local_sessions.enter(session_id) else {
         ack(&wakeup).await;
         return;
-    }
+    };
     loop {
-        if let Err(error) = drain_session(context, org_id, session_id, shutdown).await {
-            context.local_sessions.leave(session_id);
-            tracing::warn!(%error, %session_id, "session drain interrupted; the wake-up will be redelivered");
+        // A panic in a turn ends this drain only: the session is let go (here and its
+        // lease) and the wake-up given back, as after a database failure, instead of
+        // leaving a drain that no longer runs to swallow the session's next wake-ups.
+        let drained = AssertUnwindSafe(drain_session(context, org_id, session_id, shutdown))
+            .catch_unwind()
+            .await;
+        let failed = match drained {
+            Ok(Ok(_)) => false,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, %session_id, "session drain interrupted; the wake-up will be redelivered");
+                true
+            }
+            Err(panic) => {
+                tracing::error!(panic = panic_message(&*panic), %session_id, "session drain panicked; the wake-up will be redelivered");
+                metrics::counter!("sable_drain_panics_total").increment(1);
+                release_after_panic(context, org_id, session_id).await;
+                true
+            }
+        };
+        if failed {
+            drop(draining);
             wakeup.retry_with_backoff().await;
             return;
         }
-        if context.local_sessions.leave_unless_asked_again(session_id) {
-            break;
+        match draining.finish() {
+            Some(again) => draining = again,
+            None => break,
         }
     }
     ack(&wakeup).await;
+}
+
+/// Lets the session's lease go after its drain panicked, so the redelivered wake-up (here
+/// or on another worker) claims it at once instead of waiting out the lease.
+async fn release_after_panic(context: &WorkerContext, org_id: OrgId, session_id: SessionId) {
+    let owner = context.config.worker_id.as_str();
+    if let Err(error) = context
+        .store
+        .release_session(org_id, session_id, owner)
+        .await
+    {
+        tracing::debug!(%error, %session_id, "lease not released after a panic; it expires");
+    }
+}
+
+/// What a panic said, when it said it with a string.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(not a string)")
 }
 
 async fn ack(wakeup: &Delivered<TurnWakeup>) {

@@ -14,42 +14,66 @@ pub(crate) struct LocalSessions {
 }
 
 impl LocalSessions {
-    /// True when the caller should drain the session; false when a drain is already
+    /// The session's drain, when the caller should run it; `None` when a drain is already
     /// running here, which is then asked for one more pass.
-    pub fn enter(&self, session_id: SessionId) -> bool {
-        let mut draining = self.draining.lock().expect("local sessions lock");
+    pub fn enter(&self, session_id: SessionId) -> Option<Draining<'_>> {
+        let mut draining = self.lock();
         match draining.get_mut(&session_id) {
             Some(asked_again) => {
                 *asked_again = true;
-                false
+                None
             }
             None => {
                 draining.insert(session_id, false);
-                true
+                Some(Draining {
+                    sessions: self,
+                    session_id,
+                })
             }
         }
     }
 
-    /// Leaves the session unless a wake-up arrived meanwhile; false means drain again.
-    pub fn leave_unless_asked_again(&self, session_id: SessionId) -> bool {
-        let mut draining = self.draining.lock().expect("local sessions lock");
-        match draining.get_mut(&session_id) {
-            Some(asked_again) if *asked_again => {
-                *asked_again = false;
-                false
-            }
-            _ => {
-                draining.remove(&session_id);
-                true
-            }
-        }
-    }
-
-    pub fn leave(&self, session_id: SessionId) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionId, bool>> {
+        // A panic elsewhere cannot leave the map half-changed: every change is one call.
         self.draining
             .lock()
-            .expect("local sessions lock")
-            .remove(&session_id);
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// One running drain of a session. Dropping it (however the drain ended, a panic
+/// included) lets the session go, so the next wake-up drains it again instead of asking a
+/// drain that no longer runs.
+#[derive(Debug)]
+pub(crate) struct Draining<'a> {
+    sessions: &'a LocalSessions,
+    session_id: SessionId,
+}
+
+impl<'a> Draining<'a> {
+    /// Ends the drain unless a wake-up arrived since it began (or since the last call),
+    /// in one look: `Some` means drain again. A wake-up arriving after this look finds
+    /// the session free and drains it itself, so none is lost in between.
+    pub fn finish(self) -> Option<Draining<'a>> {
+        let mut draining = self.sessions.lock();
+        if let Some(asked_again) = draining.get_mut(&self.session_id)
+            && std::mem::take(asked_again)
+        {
+            drop(draining);
+            return Some(self);
+        }
+        draining.remove(&self.session_id);
+        drop(draining);
+        // Already let go, under the same lock as the look: dropping it would remove the
+        // entry of a drain that began since.
+        std::mem::forget(self);
+        None
+    }
+}
+
+impl Drop for Draining<'_> {
+    fn drop(&mut self) {
+        self.sessions.lock().remove(&self.session_id);
     }
 }
 
@@ -61,13 +85,27 @@ mod tests {
     fn a_second_entry_asks_the_running_drain_for_one_more_pass() {
         let sessions = LocalSessions::default();
         let session = SessionId::new();
-        assert!(sessions.enter(session));
-        assert!(!sessions.enter(session));
+        let drain = sessions.enter(session).expect("the first entry drains");
+        assert!(sessions.enter(session).is_none());
+        let drain = drain.finish().expect("asked again: drain once more");
+        assert!(drain.finish().is_none(), "not asked again: done");
+        let again = sessions.enter(session).expect("free again after finishing");
+        drop(again);
+        assert!(sessions.enter(session).is_some(), "free again after a drop");
+    }
+
+    #[test]
+    fn a_drain_that_panics_lets_its_session_go() {
+        let sessions = LocalSessions::default();
+        let session = SessionId::new();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _drain = sessions.enter(session).expect("the first entry drains");
+            panic!("a drain fails");
+        }));
+        assert!(panicked.is_err());
         assert!(
-            !sessions.leave_unless_asked_again(session),
-            "asked again: drain once more"
+            sessions.enter(session).is_some(),
+            "the next wake-up drains the session"
         );
-        assert!(sessions.leave_unless_asked_again(session));
-        assert!(sessions.enter(session), "free again after leaving");
     }
 }
