@@ -257,6 +257,45 @@ struct HistoryRow {
     content: String,
 }
 
+/// Claims a session's lease and starts its oldest unfinished turn (`begin_next_turn`):
+/// `$1` session, `$2` org, `$3` owner, `$4` lease seconds, `$5` history limit, `$6` the
+/// audit event's id, `$7` whether the audit is on.
+const BEGIN_NEXT_TURN_SQL: &str = "WITH next AS ( \
+                 SELECT id, seq, status FROM turns \
+                 WHERE session_id = $1 AND org_id = $2 AND status IN ('queued', 'running', 'waiting_approval') \
+                 ORDER BY seq LIMIT 1 \
+             ), lease AS ( \
+                 UPDATE sessions s SET lease_owner = $3, lease_expires_at = now() + make_interval(secs => $4) \
+                 WHERE s.id = $1 AND s.org_id = $2 \
+                   AND (s.lease_owner IS NULL OR s.lease_owner = $3 OR s.lease_expires_at < now()) \
+                   AND EXISTS (SELECT 1 FROM next WHERE next.status <> 'waiting_approval') \
+                 RETURNING s.channel, s.user_id, s.summary, s.summary_through_seq \
+             ), started AS ( \
+                 UPDATE turns t SET status = 'running', attempt = t.attempt + 1, worker_id = $3, started_at = now() \
+                 WHERE t.id = (SELECT id FROM next) AND t.session_id = $1 AND t.seq = (SELECT seq FROM next) \
+                   AND t.status IN ('queued', 'running') AND EXISTS (SELECT 1 FROM lease) \
+                 RETURNING t.id, t.org_id, t.session_id, t.seq, t.agent_id, t.trace_parent, t.created_at, t.attempt \
+             ), audit AS ( \
+                 INSERT INTO audit_events (id, org_id, actor, action, subject_kind, subject_id, outcome, severity, \
+                     trace_id, turn_id, session_id, details) \
+                 SELECT $6, started.org_id, 'system', 'turn.started', 'turn', started.id::text, 'ok', 'info', \
+                     nullif(split_part(started.trace_parent, '-', 2), ''), started.id, started.session_id, \
+                     json_build_object('attempt', started.attempt, 'agent', started.agent_id, 'worker', $3) \
+                 FROM started WHERE $7 \
+             ) \
+             SELECT started.id, started.org_id, started.session_id, started.seq, started.agent_id, \
+                    started.trace_parent, started.created_at, started.attempt, \
+                    lease.channel, lease.user_id, lease.summary, lease.summary_through_seq, \
+                    coalesce((SELECT o.config_version FROM orgs o WHERE o.id = $2), 0) AS config_version, \
+                    (SELECT coalesce(json_agg(json_build_array(h.role, h.content) ORDER BY h.turn_seq, h.position), '[]'::json)::text \
+                     FROM (SELECT m.role, m.content, m.turn_seq, m.position FROM messages m \
+                           WHERE m.session_id = $1 AND m.org_id = $2 AND m.turn_seq <= started.seq \
+                             AND m.role IN ('user', 'assistant') \
+                             AND m.turn_seq = ANY (ARRAY(SELECT generate_series( \
+                                 greatest(lease.summary_through_seq, started.seq - $5) + 1, started.seq))) \
+                           ORDER BY m.turn_seq DESC, m.position DESC LIMIT $5) h) AS history \
+             FROM lease LEFT JOIN started ON true";
+
 impl PgStore {
     /// Takes the session's lease if it is free, expired, or already ours.
     pub async fn claim_session(
@@ -400,12 +439,17 @@ impl PgStore {
     /// summary and its newest `history_limit` messages. The lease is taken only when a
     /// turn can run.
     ///
-    /// Every turn has its user message, so those messages lie within the session's last
-    /// `history_limit` turns, and the read says so (`m.turn_seq > started.seq - $5`): it
-    /// then costs the same in a session of ten turns or ten thousand, whichever plan the
-    /// planner picks. Bounded by the summary alone, the planner took to a bitmap scan and
-    /// sort of the session's whole history after a statistics refresh, and a claim's cost
-    /// grew with the session (docs/BENCHMARKS.md, the audit's cost).
+    /// Both reads of the session's turns and messages name their rows exactly, so that
+    /// whatever plan the statistics lead to, each index it scans is entered at those rows
+    /// and no further: the turn by its id and `(session_id, seq)` as values (joined to
+    /// `next`, the planner read the session's whole index of unfinished turns and filtered
+    /// it, and by the id alone a partial index of live turns that its statistics said was
+    /// small, whole); the history by the session's last `history_limit` turn numbers
+    /// after the summary, as a list. Every turn has its user message, so the newest
+    /// `history_limit` user and assistant messages lie within those turns. With a range
+    /// for bounds the planner kept one bound in the index scan and filtered the rest of
+    /// the session's history (docs/BENCHMARKS.md, the audit's cost): a claim's cost grew
+    /// with the session.
     pub async fn begin_next_turn(
         &self,
         org_id: OrgId,
@@ -414,55 +458,49 @@ impl PgStore {
         ttl: Duration,
         history_limit: i64,
     ) -> Result<NextTurn, StoreError> {
-        let row: Option<BegunRow> = sqlx::query_as(
-            "WITH next AS ( \
-                 SELECT id, status FROM turns \
-                 WHERE session_id = $1 AND org_id = $2 AND status IN ('queued', 'running', 'waiting_approval') \
-                 ORDER BY seq LIMIT 1 \
-             ), lease AS ( \
-                 UPDATE sessions s SET lease_owner = $3, lease_expires_at = now() + make_interval(secs => $4) \
-                 WHERE s.id = $1 AND s.org_id = $2 \
-                   AND (s.lease_owner IS NULL OR s.lease_owner = $3 OR s.lease_expires_at < now()) \
-                   AND EXISTS (SELECT 1 FROM next WHERE next.status <> 'waiting_approval') \
-                 RETURNING s.channel, s.user_id, s.summary, s.summary_through_seq \
-             ), started AS ( \
-                 UPDATE turns t SET status = 'running', attempt = t.attempt + 1, worker_id = $3, started_at = now() \
-                 FROM next, lease \
-                 WHERE t.id = next.id AND t.status IN ('queued', 'running') \
-                 RETURNING t.id, t.org_id, t.session_id, t.seq, t.agent_id, t.trace_parent, t.created_at, t.attempt \
-             ), audit AS ( \
-                 INSERT INTO audit_events (id, org_id, actor, action, subject_kind, subject_id, outcome, severity, \
-                     trace_id, turn_id, session_id, details) \
-                 SELECT $6, started.org_id, 'system', 'turn.started', 'turn', started.id::text, 'ok', 'info', \
-                     nullif(split_part(started.trace_parent, '-', 2), ''), started.id, started.session_id, \
-                     json_build_object('attempt', started.attempt, 'agent', started.agent_id, 'worker', $3) \
-                 FROM started WHERE $7 \
-             ) \
-             SELECT started.id, started.org_id, started.session_id, started.seq, started.agent_id, \
-                    started.trace_parent, started.created_at, started.attempt, \
-                    lease.channel, lease.user_id, lease.summary, lease.summary_through_seq, \
-                    coalesce((SELECT o.config_version FROM orgs o WHERE o.id = $2), 0) AS config_version, \
-                    (SELECT coalesce(json_agg(json_build_array(h.role, h.content) ORDER BY h.turn_seq, h.position), '[]'::json)::text \
-                     FROM (SELECT m.role, m.content, m.turn_seq, m.position FROM messages m \
-                           WHERE m.session_id = $1 AND m.org_id = $2 AND m.turn_seq <= started.seq \
-                             AND m.role IN ('user', 'assistant') AND m.turn_seq > lease.summary_through_seq \
-                             AND m.turn_seq > started.seq - $5 \
-                           ORDER BY m.turn_seq DESC, m.position DESC LIMIT $5) h) AS history \
-             FROM lease LEFT JOIN started ON true",
-        )
-        .bind(session_id.as_uuid())
-        .bind(org_id.as_uuid())
-        .bind(owner)
-        .bind(ttl.as_secs_f64())
-        .bind(history_limit)
-        .bind(Uuid::now_v7())
-        .bind(self.audit)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row: Option<BegunRow> = sqlx::query_as(BEGIN_NEXT_TURN_SQL)
+            .bind(session_id.as_uuid())
+            .bind(org_id.as_uuid())
+            .bind(owner)
+            .bind(ttl.as_secs_f64())
+            .bind(history_limit)
+            .bind(Uuid::now_v7())
+            .bind(self.audit)
+            .fetch_optional(&self.pool)
+            .await?;
         match row {
             Some(row) => row.into_next_turn(),
             None => Ok(NextTurn::NotClaimed),
         }
+    }
+
+    /// `begin_next_turn` as `EXPLAIN (ANALYZE)` prints its generic plan (the one a pooled
+    /// connection keeps using once it has prepared the statement), in a transaction rolled
+    /// back after: for tests of what a claim reads.
+    #[doc(hidden)]
+    pub async fn explain_begin_next_turn(
+        &self,
+        org_id: OrgId,
+        session_id: SessionId,
+        history_limit: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan")
+            .execute(&mut *tx)
+            .await?;
+        let plan: Vec<(String,)> =
+            sqlx::query_as(&format!("EXPLAIN (ANALYZE) {BEGIN_NEXT_TURN_SQL}"))
+                .bind(session_id.as_uuid())
+                .bind(org_id.as_uuid())
+                .bind("explain")
+                .bind(30.0_f64)
+                .bind(history_limit)
+                .bind(Uuid::now_v7())
+                .bind(self.audit)
+                .fetch_all(&mut *tx)
+                .await?;
+        tx.rollback().await?;
+        Ok(plan.into_iter().map(|(line,)| line).collect())
     }
 
     /// The newest `limit` user and assistant messages up to and including `turn` and after
@@ -476,7 +514,7 @@ impl PgStore {
         let mut rows: Vec<HistoryRow> = sqlx::query_as(
             "SELECT role, content FROM messages \
              WHERE session_id = $1 AND org_id = $2 AND turn_seq <= $3 AND role IN ('user', 'assistant') \
-               AND turn_seq > (SELECT summary_through_seq FROM sessions WHERE id = $1) AND turn_seq > $3 - $4 \
+               AND turn_seq > greatest((SELECT summary_through_seq FROM sessions WHERE id = $1), $3 - $4) \
              ORDER BY turn_seq DESC, position DESC LIMIT $4",
         )
         .bind(turn.session_id.as_uuid())
