@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::WorkerContext;
-use crate::session::drain_session;
+use crate::session::{drain_session, let_session_go};
 
 /// Pulls until `shutdown`, then waits up to the grace period for in-flight sessions.
 pub(crate) async fn run(context: Arc<WorkerContext>, shutdown: CancellationToken) {
@@ -105,7 +105,7 @@ async fn handle_wakeup(
             Err(panic) => {
                 tracing::error!(panic = panic_message(&*panic), %session_id, "session drain panicked; the wake-up will be redelivered");
                 metrics::counter!("sable_drain_panics_total").increment(1);
-                release_after_panic(context, org_id, session_id).await;
+                let_session_go(context, org_id, session_id).await;
                 true
             }
         };
@@ -120,19 +120,6 @@ async fn handle_wakeup(
         }
     }
     ack(&wakeup).await;
-}
-
-/// Lets the session's lease go after its drain panicked, so the redelivered wake-up (here
-/// or on another worker) claims it at once instead of waiting out the lease.
-async fn release_after_panic(context: &WorkerContext, org_id: OrgId, session_id: SessionId) {
-    let owner = context.config.worker_id.as_str();
-    if let Err(error) = context
-        .store
-        .release_session(org_id, session_id, owner)
-        .await
-    {
-        tracing::debug!(%error, %session_id, "lease not released after a panic; it expires");
-    }
 }
 
 /// What a panic said, when it said it with a string.

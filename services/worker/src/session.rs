@@ -27,18 +27,23 @@ pub(crate) async fn drain_session(
 ) -> Result<DrainResult, StoreError> {
     let drained = drain(context, org_id, session_id, shutdown).await;
     if drained.is_err() {
-        // Let the session go, so the wake-up given back for a retry (here or on another
-        // worker) can claim it at once instead of waiting out the lease.
-        let owner = context.config.worker_id.as_str();
-        if let Err(error) = context
-            .store
-            .release_session(org_id, session_id, owner)
-            .await
-        {
-            tracing::debug!(%error, %session_id, "lease not released after a failed drain; it expires");
-        }
+        let_session_go(context, org_id, session_id).await;
     }
     drained
+}
+
+/// Lets the session's lease go after its drain failed or panicked, so the wake-up given
+/// back for a retry (here or on another worker) can claim it at once instead of waiting
+/// out the lease.
+pub(crate) async fn let_session_go(context: &WorkerContext, org_id: OrgId, session_id: SessionId) {
+    let owner = context.config.worker_id.as_str();
+    if let Err(error) = context
+        .store
+        .release_session(org_id, session_id, owner)
+        .await
+    {
+        tracing::debug!(%error, %session_id, "lease not released after a failed drain; it expires");
+    }
 }
 
 /// Runs the session's turns in order while this worker holds its lease. Each turn costs
