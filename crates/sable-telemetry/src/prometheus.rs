@@ -207,6 +207,11 @@ const METRICS: &[(Kind, &str, &str)] = &[
     ),
     (
         Kind::Counter,
+        "sable_drain_panics_total",
+        "Session drains that panicked (their lease released, their wake-up given back).",
+    ),
+    (
+        Kind::Counter,
         "sable_deliveries_total",
         "Deliveries dispatched, by channel and outcome.",
     ),
