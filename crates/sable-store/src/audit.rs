@@ -402,33 +402,59 @@ pub(crate) const VERIFY_PAGE: i64 = 50;
 /// Events as the JSON array both backends read rows from (`json_to_recordset`,
 /// `json_each`), each with a fresh id; `[]` when the audit is off.
 pub(crate) fn events_json(enabled: bool, events: &[AuditEvent]) -> String {
-    if !enabled {
+    if !enabled || events.is_empty() {
         return "[]".to_owned();
     }
-    let rows: Vec<serde_json::Value> = events
-        .iter()
-        .map(|event| {
-            serde_json::json!({
-                "id": Uuid::now_v7(),
-                "org_id": event.org_id.as_uuid(),
-                "actor": event.actor.id,
-                "actor_name": event.actor.name,
-                "action": event.action,
-                "subject_kind": event.subject_kind,
-                "subject_id": event.subject_id,
-                "outcome": event.outcome.as_str(),
-                "severity": event.severity.as_str(),
-                "request_id": event.actor.request_id,
-                "trace_id": event.trace_id,
-                "turn_id": event.turn_id.map(|id| id.as_uuid()),
-                "session_id": event.session_id.map(|id| id.as_uuid()),
-                "details": event.details,
-            })
-        })
-        .collect();
-    serde_json::Value::Array(rows)
-        .to_string()
-        .replace("\\u0000", "")
+    let rows: Vec<EventRow<'_>> = events.iter().map(EventRow::of).collect();
+    // Serialized straight from the events: a turn's statements carry two or three, and
+    // building them as `serde_json::Value` maps first copied every field and the details.
+    let json = serde_json::to_string(&rows).expect("an audit event serializes to JSON");
+    // Neither backend stores a NUL in text; the escape is only there when some field had one.
+    if json.contains("\\u0000") {
+        json.replace("\\u0000", "")
+    } else {
+        json
+    }
+}
+
+/// An event as one element of the array `events_json` writes, named as the columns are.
+#[derive(serde::Serialize)]
+struct EventRow<'a> {
+    id: Uuid,
+    org_id: OrgId,
+    actor: &'a str,
+    actor_name: Option<&'a str>,
+    action: &'static str,
+    subject_kind: &'static str,
+    subject_id: &'a str,
+    outcome: &'static str,
+    severity: &'static str,
+    request_id: Option<&'a str>,
+    trace_id: Option<&'a str>,
+    turn_id: Option<TurnId>,
+    session_id: Option<SessionId>,
+    details: &'a serde_json::Value,
+}
+
+impl<'a> EventRow<'a> {
+    fn of(event: &'a AuditEvent) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            org_id: event.org_id,
+            actor: &event.actor.id,
+            actor_name: event.actor.name.as_deref(),
+            action: event.action,
+            subject_kind: event.subject_kind,
+            subject_id: &event.subject_id,
+            outcome: event.outcome.as_str(),
+            severity: event.severity.as_str(),
+            request_id: event.actor.request_id.as_deref(),
+            trace_id: event.trace_id.as_deref(),
+            turn_id: event.turn_id,
+            session_id: event.session_id,
+            details: &event.details,
+        }
+    }
 }
 
 /// The columns of an event row, in the order the statements below list them, with the
@@ -441,8 +467,8 @@ const EVENT_COLUMNS: [(&str, &str); 14] = [
     ("action", "text"),
     ("subject_kind", "text"),
     ("subject_id", "text"),
-    ("outcome", "text"),
-    ("severity", "text"),
+    ("outcome", "audit_outcome"),
+    ("severity", "audit_severity"),
     ("request_id", "text"),
     ("trace_id", "text"),
     ("turn_id", "uuid"),
@@ -560,7 +586,7 @@ pub(crate) fn verify_links(
 
 /// The columns of a stored event, for `FROM audit_events e`.
 const EVENT_SELECT: &str = "e.id, e.org_id, e.time, e.actor, e.actor_name, e.action, e.subject_kind, \
-     e.subject_id, e.outcome, e.severity, e.request_id, e.trace_id, e.turn_id, e.session_id, e.details::text AS details";
+     e.subject_id, e.outcome::text AS outcome, e.severity::text AS severity, e.request_id, e.trace_id, e.turn_id, e.session_id, e.details::text AS details";
 
 /// A Postgres event's position in its org's chain: the writing transaction, then the id.
 type PgPosition = (i64, Uuid);
@@ -582,15 +608,15 @@ impl PositionedRow {
     }
 }
 
-/// An unsealed event with its org's chain head, as one sealer pass reads it.
+/// An org's chain head as a sealer pass reads it: its newest seal's end, else its
+/// retention checkpoint, else the start.
 #[derive(sqlx::FromRow)]
-struct PendingRow {
+struct ChainHeadRow {
+    org_id: Uuid,
     head_seq: i64,
     head_hash: Vec<u8>,
     head_xid: i64,
     head_id: Uuid,
-    #[sqlx(flatten)]
-    event: PositionedRow,
 }
 
 #[derive(sqlx::FromRow)]
@@ -659,7 +685,7 @@ impl PgStore {
              FROM (SELECT e.xid, e.xid AS position, {EVENT_SELECT} FROM audit_events e \
                  WHERE e.org_id = $1 AND e.xid >= $13 AND e.xid <= $10 AND (e.xid, e.id) < ($10, $11) AND ($2::text IS NULL OR e.action LIKE $2) AND ($3::text IS NULL OR e.actor = $3) \
                    AND ($4::text IS NULL OR e.subject_id = $4 OR e.subject_kind || ':' || e.subject_id = $4) \
-                   AND ($5::text IS NULL OR e.outcome = $5) AND ($6::uuid IS NULL OR e.turn_id = $6) \
+                   AND ($5::text IS NULL OR e.outcome::text = $5) AND ($6::uuid IS NULL OR e.turn_id = $6) \
                    AND ($7::uuid IS NULL OR e.session_id = $7) AND ($8::timestamptz IS NULL OR e.time >= $8) \
                    AND ($9::timestamptz IS NULL OR e.time < $9) \
                  ORDER BY e.xid DESC, e.id DESC LIMIT $12) p \
@@ -710,45 +736,25 @@ impl PgStore {
     /// visible now, and none can appear behind the seal later), in position order, in one
     /// transaction. A second sealer waits on the advisory lock and then finds them sealed.
     ///
-    /// Only orgs with events at or past the sealer's watermark are visited (every event
-    /// below it is sealed); the watermark moves to this pass's horizon when no org hit
-    /// `limit`, i.e. when every event below the horizon is sealed by this pass.
+    /// A pass reads the events at or past the sealer's watermark (every event below it is
+    /// sealed) and below its horizon once, through the BRIN index of `xid`, then the chain
+    /// heads of their orgs. The watermark moves to the horizon, or, when an org had more
+    /// than `limit` events to seal, to the least position this pass sealed such an org
+    /// through, so the next pass does not read again what this one sealed.
     pub async fn seal_audit(&self, limit: i64) -> Result<SealReport, StoreError> {
         summarize_full_ranges(&self.pool).await?;
         let mut tx = self.pool.begin().await?;
-        let scope = begin_seal_pass(&mut tx).await?;
-        if scope.orgs.is_empty() {
+        let (scope, _) = read_seal_pass(&mut tx, false).await?;
+        let Some((pending, watermark)) = scope.pending(limit) else {
             return Ok(SealReport::default());
-        }
-        let sql = seal_pass_sql();
-        let rows: Vec<PendingRow> = seal_pass_query(&sql, limit, &scope)
-            .fetch_all(&mut *tx)
-            .await?;
-        let mut per_org: HashMap<Uuid, i64> = HashMap::new();
-        for row in &rows {
-            *per_org.entry(row.event.event.org_id).or_default() += 1;
-        }
-        let complete = per_org.values().all(|&taken| taken < limit);
-        let pending: Vec<(ChainHead<PgPosition>, PgPosition, AuditRecord)> = rows
-            .into_iter()
-            .map(|row| {
-                let head = ChainHead {
-                    seq: row.head_seq,
-                    hash: row.head_hash,
-                    position: (row.head_xid, row.head_id),
-                };
-                let (position, record) = row.event.into_positioned();
-                (head, position, record)
-            })
-            .collect();
+        };
         let (seals, report) = seal_pass(pending);
-        if seals.is_empty() {
-            return Ok(report);
+        if !seals.is_empty() {
+            insert_pg_seals(&mut tx, &seals).await?;
         }
-        insert_pg_seals(&mut tx, &seals).await?;
-        if complete {
+        if watermark > scope.watermark {
             sqlx::query("UPDATE audit_sealer_state SET watermark_xid = $1 WHERE id = 1")
-                .bind(scope.horizon)
+                .bind(watermark)
                 .execute(&mut *tx)
                 .await?;
         }
@@ -756,25 +762,17 @@ impl PgStore {
         Ok(report)
     }
 
-    /// One sealer pass's two reads as `EXPLAIN (ANALYZE)` prints their plans (finding
-    /// the orgs, then reading their events; the second empty when no org has any), run as
-    /// the sealer runs them, in a transaction rolled back after: for tests of what a pass
-    /// reads.
+    /// One sealer pass's two reads as `EXPLAIN (ANALYZE)` prints their plans (the events
+    /// past the watermark, then their orgs' chain heads; the second empty when there are
+    /// none), run as the sealer runs them, in a transaction rolled back after: for tests of
+    /// what a pass reads.
     #[doc(hidden)]
-    pub async fn explain_seal_pass(&self, limit: i64) -> Result<[Vec<String>; 2], StoreError> {
+    pub async fn explain_seal_pass(&self) -> Result<[Vec<String>; 2], StoreError> {
         summarize_full_ranges(&self.pool).await?;
         let mut tx = self.pool.begin().await?;
-        let (scope, discovery) = open_seal_pass(&mut tx, true).await?;
-        let sql = format!("EXPLAIN (ANALYZE) {}", seal_pass_sql());
-        let read: Vec<(String,)> = if scope.orgs.is_empty() {
-            Vec::new()
-        } else {
-            seal_pass_query(&sql, limit, &scope)
-                .fetch_all(&mut *tx)
-                .await?
-        };
+        let (_, plans) = read_seal_pass(&mut tx, true).await?;
         tx.rollback().await?;
-        Ok([discovery, read.into_iter().map(|(line,)| line).collect()])
+        Ok(plans)
     }
 
     /// Walks the org's seals from its checkpoint and reports the first broken link.
@@ -936,33 +934,88 @@ async fn summarize_full_ranges(pool: &sqlx::PgPool) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Where one sealer pass looks: the events in [watermark, horizon) of these orgs.
+/// What one sealer pass read: the events in [watermark, horizon), in position order by
+/// org, and the chain heads of their orgs.
 struct PassScope {
     watermark: i64,
     /// Every transaction below it has ended.
     horizon: i64,
-    orgs: Vec<Uuid>,
+    events: Vec<(PgPosition, AuditRecord)>,
+    heads: HashMap<Uuid, ChainHead<PgPosition>>,
 }
 
-/// Opens a sealer pass in `tx`: takes the sealers' lock, reads the watermark and finds
-/// the orgs with events past it.
-async fn begin_seal_pass(
-    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
-) -> Result<PassScope, StoreError> {
-    Ok(open_seal_pass(tx, false).await?.0)
+impl PassScope {
+    /// Each org's events past its head, up to `limit` of them, with the head, and where
+    /// the watermark can move: every event below it is sealed once these are. `None` when
+    /// the pass found no events.
+    #[allow(clippy::type_complexity)]
+    fn pending(
+        &self,
+        limit: i64,
+    ) -> Option<(Vec<(ChainHead<PgPosition>, PgPosition, AuditRecord)>, i64)> {
+        if self.events.is_empty() {
+            return None;
+        }
+        let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
+        let mut watermark = self.horizon;
+        let mut pending = Vec::new();
+        for org in self.events.chunk_by(|(_, a), (_, b)| a.org_id == b.org_id) {
+            let org_id = org[0].1.org_id.as_uuid();
+            let Some(head) = self.heads.get(&org_id) else {
+                // Its head is read with its events: an org without one is not sealed now.
+                watermark = watermark.min(org[0].0.0);
+                continue;
+            };
+            let unsealed: Vec<_> = org
+                .iter()
+                .filter(|(position, _)| *position > head.position)
+                .collect();
+            if unsealed.len() > limit {
+                // The rest waits for the next pass, which starts at this org's last
+                // sealed transaction (events of it may be left).
+                watermark = watermark.min(unsealed[limit - 1].0.0);
+            }
+            pending.extend(
+                unsealed
+                    .into_iter()
+                    .take(limit)
+                    .map(|(position, event)| (head.clone(), *position, event.clone())),
+            );
+        }
+        Some((pending, watermark))
+    }
 }
 
-/// `begin_seal_pass`, and with `explain` the plan of the read that found the orgs.
-async fn open_seal_pass(
+/// Reads one sealer pass in `tx`: takes the sealers' lock, reads the watermark and the
+/// horizon, the events between them, and their orgs' chain heads; with `explain`, also
+/// the plans of those two reads.
+async fn read_seal_pass(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     explain: bool,
-) -> Result<(PassScope, Vec<String>), StoreError> {
+) -> Result<(PassScope, [Vec<String>; 2]), StoreError> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sable.audit_sealer'))")
         .execute(&mut **tx)
         .await?;
-    // The planner's JIT compiles the pass's read afresh each pass, for far longer than it
-    // runs. And the orgs are found through the BRIN index of `xid` only: without fresh
-    // statistics the planner prefers to read the whole table, or to walk the whole
+    // Read first and bound as values: under row-level security a subquery for the
+    // watermark keeps the planner from the index. The horizon: every transaction below it
+    // has ended, so every later snapshot sees all of their events that committed.
+    let (watermark, horizon, seqscan, indexscan, indexonlyscan): (
+        i64,
+        i64,
+        String,
+        String,
+        String,
+    ) = sqlx::query_as(
+        "SELECT watermark_xid, pg_snapshot_xmin(pg_current_snapshot())::text::bigint, \
+                 current_setting('enable_seqscan'), current_setting('enable_indexscan'), \
+                 current_setting('enable_indexonlyscan') \
+             FROM audit_sealer_state WHERE id = 1",
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    // The planner's JIT compiles the pass's reads afresh each pass, for far longer than
+    // they run. And the events are read through the BRIN index of `xid` only: without
+    // fresh statistics the planner prefers to read the whole table, or to walk the whole
     // primary key `(org_id, xid, id)` for its `xid` condition (every event, each pass).
     sqlx::query(
         "SELECT set_config('jit', 'off', true), set_config('enable_seqscan', 'off', true), \
@@ -970,94 +1023,113 @@ async fn open_seal_pass(
     )
     .execute(&mut **tx)
     .await?;
-    // Read first and bound as a value: under row-level security a subquery for it
-    // keeps the planner from the index.
-    let (watermark,): (i64,) =
-        sqlx::query_as("SELECT watermark_xid FROM audit_sealer_state WHERE id = 1")
-            .fetch_one(&mut **tx)
-            .await?;
-    let plan: Vec<(String,)> = if explain {
-        sqlx::query_as(&format!("EXPLAIN (ANALYZE) {PASS_SCOPE_SQL}"))
-            .bind(watermark)
-            .fetch_all(&mut **tx)
-            .await?
-    } else {
-        Vec::new()
-    };
-    let (horizon, orgs): (i64, Vec<Uuid>) = sqlx::query_as(PASS_SCOPE_SQL)
+    let mut plans: [Vec<String>; 2] = Default::default();
+    let events_sql = pass_events_sql();
+    if explain {
+        plans[0] = explain_lines(
+            sqlx::query_as(&format!("EXPLAIN (ANALYZE) {events_sql}"))
+                .bind(watermark)
+                .bind(horizon)
+                .fetch_all(&mut **tx)
+                .await?,
+        );
+    }
+    let rows: Vec<PositionedRow> = sqlx::query_as(&events_sql)
         .bind(watermark)
-        .fetch_one(&mut **tx)
+        .bind(horizon)
+        .fetch_all(&mut **tx)
         .await?;
-    // The pass's read of each org's events wants its index scans back.
+    // The heads' reads want their index scans back.
     sqlx::query(
-        "SELECT set_config(name, reset_val, true) FROM pg_settings \
-         WHERE name IN ('enable_seqscan', 'enable_indexscan', 'enable_indexonlyscan')",
+        "SELECT set_config('enable_seqscan', $1, true), set_config('enable_indexscan', $2, true), \
+             set_config('enable_indexonlyscan', $3, true)",
     )
+    .bind(seqscan)
+    .bind(indexscan)
+    .bind(indexonlyscan)
     .execute(&mut **tx)
     .await?;
+    let events: Vec<(PgPosition, AuditRecord)> = rows
+        .into_iter()
+        .map(PositionedRow::into_positioned)
+        .collect();
+    let mut orgs: Vec<Uuid> = events
+        .iter()
+        .map(|(_, event)| event.org_id.as_uuid())
+        .collect();
+    orgs.dedup();
+    let mut heads = HashMap::new();
+    if !orgs.is_empty() {
+        if explain {
+            plans[1] = explain_lines(
+                heads_query(&format!("EXPLAIN (ANALYZE) {PASS_HEADS_SQL}"), &orgs)
+                    .fetch_all(&mut **tx)
+                    .await?,
+            );
+        }
+        let rows: Vec<ChainHeadRow> = heads_query(PASS_HEADS_SQL, &orgs)
+            .fetch_all(&mut **tx)
+            .await?;
+        heads = rows
+            .into_iter()
+            .map(|row| {
+                let head = ChainHead {
+                    seq: row.head_seq,
+                    hash: row.head_hash,
+                    position: (row.head_xid, row.head_id),
+                };
+                (row.org_id, head)
+            })
+            .collect();
+    }
     let scope = PassScope {
         watermark,
         horizon,
-        orgs,
+        events,
+        heads,
     };
-    Ok((scope, plan.into_iter().map(|(line,)| line).collect()))
+    Ok((scope, plans))
 }
 
-/// The pass's horizon (every transaction below it has ended) and the orgs with events in
-/// [watermark, horizon). Bind: the watermark.
-const PASS_SCOPE_SQL: &str = "SELECT h.xid, \
-         coalesce(array_agg(DISTINCT e.org_id) FILTER (WHERE e.org_id IS NOT NULL), '{}') \
-     FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xid) h \
-     LEFT JOIN audit_events e ON e.xid >= $1 AND e.xid < h.xid \
-     GROUP BY h.xid";
-
-/// One sealer pass's read of the orgs of its scope: each org's head is its newest seal,
-/// else its retention checkpoint, else the start. An org's unsealed events are all at or
-/// past the watermark, and saying so bounds the scan of each org's key: the head's row
-/// comparison alone is not an index condition under row-level security, so without
-/// `e.xid >= $5` every pass read all of an org's events (a pass's cost grew with the
-/// org's history: docs/BENCHMARKS.md). Binds: the per-org limit, the genesis hash, the
-/// start position (xid, id), the watermark, the horizon, the orgs.
-fn seal_pass_sql() -> String {
-    format!(
-        "WITH heads AS ( \
-             SELECT o.org_id, coalesce(s.last_seq, k.through_seq, 0) AS head_seq, \
-                 coalesce(substr(s.hashes, length(s.hashes) - 31), k.hash, $2) AS head_hash, \
-                 coalesce(s.through_xid, k.through_xid, $3) AS head_xid, \
-                 coalesce(s.through_id, k.through_id, $4) AS head_id \
-             FROM unnest($7::uuid[]) AS o(org_id) \
-             LEFT JOIN LATERAL (SELECT last_seq, hashes, through_xid, through_id FROM audit_seals s \
-                 WHERE s.org_id = o.org_id ORDER BY s.first_seq DESC LIMIT 1) s ON true \
-             LEFT JOIN audit_checkpoints k ON k.org_id = o.org_id \
-         ) \
-         SELECT h.head_seq, h.head_hash, h.head_xid, h.head_id, e.* \
-         FROM heads h \
-         CROSS JOIN LATERAL (SELECT e.xid, NULL::bigint AS seq, {EVENT_SELECT} FROM audit_events e \
-             WHERE e.org_id = h.org_id AND (e.xid, e.id) > (h.head_xid, h.head_id) AND e.xid < $6 \
-                 AND e.xid >= $5 \
-             ORDER BY e.xid, e.id LIMIT $1) e \
-         ORDER BY e.org_id, e.xid, e.id"
-    )
-}
-
-/// `sql` (the pass's read, or a statement around it) with the pass's binds.
-fn seal_pass_query<'q, O>(
+/// `sql` (the heads' read, or a statement around it) with its binds.
+fn heads_query<'q, O>(
     sql: &'q str,
-    limit: i64,
-    scope: &PassScope,
+    orgs: &[Uuid],
 ) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>
 where
     O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
 {
     sqlx::query_as(sql)
-        .bind(limit)
+        .bind(orgs.to_vec())
         .bind(GENESIS.to_vec())
         .bind(PG_START.0)
         .bind(PG_START.1)
-        .bind(scope.watermark)
-        .bind(scope.horizon)
-        .bind(scope.orgs.clone())
 }
+
+fn explain_lines(rows: Vec<(String,)>) -> Vec<String> {
+    rows.into_iter().map(|(line,)| line).collect()
+}
+
+/// One sealer pass's read of the events in [watermark, horizon), every org's, in position
+/// order by org. Binds: the watermark, the horizon.
+fn pass_events_sql() -> String {
+    format!(
+        "SELECT e.xid, NULL::bigint AS seq, {EVENT_SELECT} FROM audit_events e \
+         WHERE e.xid >= $1 AND e.xid < $2 ORDER BY e.org_id, e.xid, e.id"
+    )
+}
+
+/// The chain heads of the orgs of a sealer pass: each org's newest seal, else its
+/// retention checkpoint, else the start. Binds: the orgs, the genesis hash, the start
+/// position (xid, id).
+const PASS_HEADS_SQL: &str = "SELECT o.org_id, coalesce(s.last_seq, k.through_seq, 0) AS head_seq, \
+         coalesce(substr(s.hashes, length(s.hashes) - 31), k.hash, $2) AS head_hash, \
+         coalesce(s.through_xid, k.through_xid, $3) AS head_xid, \
+         coalesce(s.through_id, k.through_id, $4) AS head_id \
+     FROM unnest($1::uuid[]) AS o(org_id) \
+     LEFT JOIN LATERAL (SELECT last_seq, hashes, through_xid, through_id FROM audit_seals s \
+         WHERE s.org_id = o.org_id ORDER BY s.first_seq DESC LIMIT 1) s ON true \
+     LEFT JOIN audit_checkpoints k ON k.org_id = o.org_id";
 
 /// Appends the seals of one sealer pass.
 async fn insert_pg_seals(

@@ -391,9 +391,19 @@ impl PgStore {
         // Every pooled connection acts as the application's role, across orgs unless a
         // transaction scopes it to one (`scoped`): set at connection start, so no query
         // pays a round trip for it.
-        let connect_options = owner
-            .clone()
-            .options([("role", APP_ROLE), ("sable.org_id", "*")]);
+        //
+        // And it plans each prepared statement once (`force_generic_plan`). Postgres's
+        // default re-plans a statement on every execution while its generic plan looks
+        // dearer than the custom ones, and for the turn's statements, written so that
+        // every index is entered at its row whatever the values, that is a guess about
+        // `LIMIT $n` and arrays, not about the data: measured, a claim was re-planned on
+        // one execution in seven for stretches of a run, 1.3–2.7 ms of planning each
+        // against 0.3 ms of executing (docs/BENCHMARKS.md, the audit's cost).
+        let connect_options = owner.clone().options([
+            ("role", APP_ROLE),
+            ("sable.org_id", "*"),
+            ("plan_cache_mode", "force_generic_plan"),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)

@@ -297,12 +297,12 @@ async fn one_new_event(store: &Store, org_id: OrgId, name: &'static str) -> anyh
 
 /// A sealer pass reads the events it seals, not the org's history: with ten thousand of
 /// the org's events sealed, a pass that finds one new event reads the rows of the newest
-/// few heap pages, whose BRIN range has no summary yet, and nothing older. (Each org's
-/// scan is bounded below by the watermark; bounded by its chain head alone, a row
-/// comparison that row-level security leaves as a filter, it read every event the org
-/// ever had, on every pass. And a pass summarizes the ranges that filled up since the
-/// last one: without that, finding the orgs read every event written since the index
-/// was built.)
+/// few heap pages, whose BRIN range has no summary yet, and nothing older. (A pass reads
+/// the events at or past the sealer's watermark through the BRIN index of `xid`; bounded
+/// by each org's chain head alone, a row comparison that row-level security leaves as a
+/// filter, it once read every event the org ever had, on every pass. And a pass
+/// summarizes the ranges that filled up since the last one: without that, it read every
+/// event written since the index was built.)
 #[tokio::test]
 async fn postgres_a_seal_pass_reads_the_new_events_not_the_orgs_sealed_history()
 -> anyhow::Result<()> {
@@ -337,11 +337,11 @@ async fn postgres_a_seal_pass_reads_the_new_events_not_the_orgs_sealed_history()
     // The pass sees the new event once every older transaction (other tests') has ended.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let (plan, (pending, read)) = loop {
-        let [discovery, read] = database.store.explain_seal_pass(5000).await?;
-        let (_, found) = rows_in_plan(&discovery);
-        let (pending, taken) = rows_in_plan(&read);
+        let [events, heads] = database.store.explain_seal_pass().await?;
+        let (pending, found) = rows_in_plan(&events);
+        let (_, taken) = rows_in_plan(&heads);
         if pending > 0 {
-            break ([discovery, read].concat(), (pending, found + taken));
+            break ([events, heads].concat(), (pending, found + taken));
         }
         anyhow::ensure!(
             std::time::Instant::now() < deadline,
@@ -353,11 +353,57 @@ async fn postgres_a_seal_pass_reads_the_new_events_not_the_orgs_sealed_history()
     assert_eq!(pending, 1, "one unsealed event:\n{plan}");
     assert!(
         plan.contains("audit_events_by_xid_range"),
-        "the orgs are found through the BRIN index:\n{plan}"
+        "the events are found through the BRIN index:\n{plan}"
     );
     assert!(
         read < HISTORY as u64 / 5,
         "a pass for one new event read {read} rows:\n{plan}"
     );
+    Ok(())
+}
+
+/// A pass that seals only `limit` of an org's events moves the sealer's watermark to the
+/// last of them: the next pass reads from there, not again everything the first one read
+/// (it used to stay put until a pass sealed every event it found, so a burst past the
+/// limit was read whole by each of its passes).
+#[tokio::test]
+async fn postgres_a_pass_that_hits_its_limit_moves_the_watermark_past_what_it_sealed()
+-> anyhow::Result<()> {
+    const BURST: u64 = 30;
+    const LIMIT: i64 = 10;
+    let database = sable_testkit::TestDatabase::create().await?;
+    let store = Store::new(database.store.clone());
+    let org_id = store.create_org("acme").await?;
+    // Each in its own transaction, so each has its own position's `xid`.
+    for _ in 0..BURST {
+        one_new_event(&store, org_id, "test.burst").await?;
+    }
+    // A pass sees them once every older transaction (other tests') has ended.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let [events, _] = database.store.explain_seal_pass().await?;
+        if rows_in_plan(&events).0 == BURST {
+            break;
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the burst never became sealable"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(store.seal_audit(LIMIT).await?.sealed, LIMIT as u64);
+    let [events, heads] = database.store.explain_seal_pass().await?;
+    let (read, _) = rows_in_plan(&events);
+    assert_eq!(
+        read,
+        BURST - LIMIT as u64 + 1,
+        "the next pass reads from the last sealed event's transaction on:\n{}\n{}",
+        events.join("\n"),
+        heads.join("\n")
+    );
+    let AuditVerification::Intact { events, .. } = seal_all_of(&store, org_id).await? else {
+        anyhow::bail!("not intact");
+    };
+    assert_eq!(events, BURST);
     Ok(())
 }
