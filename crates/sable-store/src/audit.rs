@@ -736,16 +736,16 @@ impl PgStore {
     /// visible now, and none can appear behind the seal later), in position order, in one
     /// transaction. A second sealer waits on the advisory lock and then finds them sealed.
     ///
-    /// A pass reads the events at or past the sealer's watermark (every event below it is
-    /// sealed) and below its horizon once, through the BRIN index of `xid`, then the chain
-    /// heads of their orgs. The watermark moves to the horizon, or, when an org had more
-    /// than `limit` events to seal, to the least position this pass sealed such an org
-    /// through, so the next pass does not read again what this one sealed.
+    /// Seals at most `limit` events in all, every org's, in position order: a pass reads
+    /// the events past the sealer's watermark (every event at or before it is sealed) and
+    /// below its horizon once, through the BRIN index of `xid`, then the chain heads of
+    /// their orgs. The watermark moves to the last event read when the pass read `limit`
+    /// of them (the next pass starts there), else to the horizon.
     pub async fn seal_audit(&self, limit: i64) -> Result<SealReport, StoreError> {
         summarize_full_ranges(&self.pool).await?;
         let mut tx = self.pool.begin().await?;
-        let (scope, _) = read_seal_pass(&mut tx, false).await?;
-        let Some((pending, watermark)) = scope.pending(limit) else {
+        let (scope, _) = read_seal_pass(&mut tx, limit, false).await?;
+        let Some((pending, watermark)) = scope.pending() else {
             return Ok(SealReport::default());
         };
         let (seals, report) = seal_pass(pending);
@@ -753,10 +753,13 @@ impl PgStore {
             insert_pg_seals(&mut tx, &seals).await?;
         }
         if watermark > scope.watermark {
-            sqlx::query("UPDATE audit_sealer_state SET watermark_xid = $1 WHERE id = 1")
-                .bind(watermark)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE audit_sealer_state SET watermark_xid = $1, watermark_id = $2 WHERE id = 1",
+            )
+            .bind(watermark.0)
+            .bind(watermark.1)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(report)
@@ -770,7 +773,7 @@ impl PgStore {
     pub async fn explain_seal_pass(&self) -> Result<[Vec<String>; 2], StoreError> {
         summarize_full_ranges(&self.pool).await?;
         let mut tx = self.pool.begin().await?;
-        let (_, plans) = read_seal_pass(&mut tx, true).await?;
+        let (_, plans) = read_seal_pass(&mut tx, SEAL_PLAN_LIMIT, true).await?;
         tx.rollback().await?;
         Ok(plans)
     }
@@ -934,54 +937,44 @@ async fn summarize_full_ranges(pool: &sqlx::PgPool) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// What one sealer pass read: the events in [watermark, horizon), in position order by
-/// org, and the chain heads of their orgs.
+/// What one sealer pass read: up to its limit of the events past the watermark and
+/// below the horizon, in position order, and the chain heads of their orgs.
 struct PassScope {
-    watermark: i64,
+    watermark: PgPosition,
     /// Every transaction below it has ended.
     horizon: i64,
+    /// The read stopped at its limit: events past the last one may be left.
+    full: bool,
     events: Vec<(PgPosition, AuditRecord)>,
     heads: HashMap<Uuid, ChainHead<PgPosition>>,
 }
 
+/// A pass's pending events: each with its org's chain head, grouped by org, each org's in
+/// position order.
+type Pending = Vec<(ChainHead<PgPosition>, PgPosition, AuditRecord)>;
+
 impl PassScope {
-    /// Each org's events past its head, up to `limit` of them, with the head, and where
-    /// the watermark can move: every event below it is sealed once these are. `None` when
-    /// the pass found no events.
-    #[allow(clippy::type_complexity)]
-    fn pending(
-        &self,
-        limit: i64,
-    ) -> Option<(Vec<(ChainHead<PgPosition>, PgPosition, AuditRecord)>, i64)> {
-        if self.events.is_empty() {
-            return None;
-        }
-        let limit = usize::try_from(limit.max(1)).unwrap_or(usize::MAX);
-        let mut watermark = self.horizon;
-        let mut pending = Vec::new();
-        for org in self.events.chunk_by(|(_, a), (_, b)| a.org_id == b.org_id) {
-            let org_id = org[0].1.org_id.as_uuid();
-            let Some(head) = self.heads.get(&org_id) else {
-                // Its head is read with its events: an org without one is not sealed now.
-                watermark = watermark.min(org[0].0.0);
-                continue;
-            };
-            let unsealed: Vec<_> = org
-                .iter()
-                .filter(|(position, _)| *position > head.position)
-                .collect();
-            if unsealed.len() > limit {
-                // The rest waits for the next pass, which starts at this org's last
-                // sealed transaction (events of it may be left).
-                watermark = watermark.min(unsealed[limit - 1].0.0);
-            }
-            pending.extend(
-                unsealed
-                    .into_iter()
-                    .take(limit)
-                    .map(|(position, event)| (head.clone(), *position, event.clone())),
-            );
-        }
+    /// Each org's events past its head, with the head, and where the watermark moves:
+    /// every event at or before it is sealed once these are. `None` when the pass found
+    /// no events.
+    fn pending(&self) -> Option<(Pending, PgPosition)> {
+        let (last, _) = self.events.last()?;
+        // Every org's events up to the last one read are here, so each org's are the
+        // prefix of its unsealed events.
+        let watermark = if self.full {
+            *last
+        } else {
+            (self.horizon, Uuid::nil())
+        };
+        let mut by_org: Vec<&(PgPosition, AuditRecord)> = self.events.iter().collect();
+        by_org.sort_by_key(|(position, event)| (event.org_id.as_uuid(), *position));
+        let pending = by_org
+            .into_iter()
+            .filter_map(|(position, event)| {
+                let head = self.heads.get(&event.org_id.as_uuid())?;
+                (*position > head.position).then(|| (head.clone(), *position, event.clone()))
+            })
+            .collect();
         Some((pending, watermark))
     }
 }
@@ -991,6 +984,7 @@ impl PassScope {
 /// the plans of those two reads.
 async fn read_seal_pass(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    limit: i64,
     explain: bool,
 ) -> Result<(PassScope, [Vec<String>; 2]), StoreError> {
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext('sable.audit_sealer'))")
@@ -999,14 +993,15 @@ async fn read_seal_pass(
     // Read first and bound as values: under row-level security a subquery for the
     // watermark keeps the planner from the index. The horizon: every transaction below it
     // has ended, so every later snapshot sees all of their events that committed.
-    let (watermark, horizon, seqscan, indexscan, indexonlyscan): (
+    let (watermark_xid, watermark_id, horizon, seqscan, indexscan, indexonlyscan): (
         i64,
+        Uuid,
         i64,
         String,
         String,
         String,
     ) = sqlx::query_as(
-        "SELECT watermark_xid, pg_snapshot_xmin(pg_current_snapshot())::text::bigint, \
+        "SELECT watermark_xid, watermark_id, pg_snapshot_xmin(pg_current_snapshot())::text::bigint, \
                  current_setting('enable_seqscan'), current_setting('enable_indexscan'), \
                  current_setting('enable_indexonlyscan') \
              FROM audit_sealer_state WHERE id = 1",
@@ -1028,17 +1023,22 @@ async fn read_seal_pass(
     if explain {
         plans[0] = explain_lines(
             sqlx::query_as(&format!("EXPLAIN (ANALYZE) {events_sql}"))
-                .bind(watermark)
+                .bind(watermark_xid)
+                .bind(watermark_id)
                 .bind(horizon)
+                .bind(limit)
                 .fetch_all(&mut **tx)
                 .await?,
         );
     }
     let rows: Vec<PositionedRow> = sqlx::query_as(&events_sql)
-        .bind(watermark)
+        .bind(watermark_xid)
+        .bind(watermark_id)
         .bind(horizon)
+        .bind(limit)
         .fetch_all(&mut **tx)
         .await?;
+    let full = i64::try_from(rows.len()).is_ok_and(|read| read >= limit);
     // The heads' reads want their index scans back.
     sqlx::query(
         "SELECT set_config('enable_seqscan', $1, true), set_config('enable_indexscan', $2, true), \
@@ -1057,6 +1057,7 @@ async fn read_seal_pass(
         .iter()
         .map(|(_, event)| event.org_id.as_uuid())
         .collect();
+    orgs.sort_unstable();
     orgs.dedup();
     let mut heads = HashMap::new();
     if !orgs.is_empty() {
@@ -1083,8 +1084,9 @@ async fn read_seal_pass(
             .collect();
     }
     let scope = PassScope {
-        watermark,
+        watermark: (watermark_xid, watermark_id),
         horizon,
+        full,
         events,
         heads,
     };
@@ -1110,14 +1112,20 @@ fn explain_lines(rows: Vec<(String,)>) -> Vec<String> {
     rows.into_iter().map(|(line,)| line).collect()
 }
 
-/// One sealer pass's read of the events in [watermark, horizon), every org's, in position
-/// order by org. Binds: the watermark, the horizon.
+/// One sealer pass's read of the first events past the watermark and below the horizon,
+/// every org's, in position order. `e.xid >= $1` is the BRIN index's condition (the
+/// row comparison is exact but, under row-level security, only a filter). Binds: the
+/// watermark (xid, id), the horizon, the limit.
 fn pass_events_sql() -> String {
     format!(
         "SELECT e.xid, NULL::bigint AS seq, {EVENT_SELECT} FROM audit_events e \
-         WHERE e.xid >= $1 AND e.xid < $2 ORDER BY e.org_id, e.xid, e.id"
+         WHERE e.xid >= $1 AND (e.xid, e.id) > ($1, $2) AND e.xid < $3 \
+         ORDER BY e.xid, e.id LIMIT $4"
     )
 }
+
+/// The limit of the pass `explain_seal_pass` shows: the gateway's batch.
+const SEAL_PLAN_LIMIT: i64 = 5000;
 
 /// The chain heads of the orgs of a sealer pass: each org's newest seal, else its
 /// retention checkpoint, else the start. Binds: the orgs, the genesis hash, the start

@@ -362,10 +362,10 @@ async fn postgres_a_seal_pass_reads_the_new_events_not_the_orgs_sealed_history()
     Ok(())
 }
 
-/// A pass that seals only `limit` of an org's events moves the sealer's watermark to the
-/// last of them: the next pass reads from there, not again everything the first one read
-/// (it used to stay put until a pass sealed every event it found, so a burst past the
-/// limit was read whole by each of its passes).
+/// A pass that seals only `limit` of the events waiting moves the sealer's watermark to
+/// the last of them: the next pass reads from there, not again everything the first one
+/// read (it used to stay put until a pass sealed every event it found, so a burst past
+/// the limit was read whole by each of its passes).
 #[tokio::test]
 async fn postgres_a_pass_that_hits_its_limit_moves_the_watermark_past_what_it_sealed()
 -> anyhow::Result<()> {
@@ -396,8 +396,8 @@ async fn postgres_a_pass_that_hits_its_limit_moves_the_watermark_past_what_it_se
     let (read, _) = rows_in_plan(&events);
     assert_eq!(
         read,
-        BURST - LIMIT as u64 + 1,
-        "the next pass reads from the last sealed event's transaction on:\n{}\n{}",
+        BURST - LIMIT as u64,
+        "the next pass reads the events after the last one sealed:\n{}\n{}",
         events.join("\n"),
         heads.join("\n")
     );

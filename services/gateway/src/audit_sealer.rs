@@ -34,8 +34,9 @@ impl Default for AuditConfig {
 
 /// The store lease that makes one gateway the sealer.
 const SEALER_LEASE: &str = "audit-sealer";
-/// Events sealed per org and transaction: enough for one busy org's second of events in
-/// one pass (each further pass in a tick reads again from the watermark).
+/// Events sealed per transaction, every org's: a busy second of events in one pass, and
+/// a bound on what a pass holds in memory after an outage (each further pass in a tick
+/// starts where the last one stopped).
 const SEAL_BATCH: i64 = 5000;
 
 /// Seals until `shutdown`, while this gateway holds the sealer's lease.
