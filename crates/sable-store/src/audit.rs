@@ -731,16 +731,15 @@ impl PgStore {
         Ok(lowest.unwrap_or(i64::MIN))
     }
 
-    /// Seals, for each org, up to `limit` of its events past its last seal whose
-    /// transactions are older than every transaction still running (so all of them are
-    /// visible now, and none can appear behind the seal later), in position order, in one
-    /// transaction. A second sealer waits on the advisory lock and then finds them sealed.
+    /// Seals up to `limit` events in all, every org's, whose transactions are older than
+    /// every transaction still running (so all of them are visible now, and none can
+    /// appear behind a seal later), in position order, in one transaction. A second sealer
+    /// waits on the advisory lock and then finds them sealed.
     ///
-    /// Seals at most `limit` events in all, every org's, in position order: a pass reads
-    /// the events past the sealer's watermark (every event at or before it is sealed) and
-    /// below its horizon once, through the BRIN index of `xid`, then the chain heads of
-    /// their orgs. The watermark moves to the last event read when the pass read `limit`
-    /// of them (the next pass starts there), else to the horizon.
+    /// A pass reads the events past the sealer's watermark (every event at or before it is
+    /// sealed) and below its horizon once, through the BRIN index of `xid`, then the chain
+    /// heads of their orgs. The watermark moves to the last event read when the pass read
+    /// `limit` of them (the next pass starts there), else to the horizon.
     pub async fn seal_audit(&self, limit: i64) -> Result<SealReport, StoreError> {
         summarize_full_ranges(&self.pool).await?;
         let mut tx = self.pool.begin().await?;
@@ -770,10 +769,10 @@ impl PgStore {
     /// none), run as the sealer runs them, in a transaction rolled back after: for tests of
     /// what a pass reads.
     #[doc(hidden)]
-    pub async fn explain_seal_pass(&self) -> Result<[Vec<String>; 2], StoreError> {
+    pub async fn explain_seal_pass(&self, limit: i64) -> Result<[Vec<String>; 2], StoreError> {
         summarize_full_ranges(&self.pool).await?;
         let mut tx = self.pool.begin().await?;
-        let (_, plans) = read_seal_pass(&mut tx, SEAL_PLAN_LIMIT, true).await?;
+        let (_, plans) = read_seal_pass(&mut tx, limit, true).await?;
         tx.rollback().await?;
         Ok(plans)
     }
@@ -968,13 +967,17 @@ impl PassScope {
         };
         let mut by_org: Vec<&(PgPosition, AuditRecord)> = self.events.iter().collect();
         by_org.sort_by_key(|(position, event)| (event.org_id.as_uuid(), *position));
-        let pending = by_org
-            .into_iter()
-            .filter_map(|(position, event)| {
-                let head = self.heads.get(&event.org_id.as_uuid())?;
-                (*position > head.position).then(|| (head.clone(), *position, event.clone()))
-            })
-            .collect();
+        let mut pending = Vec::new();
+        for (position, event) in by_org {
+            // The heads' read returns one row per org asked for; were one missing, its
+            // events would stay unsealed, so the watermark must not pass them.
+            let Some(head) = self.heads.get(&event.org_id.as_uuid()) else {
+                return Some((Vec::new(), self.watermark));
+            };
+            if *position > head.position {
+                pending.push((head.clone(), *position, event.clone()));
+            }
+        }
         Some((pending, watermark))
     }
 }
@@ -1020,22 +1023,20 @@ async fn read_seal_pass(
     .await?;
     let mut plans: [Vec<String>; 2] = Default::default();
     let events_sql = pass_events_sql();
+    let watermark = (watermark_xid, watermark_id);
     if explain {
         plans[0] = explain_lines(
-            sqlx::query_as(&format!("EXPLAIN (ANALYZE) {events_sql}"))
-                .bind(watermark_xid)
-                .bind(watermark_id)
-                .bind(horizon)
-                .bind(limit)
-                .fetch_all(&mut **tx)
-                .await?,
+            events_query(
+                &format!("EXPLAIN (ANALYZE) {events_sql}"),
+                watermark,
+                horizon,
+                limit,
+            )
+            .fetch_all(&mut **tx)
+            .await?,
         );
     }
-    let rows: Vec<PositionedRow> = sqlx::query_as(&events_sql)
-        .bind(watermark_xid)
-        .bind(watermark_id)
-        .bind(horizon)
-        .bind(limit)
+    let rows: Vec<PositionedRow> = events_query(&events_sql, watermark, horizon, limit)
         .fetch_all(&mut **tx)
         .await?;
     let full = i64::try_from(rows.len()).is_ok_and(|read| read >= limit);
@@ -1084,13 +1085,30 @@ async fn read_seal_pass(
             .collect();
     }
     let scope = PassScope {
-        watermark: (watermark_xid, watermark_id),
+        watermark,
         horizon,
         full,
         events,
         heads,
     };
     Ok((scope, plans))
+}
+
+/// `sql` (the pass's read of its events, or a statement around it) with its binds.
+fn events_query<'q, O>(
+    sql: &'q str,
+    watermark: PgPosition,
+    horizon: i64,
+    limit: i64,
+) -> sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>
+where
+    O: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>,
+{
+    sqlx::query_as(sql)
+        .bind(watermark.0)
+        .bind(watermark.1)
+        .bind(horizon)
+        .bind(limit)
 }
 
 /// `sql` (the heads' read, or a statement around it) with its binds.
@@ -1123,9 +1141,6 @@ fn pass_events_sql() -> String {
          ORDER BY e.xid, e.id LIMIT $4"
     )
 }
-
-/// The limit of the pass `explain_seal_pass` shows: the gateway's batch.
-const SEAL_PLAN_LIMIT: i64 = 5000;
 
 /// The chain heads of the orgs of a sealer pass: each org's newest seal, else its
 /// retention checkpoint, else the start. Binds: the orgs, the genesis hash, the start

@@ -337,7 +337,7 @@ async fn postgres_a_seal_pass_reads_the_new_events_not_the_orgs_sealed_history()
     // The pass sees the new event once every older transaction (other tests') has ended.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let (plan, (pending, read)) = loop {
-        let [events, heads] = database.store.explain_seal_pass().await?;
+        let [events, heads] = database.store.explain_seal_pass(5000).await?;
         let (pending, found) = rows_in_plan(&events);
         let (_, taken) = rows_in_plan(&heads);
         if pending > 0 {
@@ -381,7 +381,7 @@ async fn postgres_a_pass_that_hits_its_limit_moves_the_watermark_past_what_it_se
     // A pass sees them once every older transaction (other tests') has ended.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let [events, _] = database.store.explain_seal_pass().await?;
+        let [events, _] = database.store.explain_seal_pass(5000).await?;
         if rows_in_plan(&events).0 == BURST {
             break;
         }
@@ -392,7 +392,7 @@ async fn postgres_a_pass_that_hits_its_limit_moves_the_watermark_past_what_it_se
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert_eq!(store.seal_audit(LIMIT).await?.sealed, LIMIT as u64);
-    let [events, heads] = database.store.explain_seal_pass().await?;
+    let [events, heads] = database.store.explain_seal_pass(5000).await?;
     let (read, _) = rows_in_plan(&events);
     assert_eq!(
         read,

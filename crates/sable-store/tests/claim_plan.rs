@@ -4,15 +4,12 @@
 //! found through index conditions, not every live turn or the whole history read and
 //! filtered.
 
-use std::time::Duration;
-
 use sable_core::{AgentId, Channel, MessageText, OrgId, SessionId};
-use sable_store::{
-    FinishTurn, NewMessage, NextTurn, PgStore, ProviderCallRecord, SessionTarget, TurnOutcome,
-};
+use sable_store::{NewMessage, PgStore, SessionTarget};
 use sable_testkit::TestDatabase;
 
-const WORKER: &str = "worker-1";
+mod common;
+
 const HISTORY_LIMIT: i64 = 20;
 /// Finished turns of the session before the one claimed.
 const EARLIER_TURNS: i64 = 3_000;
@@ -30,7 +27,7 @@ async fn a_claim_in_a_long_session_reads_its_turn_and_its_bounded_history_direct
     // The session's first turn, start to end, then statistics taken while it is new: few
     // turns, and none live.
     let session_id = accept(store, org_id, SessionTarget::New).await?;
-    run_turn(store, org_id, session_id).await?;
+    common::run_turn(store, org_id, session_id, HISTORY_LIMIT, Vec::new()).await?;
     sqlx::query("ANALYZE turns, messages, sessions")
         .execute(&owner)
         .await?;
@@ -146,34 +143,4 @@ async fn accept(
         })
         .await?;
     Ok(accepted.session_id)
-}
-
-async fn run_turn(store: &PgStore, org_id: OrgId, session_id: SessionId) -> anyhow::Result<()> {
-    let NextTurn::Begun(begun) = store
-        .begin_next_turn(
-            org_id,
-            session_id,
-            WORKER,
-            Duration::from_secs(30),
-            HISTORY_LIMIT,
-        )
-        .await?
-    else {
-        anyhow::bail!("the turn did not begin");
-    };
-    store
-        .finish_turn(FinishTurn {
-            turn: &begun.turn,
-            attempt: begun.attempt,
-            outcome: TurnOutcome::Replied {
-                text: "an answer".into(),
-            },
-            usage: None,
-            route: None,
-            provider_calls: Vec::<ProviderCallRecord>::new(),
-            lease_owner: Some(WORKER),
-        })
-        .await?
-        .expect("the turn ended");
-    Ok(())
 }

@@ -7,13 +7,10 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use sable_core::{AgentId, Channel, MessageText, OrgId};
-use sable_store::{
-    FinishTurn, NewMessage, NextTurn, PgStore, ProviderCallRecord, SessionTarget, StoreOptions,
-    TurnOutcome,
-};
+use sable_store::{NewMessage, PgStore, ProviderCallRecord, SessionTarget, StoreOptions};
 use sable_testkit::{RoundTripCounter, TestDatabase};
 
-const WORKER: &str = "worker-1";
+mod common;
 
 /// Statements of one plain turn: intake, begin, end.
 const STATEMENTS_PER_TURN: u64 = 3;
@@ -63,32 +60,14 @@ async fn plain_turn(store: &PgStore, org_id: OrgId, text: &str) -> anyhow::Resul
             actor: sable_store::Actor::system(),
         })
         .await?;
-    let NextTurn::Begun(begun) = store
-        .begin_next_turn(
-            org_id,
-            accepted.session_id,
-            WORKER,
-            Duration::from_secs(30),
-            20,
-        )
-        .await?
-    else {
-        anyhow::bail!("the turn did not begin");
-    };
-    let ended = store
-        .finish_turn(FinishTurn {
-            turn: &begun.turn,
-            attempt: begun.attempt,
-            outcome: TurnOutcome::Replied {
-                text: "an answer".into(),
-            },
-            usage: None,
-            route: None,
-            provider_calls: vec![provider_call()],
-            lease_owner: Some(WORKER),
-        })
-        .await?
-        .expect("the turn ended");
+    let ended = common::run_turn(
+        store,
+        org_id,
+        accepted.session_id,
+        20,
+        vec![provider_call()],
+    )
+    .await?;
     assert!(ended.delivered && ended.lease_released);
     Ok(())
 }
